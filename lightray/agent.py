@@ -1,0 +1,306 @@
+"""The node agent process (``lightray-agent``): sockets, worker processes, clean-up.
+
+    drivers, workers ──DEALER──▶ ROUTER (ipc://<session>/agent.sock) ──▶ AgentState
+                     ◀─────────── outbox flushed once per loop turn ◀──────┘
+    fork()  ──▶ worker processes (children; die with the agent: PDEATHSIG + ppid check)
+
+One thread. Each turn: read every message waiting (up to a batch), feed it to
+AgentState, schedule, then act on the instructions: send the outbox (one
+frame per destination), fork, kill, unlink freed segments; reap dead
+children. All bookkeeping is in lightray.agent_state; this module only moves
+bytes and processes.
+
+An embedded agent (started by ``lightray.init()``) watches the driver that
+started it and shuts down when it goes, so a SIGKILLed driver leaves nothing
+behind: workers are killed, every segment of the session is unlinked, and the
+session directory is removed.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+
+import zmq
+
+from . import config
+from . import worker as _worker_preloaded  # noqa: F401  (forked workers start warm)
+from .agent_state import AgentState, describe_exit
+from .client import shm_prefix
+from .ids import random_hex
+from .resources import detect_num_cpus
+from .store import shm
+from .transport import messages as m
+from .transport import sockets
+
+_BATCH = 512                # messages handled per turn before acting
+_HOUSEKEEPING = 0.05        # seconds between reaping children / parent checks
+_PR_SET_PDEATHSIG = 1
+
+
+class AgentServer:
+    def __init__(self, *, session_dir: str, session: str, resources: dict, store_capacity: int,
+                 parent_pid: int = 0, initial_workers: int | None = None):
+        self.session_dir = session_dir
+        self.session = session
+        self.parent_pid = parent_pid
+        self.address = sockets.ipc_address(session_dir)
+        num_cpus = resources.get("CPU", 0)
+        self.state = AgentState(node_id=random_hex(8), session=session, resources=resources,
+                                pipeline_depth=config.pipeline_depth(),
+                                max_workers=config.max_workers(num_cpus),
+                                store_capacity=store_capacity)
+        self.context = zmq.Context(io_threads=1)
+        self.router = sockets.router(self.context, self.address)
+        self.running = True
+        if initial_workers is None:
+            initial_workers = max(1, int(num_cpus))
+        self.state.initial_workers(initial_workers)
+
+    # ------------------------------------------------------------ main loop
+
+    def serve(self) -> None:
+        router = self.router
+        state = self.state
+        next_housekeeping = 0.0
+        self._act()
+        while self.running and not state.stopping:
+            if router.poll(int(_HOUSEKEEPING * 1000)):
+                for _ in range(_BATCH):
+                    try:
+                        identity, frame = router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    except ValueError:
+                        continue  # malformed multipart: ignore
+                    self._dispatch(identity, frame)
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                next_housekeeping = now + _HOUSEKEEPING
+                self._reap_children()
+                if self.parent_pid and os.getppid() != self.parent_pid:
+                    break   # the driver that embeds us is gone
+            if state.needs_schedule:
+                state.schedule()
+            self._act()
+        self.stop()
+
+    def _dispatch(self, identity: bytes, frame: bytes) -> None:
+        try:
+            ops = m.decode(frame)
+        except Exception:
+            return  # not ours to unpickle further; drop it
+        if identity.endswith(b"r"):
+            for op in ops:
+                if op[0] == m.HELLO:
+                    self.state.on_hello(op[1], op[2], op[3], op[4])
+        else:
+            self.state.handle(identity[:-1], ops)
+
+    def _act(self) -> None:
+        state = self.state
+        if state.outbox:
+            send = self.router.send_multipart
+            for identity, ops in state.outbox.items():
+                send([identity, m.encode(ops)], copy=True)
+            state.outbox.clear()
+        if state.spawn:
+            spawn, state.spawn = state.spawn, []
+            for worker_id in spawn:
+                state.set_worker_pid(worker_id, self._fork_worker(worker_id))
+        if state.kill:
+            kill, state.kill = state.kill, []
+            for pid in kill:
+                _kill(pid, signal.SIGKILL)
+        if state.free_segments:
+            free, state.free_segments = state.free_segments, []
+            for name in free:
+                shm.unlink(name)
+
+    # ------------------------------------------------------------- workers
+
+    def _fork_worker(self, worker_id: str) -> int:
+        agent_pid = os.getpid()
+        pid = os.fork()
+        if pid:
+            return pid
+        # Child: never return into the agent's stack; always leave via _exit.
+        code = 0
+        try:
+            _set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != agent_pid:
+                os._exit(1)
+            from .worker import worker_main
+            worker_main(self.address, worker_id, agent_pid)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+
+    def _reap_children(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.state.on_worker_exit(pid, describe_exit(status))
+
+    # ------------------------------------------------------------- stopping
+
+    def stop(self) -> None:
+        self.running = False
+        pids = [w.pid for w in self.state.workers.values() if w.pid]
+        for pid in pids:
+            _kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        for pid in pids:
+            while time.monotonic() < deadline:
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if done:
+                    break
+                time.sleep(0.005)
+        for name in self.state.all_segments():
+            shm.unlink(name)
+        # Segments written by a process that died before it could report them.
+        shm.unlink_all(shm_prefix(self.session))
+        try:
+            self.router.close(linger=0)
+            self.context.term()
+        except zmq.ZMQError:
+            pass
+        shutil.rmtree(self.session_dir, ignore_errors=True)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the ppid check still applies
+        pass
+
+
+def default_store_capacity() -> int:
+    import psutil
+    from_env = config.object_store_memory_from_env()
+    if from_env:
+        return from_env
+    capacity = int(psutil.virtual_memory().total * config.OBJECT_STORE_FRACTION)
+    free = shm.shm_free_bytes()
+    return min(capacity, free) if free else capacity
+
+
+def new_session_dir() -> tuple:
+    """(session id, directory) of a fresh session, mode 0700."""
+    root = config.temp_dir()
+    os.makedirs(root, exist_ok=True)
+    session = random_hex(4)
+    path = os.path.join(root, f"session_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}_{session}")
+    os.makedirs(path, mode=0o700)
+    return session, path
+
+
+def reclaim_dead_sessions() -> None:
+    """Remove segments and directories of sessions whose agent is gone."""
+    root = config.temp_dir()
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = os.path.join(root, name)
+        pid_file = os.path.join(path, "agent.pid")
+        try:
+            with open(pid_file) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if _pid_alive(pid):
+            continue
+        session = name.rsplit("_", 1)[-1]
+        shm.unlink_all(shm_prefix(session))
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(prog="lightray-agent", description="Run a lightray node agent.")
+    parser.add_argument("--num-cpus", type=float, default=None)
+    parser.add_argument("--num-gpus", type=float, default=0)
+    parser.add_argument("--resources", type=str, default="{}", help="JSON object of custom resources")
+    parser.add_argument("--object-store-memory", type=int, default=None)
+    parser.add_argument("--session-dir", type=str, default=None)
+    parser.add_argument("--parent-pid", type=int, default=0,
+                        help="exit when this process (the embedding driver) exits")
+    parser.add_argument("--ready-fd", type=int, default=-1, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if args.parent_pid else signal.default_int_handler)
+    try:
+        custom = json.loads(args.resources)
+        if not isinstance(custom, dict):
+            raise ValueError("--resources must be a JSON object")
+    except ValueError as error:
+        print(f"lightray-agent: bad --resources: {error}", file=sys.stderr)
+        return 2
+    resources = dict(custom)
+    resources["CPU"] = args.num_cpus if args.num_cpus is not None else detect_num_cpus()
+    resources["GPU"] = args.num_gpus or 0
+    if args.session_dir:
+        session_dir = args.session_dir
+        session = os.path.basename(session_dir).rsplit("_", 1)[-1]
+    else:
+        reclaim_dead_sessions()
+        session, session_dir = new_session_dir()
+    with open(os.path.join(session_dir, "agent.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    server = AgentServer(session_dir=session_dir, session=session, resources=resources,
+                         store_capacity=args.object_store_memory or default_store_capacity(),
+                         parent_pid=args.parent_pid)
+
+    def on_term(signum, frame):
+        server.running = False
+    signal.signal(signal.SIGTERM, on_term)
+    if not args.parent_pid:
+        print(f"lightray agent {server.state.node_id} listening on {server.address}", flush=True)
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

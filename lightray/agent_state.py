@@ -1,0 +1,631 @@
+"""The node agent's bookkeeping: objects, tasks, workers, resources. No I/O.
+
+    events in                                  instructions out
+    ─────────                                  ────────────────
+    handle(client_id, ops)   ──▶  AgentState ──▶ outbox: {receive identity: [ops]}
+    on_hello(...)                               spawn: [worker_id]  (fork these)
+    on_worker_exit(pid, status)                 kill:  [pid]        (SIGKILL these)
+                                                free_segments: [segment names]
+
+The agent's I/O loop (lightray.agent) feeds events in, then acts on what
+accumulated: it sends the outbox, forks, kills and unlinks.
+
+Objects: ``refs`` counts the processes holding an ObjectRef (each counts
+once, via INC/DEC) plus pins (pending tasks needing it as an argument or
+holding it inside their arguments, objects containing it). An object is freed
+when refs reaches 0 and it is not still being produced.
+
+Task states: WAITING (for arguments) -> QUEUED (ready, waiting for resources)
+-> DISPATCHED (on a worker's queue) -> finished (removed). A worker's queue
+holds its running task first, then pipelined ones.
+"""
+from __future__ import annotations
+
+import collections
+import os
+
+from . import exceptions, serialization
+from . import task_spec as ts
+from .ids import return_ids, task_of
+from .resources import CPU, ResourcePool, from_units, shape_of
+from .serialization import ERROR, SHARED
+from .transport import messages as m
+
+WAITING, QUEUED, DISPATCHED, FINISHED = "waiting", "queued", "dispatched", "finished"
+STARTING, IDLE, LEASED, BLOCKED, DEAD = "starting", "idle", "leased", "blocked", "dead"
+
+
+class ObjectEntry:
+    __slots__ = ("refs", "payload", "pending", "owner", "subscribers", "waiting_tasks",
+                 "contained")
+
+    def __init__(self, refs: int, payload=None, owner: bytes = b""):
+        self.refs = refs                  # holder processes + pins
+        self.payload = payload            # (kind, data) once ready
+        self.pending = payload is None    # a task will still produce it
+        self.owner = owner                # client that gets it pushed when ready
+        self.subscribers = None           # other clients waiting for it
+        self.waiting_tasks = None         # tasks waiting for it as an argument
+        self.contained = ()               # ids pinned by this object's value
+
+
+class Task:
+    __slots__ = ("spec", "task_id", "request", "shape", "owner", "state", "missing_deps",
+                 "retries_left", "worker", "cancelled", "force_cancelled")
+
+    def __init__(self, spec: tuple, owner: bytes):
+        self.spec = spec
+        self.task_id = spec[ts.TASK_ID]
+        self.request = spec[ts.RESOURCES]
+        self.shape = shape_of(self.request)
+        self.owner = owner
+        self.state = WAITING
+        self.missing_deps = 0
+        self.retries_left = spec[ts.MAX_RETRIES]
+        self.worker = None
+        self.cancelled = False
+        self.force_cancelled = False
+
+
+class WorkerEntry:
+    __slots__ = ("worker_id", "pid", "state", "allocation", "shape", "queue", "functions",
+                 "started")
+
+    def __init__(self, worker_id: str):
+        self.worker_id = worker_id
+        self.pid = 0
+        self.state = STARTING
+        self.allocation = None
+        self.shape = None
+        self.queue = collections.deque()   # Tasks: running first, then pipelined
+        self.functions = set()             # function ids this worker has loaded
+        self.started = False
+
+
+class ClientEntry:
+    __slots__ = ("client_id", "identity", "kind", "pid", "held", "worker")
+
+    def __init__(self, client_id: bytes, kind: str, pid: int, worker):
+        self.client_id = client_id
+        self.identity = client_id + b"r"   # its receive socket
+        self.kind = kind
+        self.pid = pid
+        self.held = set()                  # object ids this process counts as held
+        self.worker = worker
+
+
+class AgentState:
+    def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
+                 max_workers: int, store_capacity: int):
+        self.node_id = node_id
+        self.session = session
+        self.pool = ResourcePool(resources)
+        self.pipeline_depth = pipeline_depth
+        self.max_workers = max_workers
+        self.store_capacity = store_capacity
+        self.store_used = 0
+        self.objects: dict = {}
+        self.tasks: dict = {}
+        self.functions: dict = {}
+        self.clients: dict = {}
+        self.workers: dict = {}            # worker_id -> WorkerEntry
+        self.workers_by_pid: dict = {}
+        self.idle_workers: list = []
+        self.queues: dict = {}             # shape -> deque of QUEUED tasks
+        self._worker_counter = 0
+        self.needs_schedule = False
+        self.stopping = False
+        # instructions for the I/O loop
+        self.outbox: dict = collections.defaultdict(list)
+        self.spawn: list = []
+        self.kill: list = []
+        self.free_segments: list = []
+
+    # ================================================================ events
+
+    def node_info(self) -> dict:
+        return {"node_id": self.node_id, "session": self.session,
+                "resources": self.pool.as_floats("total"),
+                "num_gpus": len(self.pool.gpu_free),
+                "store_capacity": self.store_capacity}
+
+    def on_hello(self, client_id: bytes, kind: str, pid: int, worker_id: str) -> None:
+        worker = self.workers.get(worker_id) if kind == "worker" else None
+        client = ClientEntry(client_id, kind, pid, worker)
+        self.clients[client_id] = client
+        self.outbox[client.identity].append((m.WELCOME, self.node_info()))
+        if worker is not None and worker.state != DEAD:
+            worker.started = True
+            for task in worker.queue:
+                self._send_exec(worker, task)
+            if worker.state == STARTING:
+                worker.state = LEASED if worker.queue else IDLE
+                if worker.state == IDLE:
+                    self._release_lease(worker)
+                    self.idle_workers.append(worker)
+                    self.needs_schedule = True
+
+    def handle(self, client_id: bytes, ops: list) -> None:
+        client = self.clients.get(client_id)
+        if client is None:
+            return   # a process we no longer know (it died, or never said hello)
+        for op in ops:
+            kind = op[0]
+            if kind == m.INC:
+                self._on_inc(client, op[1])
+            elif kind == m.DEC:
+                self._on_dec(client, op[1])
+            elif kind == m.SUBMIT:
+                self._on_submit(client, op[1])
+            elif kind == m.DONE:
+                self._on_done(client, op[1], op[2], op[3], op[4])
+            elif kind == m.EXPORT:
+                self.functions[op[1]] = op[2]
+            elif kind == m.PUT:
+                self._on_put(client, op[1], op[2], op[3])
+            elif kind == m.SUBSCRIBE:
+                self._on_subscribe(client, op[1])
+            elif kind == m.BLOCKED:
+                self._on_blocked(client, op[2])
+            elif kind == m.UNBLOCKED:
+                self._on_unblocked(client)
+            elif kind == m.RETURNED:
+                self._on_returned(client, op[1])
+            elif kind == m.CANCEL:
+                self._on_cancel(op[1], op[2])
+            elif kind == m.INFO:
+                self.outbox[client.identity].append((m.INFO_REPLY, op[1], self.info(op[2])))
+            elif kind == m.GOODBYE:
+                self._drop_client(client)
+            elif kind == m.SHUTDOWN:
+                self.stopping = True
+
+    # ============================================================== objects
+
+    def _on_inc(self, client: ClientEntry, object_ids: list) -> None:
+        objects = self.objects
+        held = client.held
+        for object_id in object_ids:
+            entry = objects.get(object_id)
+            if entry is None:
+                # A ref whose producer we have not heard of yet (or lost).
+                entry = objects[object_id] = ObjectEntry(0)
+            entry.refs += 1
+            held.add(object_id)
+
+    def _on_dec(self, client: ClientEntry, object_ids: list) -> None:
+        held = client.held
+        for object_id in object_ids:
+            if object_id in held:
+                held.discard(object_id)
+                self._unref(object_id)
+
+    def _unref(self, object_id: bytes) -> None:
+        entry = self.objects.get(object_id)
+        if entry is None:
+            return
+        entry.refs -= 1
+        if entry.refs <= 0 and not entry.pending:
+            self._free(object_id, entry)
+
+    def _pin(self, object_ids) -> None:
+        objects = self.objects
+        for object_id in object_ids:
+            entry = objects.get(object_id)
+            if entry is None:
+                entry = objects[object_id] = ObjectEntry(0)
+            entry.refs += 1
+
+    def _free(self, object_id: bytes, entry: ObjectEntry) -> None:
+        del self.objects[object_id]
+        payload = entry.payload
+        if payload is not None and payload[0] == SHARED:
+            self.free_segments.append(payload[1][0])
+            self.store_used -= payload[1][1]
+        for inner in entry.contained:
+            self._unref(inner)
+
+    def _on_put(self, client: ClientEntry, object_id: bytes, payload, contained) -> None:
+        entry = ObjectEntry(1, owner=client.client_id)
+        self.objects[object_id] = entry
+        client.held.add(object_id)
+        self._set_ready(object_id, entry, payload, contained, push_owner=False)
+
+    def _set_ready(self, object_id: bytes, entry: ObjectEntry, payload, contained,
+                   push_owner: bool = True) -> None:
+        entry.payload = payload
+        entry.pending = False
+        if payload[0] == SHARED:
+            self.store_used += payload[1][1]
+        if contained:
+            entry.contained = tuple(contained)
+            self._pin(contained)
+        item = (object_id, payload)
+        if push_owner and entry.owner in self.clients:
+            self._push_ready(self.clients[entry.owner].identity, item)
+        if entry.subscribers:
+            for identity in entry.subscribers:
+                self._push_ready(identity, item)
+            entry.subscribers = None
+        if entry.waiting_tasks:
+            waiting, entry.waiting_tasks = entry.waiting_tasks, None
+            for task in waiting:
+                if task.state != WAITING:
+                    continue
+                if payload[0] == ERROR:
+                    self._fail_task(task, payload)
+                else:
+                    task.missing_deps -= 1
+                    if task.missing_deps == 0:
+                        self._enqueue(task)
+        if entry.refs <= 0:
+            self._free(object_id, entry)
+
+    def _push_ready(self, identity: bytes, item) -> None:
+        box = self.outbox[identity]
+        if box and box[-1][0] == m.READY:
+            box[-1][1].append(item)
+        else:
+            box.append((m.READY, [item]))
+
+    def _on_subscribe(self, client: ClientEntry, object_ids: list) -> None:
+        for object_id in object_ids:
+            entry = self.objects.get(object_id)
+            if entry is None:
+                lost = exceptions.ObjectLostError(
+                    f"object {object_id.hex()} is not in the store: it was freed or never existed")
+                self._push_ready(client.identity, (object_id, (ERROR, serialization.dumps_exception(lost))))
+            elif not entry.pending:
+                self._push_ready(client.identity, (object_id, entry.payload))
+            elif entry.owner != client.client_id:
+                if entry.subscribers is None:
+                    entry.subscribers = []
+                entry.subscribers.append(client.identity)
+
+    # ================================================================ tasks
+
+    def _on_submit(self, client: ClientEntry, spec: tuple) -> None:
+        task = Task(spec, client.client_id)
+        self.tasks[task.task_id] = task
+        objects = self.objects
+        for object_id in return_ids(task.task_id, spec[ts.NUM_RETURNS]):
+            objects[object_id] = ObjectEntry(1, owner=client.client_id)
+            client.held.add(object_id)
+        deps = spec[ts.DEPS]
+        self._pin(deps)
+        self._pin(spec[ts.CONTAINED])
+        missing = self.pool.unsatisfiable(task.request)
+        if missing is not None:
+            total = from_units(self.pool.total.get(missing, 0))
+            error = exceptions.TaskUnschedulableError(
+                f"task {spec[ts.FUNCTION_NAME]}() asks for {task.request.get(missing)} {missing} "
+                f"but this runtime has {total} {missing} in total "
+                f"(resources: {self.pool.as_floats('total')}); it can never run")
+            self._fail_task(task, (ERROR, serialization.dumps_exception(error)))
+            return
+        for object_id in deps:
+            entry = objects[object_id]
+            if entry.pending:
+                if entry.waiting_tasks is None:
+                    entry.waiting_tasks = []
+                entry.waiting_tasks.append(task)
+                task.missing_deps += 1
+            elif entry.payload[0] == ERROR:
+                self._fail_task(task, entry.payload)
+                return
+        if task.missing_deps == 0:
+            self._enqueue(task)
+
+    def _enqueue(self, task: Task, front: bool = False) -> None:
+        task.state = QUEUED
+        task.worker = None
+        queue = self.queues.get(task.shape)
+        if queue is None:
+            queue = self.queues[task.shape] = collections.deque()
+        if front:
+            queue.appendleft(task)
+        else:
+            queue.append(task)
+        self.needs_schedule = True
+
+    def _finish_task(self, task: Task) -> None:
+        """Unpin what the task held; it is gone from the agent afterwards."""
+        task.state = FINISHED
+        self.tasks.pop(task.task_id, None)
+        spec = task.spec
+        for object_id in spec[ts.DEPS]:
+            self._unref(object_id)
+        for object_id in spec[ts.CONTAINED]:
+            self._unref(object_id)
+
+    def _fail_task(self, task: Task, payload) -> None:
+        if task.state == FINISHED:
+            return
+        for object_id in return_ids(task.task_id, task.spec[ts.NUM_RETURNS]):
+            entry = self.objects.get(object_id)
+            if entry is not None and entry.pending:
+                self._set_ready(object_id, entry, payload, ())
+        self._finish_task(task)
+
+    def _fail_with(self, task: Task, error: Exception) -> None:
+        self._fail_task(task, (ERROR, serialization.dumps_exception(error)))
+
+    def _on_done(self, client: ClientEntry, task_id: bytes, payloads, contained, retryable) -> None:
+        worker = client.worker
+        task = self.tasks.get(task_id)
+        if worker is not None:
+            self._remove_from_worker(worker, task_id)
+        if task is None or task.state == FINISHED:
+            self._discard_payloads(payloads)
+        elif retryable and task.retries_left > 0 and not task.cancelled:
+            task.retries_left -= 1
+            self._enqueue(task)
+        else:
+            for object_id, payload, inner in zip(
+                    return_ids(task_id, task.spec[ts.NUM_RETURNS]), payloads, contained):
+                entry = self.objects.get(object_id)
+                if entry is None:   # nobody holds the result any more
+                    self._discard_payloads([payload])
+                    continue
+                self._set_ready(object_id, entry, payload, inner)
+            self._finish_task(task)
+        if worker is not None:
+            self._after_worker_progress(worker)
+
+    def _discard_payloads(self, payloads) -> None:
+        for payload in payloads:
+            if payload[0] == SHARED:
+                self.free_segments.append(payload[1][0])
+
+    def _remove_from_worker(self, worker: WorkerEntry, task_id: bytes) -> None:
+        queue = worker.queue
+        if queue and queue[0].task_id == task_id:
+            queue.popleft()
+            return
+        for task in queue:
+            if task.task_id == task_id:
+                queue.remove(task)
+                return
+
+    def _after_worker_progress(self, worker: WorkerEntry) -> None:
+        if not worker.queue and worker.state in (LEASED, BLOCKED):
+            self._release_lease(worker)
+            worker.state = IDLE
+            self.idle_workers.append(worker)
+        self.needs_schedule = True
+
+    def _release_lease(self, worker: WorkerEntry) -> None:
+        if worker.allocation is not None:
+            self.pool.release(worker.allocation)
+            worker.allocation = None
+            worker.shape = None
+
+    def _on_blocked(self, client: ClientEntry, handed_back: list) -> None:
+        worker = client.worker
+        if worker is None or worker.state == DEAD:
+            return
+        worker.state = BLOCKED
+        if worker.allocation is not None:
+            self.pool.release_cpu(worker.allocation)
+        self._requeue_handed_back(worker, handed_back)
+        self.needs_schedule = True
+
+    def _on_unblocked(self, client: ClientEntry) -> None:
+        worker = client.worker
+        if worker is None or worker.state != BLOCKED:
+            return
+        worker.state = LEASED
+        if worker.allocation is not None:
+            self.pool.reacquire_cpu(worker.allocation)
+
+    def _on_returned(self, client: ClientEntry, task_ids: list) -> None:
+        worker = client.worker
+        if worker is not None:
+            self._requeue_handed_back(worker, task_ids)
+            self._after_worker_progress(worker)
+
+    def _requeue_handed_back(self, worker: WorkerEntry, task_ids: list) -> None:
+        for task_id in reversed(task_ids):
+            self._remove_from_worker(worker, task_id)
+            task = self.tasks.get(task_id)
+            if task is not None and task.state == DISPATCHED:
+                if task.cancelled:
+                    self._fail_with(task, exceptions.TaskCancelledError(
+                        f"task {task.spec[ts.FUNCTION_NAME]}() was cancelled"))
+                else:
+                    self._enqueue(task, front=True)
+
+    def _on_cancel(self, object_id: bytes, force: bool) -> None:
+        task = self.tasks.get(task_of(object_id))
+        if task is None or task.state == FINISHED or task.cancelled:
+            return
+        task.cancelled = True
+        name = task.spec[ts.FUNCTION_NAME]
+        if task.state in (WAITING, QUEUED):
+            # A QUEUED task stays in its deque; the scheduler skips finished ones.
+            self._fail_with(task, exceptions.TaskCancelledError(f"task {name}() was cancelled"))
+            return
+        worker = task.worker
+        running = worker.queue and worker.queue[0] is task and worker.started
+        if running and force:
+            task.force_cancelled = True
+            if worker.pid:
+                self.kill.append(worker.pid)
+        elif worker.started:
+            self.outbox[worker.worker_id.encode() + b"r"].append((m.CANCEL_TASK, task.task_id))
+        else:
+            self._remove_from_worker(worker, task.task_id)
+            self._fail_with(task, exceptions.TaskCancelledError(f"task {name}() was cancelled"))
+            self._after_worker_progress(worker)
+
+    # ============================================================ scheduling
+
+    def schedule(self) -> None:
+        """Dispatch every queued task that fits, in FIFO order per resource shape."""
+        self.needs_schedule = False
+        for shape, queue in list(self.queues.items()):
+            while queue:
+                task = queue[0]
+                if task.state != QUEUED:
+                    queue.popleft()
+                    continue
+                if not self._place(task):
+                    break
+                queue.popleft()
+            if not queue:
+                del self.queues[shape]
+
+    def _place(self, task: Task) -> bool:
+        allocation = self.pool.try_acquire(task.request)
+        if allocation is not None:
+            worker = self._idle_worker()
+            if worker is None:
+                worker = self._start_worker()
+                if worker is None:
+                    self.pool.release(allocation)
+                    return self._pipeline(task)
+            worker.allocation = allocation
+            worker.shape = task.shape
+            worker.state = LEASED
+            self._dispatch(worker, task)
+            return True
+        return self._pipeline(task)
+
+    def _pipeline(self, task: Task) -> bool:
+        """Queue the task behind a busy worker of the same shape, if one has room."""
+        best = None
+        for worker in self.workers.values():
+            if (worker.state == LEASED and worker.shape == task.shape
+                    and len(worker.queue) < self.pipeline_depth
+                    and (best is None or len(worker.queue) < len(best.queue))):
+                best = worker
+        if best is None:
+            return False
+        self._dispatch(best, task)
+        return True
+
+    def _idle_worker(self):
+        while self.idle_workers:
+            worker = self.idle_workers.pop()
+            if worker.state == IDLE:
+                return worker
+        for worker in self.workers.values():   # still starting, not yet leased
+            if worker.state == STARTING and worker.allocation is None and not worker.queue:
+                return worker
+        return None
+
+    def _start_worker(self):
+        live = sum(1 for w in self.workers.values() if w.state != DEAD)
+        if live >= self.max_workers:
+            return None
+        self._worker_counter += 1
+        worker = WorkerEntry(f"{self.node_id[:8]}w{self._worker_counter:05d}")
+        self.workers[worker.worker_id] = worker
+        self.spawn.append(worker.worker_id)
+        return worker
+
+    def _dispatch(self, worker: WorkerEntry, task: Task) -> None:
+        task.state = DISPATCHED
+        task.worker = worker
+        worker.queue.append(task)
+        if worker.started:
+            self._send_exec(worker, task)
+
+    def _send_exec(self, worker: WorkerEntry, task: Task) -> None:
+        spec = task.spec
+        function_id = spec[ts.FUNCTION_ID]
+        function_bytes = None
+        if function_id not in worker.functions:
+            worker.functions.add(function_id)
+            function_bytes = self.functions[function_id]
+        objects = self.objects
+        dep_payloads = [objects[d].payload for d in spec[ts.DEPS]]
+        allocation = worker.allocation
+        assignment = (task.request, allocation.gpu_ids if allocation else [])
+        self.outbox[worker.worker_id.encode() + b"r"].append(
+            (m.EXEC, spec, function_bytes, dep_payloads, assignment))
+
+    def initial_workers(self, count: int) -> None:
+        for _ in range(count):
+            self._start_worker()
+
+    def set_worker_pid(self, worker_id: str, pid: int) -> None:
+        worker = self.workers[worker_id]
+        worker.pid = pid
+        self.workers_by_pid[pid] = worker
+
+    # ============================================================= failures
+
+    def on_worker_exit(self, pid: int, status: str) -> None:
+        worker = self.workers_by_pid.pop(pid, None)
+        if worker is None or worker.state == DEAD:
+            return
+        worker.state = DEAD
+        del self.workers[worker.worker_id]
+        client = self.clients.get(worker.worker_id.encode())
+        if client is not None:
+            self._drop_client(client)
+        self._release_lease(worker)
+        queue, worker.queue = worker.queue, collections.deque()
+        if worker.started and queue:
+            running = queue.popleft()
+            self._on_running_task_lost(running, worker, status)
+        for task in reversed(queue):
+            if task.state == DISPATCHED:
+                self._enqueue(task, front=True)
+        self.needs_schedule = True
+
+    def _on_running_task_lost(self, task: Task, worker: WorkerEntry, status: str) -> None:
+        if task.state != DISPATCHED:
+            return
+        name = task.spec[ts.FUNCTION_NAME]
+        if task.cancelled:
+            self._fail_with(task, exceptions.TaskCancelledError(
+                f"task {name}() was cancelled (force=True killed worker pid {worker.pid})"))
+        elif task.retries_left > 0:
+            task.retries_left -= 1
+            self._enqueue(task, front=True)
+        else:
+            attempts = task.spec[ts.MAX_RETRIES] + 1
+            self._fail_with(task, exceptions.WorkerCrashedError(
+                f"the worker running task {name}() (pid {worker.pid}, node {self.node_id}) "
+                f"died: {status}; {attempts} attempt(s), no retries left (max_retries="
+                f"{task.spec[ts.MAX_RETRIES]})"))
+
+    def _drop_client(self, client: ClientEntry) -> None:
+        self.clients.pop(client.client_id, None)
+        held, client.held = client.held, set()
+        for object_id in held:
+            self._unref(object_id)
+
+    # ================================================================= info
+
+    def info(self, what: str):
+        if what == "resources":
+            return {"total": self.pool.as_floats("total"),
+                    "available": self.pool.as_floats("available")}
+        if what == "store":
+            return {"used_bytes": self.store_used, "capacity_bytes": self.store_capacity,
+                    "num_objects": len(self.objects)}
+        if what == "workers":
+            return {w.worker_id: {"pid": w.pid, "state": w.state, "queued": len(w.queue)}
+                    for w in self.workers.values()}
+        return None
+
+    def all_segments(self) -> list:
+        return [e.payload[1][0] for e in self.objects.values()
+                if e.payload is not None and e.payload[0] == SHARED]
+
+
+def describe_exit(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        import signal
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"killed by signal {name}"
+    if os.WIFEXITED(status):
+        return f"exited with code {os.WEXITSTATUS(status)}"
+    return f"status {status}"

@@ -1,0 +1,284 @@
+"""The driver-facing API: init, shutdown, get, put, wait, cancel, remote.
+
+``init()`` with no address starts an embedded runtime: a node agent process
+(``python -m lightray.agent``, a child of this process in its own session so a
+terminal's Ctrl-C reaches only the driver) which forks the worker pool. The
+agent watches this process and cleans everything up when it exits, even by
+SIGKILL.
+"""
+from __future__ import annotations
+
+import atexit
+import collections.abc
+import json
+import os
+import subprocess
+import sys
+import threading
+
+from . import client as client_module
+from . import exceptions, serialization
+from .object_ref import ObjectRef
+from .remote_function import RemoteFunction
+from .resources import detect_num_cpus, make_request
+from .transport import sockets
+
+_INIT_OPTIONS = ("address", "num_cpus", "num_gpus", "resources", "object_store_memory",
+                 "namespace", "ignore_reinit_error")
+
+_lock = threading.RLock()
+_runtime = None
+
+
+class _Runtime:
+    __slots__ = ("client", "process", "session_dir", "session", "namespace")
+
+    def __init__(self, client, process, session_dir, session, namespace):
+        self.client = client
+        self.process = process
+        self.session_dir = session_dir
+        self.session = session
+        self.namespace = namespace
+
+
+def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
+         object_store_memory=None, namespace=None, ignore_reinit_error: bool = False,
+         **unknown):
+    """Start (or, later, connect to) a lightray runtime and attach this process."""
+    global _runtime
+    if unknown:
+        raise ValueError(f"unknown init() option(s) {', '.join(map(repr, sorted(unknown)))}; "
+                         f"valid options are: {', '.join(_INIT_OPTIONS)}")
+    with _lock:
+        if is_initialized():
+            if ignore_reinit_error:
+                return _context()
+            raise RuntimeError("lightray.init() was called twice; call lightray.shutdown() first "
+                               "or pass ignore_reinit_error=True")
+        if address is not None:
+            raise ValueError(f"cannot connect to {address!r}: joining a running cluster "
+                             "is not supported yet; call lightray.init() without an address "
+                             "to start an embedded runtime")
+        request = make_request(num_cpus if num_cpus is not None else detect_num_cpus(),
+                               num_gpus, resources)
+        if num_gpus is not None and num_gpus != int(num_gpus):
+            raise ValueError(f"init(num_gpus=...) must be a whole number, got {num_gpus!r}")
+        if object_store_memory is not None and (
+                isinstance(object_store_memory, bool) or not isinstance(object_store_memory, int)
+                or object_store_memory <= 0):
+            raise ValueError(f"object_store_memory must be a positive int (bytes), "
+                             f"got {object_store_memory!r}")
+        _runtime = _start_embedded(request, object_store_memory, namespace)
+        return _context()
+
+
+def _start_embedded(request: dict, object_store_memory, namespace) -> _Runtime:
+    from .agent import new_session_dir, reclaim_dead_sessions
+    reclaim_dead_sessions()
+    session, session_dir = new_session_dir()
+    custom = {k: v for k, v in request.items() if k not in ("CPU", "GPU")}
+    command = [sys.executable, "-m", "lightray.agent", "--session-dir", session_dir,
+               "--parent-pid", str(os.getpid()), "--num-cpus", str(request.get("CPU", 0)),
+               "--num-gpus", str(int(request.get("GPU", 0))), "--resources", json.dumps(custom)]
+    if object_store_memory:
+        command += ["--object-store-memory", str(object_store_memory)]
+    env = dict(os.environ)
+    # Workers import user modules by name (functions pickled by reference):
+    # give them the driver's import path.
+    env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path)
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env,
+                               start_new_session=True, close_fds=True)
+    try:
+        client = client_module.CoreClient(sockets.ipc_address(session_dir), kind="driver",
+                                          agent_alive=lambda: process.poll() is None)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    client_module.set_current_client(client)
+    return _Runtime(client, process, session_dir, session, namespace)
+
+
+def shutdown() -> None:
+    """Stop the embedded runtime: workers end and every segment is unlinked."""
+    global _runtime
+    with _lock:
+        runtime, _runtime = _runtime, None
+        if runtime is None:
+            return
+        client_module.set_current_client(None)
+        runtime.client.close(notify_agent="shutdown")
+        try:
+            runtime.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            runtime.process.kill()
+            runtime.process.wait()
+
+
+atexit.register(shutdown)
+
+
+def is_initialized() -> bool:
+    if _runtime is not None:
+        return True
+    current = client_module.current_client_or_none()
+    return current is not None and not current.closed
+
+
+def _client_for_submission():
+    """The client of this process, starting a default runtime if there is none."""
+    current = client_module.current_client_or_none()
+    if current is not None and not current.closed:
+        return current
+    with _lock:
+        if not is_initialized():
+            init()
+        return client_module.current_client_or_none()
+
+
+def _session() -> str:
+    return _client_for_submission().node_info["session"]
+
+
+def _context():
+    from .runtime_context import get_runtime_context, state
+    client = client_module.current_client_or_none()
+    if client is not None:
+        state.node_id = client.node_info["node_id"]
+    return get_runtime_context()
+
+
+# ------------------------------------------------------------------ objects
+
+def put(value) -> ObjectRef:
+    """Store value in the object store; returns its ObjectRef."""
+    if isinstance(value, ObjectRef):
+        raise TypeError("put() of an ObjectRef is not allowed: pass the ObjectRef itself, "
+                        "or put a container holding it, e.g. put([ref])")
+    client = _client_for_submission()
+    try:
+        serialized = serialization.serialize(value)
+    except Exception as error:
+        raise TypeError(f"put() could not serialize {type(value).__name__} object: {error}") from error
+    capacity = client.node_info["store_capacity"]
+    if serialized.size > capacity:
+        raise exceptions.ObjectStoreFullError(
+            f"object of {serialized.size} bytes is larger than the object store "
+            f"({capacity} bytes); start with a larger object_store_memory")
+    return client.put_serialized(serialized, client.node_info["session"])
+
+
+def _refs_and_client(refs, what: str):
+    for ref in refs:
+        if not isinstance(ref, ObjectRef):
+            raise TypeError(f"{what}() takes ObjectRefs, got {type(ref).__name__}: {ref!r:.80}")
+    if not refs:
+        return None
+    client = client_module.require_client_for(refs[0])
+    for ref in refs:
+        if ref._client is not client:
+            client_module.require_client_for(ref)
+            raise ValueError(f"{ref!r} belongs to another lightray session than {refs[0]!r}")
+    return client
+
+
+def get(object_refs, keys=None, /, *, timeout: float | None = None, **kwargs):
+    """Values of one ObjectRef or a list of them; blocks until ready.
+
+    With a Dask graph as first argument (``get(dsk, keys)``) lightray.get is
+    a Dask scheduler; a list of ObjectRefs is never taken for a graph.
+    """
+    if isinstance(object_refs, ObjectRef):
+        _check_get_kwargs(keys, kwargs)
+        client = client_module.require_client_for(object_refs)
+        return client.get_values([object_refs], timeout)[0]
+    if isinstance(object_refs, (list, tuple)):
+        _check_get_kwargs(keys, kwargs)
+        refs = list(object_refs)
+        client = _refs_and_client(refs, "get")
+        if client is None:
+            return []
+        return client.get_values(refs, timeout)
+    if isinstance(object_refs, collections.abc.Mapping) or hasattr(object_refs, "__dask_graph__"):
+        raise NotImplementedError("lightray.get(dsk, keys) as a Dask scheduler is not available "
+                                  "in this version of lightray")
+    raise TypeError(f"get() takes an ObjectRef or a list of ObjectRefs, "
+                    f"got {type(object_refs).__name__}: {object_refs!r:.80}")
+
+
+def _check_get_kwargs(keys, kwargs) -> None:
+    if keys is not None or kwargs:
+        raise TypeError("get(ObjectRef(s)) takes only timeout=; keys and other arguments "
+                        "belong to get(dsk, keys) on a Dask graph")
+
+
+def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
+         fetch_local: bool = True):
+    """(ready, not_ready): the first num_returns ready refs and the rest, in input order."""
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"wait() takes a list of ObjectRefs, got {type(object_refs).__name__}")
+    refs = list(object_refs)
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 0:
+        raise ValueError(f"num_returns must be a non-negative int, got {num_returns!r}")
+    if num_returns > len(refs):
+        raise ValueError(f"num_returns={num_returns} is more than the {len(refs)} refs given")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be None or >= 0, got {timeout!r}")
+    if len(set(refs)) != len(refs):
+        raise ValueError("wait() got the same ObjectRef more than once")
+    client = _refs_and_client(refs, "wait")
+    if client is None:
+        return [], []
+    client.wait_ready([r._id for r in refs], num_returns, timeout)
+    ready, not_ready = [], []
+    for ref in refs:
+        if len(ready) < num_returns and client.is_ready(ref._id):
+            ready.append(ref)
+        else:
+            not_ready.append(ref)
+    return ready, not_ready
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task producing object_ref; get then raises TaskCancelledError.
+
+    A queued task never runs; a running one gets KeyboardInterrupt, or with
+    force=True its worker is killed (and the task is not retried).
+    """
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() takes an ObjectRef, got {type(object_ref).__name__}")
+    client_module.require_client_for(object_ref).cancel(object_ref, force)
+
+
+def cluster_resources() -> dict:
+    return _client_for_submission().info("resources")["total"]
+
+
+def available_resources() -> dict:
+    return _client_for_submission().info("resources")["available"]
+
+
+# ------------------------------------------------------------------ remote
+
+def remote(*args, **options):
+    """``@remote`` or ``@remote(num_cpus=..., ...)`` on a function."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("@lightray.remote takes either a function or only keyword options, "
+                        "e.g. @lightray.remote(num_cpus=2)")
+    RemoteFunction.__init__  # options are validated when applied below
+    from .options import TaskOptions
+    TaskOptions(options)
+
+    def decorate(target):
+        return _make_remote(target, options)
+    return decorate
+
+
+def _make_remote(target, options: dict):
+    if isinstance(target, type):
+        raise TypeError("@lightray.remote on classes (actors) is not available in this version")
+    if not callable(target):
+        raise TypeError(f"@lightray.remote needs a function, got {type(target).__name__}")
+    return RemoteFunction(target, options)

@@ -1,0 +1,468 @@
+"""CoreClient: the one connection of a process (driver or worker) to its node agent.
+
+    user threads ──send(ops)──▶ [lock] send socket (DEALER "<id>s") ──▶ agent ROUTER
+                                                                          │
+    get/wait/futures ◀── ready table ◀── I/O thread ◀── receive socket ◀──┘
+                                          (DEALER "<id>r")   READY, EXEC, CANCEL_TASK
+
+Why two sockets: ZeroMQ sockets are not thread-safe. Any thread may send
+through the send socket while holding ``_lock`` (so a submission costs no
+thread hop), while only the I/O thread reads the receive socket. Everything
+a process says to its agent goes through the one send socket, in order: the
+agent relies on that order for reference counting (a worker's "I hold this
+ref" always arrives before its "task done").
+
+Reference counting: each process counts its live ObjectRefs per object and
+tells the agent only about the 0->1 (INC) and 1->0 (DEC) transitions,
+batched in front of the next message it sends anyway, or by the I/O thread
+within ``_FLUSH_INTERVAL`` when the process is otherwise quiet.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import os
+import threading
+import time
+
+import zmq
+
+from . import exceptions, serialization
+from .ids import IdMaker, return_ids
+from .object_ref import ObjectRef
+from .serialization import ERROR, INLINE, SHARED
+from .store import shm
+from .transport import messages as m
+from .transport import sockets
+
+_FLUSH_INTERVAL = 0.02      # seconds the I/O thread sleeps in poll between flushes
+_LIVENESS_INTERVAL = 0.25   # seconds between checks that the agent still lives
+
+_current = None             # the CoreClient of this process, if any
+
+
+def current_client_or_none():
+    return _current
+
+
+def set_current_client(client) -> None:
+    global _current
+    _current = client
+
+
+def require_client_for(ref: ObjectRef):
+    client = ref._client
+    if client is None or client.closed:
+        raise exceptions.RuntimeNotRunningError(
+            f"{ref!r} belongs to a lightray session that is not running "
+            "(lightray.shutdown() was called, or this process never joined it)")
+    return client
+
+
+class CoreClient:
+    """Connection of one process to its agent; see the module docstring."""
+
+    def __init__(self, address: str, *, kind: str = "driver", worker_id: str = "",
+                 agent_alive=None, parent_pid: int = 0):
+        self.kind = kind                          # "driver" or "worker"
+        self.worker_id = worker_id
+        self.ids = IdMaker()
+        # A worker's id is known to the agent before it connects, so the
+        # agent can address it; drivers pick a random one.
+        self.client_id = (worker_id or self.ids.task_id()[:8].hex()).encode()
+        self._agent_alive = agent_alive           # callable -> bool, or None
+        self._parent_pid = parent_pid             # worker: exit when it changes
+        self.closed = False
+        self.dead_reason = ""
+
+        self._context = zmq.Context(io_threads=1)
+        self._send_socket = sockets.dealer(self._context, address, self.client_id + b"s")
+        self._recv_socket = sockets.dealer(self._context, address, self.client_id + b"r")
+        self._lock = threading.Lock()             # send socket + local ref counts
+        self.pending_decs = collections.deque()   # filled by ObjectRef.__del__
+        self._local_counts: dict = {}
+        self._deltas: list = []                   # [(INC|DEC, object_id)] in order
+
+        self._cv = threading.Condition(threading.Lock())
+        self._ready: dict = {}                    # object_id -> payload
+        self._owned: set = set()                  # ids the agent pushes to us unasked
+        self._subscribed: set = set()
+        self._futures: dict = {}                  # object_id -> [Future]
+        self._mappings: dict = {}                 # object_id -> (mmap, inband, buffers)
+        self._info_ids = itertools.count(1)
+        self._info_futures: dict = {}
+        self._exported: set = set()
+
+        # Worker-only state, used by lightray.worker.
+        self.task_queue = None
+        self.on_exec = None
+        self.on_cancel = None
+
+        self.node_info = self._handshake()
+        self._thread = threading.Thread(target=self._io_loop, name="lightray-io", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ setup
+
+    def _handshake(self) -> dict:
+        hello = (m.HELLO, self.client_id, self.kind, os.getpid(), self.worker_id)
+        self._recv_socket.send(m.encode([hello]))
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            if self._recv_socket.poll(100):
+                for op in m.decode(self._recv_socket.recv()):
+                    if op[0] == m.WELCOME:
+                        return op[1]
+            if self._agent_alive is not None and not self._agent_alive():
+                self._close_sockets()
+                raise RuntimeError("the lightray agent exited during start-up; see its log")
+        self._close_sockets()
+        raise RuntimeError("the lightray agent did not answer within 30 s")
+
+    # ---------------------------------------------------------- ref counting
+
+    def add_local_ref(self, object_id: bytes, owned: bool) -> None:
+        with self._lock:
+            if self.pending_decs:
+                self._apply_pending_decs()
+            count = self._local_counts.get(object_id, 0)
+            self._local_counts[object_id] = count + 1
+            if count == 0:
+                if owned:
+                    self._owned.add(object_id)   # the agent counted us already
+                else:
+                    self._deltas.append((m.INC, object_id))
+
+    def _apply_pending_decs(self) -> None:
+        """Apply decrements queued by __del__ (caller holds _lock)."""
+        counts = self._local_counts
+        pop = self.pending_decs.popleft
+        while self.pending_decs:
+            object_id = pop()
+            count = counts.get(object_id, 0) - 1
+            if count > 0:
+                counts[object_id] = count
+            elif count == 0:
+                del counts[object_id]
+                self._deltas.append((m.DEC, object_id))
+                self._forget(object_id)
+
+    def _forget(self, object_id: bytes) -> None:
+        self._ready.pop(object_id, None)
+        self._owned.discard(object_id)
+        self._subscribed.discard(object_id)
+        # Dropping our mapping is enough: numpy views still alive keep it mapped.
+        self._mappings.pop(object_id, None)
+
+    def _delta_ops(self) -> list:
+        """Consecutive INC/DEC deltas folded into list ops (caller holds _lock)."""
+        ops = []
+        last_kind = None
+        for kind, object_id in self._deltas:
+            if kind == last_kind:
+                ops[-1][1].append(object_id)
+            else:
+                ops.append((kind, [object_id]))
+                last_kind = kind
+        self._deltas = []
+        return ops
+
+    # --------------------------------------------------------------- sending
+
+    def send(self, ops: list) -> None:
+        with self._lock:
+            self._send_locked(ops)
+
+    def _send_locked(self, ops: list) -> None:
+        if self.closed:
+            raise exceptions.RuntimeNotRunningError(
+                "lightray is not running (shutdown() was called or the agent died"
+                + (f": {self.dead_reason}" if self.dead_reason else "") + ")")
+        if self.pending_decs:
+            self._apply_pending_decs()
+        if self._deltas:
+            ops = self._delta_ops() + ops
+        if ops:
+            self._send_socket.send(m.encode(ops), copy=True)
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self.closed and (self.pending_decs or self._deltas):
+                self._send_locked([])
+
+    # ----------------------------------------------------------- submission
+
+    def export_function(self, function_id: bytes, function_bytes: bytes) -> list:
+        """The EXPORT op for a function this client has not sent yet, or []."""
+        if function_id in self._exported:
+            return []
+        self._exported.add(function_id)
+        return [(m.EXPORT, function_id, function_bytes)]
+
+    def submit(self, ops: list, task_id: bytes, num_returns: int) -> list:
+        refs = [ObjectRef(i, self, owned=True) for i in return_ids(task_id, num_returns)]
+        self.send(ops)
+        return refs
+
+    def put_serialized(self, value: serialization.Serialized, session: str) -> ObjectRef:
+        object_id = self.ids.task_id() + b"\x00\x00"
+        payload = self.make_payload(value, object_id, session)
+        ref = ObjectRef(object_id, self, owned=True)
+        with self._cv:
+            self._ready[object_id] = payload
+        self.send([(m.PUT, object_id, payload, value.contained)])
+        return ref
+
+    @staticmethod
+    def make_payload(value: serialization.Serialized, object_id: bytes, session: str,
+                     threshold: int = 0):
+        threshold = threshold or _inline_threshold()
+        if value.size < threshold:
+            if value.buffers:
+                # Rare: small out-of-band buffers; put everything in band.
+                inband = serialization.deserialize(value.inband, value.buffers)
+                return (INLINE, serialization.serialize_inline(inband).inband)
+            return (INLINE, value.inband)
+        name = f"{shm_prefix(session)}{object_id.hex()}"
+        return (SHARED, shm.create_segment(name, value.inband, [b.raw() for b in value.buffers]))
+
+    # ------------------------------------------------------------ receiving
+
+    def _io_loop(self) -> None:
+        socket = self._recv_socket
+        next_liveness = time.monotonic() + _LIVENESS_INTERVAL
+        try:
+            while not self.closed:
+                if socket.poll(int(_FLUSH_INTERVAL * 1000)):
+                    while True:
+                        try:
+                            frame = socket.recv(zmq.NOBLOCK, copy=True)
+                        except zmq.Again:
+                            break
+                        self._handle(m.decode(frame))
+                elif self.pending_decs or self._deltas:
+                    try:
+                        self.flush()
+                    except exceptions.RuntimeNotRunningError:
+                        return
+                now = time.monotonic()
+                if now >= next_liveness:
+                    next_liveness = now + _LIVENESS_INTERVAL
+                    self._check_liveness()
+        except zmq.ContextTerminated:
+            return
+        except zmq.ZMQError:
+            if not self.closed:
+                raise
+
+    def _check_liveness(self) -> None:
+        if self._parent_pid and os.getppid() != self._parent_pid:
+            os._exit(1)   # our agent is gone: a worker must not outlive it
+        if self._agent_alive is not None and not self._agent_alive():
+            self._mark_dead("the lightray agent process exited")
+
+    def _mark_dead(self, reason: str) -> None:
+        self.dead_reason = reason
+        self.closed = True
+        with self._cv:
+            self._cv.notify_all()
+        error = exceptions.RuntimeNotRunningError(f"lightray stopped: {reason}")
+        for futures in self._futures.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error)
+        self._futures.clear()
+
+    def _handle(self, ops: list) -> None:
+        for op in ops:
+            kind = op[0]
+            if kind == m.READY:
+                self._on_ready(op[1])
+            elif kind == m.EXEC:
+                self.on_exec(op)
+            elif kind == m.CANCEL_TASK:
+                self.on_cancel(op[1])
+            elif kind == m.INFO_REPLY:
+                future = self._info_futures.pop(op[1], None)
+                if future is not None:
+                    future.set_result(op[2])
+
+    def _on_ready(self, items: list) -> None:
+        fired = []
+        with self._cv:
+            counts = self._local_counts
+            for object_id, payload in items:
+                if object_id in counts:
+                    self._ready[object_id] = payload
+                    if object_id in self._futures:
+                        fired.append((object_id, self._futures.pop(object_id)))
+            self._cv.notify_all()
+        for object_id, futures in fired:
+            try:
+                value = self._materialize(object_id)
+            except BaseException as error:  # the task's own error, delivered
+                for future in futures:
+                    future.set_exception(error)
+            else:
+                for future in futures:
+                    future.set_result(value)
+
+    # ------------------------------------------------------ get / wait / futures
+
+    def _subscribe_missing(self, object_ids) -> list:
+        """Ids not ready yet; asks the agent about those nobody pushes to us."""
+        missing = [i for i in object_ids if i not in self._ready]
+        if missing:
+            ask = [i for i in missing if i not in self._owned and i not in self._subscribed]
+            if ask:
+                self._subscribed.update(ask)
+                self.send([(m.SUBSCRIBE, ask)])
+        return missing
+
+    def wait_ready(self, object_ids: list, num_ready: int, timeout) -> None:
+        """Block until num_ready of object_ids are ready, or timeout passes."""
+        missing = self._subscribe_missing(object_ids)
+        already = len(object_ids) - len(missing)
+        if already >= num_ready:
+            return
+        blocked = self.kind == "worker" and self.on_block is not None
+        if blocked:
+            self.on_block()
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            with self._cv:
+                while True:
+                    missing = [i for i in missing if i not in self._ready]
+                    if len(object_ids) - len(missing) >= num_ready:
+                        return
+                    if self.closed:
+                        raise exceptions.RuntimeNotRunningError(
+                            f"lightray stopped while waiting: {self.dead_reason or 'shutdown'}")
+                    if deadline is None:
+                        self._cv.wait(1.0)
+                    else:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return
+                        self._cv.wait(remaining)
+        finally:
+            if blocked:
+                self.on_unblock()
+
+    on_block = None
+    on_unblock = None
+
+    def is_ready(self, object_id: bytes) -> bool:
+        return object_id in self._ready
+
+    def get_values(self, refs: list, timeout=None) -> list:
+        object_ids = [r._id for r in refs]
+        self.wait_ready(object_ids, len(object_ids), timeout)
+        if any(i not in self._ready for i in object_ids):
+            pending = sum(1 for i in object_ids if i not in self._ready)
+            raise exceptions.GetTimeoutError(
+                f"get timed out after {timeout} s: {pending} of {len(object_ids)} objects not ready")
+        return [self._materialize(i) for i in object_ids]
+
+    def _materialize(self, object_id: bytes):
+        payload = self._ready[object_id]
+        kind, data = payload
+        if kind == INLINE:
+            return serialization.deserialize(data)
+        if kind == SHARED:
+            mapping = self._mappings.get(object_id)
+            if mapping is None:
+                mapping = self._mappings[object_id] = shm.attach(data)
+            return serialization.deserialize(mapping[1], mapping[2])
+        raise serialization.deserialize(data)
+
+    def materialize_payload(self, object_id: bytes, payload):
+        """The value of a payload handed over directly (a task's argument)."""
+        kind, data = payload
+        if kind == INLINE:
+            return serialization.deserialize(data)
+        if kind == SHARED:
+            _, inband, buffers = shm.attach(data)
+            return serialization.deserialize(inband, buffers)
+        raise serialization.deserialize(data)
+
+    def future(self, ref: ObjectRef) -> concurrent.futures.Future:
+        future = concurrent.futures.Future()
+        object_id = ref._id
+        with self._cv:
+            ready = object_id in self._ready
+            if not ready:
+                self._futures.setdefault(object_id, []).append(future)
+        if ready:
+            try:
+                future.set_result(self._materialize(object_id))
+            except BaseException as error:
+                future.set_exception(error)
+        else:
+            # Keep the ref alive until the future fires.
+            future.add_done_callback(lambda _f, _keep=ref: None)
+            self._subscribe_missing([object_id])
+        return future
+
+    def cancel(self, ref: ObjectRef, force: bool) -> None:
+        self.send([(m.CANCEL, ref._id, force)])
+
+    def info(self, what: str, timeout: float = 10.0):
+        request_id = next(self._info_ids)
+        future = concurrent.futures.Future()
+        self._info_futures[request_id] = future
+        self.send([(m.INFO, request_id, what)])
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise exceptions.GetTimeoutError(f"the agent did not answer {what!r} in {timeout} s")
+
+    # --------------------------------------------------------------- closing
+
+    def close(self, *, notify_agent: str = "") -> None:
+        """Detach; with notify_agent="shutdown" also stop the agent."""
+        with self._lock:
+            if self.closed:
+                return
+            try:
+                if self.pending_decs:
+                    self._apply_pending_decs()
+                ops = self._delta_ops()
+                ops.append((m.SHUTDOWN,) if notify_agent == "shutdown" else (m.GOODBYE,))
+                self._send_socket.send(m.encode(ops))
+            except zmq.ZMQError:
+                pass
+            self.closed = True
+        self._mark_dead("shutdown")
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2.0)
+        self._close_sockets(send_linger_ms=1000)
+        self._mappings.clear()
+
+    def _close_sockets(self, send_linger_ms: int = 0) -> None:
+        # The send socket lingers so that a final SHUTDOWN/GOODBYE is delivered.
+        for socket, linger in ((self._send_socket, send_linger_ms), (self._recv_socket, 0)):
+            try:
+                socket.close(linger=linger)
+            except zmq.ZMQError:
+                pass
+        try:
+            self._context.term()
+        except zmq.ZMQError:
+            pass
+
+
+def shm_prefix(session: str) -> str:
+    from .config import SEGMENT_PREFIX
+    return f"{SEGMENT_PREFIX}{session}_"
+
+
+_threshold_cache = []
+
+
+def _inline_threshold() -> int:
+    if not _threshold_cache:
+        from .config import inline_threshold
+        _threshold_cache.append(inline_threshold())
+    return _threshold_cache[0]

@@ -1,0 +1,75 @@
+"""Every configuration knob of lightray, in one place.
+
+Each knob has a default and an environment variable that overrides it.
+Values are read when a runtime starts (``lightray.init`` or an agent's start),
+so a test or a user can change the environment between two sessions.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Values whose serialized size reaches this many bytes live in shared memory;
+# smaller ones travel inline inside messages.
+INLINE_THRESHOLD_ENV = "LIGHTRAY_INLINE_THRESHOLD"
+INLINE_THRESHOLD_DEFAULT = 100 * 1024
+
+# Share of physical memory used as the object store's capacity when
+# object_store_memory is not given (capped by the free space of /dev/shm).
+OBJECT_STORE_MEMORY_ENV = "LIGHTRAY_OBJECT_STORE_MEMORY"
+OBJECT_STORE_FRACTION = 0.3
+
+# How many not-yet-started tasks of one resource shape an agent may queue on a
+# busy worker when no resources are free for another one (pipelining hides the
+# agent<->worker round trip; a worker that blocks in get hands them back).
+PIPELINE_DEPTH_ENV = "LIGHTRAY_PIPELINE_DEPTH"
+PIPELINE_DEPTH_DEFAULT = 16
+
+# Hard cap on worker processes per agent (blocked workers and fractional CPU
+# requests can need more workers than CPUs).
+MAX_WORKERS_ENV = "LIGHTRAY_MAX_WORKERS"
+
+# Where session directories (sockets, logs) are created.
+TEMP_DIR_ENV = "LIGHTRAY_TEMP_DIR"
+
+# Seconds init() waits for its agent to answer before giving up.
+START_TIMEOUT_ENV = "LIGHTRAY_START_TIMEOUT"
+START_TIMEOUT_DEFAULT = 30.0
+
+# Prefix of every shared-memory segment name; the session id follows it.
+SEGMENT_PREFIX = "lr_"
+
+
+def _env_number(name: str, default, cast=float):
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+
+
+def inline_threshold() -> int:
+    return _env_number(INLINE_THRESHOLD_ENV, INLINE_THRESHOLD_DEFAULT, int)
+
+
+def pipeline_depth() -> int:
+    return max(1, _env_number(PIPELINE_DEPTH_ENV, PIPELINE_DEPTH_DEFAULT, int))
+
+
+def max_workers(num_cpus: float) -> int:
+    return max(1, _env_number(MAX_WORKERS_ENV, max(32, int(num_cpus) * 8), int))
+
+
+def temp_dir() -> str:
+    return os.environ.get(TEMP_DIR_ENV) or os.path.join(tempfile.gettempdir(), "lightray")
+
+
+def start_timeout() -> float:
+    return _env_number(START_TIMEOUT_ENV, START_TIMEOUT_DEFAULT, float)
+
+
+def object_store_memory_from_env():
+    value = _env_number(OBJECT_STORE_MEMORY_ENV, None, int)
+    return value

@@ -1,0 +1,100 @@
+"""Turning values into payloads and back.
+
+A payload is what travels in messages and sits in the agent's object table:
+
+    (INLINE, pickle_bytes)                 value under the inline threshold
+    (SHARED, segment_layout)               value written once to shared memory
+    (ERROR,  pickle_bytes_of_exception)    the task producing it failed
+
+Pickle protocol 5 keeps large buffers (numpy arrays, bytes-like data)
+out of band: they are written straight into a segment and read back as views
+over it, never copied through a pickle stream. Plain ``pickle`` is tried first
+(it is several times faster); cloudpickle takes over for what plain pickle
+cannot do by reference (lambdas, closures, classes defined in ``__main__``).
+
+ObjectRefs met while pickling are recorded (``contained`` ids) so that whoever
+receives the payload can pin the objects they point to.
+"""
+from __future__ import annotations
+
+import pickle
+import threading
+
+import cloudpickle
+
+INLINE, SHARED, ERROR = 0, 1, 2
+
+_capture = threading.local()
+
+
+def record_contained_ref(object_id: bytes) -> None:
+    """Called by ObjectRef.__reduce__ while a value is being serialized."""
+    found = getattr(_capture, "ids", None)
+    if found is not None:
+        found.append(object_id)
+
+
+class Serialized:
+    __slots__ = ("inband", "buffers", "contained", "size")
+
+    def __init__(self, inband, buffers, contained):
+        self.inband = inband            # the pickle stream
+        self.buffers = buffers          # out-of-band PickleBuffers
+        self.contained = contained      # ids of ObjectRefs inside the value
+        self.size = len(inband) + sum(b.raw().nbytes for b in buffers)
+
+
+def _dumps(value, buffer_callback, force_cloudpickle: bool):
+    if not force_cloudpickle:
+        try:
+            data = pickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
+            # A by-reference global of __main__ would not import in a worker.
+            if b"__main__" not in data:
+                return data
+        except (pickle.PicklingError, AttributeError, TypeError):
+            pass
+    return None
+
+
+def serialize(value, *, oob_min: int = 64 * 1024) -> Serialized:
+    """Pickle value; buffers of at least oob_min bytes are kept out of band."""
+    buffers: list = []
+
+    def keep_large_out_of_band(buf):
+        if buf.raw().nbytes >= oob_min:
+            buffers.append(buf)
+            return False
+        return True
+
+    previous = getattr(_capture, "ids", None)
+    _capture.ids = contained = []
+    try:
+        data = _dumps(value, keep_large_out_of_band, False)
+        if data is None:
+            buffers.clear()
+            contained.clear()
+            data = cloudpickle.dumps(value, protocol=5, buffer_callback=keep_large_out_of_band)
+    finally:
+        _capture.ids = previous
+    return Serialized(data, buffers, contained)
+
+
+def serialize_inline(value) -> Serialized:
+    """Serialize with every buffer in band (for values known to be small)."""
+    return serialize(value, oob_min=1 << 62)
+
+
+def deserialize(inband, buffers=()):
+    return pickle.loads(inband, buffers=buffers)
+
+
+def dumps_function(function) -> bytes:
+    return cloudpickle.dumps(function, protocol=5)
+
+
+def dumps_exception(error: BaseException) -> bytes:
+    try:
+        return cloudpickle.dumps(error, protocol=5)
+    except Exception:
+        from .exceptions import LightrayError
+        return pickle.dumps(LightrayError(f"{type(error).__name__}: {error}"), protocol=5)

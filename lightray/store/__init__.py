@@ -1,0 +1,1 @@
+"""The object store: shared-memory segments owned by the node agent."""

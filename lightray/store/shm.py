@@ -1,0 +1,120 @@
+"""POSIX shared-memory segments holding serialized objects.
+
+    producer (driver put / worker return)          reader (any process, same host)
+    ─────────────────────────────────────          ───────────────────────────────
+    create_segment(name, size) + pwrite  ──name──▶  attach(name) -> read-only mmap
+                           agent: unlink(name) once the object is freed
+
+These are the segments ``multiprocessing.shared_memory`` makes (shm_open on
+/dev/shm), driven through ``_posixshmem`` directly for two reasons: before
+Python 3.13 ``SharedMemory`` registers every segment it touches with the
+``resource_tracker``, which unlinks it when *that* process exits (so a reader
+would destroy the producer's object), and it would start a tracker process in
+every worker. Ownership here is explicit instead: the agent unlinks.
+
+Layout of a segment: the in-band pickle bytes, then every out-of-band buffer,
+each starting on a 64-byte boundary so numpy views are aligned. A reader maps
+the segment read-only: arrays built on it are read-only views, with no copy.
+Unlinking does not disturb a process that still maps the segment; its memory
+goes back to the system when the last mapping closes.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+
+try:
+    import _posixshmem
+except ImportError:  # pragma: no cover - non-POSIX platforms
+    _posixshmem = None
+
+ALIGN = 64
+
+
+def _aligned(n: int) -> int:
+    return (n + ALIGN - 1) & ~(ALIGN - 1)
+
+
+class SegmentLayout(tuple):
+    """(name, total_size, inband_len, ((offset, length), ...)) — small and picklable."""
+
+    __slots__ = ()
+
+
+def plan_layout(inband_len: int, buffer_lengths) -> tuple:
+    """Offsets of the in-band part and each buffer, and the total size."""
+    offsets = []
+    position = _aligned(inband_len)
+    for length in buffer_lengths:
+        offsets.append((position, length))
+        position = _aligned(position + length)
+    return max(position, 1), tuple(offsets)
+
+
+def _write_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else data
+    total = len(view)
+    written = 0
+    while written < total:
+        # pwrite into fresh tmpfs pages is measurably faster here than
+        # faulting the pages in through a mapping and memcpy-ing.
+        written += os.pwrite(fd, view[written:written + (1 << 30)], offset + written)
+
+
+def create_segment(name: str, inband, buffers) -> tuple:
+    """Write a new segment; returns its layout tuple."""
+    buffer_views = [memoryview(b).cast("B") for b in buffers]
+    size, offsets = plan_layout(len(inband), [len(v) for v in buffer_views])
+    fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        _write_all(fd, inband, 0)
+        for (offset, _), view in zip(offsets, buffer_views):
+            _write_all(fd, view, offset)
+    except BaseException:
+        os.close(fd)
+        unlink(name)
+        raise
+    os.close(fd)
+    return (name, size, len(inband), offsets)
+
+
+def attach(layout) -> tuple:
+    """Map a segment read-only: returns (mmap, inband view, buffer views)."""
+    name, size, inband_len, offsets = layout
+    fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, 0)
+    try:
+        mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    view = memoryview(mapping)
+    return mapping, view[:inband_len], [view[o:o + n] for o, n in offsets]
+
+
+def unlink(name: str) -> None:
+    try:
+        _posixshmem.shm_unlink("/" + name)
+    except FileNotFoundError:
+        pass
+
+
+def list_segments(prefix: str) -> list:
+    try:
+        return [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+    except FileNotFoundError:  # pragma: no cover
+        return []
+
+
+def unlink_all(prefix: str) -> int:
+    names = list_segments(prefix)
+    for name in names:
+        unlink(name)
+    return len(names)
+
+
+def shm_free_bytes() -> int:
+    try:
+        st = os.statvfs("/dev/shm")
+        return st.f_bavail * st.f_frsize
+    except OSError:  # pragma: no cover
+        return 0

@@ -1,0 +1,1 @@
+"""The message layer between lightray processes (ZeroMQ)."""

@@ -1,0 +1,49 @@
+"""Message kinds and their encoding.
+
+A message is one ZeroMQ frame: a pickled list of operations, each a tuple
+whose first item is one of the op codes below. Every sender batches what it
+has to say into one message per wake-up, so under load one frame carries many
+submissions, results or reference-count changes.
+
+    client ──(send socket)──▶ agent     INC DEC SUBMIT EXPORT PUT SUBSCRIBE CANCEL
+                                        DONE BLOCKED UNBLOCKED RETURNED INFO SHUTDOWN
+    agent  ──▶ client (receive socket)  WELCOME READY EXEC CANCEL_TASK INFO_REPLY
+
+Values larger than the inline threshold never travel here on one host: they
+are in shared memory, and only their segment layout moves.
+"""
+from __future__ import annotations
+
+import pickle
+
+# client -> agent
+HELLO = 1          # (HELLO, client_id, kind, pid, worker_id)          on the receive socket
+INC = 2            # (INC, [object_id, ...])    this process now holds refs
+DEC = 3            # (DEC, [object_id, ...])    this process dropped its last ref
+SUBMIT = 4         # (SUBMIT, TaskSpec tuple)
+EXPORT = 5         # (EXPORT, function_id, function_bytes)
+PUT = 6            # (PUT, object_id, payload, contained_ids)
+SUBSCRIBE = 7      # (SUBSCRIBE, [object_id, ...])  tell me when these are ready
+CANCEL = 8         # (CANCEL, object_id, force)
+DONE = 9           # (DONE, task_id, [payload...], [contained...], retryable)
+BLOCKED = 10       # (BLOCKED, task_id, [returned TaskSpec...])  worker waits in get
+UNBLOCKED = 11     # (UNBLOCKED, task_id)
+RETURNED = 12      # (RETURNED, [TaskSpec...])  tasks a blocked worker hands back
+INFO = 13          # (INFO, request_id, what)
+SHUTDOWN = 14      # (SHUTDOWN,)
+GOODBYE = 15       # (GOODBYE,)  a client detaches
+
+# agent -> client
+WELCOME = 101      # (WELCOME, node_info dict)
+READY = 102        # (READY, [(object_id, payload), ...])
+EXEC = 103         # (EXEC, TaskSpec, function_bytes or None, [dep payloads], assignment)
+CANCEL_TASK = 104  # (CANCEL_TASK, task_id)
+INFO_REPLY = 105   # (INFO_REPLY, request_id, value)
+
+
+def encode(ops: list) -> bytes:
+    return pickle.dumps(ops, protocol=5)
+
+
+def decode(frame) -> list:
+    return pickle.loads(frame)

@@ -1,0 +1,35 @@
+"""ZeroMQ socket construction with lightray's settings.
+
+High-water marks are off: lightray never drops a message, and back-pressure
+belongs to the scheduler (it only sends what workers can take). Linger is 0
+so closing never waits on a dead peer.
+"""
+from __future__ import annotations
+
+import zmq
+
+
+def _tune(socket: zmq.Socket) -> zmq.Socket:
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.SNDHWM, 0)
+    socket.setsockopt(zmq.RCVHWM, 0)
+    socket.setsockopt(zmq.RECONNECT_IVL, 20)
+    return socket
+
+
+def router(context: zmq.Context, address: str) -> zmq.Socket:
+    socket = _tune(context.socket(zmq.ROUTER))
+    socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    socket.bind(address)
+    return socket
+
+
+def dealer(context: zmq.Context, address: str, identity: bytes) -> zmq.Socket:
+    socket = _tune(context.socket(zmq.DEALER))
+    socket.setsockopt(zmq.IDENTITY, identity)
+    socket.connect(address)
+    return socket
+
+
+def ipc_address(session_dir: str, name: str = "agent.sock") -> str:
+    return f"ipc://{session_dir}/{name}"

@@ -1,0 +1,226 @@
+"""A worker process: runs the tasks its agent sends, one at a time, in its main thread.
+
+    agent ──EXEC──▶ I/O thread ──task_queue──▶ main thread runs the task
+    agent ◀──DONE── (send socket, under the client lock) ◀──┘
+
+The agent may queue several tasks of one resource shape on a busy worker
+(pipelining). When the running task blocks in ``get``/``wait`` the worker
+hands the unstarted ones back (BLOCKED) and the agent frees its CPU, so that
+nested tasks can never deadlock the pool; STEAL-less by design: the agent only
+pipelines what it could not place elsewhere.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import traceback
+
+from . import client as client_module
+from . import exceptions, serialization
+from . import task_spec as ts
+from .ids import return_ids
+from .runtime_context import state as context_state
+from .serialization import ERROR
+from .transport import messages as m
+
+
+class TaskRunner:
+    """Executes EXEC ops for one worker process."""
+
+    def __init__(self, client, node_info: dict):
+        self.client = client
+        self.session = node_info["session"]
+        self.node_id = node_info["node_id"]
+        self.has_gpus = node_info.get("num_gpus", 0) > 0
+        self.functions: dict = {}
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()         # blocked state vs. incoming EXECs
+        self._blocked_depth = 0
+        self._running_task = None
+        self._cancelled: set = set()
+        self._interrupted = False
+        self._main_thread = threading.main_thread().ident
+        client.task_queue = self.queue
+        client.on_exec = self._on_exec
+        client.on_cancel = self._on_cancel
+        client.on_block = self._on_block
+        client.on_unblock = self._on_unblock
+
+    # ----------------------------------------------------- I/O thread hooks
+
+    def _on_exec(self, op) -> None:
+        with self._lock:
+            if self._blocked_depth:
+                # Our running task waits in get: never sit on work it may need.
+                self.client.send([(m.RETURNED, [op[1][ts.TASK_ID]])])
+                return
+            self.queue.put(op)
+
+    def _on_cancel(self, task_id: bytes) -> None:
+        if task_id == self._running_task:
+            self._interrupted = True
+            signal.pthread_kill(self._main_thread, signal.SIGINT)
+        else:
+            self._cancelled.add(task_id)
+
+    def _on_block(self) -> None:
+        with self._lock:
+            self._blocked_depth += 1
+            if self._blocked_depth > 1:
+                return
+            handed_back = []
+            while True:
+                try:
+                    handed_back.append(self.queue.get_nowait()[1][ts.TASK_ID])
+                except queue.Empty:
+                    break
+            self.client.send([(m.BLOCKED, self._running_task, handed_back)])
+
+    def _on_unblock(self) -> None:
+        with self._lock:
+            self._blocked_depth -= 1
+            if self._blocked_depth == 0:
+                self.client.send([(m.UNBLOCKED, self._running_task)])
+
+    # ------------------------------------------------------------ main loop
+
+    def loop(self) -> None:
+        get = self.queue.get
+        while not self.client.closed:
+            try:
+                op = get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self.run(op)
+
+    def run(self, op) -> None:
+        _, spec, function_bytes, dep_payloads, assignment = op
+        task_id = spec[ts.TASK_ID]
+        if task_id in self._cancelled:
+            self._cancelled.discard(task_id)
+            self._finish_with_error(spec, exceptions.TaskCancelledError(
+                f"task {spec[ts.FUNCTION_NAME]}() was cancelled before it started"), False)
+            return
+        self._running_task = task_id
+        self._interrupted = False
+        context_state.task_id = task_id
+        context_state.assigned = assignment[0]
+        if self.has_gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in assignment[1])
+        try:
+            try:
+                function = self._function(spec, function_bytes)
+                args, kwargs = self._arguments(spec, dep_payloads)
+                result = function(*args, **kwargs)
+                payloads, contained = self._store_results(spec, result)
+            except KeyboardInterrupt:
+                if not self._interrupted:
+                    raise
+                error = exceptions.TaskCancelledError(
+                    f"task {spec[ts.FUNCTION_NAME]}() was cancelled while running")
+                self._finish_with_error(spec, error, False)
+                return
+            except _DepError as dep_error:
+                self._finish_with_payload(spec, dep_error.payload)
+                return
+            except Exception as error:  # the user's code failed
+                self._finish_with_error(spec, self._task_error(spec, error),
+                                        _should_retry(spec[ts.RETRY_EXCEPTIONS], error))
+                return
+            self.client.send([(m.DONE, task_id, payloads, contained, False)])
+        finally:
+            self._running_task = None
+            context_state.task_id = None
+            context_state.assigned = {}
+
+    # -------------------------------------------------------------- helpers
+
+    def _function(self, spec, function_bytes):
+        function_id = spec[ts.FUNCTION_ID]
+        function = self.functions.get(function_id)
+        if function is None:
+            function = self.functions[function_id] = serialization.deserialize(function_bytes)
+        return function
+
+    def _arguments(self, spec, dep_payloads):
+        raw = spec[ts.ARGS]
+        if raw is None:
+            return (), {}
+        args, kwargs = serialization.deserialize(raw)
+        if dep_payloads:
+            values = []
+            for object_id, payload in zip(spec[ts.DEPS], dep_payloads):
+                if payload[0] == ERROR:
+                    raise _DepError(payload)
+                values.append(self.client.materialize_payload(object_id, payload))
+            args, kwargs = ts.substitute(args, kwargs, values)
+        return args, kwargs
+
+    def _store_results(self, spec, result):
+        num_returns = spec[ts.NUM_RETURNS]
+        if num_returns == 1:
+            results = (result,)
+        else:
+            try:
+                results = tuple(result)
+            except TypeError:
+                results = None
+            if results is None or len(results) != num_returns:
+                raise ValueError(
+                    f"task {spec[ts.FUNCTION_NAME]}() declared num_returns={num_returns} "
+                    f"but returned {type(result).__name__}"
+                    + ("" if results is None else f" of length {len(results)}"))
+        payloads, contained = [], []
+        for object_id, value in zip(return_ids(spec[ts.TASK_ID], num_returns), results):
+            serialized = serialization.serialize(value)
+            payloads.append(self.client.make_payload(serialized, object_id, self.session))
+            contained.append(serialized.contained)
+        return payloads, contained
+
+    def _task_error(self, spec, error: Exception) -> exceptions.TaskError:
+        if isinstance(error, exceptions.TaskError):
+            cause = error.cause
+        else:
+            cause = error
+        text = traceback.format_exc()
+        return exceptions.TaskError(spec[ts.FUNCTION_NAME], text, cause, os.getpid(), self.node_id)
+
+    def _finish_with_error(self, spec, error: BaseException, retryable: bool) -> None:
+        payload = (ERROR, serialization.dumps_exception(error))
+        self._finish_with_payload(spec, payload, retryable)
+
+    def _finish_with_payload(self, spec, payload, retryable: bool = False) -> None:
+        n = spec[ts.NUM_RETURNS]
+        self.client.send([(m.DONE, spec[ts.TASK_ID], [payload] * n, [[]] * n, retryable)])
+
+
+class _DepError(Exception):
+    """An argument's producing task failed: this task fails with that error."""
+
+    def __init__(self, payload):
+        self.payload = payload
+
+
+def _should_retry(retry_exceptions, error: Exception) -> bool:
+    if isinstance(retry_exceptions, bytes):   # a pickled tuple of exception types
+        retry_exceptions = serialization.deserialize(retry_exceptions)
+    if retry_exceptions is True:
+        return True
+    if isinstance(retry_exceptions, (list, tuple)):
+        return isinstance(error, tuple(retry_exceptions))
+    return False
+
+
+def worker_main(address: str, worker_id: str, agent_pid: int) -> None:
+    """Entry point of a forked worker (never returns normally)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    client = client_module.CoreClient(address, kind="worker", worker_id=worker_id,
+                                      parent_pid=agent_pid)
+    client_module.set_current_client(client)
+    context_state.node_id = client.node_info["node_id"]
+    context_state.worker_id = worker_id
+    runner = TaskRunner(client, client.node_info)
+    runner.loop()

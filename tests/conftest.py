@@ -1,0 +1,124 @@
+"""Shared fixtures for the lightray test suite.
+
+* ``no_leaks`` (autouse): after every test, shuts the runtime down (if it is
+  still running) and fails the test if child processes of the test process or
+  new ``/dev/shm/lr_*`` segments are still around after 10 s.
+* ``runtime``: a fresh ``lightray.init(num_cpus=2)`` runtime per test.
+"""
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+SHM_DIR = "/dev/shm"
+SHM_PREFIX = "lr_"
+LEAK_WAIT_S = 10.0
+DEFAULT_TEST_TIMEOUT_S = 60
+
+
+def shm_entries():
+    """Names of the lightray shared-memory segments currently in /dev/shm."""
+    try:
+        return {n for n in os.listdir(SHM_DIR) if n.startswith(SHM_PREFIX)}
+    except FileNotFoundError:  # pragma: no cover - non-Linux
+        return set()
+
+
+def live_children():
+    """Child processes (recursive) of the test process, zombies included."""
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            out.append((p.pid, p.status(), " ".join(p.cmdline())[:120]))
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def pytest_collection_modifyitems(items):
+    """Give every test a timeout, even without an ini ``timeout`` setting."""
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT_S))
+
+
+def _shutdown_quietly():
+    try:
+        import lightray
+    except Exception:
+        return None
+    try:
+        if lightray.is_initialized():
+            lightray.shutdown()
+    except Exception as e:  # reported by the caller
+        return e
+    return None
+
+
+def _force_cleanup(children, segments):
+    """Kill leaked children / unlink leaked segments so later tests start clean."""
+    for pid, _status, _cmd in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + 5
+    for pid, _status, _cmd in children:
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not our direct child / already reaped
+                break
+            if done:
+                break
+            time.sleep(0.05)
+    for name in segments:
+        try:
+            os.unlink(os.path.join(SHM_DIR, name))
+        except OSError:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    shm_before = shm_entries()
+    yield
+    shutdown_error = _shutdown_quietly()
+    deadline = time.monotonic() + LEAK_WAIT_S
+    while True:
+        children = live_children()
+        new_segments = shm_entries() - shm_before
+        if (not children and not new_segments) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    problems = []
+    if shutdown_error is not None:
+        problems.append(f"lightray.shutdown() raised {shutdown_error!r}")
+    if children:
+        problems.append(
+            "child processes still present %.0fs after shutdown: %s"
+            % (LEAK_WAIT_S, ", ".join(f"pid={p} status={s} cmd={c!r}" for p, s, c in children))
+        )
+    if new_segments:
+        problems.append(
+            "shared-memory segments not unlinked: %s" % ", ".join(sorted(new_segments))
+        )
+    if problems:
+        _force_cleanup(children, new_segments)
+        pytest.fail("resource leak after test: " + "; ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def runtime():
+    import lightray
+
+    lightray.init(num_cpus=2)
+    yield lightray
+    lightray.shutdown()
+
+
+@pytest.fixture
+def repo_root():
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
