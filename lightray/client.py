@@ -64,7 +64,7 @@ class CoreClient:
     """Connection of one process to its agent; see the module docstring."""
 
     def __init__(self, address: str, *, kind: str = "driver", worker_id: str = "",
-                 agent_alive=None, parent_pid: int = 0):
+                 agent_alive=None, parent_pid: int = 0, start: bool = True):
         self.kind = kind                          # "driver" or "worker"
         self.worker_id = worker_id
         self.ids = IdMaker()
@@ -99,8 +99,16 @@ class CoreClient:
         self.on_exec = None
         self.on_cancel = None
 
+        self._early_ops: list = []                # what came with WELCOME
         self.node_info = self._handshake()
         self._thread = threading.Thread(target=self._io_loop, name="lightray-io", daemon=True)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the I/O thread (a worker first installs its EXEC hooks)."""
+        early, self._early_ops = self._early_ops, []
+        self._handle(early)
         self._thread.start()
 
     # ------------------------------------------------------------------ setup
@@ -111,8 +119,10 @@ class CoreClient:
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             if self._recv_socket.poll(100):
-                for op in m.decode(self._recv_socket.recv()):
+                ops = m.decode(self._recv_socket.recv())
+                for position, op in enumerate(ops):
                     if op[0] == m.WELCOME:
+                        self._early_ops = ops[position + 1:]
                         return op[1]
             if self._agent_alive is not None and not self._agent_alive():
                 self._close_sockets()

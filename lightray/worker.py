@@ -184,7 +184,9 @@ class TaskRunner:
             cause = error.cause
         else:
             cause = error
-        text = traceback.format_exc()
+        # Skip this module's frame: the user wants their own code's traceback.
+        tb = error.__traceback__
+        text = "".join(traceback.format_exception(type(error), error, tb.tb_next if tb else None))
         return exceptions.TaskError(spec[ts.FUNCTION_NAME], text, cause, os.getpid(), self.node_id)
 
     def _finish_with_error(self, spec, error: BaseException, retryable: bool) -> None:
@@ -218,9 +220,10 @@ def worker_main(address: str, worker_id: str, agent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     client = client_module.CoreClient(address, kind="worker", worker_id=worker_id,
-                                      parent_pid=agent_pid)
+                                      parent_pid=agent_pid, start=False)
     client_module.set_current_client(client)
     context_state.node_id = client.node_info["node_id"]
     context_state.worker_id = worker_id
     runner = TaskRunner(client, client.node_info)
+    client.start()
     runner.loop()
