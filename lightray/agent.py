@@ -95,12 +95,19 @@ class AgentServer:
             ops = m.decode(frame)
         except Exception:
             return  # not ours to unpickle further; drop it
-        if identity.endswith(b"r"):
-            for op in ops:
-                if op[0] == m.HELLO:
-                    self.state.on_hello(op[1], op[2], op[3], op[4])
-        else:
-            self.state.handle(identity[:-1], ops)
+        try:
+            if identity.endswith(b"r"):
+                for op in ops:
+                    if op[0] == m.HELLO:
+                        self.state.on_hello(op[1], op[2], op[3], op[4])
+            else:
+                self.state.handle(identity[:-1], ops)
+        except Exception:
+            # A bug or a malformed message must not take the whole node down.
+            import traceback
+            print(f"lightray-agent: error handling a message from {identity!r}:",
+                  file=sys.stderr)
+            traceback.print_exc()
 
     def _act(self) -> None:
         state = self.state

@@ -69,7 +69,7 @@ class Task:
 
 class WorkerEntry:
     __slots__ = ("worker_id", "pid", "state", "allocation", "shape", "queue", "functions",
-                 "started")
+                 "started", "steal_asked")
 
     def __init__(self, worker_id: str):
         self.worker_id = worker_id
@@ -79,7 +79,8 @@ class WorkerEntry:
         self.shape = None
         self.queue = collections.deque()   # Tasks: running first, then pipelined
         self.functions = set()             # function ids this worker has loaded
-        self.started = False
+        self.started = False               # said hello: EXECs can be sent
+        self.steal_asked = False           # STEAL sent, RETURNED not yet seen
 
 
 class ClientEntry:
@@ -292,8 +293,16 @@ class AgentState:
             objects[object_id] = ObjectEntry(1, owner=client.client_id)
             client.held.add(object_id)
         deps = spec[ts.DEPS]
+        unknown = [d for d in deps if d not in objects]
         self._pin(deps)
         self._pin(spec[ts.CONTAINED])
+        if unknown:
+            # The submitter holds these refs, so we would know them unless they
+            # come from another session or were lost.
+            self._fail_with(task, exceptions.ObjectLostError(
+                f"argument {unknown[0].hex()} of task {spec[ts.FUNCTION_NAME]}() is not in this "
+                "runtime's object store (an ObjectRef from an earlier session?)"))
+            return
         missing = self.pool.unsatisfiable(task.request)
         if missing is not None:
             total = from_units(self.pool.total.get(missing, 0))
@@ -392,7 +401,20 @@ class AgentState:
             self._release_lease(worker)
             worker.state = IDLE
             self.idle_workers.append(worker)
+            if not self.queues:
+                self._steal_for_idle_worker()
         self.needs_schedule = True
+
+    def _steal_for_idle_worker(self) -> None:
+        """Ask back the unstarted tasks pipelined behind the busiest worker."""
+        busiest = None
+        for other in self.workers.values():
+            if (other.started and not other.steal_asked and len(other.queue) > 1
+                    and (busiest is None or len(other.queue) > len(busiest.queue))):
+                busiest = other
+        if busiest is not None:
+            busiest.steal_asked = True
+            self.outbox[busiest.worker_id.encode() + b"r"].append((m.STEAL,))
 
     def _release_lease(self, worker: WorkerEntry) -> None:
         if worker.allocation is not None:
@@ -421,6 +443,7 @@ class AgentState:
     def _on_returned(self, client: ClientEntry, task_ids: list) -> None:
         worker = client.worker
         if worker is not None:
+            worker.steal_asked = False
             self._requeue_handed_back(worker, task_ids)
             self._after_worker_progress(worker)
 
@@ -604,6 +627,10 @@ class AgentState:
         if what == "resources":
             return {"total": self.pool.as_floats("total"),
                     "available": self.pool.as_floats("available")}
+        if isinstance(what, tuple) and what[0] == "reserve":
+            # Without spilling (a later issue) the store refuses what cannot fit.
+            size = what[1]
+            return self.store_used + size <= self.store_capacity, self.store_used
         if what == "store":
             return {"used_bytes": self.store_used, "capacity_bytes": self.store_capacity,
                     "num_objects": len(self.objects)}

@@ -18,6 +18,7 @@ import threading
 
 from . import client as client_module
 from . import exceptions, serialization
+from .config import inline_threshold
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
 from .resources import detect_num_cpus, make_request
@@ -165,6 +166,13 @@ def put(value) -> ObjectRef:
         raise exceptions.ObjectStoreFullError(
             f"object of {serialized.size} bytes is larger than the object store "
             f"({capacity} bytes); start with a larger object_store_memory")
+    if serialized.size >= inline_threshold():
+        fits, used = client.info(("reserve", serialized.size))
+        if not fits:
+            raise exceptions.ObjectStoreFullError(
+                f"object store full: {used} of {capacity} bytes in use, the object needs "
+                f"{serialized.size} more; drop ObjectRefs you no longer need or start with a "
+                "larger object_store_memory")
     return client.put_serialized(serialized, client.node_info["session"])
 
 

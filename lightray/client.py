@@ -75,6 +75,7 @@ class CoreClient:
         self._parent_pid = parent_pid             # worker: exit when it changes
         self.closed = False
         self.dead_reason = ""
+        self._sockets_closed = False
 
         self._context = zmq.Context(io_threads=1)
         self._send_socket = sockets.dealer(self._context, address, self.client_id + b"s")
@@ -98,6 +99,7 @@ class CoreClient:
         self.task_queue = None
         self.on_exec = None
         self.on_cancel = None
+        self.on_steal = None
 
         self._early_ops: list = []                # what came with WELCOME
         self.node_info = self._handshake()
@@ -293,6 +295,8 @@ class CoreClient:
                 self.on_exec(op)
             elif kind == m.CANCEL_TASK:
                 self.on_cancel(op[1])
+            elif kind == m.STEAL:
+                self.on_steal()
             elif kind == m.INFO_REPLY:
                 future = self._info_futures.pop(op[1], None)
                 if future is not None:
@@ -431,26 +435,36 @@ class CoreClient:
     # --------------------------------------------------------------- closing
 
     def close(self, *, notify_agent: str = "") -> None:
-        """Detach; with notify_agent="shutdown" also stop the agent."""
+        """Detach; with notify_agent="shutdown" also stop the agent.
+
+        Always closes the sockets and terminates the context, also after the
+        agent died: a context left to the garbage collector with open sockets
+        blocks forever in its destructor.
+        """
+        was_open = False
         with self._lock:
-            if self.closed:
-                return
-            try:
-                if self.pending_decs:
-                    self._apply_pending_decs()
-                ops = self._delta_ops()
-                ops.append((m.SHUTDOWN,) if notify_agent == "shutdown" else (m.GOODBYE,))
-                self._send_socket.send(m.encode(ops))
-            except zmq.ZMQError:
-                pass
-            self.closed = True
-        self._mark_dead("shutdown")
-        if threading.current_thread() is not self._thread:
+            if not self.closed:
+                was_open = True
+                try:
+                    if self.pending_decs:
+                        self._apply_pending_decs()
+                    ops = self._delta_ops()
+                    ops.append((m.SHUTDOWN,) if notify_agent == "shutdown" else (m.GOODBYE,))
+                    self._send_socket.send(m.encode(ops))
+                except zmq.ZMQError:
+                    pass
+                self.closed = True
+        if was_open:
+            self._mark_dead("shutdown")
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=2.0)
-        self._close_sockets(send_linger_ms=1000)
+        self._close_sockets(send_linger_ms=0 if self.dead_reason != "shutdown" else 1000)
         self._mappings.clear()
 
     def _close_sockets(self, send_linger_ms: int = 0) -> None:
+        if self._sockets_closed:
+            return
+        self._sockets_closed = True
         # The send socket lingers so that a final SHUTDOWN/GOODBYE is delivered.
         for socket, linger in ((self._send_socket, send_linger_ms), (self._recv_socket, 0)):
             try:

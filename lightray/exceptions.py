@@ -7,8 +7,6 @@ subclassed, an instance of the original exception's type, so that
 """
 from __future__ import annotations
 
-import pickle
-
 
 class LightrayError(Exception):
     """Base class of every error lightray raises itself."""
@@ -72,8 +70,11 @@ def _dual_class(cause_type: type):
 
 
 def _picklable_or_none(obj):
+    # cloudpickle, not pickle: a class defined inside a function is pickled by
+    # value, and cloudpickle maps it back to the caller's own class object.
+    import cloudpickle
     try:
-        pickle.dumps(obj)
+        cloudpickle.dumps(obj)
         return obj
     except Exception:
         return None

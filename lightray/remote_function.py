@@ -53,9 +53,9 @@ class RemoteFunction:
         functools.update_wrapper(self, function, updated=())
 
     def __call__(self, *args, **kwargs):
-        name = self._exported.name
-        raise TypeError(f"remote function {name} cannot be called directly; "
-                        f"use {name}.remote(...) to run it as a task")
+        name = self._exported.name.rsplit(".", 1)[-1]
+        raise TypeError(f"remote function {name} cannot be called directly; use .remote() "
+                        f"to run it as a task: {name}.remote(...)")
 
     def options(self, **options) -> "RemoteFunction":
         """A copy with these options overriding the decorator's."""
@@ -68,9 +68,9 @@ class RemoteFunction:
         exported = self._exported
         exported.ensure_pickled()
         options = self._options
-        ops = client.export_function(exported.function_id, exported.function_bytes)
         args_bytes, deps, contained, keep_alive = _serialize_arguments(
             client, exported.name, args, kwargs)
+        ops = client.export_function(exported.function_id, exported.function_bytes)
         task_id = client.ids.task_id()
         retry = options.retry_exceptions
         if isinstance(retry, tuple):

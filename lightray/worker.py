@@ -6,8 +6,9 @@
 The agent may queue several tasks of one resource shape on a busy worker
 (pipelining). When the running task blocks in ``get``/``wait`` the worker
 hands the unstarted ones back (BLOCKED) and the agent frees its CPU, so that
-nested tasks can never deadlock the pool; STEAL-less by design: the agent only
-pipelines what it could not place elsewhere.
+nested tasks can never deadlock the pool. When another worker goes idle the
+agent asks for them back too (STEAL), so a short task never waits behind a
+long one while a worker sits idle.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ class TaskRunner:
         self.session = node_info["session"]
         self.node_id = node_info["node_id"]
         self.has_gpus = node_info.get("num_gpus", 0) > 0
-        self.functions: dict = {}
+        self.functions: dict = {}             # function id -> function
+        self.function_bytes: dict = {}        # function id -> pickled function
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()         # blocked state vs. incoming EXECs
         self._blocked_depth = 0
@@ -45,12 +47,17 @@ class TaskRunner:
         client.task_queue = self.queue
         client.on_exec = self._on_exec
         client.on_cancel = self._on_cancel
+        client.on_steal = self._on_steal
         client.on_block = self._on_block
         client.on_unblock = self._on_unblock
 
     # ----------------------------------------------------- I/O thread hooks
 
     def _on_exec(self, op) -> None:
+        if op[2] is not None:
+            # Keep the function even if this task is handed back unstarted:
+            # the agent sends each function to a worker only once.
+            self.function_bytes[op[1][ts.FUNCTION_ID]] = op[2]
         with self._lock:
             if self._blocked_depth:
                 # Our running task waits in get: never sit on work it may need.
@@ -65,18 +72,24 @@ class TaskRunner:
         else:
             self._cancelled.add(task_id)
 
+    def _unstarted_task_ids(self) -> list:
+        handed_back = []
+        while True:
+            try:
+                handed_back.append(self.queue.get_nowait()[1][ts.TASK_ID])
+            except queue.Empty:
+                return handed_back
+
+    def _on_steal(self) -> None:
+        with self._lock:
+            self.client.send([(m.RETURNED, self._unstarted_task_ids())])
+
     def _on_block(self) -> None:
         with self._lock:
             self._blocked_depth += 1
             if self._blocked_depth > 1:
                 return
-            handed_back = []
-            while True:
-                try:
-                    handed_back.append(self.queue.get_nowait()[1][ts.TASK_ID])
-                except queue.Empty:
-                    break
-            self.client.send([(m.BLOCKED, self._running_task, handed_back)])
+            self.client.send([(m.BLOCKED, self._running_task, self._unstarted_task_ids())])
 
     def _on_unblock(self) -> None:
         with self._lock:
@@ -96,7 +109,7 @@ class TaskRunner:
             self.run(op)
 
     def run(self, op) -> None:
-        _, spec, function_bytes, dep_payloads, assignment = op
+        _, spec, _function_bytes, dep_payloads, assignment = op
         task_id = spec[ts.TASK_ID]
         if task_id in self._cancelled:
             self._cancelled.discard(task_id)
@@ -111,7 +124,7 @@ class TaskRunner:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in assignment[1])
         try:
             try:
-                function = self._function(spec, function_bytes)
+                function = self._function(spec)
                 args, kwargs = self._arguments(spec, dep_payloads)
                 result = function(*args, **kwargs)
                 payloads, contained = self._store_results(spec, result)
@@ -137,11 +150,12 @@ class TaskRunner:
 
     # -------------------------------------------------------------- helpers
 
-    def _function(self, spec, function_bytes):
+    def _function(self, spec):
         function_id = spec[ts.FUNCTION_ID]
         function = self.functions.get(function_id)
         if function is None:
-            function = self.functions[function_id] = serialization.deserialize(function_bytes)
+            data = self.function_bytes.pop(function_id)
+            function = self.functions[function_id] = serialization.deserialize(data)
         return function
 
     def _arguments(self, spec, dep_payloads):

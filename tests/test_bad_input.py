@@ -94,7 +94,7 @@ def test_unknown_option_in_options_raises_value_error_listing_valid_names():
         {"resources": {"a": -1}},
         {"resources": {"a": "many"}},
     ],
-    ids=repr,
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()).replace(" ", ""),
 )
 def test_invalid_option_values_raise_value_error(opts):
     with pytest.raises(ValueError):
@@ -117,7 +117,7 @@ def test_invalid_option_values_raise_value_error(opts):
 @pytest.mark.parametrize(
     "kwargs",
     [{"num_cpus": -1}, {"num_cpus": "x"}, {"num_gpus": -2}, {"resources": {"a": -1}}],
-    ids=repr,
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()).replace(" ", ""),
 )
 def test_invalid_init_resources_raise_value_error(kwargs):
     with pytest.raises(ValueError):
@@ -159,8 +159,8 @@ def test_get_of_old_ref_after_shutdown_raises(tmp_path):
     lightray.shutdown()
     t0 = time.monotonic()
     with pytest.raises(Exception) as ei:
-        lightray.get(ref)  # must not hang (pytest timeout guards it)
-    assert not isinstance(ei.value, TimeoutError)
+        lightray.get(ref, timeout=5)
+    assert not isinstance(ei.value, TimeoutError), "get of a stale ref hung until its timeout"
     assert time.monotonic() - t0 < 10
 
 
@@ -169,8 +169,9 @@ def test_wait_on_old_ref_after_shutdown_raises():
     lightray.init(num_cpus=1)
     ref = lightray.put(123)
     lightray.shutdown()
-    with pytest.raises(Exception):
-        lightray.wait([ref])
+    with pytest.raises(Exception) as ei:
+        lightray.wait([ref], timeout=5)
+    assert not isinstance(ei.value, TimeoutError)
 
 
 @pytest.mark.timeout(20)
@@ -189,13 +190,15 @@ def test_old_ref_used_in_new_session_raises(tmp_path):
     lightray.shutdown()
     lightray.init(num_cpus=1)
     with pytest.raises(Exception) as ei:
-        lightray.get(old)  # must not hang (pytest timeout guards it)
-    assert not isinstance(ei.value, TimeoutError)
+        lightray.get(old, timeout=5)
+    assert not isinstance(ei.value, TimeoutError), "get of a previous-session ref hung"
 
     @lightray.remote
     def f(x):
         return x
 
     with pytest.raises(Exception) as ei:
-        lightray.get(f.remote(old))
-    assert not isinstance(ei.value, TimeoutError)
+        lightray.get(f.remote(old), timeout=5)
+    assert not isinstance(ei.value, TimeoutError), (
+        "task depending on a previous-session ref hung instead of failing"
+    )

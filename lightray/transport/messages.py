@@ -7,7 +7,7 @@ submissions, results or reference-count changes.
 
     client ──(send socket)──▶ agent     INC DEC SUBMIT EXPORT PUT SUBSCRIBE CANCEL
                                         DONE BLOCKED UNBLOCKED RETURNED INFO SHUTDOWN
-    agent  ──▶ client (receive socket)  WELCOME READY EXEC CANCEL_TASK INFO_REPLY
+    agent  ──▶ client (receive socket)  WELCOME READY EXEC CANCEL_TASK STEAL INFO_REPLY
 
 Values larger than the inline threshold never travel here on one host: they
 are in shared memory, and only their segment layout moves.
@@ -39,6 +39,7 @@ READY = 102        # (READY, [(object_id, payload), ...])
 EXEC = 103         # (EXEC, TaskSpec, function_bytes or None, [dep payloads], assignment)
 CANCEL_TASK = 104  # (CANCEL_TASK, task_id)
 INFO_REPLY = 105   # (INFO_REPLY, request_id, value)
+STEAL = 106        # (STEAL,)  hand back your unstarted tasks: another worker is idle
 
 
 def encode(ops: list) -> bytes:
