@@ -208,11 +208,11 @@ def _set_parent_death_signal(sig: int) -> None:
 
 
 def default_store_capacity() -> int:
-    import psutil
     from_env = config.object_store_memory_from_env()
     if from_env:
         return from_env
-    capacity = int(psutil.virtual_memory().total * config.OBJECT_STORE_FRACTION)
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    capacity = int(physical * config.OBJECT_STORE_FRACTION)
     free = shm.shm_free_bytes()
     return min(capacity, free) if free else capacity
 

@@ -1,8 +1,6 @@
 """ObjectRef: a handle on a value that exists, or will exist, somewhere in the runtime."""
 from __future__ import annotations
 
-import asyncio
-
 from . import serialization
 
 
@@ -58,6 +56,7 @@ class ObjectRef:
         return require_client_for(self).future(self)
 
     def __await__(self):
+        import asyncio   # imported here: most programs never await a ref
         return asyncio.wrap_future(self.future()).__await__()
 
 
