@@ -417,3 +417,51 @@ def test_runtime_usable_after_force_cancel(runtime, tmp_path):
     with pytest.raises(lrexc.TaskCancelledError):
         lightray.get(ref, timeout=20)
     assert lightray.get([ok.remote() for _ in range(3)], timeout=20) == ["ok"] * 3
+
+
+@pytest.mark.timeout(45)
+def test_worker_killed_externally_mid_task_is_retried(runtime, tmp_path):
+    import signal
+
+    counter = str(tmp_path / "attempts")
+    pidfile = str(tmp_path / "pid")
+
+    @lightray.remote
+    def slow_first_attempt(counter, pidfile):
+        import os
+        import time
+
+        with open(counter, "a") as f:
+            f.write("x")
+        with open(counter) as f:
+            n = len(f.read())
+        if n == 1:
+            with open(pidfile + ".tmp", "w") as f:
+                f.write(str(os.getpid()))
+            os.rename(pidfile + ".tmp", pidfile)
+            time.sleep(30)
+        return n
+
+    ref = slow_first_attempt.remote(counter, pidfile)
+    assert wait_for_file(pidfile)
+    with open(pidfile) as f:
+        os.kill(int(f.read()), signal.SIGKILL)
+    assert lightray.get(ref, timeout=30) == 2
+
+
+@pytest.mark.timeout(45)
+def test_crash_in_nested_task_surfaces_as_worker_crashed_in_driver(runtime):
+    @lightray.remote(max_retries=0)
+    def child():
+        import os
+
+        os._exit(7)
+
+    @lightray.remote(max_retries=0)
+    def parent():
+        import lightray as lr
+
+        return lr.get(child.remote())
+
+    with pytest.raises(lrexc.WorkerCrashedError):
+        lightray.get(parent.remote(), timeout=30)

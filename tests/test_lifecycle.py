@@ -298,3 +298,24 @@ def test_object_store_memory_limit_raises_object_store_full_error():
         for _ in range(4):  # 4 x 30 MiB, all kept alive, cannot fit in 64 MiB
             held.append(lightray.put(np.zeros(30 * 2**20, dtype=np.uint8)))
     assert 1 <= len(held) <= 2
+
+
+@pytest.mark.timeout(30)
+def test_shutdown_with_running_and_queued_tasks_is_prompt():
+    lightray.init(num_cpus=1)
+
+    @lightray.remote
+    def sleepy(i):
+        import time
+
+        time.sleep(20)
+        return i
+
+    refs = [sleepy.remote(i) for i in range(5)]
+    time.sleep(0.5)
+    pids = [p.pid for p in psutil.Process().children(recursive=True)]
+    t0 = time.monotonic()
+    lightray.shutdown()
+    assert time.monotonic() - t0 < 5
+    assert wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=5)
+    del refs

@@ -252,3 +252,66 @@ def test_put_of_objectref_raises_type_error(runtime):
     r = lightray.put(1)
     with pytest.raises(TypeError):
         lightray.put(r)
+
+
+@pytest.mark.timeout(30)
+def test_inline_threshold_small_inline_large_in_shm(runtime):
+    before = shm_entries()
+    small = lightray.put(b"s" * (50 * 1024))
+    assert shm_entries() - before == set(), "a 50 KiB value should travel inline"
+    large = lightray.put(b"L" * (200 * 1024))
+    assert wait_for(lambda: shm_entries() - before, timeout=5), "a 200 KiB value should use shm"
+    assert lightray.get([small, large]) == [b"s" * (50 * 1024), b"L" * (200 * 1024)]
+
+
+@pytest.mark.timeout(30)
+def test_small_task_results_create_no_shm_segment(runtime):
+    @lightray.remote
+    def small(i):
+        return {"i": i, "payload": "x" * 100}
+
+    before = shm_entries()
+    out = lightray.get([small.remote(i) for i in range(10)], timeout=20)
+    assert [o["i"] for o in out] == list(range(10))
+    assert shm_entries() - before == set()
+
+
+@pytest.mark.timeout(30)
+def test_get_inside_task_of_numpy_array_is_zero_copy(runtime):
+    @lightray.remote
+    def inspect(refs):
+        import lightray as lr
+
+        arr = lr.get(refs[0])
+        return bool(arr.flags.writeable), bool(arr.flags.owndata), int(arr.sum(dtype="int64"))
+
+    r = lightray.put(np.full(BIG, 3, dtype=np.uint8))
+    assert lightray.get(inspect.remote([r]), timeout=20) == (False, False, 3 * BIG)
+
+
+@pytest.mark.timeout(30)
+def test_ref_created_in_task_and_returned_stays_alive_in_driver(runtime):
+    @lightray.remote
+    def make_inner():
+        import numpy as np
+
+        import lightray as lr
+
+        return [lr.put(np.full(1 << 20, 5, dtype=np.uint8))]
+
+    (inner,) = lightray.get(make_inner.remote(), timeout=20)
+    assert isinstance(inner, lightray.ObjectRef)
+    time.sleep(0.5)  # the creating task has finished and dropped its own ref
+    gc.collect()
+    arr = lightray.get(inner, timeout=20)
+    assert int(arr.sum(dtype=np.int64)) == 5 * BIG
+
+
+@pytest.mark.timeout(30)
+def test_objects_kept_alive_by_refs_in_driver_survive_many_puts(runtime):
+    keep = [lightray.put(np.full(BIG, i, dtype=np.uint8)) for i in range(5)]
+    for i in range(20):
+        lightray.put(np.zeros(BIG, dtype=np.uint8))  # dropped immediately
+    gc.collect()
+    for i, r in enumerate(keep):
+        assert int(lightray.get(r)[0]) == i

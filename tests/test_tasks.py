@@ -377,3 +377,105 @@ def test_first_remote_call_auto_initializes():
 
     assert lightray.get(f.remote()) == "auto"
     assert lightray.is_initialized()
+
+
+@pytest.mark.timeout(30)
+def test_future_of_failing_task_carries_task_error(runtime):
+    from lightray import exceptions as lrexc
+
+    @lightray.remote
+    def bad():
+        raise ValueError("future boom")
+
+    fut = bad.remote().future()
+    exc = fut.exception(timeout=20)
+    assert isinstance(exc, lrexc.TaskError)
+    assert isinstance(exc, ValueError)
+
+
+@pytest.mark.timeout(30)
+def test_awaiting_failing_task_raises_original_type(runtime):
+    @lightray.remote
+    def bad():
+        raise KeyError("await boom")
+
+    async def main():
+        with pytest.raises(KeyError):
+            await bad.remote()
+        return True
+
+    assert asyncio.run(asyncio.wait_for(main(), 20)) is True
+
+
+@pytest.mark.timeout(30)
+def test_error_in_nested_task_propagates_through_parent(runtime):
+    from lightray import exceptions as lrexc
+
+    @lightray.remote
+    def child():
+        raise ValueError("deep failure")
+
+    @lightray.remote
+    def parent():
+        import lightray as lr
+
+        return lr.get(child.remote())
+
+    with pytest.raises(ValueError) as ei:
+        lightray.get(parent.remote(), timeout=20)
+    assert isinstance(ei.value, lrexc.TaskError)
+    assert "deep failure" in str(ei.value)
+
+
+@pytest.mark.timeout(30)
+def test_wait_inside_task(runtime):
+    @lightray.remote
+    def leaf(i):
+        return i
+
+    @lightray.remote
+    def waiter():
+        import lightray as lr
+
+        refs = [leaf.remote(i) for i in range(4)]
+        ready, not_ready = lr.wait(refs, num_returns=4, timeout=15)
+        return len(ready), len(not_ready), sum(lr.get(ready))
+
+    assert lightray.get(waiter.remote(), timeout=25) == (4, 0, 6)
+
+
+@pytest.mark.timeout(30)
+def test_task_with_many_ref_arguments(runtime):
+    @lightray.remote
+    def total(*xs):
+        return sum(xs)
+
+    refs = [lightray.put(i) for i in range(50)]
+    assert lightray.get(total.remote(*refs), timeout=20) == sum(range(50))
+
+
+@pytest.mark.timeout(45)
+def test_concurrent_submission_and_get_from_driver_threads(runtime):
+    @lightray.remote
+    def double(x):
+        return 2 * x
+
+    def worker(base):
+        refs = [double.remote(base + i) for i in range(15)]
+        return lightray.get(refs, timeout=30)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(worker, [0, 100, 200, 300]))
+    assert results == [[2 * (b + i) for i in range(15)] for b in (0, 100, 200, 300)]
+
+
+@pytest.mark.timeout(30)
+def test_cancel_of_finished_task_is_noop(runtime):
+    @lightray.remote
+    def f():
+        return "done"
+
+    ref = f.remote()
+    assert lightray.get(ref, timeout=20) == "done"
+    lightray.cancel(ref)
+    assert lightray.get(ref, timeout=20) == "done"
