@@ -27,7 +27,7 @@ import os
 from . import exceptions, serialization
 from . import task_spec as ts
 from .ids import return_ids, task_of
-from .resources import CPU, ResourcePool, from_units, shape_of
+from .resources import ResourcePool, from_units, shape_of
 from .serialization import ERROR, SHARED
 from .transport import messages as m
 

@@ -31,7 +31,7 @@ import zmq
 from . import exceptions, serialization
 from .ids import IdMaker, return_ids
 from .object_ref import ObjectRef
-from .serialization import ERROR, INLINE, SHARED
+from .serialization import INLINE, SHARED
 from .store import shm
 from .transport import messages as m
 from .transport import sockets

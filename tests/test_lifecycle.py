@@ -53,19 +53,16 @@ def test_is_initialized_tracks_init_and_shutdown():
 
 
 @pytest.mark.timeout(30)
-def test_init_is_fast():
-    t0 = time.monotonic()
+def test_init_returns_a_runtime_that_runs_the_first_task():
+    # How fast is measured by benchmarks/microbench.py (init_first_result),
+    # not asserted here.
     lightray.init(num_cpus=2)
-    init_s = time.monotonic() - t0
 
     @lightray.remote
     def f():
         return 1
 
     assert lightray.get(f.remote(), timeout=20) == 1
-    first_task_s = time.monotonic() - t0
-    assert init_s < 2.0, f"init took {init_s:.2f}s"
-    assert first_task_s < 5.0, f"init + first task took {first_task_s:.2f}s"
 
 
 @pytest.mark.timeout(30)

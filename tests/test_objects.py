@@ -169,14 +169,13 @@ def test_get_with_timeout_on_ready_ref_returns_value(runtime):
 def test_dropped_refs_unlink_segments_during_put_loop(runtime):
     before = shm_entries()
     max_seen = 0
-    t0 = time.monotonic()
-    for i in range(200):
-        r = lightray.put(np.zeros(10 * 2**20, dtype=np.uint8) + i % 250)
+    value = np.zeros(10 * 2**20, dtype=np.uint8)
+    for i in range(1000):
+        value[0] = i % 250
+        r = lightray.put(value)
         del r
         max_seen = max(max_seen, len(shm_entries() - before))
-    elapsed = time.monotonic() - t0
     assert max_seen <= 5, f"up to {max_seen} lr_* segments alive while only 1 ref existed at a time"
-    assert elapsed < 30, f"200 puts of 10 MiB took {elapsed:.1f}s"
     gc.collect()
     assert wait_for(lambda: not (shm_entries() - before), timeout=5), (
         f"segments still present after dropping every ref: {sorted(shm_entries() - before)}"

@@ -1,0 +1,152 @@
+"""AgentState is a plain state machine: events in, instructions out, no sockets.
+
+These tests drive it directly, the way the agent's I/O loop does.
+"""
+import pickle
+
+import pytest
+
+from lightray import exceptions
+from lightray import task_spec as ts
+from lightray.agent_state import AgentState
+from lightray.ids import IdMaker, return_ids
+from lightray.serialization import ERROR, INLINE, SHARED
+from lightray.transport import messages as m
+
+DRIVER = b"driver01"
+
+
+@pytest.fixture
+def state():
+    agent = AgentState(node_id="node0000", session="s", resources={"CPU": 2.0},
+                       pipeline_depth=4, max_workers=8, store_capacity=1 << 30)
+    agent.on_hello(DRIVER, "driver", 1, "")
+    agent.initial_workers(2)
+    for pid, worker_id in enumerate(agent.spawn, start=100):
+        agent.set_worker_pid(worker_id, pid)
+        agent.on_hello(worker_id.encode(), "worker", pid, worker_id)
+    agent.spawn.clear()
+    agent.outbox.clear()
+    return agent
+
+
+ids = IdMaker()
+
+
+def submit(agent, *, function_id=b"f" * 16, deps=(), request=None, max_retries=3):
+    task_id = ids.task_id()
+    spec = (task_id, function_id, "work", None, list(deps), [], 1,
+            request if request is not None else {"CPU": 1.0}, max_retries, False, None)
+    agent.handle(DRIVER, [(m.EXPORT, function_id, b"pickled function"), (m.SUBMIT, spec)])
+    return task_id
+
+
+def sent_execs(agent):
+    """(worker identity, EXEC op) for every EXEC in the outbox, then clears it."""
+    out = [(identity, op) for identity, ops in agent.outbox.items() for op in ops if op[0] == m.EXEC]
+    agent.outbox.clear()
+    return out
+
+
+def finish(agent, identity, task_id, value=b"result"):
+    agent.handle(identity[:-1], [(m.DONE, task_id, [(INLINE, value)], [[]], False)])
+
+
+def test_function_bytes_go_to_each_worker_only_once(state):
+    for _ in range(2):
+        submit(state)
+    state.schedule()
+    first = sent_execs(state)
+    assert len(first) == 2 and all(op[2] == b"pickled function" for _, op in first)
+    for identity, op in first:
+        finish(state, identity, op[1][ts.TASK_ID])
+    submit(state)
+    state.schedule()
+    (_, op), = sent_execs(state)
+    assert op[2] is None
+
+
+def test_task_waits_for_its_argument_then_gets_its_payload(state):
+    producer = submit(state)
+    state.schedule()
+    (identity, _), = sent_execs(state)
+    consumer = submit(state, deps=[return_ids(producer, 1)[0]])
+    state.schedule()
+    assert sent_execs(state) == []
+    finish(state, identity, producer, value=b"argument value")
+    state.schedule()
+    (_, op), = sent_execs(state)
+    assert op[1][ts.TASK_ID] == consumer
+    assert op[3] == [(INLINE, b"argument value")]
+
+
+def test_owner_gets_result_pushed(state):
+    task_id = submit(state)
+    state.schedule()
+    (identity, _), = sent_execs(state)
+    finish(state, identity, task_id, value=b"42")
+    ready = [op for op in state.outbox[DRIVER + b"r"] if op[0] == m.READY]
+    assert ready == [(m.READY, [(return_ids(task_id, 1)[0], (INLINE, b"42"))])]
+
+
+def test_tasks_beyond_free_cpus_are_pipelined_and_handed_back_when_blocked(state):
+    tasks = [submit(state) for _ in range(4)]
+    state.schedule()
+    execs = sent_execs(state)
+    assert len(execs) == 4                      # 2 running, 2 pipelined
+    assert state.pool.available["CPU"] == 0
+    identity, first = execs[0]
+    behind = [op[1][ts.TASK_ID] for ident, op in execs[1:] if ident == identity]
+    state.handle(identity[:-1], [(m.BLOCKED, first[1][ts.TASK_ID], behind)])
+    assert state.pool.available["CPU"] == 10_000   # the blocked task's CPU is free
+    state.schedule()
+    # The freed CPU goes to a new worker (none is idle), which gets the task
+    # handed back as soon as it says hello.
+    (new_worker,) = state.spawn
+    queued = [t.task_id for t in state.workers[new_worker].queue]
+    assert queued == behind[:1]
+    assert len(tasks) == 4
+
+
+def test_freeing_last_ref_unlinks_segment(state):
+    object_id = ids.task_id() + b"\x00\x00"
+    layout = ("lr_s_x", 4096, 10, ((64, 4000),))
+    state.handle(DRIVER, [(m.PUT, object_id, (SHARED, layout), [])])
+    assert state.store_used == 4096
+    state.handle(DRIVER, [(m.DEC, [object_id])])
+    assert state.free_segments == ["lr_s_x"]
+    assert state.store_used == 0
+    assert object_id not in state.objects
+
+
+def test_object_contained_in_another_lives_until_container_is_freed(state):
+    inner, outer = ids.task_id() + b"\x00\x00", ids.task_id() + b"\x00\x00"
+    state.handle(DRIVER, [(m.PUT, inner, (INLINE, b"inner"), [])])
+    state.handle(DRIVER, [(m.PUT, outer, (INLINE, b"outer"), [inner])])
+    state.handle(DRIVER, [(m.DEC, [inner])])
+    assert inner in state.objects
+    state.handle(DRIVER, [(m.DEC, [outer])])
+    assert inner not in state.objects and outer not in state.objects
+
+
+def test_infeasible_request_fails_at_once_with_unschedulable_error(state):
+    task_id = submit(state, request={"CPU": 64.0})
+    entry = state.objects[return_ids(task_id, 1)[0]]
+    assert entry.payload[0] == ERROR
+    error = pickle.loads(entry.payload[1])
+    assert isinstance(error, exceptions.TaskUnschedulableError)
+    assert "64.0 CPU" in str(error)
+
+
+def test_worker_death_retries_running_task_and_requeues_the_rest(state):
+    for _ in range(3):
+        submit(state, max_retries=1)
+    state.schedule()
+    execs = sent_execs(state)
+    identity, running = execs[0]
+    pid = state.workers[identity[:-1].decode()].pid
+    state.on_worker_exit(pid, "killed by signal SIGKILL")
+    retried = state.tasks[running[1][ts.TASK_ID]]
+    assert retried.retries_left == 0
+    state.on_worker_exit(pid, "again")          # a second report changes nothing
+    assert state.pool.available["CPU"] >= 0
