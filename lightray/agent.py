@@ -114,7 +114,8 @@ class AgentServer:
         if state.outbox:
             send = self.router.send_multipart
             for identity, ops in state.outbox.items():
-                send([identity, m.encode(ops)], copy=True)
+                frame = m.encode(ops)
+                send([identity, frame], copy=len(frame) < m.ZERO_COPY_MIN)
             state.outbox.clear()
         if state.spawn:
             spawn, state.spawn = state.spawn, []

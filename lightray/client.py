@@ -196,7 +196,8 @@ class CoreClient:
         if self._deltas:
             ops = self._delta_ops() + ops
         if ops:
-            self._send_socket.send(m.encode(ops), copy=True)
+            frame = m.encode(ops)
+            self._send_socket.send(frame, copy=len(frame) < m.ZERO_COPY_MIN)
 
     def flush(self) -> None:
         with self._lock:

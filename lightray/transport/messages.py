@@ -42,6 +42,11 @@ INFO_REPLY = 105   # (INFO_REPLY, request_id, value)
 STEAL = 106        # (STEAL,)  hand back your unstarted tasks: another worker is idle
 
 
+# Frames at least this large are handed to ZeroMQ without a copy (it keeps a
+# reference to the bytes until they are sent); smaller ones are cheaper to copy.
+ZERO_COPY_MIN = 64 * 1024
+
+
 def encode(ops: list) -> bytes:
     return pickle.dumps(ops, protocol=5)
 
