@@ -61,7 +61,7 @@ class Task:
         self.owner = owner
         self.state = WAITING
         self.missing_deps = 0
-        self.retries_left = spec[ts.MAX_RETRIES]
+        self.retries_left = spec[ts.MAX_RETRIES] - spec[ts.ATTEMPTS_MADE]
         self.worker = None
         self.cancelled = False
         self.force_cancelled = False
@@ -69,7 +69,7 @@ class Task:
 
 class WorkerEntry:
     __slots__ = ("worker_id", "pid", "state", "allocation", "shape", "queue", "functions",
-                 "started", "steal_asked")
+                 "started", "steal_asked", "lessee", "revoke_sent", "cancel_requested")
 
     def __init__(self, worker_id: str):
         self.worker_id = worker_id
@@ -81,10 +81,13 @@ class WorkerEntry:
         self.functions = set()             # function ids this worker has loaded
         self.started = False               # said hello: EXECs can be sent
         self.steal_asked = False           # STEAL sent, RETURNED not yet seen
+        self.lessee = None                 # client id holding a direct lease on it
+        self.revoke_sent = False
+        self.cancel_requested = False      # its lessee force-cancelled the running task
 
 
 class ClientEntry:
-    __slots__ = ("client_id", "identity", "kind", "pid", "held", "worker")
+    __slots__ = ("client_id", "identity", "kind", "pid", "held", "worker", "leases")
 
     def __init__(self, client_id: bytes, kind: str, pid: int, worker):
         self.client_id = client_id
@@ -93,6 +96,7 @@ class ClientEntry:
         self.pid = pid
         self.held = set()                  # object ids this process counts as held
         self.worker = worker
+        self.leases = set()                # worker ids lent to it
 
 
 class AgentState:
@@ -113,6 +117,9 @@ class AgentState:
         self.workers_by_pid: dict = {}
         self.idle_workers: list = []
         self.queues: dict = {}             # shape -> deque of QUEUED tasks
+        # DECs of ids we did not know yet, by client: a direct result that a
+        # worker registers may arrive after its owner already dropped it.
+        self.early_decs: dict = {}
         self._worker_counter = 0
         self.needs_schedule = False
         self.stopping = False
@@ -176,6 +183,16 @@ class AgentState:
                 self._on_cancel(op[1], op[2])
             elif kind == m.INFO:
                 self.outbox[client.identity].append((m.INFO_REPLY, op[1], self.info(op[2])))
+            elif kind == m.LEASE_REQUEST:
+                self._on_lease_request(client, op[1])
+            elif kind == m.LEASE_RETURN:
+                self._on_lease_return(client, op[1])
+            elif kind == m.REGISTER:
+                self._on_register(client, op[1], op[2], op[3])
+            elif kind == m.DIRECT_RESULT:
+                self._on_direct_result(op[1], op[2], op[3], op[4])
+            elif kind == m.DIRECT_CANCEL:
+                self._on_direct_cancel(client, op[1], op[2], op[3])
             elif kind == m.GOODBYE:
                 self._drop_client(client)
             elif kind == m.SHUTDOWN:
@@ -200,6 +217,10 @@ class AgentState:
             if object_id in held:
                 held.discard(object_id)
                 self._unref(object_id)
+            elif object_id not in self.objects:
+                early = self.early_decs.setdefault(client.client_id, set())
+                if len(early) < 100_000:   # only a race leaves ids here; bound it anyway
+                    early.add(object_id)
 
     def _unref(self, object_id: bytes) -> None:
         entry = self.objects.get(object_id)
@@ -290,6 +311,9 @@ class AgentState:
         self.tasks[task.task_id] = task
         objects = self.objects
         for object_id in return_ids(task.task_id, spec[ts.NUM_RETURNS]):
+            entry = objects.get(object_id)
+            if entry is not None and entry.pending and object_id in client.held:
+                continue   # promised by a direct submission that is now retried here
             objects[object_id] = ObjectEntry(1, owner=client.client_id)
             client.held.add(object_id)
         deps = spec[ts.DEPS]
@@ -397,7 +421,7 @@ class AgentState:
                 return
 
     def _after_worker_progress(self, worker: WorkerEntry) -> None:
-        if not worker.queue and worker.state in (LEASED, BLOCKED):
+        if not worker.queue and worker.state in (LEASED, BLOCKED) and worker.lessee is None:
             self._release_lease(worker)
             worker.state = IDLE
             self.idle_workers.append(worker)
@@ -481,6 +505,93 @@ class AgentState:
             self._fail_with(task, exceptions.TaskCancelledError(f"task {name}() was cancelled"))
             self._after_worker_progress(worker)
 
+    # ===================================================== direct submission
+
+    def _on_lease_request(self, client: ClientEntry, request: dict) -> None:
+        if self.needs_schedule:
+            self.schedule()   # work already submitted is placed before we lend
+        shape = shape_of(request)
+        worker = None
+        if not self.queues and self.pool.unsatisfiable(request) is None:
+            worker = self._idle_started_worker()
+        allocation = self.pool.try_acquire(request) if worker is not None else None
+        if allocation is None:
+            if worker is not None:
+                self.idle_workers.append(worker)
+            self.outbox[client.identity].append((m.LEASE_GRANTED, shape, None, None))
+            return
+        worker.state = LEASED
+        worker.allocation = allocation
+        worker.shape = shape
+        worker.lessee = client.client_id
+        worker.revoke_sent = False
+        worker.cancel_requested = False
+        client.leases.add(worker.worker_id)
+        self.outbox[client.identity].append(
+            (m.LEASE_GRANTED, shape, worker.worker_id, (request, allocation.gpu_ids)))
+
+    def _idle_started_worker(self):
+        while self.idle_workers:
+            worker = self.idle_workers.pop()
+            if worker.state == IDLE and worker.started:
+                return worker
+        return None
+
+    def _on_lease_return(self, client: ClientEntry, worker_id: str) -> None:
+        client.leases.discard(worker_id)
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.lessee != client.client_id:
+            return
+        worker.lessee = None
+        worker.revoke_sent = False
+        if worker.state == BLOCKED and worker.allocation is not None:
+            self.pool.reacquire_cpu(worker.allocation)
+        self._release_lease(worker)
+        worker.state = IDLE
+        self.idle_workers.append(worker)
+        if not self.queues:
+            self._steal_for_idle_worker()
+        self.needs_schedule = True
+
+    def _on_register(self, client: ClientEntry, object_id: bytes, payload, contained) -> None:
+        """A direct result escapes its owner: promise it (payload None) or fulfil it."""
+        entry = self.objects.get(object_id)
+        if entry is None:
+            entry = self.objects[object_id] = ObjectEntry(1, owner=client.client_id)
+            client.held.add(object_id)
+        if payload is not None and entry.pending:
+            self._set_ready(object_id, entry, payload, contained, push_owner=False)
+
+    def _on_direct_result(self, owner: bytes, object_id: bytes, payload, contained) -> None:
+        client = self.clients.get(owner)
+        entry = self.objects.get(object_id)
+        if entry is None:
+            early = self.early_decs.get(owner)
+            dropped = early is not None and object_id in early
+            if dropped:
+                early.discard(object_id)
+            if client is None or dropped:
+                entry = self.objects[object_id] = ObjectEntry(0, owner=owner)
+            else:
+                entry = self.objects[object_id] = ObjectEntry(1, owner=owner)
+                client.held.add(object_id)
+        if entry.pending:
+            self._set_ready(object_id, entry, payload, contained, push_owner=False)
+        elif payload[0] == SHARED:
+            self.free_segments.append(payload[1][0])
+
+    def _on_direct_cancel(self, client: ClientEntry, worker_id: str, task_id: bytes,
+                          force: bool) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.lessee != client.client_id:
+            return
+        if force:
+            worker.cancel_requested = True
+            if worker.pid:
+                self.kill.append(worker.pid)
+        else:
+            self.outbox[worker_id.encode() + b"r"].append((m.CANCEL_TASK, task_id))
+
     # ============================================================ scheduling
 
     def schedule(self) -> None:
@@ -497,6 +608,17 @@ class AgentState:
                 queue.popleft()
             if not queue:
                 del self.queues[shape]
+        if self.queues:
+            self._revoke_leases()
+
+    def _revoke_leases(self) -> None:
+        """Work is waiting: ask drivers to give back the workers lent to them."""
+        for worker in self.workers.values():
+            if worker.lessee is not None and not worker.revoke_sent:
+                client = self.clients.get(worker.lessee)
+                if client is not None:
+                    worker.revoke_sent = True
+                    self.outbox[client.identity].append((m.LEASE_REVOKE, worker.worker_id))
 
     def _place(self, task: Task) -> bool:
         allocation = self.pool.try_acquire(task.request)
@@ -518,7 +640,7 @@ class AgentState:
         """Queue the task behind a busy worker of the same shape, if one has room."""
         best = None
         for worker in self.workers.values():
-            if (worker.state == LEASED and worker.shape == task.shape
+            if (worker.state == LEASED and worker.shape == task.shape and worker.lessee is None
                     and len(worker.queue) < self.pipeline_depth
                     and (best is None or len(worker.queue) < len(best.queue))):
                 best = worker
@@ -585,6 +707,13 @@ class AgentState:
             return
         worker.state = DEAD
         del self.workers[worker.worker_id]
+        if worker.lessee is not None:
+            lessee = self.clients.get(worker.lessee)
+            if lessee is not None:
+                lessee.leases.discard(worker.worker_id)
+                self.outbox[lessee.identity].append(
+                    (m.WORKER_DIED, worker.worker_id, status, worker.cancel_requested))
+            worker.lessee = None
         client = self.clients.get(worker.worker_id.encode())
         if client is not None:
             self._drop_client(client)
@@ -616,6 +745,9 @@ class AgentState:
                 f"{task.spec[ts.MAX_RETRIES]})"))
 
     def _drop_client(self, client: ClientEntry) -> None:
+        for worker_id in list(client.leases):
+            self._on_lease_return(client, worker_id)
+        self.early_decs.pop(client.client_id, None)
         self.clients.pop(client.client_id, None)
         held, client.held = client.held, set()
         for object_id in held:

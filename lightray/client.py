@@ -29,6 +29,7 @@ import time
 import zmq
 
 from . import exceptions, serialization
+from . import task_spec as ts
 from .ids import IdMaker, return_ids
 from .object_ref import ObjectRef
 from .serialization import INLINE, SHARED
@@ -67,6 +68,7 @@ class CoreClient:
                  agent_alive=None, parent_pid: int = 0, start: bool = True):
         self.kind = kind                          # "driver" or "worker"
         self.worker_id = worker_id
+        self.address = address
         self.ids = IdMaker()
         # A worker's id is known to the agent before it connects, so the
         # agent can address it; drivers pick a random one.
@@ -103,6 +105,10 @@ class CoreClient:
 
         self._early_ops: list = []                # what came with WELCOME
         self.node_info = self._handshake()
+        self.direct = None
+        if kind == "driver" and _direct_enabled():
+            from .direct import DirectSubmitter
+            self.direct = DirectSubmitter(self)
         self._thread = threading.Thread(target=self._io_loop, name="lightray-io", daemon=True)
         if start:
             self.start()
@@ -157,7 +163,11 @@ class CoreClient:
                 counts[object_id] = count
             elif count == 0:
                 del counts[object_id]
-                self._deltas.append((m.DEC, object_id))
+                direct = self.direct
+                if direct is not None and object_id in direct.unregistered:
+                    direct.unregistered.discard(object_id)   # the agent never knew it
+                else:
+                    self._deltas.append((m.DEC, object_id))
                 self._forget(object_id)
 
     def _forget(self, object_id: bytes) -> None:
@@ -213,9 +223,25 @@ class CoreClient:
         self._exported.add(function_id)
         return [(m.EXPORT, function_id, function_bytes)]
 
-    def submit(self, ops: list, task_id: bytes, num_returns: int) -> list:
-        refs = [ObjectRef(i, self, owned=True) for i in return_ids(task_id, num_returns)]
-        self.send(ops)
+    def submit(self, spec: tuple, function_id: bytes, function_bytes: bytes) -> list:
+        """Submit a task; returns its return refs (counted by the agent on SUBMIT,
+        or known only here until they escape when the task goes direct)."""
+        task_id = spec[ts.TASK_ID]
+        refs = [ObjectRef(i, self, owned=True) for i in return_ids(task_id, spec[ts.NUM_RETURNS])]
+        direct = self.direct
+        escaping = spec[ts.DEPS] + spec[ts.CONTAINED]
+        with self._lock:
+            if direct is not None and not escaping and direct.try_submit_locked(
+                    spec, function_id, function_bytes):
+                return refs
+            ops = self.export_function(function_id, function_bytes)
+            if direct is not None and escaping:
+                ops = direct.escape_ops(escaping) + ops
+            ops.append((m.SUBMIT, spec))
+            if direct is not None:
+                # After the SUBMIT: queued work comes before lending a worker.
+                ops += direct.lease_request_ops(spec[ts.RESOURCES])
+            self._send_locked(ops)
         return refs
 
     def put_serialized(self, value: serialization.Serialized, session: str) -> ObjectRef:
@@ -224,7 +250,10 @@ class CoreClient:
         ref = ObjectRef(object_id, self, owned=True)
         with self._cv:
             self._ready[object_id] = payload
-        self.send([(m.PUT, object_id, payload, value.contained)])
+        with self._lock:
+            ops = self.direct.escape_ops(value.contained) if self.direct is not None else []
+            ops.append((m.PUT, object_id, payload, value.contained))
+            self._send_locked(ops)
         return ref
 
     @staticmethod
@@ -244,16 +273,22 @@ class CoreClient:
 
     def _io_loop(self) -> None:
         socket = self._recv_socket
+        direct = self.direct
         next_liveness = time.monotonic() + _LIVENESS_INTERVAL
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        polled_replies: set = set()
         try:
             while not self.closed:
-                if socket.poll(int(_FLUSH_INTERVAL * 1000)):
-                    while True:
-                        try:
-                            frame = socket.recv(zmq.NOBLOCK, copy=True)
-                        except zmq.Again:
-                            break
-                        self._handle(m.decode(frame))
+                if direct is not None:
+                    self._track_reply_sockets(poller, polled_replies)
+                events = poller.poll(int(_FLUSH_INTERVAL * 1000))
+                if events:
+                    for ready_socket, _ in events:
+                        if ready_socket is socket:
+                            self._drain_agent_socket(socket)
+                        elif ready_socket in polled_replies:
+                            direct.on_reply(ready_socket)
                 elif self.pending_decs or self._deltas:
                     try:
                         self.flush()
@@ -263,11 +298,35 @@ class CoreClient:
                 if now >= next_liveness:
                     next_liveness = now + _LIVENESS_INTERVAL
                     self._check_liveness()
+                if direct is not None and not events:
+                    direct.return_idle()
         except zmq.ContextTerminated:
             return
         except zmq.ZMQError:
             if not self.closed:
                 raise
+
+    def _drain_agent_socket(self, socket) -> None:
+        while True:
+            try:
+                frame = socket.recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            self._handle(m.decode(frame))
+
+    def _track_reply_sockets(self, poller, polled: set) -> None:
+        """Keep the poller's set of lease reply sockets current (I/O thread)."""
+        direct = self.direct
+        if direct.to_close:
+            for retired in direct.to_close:
+                if retired in polled:
+                    poller.unregister(retired)
+                    polled.discard(retired)
+            direct.close_retired()
+        for reply in direct.reply_sockets():
+            if reply not in polled:
+                poller.register(reply, zmq.POLLIN)
+                polled.add(reply)
 
     def _check_liveness(self) -> None:
         if self._parent_pid and os.getppid() != self._parent_pid:
@@ -298,6 +357,12 @@ class CoreClient:
                 self.on_cancel(op[1])
             elif kind == m.STEAL:
                 self.on_steal()
+            elif kind == m.LEASE_GRANTED:
+                self.direct.on_granted(op[1], op[2], op[3])
+            elif kind == m.LEASE_REVOKE:
+                self.direct.on_revoke(op[1])
+            elif kind == m.WORKER_DIED:
+                self.direct.on_worker_died(op[1], op[2], op[3])
             elif kind == m.INFO_REPLY:
                 future = self._info_futures.pop(op[1], None)
                 if future is not None:
@@ -421,7 +486,9 @@ class CoreClient:
         return future
 
     def cancel(self, ref: ObjectRef, force: bool) -> None:
-        self.send([(m.CANCEL, ref._id, force)])
+        with self._lock:
+            ops = self.direct.cancel_ops(ref._id, force) if self.direct is not None else []
+            self._send_locked(ops or [(m.CANCEL, ref._id, force)])
 
     def info(self, what: str, timeout: float = 10.0):
         request_id = next(self._info_ids)
@@ -459,6 +526,8 @@ class CoreClient:
             self._mark_dead("shutdown")
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=2.0)
+        if self.direct is not None:
+            self.direct.close()
         self._close_sockets(send_linger_ms=0 if self.dead_reason != "shutdown" else 1000)
         self._mappings.clear()
 
@@ -476,6 +545,11 @@ class CoreClient:
             self._context.term()
         except zmq.ZMQError:
             pass
+
+
+def _direct_enabled() -> bool:
+    from .config import direct_submit
+    return direct_submit()
 
 
 def shm_prefix(session: str) -> str:

@@ -25,6 +25,10 @@ OBJECT_STORE_FRACTION = 0.3
 PIPELINE_DEPTH_ENV = "LIGHTRAY_PIPELINE_DEPTH"
 PIPELINE_DEPTH_DEFAULT = 16
 
+# Whether a driver may lease a worker and send it tasks directly (see
+# lightray.direct); "0" sends every task through the agent.
+DIRECT_SUBMIT_ENV = "LIGHTRAY_DIRECT_SUBMIT"
+
 # Hard cap on worker processes per agent (blocked workers and fractional CPU
 # requests can need more workers than CPUs).
 MAX_WORKERS_ENV = "LIGHTRAY_MAX_WORKERS"
@@ -60,6 +64,10 @@ def pipeline_depth() -> int:
 
 def max_workers(num_cpus: float) -> int:
     return max(1, _env_number(MAX_WORKERS_ENV, max(32, int(num_cpus) * 8), int))
+
+
+def direct_submit() -> bool:
+    return os.environ.get(DIRECT_SUBMIT_ENV, "1") not in ("0", "false", "no")
 
 
 def temp_dir() -> str:

@@ -17,7 +17,6 @@ from .config import inline_threshold
 from .object_ref import ObjectRef
 from .options import TaskOptions
 from .task_spec import Dep
-from .transport import messages as m
 
 
 class _ExportedFunction:
@@ -70,15 +69,13 @@ class RemoteFunction:
         options = self._options
         args_bytes, deps, contained, keep_alive = _serialize_arguments(
             client, exported.name, args, kwargs)
-        ops = client.export_function(exported.function_id, exported.function_bytes)
         task_id = client.ids.task_id()
         retry = options.retry_exceptions
         if isinstance(retry, tuple):
             retry = serialization.dumps_function(retry)
         spec = (task_id, exported.function_id, exported.name, args_bytes, deps, contained,
-                options.num_returns, options.request, options.max_retries, retry, None)
-        ops.append((m.SUBMIT, spec))
-        refs = client.submit(ops, task_id, options.num_returns)
+                options.num_returns, options.request, options.max_retries, retry, None, 0)
+        refs = client.submit(spec, exported.function_id, exported.function_bytes)
         del keep_alive  # implicit puts: the agent pinned them on SUBMIT
         if options.num_returns == 1:
             return refs[0]

@@ -1,7 +1,8 @@
 """A worker process: runs the tasks its agent sends, one at a time, in its main thread.
 
-    agent ──EXEC──▶ I/O thread ──task_queue──▶ main thread runs the task
+    agent ──EXEC──▶ I/O thread ──task_queue (+ inproc wake-up)──▶ main thread runs the task
     agent ◀──DONE── (send socket, under the client lock) ◀──┘
+    leasing driver ──EXEC──▶ direct ROUTER (main thread) ──▶ runs ──DIRECT_DONE──▶ driver
 
 The agent may queue several tasks of one resource shape on a busy worker
 (pipelining). When the running task blocks in ``get``/``wait`` the worker
@@ -16,14 +17,17 @@ import os
 import queue
 import signal
 import threading
+import time
 import traceback
+
+import zmq
 
 from . import client as client_module
 from . import exceptions, serialization
 from . import task_spec as ts
 from .ids import return_ids
 from .runtime_context import state as context_state
-from .serialization import ERROR
+from .serialization import ERROR, INLINE
 from .transport import messages as m
 
 
@@ -44,6 +48,20 @@ class TaskRunner:
         self._cancelled: set = set()
         self._interrupted = False
         self._main_thread = threading.main_thread().ident
+        # The main thread waits on two things at once: tasks from the agent
+        # (queued by the I/O thread, which pokes the wake socket) and tasks a
+        # leasing driver sends straight to this worker's own ROUTER.
+        context = client._context
+        self._wake_address = f"inproc://wake-{id(self)}"
+        self._wake_pull = context.socket(zmq.PULL)
+        self._wake_pull.bind(self._wake_address)
+        self._wake_push = context.socket(zmq.PUSH)
+        self._wake_push.connect(self._wake_address)
+        self._direct = context.socket(zmq.ROUTER)
+        self._direct.setsockopt(zmq.LINGER, 0)
+        self._direct.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._direct.bind(direct_address(client.address, client.worker_id))
+        self._direct_peers: set = set()
         client.task_queue = self.queue
         client.on_exec = self._on_exec
         client.on_cancel = self._on_cancel
@@ -64,6 +82,7 @@ class TaskRunner:
                 self.client.send([(m.RETURNED, [op[1][ts.TASK_ID]])])
                 return
             self.queue.put(op)
+            self._wake_push.send(b"")
 
     def _on_cancel(self, task_id: bytes) -> None:
         if task_id == self._running_task:
@@ -100,21 +119,92 @@ class TaskRunner:
     # ------------------------------------------------------------ main loop
 
     def loop(self) -> None:
-        get = self.queue.get
+        poller = zmq.Poller()
+        poller.register(self._wake_pull, zmq.POLLIN)
+        poller.register(self._direct, zmq.POLLIN)
         while not self.client.closed:
-            try:
-                op = get(timeout=0.5)
-            except queue.Empty:
-                continue
-            self.run(op)
+            events = dict(poller.poll(500))
+            if self._direct in events:
+                self._serve_direct()
+            if self._wake_pull in events:
+                while True:
+                    try:
+                        self._wake_pull.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+            while True:
+                try:
+                    op = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                self.run(op, self._reply_to_agent)
 
-    def run(self, op) -> None:
+    # -------------------------------------------------- direct submission
+
+    def _serve_direct(self) -> None:
+        while True:
+            try:
+                identity, frame = self._direct.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue
+            for op in m.decode(frame):
+                if op[0] == m.DIRECT_HELLO:
+                    self._direct_peers.add(identity)
+                elif op[0] == m.EXEC:
+                    if op[2] is not None:
+                        self.function_bytes[op[1][ts.FUNCTION_ID]] = op[2]
+                    self.run(op, self._reply_direct)
+
+    def _reply_direct(self, spec, payloads, contained, retryable) -> None:
+        """Inline results go straight back; anything the agent must hold (a
+        shared-memory segment, refs inside) is registered with it first."""
+        registered = any(p[0] != INLINE and p[0] != ERROR for p in payloads) or any(contained)
+        if registered:
+            owner = spec[ts.OWNER]
+            self.client.send([(m.DIRECT_RESULT, owner, object_id, payload, inner)
+                              for object_id, payload, inner in zip(
+                                  return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
+                                  payloads, contained)])
+        reply = m.encode([(m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, retryable)])
+        identity = spec[ts.OWNER] + b"d"
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                self._direct.send_multipart([identity, reply])
+                return
+            except zmq.ZMQError as error:
+                # The driver's reply socket may still be connecting.
+                if error.errno != zmq.EHOSTUNREACH or time.monotonic() > deadline:
+                    return
+                if self._direct.poll(10):
+                    self._serve_direct_hellos()
+
+    def _serve_direct_hellos(self) -> None:
+        while True:
+            try:
+                identity, frame = self._direct.recv_multipart(zmq.NOBLOCK)
+            except (zmq.Again, ValueError):
+                return
+            for op in m.decode(frame):
+                if op[0] == m.DIRECT_HELLO:
+                    self._direct_peers.add(identity)
+                elif op[0] == m.EXEC:   # cannot happen with one task per lease; keep it
+                    self.queue.put(op)
+
+    def _reply_to_agent(self, spec, payloads, contained, retryable) -> None:
+        self.client.send([(m.DONE, spec[ts.TASK_ID], payloads, contained, retryable)])
+
+    # ------------------------------------------------------------ running
+
+    def run(self, op, reply) -> None:
         _, spec, _function_bytes, dep_payloads, assignment = op
         task_id = spec[ts.TASK_ID]
         if task_id in self._cancelled:
             self._cancelled.discard(task_id)
             self._finish_with_error(spec, exceptions.TaskCancelledError(
-                f"task {spec[ts.FUNCTION_NAME]}() was cancelled before it started"), False)
+                f"task {spec[ts.FUNCTION_NAME]}() was cancelled before it started"), False, reply)
             return
         self._running_task = task_id
         self._interrupted = False
@@ -133,16 +223,16 @@ class TaskRunner:
                     raise
                 error = exceptions.TaskCancelledError(
                     f"task {spec[ts.FUNCTION_NAME]}() was cancelled while running")
-                self._finish_with_error(spec, error, False)
+                self._finish_with_error(spec, error, False, reply)
                 return
             except _DepError as dep_error:
-                self._finish_with_payload(spec, dep_error.payload)
+                self._finish_with_payload(spec, dep_error.payload, False, reply)
                 return
             except Exception as error:  # the user's code failed
                 self._finish_with_error(spec, self._task_error(spec, error),
-                                        _should_retry(spec[ts.RETRY_EXCEPTIONS], error))
+                                        _should_retry(spec[ts.RETRY_EXCEPTIONS], error), reply)
                 return
-            self.client.send([(m.DONE, task_id, payloads, contained, False)])
+            reply(spec, payloads, contained, False)
         finally:
             self._running_task = None
             context_state.task_id = None
@@ -203,13 +293,14 @@ class TaskRunner:
         text = "".join(traceback.format_exception(type(error), error, tb.tb_next if tb else None))
         return exceptions.TaskError(spec[ts.FUNCTION_NAME], text, cause, os.getpid(), self.node_id)
 
-    def _finish_with_error(self, spec, error: BaseException, retryable: bool) -> None:
+    def _finish_with_error(self, spec, error: BaseException, retryable: bool, reply) -> None:
         payload = (ERROR, serialization.dumps_exception(error))
-        self._finish_with_payload(spec, payload, retryable)
+        self._finish_with_payload(spec, payload, retryable, reply)
 
-    def _finish_with_payload(self, spec, payload, retryable: bool = False) -> None:
+    @staticmethod
+    def _finish_with_payload(spec, payload, retryable: bool, reply) -> None:
         n = spec[ts.NUM_RETURNS]
-        self.client.send([(m.DONE, spec[ts.TASK_ID], [payload] * n, [[]] * n, retryable)])
+        reply(spec, [payload] * n, [[]] * n, retryable)
 
 
 class _DepError(Exception):
@@ -227,6 +318,11 @@ def _should_retry(retry_exceptions, error: Exception) -> bool:
     if isinstance(retry_exceptions, (list, tuple)):
         return isinstance(error, tuple(retry_exceptions))
     return False
+
+
+def direct_address(agent_address: str, worker_id: str) -> str:
+    """Where a worker listens for tasks from drivers leasing it."""
+    return f"{agent_address.rsplit('/', 1)[0]}/{worker_id}.sock"
 
 
 def worker_main(address: str, worker_id: str, agent_pid: int) -> None:

@@ -9,6 +9,9 @@ submissions, results or reference-count changes.
                                         DONE BLOCKED UNBLOCKED RETURNED INFO SHUTDOWN
     agent  ──▶ client (receive socket)  WELCOME READY EXEC CANCEL_TASK STEAL INFO_REPLY
 
+With a lease (see lightray.direct) a driver sends EXEC straight to a worker,
+which answers DIRECT_DONE; the agent then only lends and takes back workers.
+
 Values larger than the inline threshold never travel here on one host: they
 are in shared memory, and only their segment layout moves.
 """
@@ -32,6 +35,13 @@ RETURNED = 12      # (RETURNED, [TaskSpec...])  tasks a blocked worker hands bac
 INFO = 13          # (INFO, request_id, what)
 SHUTDOWN = 14      # (SHUTDOWN,)
 GOODBYE = 15       # (GOODBYE,)  a client detaches
+LEASE_REQUEST = 16  # (LEASE_REQUEST, resource request)  lend me a worker of this shape
+LEASE_RETURN = 17   # (LEASE_RETURN, worker_id)
+REGISTER = 18       # (REGISTER, object_id, payload or None, contained)  a direct result
+                    #   escapes the driver: None promises it, a payload fulfils it
+DIRECT_RESULT = 19  # (DIRECT_RESULT, owner, object_id, payload, contained)  from a worker:
+                    #   a direct task's result the agent must hold (shared memory, refs)
+DIRECT_CANCEL = 20  # (DIRECT_CANCEL, worker_id, task_id, force)
 
 # agent -> client
 WELCOME = 101      # (WELCOME, node_info dict)
@@ -40,6 +50,13 @@ EXEC = 103         # (EXEC, TaskSpec, function_bytes or None, [dep payloads], as
 CANCEL_TASK = 104  # (CANCEL_TASK, task_id)
 INFO_REPLY = 105   # (INFO_REPLY, request_id, value)
 STEAL = 106        # (STEAL,)  hand back your unstarted tasks: another worker is idle
+LEASE_GRANTED = 107  # (LEASE_GRANTED, shape, worker_id or None, assignment)
+LEASE_REVOKE = 108   # (LEASE_REVOKE, worker_id)  return it after the running task
+WORKER_DIED = 109    # (WORKER_DIED, worker_id, status, cancelled)  to its lessee
+
+# driver <-> leased worker, on the worker's own ROUTER (direct submission)
+DIRECT_HELLO = 201   # (DIRECT_HELLO,)  from the driver's reply socket
+DIRECT_DONE = 202    # (DIRECT_DONE, task_id, [payload...], registered, retryable)
 
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a

@@ -1,0 +1,285 @@
+"""Direct task submission: a driver holding a lease on a worker sends it tasks itself.
+
+    driver ──LEASE_REQUEST──▶ agent ──LEASE_GRANTED(worker)──▶ driver
+    driver ──EXEC (send socket, any thread)──▶ worker ROUTER ipc://<session>/<worker>.sock
+    driver ◀──DIRECT_DONE (reply socket, I/O thread)── worker
+
+Two messages per task instead of four through the agent: this is what makes a
+``get(f.remote())`` loop fast. It is used only where it is simple to keep
+exact: tasks of a driver whose arguments hold no ObjectRefs, one at a time per
+lease (a task submitted while the lease is busy takes the agent's path, which
+batches and pipelines far better anyway).
+
+The agent knows nothing of a direct task's result until it *escapes* the
+driver (passed to another task or put inside a value): then the driver first
+REGISTERs it, with its payload, or as a promise fulfilled when the result
+comes. A result the agent must hold anyway (in shared memory, or holding
+refs) is registered by the worker itself (DIRECT_RESULT) before it answers.
+A lease is given back when the agent has work waiting (LEASE_REVOKE), when the
+driver has not used it for ``_IDLE_RETURN`` seconds, or when the driver leaves.
+"""
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from . import exceptions, serialization
+from . import task_spec as ts
+from .ids import return_ids
+from .resources import shape_of
+from .serialization import ERROR
+from .transport import messages as m
+from .worker import direct_address
+
+_IDLE_RETURN = 0.05        # seconds an unused lease is kept
+_RETRY_REQUEST = 0.02      # seconds before asking again after a refusal
+
+
+class Lease:
+    __slots__ = ("worker_id", "shape", "assignment", "send_socket", "reply_socket",
+                 "inflight", "functions", "revoked", "last_used")
+
+    def __init__(self, worker_id, shape, assignment, send_socket, reply_socket):
+        self.worker_id = worker_id
+        self.shape = shape
+        self.assignment = assignment       # (request, gpu ids) for the worker
+        self.send_socket = send_socket     # user threads, under the client lock
+        self.reply_socket = reply_socket   # the I/O thread only
+        self.inflight = None               # spec of the task running there
+        self.functions = set()             # function ids this worker has from us
+        self.revoked = False
+        self.last_used = time.monotonic()
+
+
+class DirectSubmitter:
+    """The driver side of direct submission; owned by a CoreClient."""
+
+    def __init__(self, client):
+        self.client = client
+        self.leases: dict = {}             # shape -> Lease
+        self.by_worker: dict = {}          # worker id -> Lease
+        self.requested: dict = {}          # shape -> monotonic time of the request
+        self.unregistered: set = set()     # result ids the agent does not know
+        self.promised: set = set()         # ids registered before their result came
+        self.inflight_tasks: dict = {}     # task id -> Lease
+        self.function_bytes: dict = {}     # function id -> bytes, for resubmission
+        self.to_close: list = []           # reply sockets the I/O thread must close
+
+    # ------------------------------------------------ user threads (lock held)
+
+    def try_submit_locked(self, spec, function_id, function_bytes) -> bool:
+        """Send spec straight to a leased worker; False if no lease is free."""
+        shape = shape_of(spec[ts.RESOURCES])
+        lease = self.leases.get(shape)
+        if lease is None or lease.inflight is not None or lease.revoked:
+            return False
+        spec = spec[:ts.OWNER] + (self.client.client_id,) + spec[ts.OWNER + 1:]
+        self.function_bytes[function_id] = function_bytes
+        if function_id in lease.functions:
+            function_bytes = None
+        else:
+            lease.functions.add(function_id)
+        lease.inflight = spec
+        lease.last_used = time.monotonic()
+        task_id = spec[ts.TASK_ID]
+        self.inflight_tasks[task_id] = lease
+        self.unregistered.update(return_ids(task_id, spec[ts.NUM_RETURNS]))
+        lease.send_socket.send(m.encode([(m.EXEC, spec, function_bytes, [], lease.assignment)]))
+        return True
+
+    def lease_request_ops(self, request: dict) -> list:
+        """A LEASE_REQUEST op when this shape has no lease nor a recent request."""
+        shape = shape_of(request)
+        if shape in self.leases:
+            return []
+        asked = self.requested.get(shape)
+        now = time.monotonic()
+        if asked is not None and now - asked < _RETRY_REQUEST:
+            return []
+        self.requested[shape] = now
+        return [(m.LEASE_REQUEST, request)]
+
+    def escape_ops(self, object_ids) -> list:
+        """REGISTER ops for direct results about to be seen by other processes."""
+        ops = []
+        for object_id in object_ids:
+            if object_id in self.unregistered:
+                self.unregistered.discard(object_id)
+                payload = self.client._ready.get(object_id)
+                if payload is None:
+                    self.promised.add(object_id)
+                ops.append((m.REGISTER, object_id, payload, []))
+        return ops
+
+    def cancel_ops(self, object_id: bytes, force: bool) -> list:
+        lease = self.inflight_tasks.get(object_id[:-2])
+        if lease is None:
+            return []
+        return [(m.DIRECT_CANCEL, lease.worker_id, object_id[:-2], force)]
+
+    # ---------------------------------------------------------- I/O thread
+
+    def on_granted(self, shape, worker_id, assignment) -> None:
+        self.requested.pop(shape, None)
+        if worker_id is None:
+            return
+        client = self.client
+        address = direct_address(client.address, worker_id)
+        reply_socket = client._context.socket(zmq.DEALER)
+        reply_socket.setsockopt(zmq.LINGER, 0)
+        reply_socket.setsockopt(zmq.IDENTITY, client.client_id + b"d")
+        reply_socket.connect(address)
+        reply_socket.send(m.encode([(m.DIRECT_HELLO,)]))
+        send_socket = client._context.socket(zmq.DEALER)
+        send_socket.setsockopt(zmq.LINGER, 0)
+        send_socket.setsockopt(zmq.IDENTITY, client.client_id + b"x")
+        send_socket.connect(address)
+        lease = Lease(worker_id, shape, assignment, send_socket, reply_socket)
+        with client._lock:
+            self.leases[shape] = lease
+            self.by_worker[worker_id] = lease
+
+    def reply_sockets(self) -> list:
+        return [lease.reply_socket for lease in self.by_worker.values()]
+
+    def on_reply(self, socket) -> None:
+        while True:
+            try:
+                frame = socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            for op in m.decode(frame):
+                if op[0] == m.DIRECT_DONE:
+                    self._on_done(op[1], op[2], op[3], op[4])
+
+    def _on_done(self, task_id, payloads, registered, retryable) -> None:
+        client = self.client
+        with client._lock:
+            lease = self.inflight_tasks.pop(task_id, None)
+            if lease is None:
+                return
+            spec, lease.inflight = lease.inflight, None
+            lease.last_used = time.monotonic()
+            if retryable and spec[ts.MAX_RETRIES] > spec[ts.ATTEMPTS_MADE]:
+                self._resubmit_locked(spec)
+                ops = []
+                items = []
+            else:
+                ops, items = self._settle_locked(spec, payloads, registered)
+            if lease.revoked:
+                ops += self._return_locked(lease)
+            if ops:
+                client._send_locked(ops)
+        if items:
+            client._on_ready(items)
+
+    def _settle_locked(self, spec, payloads, registered):
+        """Ops to send and ready items for a finished direct task."""
+        ops, items = [], []
+        counts = self.client._local_counts
+        for object_id, payload in zip(return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
+                                      payloads):
+            if registered:
+                # The worker registered it for us: the agent counts our ref now.
+                self.promised.discard(object_id)
+                if object_id in self.unregistered:
+                    self.unregistered.discard(object_id)
+                    if object_id not in counts:
+                        ops.append((m.DEC, [object_id]))
+            elif object_id in self.promised:
+                self.promised.discard(object_id)
+                ops.append((m.REGISTER, object_id, payload, []))   # fulfil the promise
+            items.append((object_id, payload))
+        return ops, items
+
+    def _resubmit_locked(self, spec) -> None:
+        """Run spec again through the agent (retries and worker deaths)."""
+        task_id = spec[ts.TASK_ID]
+        ids = return_ids(task_id, spec[ts.NUM_RETURNS])
+        for object_id in ids:
+            self.unregistered.discard(object_id)
+            self.promised.discard(object_id)
+        retried = spec[:ts.OWNER] + (None, spec[ts.ATTEMPTS_MADE] + 1)
+        ops = self.client.export_function(spec[ts.FUNCTION_ID],
+                                          self.function_bytes[spec[ts.FUNCTION_ID]])
+        ops.append((m.SUBMIT, retried))
+        # The agent counts our refs on SUBMIT; drop those we no longer hold.
+        gone = [i for i in ids if i not in self.client._local_counts]
+        if gone:
+            ops.append((m.DEC, gone))
+        self.client._send_locked(ops)
+
+    def on_worker_died(self, worker_id, status, cancelled) -> None:
+        client = self.client
+        items = []
+        with client._lock:
+            lease = self.by_worker.get(worker_id)
+            if lease is None:
+                return
+            self._forget_lease_locked(lease)
+            spec, lease.inflight = lease.inflight, None
+            if spec is not None:
+                self.inflight_tasks.pop(spec[ts.TASK_ID], None)
+                name = spec[ts.FUNCTION_NAME]
+                if cancelled:
+                    error = exceptions.TaskCancelledError(
+                        f"task {name}() was cancelled (force=True killed its worker)")
+                elif spec[ts.MAX_RETRIES] > spec[ts.ATTEMPTS_MADE]:
+                    error = None
+                    self._resubmit_locked(spec)
+                else:
+                    error = exceptions.WorkerCrashedError(
+                        f"the worker running task {name}() died: {status}; "
+                        f"no retries left (max_retries={spec[ts.MAX_RETRIES]})")
+                if error is not None:
+                    payload = (ERROR, serialization.dumps_exception(error))
+                    ops, items = self._settle_locked(spec, [payload] * spec[ts.NUM_RETURNS], False)
+                    if ops:
+                        client._send_locked(ops)
+        if items:
+            client._on_ready(items)
+
+    def on_revoke(self, worker_id) -> None:
+        client = self.client
+        with client._lock:
+            lease = self.by_worker.get(worker_id)
+            if lease is None:
+                return
+            lease.revoked = True
+            if lease.inflight is None:
+                client._send_locked(self._return_locked(lease))
+
+    def return_idle(self) -> None:
+        """Give back leases unused for a while (called by the I/O thread)."""
+        if not self.by_worker:
+            return
+        now = time.monotonic()
+        client = self.client
+        with client._lock:
+            for lease in list(self.by_worker.values()):
+                if lease.inflight is None and (lease.revoked or now - lease.last_used > _IDLE_RETURN):
+                    if not client.closed:
+                        client._send_locked(self._return_locked(lease))
+
+    def close_retired(self) -> None:
+        """Close reply sockets of finished leases (I/O thread, outside any recv)."""
+        while self.to_close:
+            self.to_close.pop().close(linger=0)
+
+    def _return_locked(self, lease) -> list:
+        self._forget_lease_locked(lease)
+        return [(m.LEASE_RETURN, lease.worker_id)]
+
+    def _forget_lease_locked(self, lease) -> None:
+        self.by_worker.pop(lease.worker_id, None)
+        if self.leases.get(lease.shape) is lease:
+            del self.leases[lease.shape]
+        lease.send_socket.close(linger=0)
+        self.to_close.append(lease.reply_socket)
+
+    def close(self) -> None:
+        """Close every socket (the I/O thread has stopped)."""
+        for lease in list(self.by_worker.values()):
+            self._forget_lease_locked(lease)
+        self.close_retired()
