@@ -62,6 +62,7 @@ class TaskRunner:
         self._direct.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._direct.bind(direct_address(client.address, client.worker_id))
         self._direct_peers: set = set()
+        self._direct_backlog: list = []
         client.task_queue = self.queue
         client.on_exec = self._on_exec
         client.on_cancel = self._on_cancel
@@ -153,9 +154,12 @@ class TaskRunner:
                 if op[0] == m.DIRECT_HELLO:
                     self._direct_peers.add(identity)
                 elif op[0] == m.EXEC:
-                    if op[2] is not None:
-                        self.function_bytes[op[1][ts.FUNCTION_ID]] = op[2]
-                    self.run(op, self._reply_direct)
+                    self._direct_backlog.append(op)
+            while self._direct_backlog:
+                op = self._direct_backlog.pop(0)
+                if op[2] is not None:
+                    self.function_bytes[op[1][ts.FUNCTION_ID]] = op[2]
+                self.run(op, self._reply_direct)
 
     def _reply_direct(self, spec, payloads, contained, retryable) -> None:
         """Inline results go straight back; anything the agent must hold (a
@@ -190,8 +194,8 @@ class TaskRunner:
             for op in m.decode(frame):
                 if op[0] == m.DIRECT_HELLO:
                     self._direct_peers.add(identity)
-                elif op[0] == m.EXEC:   # cannot happen with one task per lease; keep it
-                    self.queue.put(op)
+                elif op[0] == m.EXEC:   # a lease runs one task at a time: not expected
+                    self._direct_backlog.append(op)
 
     def _reply_to_agent(self, spec, payloads, contained, retryable) -> None:
         self.client.send([(m.DONE, spec[ts.TASK_ID], payloads, contained, retryable)])
