@@ -1,8 +1,9 @@
 """Shared fixtures for the lightray test suite.
 
 * ``no_leaks`` (autouse): after every test, shuts the runtime down (if it is
-  still running) and fails the test if child processes of the test process or
-  new ``/dev/shm/lr_*`` segments are still around after 10 s.
+  still running) and fails the test if child processes of the test process,
+  new ``/dev/shm/lr_*`` segments or new session directories (which hold the
+  ipc socket files) are still around after 10 s.
 * ``runtime``: a fresh ``lightray.init(num_cpus=2)`` runtime per test.
 """
 import os
@@ -23,6 +24,16 @@ def shm_entries():
     try:
         return {n for n in os.listdir(SHM_DIR) if n.startswith(SHM_PREFIX)}
     except FileNotFoundError:  # pragma: no cover - non-Linux
+        return set()
+
+
+def session_dirs():
+    """Session directories (sockets, pid files) of lightray runtimes on this host."""
+    from lightray.config import temp_dir
+
+    try:
+        return {n for n in os.listdir(temp_dir()) if n.startswith("session_")}
+    except FileNotFoundError:
         return set()
 
 
@@ -84,13 +95,15 @@ def _force_cleanup(children, segments):
 @pytest.fixture(autouse=True)
 def no_leaks():
     shm_before = shm_entries()
+    dirs_before = session_dirs()
     yield
     shutdown_error = _shutdown_quietly()
     deadline = time.monotonic() + LEAK_WAIT_S
     while True:
         children = live_children()
         new_segments = shm_entries() - shm_before
-        if (not children and not new_segments) or time.monotonic() > deadline:
+        new_dirs = session_dirs() - dirs_before
+        if (not children and not new_segments and not new_dirs) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     problems = []
@@ -104,6 +117,10 @@ def no_leaks():
     if new_segments:
         problems.append(
             "shared-memory segments not unlinked: %s" % ", ".join(sorted(new_segments))
+        )
+    if new_dirs:
+        problems.append(
+            "session directories (socket files) not removed: %s" % ", ".join(sorted(new_dirs))
         )
     if problems:
         _force_cleanup(children, new_segments)
