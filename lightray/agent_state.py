@@ -10,14 +10,11 @@
 The agent's I/O loop (lightray.agent) feeds events in, then acts on what
 accumulated: it sends the outbox, forks, kills and unlinks.
 
-Objects: ``refs`` counts the processes holding an ObjectRef (each counts
-once, via INC/DEC) plus pins (pending tasks needing it as an argument or
-holding it inside their arguments, objects containing it). An object is freed
-when refs reaches 0 and it is not still being produced.
+The object table lives in lightray.object_directory and the lending of
+workers to drivers in lightray.agent_leases (mixins of AgentState).
 
-Task states: WAITING (for arguments) -> QUEUED (ready, waiting for resources)
--> DISPATCHED (on a worker's queue) -> finished (removed). A worker's queue
-holds its running task first, then pipelined ones.
+Task and worker states are named in lightray.states. A worker's queue holds
+its running task first, then pipelined ones.
 """
 from __future__ import annotations
 
@@ -26,27 +23,23 @@ import os
 
 from . import exceptions, serialization
 from . import task_spec as ts
+from .agent_leases import LeaseLending
 from .ids import return_ids, task_of
+from .object_directory import ObjectDirectory, ObjectEntry
 from .resources import ResourcePool, from_units, shape_of
 from .serialization import ERROR, SHARED
+from .states import (
+    BLOCKED,
+    DEAD,
+    DISPATCHED,
+    FINISHED,
+    IDLE,
+    LEASED,
+    QUEUED,
+    STARTING,
+    WAITING,
+)
 from .transport import messages as m
-
-WAITING, QUEUED, DISPATCHED, FINISHED = "waiting", "queued", "dispatched", "finished"
-STARTING, IDLE, LEASED, BLOCKED, DEAD = "starting", "idle", "leased", "blocked", "dead"
-
-
-class ObjectEntry:
-    __slots__ = ("refs", "payload", "pending", "owner", "subscribers", "waiting_tasks",
-                 "contained")
-
-    def __init__(self, refs: int, payload=None, owner: bytes = b""):
-        self.refs = refs                  # holder processes + pins
-        self.payload = payload            # (kind, data) once ready
-        self.pending = payload is None    # a task will still produce it
-        self.owner = owner                # client that gets it pushed when ready
-        self.subscribers = None           # other clients waiting for it
-        self.waiting_tasks = None         # tasks waiting for it as an argument
-        self.contained = ()               # ids pinned by this object's value
 
 
 class Task:
@@ -99,7 +92,7 @@ class ClientEntry:
         self.leases = set()                # worker ids lent to it
 
 
-class AgentState:
+class AgentState(ObjectDirectory, LeaseLending):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
                  max_workers: int, store_capacity: int):
         self.node_id = node_id
@@ -197,112 +190,6 @@ class AgentState:
                 self._drop_client(client)
             elif kind == m.SHUTDOWN:
                 self.stopping = True
-
-    # ============================================================== objects
-
-    def _on_inc(self, client: ClientEntry, object_ids: list) -> None:
-        objects = self.objects
-        held = client.held
-        for object_id in object_ids:
-            entry = objects.get(object_id)
-            if entry is None:
-                # A ref whose producer we have not heard of yet (or lost).
-                entry = objects[object_id] = ObjectEntry(0)
-            entry.refs += 1
-            held.add(object_id)
-
-    def _on_dec(self, client: ClientEntry, object_ids: list) -> None:
-        held = client.held
-        for object_id in object_ids:
-            if object_id in held:
-                held.discard(object_id)
-                self._unref(object_id)
-            elif object_id not in self.objects:
-                early = self.early_decs.setdefault(client.client_id, set())
-                if len(early) < 100_000:   # only a race leaves ids here; bound it anyway
-                    early.add(object_id)
-
-    def _unref(self, object_id: bytes) -> None:
-        entry = self.objects.get(object_id)
-        if entry is None:
-            return
-        entry.refs -= 1
-        if entry.refs <= 0 and not entry.pending:
-            self._free(object_id, entry)
-
-    def _pin(self, object_ids) -> None:
-        objects = self.objects
-        for object_id in object_ids:
-            entry = objects.get(object_id)
-            if entry is None:
-                entry = objects[object_id] = ObjectEntry(0)
-            entry.refs += 1
-
-    def _free(self, object_id: bytes, entry: ObjectEntry) -> None:
-        del self.objects[object_id]
-        payload = entry.payload
-        if payload is not None and payload[0] == SHARED:
-            self.free_segments.append(payload[1][0])
-            self.store_used -= payload[1][1]
-        for inner in entry.contained:
-            self._unref(inner)
-
-    def _on_put(self, client: ClientEntry, object_id: bytes, payload, contained) -> None:
-        entry = ObjectEntry(1, owner=client.client_id)
-        self.objects[object_id] = entry
-        client.held.add(object_id)
-        self._set_ready(object_id, entry, payload, contained, push_owner=False)
-
-    def _set_ready(self, object_id: bytes, entry: ObjectEntry, payload, contained,
-                   push_owner: bool = True) -> None:
-        entry.payload = payload
-        entry.pending = False
-        if payload[0] == SHARED:
-            self.store_used += payload[1][1]
-        if contained:
-            entry.contained = tuple(contained)
-            self._pin(contained)
-        item = (object_id, payload)
-        if push_owner and entry.owner in self.clients:
-            self._push_ready(self.clients[entry.owner].identity, item)
-        if entry.subscribers:
-            for identity in entry.subscribers:
-                self._push_ready(identity, item)
-            entry.subscribers = None
-        if entry.waiting_tasks:
-            waiting, entry.waiting_tasks = entry.waiting_tasks, None
-            for task in waiting:
-                if task.state != WAITING:
-                    continue
-                if payload[0] == ERROR:
-                    self._fail_task(task, payload)
-                else:
-                    task.missing_deps -= 1
-                    if task.missing_deps == 0:
-                        self._enqueue(task)
-        if entry.refs <= 0:
-            self._free(object_id, entry)
-
-    def _push_ready(self, identity: bytes, item) -> None:
-        box = self.outbox[identity]
-        if box and box[-1][0] == m.READY:
-            box[-1][1].append(item)
-        else:
-            box.append((m.READY, [item]))
-
-    def _on_subscribe(self, client: ClientEntry, object_ids: list) -> None:
-        for object_id in object_ids:
-            entry = self.objects.get(object_id)
-            if entry is None:
-                lost = exceptions.ObjectLostError(
-                    f"object {object_id.hex()} is not in the store: it was freed or never existed")
-                self._push_ready(client.identity, (object_id, (ERROR, serialization.dumps_exception(lost))))
-            elif not entry.pending:
-                self._push_ready(client.identity, (object_id, entry.payload))
-            elif entry.owner != client.client_id:
-                if entry.subscribers is None:
-                    entry.subscribers = []
-                entry.subscribers.append(client.identity)
 
     # ================================================================ tasks
 
@@ -504,93 +391,6 @@ class AgentState:
             self._remove_from_worker(worker, task.task_id)
             self._fail_with(task, exceptions.TaskCancelledError(f"task {name}() was cancelled"))
             self._after_worker_progress(worker)
-
-    # ===================================================== direct submission
-
-    def _on_lease_request(self, client: ClientEntry, request: dict) -> None:
-        if self.needs_schedule:
-            self.schedule()   # work already submitted is placed before we lend
-        shape = shape_of(request)
-        worker = None
-        if not self.queues and self.pool.unsatisfiable(request) is None:
-            worker = self._idle_started_worker()
-        allocation = self.pool.try_acquire(request) if worker is not None else None
-        if allocation is None:
-            if worker is not None:
-                self.idle_workers.append(worker)
-            self.outbox[client.identity].append((m.LEASE_GRANTED, shape, None, None))
-            return
-        worker.state = LEASED
-        worker.allocation = allocation
-        worker.shape = shape
-        worker.lessee = client.client_id
-        worker.revoke_sent = False
-        worker.cancel_requested = False
-        client.leases.add(worker.worker_id)
-        self.outbox[client.identity].append(
-            (m.LEASE_GRANTED, shape, worker.worker_id, (request, allocation.gpu_ids)))
-
-    def _idle_started_worker(self):
-        while self.idle_workers:
-            worker = self.idle_workers.pop()
-            if worker.state == IDLE and worker.started:
-                return worker
-        return None
-
-    def _on_lease_return(self, client: ClientEntry, worker_id: str) -> None:
-        client.leases.discard(worker_id)
-        worker = self.workers.get(worker_id)
-        if worker is None or worker.lessee != client.client_id:
-            return
-        worker.lessee = None
-        worker.revoke_sent = False
-        if worker.state == BLOCKED and worker.allocation is not None:
-            self.pool.reacquire_cpu(worker.allocation)
-        self._release_lease(worker)
-        worker.state = IDLE
-        self.idle_workers.append(worker)
-        if not self.queues:
-            self._steal_for_idle_worker()
-        self.needs_schedule = True
-
-    def _on_register(self, client: ClientEntry, object_id: bytes, payload, contained) -> None:
-        """A direct result escapes its owner: promise it (payload None) or fulfil it."""
-        entry = self.objects.get(object_id)
-        if entry is None:
-            entry = self.objects[object_id] = ObjectEntry(1, owner=client.client_id)
-            client.held.add(object_id)
-        if payload is not None and entry.pending:
-            self._set_ready(object_id, entry, payload, contained, push_owner=False)
-
-    def _on_direct_result(self, owner: bytes, object_id: bytes, payload, contained) -> None:
-        client = self.clients.get(owner)
-        entry = self.objects.get(object_id)
-        if entry is None:
-            early = self.early_decs.get(owner)
-            dropped = early is not None and object_id in early
-            if dropped:
-                early.discard(object_id)
-            if client is None or dropped:
-                entry = self.objects[object_id] = ObjectEntry(0, owner=owner)
-            else:
-                entry = self.objects[object_id] = ObjectEntry(1, owner=owner)
-                client.held.add(object_id)
-        if entry.pending:
-            self._set_ready(object_id, entry, payload, contained, push_owner=False)
-        elif payload[0] == SHARED:
-            self.free_segments.append(payload[1][0])
-
-    def _on_direct_cancel(self, client: ClientEntry, worker_id: str, task_id: bytes,
-                          force: bool) -> None:
-        worker = self.workers.get(worker_id)
-        if worker is None or worker.lessee != client.client_id:
-            return
-        if force:
-            worker.cancel_requested = True
-            if worker.pid:
-                self.kill.append(worker.pid)
-        else:
-            self.outbox[worker_id.encode() + b"r"].append((m.CANCEL_TASK, task_id))
 
     # ============================================================ scheduling
 

@@ -56,7 +56,7 @@ class ObjectRef:
         return require_client_for(self).future(self)
 
     def __await__(self):
-        import asyncio   # imported here: most programs never await a ref
+        import asyncio  # imported here: most programs never await a ref
         return asyncio.wrap_future(self.future()).__await__()
 
 

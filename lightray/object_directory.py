@@ -1,0 +1,148 @@
+"""The agent's object table: reference counts, readiness, subscribers. Part of AgentState.
+
+    INC/DEC from processes ─┐                       ┌─▶ READY pushed to owner and subscribers
+    pins of tasks/objects ──┼─▶ ObjectEntry.refs ──┤
+    PUT / task results ─────┘                       └─▶ at refs == 0: freed, segment unlinked
+
+Objects: ``refs`` counts the processes holding an ObjectRef (each counts
+once, via INC/DEC) plus pins (pending tasks needing it as an argument or
+holding it inside their arguments, objects containing it). An object is freed
+when refs reaches 0 and it is not still being produced.
+
+``ObjectDirectory`` is a mixin of ``AgentState`` (lightray.agent_state): it
+uses the state's ``objects``, ``clients``, ``outbox``, ``free_segments`` and
+``store_used``, and calls its task methods when an argument becomes ready.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import exceptions, serialization
+from .serialization import ERROR, SHARED
+from .states import WAITING
+from .transport import messages as m
+
+if TYPE_CHECKING:
+    from .agent_state import ClientEntry
+
+
+
+class ObjectEntry:
+    __slots__ = ("refs", "payload", "pending", "owner", "subscribers", "waiting_tasks",
+                 "contained")
+
+    def __init__(self, refs: int, payload=None, owner: bytes = b""):
+        self.refs = refs                  # holder processes + pins
+        self.payload = payload            # (kind, data) once ready
+        self.pending = payload is None    # a task will still produce it
+        self.owner = owner                # client that gets it pushed when ready
+        self.subscribers = None           # other clients waiting for it
+        self.waiting_tasks = None         # tasks waiting for it as an argument
+        self.contained = ()               # ids pinned by this object's value
+
+
+class ObjectDirectory:
+
+    def _on_inc(self, client: ClientEntry, object_ids: list) -> None:
+        objects = self.objects
+        held = client.held
+        for object_id in object_ids:
+            entry = objects.get(object_id)
+            if entry is None:
+                # A ref whose producer we have not heard of yet (or lost).
+                entry = objects[object_id] = ObjectEntry(0)
+            entry.refs += 1
+            held.add(object_id)
+
+    def _on_dec(self, client: ClientEntry, object_ids: list) -> None:
+        held = client.held
+        for object_id in object_ids:
+            if object_id in held:
+                held.discard(object_id)
+                self._unref(object_id)
+            elif object_id not in self.objects:
+                early = self.early_decs.setdefault(client.client_id, set())
+                if len(early) < 100_000:   # only a race leaves ids here; bound it anyway
+                    early.add(object_id)
+
+    def _unref(self, object_id: bytes) -> None:
+        entry = self.objects.get(object_id)
+        if entry is None:
+            return
+        entry.refs -= 1
+        if entry.refs <= 0 and not entry.pending:
+            self._free(object_id, entry)
+
+    def _pin(self, object_ids) -> None:
+        objects = self.objects
+        for object_id in object_ids:
+            entry = objects.get(object_id)
+            if entry is None:
+                entry = objects[object_id] = ObjectEntry(0)
+            entry.refs += 1
+
+    def _free(self, object_id: bytes, entry: ObjectEntry) -> None:
+        del self.objects[object_id]
+        payload = entry.payload
+        if payload is not None and payload[0] == SHARED:
+            self.free_segments.append(payload[1][0])
+            self.store_used -= payload[1][1]
+        for inner in entry.contained:
+            self._unref(inner)
+
+    def _on_put(self, client: ClientEntry, object_id: bytes, payload, contained) -> None:
+        entry = ObjectEntry(1, owner=client.client_id)
+        self.objects[object_id] = entry
+        client.held.add(object_id)
+        self._set_ready(object_id, entry, payload, contained, push_owner=False)
+
+    def _set_ready(self, object_id: bytes, entry: ObjectEntry, payload, contained,
+                   push_owner: bool = True) -> None:
+        entry.payload = payload
+        entry.pending = False
+        if payload[0] == SHARED:
+            self.store_used += payload[1][1]
+        if contained:
+            entry.contained = tuple(contained)
+            self._pin(contained)
+        item = (object_id, payload)
+        if push_owner and entry.owner in self.clients:
+            self._push_ready(self.clients[entry.owner].identity, item)
+        if entry.subscribers:
+            for identity in entry.subscribers:
+                self._push_ready(identity, item)
+            entry.subscribers = None
+        if entry.waiting_tasks:
+            waiting, entry.waiting_tasks = entry.waiting_tasks, None
+            for task in waiting:
+                if task.state != WAITING:
+                    continue
+                if payload[0] == ERROR:
+                    self._fail_task(task, payload)
+                else:
+                    task.missing_deps -= 1
+                    if task.missing_deps == 0:
+                        self._enqueue(task)
+        if entry.refs <= 0:
+            self._free(object_id, entry)
+
+    def _push_ready(self, identity: bytes, item) -> None:
+        box = self.outbox[identity]
+        if box and box[-1][0] == m.READY:
+            box[-1][1].append(item)
+        else:
+            box.append((m.READY, [item]))
+
+    def _on_subscribe(self, client: ClientEntry, object_ids: list) -> None:
+        for object_id in object_ids:
+            entry = self.objects.get(object_id)
+            if entry is None:
+                lost = exceptions.ObjectLostError(
+                    f"object {object_id.hex()} is not in the store: it was freed or never existed")
+                self._push_ready(client.identity, (object_id, (ERROR, serialization.dumps_exception(lost))))
+            elif not entry.pending:
+                self._push_ready(client.identity, (object_id, entry.payload))
+            elif entry.owner != client.client_id:
+                if entry.subscribers is None:
+                    entry.subscribers = []
+                entry.subscribers.append(client.identity)

@@ -1,0 +1,9 @@
+"""Names of the states tasks and workers go through inside an agent.
+
+Task:   WAITING (for arguments) -> QUEUED (for resources) -> DISPATCHED (on a
+        worker's queue) -> FINISHED.
+Worker: STARTING (forked, no hello yet) -> IDLE <-> LEASED (running tasks or lent
+        to a driver) <-> BLOCKED (its task waits in get) ... -> DEAD.
+"""
+WAITING, QUEUED, DISPATCHED, FINISHED = "waiting", "queued", "dispatched", "finished"
+STARTING, IDLE, LEASED, BLOCKED, DEAD = "starting", "idle", "leased", "blocked", "dead"
