@@ -208,10 +208,22 @@ def get(object_refs, keys=None, /, *, timeout: float | None = None, **kwargs):
             return []
         return client.get_values(refs, timeout)
     if isinstance(object_refs, collections.abc.Mapping) or hasattr(object_refs, "__dask_graph__"):
-        raise NotImplementedError("lightray.get(dsk, keys) as a Dask scheduler is not available "
-                                  "in this version of lightray")
+        if keys is None:
+            raise TypeError("get(dsk, keys): the Dask scheduler needs the keys to compute")
+        from .dask import scheduler as dask_scheduler
+        return dask_scheduler.get(object_refs, keys, **kwargs)
     raise TypeError(f"get() takes an ObjectRef or a list of ObjectRefs, "
                     f"got {type(object_refs).__name__}: {object_refs!r:.80}")
+
+
+def _dask_persist(collections, optimize_graph: bool = True, **kwargs):
+    # Dask's persist protocol: dask.persist(..., scheduler=lightray.get) calls
+    # lightray.get.persist(...), which keeps the results in the object store.
+    from .dask import scheduler as dask_scheduler
+    return dask_scheduler.persist(collections, optimize_graph, **kwargs)
+
+
+get.persist = _dask_persist
 
 
 def _check_get_kwargs(keys, kwargs) -> None:

@@ -92,6 +92,7 @@ class CoreClient:
         self._owned: set = set()                  # ids the agent pushes to us unasked
         self._subscribed: set = set()
         self._futures: dict = {}                  # object_id -> [Future]
+        self._when_ready: dict = {}               # object_id -> [callable()]
         self._mappings: dict = {}                 # object_id -> (mmap, inband, buffers)
         self._info_ids = itertools.count(1)
         self._info_futures: dict = {}
@@ -370,6 +371,7 @@ class CoreClient:
 
     def _on_ready(self, items: list) -> None:
         fired = []
+        notify = []
         with self._cv:
             counts = self._local_counts
             for object_id, payload in items:
@@ -377,7 +379,11 @@ class CoreClient:
                     self._ready[object_id] = payload
                     if object_id in self._futures:
                         fired.append((object_id, self._futures.pop(object_id)))
+                if object_id in self._when_ready:
+                    notify.extend(self._when_ready.pop(object_id))
             self._cv.notify_all()
+        for callback in notify:
+            callback()
         for object_id, futures in fired:
             try:
                 value = self._materialize(object_id)
@@ -484,6 +490,18 @@ class CoreClient:
             future.add_done_callback(lambda _f, _keep=ref: None)
             self._subscribe_missing([object_id])
         return future
+
+    def when_ready(self, ref: ObjectRef, callback) -> None:
+        """Call callback() (in the I/O thread) once ref is ready, without fetching it."""
+        object_id = ref._id
+        with self._cv:
+            ready = object_id in self._ready
+            if not ready:
+                self._when_ready.setdefault(object_id, []).append(callback)
+        if ready:
+            callback()
+        else:
+            self._subscribe_missing([object_id])
 
     def cancel(self, ref: ObjectRef, force: bool) -> None:
         with self._lock:
