@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 
-from dask._task_spec import DataNode, Task, fuse_linear_task_spec
+from dask._task_spec import DataNode, Task
 
 from .. import api
 from ..object_ref import ObjectRef
@@ -133,10 +133,6 @@ class GraphRun:
         self.requested = g.requested_keys(keys)
         self.annotations = _annotations(dsk)
         self.graph = g.normalize(dsk)
-        if type(dsk) is dict:
-            # A raw graph was not optimized by any collection: fuse its linear
-            # chains into single tasks, as Dask's own schedulers do.
-            self.graph = fuse_linear_task_spec(self.graph, self.requested)
         self.callbacks = CallbackSet(callbacks)
         self.remote_args = dict(remote_args or {})
         self.multi_return = multi_return
