@@ -185,13 +185,13 @@ class GraphRun:
             results[key] = ref.value if isinstance(ref, DataNode) else ref
             return False
         dep_keys = list(node.dependencies)
-        deps = [results[d] for d in dep_keys]
+        # ObjectRefs, or the values themselves where the driver knows them.
+        args = [d.value if type(d) is Literal else d for d in (results[k] for k in dep_keys)]
         for callback in self.callbacks.presubmit:
-            shortcut = callback.presubmit(node, key, deps)
+            shortcut = callback.presubmit(node, key, args)
             if shortcut is not None:
                 results[key] = Literal(shortcut)
                 return False
-        args = [d.value if type(d) is Literal else d for d in deps]
         options = {**self.remote_args, **self.annotations.get(key, {})}
         worker_callbacks = self.callbacks.worker
         if split is None:
@@ -209,7 +209,7 @@ class GraphRun:
         if diagnostics is not None:
             diagnostics.submitted(key, node, ref if split is None else refs)
         for callback in self.callbacks.postsubmit:
-            callback.postsubmit(node, key, deps, ref)
+            callback.postsubmit(node, key, args, ref)
         return True
 
 
