@@ -497,7 +497,10 @@ class CoreClient:
         with self._cv:
             ready = object_id in self._ready
             if not ready:
-                self._when_ready.setdefault(object_id, []).append(callback)
+                # The closure holds the ref: the agent pushes results only to
+                # owners still holding them.
+                self._when_ready.setdefault(object_id, []).append(
+                    lambda _keep=ref: callback())
         if ready:
             callback()
         else:

@@ -106,8 +106,12 @@ class ObjectDirectory:
             entry.contained = tuple(contained)
             self._pin(contained)
         item = (object_id, payload)
-        if push_owner and entry.owner in self.clients:
-            self._push_ready(self.clients[entry.owner].identity, item)
+        if push_owner:
+            owner = self.clients.get(entry.owner)
+            # Only while the owner still holds a ref: an intermediate it has
+            # already let go of (a Dask graph's) would be sent for nothing.
+            if owner is not None and object_id in owner.held:
+                self._push_ready(owner.identity, item)
         if entry.subscribers:
             for identity in entry.subscribers:
                 self._push_ready(identity, item)
