@@ -27,7 +27,7 @@ from .agent_leases import LeaseLending
 from .ids import return_ids, task_of
 from .object_directory import ObjectDirectory, ObjectEntry
 from .resources import ResourcePool, from_units, shape_of
-from .serialization import ERROR, SHARED
+from .serialization import ERROR, LOCAL, SHARED
 from .states import (
     BLOCKED,
     DEAD,
@@ -40,6 +40,10 @@ from .states import (
     WAITING,
 )
 from .transport import messages as m
+
+
+# An argument the worker itself is producing, ahead in its own queue.
+LOCAL_PAYLOAD = (LOCAL, None)
 
 
 class Task:
@@ -223,18 +227,53 @@ class AgentState(ObjectDirectory, LeaseLending):
                 f"(resources: {self.pool.as_floats('total')}); it can never run")
             self._fail_task(task, (ERROR, serialization.dumps_exception(error)))
             return
-        for object_id in deps:
+        self._await_deps(task)
+
+    def _await_deps(self, task: Task, front: bool = False) -> None:
+        """Queue task if its arguments are ready, else make it wait for them
+        (or run right behind their producer on the same worker)."""
+        objects = self.objects
+        task.missing_deps = 0
+        for object_id in task.spec[ts.DEPS]:
             entry = objects[object_id]
             if entry.pending:
                 if entry.waiting_tasks is None:
                     entry.waiting_tasks = []
-                entry.waiting_tasks.append(task)
+                if task not in entry.waiting_tasks:
+                    entry.waiting_tasks.append(task)
                 task.missing_deps += 1
             elif entry.payload[0] == ERROR:
                 self._fail_task(task, entry.payload)
                 return
         if task.missing_deps == 0:
-            self._enqueue(task)
+            self._enqueue(task, front)
+        else:
+            task.state = WAITING
+            task.worker = None
+            self._pipeline_behind_producers(task)
+
+    def _pipeline_behind_producers(self, task: Task) -> bool:
+        """Dispatch a waiting task to the worker that is producing all of its
+        missing arguments, behind them: the worker hands it their results
+        itself (LOCAL payloads), so a chain of tasks never waits for the agent
+        between two links."""
+        worker = None
+        objects = self.objects
+        for object_id in task.spec[ts.DEPS]:
+            if not objects[object_id].pending:
+                continue
+            producer = self.tasks.get(task_of(object_id))
+            if producer is None or producer.state != DISPATCHED:
+                return False
+            if worker is None:
+                worker = producer.worker
+            elif producer.worker is not worker:
+                return False
+        if (worker is None or worker.state != LEASED or worker.lessee is not None
+                or worker.shape != task.shape or len(worker.queue) >= self.pipeline_depth):
+            return False
+        self._dispatch(worker, task)
+        return True
 
     def _enqueue(self, task: Task, front: bool = False) -> None:
         task.state = QUEUED
@@ -367,7 +406,7 @@ class AgentState(ObjectDirectory, LeaseLending):
                     self._fail_with(task, exceptions.TaskCancelledError(
                         f"task {task.spec[ts.FUNCTION_NAME]}() was cancelled"))
                 else:
-                    self._enqueue(task, front=True)
+                    self._await_deps(task, front=True)
 
     def _on_cancel(self, object_id: bytes, force: bool) -> None:
         task = self.tasks.get(task_of(object_id))
@@ -475,6 +514,13 @@ class AgentState(ObjectDirectory, LeaseLending):
         worker.queue.append(task)
         if worker.started:
             self._send_exec(worker, task)
+        # Tasks waiting only for this one's results can follow it there.
+        for object_id in return_ids(task.task_id, task.spec[ts.NUM_RETURNS]):
+            entry = self.objects.get(object_id)
+            if entry is not None and entry.waiting_tasks:
+                for waiting in list(entry.waiting_tasks):
+                    if waiting.state == WAITING and len(worker.queue) < self.pipeline_depth:
+                        self._pipeline_behind_producers(waiting)
 
     def _send_exec(self, worker: WorkerEntry, task: Task) -> None:
         spec = task.spec
@@ -484,7 +530,8 @@ class AgentState(ObjectDirectory, LeaseLending):
             worker.functions.add(function_id)
             function_bytes = self.functions[function_id]
         objects = self.objects
-        dep_payloads = [objects[d].payload for d in spec[ts.DEPS]]
+        dep_payloads = [LOCAL_PAYLOAD if objects[d].pending else objects[d].payload
+                        for d in spec[ts.DEPS]]
         allocation = worker.allocation
         assignment = (task.request, allocation.gpu_ids if allocation else [])
         self.outbox[worker.worker_id.encode() + b"r"].append(
@@ -524,7 +571,7 @@ class AgentState(ObjectDirectory, LeaseLending):
             self._on_running_task_lost(running, worker, status)
         for task in reversed(queue):
             if task.state == DISPATCHED:
-                self._enqueue(task, front=True)
+                self._await_deps(task, front=True)
         self.needs_schedule = True
 
     def _on_running_task_lost(self, task: Task, worker: WorkerEntry, status: str) -> None:

@@ -5,6 +5,8 @@ A payload is what travels in messages and sits in the agent's object table:
     (INLINE, pickle_bytes)                 value under the inline threshold
     (SHARED, segment_layout)               value written once to shared memory
     (ERROR,  pickle_bytes_of_exception)    the task producing it failed
+    (LOCAL,  None)                         (a task argument only) produced by a task
+                                           ahead in the same worker's queue
 
 Pickle protocol 5 keeps large buffers (numpy arrays, bytes-like data)
 out of band: they are written straight into a segment and read back as views
@@ -22,7 +24,7 @@ import threading
 
 import cloudpickle
 
-INLINE, SHARED, ERROR = 0, 1, 2
+INLINE, SHARED, ERROR, LOCAL = 0, 1, 2, 3
 
 _capture = threading.local()
 

@@ -13,6 +13,7 @@ long one while a worker sits idle.
 """
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import signal
@@ -27,7 +28,7 @@ from . import exceptions, serialization
 from . import task_spec as ts
 from .ids import return_ids
 from .runtime_context import state as context_state
-from .serialization import ERROR, INLINE
+from .serialization import ERROR, INLINE, LOCAL
 from .transport import messages as m
 
 
@@ -63,6 +64,9 @@ class TaskRunner:
         self._direct.bind(direct_address(client.address, client.worker_id))
         self._direct_peers: set = set()
         self._direct_backlog: list = []
+        # Recent results, for tasks the agent queued right behind their
+        # producer here (their arguments arrive as LOCAL payloads).
+        self._local_results: collections.OrderedDict = collections.OrderedDict()
         client.task_queue = self.queue
         client.on_exec = self._on_exec
         client.on_cancel = self._on_cancel
@@ -198,7 +202,17 @@ class TaskRunner:
                     self._direct_backlog.append(op)
 
     def _reply_to_agent(self, spec, payloads, contained, retryable) -> None:
+        if not retryable:   # a retried task's result is not final
+            self._keep_local_results(spec, payloads)
         self.client.send([(m.DONE, spec[ts.TASK_ID], payloads, contained, retryable)])
+
+    def _keep_local_results(self, spec, payloads) -> None:
+        results = self._local_results
+        for object_id, payload in zip(return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
+                                      payloads):
+            results[object_id] = payload
+        while len(results) > _LOCAL_RESULTS_KEPT:
+            results.popitem(last=False)
 
     # ------------------------------------------------------------ running
 
@@ -232,6 +246,11 @@ class TaskRunner:
             except _DepError as dep_error:
                 self._finish_with_payload(spec, dep_error.payload, False, reply)
                 return
+            except _NotProducedHere:
+                # Its producer failed in a way that will be retried: the agent
+                # requeues this task until the argument really exists.
+                self.client.send([(m.RETURNED, [task_id])])
+                return
             except Exception as error:  # the user's code failed
                 self._finish_with_error(spec, self._task_error(spec, error),
                                         _should_retry(spec[ts.RETRY_EXCEPTIONS], error), reply)
@@ -260,6 +279,10 @@ class TaskRunner:
         if dep_payloads:
             values = []
             for object_id, payload in zip(spec[ts.DEPS], dep_payloads):
+                if payload[0] == LOCAL:
+                    payload = self._local_results.get(object_id)
+                    if payload is None:
+                        raise _NotProducedHere(object_id)
                 if payload[0] == ERROR:
                     raise _DepError(payload)
                 values.append(self.client.materialize_payload(object_id, payload))
@@ -305,6 +328,13 @@ class TaskRunner:
     def _finish_with_payload(spec, payload, retryable: bool, reply) -> None:
         n = spec[ts.NUM_RETURNS]
         reply(spec, [payload] * n, [[]] * n, retryable)
+
+
+_LOCAL_RESULTS_KEPT = 256
+
+
+class _NotProducedHere(Exception):
+    """A LOCAL argument that this worker did not produce (its producer is retried)."""
 
 
 class _DepError(Exception):

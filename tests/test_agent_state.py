@@ -8,7 +8,7 @@ import pytest
 
 from lightray import exceptions
 from lightray import task_spec as ts
-from lightray.agent_state import AgentState
+from lightray.agent_state import LOCAL_PAYLOAD, AgentState
 from lightray.ids import IdMaker, return_ids
 from lightray.serialization import ERROR, INLINE, SHARED
 from lightray.transport import messages as m
@@ -70,7 +70,8 @@ def test_task_waits_for_its_argument_then_gets_its_payload(state):
     producer = submit(state)
     state.schedule()
     (identity, _), = sent_execs(state)
-    consumer = submit(state, deps=[return_ids(producer, 1)[0]])
+    # Another resource shape cannot follow the producer on its worker: it waits.
+    consumer = submit(state, deps=[return_ids(producer, 1)[0]], request={"CPU": 0.5})
     state.schedule()
     assert sent_execs(state) == []
     finish(state, identity, producer, value=b"argument value")
@@ -78,6 +79,19 @@ def test_task_waits_for_its_argument_then_gets_its_payload(state):
     (_, op), = sent_execs(state)
     assert op[1][ts.TASK_ID] == consumer
     assert op[3] == [(INLINE, b"argument value")]
+
+
+def test_task_whose_argument_is_being_produced_follows_its_producer(state):
+    producer = submit(state)
+    state.schedule()
+    (identity, _), = sent_execs(state)
+    consumer = submit(state, deps=[return_ids(producer, 1)[0]])
+    (follow_identity, op), = sent_execs(state)
+    assert follow_identity == identity            # queued on the producer's worker
+    assert op[1][ts.TASK_ID] == consumer
+    assert op[3] == [LOCAL_PAYLOAD]               # the worker has the value itself
+    worker = state.workers[identity[:-1].decode()]
+    assert [t.task_id for t in worker.queue] == [producer, consumer]
 
 
 def test_owner_gets_result_pushed(state):
