@@ -98,11 +98,12 @@ class CoreClient:
         self._info_futures: dict = {}
         self._exported: set = set()
 
-        # Worker-only state, used by lightray.worker.
-        self.task_queue = None
+        # Worker-only hooks, installed by lightray.worker.TaskRunner.
         self.on_exec = None
         self.on_cancel = None
         self.on_steal = None
+        self.on_block = None      # the running task is about to wait in get/wait
+        self.on_unblock = None
 
         self._early_ops: list = []                # what came with WELCOME
         self.node_info = self._handshake()
@@ -435,9 +436,6 @@ class CoreClient:
         finally:
             if blocked:
                 self.on_unblock()
-
-    on_block = None
-    on_unblock = None
 
     def is_ready(self, object_id: bytes) -> bool:
         return object_id in self._ready

@@ -67,7 +67,6 @@ class TaskRunner:
         # Recent results, for tasks the agent queued right behind their
         # producer here (their arguments arrive as LOCAL payloads).
         self._local_results: collections.OrderedDict = collections.OrderedDict()
-        client.task_queue = self.queue
         client.on_exec = self._on_exec
         client.on_cancel = self._on_cancel
         client.on_steal = self._on_steal
