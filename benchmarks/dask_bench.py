@@ -63,20 +63,16 @@ import argparse
 import json
 import operator
 import os
-import platform
-import queue
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from functools import partial
 from typing import Callable, Optional
 
+import harness
+from harness import emit, error_text, fmt, log
+
 SCRIPT = os.path.abspath(__file__)
-REPO_ROOT = os.path.dirname(os.path.dirname(SCRIPT))
 
 RESULT_TAG = "@@DASKBENCH_RESULT"
 START_TAG = "@@DASKBENCH_START"
@@ -101,16 +97,9 @@ CASES = {
 }
 LIGHTRAY_ONLY = {"set_index_1M_nomr"}
 
-
-def child_env() -> dict:
-    """Environment for subprocesses: repo importable, Ray quiet."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p
-    )
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+# Versions in the machine line: display name -> package
+PACKAGES = {"Dask": "dask", "distributed": "distributed", "Ray": "ray",
+            "pandas": "pandas", "NumPy": "numpy"}
 
 
 # --------------------------------------------------------------------------
@@ -351,19 +340,6 @@ class NotApplicable(Exception):
 # --------------------------------------------------------------------------
 
 
-def tail(text: str, lines: int = 6) -> str:
-    return " | ".join(text.strip().splitlines()[-lines:])
-
-
-def emit(tag: str, payload) -> None:
-    sys.stdout.write(f"{tag} {json.dumps(payload)}\n")
-    sys.stdout.flush()
-
-
-def error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
-
-
 def time_case(run: Callable, check: Callable, quick: bool) -> dict:
     """Warm up once (unless quick), then time RUNS runs (fewer if slow, 1 if quick)."""
     warmup_s = None
@@ -416,108 +392,6 @@ def worker_main(system: str, cases: list, quick: bool) -> None:
 # --------------------------------------------------------------------------
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def spawn_worker(system: str, cases: list, quick: bool, stderr_file):
-    cmd = [sys.executable, SCRIPT, "--system", system, "--cases", ",".join(cases)]
-    if quick:
-        cmd.append("--quick")
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=stderr_file,
-        text=True,
-        env=child_env(),
-        start_new_session=True,  # so a hung worker can be killed with its children
-    )
-    lines = queue.Queue()
-
-    def pump():
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return proc, lines
-
-
-def kill_worker(proc) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def collect_from_worker(system, cases, quick, timeout, results, info) -> None:
-    """Run one worker over ``cases``; store each case's result in ``results``.
-
-    Stops at the first hang or crash. That case, or every remaining case if
-    the hang happened during start-up, is recorded as an error.
-    """
-    with tempfile.TemporaryFile("w+") as stderr_file:
-        proc, lines = spawn_worker(system, cases, quick, stderr_file)
-        current, deadline = None, time.monotonic() + timeout
-        failure = None
-        while True:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                kill_worker(proc)
-                failure = f"timed out after {timeout:.0f}s"
-                break
-            if line is None:  # EOF: worker exited
-                code = proc.wait()
-                if code != 0 or any(c not in results for c in cases):
-                    failure = f"worker exited with code {code}"
-                break
-            tag, _, payload = line.rstrip("\n").partition(" ")
-            if tag == START_TAG:
-                current, deadline = json.loads(payload), time.monotonic() + timeout
-            elif tag == INIT_TAG:
-                info.setdefault("init_s", json.loads(payload))
-                if system not in LOCAL_SCHEDULERS:
-                    log(f"  {system:11s} {'(start-up)':18s} {fmt(info['init_s'])} s")
-            elif tag == RESULT_TAG:
-                res = json.loads(payload)
-                results[res["case"]] = res
-                log_result(system, res)
-
-        if failure is None:
-            return
-        stderr_file.seek(0)
-        detail = tail(stderr_file.read())
-        message = f"{failure} (stderr: {detail})" if detail else failure
-        if current in (None, "__init__"):
-            pending = [c for c in cases if c not in results]
-            message = f"during start-up: {message}"
-        else:
-            pending = [current] if current not in results else []
-        if not pending:
-            log(f"  {system}: worker {message} after finishing {current}")
-        for case in pending:
-            results[case] = {"case": case, "error": message}
-            log_result(system, results[case])
-
-
-def run_system(system: str, cases: list, quick: bool, timeout: float) -> tuple:
-    """Run all ``cases`` on one scheduler, restarting the worker after failures.
-
-    Returns (results by case, info dict with the start-up time).
-    """
-    results, info = {}, {}
-    while True:
-        remaining = [c for c in cases if c not in results]
-        if not remaining:
-            return results, info
-        collect_from_worker(system, remaining, quick, timeout, results, info)
-        if all(c not in results for c in remaining):  # no progress: give up
-            for case in remaining:
-                results[case] = {"case": case, "error": "worker made no progress"}
-
-
 def log_result(system: str, res: dict) -> None:
     if res.get("error"):
         log(f"  {system:11s} {res['case']:18s} ERROR {res['error']}")
@@ -528,19 +402,33 @@ def log_result(system: str, res: dict) -> None:
         log(f"  {system:11s} {res['case']:18s} {fmt(res['value'])} s  (runs: {runs})")
 
 
+def error_result(case: str, message: str) -> dict:
+    return {"case": case, "error": message}
+
+
+WORKER = harness.WorkerSpec(SCRIPT, START_TAG, RESULT_TAG, error_result, log_result,
+                            startup="start-up")
+
+
+def run_system(system: str, cases: list, quick: bool, timeout: float) -> tuple:
+    """Run all ``cases`` on one scheduler, restarting the worker after failures.
+
+    Returns (results by case, info dict with the start-up time).
+    """
+    info = {}
+
+    def on_line(tag: str, payload: str) -> None:
+        if tag == INIT_TAG:
+            info.setdefault("init_s", json.loads(payload))
+            if system not in LOCAL_SCHEDULERS:
+                log(f"  {system:11s} {'(start-up)':18s} {fmt(info['init_s'])} s")
+
+    return harness.run_system(WORKER, system, cases, quick, timeout, on_line), info
+
+
 # --------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------
-
-
-def fmt(value: Optional[float]) -> str:
-    if value is None:
-        return "-"
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3g}" if value >= 0.01 else f"{value:.2g}"
 
 
 def cell(res: Optional[dict], base: Optional[float]) -> str:
@@ -584,85 +472,12 @@ def render_table(systems: list, cases: list, results: dict, infos: dict) -> str:
         startup.append("")
     rows.append(startup)
 
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-
-    def line(row):
-        return "| " + " | ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths))
-        ) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":"
-                         for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(rows[0]), sep] + [line(r) for r in rows[1:]])
-
-
-def render_errors(results: dict) -> str:
-    out = []
-    for system, by_case in results.items():
-        for case, res in by_case.items():
-            if res.get("error"):
-                out.append(f"- {system} {case}: {res['error']}")
-    return "\n".join(out)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def package_version(name: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version(name)
-    except Exception:
-        return "n/a"
-
-
-def machine_info() -> dict:
-    info = {
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-    }
-    for pkg in ("dask", "distributed", "ray", "pandas", "numpy"):
-        info[f"{pkg}_version"] = package_version(pkg)
-    return info
-
-
-def describe_machine(info: dict) -> str:
-    return (
-        f"{info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}, "
-        f"Dask {info['dask_version']}, distributed {info['distributed_version']}, "
-        f"Ray {info['ray_version']}, pandas {info['pandas_version']}, "
-        f"NumPy {info['numpy_version']}, {info['platform']}, {info['date_utc']}"
-    )
+    return harness.markdown_table(rows, right_aligned=range(1, len(header)))
 
 
 # --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------
-
-
-def parse_list(text: Optional[str], choices: list, what: str) -> list:
-    if not text:
-        return list(choices)
-    chosen = [c.strip() for c in text.split(",") if c.strip()]
-    unknown = [c for c in chosen if c not in choices]
-    if unknown:
-        raise SystemExit(f"unknown {what}(s): {', '.join(unknown)}; "
-                         f"choose from {', '.join(choices)}")
-    return [c for c in choices if c in chosen]  # canonical order
 
 
 def parse_args(argv=None):
@@ -682,29 +497,23 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def importable(module: str) -> bool:
-    probe = subprocess.run([sys.executable, "-c", f"import {module}"],
-                           capture_output=True, env=child_env(), check=False)
-    return probe.returncode == 0
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cases = parse_list(args.cases, list(CASES), "case")
+    cases = harness.parse_list(args.cases, list(CASES), "case")
     if args.system:
         worker_main(args.system, cases, args.quick)
         return 0
 
     systems = []
-    for system in parse_list(args.schedulers, SCHEDULERS, "scheduler"):
+    for system in harness.parse_list(args.schedulers, SCHEDULERS, "scheduler"):
         module = NEEDS_MODULE.get(system)
-        if module and not importable(module):
+        if module and not harness.importable(module):
             log(f"warning: `import {module}` fails; skipping the {system} scheduler")
             continue
         systems.append(system)
 
-    info = machine_info()
-    log(f"machine: {describe_machine(info)}")
+    info = harness.machine_info(PACKAGES.values())
+    log(f"machine: {harness.describe_machine(info, PACKAGES)}")
     results, infos, durations = {}, {}, {}
     for system in systems:
         system_cases = [c for c in cases if c not in LIGHTRAY_ONLY or system == "lightray"]
@@ -717,12 +526,12 @@ def main(argv=None) -> int:
 
     print()
     print(render_table(systems, cases, results, infos))
-    errors = render_errors(results)
+    errors = harness.render_errors(results)
     if errors:
         print("\nerrors:\n" + errors)
     print("\nseconds per case (median); in parentheses: time / lightray's time, "
           "above 1 means lightray was faster.")
-    print(f"machine: {describe_machine(info)}")
+    print(f"machine: {harness.describe_machine(info, PACKAGES)}")
     print("wall time per scheduler (start-up, warm-ups, runs): "
           + ", ".join(f"{s} {d:.0f}s" for s, d in durations.items()))
 

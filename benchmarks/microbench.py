@@ -45,20 +45,17 @@ column states which system wins and by how much.
 import argparse
 import json
 import os
-import platform
-import queue
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
+import harness
+from harness import child_env, emit, error_text, fmt, log, tail
+
 SCRIPT = os.path.abspath(__file__)
-REPO_ROOT = os.path.dirname(os.path.dirname(SCRIPT))
 
 RESULT_TAG = "@@MICROBENCH_RESULT"
 START_TAG = "@@MICROBENCH_START"
@@ -94,6 +91,9 @@ CASES = {
     "wait_1000": ("refs/s", True),
 }
 
+# Versions in the machine line: display name -> package
+PACKAGES = {"Ray": "ray", "NumPy": "numpy"}
+
 
 @dataclass
 class Settings:
@@ -120,17 +120,6 @@ class Result:
     value: Optional[float] = None
     error: Optional[str] = None
     extra: dict = field(default_factory=dict)
-
-
-def child_env() -> dict:
-    """Environment for subprocesses: repo importable, Ray quiet."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p
-    )
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
 
 
 # --------------------------------------------------------------------------
@@ -341,19 +330,6 @@ def case_init_first_result(system: str, cfg: Settings):
 # --------------------------------------------------------------------------
 
 
-def tail(text: str, lines: int = 6) -> str:
-    return " | ".join(text.strip().splitlines()[-lines:])
-
-
-def emit(tag: str, payload) -> None:
-    sys.stdout.write(f"{tag} {json.dumps(payload)}\n")
-    sys.stdout.flush()
-
-
-def error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
-
-
 def run_case(case: str, fn: Callable[[], tuple]) -> Result:
     unit, higher = CASES[case]
     result = Result(case, unit, higher)
@@ -401,104 +377,9 @@ def worker_main(system: str, cases: list, cfg: Settings) -> None:
 # --------------------------------------------------------------------------
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def error_result(case: str, message: str) -> dict:
     unit, higher = CASES[case]
     return asdict(Result(case, unit, higher, error=message))
-
-
-def spawn_worker(system: str, cases: list, quick: bool, stderr_file):
-    cmd = [sys.executable, SCRIPT, "--system", system, "--cases", ",".join(cases)]
-    if quick:
-        cmd.append("--quick")
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=stderr_file,
-        text=True,
-        env=child_env(),
-        start_new_session=True,  # so a hung worker can be killed with its children
-    )
-    lines = queue.Queue()
-
-    def pump():
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return proc, lines
-
-
-def kill_worker(proc) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def collect_from_worker(system, cases, quick, timeout, results) -> None:
-    """Run one worker over ``cases`` and store each case result in ``results``.
-
-    Stops at the first hang or crash. That case, or every remaining case if
-    the hang happened during init, is recorded as an error.
-    """
-    with tempfile.TemporaryFile("w+") as stderr_file:
-        proc, lines = spawn_worker(system, cases, quick, stderr_file)
-        current, deadline = None, time.monotonic() + timeout
-        failure = None
-        while True:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                kill_worker(proc)
-                failure = f"timed out after {timeout:.0f}s"
-                break
-            if line is None:  # EOF: worker exited
-                code = proc.wait()
-                if code != 0 or any(c not in results for c in cases):
-                    failure = f"worker exited with code {code}"
-                break
-            tag, _, payload = line.rstrip("\n").partition(" ")
-            if tag == START_TAG:
-                current, deadline = json.loads(payload), time.monotonic() + timeout
-            elif tag == RESULT_TAG:
-                res = json.loads(payload)
-                results[res["case"]] = res
-                log_result(system, res)
-
-        if failure is None:
-            return
-        stderr_file.seek(0)
-        detail = tail(stderr_file.read())
-        message = f"{failure} (stderr: {detail})" if detail else failure
-        if current in (None, "__init__"):
-            pending = [c for c in cases if c not in results]
-            message = f"during startup: {message}"
-        else:
-            pending = [current] if current not in results else []
-        if not pending:
-            log(f"  {system}: worker {message} after finishing {current}")
-        for case in pending:
-            results[case] = error_result(case, message)
-            log_result(system, results[case])
-
-
-def run_system(system: str, cases: list, quick: bool, timeout: float) -> dict:
-    """Run all ``cases`` for one system, restarting the worker after failures."""
-    results = {}
-    while True:
-        remaining = [c for c in cases if c not in results]
-        if not remaining:
-            return results
-        collect_from_worker(system, remaining, quick, timeout, results)
-        if all(c not in results for c in remaining):  # no progress: give up
-            for case in remaining:
-                results[case] = error_result(case, "worker made no progress")
 
 
 def log_result(system: str, res: dict) -> None:
@@ -508,19 +389,17 @@ def log_result(system: str, res: dict) -> None:
         log(f"  {system:9s} {res['case']:18s} {fmt(res['value'])} {res['unit']}")
 
 
+WORKER = harness.WorkerSpec(SCRIPT, START_TAG, RESULT_TAG, error_result, log_result)
+
+
+def run_system(system: str, cases: list, quick: bool, timeout: float) -> dict:
+    """Run all ``cases`` for one system, restarting the worker after failures."""
+    return harness.run_system(WORKER, system, cases, quick, timeout)
+
+
 # --------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------
-
-
-def fmt(value: Optional[float]) -> str:
-    if value is None:
-        return "-"
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3g}" if value >= 0.01 else f"{value:.2g}"
 
 
 def verdict(ratio: float, higher_is_better: bool) -> str:
@@ -560,87 +439,13 @@ def render_table(cases: list, results: dict) -> str:
     header = ["case", "unit", "lightray"]
     if "ray" in results:
         header += ["ray", "ratio lr/ray", "better"]
-    rows = [header] + table_rows(cases, results)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    numeric = {2, 3, 4}
-
-    def line(row):
-        return "| " + " | ".join(
-            c.rjust(w) if i in numeric else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths))
-        ) + " |"
-
-    sep = "|" + "|".join(
-        "-" * (w + 1) + ":" if i in numeric else "-" * (w + 2)
-        for i, w in enumerate(widths)
-    ) + "|"
-    return "\n".join([line(rows[0]), sep] + [line(r) for r in rows[1:]])
-
-
-def render_errors(results: dict) -> str:
-    out = []
-    for system, by_case in results.items():
-        for case, res in by_case.items():
-            if res.get("error"):
-                out.append(f"- {system} {case}: {res['error']}")
-    return "\n".join(out)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def package_version(name: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version(name)
-    except Exception:
-        return "n/a"
-
-
-def machine_info() -> dict:
-    return {
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "ray_version": package_version("ray"),
-        "numpy_version": package_version("numpy"),
-        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-    }
-
-
-def describe_machine(info: dict) -> str:
-    return (
-        f"{info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}, "
-        f"Ray {info['ray_version']}, NumPy {info['numpy_version']}, "
-        f"{info['platform']}, {info['date_utc']}"
-    )
+    return harness.markdown_table([header] + table_rows(cases, results),
+                                  right_aligned={2, 3, 4})
 
 
 # --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------
-
-
-def parse_cases(text: Optional[str]) -> list:
-    if not text:
-        return list(CASES)
-    chosen = [c.strip() for c in text.split(",") if c.strip()]
-    unknown = [c for c in chosen if c not in CASES]
-    if unknown:
-        raise SystemExit(f"unknown case(s): {', '.join(unknown)}; "
-                         f"choose from {', '.join(CASES)}")
-    return [c for c in CASES if c in chosen]  # canonical order
 
 
 def parse_args(argv=None):
@@ -660,28 +465,22 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def ray_available() -> bool:
-    probe = subprocess.run([sys.executable, "-c", "import ray"],
-                           capture_output=True, env=child_env())
-    return probe.returncode == 0
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cases = parse_cases(args.cases)
+    cases = harness.parse_list(args.cases, list(CASES), "case")
     if args.system:
         worker_main(args.system, cases, Settings.for_mode(args.quick))
         return 0
 
     systems = ["lightray"]
     if args.vs == "ray":
-        if ray_available():
+        if harness.importable("ray"):
             systems.append("ray")
         else:
             log("warning: --vs ray given but `import ray` fails; running lightray only")
 
-    info = machine_info()
-    log(f"machine: {describe_machine(info)}")
+    info = harness.machine_info(PACKAGES.values())
+    log(f"machine: {harness.describe_machine(info, PACKAGES)}")
     results = {}
     for system in systems:
         log(f"running {system} ({'quick' if args.quick else 'full'}) ...")
@@ -691,10 +490,10 @@ def main(argv=None) -> int:
 
     print()
     print(render_table(cases, results))
-    errors = render_errors(results)
+    errors = harness.render_errors(results)
     if errors:
         print("\nerrors:\n" + errors)
-    print(f"\n↑ higher is better, ↓ lower is better; machine: {describe_machine(info)}")
+    print(f"\n↑ higher is better, ↓ lower is better; machine: {harness.describe_machine(info, PACKAGES)}")
 
     if args.json:
         with open(args.json, "w") as f:
