@@ -63,11 +63,7 @@ class LeaseLending:
         worker.revoke_sent = False
         if worker.state == BLOCKED and worker.allocation is not None:
             self.pool.reacquire_cpu(worker.allocation)
-        self._release_lease(worker)
-        worker.state = IDLE
-        self.idle_workers.append(worker)
-        if not self.queues:
-            self._steal_for_idle_worker()
+        self._make_idle(worker)
         self.needs_schedule = True
 
     def _on_register(self, client: ClientEntry, object_id: bytes, payload, contained) -> None:

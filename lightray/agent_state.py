@@ -348,12 +348,16 @@ class AgentState(ObjectDirectory, LeaseLending):
 
     def _after_worker_progress(self, worker: WorkerEntry) -> None:
         if not worker.queue and worker.state in (LEASED, BLOCKED) and worker.lessee is None:
-            self._release_lease(worker)
-            worker.state = IDLE
-            self.idle_workers.append(worker)
-            if not self.queues:
-                self._steal_for_idle_worker()
+            self._make_idle(worker)
         self.needs_schedule = True
+
+    def _make_idle(self, worker: WorkerEntry) -> None:
+        """The worker's lease ends: free its resources, give it work again."""
+        self._release_lease(worker)
+        worker.state = IDLE
+        self.idle_workers.append(worker)
+        if not self.queues:
+            self._steal_for_idle_worker()
 
     def _steal_for_idle_worker(self) -> None:
         """Ask back the unstarted tasks pipelined behind the busiest worker."""

@@ -44,15 +44,10 @@ class ObjectEntry:
 class ObjectDirectory:
 
     def _on_inc(self, client: ClientEntry, object_ids: list) -> None:
-        objects = self.objects
-        held = client.held
-        for object_id in object_ids:
-            entry = objects.get(object_id)
-            if entry is None:
-                # A ref whose producer we have not heard of yet (or lost).
-                entry = objects[object_id] = ObjectEntry(0)
-            entry.refs += 1
-            held.add(object_id)
+        # An id we do not know yet gets an entry: its producer may be another
+        # client's submission still on its way.
+        self._pin(object_ids)
+        client.held.update(object_ids)
 
     def _on_dec(self, client: ClientEntry, object_ids: list) -> None:
         held = client.held
