@@ -173,7 +173,8 @@ class CoreClient:
                 self._forget(object_id)
 
     def _forget(self, object_id: bytes) -> None:
-        self._ready.pop(object_id, None)
+        with self._cv:   # _on_ready checks our count and stores under _cv
+            self._ready.pop(object_id, None)
         self._owned.discard(object_id)
         self._subscribed.discard(object_id)
         # Dropping our mapping is enough: numpy views still alive keep it mapped.

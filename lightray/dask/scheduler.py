@@ -226,16 +226,21 @@ def get(dsk, keys, *, lightray_callbacks=None, lightray_remote_args=None,
         values = {k: (fetched[id(v)] if isinstance(v, ObjectRef) else v.value)
                   for k, v in refs.items()}
         diagnostics.finished()
-    _last_run_stats.clear()
-    _last_run_stats.update(tasks_in_graph=len(run.graph), tasks_submitted=run.tasks_submitted)
+    _record_stats(run)
     result = g.repack(run.keys, values)
     for callback in run.callbacks.finish:
         callback.finish(result)
     return result
 
 
+def _record_stats(run: GraphRun) -> None:
+    _last_run_stats.clear()
+    _last_run_stats.update(tasks_in_graph=len(run.graph), tasks_submitted=run.tasks_submitted)
+
+
 def last_run_stats() -> dict:
-    """Counts of the last ``get(dsk, keys)`` in this process: tasks_in_graph, tasks_submitted."""
+    """Counts of the last ``get(dsk, keys)`` or persist in this process:
+    tasks_in_graph, tasks_submitted."""
     return dict(_last_run_stats)
 
 
@@ -270,6 +275,7 @@ def persist(collections, optimize_graph: bool = True, *, lightray_callbacks=None
     run = GraphRun(expr, keys, callbacks=lightray_callbacks, remote_args=lightray_remote_args,
                    multi_return=lightray_multi_return)
     refs = run.submit()
+    _record_stats(run)
     stored = {k: ((persisted_value, v) if isinstance(v, ObjectRef) else v.value)
               for k, v in refs.items()}
     rebuilt = []
