@@ -164,3 +164,26 @@ def test_worker_death_retries_running_task_and_requeues_the_rest(state):
     assert retried.retries_left == 0
     state.on_worker_exit(pid, "again")          # a second report changes nothing
     assert state.pool.available["CPU"] >= 0
+
+
+def test_lease_lends_an_idle_worker_and_is_revoked_when_work_waits(state):
+    state.handle(DRIVER, [(m.LEASE_REQUEST, {"CPU": 1.0})])
+    (grant,) = [op for op in state.outbox[DRIVER + b"r"] if op[0] == m.LEASE_GRANTED]
+    lent = grant[2]
+    assert lent is not None and state.workers[lent].lessee == DRIVER
+    state.outbox.clear()
+    submit(state, request={"CPU": 2.0})       # cannot fit while the lease holds a CPU
+    state.schedule()
+    assert (m.LEASE_REVOKE, lent) in state.outbox[DRIVER + b"r"]
+    state.handle(DRIVER, [(m.LEASE_RETURN, lent)])
+    state.schedule()
+    assert state.workers[lent].lessee is None
+    assert len(sent_execs(state)) == 1         # the waiting task runs now
+
+
+def test_no_lease_is_lent_while_tasks_are_queued(state):
+    submit(state, request={"CPU": 2.0})
+    submit(state, request={"CPU": 2.0})          # queued behind the first
+    state.handle(DRIVER, [(m.LEASE_REQUEST, {"CPU": 1.0})])
+    (grant,) = [op for op in state.outbox[DRIVER + b"r"] if op[0] == m.LEASE_GRANTED]
+    assert grant[2] is None

@@ -154,3 +154,4 @@ def test_every_task_goes_through_the_agent_when_direct_submission_is_off(monkeyp
     lightray.init(num_cpus=2)
     assert current_client_or_none().direct is None
     assert [lightray.get(add_one.remote(i)) for i in range(20)] == list(range(1, 21))
+
