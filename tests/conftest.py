@@ -27,6 +27,15 @@ def shm_entries():
         return set()
 
 
+def attempts(path):
+    """How many attempts a task made, counted as characters it appended to path."""
+    try:
+        with open(path) as f:
+            return len(f.read())
+    except FileNotFoundError:
+        return 0
+
+
 def session_dirs():
     """Session directories (sockets, pid files) of lightray runtimes on this host."""
     from lightray.config import temp_dir

@@ -18,7 +18,7 @@ from dask.utils_test import GetFunctionTestMixin, inc  # noqa: E402
 import lightray  # noqa: E402
 from lightray import exceptions as lrexc  # noqa: E402
 
-from conftest import shm_entries  # noqa: E402
+from conftest import attempts, shm_entries  # noqa: E402
 
 
 # Task functions live at module level: workers get the driver's sys.path, so
@@ -127,14 +127,6 @@ def crash_worker(counter):
     with open(counter, "a") as f:
         f.write("x")
     os._exit(1)
-
-
-def attempts(path):
-    try:
-        with open(path) as f:
-            return len(f.read())
-    except FileNotFoundError:
-        return 0
 
 
 # ------------------------------------------------------- Dask's own get tests

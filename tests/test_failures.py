@@ -5,6 +5,7 @@ import time
 import pytest
 
 import lightray
+from conftest import attempts
 from lightray import exceptions as lrexc
 
 
@@ -15,14 +16,6 @@ def wait_for_file(path, timeout=15.0):
             return True
         time.sleep(0.02)
     return False
-
-
-def attempts(path):
-    try:
-        with open(path) as f:
-            return len(f.read())
-    except FileNotFoundError:
-        return 0
 
 
 @pytest.mark.timeout(10)
