@@ -72,6 +72,12 @@ class LeaseLending:
         if entry is None:
             entry = self.objects[object_id] = ObjectEntry(1, owner=client.client_id)
             client.held.add(object_id)
+        elif object_id not in client.held:
+            # Another process that got the ref from us (an actor call's
+            # argument) counted it first: its messages take another path.
+            entry.refs += 1
+            entry.owner = client.client_id
+            client.held.add(object_id)
         if payload is not None and entry.pending:
             self._set_ready(object_id, entry, payload, contained, push_owner=False)
 

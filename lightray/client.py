@@ -97,6 +97,16 @@ class CoreClient:
         self._info_ids = itertools.count(1)
         self._info_futures: dict = {}
         self._exported: set = set()
+        # Results only this process knows of (direct tasks, actor calls) until
+        # they escape it; see escape_ops_locked.
+        self.unregistered: set = set()
+        self.promised: set = set()                # registered before their value came
+        # Sockets on which workers and actors answer us directly, read by the
+        # I/O thread: socket -> handler(socket). Changed under _lock.
+        self._reply_handlers: dict = {}
+        self._reply_version = 0
+        self._retired_sockets: list = []
+        self.actors = None                        # lightray.actor_caller.ActorCaller
 
         # Worker-only hooks, installed by lightray.worker.TaskRunner.
         self.on_exec = None
@@ -165,9 +175,8 @@ class CoreClient:
                 counts[object_id] = count
             elif count == 0:
                 del counts[object_id]
-                direct = self.direct
-                if direct is not None and object_id in direct.unregistered:
-                    direct.unregistered.discard(object_id)   # the agent never knew it
+                if object_id in self.unregistered:
+                    self.unregistered.discard(object_id)   # the agent never knew it
                 else:
                     self._deltas.append((m.DEC, object_id))
                 self._forget(object_id)
@@ -195,9 +204,64 @@ class CoreClient:
 
     # --------------------------------------------------------------- sending
 
-    def send(self, ops: list) -> None:
+    def send(self, ops: list, escaping=()) -> None:
+        """Send ops to the agent; escaping: ids inside them it must know first."""
         with self._lock:
+            if escaping and self.unregistered:
+                ops = self.escape_ops_locked(escaping) + ops
             self._send_locked(ops)
+
+    # ------------------------------------------------- results known only here
+
+    def escape_ops_locked(self, object_ids) -> list:
+        """REGISTER ops for results known only here that other processes are
+        about to see (passed to a task, put inside a value): with their value,
+        or as a promise fulfilled when it comes (caller holds _lock)."""
+        ops = []
+        unregistered = self.unregistered
+        if not unregistered:
+            return ops
+        for object_id in object_ids:
+            if object_id in unregistered:
+                unregistered.discard(object_id)
+                payload = self._ready.get(object_id)
+                if payload is None:
+                    self.promised.add(object_id)
+                ops.append((m.REGISTER, object_id, payload, []))
+        return ops
+
+    def settle_locked(self, spec, payloads, registered):
+        """(ops to send, ready items) for a task answered to us directly
+        (a leased worker's or an actor's); caller holds _lock."""
+        ops, items = [], []
+        counts = self._local_counts
+        for object_id, payload in zip(return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
+                                      payloads):
+            if registered:
+                # The worker registered it for us: the agent counts our ref now.
+                self.promised.discard(object_id)
+                if object_id in self.unregistered:
+                    self.unregistered.discard(object_id)
+                    if object_id not in counts:
+                        ops.append((m.DEC, [object_id]))
+            elif object_id in self.promised:
+                self.promised.discard(object_id)
+                ops.append((m.REGISTER, object_id, payload, []))   # fulfil the promise
+            items.append((object_id, payload))
+        return ops, items
+
+    # ------------------------------------------------------ direct replies
+
+    def add_reply_socket(self, socket, handler) -> None:
+        """Have the I/O thread read socket and call handler(socket) (under _lock)."""
+        self._reply_handlers[socket] = handler
+        self._reply_version += 1
+
+    def retire_reply_socket(self, socket) -> None:
+        """Stop reading socket; the I/O thread closes it (under _lock)."""
+        if self._reply_handlers.pop(socket, None) is not None:
+            self._retired_sockets.append(socket)
+            self._reply_version += 1
 
     def _send_locked(self, ops: list) -> None:
         if self.closed:
@@ -238,8 +302,8 @@ class CoreClient:
                     spec, function_id, function_bytes):
                 return refs
             ops = self.export_function(function_id, function_bytes)
-            if direct is not None and escaping:
-                ops = direct.escape_ops(escaping) + ops
+            if escaping and self.unregistered:
+                ops = self.escape_ops_locked(escaping) + ops
             ops.append((m.SUBMIT, spec))
             if direct is not None:
                 # After the SUBMIT: queued work comes before lending a worker.
@@ -254,7 +318,7 @@ class CoreClient:
         with self._cv:
             self._ready[object_id] = payload
         with self._lock:
-            ops = self.direct.escape_ops(value.contained) if self.direct is not None else []
+            ops = self.escape_ops_locked(value.contained)
             ops.append((m.PUT, object_id, payload, value.contained))
             self._send_locked(ops)
         return ref
@@ -280,18 +344,21 @@ class CoreClient:
         next_liveness = time.monotonic() + _LIVENESS_INTERVAL
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
-        polled_replies: set = set()
+        polled_replies: dict = {}
+        seen_version = 0
         try:
             while not self.closed:
-                if direct is not None:
-                    self._track_reply_sockets(poller, polled_replies)
+                if self._reply_version != seen_version:
+                    seen_version = self._track_reply_sockets(poller, polled_replies)
                 events = poller.poll(int(_FLUSH_INTERVAL * 1000))
                 if events:
                     for ready_socket, _ in events:
                         if ready_socket is socket:
                             self._drain_agent_socket(socket)
-                        elif ready_socket in polled_replies:
-                            direct.on_reply(ready_socket)
+                        else:
+                            handler = polled_replies.get(ready_socket)
+                            if handler is not None:
+                                handler(ready_socket)
                 elif self.pending_decs or self._deltas:
                     try:
                         self.flush()
@@ -317,19 +384,23 @@ class CoreClient:
                 return
             self._handle(m.decode(frame))
 
-    def _track_reply_sockets(self, poller, polled: set) -> None:
-        """Keep the poller's set of lease reply sockets current (I/O thread)."""
-        direct = self.direct
-        if direct.to_close:
-            for retired in direct.to_close:
-                if retired in polled:
-                    poller.unregister(retired)
-                    polled.discard(retired)
-            direct.close_retired()
-        for reply in direct.reply_sockets():
-            if reply not in polled:
-                poller.register(reply, zmq.POLLIN)
-                polled.add(reply)
+    def _track_reply_sockets(self, poller, polled: dict) -> int:
+        """Make the poller read the current reply sockets (I/O thread); closes
+        retired ones here, outside any recv. Returns the version seen."""
+        with self._lock:
+            version = self._reply_version
+            retired, self._retired_sockets = self._retired_sockets, []
+            current = dict(self._reply_handlers)
+        for socket in retired:
+            if socket in polled:
+                poller.unregister(socket)
+                del polled[socket]
+            socket.close(linger=0)
+        for socket, handler in current.items():
+            if socket not in polled:
+                poller.register(socket, zmq.POLLIN)
+            polled[socket] = handler
+        return version
 
     def _check_liveness(self) -> None:
         if self._parent_pid and os.getppid() != self._parent_pid:
@@ -366,6 +437,8 @@ class CoreClient:
                 self.direct.on_revoke(op[1])
             elif kind == m.WORKER_DIED:
                 self.direct.on_worker_died(op[1], op[2], op[3])
+            elif kind == m.ACTOR_STATE:
+                self.actor_caller().on_actor_state(op[1], op[2], op[3], op[4], op[5])
             elif kind == m.INFO_REPLY:
                 future = self._info_futures.pop(op[1], None)
                 if future is not None:
@@ -505,6 +578,17 @@ class CoreClient:
         else:
             self._subscribe_missing([object_id])
 
+    def actor_caller(self):
+        """This process's side of actor calls, made on first use."""
+        actors = self.actors
+        if actors is None:
+            with self._lock:
+                if self.actors is None:
+                    from .actor_caller import ActorCaller
+                    self.actors = ActorCaller(self)
+                actors = self.actors
+        return actors
+
     def cancel(self, ref: ObjectRef, force: bool) -> None:
         with self._lock:
             ops = self.direct.cancel_ops(ref._id, force) if self.direct is not None else []
@@ -548,6 +632,12 @@ class CoreClient:
             self._thread.join(timeout=2.0)
         if self.direct is not None:
             self.direct.close()
+        if self.actors is not None:
+            self.actors.close()
+        for socket in list(self._reply_handlers) + self._retired_sockets:
+            socket.close(linger=0)
+        self._reply_handlers.clear()
+        self._retired_sockets = []
         self._close_sockets(send_linger_ms=0 if self.dead_reason != "shutdown" else 1000)
         self._mappings.clear()
 

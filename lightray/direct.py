@@ -60,11 +60,8 @@ class DirectSubmitter:
         self.leases: dict = {}             # shape -> Lease
         self.by_worker: dict = {}          # worker id -> Lease
         self.requested: dict = {}          # shape -> monotonic time of the request
-        self.unregistered: set = set()     # result ids the agent does not know
-        self.promised: set = set()         # ids registered before their result came
         self.inflight_tasks: dict = {}     # task id -> Lease
         self.function_bytes: dict = {}     # function id -> bytes, for resubmission
-        self.to_close: list = []           # reply sockets the I/O thread must close
 
     # ------------------------------------------------ user threads (lock held)
 
@@ -84,7 +81,7 @@ class DirectSubmitter:
         lease.last_used = time.monotonic()
         task_id = spec[ts.TASK_ID]
         self.inflight_tasks[task_id] = lease
-        self.unregistered.update(return_ids(task_id, spec[ts.NUM_RETURNS]))
+        self.client.unregistered.update(return_ids(task_id, spec[ts.NUM_RETURNS]))
         lease.send_socket.send(m.encode([(m.EXEC, spec, function_bytes, [], lease.assignment)]))
         return True
 
@@ -99,18 +96,6 @@ class DirectSubmitter:
             return []
         self.requested[shape] = now
         return [(m.LEASE_REQUEST, request)]
-
-    def escape_ops(self, object_ids) -> list:
-        """REGISTER ops for direct results about to be seen by other processes."""
-        ops = []
-        for object_id in object_ids:
-            if object_id in self.unregistered:
-                self.unregistered.discard(object_id)
-                payload = self.client._ready.get(object_id)
-                if payload is None:
-                    self.promised.add(object_id)
-                ops.append((m.REGISTER, object_id, payload, []))
-        return ops
 
     def cancel_ops(self, object_id: bytes, force: bool) -> list:
         lease = self.inflight_tasks.get(object_id[:-2])
@@ -139,9 +124,7 @@ class DirectSubmitter:
         with client._lock:
             self.leases[shape] = lease
             self.by_worker[worker_id] = lease
-
-    def reply_sockets(self) -> list:
-        return [lease.reply_socket for lease in self.by_worker.values()]
+            client.add_reply_socket(reply_socket, self.on_reply)
 
     def on_reply(self, socket) -> None:
         while True:
@@ -166,7 +149,7 @@ class DirectSubmitter:
                 ops = []
                 items = []
             else:
-                ops, items = self._settle_locked(spec, payloads, registered)
+                ops, items = client.settle_locked(spec, payloads, registered)
             if lease.revoked:
                 ops += self._return_locked(lease)
             if ops:
@@ -174,32 +157,14 @@ class DirectSubmitter:
         if items:
             client._on_ready(items)
 
-    def _settle_locked(self, spec, payloads, registered):
-        """Ops to send and ready items for a finished direct task."""
-        ops, items = [], []
-        counts = self.client._local_counts
-        for object_id, payload in zip(return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
-                                      payloads):
-            if registered:
-                # The worker registered it for us: the agent counts our ref now.
-                self.promised.discard(object_id)
-                if object_id in self.unregistered:
-                    self.unregistered.discard(object_id)
-                    if object_id not in counts:
-                        ops.append((m.DEC, [object_id]))
-            elif object_id in self.promised:
-                self.promised.discard(object_id)
-                ops.append((m.REGISTER, object_id, payload, []))   # fulfil the promise
-            items.append((object_id, payload))
-        return ops, items
-
     def _resubmit_locked(self, spec) -> None:
         """Run spec again through the agent (retries and worker deaths)."""
         task_id = spec[ts.TASK_ID]
         ids = return_ids(task_id, spec[ts.NUM_RETURNS])
+        client = self.client
         for object_id in ids:
-            self.unregistered.discard(object_id)
-            self.promised.discard(object_id)
+            client.unregistered.discard(object_id)
+            client.promised.discard(object_id)
         retried = spec[:ts.OWNER] + (None, spec[ts.ATTEMPTS_MADE] + 1)
         ops = self.client.export_function(spec[ts.FUNCTION_ID],
                                           self.function_bytes[spec[ts.FUNCTION_ID]])
@@ -234,7 +199,7 @@ class DirectSubmitter:
                         f"no retries left (max_retries={spec[ts.MAX_RETRIES]})")
                 if error is not None:
                     payload = (ERROR, serialization.dumps_exception(error))
-                    ops, items = self._settle_locked(spec, [payload] * spec[ts.NUM_RETURNS], False)
+                    ops, items = client.settle_locked(spec, [payload] * spec[ts.NUM_RETURNS], False)
                     if ops:
                         client._send_locked(ops)
         if items:
@@ -262,11 +227,6 @@ class DirectSubmitter:
                     if not client.closed:
                         client._send_locked(self._return_locked(lease))
 
-    def close_retired(self) -> None:
-        """Close reply sockets of finished leases (I/O thread, outside any recv)."""
-        while self.to_close:
-            self.to_close.pop().close(linger=0)
-
     def _return_locked(self, lease) -> list:
         self._forget_lease_locked(lease)
         return [(m.LEASE_RETURN, lease.worker_id)]
@@ -276,10 +236,10 @@ class DirectSubmitter:
         if self.leases.get(lease.shape) is lease:
             del self.leases[lease.shape]
         lease.send_socket.close(linger=0)
-        self.to_close.append(lease.reply_socket)
+        self.client.retire_reply_socket(lease.reply_socket)
 
     def close(self) -> None:
-        """Close every socket (the I/O thread has stopped)."""
+        """Close every send socket (the I/O thread has stopped; the client
+        closes the reply sockets)."""
         for lease in list(self.by_worker.values()):
             self._forget_lease_locked(lease)
-        self.close_retired()

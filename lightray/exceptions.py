@@ -111,3 +111,16 @@ class TaskUnschedulableError(LightrayError):
 
 class RuntimeNotRunningError(LightrayError):
     """The runtime this object or call belongs to has been shut down."""
+
+
+class ActorDiedError(LightrayError):
+    """The actor is dead: killed, its constructor raised, its process died with
+    no restarts left, or every handle to it went away. ``cause`` holds the
+    constructor's exception when that is why."""
+
+    def __init__(self, message: str, cause: BaseException | None = None):
+        super().__init__(message)
+        self.cause = cause
+
+    def __reduce__(self):
+        return (ActorDiedError, (self.args[0], _picklable_or_none(self.cause)))

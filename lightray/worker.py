@@ -173,7 +173,8 @@ class TaskRunner:
             self.client.send([(m.DIRECT_RESULT, owner, object_id, payload, inner)
                               for object_id, payload, inner in zip(
                                   return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
-                                  payloads, contained)])
+                                  payloads, contained)],
+                             escaping=[i for inner in contained for i in inner])
         reply = m.encode([(m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, retryable)])
         identity = spec[ts.OWNER] + b"d"
         deadline = time.monotonic() + 10.0
@@ -203,7 +204,8 @@ class TaskRunner:
     def _reply_to_agent(self, spec, payloads, contained, retryable) -> None:
         if not retryable:   # a retried task's result is not final
             self._keep_local_results(spec, payloads)
-        self.client.send([(m.DONE, spec[ts.TASK_ID], payloads, contained, retryable)])
+        self.client.send([(m.DONE, spec[ts.TASK_ID], payloads, contained, retryable)],
+                         escaping=[i for inner in contained for i in inner] if contained else ())
 
     def _keep_local_results(self, spec, payloads) -> None:
         results = self._local_results

@@ -11,6 +11,9 @@ submissions, results or reference-count changes.
 
 With a lease (see lightray.direct) a driver sends EXEC straight to a worker,
 which answers DIRECT_DONE; the agent then only lends and takes back workers.
+Actor method calls go the same way, straight from any caller to the actor's
+worker (ACTOR_CALL / DIRECT_DONE); the agent only places, restarts and
+names actors (see lightray.agent_actors).
 
 Values larger than the inline threshold never travel here on one host: they
 are in shared memory, and only their segment layout moves.
@@ -42,6 +45,11 @@ REGISTER = 18       # (REGISTER, object_id, payload or None, contained)  a direc
 DIRECT_RESULT = 19  # (DIRECT_RESULT, owner, object_id, payload, contained)  from a worker:
                     #   a direct task's result the agent must hold (shared memory, refs)
 DIRECT_CANCEL = 20  # (DIRECT_CANCEL, worker_id, task_id, force)
+ACTOR_CREATE = 21   # (ACTOR_CREATE, request_id or 0, constructor TaskSpec, actor options dict)
+                    #   request_id: answer with INFO_REPLY (named actors: the name may be taken)
+ACTOR_SUBSCRIBE = 22  # (ACTOR_SUBSCRIBE, actor_id)  tell me where it runs, and every change
+ACTOR_KILL = 23     # (ACTOR_KILL, actor_id, no_restart)
+ACTOR_READY = 24    # (ACTOR_READY, actor_id, error payload or None)  from the actor's worker
 
 # agent -> client
 WELCOME = 101      # (WELCOME, node_info dict)
@@ -53,10 +61,15 @@ STEAL = 106        # (STEAL,)  hand back your unstarted tasks: another worker is
 LEASE_GRANTED = 107  # (LEASE_GRANTED, shape, worker_id or None, assignment)
 LEASE_REVOKE = 108   # (LEASE_REVOKE, worker_id)  return it after the running task
 WORKER_DIED = 109    # (WORKER_DIED, worker_id, status, cancelled)  to its lessee
+ACTOR_STATE = 110    # (ACTOR_STATE, actor_id, incarnation, state, worker_id, death payload)
+ACTOR_START = 111    # (ACTOR_START, constructor TaskSpec, class bytes, [dep payloads],
+                     #   assignment, actor options dict)  to the actor's own worker
 
 # driver <-> leased worker, on the worker's own ROUTER (direct submission)
 DIRECT_HELLO = 201   # (DIRECT_HELLO,)  from the driver's reply socket
 DIRECT_DONE = 202    # (DIRECT_DONE, task_id, [payload...], registered, retryable)
+ACTOR_CALL = 203     # (ACTOR_CALL, TaskSpec, [dep payloads])  caller -> actor, answered
+                     #   by DIRECT_DONE; calls from one caller arrive in submission order
 
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
