@@ -9,15 +9,29 @@
 
     ref = add.remote(1, 2)               # an ObjectRef, at once
     lightray.get(ref)                    # 3
+
+    @lightray.remote
+    class Counter:                       # an actor: state in a process of its own
+        def __init__(self):
+            self.n = 0
+        def inc(self):
+            self.n += 1
+            return self.n
+
+    counter = Counter.remote()
+    lightray.get(counter.inc.remote())   # 1
 """
 from . import exceptions
+from .actor import ActorClass, ActorHandle, method
 from .api import (
     available_resources,
     cancel,
     cluster_resources,
     get,
+    get_actor,
     init,
     is_initialized,
+    kill,
     put,
     remote,
     shutdown,
@@ -29,15 +43,20 @@ from .runtime_context import get_runtime_context
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorClass",
+    "ActorHandle",
     "ObjectRef",
     "available_resources",
     "cancel",
     "cluster_resources",
     "exceptions",
     "get",
+    "get_actor",
     "get_runtime_context",
     "init",
     "is_initialized",
+    "kill",
+    "method",
     "put",
     "remote",
     "shutdown",

@@ -45,7 +45,8 @@ _PR_SET_PDEATHSIG = 1
 
 class AgentServer:
     def __init__(self, *, session_dir: str, session: str, resources: dict, store_capacity: int,
-                 parent_pid: int = 0, initial_workers: int | None = None):
+                 parent_pid: int = 0, initial_workers: int | None = None,
+                 namespace: str = "default"):
         self.session_dir = session_dir
         self.session = session
         self.parent_pid = parent_pid
@@ -54,7 +55,7 @@ class AgentServer:
         self.state = AgentState(node_id=random_hex(8), session=session, resources=resources,
                                 pipeline_depth=config.pipeline_depth(),
                                 max_workers=config.max_workers(num_cpus),
-                                store_capacity=store_capacity)
+                                store_capacity=store_capacity, namespace=namespace)
         self.context = zmq.Context(io_threads=1)
         self.router = sockets.router(self.context, self.address)
         self.running = True
@@ -144,7 +145,8 @@ class AgentServer:
             if os.getppid() != agent_pid:
                 os._exit(1)
             from .worker import worker_main
-            worker_main(self.address, worker_id, agent_pid)
+            worker_main(self.address, worker_id, agent_pid,
+                        actor=self.state.workers[worker_id].actor is not None)
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
         except BaseException:
@@ -269,6 +271,8 @@ def _parse_args(argv):
     parser.add_argument("--session-dir", type=str, default=None)
     parser.add_argument("--parent-pid", type=int, default=0,
                         help="exit when this process (the embedding driver) exits")
+    parser.add_argument("--namespace", type=str, default="default",
+                        help="namespace of named actors for processes that name none")
     parser.add_argument("--ready-fd", type=int, default=-1, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -296,7 +300,7 @@ def main(argv=None) -> int:
         f.write(str(os.getpid()))
     server = AgentServer(session_dir=session_dir, session=session, resources=resources,
                          store_capacity=args.object_store_memory or default_store_capacity(),
-                         parent_pid=args.parent_pid)
+                         parent_pid=args.parent_pid, namespace=args.namespace)
 
     def on_term(signum, frame):
         server.running = False

@@ -10,8 +10,9 @@
 The agent's I/O loop (lightray.agent) feeds events in, then acts on what
 accumulated: it sends the outbox, forks, kills and unlinks.
 
-The object table lives in lightray.object_directory and the lending of
-workers to drivers in lightray.agent_leases (mixins of AgentState).
+The object table lives in lightray.object_directory, the lending of workers
+to drivers in lightray.agent_leases and actors in lightray.agent_actors
+(mixins of AgentState).
 
 Task and worker states are named in lightray.states. A worker's queue holds
 its running task first, then pipelined ones.
@@ -23,6 +24,7 @@ import os
 
 from . import exceptions, serialization
 from . import task_spec as ts
+from .agent_actors import ActorManagement
 from .agent_leases import LeaseLending
 from .ids import return_ids, task_of
 from .object_directory import ObjectDirectory, ObjectEntry
@@ -48,7 +50,7 @@ LOCAL_PAYLOAD = (LOCAL, None)
 
 class Task:
     __slots__ = ("spec", "task_id", "request", "shape", "owner", "state", "missing_deps",
-                 "retries_left", "worker", "cancelled", "force_cancelled")
+                 "retries_left", "worker", "cancelled", "force_cancelled", "actor")
 
     def __init__(self, spec: tuple, owner: bytes):
         self.spec = spec
@@ -62,11 +64,13 @@ class Task:
         self.worker = None
         self.cancelled = False
         self.force_cancelled = False
+        self.actor = None                  # ActorEntry: this task runs an actor's constructor
 
 
 class WorkerEntry:
     __slots__ = ("worker_id", "pid", "state", "allocation", "shape", "queue", "functions",
-                 "started", "steal_asked", "lessee", "revoke_sent", "cancel_requested")
+                 "started", "steal_asked", "lessee", "revoke_sent", "cancel_requested",
+                 "actor")
 
     def __init__(self, worker_id: str):
         self.worker_id = worker_id
@@ -81,6 +85,7 @@ class WorkerEntry:
         self.lessee = None                 # client id holding a direct lease on it
         self.revoke_sent = False
         self.cancel_requested = False      # its lessee force-cancelled the running task
+        self.actor = None                  # ActorEntry: this worker runs only that actor
 
 
 class ClientEntry:
@@ -96,11 +101,12 @@ class ClientEntry:
         self.leases = set()                # worker ids lent to it
 
 
-class AgentState(ObjectDirectory, LeaseLending):
+class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
-                 max_workers: int, store_capacity: int):
+                 max_workers: int, store_capacity: int, namespace: str = "default"):
         self.node_id = node_id
         self.session = session
+        self.namespace = namespace         # of named actors, for processes that name none
         self.pool = ResourcePool(resources)
         self.pipeline_depth = pipeline_depth
         self.max_workers = max_workers
@@ -114,6 +120,8 @@ class AgentState(ObjectDirectory, LeaseLending):
         self.workers_by_pid: dict = {}
         self.idle_workers: list = []
         self.queues: dict = {}             # shape -> deque of QUEUED tasks
+        self.actors: dict = {}             # actor id -> ActorEntry
+        self.named_actors: dict = {}       # (namespace, name) -> actor id
         # DECs of ids we did not know yet, by client: a direct result that a
         # worker registers may arrive after its owner already dropped it.
         self.early_decs: dict = {}
@@ -132,14 +140,18 @@ class AgentState(ObjectDirectory, LeaseLending):
         return {"node_id": self.node_id, "session": self.session,
                 "resources": self.pool.as_floats("total"),
                 "num_gpus": len(self.pool.gpu_free),
-                "store_capacity": self.store_capacity}
+                "store_capacity": self.store_capacity, "namespace": self.namespace}
 
     def on_hello(self, client_id: bytes, kind: str, pid: int, worker_id: str) -> None:
         worker = self.workers.get(worker_id) if kind == "worker" else None
         client = ClientEntry(client_id, kind, pid, worker)
         self.clients[client_id] = client
         self.outbox[client.identity].append((m.WELCOME, self.node_info()))
-        if worker is not None and worker.state != DEAD:
+        if worker is not None and worker.actor is not None:
+            if worker.state != DEAD:
+                worker.started = True
+                self._send_actor_start(worker)
+        elif worker is not None and worker.state != DEAD:
             worker.started = True
             for task in worker.queue:
                 self._send_exec(worker, task)
@@ -190,6 +202,14 @@ class AgentState(ObjectDirectory, LeaseLending):
                 self._on_direct_result(op[1], op[2], op[3], op[4])
             elif kind == m.DIRECT_CANCEL:
                 self._on_direct_cancel(client, op[1], op[2], op[3])
+            elif kind == m.ACTOR_CREATE:
+                self._on_actor_create(client, op[1], op[2], op[3])
+            elif kind == m.ACTOR_SUBSCRIBE:
+                self._on_actor_subscribe(client, op[1])
+            elif kind == m.ACTOR_KILL:
+                self._on_actor_kill(op[1], op[2])
+            elif kind == m.ACTOR_READY:
+                self._on_actor_ready(client, op[1], op[2])
             elif kind == m.GOODBYE:
                 self._drop_client(client)
             elif kind == m.SHUTDOWN:
@@ -218,16 +238,22 @@ class AgentState(ObjectDirectory, LeaseLending):
                 f"argument {unknown[0].hex()} of task {spec[ts.FUNCTION_NAME]}() is not in this "
                 "runtime's object store (an ObjectRef from an earlier session?)"))
             return
+        if self._check_satisfiable(task):
+            self._await_deps(task)
+
+    def _check_satisfiable(self, task: Task) -> bool:
+        """Fail a task that asks for more than this runtime has; False if so."""
         missing = self.pool.unsatisfiable(task.request)
-        if missing is not None:
-            total = from_units(self.pool.total.get(missing, 0))
-            error = exceptions.TaskUnschedulableError(
-                f"task {spec[ts.FUNCTION_NAME]}() asks for {task.request.get(missing)} {missing} "
-                f"but this runtime has {total} {missing} in total "
-                f"(resources: {self.pool.as_floats('total')}); it can never run")
-            self._fail_task(task, (ERROR, serialization.dumps_exception(error)))
-            return
-        self._await_deps(task)
+        if missing is None:
+            return True
+        total = from_units(self.pool.total.get(missing, 0))
+        what = (f"actor {task.spec[ts.FUNCTION_NAME]}" if task.actor is not None
+                else f"task {task.spec[ts.FUNCTION_NAME]}()")
+        self._fail_with(task, exceptions.TaskUnschedulableError(
+            f"{what} asks for {task.request.get(missing)} {missing} "
+            f"but this runtime has {total} {missing} in total "
+            f"(resources: {self.pool.as_floats('total')}); it can never run"))
+        return False
 
     def _await_deps(self, task: Task, front: bool = False) -> None:
         """Queue task if its arguments are ready, else make it wait for them
@@ -257,6 +283,8 @@ class AgentState(ObjectDirectory, LeaseLending):
         missing arguments, behind them: the worker hands it their results
         itself (LOCAL payloads), so a chain of tasks never waits for the agent
         between two links."""
+        if task.actor is not None:
+            return False
         worker = None
         objects = self.objects
         for object_id in task.spec[ts.DEPS]:
@@ -289,6 +317,8 @@ class AgentState(ObjectDirectory, LeaseLending):
 
     def _finish_task(self, task: Task) -> None:
         """Unpin what the task held; it is gone from the agent afterwards."""
+        if task.state == FINISHED:
+            return
         task.state = FINISHED
         self.tasks.pop(task.task_id, None)
         spec = task.spec
@@ -300,6 +330,9 @@ class AgentState(ObjectDirectory, LeaseLending):
     def _fail_task(self, task: Task, payload) -> None:
         if task.state == FINISHED:
             return
+        if task.actor is not None:
+            actor, task.actor = task.actor, None
+            self._actor_creation_failed(actor, payload)
         for object_id in return_ids(task.task_id, task.spec[ts.NUM_RETURNS]):
             entry = self.objects.get(object_id)
             if entry is not None and entry.pending:
@@ -464,6 +497,8 @@ class AgentState(ObjectDirectory, LeaseLending):
                     self.outbox[client.identity].append((m.LEASE_REVOKE, worker.worker_id))
 
     def _place(self, task: Task) -> bool:
+        if task.actor is not None:
+            return self._place_actor(task)
         allocation = self.pool.try_acquire(task.request)
         if allocation is not None:
             worker = self._idle_worker()
@@ -481,6 +516,8 @@ class AgentState(ObjectDirectory, LeaseLending):
 
     def _pipeline(self, task: Task) -> bool:
         """Queue the task behind a busy worker of the same shape, if one has room."""
+        if task.actor is not None:
+            return False
         best = None
         for worker in self.workers.values():
             if (worker.state == LEASED and worker.shape == task.shape and worker.lessee is None
@@ -503,9 +540,12 @@ class AgentState(ObjectDirectory, LeaseLending):
         return None
 
     def _start_worker(self):
-        live = sum(1 for w in self.workers.values() if w.state != DEAD)
+        live = sum(1 for w in self.workers.values() if w.state != DEAD and w.actor is None)
         if live >= self.max_workers:
             return None
+        return self._new_worker()
+
+    def _new_worker(self) -> WorkerEntry:
         self._worker_counter += 1
         worker = WorkerEntry(f"{self.node_id[:8]}w{self._worker_counter:05d}")
         self.workers[worker.worker_id] = worker
@@ -568,6 +608,9 @@ class AgentState(ObjectDirectory, LeaseLending):
         client = self.clients.get(worker.worker_id.encode())
         if client is not None:
             self._drop_client(client)
+        if worker.actor is not None:
+            self._on_actor_worker_exit(worker, status)
+            return
         self._release_lease(worker)
         queue, worker.queue = worker.queue, collections.deque()
         if worker.started and queue:
@@ -600,6 +643,8 @@ class AgentState(ObjectDirectory, LeaseLending):
             self._on_lease_return(client, worker_id)
         self.early_decs.pop(client.client_id, None)
         self.clients.pop(client.client_id, None)
+        if self.actors:
+            self._drop_owned_actors(client)
         held, client.held = client.held, set()
         for object_id in held:
             self._unref(object_id)
@@ -617,6 +662,8 @@ class AgentState(ObjectDirectory, LeaseLending):
         if what == "store":
             return {"used_bytes": self.store_used, "capacity_bytes": self.store_capacity,
                     "num_objects": len(self.objects)}
+        if isinstance(what, tuple) and what[0] == "actor":
+            return self.actor_lookup(what[1], what[2])
         if what == "workers":
             return {w.worker_id: {"pid": w.pid, "state": w.state, "queued": len(w.queue)}
                     for w in self.workers.values()}

@@ -20,6 +20,7 @@ from . import client as client_module
 from . import exceptions, serialization
 from .config import inline_threshold
 from .object_ref import ObjectRef
+from .actor import ActorClass, ActorHandle
 from .remote_function import RemoteFunction
 from .resources import detect_num_cpus, make_request
 from .transport import sockets
@@ -69,6 +70,8 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                 or object_store_memory <= 0):
             raise ValueError(f"object_store_memory must be a positive int (bytes), "
                              f"got {object_store_memory!r}")
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise ValueError(f"namespace must be a non-empty str, got {namespace!r}")
         _runtime = _start_embedded(request, object_store_memory, namespace)
         return _context()
 
@@ -83,6 +86,8 @@ def _start_embedded(request: dict, object_store_memory, namespace) -> _Runtime:
                "--num-gpus", str(int(request.get("GPU", 0))), "--resources", json.dumps(custom)]
     if object_store_memory:
         command += ["--object-store-memory", str(object_store_memory)]
+    if namespace:
+        command += ["--namespace", namespace]
     env = dict(os.environ)
     # Workers import user modules by name (functions pickled by reference):
     # give them the driver's import path.
@@ -287,10 +292,6 @@ def remote(*args, **options):
     if args:
         raise TypeError("@lightray.remote takes either a function or only keyword options, "
                         "e.g. @lightray.remote(num_cpus=2)")
-    RemoteFunction.__init__  # options are validated when applied below
-    from .options import TaskOptions
-    TaskOptions(options)
-
     def decorate(target):
         return _make_remote(target, options)
     return decorate
@@ -298,7 +299,51 @@ def remote(*args, **options):
 
 def _make_remote(target, options: dict):
     if isinstance(target, type):
-        raise TypeError("@lightray.remote on classes (actors) is not available in this version")
+        return ActorClass(target, options)
     if not callable(target):
         raise TypeError(f"@lightray.remote needs a function, got {type(target).__name__}")
     return RemoteFunction(target, options)
+
+
+# ------------------------------------------------------------------ actors
+
+def _namespace_for(namespace) -> str:
+    """The namespace a named actor lives in when the caller names none: the
+    driver's (init(namespace=...)), else the runtime's."""
+    if namespace is not None:
+        return namespace
+    runtime = _runtime
+    if runtime is not None and runtime.namespace:
+        return runtime.namespace
+    return _client_for_submission().node_info.get("namespace") or "default"
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """The handle of the live actor created with this name."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"get_actor() takes an actor name (a non-empty str), got {name!r}")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str or None, got {namespace!r}")
+    client = _client_for_submission()
+    namespace = _namespace_for(namespace)
+    found = client.info(("actor", namespace, name))
+    if found is None:
+        raise ValueError(f"no live actor named {name!r} in namespace {namespace!r}")
+    actor_id, description = found
+    from .actor import handle_object_id
+    return ActorHandle(actor_id, description, ObjectRef(handle_object_id(actor_id), client))
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    """Stop an actor now. Its pending and later calls raise ActorDiedError;
+    with no_restart=False it restarts if it has restarts left."""
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() takes an actor handle, got {type(actor).__name__}: {actor!r:.80}")
+    client = actor._lr_ref._client
+    if client is None or client.closed:
+        raise exceptions.RuntimeNotRunningError(
+            f"{actor!r} belongs to a lightray session that is not running")
+    if no_restart:
+        client.actor_caller().mark_killed(actor._lr_actor_id)
+    from .transport import messages
+    client.send([(messages.ACTOR_KILL, actor._lr_actor_id, bool(no_restart))])

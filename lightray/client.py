@@ -419,13 +419,16 @@ class CoreClient:
                 if not future.done():
                     future.set_exception(error)
         self._futures.clear()
+        for future in list(self._info_futures.values()):
+            if not future.done():
+                future.set_exception(error)
 
     def _handle(self, ops: list) -> None:
         for op in ops:
             kind = op[0]
             if kind == m.READY:
                 self._on_ready(op[1])
-            elif kind == m.EXEC:
+            elif kind == m.EXEC or kind == m.ACTOR_START:
                 self.on_exec(op)
             elif kind == m.CANCEL_TASK:
                 self.on_cancel(op[1])
@@ -589,20 +592,41 @@ class CoreClient:
                 actors = self.actors
         return actors
 
+    def when_ready_locked(self, ref: ObjectRef, callback) -> bool:
+        """Like when_ready, for a caller holding _lock; False (and no call)
+        when ref is ready already."""
+        object_id = ref._id
+        with self._cv:
+            if object_id in self._ready:
+                return False
+            self._when_ready.setdefault(object_id, []).append(lambda _keep=ref: callback())
+        if object_id not in self._owned and object_id not in self._subscribed:
+            self._subscribed.add(object_id)
+            self._send_locked([(m.SUBSCRIBE, [object_id])])
+        return True
+
     def cancel(self, ref: ObjectRef, force: bool) -> None:
         with self._lock:
             ops = self.direct.cancel_ops(ref._id, force) if self.direct is not None else []
             self._send_locked(ops or [(m.CANCEL, ref._id, force)])
 
-    def info(self, what: str, timeout: float = 10.0):
+    def info(self, what, timeout: float = 10.0):
+        return self.request(lambda request_id: [(m.INFO, request_id, what)], timeout, what)
+
+    def request(self, make_ops, timeout: float, what="a request"):
+        """Send make_ops(request_id) (built under _lock) and wait for the
+        agent's INFO_REPLY to it."""
         request_id = next(self._info_ids)
         future = concurrent.futures.Future()
         self._info_futures[request_id] = future
-        self.send([(m.INFO, request_id, what)])
         try:
+            with self._lock:
+                self._send_locked(make_ops(request_id))
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise exceptions.GetTimeoutError(f"the agent did not answer {what!r} in {timeout} s")
+        finally:
+            self._info_futures.pop(request_id, None)
 
     # --------------------------------------------------------------- closing
 

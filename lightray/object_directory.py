@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import exceptions, serialization
+from .actor import HANDLE_PAYLOAD, is_handle_object
+from .ids import task_of
 from .serialization import ERROR, SHARED
 from .states import WAITING
 from .transport import messages as m
@@ -84,6 +86,8 @@ class ObjectDirectory:
             self.store_used -= payload[1][1]
         for inner in entry.contained:
             self._unref(inner)
+        if payload is HANDLE_PAYLOAD and is_handle_object(object_id):
+            self._on_actor_handles_gone(task_of(object_id))
 
     def _on_put(self, client: ClientEntry, object_id: bytes, payload, contained) -> None:
         entry = ObjectEntry(1, owner=client.client_id)

@@ -6,6 +6,7 @@ class _State:
     node_id = ""
     worker_id = ""
     task_id = None
+    actor_id = None
     assigned = {}
 
 
@@ -27,6 +28,14 @@ class RuntimeContext:
     def task_id(self):
         """Hex id of the task running in this thread's worker, None in a driver."""
         return state.task_id.hex() if state.task_id else None
+
+    @property
+    def actor_id(self):
+        """Hex id of the actor this process runs, None elsewhere."""
+        return state.actor_id.hex() if state.actor_id else None
+
+    def get_actor_id(self):
+        return self.actor_id
 
     def get_node_id(self) -> str:
         return state.node_id

@@ -3,7 +3,9 @@
 Task:   WAITING (for arguments) -> QUEUED (for resources) -> DISPATCHED (on a
         worker's queue) -> FINISHED.
 Worker: STARTING (forked, no hello yet) -> IDLE <-> LEASED (running tasks or lent
-        to a driver) <-> BLOCKED (its task waits in get) ... -> DEAD.
+        to a driver) <-> BLOCKED (its task waits in get) ... -> DEAD;
+        or ACTOR (forked for one actor, runs nothing else) -> DEAD.
 """
 WAITING, QUEUED, DISPATCHED, FINISHED = "waiting", "queued", "dispatched", "finished"
 STARTING, IDLE, LEASED, BLOCKED, DEAD = "starting", "idle", "leased", "blocked", "dead"
+ACTOR = "actor"

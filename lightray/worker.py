@@ -198,8 +198,8 @@ class TaskRunner:
             for op in m.decode(frame):
                 if op[0] == m.DIRECT_HELLO:
                     self._direct_peers.add(identity)
-                elif op[0] == m.EXEC:   # a lease runs one task at a time: not expected
-                    self._direct_backlog.append(op)
+                elif op[0] == m.EXEC or op[0] == m.ACTOR_CALL:
+                    self._direct_backlog.append(op)   # served after this reply
 
     def _reply_to_agent(self, spec, payloads, contained, retryable) -> None:
         if not retryable:   # a retried task's result is not final
@@ -311,7 +311,7 @@ class TaskRunner:
             contained.append(serialized.contained)
         return payloads, contained
 
-    def _task_error(self, spec, error: Exception) -> exceptions.TaskError:
+    def _task_error(self, spec, error: Exception, name: str = "") -> exceptions.TaskError:
         if isinstance(error, exceptions.TaskError):
             cause = error.cause
         else:
@@ -319,7 +319,8 @@ class TaskRunner:
         # Skip this module's frame: the user wants their own code's traceback.
         tb = error.__traceback__
         text = "".join(traceback.format_exception(type(error), error, tb.tb_next if tb else None))
-        return exceptions.TaskError(spec[ts.FUNCTION_NAME], text, cause, os.getpid(), self.node_id)
+        return exceptions.TaskError(name or spec[ts.FUNCTION_NAME], text, cause, os.getpid(),
+                                    self.node_id)
 
     def _finish_with_error(self, spec, error: BaseException, retryable: bool, reply) -> None:
         payload = (ERROR, serialization.dumps_exception(error))
@@ -360,8 +361,9 @@ def direct_address(agent_address: str, worker_id: str) -> str:
     return f"{agent_address.rsplit('/', 1)[0]}/{worker_id}.sock"
 
 
-def worker_main(address: str, worker_id: str, agent_pid: int) -> None:
-    """Entry point of a forked worker (never returns normally)."""
+def worker_main(address: str, worker_id: str, agent_pid: int, actor: bool = False) -> None:
+    """Entry point of a forked worker (never returns normally); actor: the
+    worker is dedicated to one actor (lightray.actor_worker)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     client = client_module.CoreClient(address, kind="worker", worker_id=worker_id,
@@ -369,6 +371,10 @@ def worker_main(address: str, worker_id: str, agent_pid: int) -> None:
     client_module.set_current_client(client)
     context_state.node_id = client.node_info["node_id"]
     context_state.worker_id = worker_id
-    runner = TaskRunner(client, client.node_info)
+    if actor:
+        from .actor_worker import ActorRunner
+        runner = ActorRunner(client, client.node_info)
+    else:
+        runner = TaskRunner(client, client.node_info)
     client.start()
     runner.loop()

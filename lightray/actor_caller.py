@@ -1,0 +1,344 @@
+"""The caller's side of actors, in every process (drivers and workers alike).
+
+    handle.m.remote(args) ─▶ ActorChannel.queued ─(deps ready, actor ALIVE)─▶ send socket
+                                                                              │ ACTOR_CALL
+    ready table ◀── settle ◀── I/O thread ◀── reply socket ◀── DIRECT_DONE ───┘ (actor's worker)
+    agent ── ACTOR_STATE (ALIVE at worker w / RESTARTING / DEAD) ──▶ channel state
+
+One channel per actor this process calls. Calls leave in submission order:
+a call whose ObjectRef arguments are not ready yet holds back the calls
+behind it (the caller ships argument payloads with the call, as the agent
+does for tasks, so the actor never asks anyone for them). Every call keeps
+the handle's ref, and its arguments' refs, until it is answered: so an actor
+cannot be stopped for lack of handles while a call is on its way, and an
+argument cannot be freed before the actor has read it.
+
+Results are known only here until they escape (see CoreClient.unregistered);
+an actor registers with the agent itself what the agent must hold (results
+in shared memory or holding refs) before answering.
+
+Channel states: NEW (waiting for the agent to say where the actor runs) ->
+ALIVE <-> RESTARTING -> DEAD. When the actor's process dies, calls it had
+received are sent again to its next incarnation while they have retries
+left (max_task_retries), else they fail with ActorDiedError.
+"""
+from __future__ import annotations
+
+import collections
+
+import zmq
+
+from . import exceptions, serialization
+from . import task_spec as ts
+from .actor import ActorHandle, handle_object_id
+from .ids import return_ids
+from .object_ref import ObjectRef
+from .remote_function import _serialize_arguments
+from .serialization import ERROR
+from .transport import messages as m
+from .worker import direct_address
+
+NEW, ALIVE, RESTARTING, DEAD = "new", "alive", "restarting", "dead"
+
+
+class _Call:
+    __slots__ = ("spec", "keep", "attempts")
+
+    def __init__(self, spec, keep):
+        self.spec = spec
+        self.keep = keep          # refs kept alive until the call is answered
+        self.attempts = 0
+
+
+class ActorChannel:
+    __slots__ = ("actor_id", "class_name", "max_task_retries", "state", "incarnation",
+                 "worker_id", "send_socket", "reply_socket", "queued", "inflight",
+                 "death", "killed")
+
+    def __init__(self, actor_id: bytes, description: dict):
+        self.actor_id = actor_id
+        self.class_name = description["class_name"]
+        retries = description["max_task_retries"]
+        self.max_task_retries = (1 << 30) if retries == -1 else retries
+        self.state = NEW
+        self.incarnation = -1
+        self.worker_id = None
+        self.send_socket = None
+        self.reply_socket = None
+        self.queued = collections.deque()    # _Calls not sent yet, in order
+        self.inflight: dict = {}             # task id -> _Call sent, not answered
+        self.death = None                    # ERROR payload once DEAD
+        self.killed = None                   # ERROR payload: this process killed it
+
+
+class ActorCaller:
+    def __init__(self, client):
+        self.client = client
+        self.channels: dict = {}             # actor id -> ActorChannel
+        self.by_reply_socket: dict = {}      # reply socket -> ActorChannel
+
+    # ---------------------------------------------------------- creation
+
+    def create(self, spec, class_bytes: bytes, description: dict) -> ActorHandle:
+        """Ask the agent to create an actor; its handle, at once for unnamed
+        actors, after the agent's answer for named ones (the name may be taken)."""
+        client = self.client
+        actor_id = spec[ts.TASK_ID]
+        function_id = spec[ts.FUNCTION_ID]
+        escaping = spec[ts.DEPS] + spec[ts.CONTAINED]
+        if description["name"] is None:
+            ref = ObjectRef(handle_object_id(actor_id), client, owned=True)
+            with client._lock:
+                ops = client.escape_ops_locked(escaping) if escaping else []
+                ops += client.export_function(function_id, class_bytes)
+                ops.append((m.ACTOR_CREATE, 0, spec, description))
+                self._open_locked(actor_id, description, ops)
+                client._send_locked(ops)
+            return ActorHandle(actor_id, description, ref)
+        reply = client.request(
+            lambda request_id: (client.escape_ops_locked(escaping) if escaping else [])
+            + client.export_function(function_id, class_bytes)
+            + [(m.ACTOR_CREATE, request_id, spec, description)], timeout=30.0)
+        outcome = reply[0]
+        if outcome == "taken":
+            raise ValueError(reply[1])
+        if outcome == "exists":
+            actor_id, description = reply[1], reply[2]
+            return ActorHandle(actor_id, description, ObjectRef(handle_object_id(actor_id), client))
+        # "created": the agent counts us as holding the handle already.
+        return ActorHandle(actor_id, description,
+                           ObjectRef(handle_object_id(actor_id), client, owned=True))
+
+    # -------------------------------------------------------------- calls
+
+    def call(self, handle: ActorHandle, method: str, num_returns: int, args, kwargs) -> list:
+        client = self.client
+        actor_id = handle._lr_actor_id
+        description = handle._lr_description
+        name = f"{description['class_name']}.{method}"
+        args_bytes, deps, contained, keep_alive = _serialize_arguments(client, name, args, kwargs)
+        task_id = client.ids.task_id()
+        ids = return_ids(task_id, num_returns)
+        refs = [ObjectRef(i, client, owned=True) for i in ids]
+        keep = [handle._lr_ref]
+        if deps or contained:
+            keep += [ObjectRef(i, client) for i in deps]
+            keep += [ObjectRef(i, client) for i in contained]
+        spec = (task_id, actor_id, name, args_bytes, deps, contained, num_returns, None,
+                0, False, client.client_id, 0)
+        call = _Call(spec, keep)
+        items = None
+        with client._lock:
+            client.unregistered.update(ids)
+            channel = self.channels.get(actor_id)
+            if channel is None:
+                ops = []
+                channel = self._open_locked(actor_id, description, ops)
+                client._send_locked(ops)
+            if contained:
+                ops = client.escape_ops_locked(contained)
+                if ops:
+                    client._send_locked(ops)
+            if channel.state == DEAD or channel.killed is not None:
+                items = self._fail_locked(call, channel.death or channel.killed)
+            elif channel.state == ALIVE and not channel.queued and not deps:
+                channel.inflight[task_id] = call
+                channel.send_socket.send(m.encode([(m.ACTOR_CALL, spec, [])]))
+            else:
+                channel.queued.append(call)
+                if deps:
+                    self._watch_deps(channel, call)
+                self._flush_locked(channel)
+        del keep_alive
+        if items:
+            client._on_ready(items)
+        return refs
+
+    def _watch_deps(self, channel: ActorChannel, call: _Call) -> None:
+        """Flush the channel again when an argument of call becomes ready."""
+        client = self.client
+        ready = client._ready
+        for ref in call.keep[1:1 + len(call.spec[ts.DEPS])]:
+            if ref._id not in ready:
+                # Ready meanwhile: the caller's flush right after sees it.
+                client.when_ready_locked(ref, lambda: self._flush(channel))
+
+    def _flush(self, channel: ActorChannel) -> None:
+        with self.client._lock:
+            if not self.client.closed:
+                self._flush_locked(channel)
+
+    def _flush_locked(self, channel: ActorChannel) -> None:
+        """Send queued calls, in order, while the head's arguments are ready."""
+        if channel.state != ALIVE:
+            return
+        queued = channel.queued
+        ready = self.client._ready
+        ops = []
+        while queued:
+            call = queued[0]
+            spec = call.spec
+            payloads = []
+            for object_id in spec[ts.DEPS]:
+                payload = ready.get(object_id)
+                if payload is None:
+                    break
+                payloads.append(payload)
+            if len(payloads) != len(spec[ts.DEPS]):
+                break
+            queued.popleft()
+            channel.inflight[spec[ts.TASK_ID]] = call
+            ops.append((m.ACTOR_CALL, spec, payloads))
+        if ops:
+            channel.send_socket.send(m.encode(ops))
+
+    # -------------------------------------------------------- I/O thread
+
+    def on_reply(self, socket) -> None:
+        channel = self.by_reply_socket.get(socket)
+        client = self.client
+        items = []
+        answered = []
+        while True:
+            try:
+                frame = socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            ops = m.decode(frame)
+            with client._lock:
+                for op in ops:
+                    if op[0] != m.DIRECT_DONE or channel is None:
+                        continue
+                    call = channel.inflight.pop(op[1], None)
+                    if call is None:
+                        continue   # answered already (by an older incarnation)
+                    answered.append(call)
+                    send, ready = client.settle_locked(call.spec, op[2], op[3])
+                    if send:
+                        client._send_locked(send)
+                    items += ready
+        if items:
+            client._on_ready(items)
+        del answered   # drops the refs the calls kept, after the results are stored
+
+    def on_actor_state(self, actor_id, incarnation, state, worker_id, death) -> None:
+        client = self.client
+        items = []
+        with client._lock:
+            channel = self.channels.get(actor_id)
+            if channel is None or channel.state == DEAD or incarnation < channel.incarnation:
+                return
+            if state == ALIVE:
+                if channel.state == ALIVE and channel.incarnation == incarnation:
+                    return
+                if channel.inflight:   # sent to an incarnation that died
+                    items += self._retry_or_fail_inflight_locked(channel)
+                self._disconnect_locked(channel)
+                channel.incarnation = incarnation
+                channel.state = ALIVE
+                self._connect_locked(channel, worker_id)
+                self._flush_locked(channel)
+            elif state == RESTARTING:
+                channel.incarnation = incarnation
+                channel.state = RESTARTING
+                self._disconnect_locked(channel)
+                items += self._retry_or_fail_inflight_locked(channel)
+            elif state == DEAD:
+                items += self._kill_channel_locked(channel, death)
+        if items:
+            client._on_ready(items)
+
+    # ------------------------------------------------------------ helpers
+
+    def _open_locked(self, actor_id: bytes, description: dict, ops: list) -> ActorChannel:
+        channel = self.channels[actor_id] = ActorChannel(actor_id, description)
+        ops.append((m.ACTOR_SUBSCRIBE, actor_id))
+        return channel
+
+    def _connect_locked(self, channel: ActorChannel, worker_id: str) -> None:
+        client = self.client
+        address = direct_address(client.address, worker_id)
+        reply_socket = client._context.socket(zmq.DEALER)
+        reply_socket.setsockopt(zmq.LINGER, 0)
+        reply_socket.setsockopt(zmq.IDENTITY, client.client_id + b"d")
+        reply_socket.connect(address)
+        reply_socket.send(m.encode([(m.DIRECT_HELLO,)]))
+        send_socket = client._context.socket(zmq.DEALER)
+        send_socket.setsockopt(zmq.LINGER, 0)
+        send_socket.setsockopt(zmq.IDENTITY, client.client_id + b"x")
+        send_socket.connect(address)
+        channel.worker_id = worker_id
+        channel.send_socket = send_socket
+        channel.reply_socket = reply_socket
+        self.by_reply_socket[reply_socket] = channel
+        client.add_reply_socket(reply_socket, self.on_reply)
+
+    def _disconnect_locked(self, channel: ActorChannel) -> None:
+        if channel.send_socket is not None:
+            channel.send_socket.close(linger=0)
+            channel.send_socket = None
+        if channel.reply_socket is not None:
+            self.by_reply_socket.pop(channel.reply_socket, None)
+            self.client.retire_reply_socket(channel.reply_socket)
+            channel.reply_socket = None
+
+    def _retry_or_fail_inflight_locked(self, channel: ActorChannel) -> list:
+        """Calls the dead incarnation had: back to the queue's front while they
+        have retries left (in their order), else failed."""
+        items = []
+        retried = []
+        for call in channel.inflight.values():
+            if call.attempts < channel.max_task_retries:
+                call.attempts += 1
+                retried.append(call)
+            else:
+                error = exceptions.ActorDiedError(
+                    f"the actor {channel.class_name} ({channel.actor_id.hex()}) died while "
+                    f"running {call.spec[ts.FUNCTION_NAME]}() and the call has no retries left "
+                    f"(max_task_retries={channel.max_task_retries})")
+                items += self._fail_locked(call, (ERROR, serialization.dumps_exception(error)))
+        channel.inflight.clear()
+        channel.queued.extendleft(reversed(retried))
+        return items
+
+    def _kill_channel_locked(self, channel: ActorChannel, death) -> list:
+        channel.state = DEAD
+        channel.death = death
+        self._disconnect_locked(channel)
+        items = []
+        for call in list(channel.inflight.values()) + list(channel.queued):
+            items += self._fail_locked(call, death)
+        channel.inflight.clear()
+        channel.queued.clear()
+        return items
+
+    def _fail_locked(self, call: _Call, payload) -> list:
+        spec = call.spec
+        ops, items = self.client.settle_locked(spec, [payload] * spec[ts.NUM_RETURNS], False)
+        if ops:
+            self.client._send_locked(ops)
+        return items
+
+    def mark_killed(self, actor_id: bytes) -> None:
+        """lightray.kill() from this process: later and queued calls fail at
+        once; those already sent are settled by the agent's DEAD notice."""
+        client = self.client
+        error = exceptions.ActorDiedError(
+            f"the actor {actor_id.hex()} was killed with lightray.kill()")
+        items = []
+        with client._lock:
+            channel = self.channels.get(actor_id)
+            if channel is not None and channel.state != DEAD:
+                channel.killed = (ERROR, serialization.dumps_exception(error))
+                queued, channel.queued = channel.queued, collections.deque()
+                for call in queued:
+                    items += self._fail_locked(call, channel.killed)
+        if items:
+            client._on_ready(items)
+
+    def close(self) -> None:
+        """Close every send socket (the client closes reply sockets)."""
+        for channel in self.channels.values():
+            if channel.send_socket is not None:
+                channel.send_socket.close(linger=0)
+                channel.send_socket = None

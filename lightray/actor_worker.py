@@ -1,0 +1,239 @@
+"""A worker process dedicated to one actor.
+
+    agent ──ACTOR_START──▶ build the instance (main thread) ──ACTOR_READY──▶ agent
+    callers ──ACTOR_CALL──▶ direct ROUTER ──▶ run ──DIRECT_DONE──▶ caller
+
+Three ways to run calls, chosen from the class and ``max_concurrency``:
+
+* one at a time in the main thread, in arrival order (the default);
+* a threaded actor (``max_concurrency`` > 1, no ``async def`` methods): a
+  pool of that many threads;
+* an async actor (any ``async def`` method): one event loop in its own
+  thread runs up to ``max_concurrency`` calls at once (1,000 by default).
+
+Only the main thread touches the ROUTER socket: pool threads and the event
+loop hand finished calls back through a queue and a pipe the main thread
+polls alongside it.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import queue
+import threading
+
+import zmq
+
+from . import exceptions, serialization
+from . import task_spec as ts
+from .runtime_context import state as context_state
+from .serialization import ERROR
+from .transport import messages as m
+from .worker import TaskRunner, _DepError
+
+
+class ActorRunner(TaskRunner):
+    def __init__(self, client, node_info: dict):
+        super().__init__(client, node_info)
+        # An actor worker never gets pipelined tasks to hand back.
+        client.on_block = None
+        client.on_unblock = None
+        client.on_steal = None
+        self.instance = None
+        self.actor_id = None
+        self.failed = False
+        self._mode = "sync"
+        self._pool = None
+        self._loop = None
+        self._semaphore = None
+        self._finished: queue.SimpleQueue = queue.SimpleQueue()
+        self._finished_r, self._finished_w = os.pipe()
+        os.set_blocking(self._finished_r, False)
+        self._waiting_calls: list = []     # calls that came before the instance
+
+    def _on_exec(self, op) -> None:
+        self.queue.put(op)
+        self._wake_push.send(b"")
+
+    # ------------------------------------------------------------ main loop
+
+    def loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._wake_pull, zmq.POLLIN)
+        poller.register(self._direct, zmq.POLLIN)
+        poller.register(self._finished_r, zmq.POLLIN)
+        while not self.client.closed:
+            events = dict(poller.poll(500))
+            if self._wake_pull in events:
+                while True:
+                    try:
+                        self._wake_pull.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                while True:
+                    try:
+                        op = self.queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if op[0] == m.ACTOR_START:
+                        self._start(op)
+            if self._direct in events:
+                self._serve_calls()
+            if self._finished_r in events:
+                self._send_finished()
+
+    def _serve_calls(self) -> None:
+        while True:
+            try:
+                identity, frame = self._direct.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except ValueError:
+                continue
+            for op in m.decode(frame):
+                if op[0] == m.ACTOR_CALL:
+                    self._direct_backlog.append(op)
+                elif op[0] == m.DIRECT_HELLO:
+                    self._direct_peers.add(identity)
+        if self.instance is None and not self.failed:
+            self._waiting_calls += self._direct_backlog
+            self._direct_backlog = []
+            return
+        while self._direct_backlog:
+            self._dispatch(self._direct_backlog.pop(0))
+
+    # -------------------------------------------------------------- start
+
+    def _start(self, op) -> None:
+        _, spec, class_bytes, dep_payloads, assignment, description = op
+        self.actor_id = spec[ts.TASK_ID]
+        context_state.actor_id = self.actor_id
+        context_state.assigned = assignment[0]
+        if self.has_gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in assignment[1])
+        if class_bytes is not None:
+            self.function_bytes[spec[ts.FUNCTION_ID]] = class_bytes
+        error_payload = None
+        try:
+            cls = self._function(spec)
+            args, kwargs = self._arguments(spec, dep_payloads)
+            self.instance = cls(*args, **kwargs)
+        except _DepError as dep_error:
+            cause = serialization.deserialize(dep_error.payload[1])
+            error_payload = _died(f"the actor {spec[ts.FUNCTION_NAME]} could not be created: an "
+                                  f"argument of its constructor failed: {cause}", cause)
+        except Exception as error:
+            task_error = self._task_error(spec, error, f"{spec[ts.FUNCTION_NAME]}.__init__")
+            error_payload = _died(f"the actor {spec[ts.FUNCTION_NAME]} could not be created: "
+                                  f"its __init__ raised {type(error).__name__}: {error}\n"
+                                  f"{task_error.traceback_str.rstrip()}", error)
+        if error_payload is None:
+            self._set_mode(description)
+        else:
+            self.failed = True
+        self.client.send([(m.ACTOR_READY, self.actor_id, error_payload)])
+        waiting, self._waiting_calls = self._waiting_calls, []
+        for call in waiting:
+            self._dispatch(call)
+
+    def _set_mode(self, description: dict) -> None:
+        limit = description["max_concurrency"]
+        if description["is_async"]:
+            self._mode = "async"
+            self._loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run_loop():
+                asyncio.set_event_loop(self._loop)
+                self._semaphore = asyncio.Semaphore(limit)
+                ready.set()
+                self._loop.run_forever()
+            threading.Thread(target=run_loop, name="lightray-actor-loop", daemon=True).start()
+            ready.wait()
+        elif limit > 1:
+            self._mode = "threaded"
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                limit, thread_name_prefix="lightray-actor")
+
+    # -------------------------------------------------------------- calls
+
+    def _dispatch(self, op) -> None:
+        _, spec, dep_payloads = op
+        if self.failed:
+            return   # the agent told every caller the actor is dead
+        if self._mode == "sync":
+            payloads, contained = self._run_call(spec, dep_payloads)
+            self._reply(spec, payloads, contained)
+        elif self._mode == "threaded":
+            self._pool.submit(self._run_call_in_thread, spec, dep_payloads)
+        else:
+            asyncio.run_coroutine_threadsafe(self._run_call_async(spec, dep_payloads), self._loop)
+
+    def _run_call(self, spec, dep_payloads):
+        """(payloads, contained) of one call; a method's exception is its result."""
+        context_state.task_id = spec[ts.TASK_ID]
+        try:
+            method = getattr(self.instance, spec[ts.FUNCTION_NAME].rsplit(".", 1)[1])
+            args, kwargs = self._arguments(spec, dep_payloads)
+            return self._store_results(spec, method(*args, **kwargs))
+        except _DepError as dep_error:
+            return self._failed(spec, dep_error.payload)
+        except Exception as error:
+            return self._failed(spec, (ERROR, serialization.dumps_exception(
+                self._task_error(spec, error))))
+        finally:
+            context_state.task_id = None
+
+    def _run_call_in_thread(self, spec, dep_payloads) -> None:
+        self._finish(spec, self._run_call(spec, dep_payloads))
+
+    async def _run_call_async(self, spec, dep_payloads) -> None:
+        async with self._semaphore:
+            try:
+                method = getattr(self.instance, spec[ts.FUNCTION_NAME].rsplit(".", 1)[1])
+                args, kwargs = self._arguments(spec, dep_payloads)
+                result = method(*args, **kwargs)
+                if asyncio.iscoroutine(result):
+                    result = await result
+                outcome = self._store_results(spec, result)
+            except _DepError as dep_error:
+                outcome = self._failed(spec, dep_error.payload)
+            except Exception as error:
+                outcome = self._failed(spec, (ERROR, serialization.dumps_exception(
+                    self._task_error(spec, error))))
+        self._finish(spec, outcome)
+
+    def _finish(self, spec, outcome) -> None:
+        """From a pool thread or the event loop: the main thread replies."""
+        self._finished.put((spec, outcome))
+        os.write(self._finished_w, b"x")
+
+    def _send_finished(self) -> None:
+        try:
+            while os.read(self._finished_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                spec, (payloads, contained) = self._finished.get_nowait()
+            except queue.Empty:
+                return
+            self._reply(spec, payloads, contained)
+
+    def _reply(self, spec, payloads, contained) -> None:
+        if spec[ts.CONTAINED]:
+            # The refs we now hold (INC) reach the agent before the caller,
+            # answered, drops its own.
+            self.client.flush()
+        self._reply_direct(spec, payloads, contained, False)
+
+    @staticmethod
+    def _failed(spec, payload):
+        n = spec[ts.NUM_RETURNS]
+        return [payload] * n, [[]] * n
+
+
+def _died(message: str, cause=None):
+    return (ERROR, serialization.dumps_exception(exceptions.ActorDiedError(message, cause)))

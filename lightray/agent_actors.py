@@ -1,0 +1,299 @@
+"""Actors in the agent: placement, a worker of their own, restarts, names. Part of AgentState.
+
+    ACTOR_CREATE ─▶ constructor Task (waits for its arguments, then for the
+                    placement resources) ─▶ fork a dedicated worker ─▶ ACTOR_START
+    ACTOR_READY  ─▶ ALIVE: ACTOR_STATE(alive, worker) to every subscriber
+    worker dies  ─▶ RESTARTING (restarts left: fork again, constructor again) or DEAD
+    ACTOR_KILL, last handle gone, owner gone (named) ─▶ DEAD: worker killed,
+                    resources back to the pool, name freed
+
+Actor states: PENDING (constructor not run yet) -> ALIVE <-> RESTARTING -> DEAD.
+Method calls never pass through here: callers send them to the actor's
+worker directly (lightray.actor_caller). The agent tells subscribers (every
+process that called the actor) where it runs and when that changes.
+
+Lifetime: the actor's handle object (lightray.actor.handle_object_id) is an
+entry of the object table counted like any ref; when it is freed, an actor
+that is neither named nor detached is stopped. A name pins the handle object
+until the actor dies; a non-detached named actor dies with the process that
+created it, a detached one lives as long as the agent.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import exceptions, serialization
+from . import task_spec as ts
+from .actor import HANDLE_PAYLOAD, handle_object_id
+from .object_directory import ObjectEntry
+from .serialization import ERROR
+from .states import ACTOR, DEAD, DISPATCHED, FINISHED
+from .transport import messages as m
+
+if TYPE_CHECKING:
+    from .agent_state import ClientEntry
+
+PENDING, ALIVE, RESTARTING = "pending", "alive", "restarting"   # and DEAD
+
+
+class ActorEntry:
+    __slots__ = ("actor_id", "spec", "description", "owner", "state", "worker",
+                 "incarnation", "restarts_left", "death", "subscribers", "name_key",
+                 "allocation", "name_pinned")
+
+    def __init__(self, spec: tuple, description: dict, owner: bytes):
+        self.actor_id = spec[ts.TASK_ID]
+        self.spec = spec                  # the constructor call, run again on restart
+        self.description = description   # class name, methods, options (lightray.actor)
+        self.owner = owner
+        self.state = PENDING
+        self.worker = None
+        self.incarnation = 0
+        self.restarts_left = spec[ts.MAX_RETRIES]
+        self.death = None                 # ERROR payload once DEAD
+        self.subscribers = set()          # receive identities
+        self.name_key = None              # (namespace, name)
+        self.allocation = None            # held resources, kept across restarts
+        self.name_pinned = False          # the name holds the handle object
+
+
+class ActorManagement:
+
+    # ------------------------------------------------------------ creation
+
+    def _on_actor_create(self, client: ClientEntry, request_id: int, spec: tuple,
+                         description: dict) -> None:
+        actor_id = spec[ts.TASK_ID]
+        name = description["name"]
+        key = None
+        if name is not None:
+            key = (description["namespace"], name)
+            existing = self.actors.get(self.named_actors.get(key))
+            if existing is not None and existing.state != DEAD:
+                if description["get_if_exists"]:
+                    reply = ("exists", existing.actor_id, existing.description)
+                else:
+                    reply = ("taken", f"an actor named {name!r} already exists in namespace "
+                                      f"{key[0]!r}; pick another name, pass get_if_exists=True, "
+                                      "or get it with lightray.get_actor()")
+                self.outbox[client.identity].append((m.INFO_REPLY, request_id, reply))
+                return
+        actor = ActorEntry(spec, description, client.client_id)
+        self.actors[actor_id] = actor
+        handle = self.objects[handle_object_id(actor_id)] = ObjectEntry(
+            1, HANDLE_PAYLOAD, owner=client.client_id)
+        client.held.add(handle_object_id(actor_id))
+        if key is not None or description["detached"]:
+            handle.refs += 1
+            actor.name_pinned = True
+        if key is not None:
+            actor.name_key = key
+            self.named_actors[key] = actor_id
+        if request_id:
+            self.outbox[client.identity].append((m.INFO_REPLY, request_id, ("created",)))
+        # The actor pins its constructor's arguments for its whole life: a
+        # restart runs the constructor again with them.
+        self._pin(spec[ts.DEPS])
+        self._pin(spec[ts.CONTAINED])
+        self._submit_constructor(actor, client)
+
+    def _submit_constructor(self, actor: ActorEntry, client: ClientEntry) -> None:
+        from .agent_state import Task
+        spec = actor.spec
+        task = Task(spec, client.client_id)
+        task.actor = actor
+        self.tasks[actor.actor_id] = task
+        self._pin(spec[ts.DEPS])
+        self._pin(spec[ts.CONTAINED])
+        unknown = [d for d in spec[ts.DEPS] if d not in self.objects]
+        if unknown:
+            self._fail_with(task, exceptions.ObjectLostError(
+                f"argument {unknown[0].hex()} of actor {spec[ts.FUNCTION_NAME]} is not in "
+                "this runtime's object store"))
+            return
+        if not self._check_satisfiable(task):
+            return
+        self._await_deps(task)
+
+    def _place_actor(self, task) -> bool:
+        """Acquire the placement resources and fork the actor's worker."""
+        actor = task.actor
+        allocation = self.pool.try_acquire(task.request)
+        if allocation is None:
+            return False
+        held = actor.description["held"]
+        if held != task.request:
+            self.pool.release(allocation)
+            allocation = self.pool.try_acquire(held)
+        actor.allocation = allocation
+        task.state = DISPATCHED
+        self._start_actor_worker(actor)
+        task.worker = actor.worker
+        return True
+
+    def _start_actor_worker(self, actor: ActorEntry) -> None:
+        worker = self._new_worker()
+        worker.state = ACTOR
+        worker.actor = actor
+        worker.allocation = None   # the actor holds it, across restarts
+        actor.worker = worker
+
+    def _send_actor_start(self, worker) -> None:
+        actor = worker.actor
+        spec = actor.spec
+        function_id = spec[ts.FUNCTION_ID]
+        worker.functions.add(function_id)
+        objects = self.objects
+        dep_payloads = [objects[d].payload for d in spec[ts.DEPS]]
+        allocation = actor.allocation
+        assignment = (actor.description["held"], allocation.gpu_ids if allocation else [])
+        self.outbox[worker.worker_id.encode() + b"r"].append(
+            (m.ACTOR_START, spec, self.functions[function_id], dep_payloads, assignment,
+             actor.description))
+
+    def _on_actor_ready(self, client: ClientEntry, actor_id: bytes, error_payload) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.worker is not client.worker or actor.state == DEAD:
+            return
+        task = self.tasks.get(actor_id)
+        if task is not None and task.state != FINISHED:
+            self._finish_task(task)
+        if error_payload is not None:
+            # An exception in __init__ is final: no restart.
+            self._actor_died(actor, error_payload)
+            return
+        actor.state = ALIVE
+        self._notify_actor(actor)
+
+    # ------------------------------------------------------------- callers
+
+    def _on_actor_subscribe(self, client: ClientEntry, actor_id: bytes) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            error = exceptions.ActorDiedError(
+                f"the actor {actor_id.hex()} is not in this runtime: it ended and every "
+                "handle to it was dropped, or it belongs to another session")
+            self.outbox[client.identity].append(
+                (m.ACTOR_STATE, actor_id, 1 << 30, DEAD, None,
+                 (ERROR, serialization.dumps_exception(error))))
+            return
+        actor.subscribers.add(client.identity)
+        if actor.state != PENDING:
+            self.outbox[client.identity].append(self._actor_state_op(actor))
+
+    def _actor_state_op(self, actor: ActorEntry) -> tuple:
+        worker_id = actor.worker.worker_id if actor.state == ALIVE else None
+        return (m.ACTOR_STATE, actor.actor_id, actor.incarnation, actor.state, worker_id,
+                actor.death)
+
+    def _notify_actor(self, actor: ActorEntry) -> None:
+        op = self._actor_state_op(actor)
+        for identity in actor.subscribers:
+            if identity[:-1] in self.clients:
+                self.outbox[identity].append(op)
+
+    def actor_lookup(self, namespace: str, name: str):
+        """(actor id, description) of a live named actor, or None."""
+        actor = self.actors.get(self.named_actors.get((namespace, name)))
+        if actor is None or actor.state == DEAD:
+            return None
+        return actor.actor_id, actor.description
+
+    # --------------------------------------------------------------- death
+
+    def _on_actor_kill(self, actor_id: bytes, no_restart: bool) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == DEAD:
+            return
+        if no_restart or actor.restarts_left <= 0:
+            self._actor_died(actor, _died_payload(
+                f"the actor {actor.description['class_name']} ({actor_id.hex()}) was killed "
+                "with lightray.kill()"))
+        elif actor.worker is not None and actor.worker.pid:
+            self.kill.append(actor.worker.pid)   # restarts when its exit is seen
+
+    def _on_actor_worker_exit(self, worker, status: str) -> None:
+        actor = worker.actor
+        if actor.state == DEAD or actor.worker is not worker:
+            return
+        name = actor.description["class_name"]
+        if actor.restarts_left > 0:
+            actor.restarts_left -= 1
+            actor.incarnation += 1
+            actor.state = RESTARTING
+            self._notify_actor(actor)
+            self._start_actor_worker(actor)
+            task = self.tasks.get(actor.actor_id)
+            if task is not None:
+                task.worker = actor.worker
+            return
+        restarts = actor.spec[ts.MAX_RETRIES]
+        self._actor_died(actor, _died_payload(
+            f"the actor {name} ({actor.actor_id.hex()}) died: its worker process (pid "
+            f"{worker.pid}) {status}; no restarts left (max_restarts={restarts})"))
+
+    def _actor_died(self, actor: ActorEntry, death_payload) -> None:
+        """Final: tell callers, stop its process, give back resources and name."""
+        if actor.state == DEAD:
+            return
+        actor.state = DEAD
+        actor.death = death_payload
+        self._notify_actor(actor)
+        actor.subscribers = set()
+        worker = actor.worker
+        if worker is not None and worker.state != DEAD and worker.pid:
+            self.kill.append(worker.pid)
+        if actor.allocation is not None:
+            self.pool.release(actor.allocation)
+            actor.allocation = None
+            self.needs_schedule = True
+        task = self.tasks.get(actor.actor_id)
+        if task is not None and task.state != FINISHED:
+            task.actor = None   # its failure is this death, reported already
+            self._finish_task(task)
+        self._unref_all(actor.spec[ts.DEPS])
+        self._unref_all(actor.spec[ts.CONTAINED])
+        if actor.name_key is not None and self.named_actors.get(actor.name_key) == actor.actor_id:
+            del self.named_actors[actor.name_key]
+        if actor.name_pinned:
+            actor.name_pinned = False
+            self._unref(handle_object_id(actor.actor_id))
+
+    def _actor_creation_failed(self, actor: ActorEntry, payload) -> None:
+        """Its constructor could not run (an argument failed, lost, or too
+        large a resource request): calls raise ActorDiedError with the cause."""
+        try:
+            cause = serialization.deserialize(payload[1])
+        except Exception:   # an exception class the agent cannot import
+            cause = None
+        self._actor_died(actor, (ERROR, serialization.dumps_exception(exceptions.ActorDiedError(
+            f"the actor {actor.description['class_name']} ({actor.actor_id.hex()}) could not be "
+            f"created: {cause if cause is not None else 'an argument of its constructor failed'}",
+            cause))))
+
+    def _on_actor_handles_gone(self, actor_id: bytes) -> None:
+        """The handle object was freed: no process can call the actor any more."""
+        actor = self.actors.pop(actor_id, None)
+        if actor is not None and actor.state != DEAD:
+            self._actor_died(actor, _died_payload(
+                f"the actor {actor.description['class_name']} ({actor_id.hex()}) was stopped: "
+                "every handle to it went away"))
+
+    def _drop_owned_actors(self, client: ClientEntry) -> None:
+        """A process left: its non-detached named actors die with it (Ray's
+        fate sharing); unnamed ones live while handles to them do."""
+        for actor in list(self.actors.values()):
+            if (actor.owner == client.client_id and actor.name_key is not None
+                    and not actor.description["detached"] and actor.state != DEAD):
+                self._actor_died(actor, _died_payload(
+                    f"the actor {actor.description['class_name']} ({actor.actor_id.hex()}) "
+                    "died with the process that created it (create it with "
+                    "lifetime='detached' to keep it)"))
+
+    def _unref_all(self, object_ids) -> None:
+        for object_id in object_ids:
+            self._unref(object_id)
+
+
+def _died_payload(message: str):
+    return (ERROR, serialization.dumps_exception(exceptions.ActorDiedError(message)))
