@@ -191,26 +191,23 @@ class ActorHandle:
     Picklable: pass it to tasks and other actors; calls through any copy work.
     """
 
-    __slots__ = ("_lr_actor_id", "_lr_description", "_lr_ref", "_lr_methods", "__weakref__")
+    __slots__ = ("_lr_actor_id", "_lr_description", "_lr_ref", "__weakref__")
 
     def __init__(self, actor_id: bytes, description: dict, ref: ObjectRef):
         self._lr_actor_id = actor_id
         self._lr_description = description
         self._lr_ref = ref            # keeps the actor alive while this handle lives
-        self._lr_methods = {}
 
     def __getattr__(self, name: str):
+        # Not cached on the handle: a handle -> method -> handle cycle would
+        # keep the actor alive until the garbage collector runs.
         if name.startswith("_lr_"):
             raise AttributeError(name)
-        methods = self._lr_methods
-        bound = methods.get(name)
-        if bound is None:
-            entry = self._lr_description["methods"].get(name)
-            if entry is None:
-                raise AttributeError(
-                    f"actor class {self._lr_description['class_name']} has no method {name!r}")
-            bound = methods[name] = ActorMethod(self, name, entry[0])
-        return bound
+        entry = self._lr_description["methods"].get(name)
+        if entry is None:
+            raise AttributeError(
+                f"actor class {self._lr_description['class_name']} has no method {name!r}")
+        return ActorMethod(self, name, entry[0])
 
     def __reduce__(self):
         return (_rebuild_handle, (self._lr_actor_id, self._lr_description, self._lr_ref))

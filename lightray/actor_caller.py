@@ -323,12 +323,13 @@ class ActorCaller:
         """lightray.kill() from this process: later and queued calls fail at
         once; those already sent are settled by the agent's DEAD notice."""
         client = self.client
-        error = exceptions.ActorDiedError(
-            f"the actor {actor_id.hex()} was killed with lightray.kill()")
         items = []
         with client._lock:
             channel = self.channels.get(actor_id)
             if channel is not None and channel.state != DEAD:
+                error = exceptions.ActorDiedError(
+                    f"the actor {channel.class_name} ({actor_id.hex()}) was killed with "
+                    "lightray.kill()")
                 channel.killed = (ERROR, serialization.dumps_exception(error))
                 queued, channel.queued = channel.queued, collections.deque()
                 for call in queued:

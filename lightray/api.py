@@ -1,6 +1,8 @@
 """The driver-facing API: init, shutdown, get, put, wait, cancel, remote.
 
-``init()`` with no address starts an embedded runtime: a node agent process
+``init(address="ipc://...")`` attaches this process to an agent already
+running on this host (``lightray-agent`` prints its address); shutdown()
+then only detaches. ``init()`` with no address starts an embedded runtime: a node agent process
 (``python -m lightray.agent``, a child of this process in its own session so a
 terminal's Ctrl-C reaches only the driver) which forks the worker pool. The
 agent watches this process and cleans everything up when it exits, even by
@@ -58,9 +60,13 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
             raise RuntimeError("lightray.init() was called twice; call lightray.shutdown() first "
                                "or pass ignore_reinit_error=True")
         if address is not None:
-            raise ValueError(f"cannot connect to {address!r}: joining a running cluster "
-                             "is not supported yet; call lightray.init() without an address "
-                             "to start an embedded runtime")
+            if not isinstance(address, str):
+                raise TypeError(f"address must be a str, got {type(address).__name__}")
+            if any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory)):
+                raise ValueError("num_cpus, num_gpus, resources and object_store_memory belong "
+                                 "to the agent; init(address=...) attaches to a running one")
+            _runtime = _connect_local(address, namespace)
+            return _context()
         request = make_request(num_cpus if num_cpus is not None else detect_num_cpus(),
                                num_gpus, resources)
         if num_gpus is not None and num_gpus != int(num_gpus):
@@ -105,14 +111,40 @@ def _start_embedded(request: dict, object_store_memory, namespace) -> _Runtime:
     return _Runtime(client, process, session_dir, session, namespace)
 
 
+def _connect_local(address: str, namespace) -> _Runtime:
+    """Attach to the agent listening at ipc://<session dir>/agent.sock."""
+    from .agent import _pid_alive
+    if not address.startswith("ipc://"):
+        raise ValueError(f"cannot connect to {address!r}: only the ipc:// address of an agent "
+                         "on this host (as printed by lightray-agent) is supported yet; call "
+                         "lightray.init() without an address to start an embedded runtime")
+    session_dir = os.path.dirname(address[len("ipc://"):])
+    try:
+        with open(os.path.join(session_dir, "agent.pid")) as f:
+            agent_pid = int(f.read().strip())
+    except (OSError, ValueError):
+        agent_pid = 0
+    if not agent_pid or not _pid_alive(agent_pid):
+        raise ConnectionError(f"no lightray agent is running at {address!r}")
+    session = os.path.basename(session_dir).rsplit("_", 1)[-1]
+    client = client_module.CoreClient(address, kind="driver",
+                                      agent_alive=lambda: _pid_alive(agent_pid))
+    client_module.set_current_client(client)
+    return _Runtime(client, None, session_dir, session, namespace)
+
+
 def shutdown() -> None:
-    """Stop the embedded runtime: workers end and every segment is unlinked."""
+    """Stop the embedded runtime: workers end and every segment is unlinked.
+    A process attached with init(address=...) only detaches."""
     global _runtime
     with _lock:
         runtime, _runtime = _runtime, None
         if runtime is None:
             return
         client_module.set_current_client(None)
+        if runtime.process is None:
+            runtime.client.close()
+            return
         runtime.client.close(notify_agent="shutdown")
         try:
             runtime.process.wait(timeout=10)
