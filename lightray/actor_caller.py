@@ -1,8 +1,13 @@
 """The caller's side of actors, in every process (drivers and workers alike).
 
-    handle.m.remote(args) ─▶ ActorChannel.queued ─(deps ready, actor ALIVE)─▶ send socket
+    handle.m.remote(args) ─▶ ActorChannel.queued ─(deps ready, actor ALIVE)─▶ stream socket
                                                                               │ ACTOR_CALL
-    ready table ◀── settle ◀── I/O thread ◀── reply socket ◀── DIRECT_DONE ───┘ (actor's worker)
+    ready table ◀── settle ◀── I/O thread ◀── same socket ◀─── DIRECT_DONE ───┘ (actor's worker)
+
+The channel is a plain Unix stream socket to the actor's worker
+(lightray.transport.stream), not ZeroMQ: a call then wakes three threads,
+not seven; any thread writes to it under the client's lock, only the I/O
+thread reads it.
     agent ── ACTOR_STATE (ALIVE at worker w / RESTARTING / DEAD) ──▶ channel state
 
 One channel per actor this process calls. Calls leave in submission order:
@@ -18,15 +23,14 @@ an actor registers with the agent itself what the agent must hold (results
 in shared memory or holding refs) before answering.
 
 Channel states: NEW (waiting for the agent to say where the actor runs) ->
-ALIVE <-> RESTARTING -> DEAD. When the actor's process dies, calls it had
+ALIVE <-> RESTARTING -> DEAD; ALIVE -> LOST when the connection breaks before
+the agent has noticed the death. When the actor's process dies, calls it had
 received are sent again to its next incarnation while they have retries
 left (max_task_retries), else they fail with ActorDiedError.
 """
 from __future__ import annotations
 
 import collections
-
-import zmq
 
 from . import exceptions, serialization
 from . import task_spec as ts
@@ -36,9 +40,11 @@ from .object_ref import ObjectRef
 from .remote_function import _serialize_arguments
 from .serialization import ERROR
 from .transport import messages as m
-from .worker import direct_address
+from .transport import stream
+from .worker import actor_stream_path
 
 NEW, ALIVE, RESTARTING, DEAD = "new", "alive", "restarting", "dead"
+LOST = "lost"   # our connection broke: waiting for the agent's word (restart or death)
 
 
 class _Call:
@@ -52,7 +58,7 @@ class _Call:
 
 class ActorChannel:
     __slots__ = ("actor_id", "class_name", "max_task_retries", "state", "incarnation",
-                 "worker_id", "send_socket", "reply_socket", "queued", "inflight",
+                 "worker_id", "sock", "reader", "out", "queued", "inflight",
                  "death", "killed")
 
     def __init__(self, actor_id: bytes, description: dict):
@@ -63,8 +69,9 @@ class ActorChannel:
         self.state = NEW
         self.incarnation = -1
         self.worker_id = None
-        self.send_socket = None
-        self.reply_socket = None
+        self.sock = None                     # stream socket to the actor's worker
+        self.reader = None
+        self.out = None
         self.queued = collections.deque()    # _Calls not sent yet, in order
         self.inflight: dict = {}             # task id -> _Call sent, not answered
         self.death = None                    # ERROR payload once DEAD
@@ -75,7 +82,7 @@ class ActorCaller:
     def __init__(self, client):
         self.client = client
         self.channels: dict = {}             # actor id -> ActorChannel
-        self.by_reply_socket: dict = {}      # reply socket -> ActorChannel
+        self.by_socket: dict = {}            # stream socket -> ActorChannel
 
     # ---------------------------------------------------------- creation
 
@@ -143,7 +150,7 @@ class ActorCaller:
                 items = self._fail_locked(call, channel.death or channel.killed)
             elif channel.state == ALIVE and not channel.queued and not deps:
                 channel.inflight[task_id] = call
-                channel.send_socket.send(m.encode([(m.ACTOR_CALL, spec, [])]))
+                self._write_locked(channel, m.encode([(m.ACTOR_CALL, spec, [])]))
             else:
                 channel.queued.append(call)
                 if deps:
@@ -190,24 +197,40 @@ class ActorCaller:
             channel.inflight[spec[ts.TASK_ID]] = call
             ops.append((m.ACTOR_CALL, spec, payloads))
         if ops:
-            channel.send_socket.send(m.encode(ops))
+            self._write_locked(channel, m.encode(ops))
+
+    def _write_locked(self, channel: ActorChannel, frame: bytes) -> None:
+        if channel.out.send(frame):
+            self.client.want_writable_locked(channel.sock)
 
     # -------------------------------------------------------- I/O thread
 
-    def on_reply(self, socket) -> None:
-        channel = self.by_reply_socket.get(socket)
+    def on_writable(self, sock) -> bool:
+        with self.client._lock:
+            channel = self.by_socket.get(sock)
+            return channel is not None and channel.out.flush()
+
+    def on_readable(self, sock) -> None:
         client = self.client
+        channel = self.by_socket.get(sock)
+        if channel is None:
+            return
+        frames = stream.receive(sock, channel.reader)
+        if frames is None:
+            # The actor's process is gone; the agent tells us what comes next
+            # (restart or death) and settles the calls it had.
+            with client._lock:
+                if channel.sock is sock:
+                    self._disconnect_locked(channel)
+                    if channel.state == ALIVE:
+                        channel.state = LOST
+            return
         items = []
         answered = []
-        while True:
-            try:
-                frame = socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            ops = m.decode(frame)
-            with client._lock:
-                for op in ops:
-                    if op[0] != m.DIRECT_DONE or channel is None:
+        with client._lock:
+            for frame in frames:
+                for op in m.decode(frame):
+                    if op[0] != m.DIRECT_DONE:
                         continue
                     call = channel.inflight.pop(op[1], None)
                     if call is None:
@@ -229,7 +252,7 @@ class ActorCaller:
             if channel is None or channel.state == DEAD or incarnation < channel.incarnation:
                 return
             if state == ALIVE:
-                if channel.state == ALIVE and channel.incarnation == incarnation:
+                if channel.incarnation == incarnation and channel.state in (ALIVE, LOST):
                     return
                 if channel.inflight:   # sent to an incarnation that died
                     items += self._retry_or_fail_inflight_locked(channel)
@@ -257,30 +280,26 @@ class ActorCaller:
 
     def _connect_locked(self, channel: ActorChannel, worker_id: str) -> None:
         client = self.client
-        address = direct_address(client.address, worker_id)
-        reply_socket = client._context.socket(zmq.DEALER)
-        reply_socket.setsockopt(zmq.LINGER, 0)
-        reply_socket.setsockopt(zmq.IDENTITY, client.client_id + b"d")
-        reply_socket.connect(address)
-        reply_socket.send(m.encode([(m.DIRECT_HELLO,)]))
-        send_socket = client._context.socket(zmq.DEALER)
-        send_socket.setsockopt(zmq.LINGER, 0)
-        send_socket.setsockopt(zmq.IDENTITY, client.client_id + b"x")
-        send_socket.connect(address)
+        path = actor_stream_path(client.address, worker_id)
+        try:
+            sock = stream.connect(path, m.encode([(m.DIRECT_HELLO, client.client_id)]))
+        except OSError:
+            # Died between saying it was ready and now: the agent's next
+            # notice (restart or death) follows; calls wait in the queue.
+            channel.state = LOST
+            return
         channel.worker_id = worker_id
-        channel.send_socket = send_socket
-        channel.reply_socket = reply_socket
-        self.by_reply_socket[reply_socket] = channel
-        client.add_reply_socket(reply_socket, self.on_reply)
+        channel.sock = sock
+        channel.reader = stream.FrameReader()
+        channel.out = stream.OutBuffer(sock)
+        self.by_socket[sock] = channel
+        client.add_reply_socket(sock, self.on_readable, self.on_writable)
 
     def _disconnect_locked(self, channel: ActorChannel) -> None:
-        if channel.send_socket is not None:
-            channel.send_socket.close(linger=0)
-            channel.send_socket = None
-        if channel.reply_socket is not None:
-            self.by_reply_socket.pop(channel.reply_socket, None)
-            self.client.retire_reply_socket(channel.reply_socket)
-            channel.reply_socket = None
+        if channel.sock is not None:
+            self.by_socket.pop(channel.sock, None)
+            self.client.retire_reply_socket(channel.sock)
+            channel.sock = channel.reader = channel.out = None
 
     def _retry_or_fail_inflight_locked(self, channel: ActorChannel) -> list:
         """Calls the dead incarnation had: back to the queue's front while they
@@ -338,8 +357,5 @@ class ActorCaller:
             client._on_ready(items)
 
     def close(self) -> None:
-        """Close every send socket (the client closes reply sockets)."""
-        for channel in self.channels.values():
-            if channel.send_socket is not None:
-                channel.send_socket.close(linger=0)
-                channel.send_socket = None
+        """Forget the channels (the client closes their sockets)."""
+        self.by_socket.clear()

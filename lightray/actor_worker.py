@@ -1,7 +1,8 @@
 """A worker process dedicated to one actor.
 
     agent ──ACTOR_START──▶ build the instance (main thread) ──ACTOR_READY──▶ agent
-    callers ──ACTOR_CALL──▶ direct ROUTER ──▶ run ──DIRECT_DONE──▶ caller
+    callers ──ACTOR_CALL──▶ stream socket <session>/<worker>.actor ──▶ run
+            ◀─DIRECT_DONE── (same connection; lightray.transport.stream)
 
 Three ways to run calls, chosen from the class and ``max_concurrency``:
 
@@ -11,9 +12,9 @@ Three ways to run calls, chosen from the class and ``max_concurrency``:
 * an async actor (any ``async def`` method): one event loop in its own
   thread runs up to ``max_concurrency`` calls at once (1,000 by default).
 
-Only the main thread touches the ROUTER socket: pool threads and the event
-loop hand finished calls back through a queue and a pipe the main thread
-polls alongside it.
+Only the main thread touches the sockets: pool threads and the event loop
+hand finished calls back through a queue and a pipe the main thread polls
+alongside them.
 """
 from __future__ import annotations
 
@@ -30,12 +31,18 @@ from . import task_spec as ts
 from .runtime_context import state as context_state
 from .serialization import ERROR
 from .transport import messages as m
-from .worker import TaskRunner, _DepError
+from .transport import stream
+from .worker import TaskRunner, _DepError, actor_stream_path
 
 
 class ActorRunner(TaskRunner):
+    serves_leases = False
+
     def __init__(self, client, node_info: dict):
         super().__init__(client, node_info)
+        self._server = stream.StreamServer(actor_stream_path(client.address, client.worker_id))
+        self._peers_by_owner: dict = {}    # caller client id -> stream.Peer
+        self._poller = None
         # An actor worker never gets pipelined tasks to hand back.
         client.on_block = None
         client.on_unblock = None
@@ -59,49 +66,67 @@ class ActorRunner(TaskRunner):
     # ------------------------------------------------------------ main loop
 
     def loop(self) -> None:
-        poller = zmq.Poller()
+        # zmq.Poller reports plain sockets by file descriptor.
+        poller = self._poller = zmq.Poller()
+        server = self._server
+        listener = server.fileno()
         poller.register(self._wake_pull, zmq.POLLIN)
-        poller.register(self._direct, zmq.POLLIN)
+        poller.register(listener, zmq.POLLIN)
         poller.register(self._finished_r, zmq.POLLIN)
-        while not self.client.closed:
-            events = dict(poller.poll(500))
-            if self._wake_pull in events:
-                while True:
-                    try:
-                        self._wake_pull.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                while True:
-                    try:
-                        op = self.queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if op[0] == m.ACTOR_START:
-                        self._start(op)
-            if self._direct in events:
-                self._serve_calls()
-            if self._finished_r in events:
-                self._send_finished()
+        peers = server.peers
+        try:
+            while not self.client.closed:
+                for item, event in poller.poll(500):
+                    if item is self._wake_pull:
+                        self._on_wake()
+                    elif item == listener:
+                        for peer in server.accept():
+                            poller.register(peer.fileno(), zmq.POLLIN)
+                    elif item == self._finished_r:
+                        self._send_finished()
+                    else:
+                        peer = peers.get(item)
+                        if peer is None:
+                            continue
+                        if event & zmq.POLLOUT and not peer.out.flush():
+                            poller.register(item, zmq.POLLIN)
+                        if event & (zmq.POLLIN | zmq.POLLERR):
+                            self._serve_peer(peer)
+        finally:
+            server.close()
 
-    def _serve_calls(self) -> None:
+    def _on_wake(self) -> None:
         while True:
             try:
-                identity, frame = self._direct.recv_multipart(zmq.NOBLOCK)
+                self._wake_pull.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            except ValueError:
-                continue
+        while True:
+            try:
+                op = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if op[0] == m.ACTOR_START:
+                self._start(op)
+
+    def _serve_peer(self, peer) -> None:
+        frames = stream.receive(peer.sock, peer.reader)
+        if frames is None:   # the caller left
+            self._poller.unregister(peer.fileno())
+            if self._peers_by_owner.get(peer.identity) is peer:
+                del self._peers_by_owner[peer.identity]
+            self._server.drop(peer)
+            return
+        for frame in frames:
             for op in m.decode(frame):
                 if op[0] == m.ACTOR_CALL:
-                    self._direct_backlog.append(op)
+                    if self.instance is None and not self.failed:
+                        self._waiting_calls.append(op)
+                    else:
+                        self._dispatch(op)
                 elif op[0] == m.DIRECT_HELLO:
-                    self._direct_peers.add(identity)
-        if self.instance is None and not self.failed:
-            self._waiting_calls += self._direct_backlog
-            self._direct_backlog = []
-            return
-        while self._direct_backlog:
-            self._dispatch(self._direct_backlog.pop(0))
+                    peer.identity = op[1]
+                    self._peers_by_owner[op[1]] = peer
 
     # -------------------------------------------------------------- start
 
@@ -227,7 +252,13 @@ class ActorRunner(TaskRunner):
             # The refs we now hold (INC) reach the agent before the caller,
             # answered, drops its own.
             self.client.flush()
-        self._reply_direct(spec, payloads, contained, False)
+        registered = self._register_results(spec, payloads, contained)
+        peer = self._peers_by_owner.get(spec[ts.OWNER])
+        if peer is None:
+            return   # the caller is gone
+        frame = m.encode([(m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, False)])
+        if peer.out.send(frame):
+            self._poller.register(peer.fileno(), zmq.POLLIN | zmq.POLLOUT)
 
     @staticmethod
     def _failed(spec, payload):

@@ -102,8 +102,10 @@ class CoreClient:
         self.unregistered: set = set()
         self.promised: set = set()                # registered before their value came
         # Sockets on which workers and actors answer us directly, read by the
-        # I/O thread: socket -> handler(socket). Changed under _lock.
+        # I/O thread: socket -> (on_readable(socket), on_writable(socket) -> bool
+        # still pending). Changed under _lock.
         self._reply_handlers: dict = {}
+        self._want_write: set = set()             # also poll these for writability
         self._reply_version = 0
         self._retired_sockets: list = []
         self.actors = None                        # lightray.actor_caller.ActorCaller
@@ -252,14 +254,22 @@ class CoreClient:
 
     # ------------------------------------------------------ direct replies
 
-    def add_reply_socket(self, socket, handler) -> None:
-        """Have the I/O thread read socket and call handler(socket) (under _lock)."""
-        self._reply_handlers[socket] = handler
+    def add_reply_socket(self, socket, on_readable, on_writable=None) -> None:
+        """Have the I/O thread call on_readable(socket) when socket has input
+        (ZeroMQ socket or plain socket; caller holds _lock)."""
+        self._reply_handlers[socket] = (on_readable, on_writable)
         self._reply_version += 1
+
+    def want_writable_locked(self, socket) -> None:
+        """Have the I/O thread call on_writable(socket) once socket can take more."""
+        if socket not in self._want_write:
+            self._want_write.add(socket)
+            self._reply_version += 1
 
     def retire_reply_socket(self, socket) -> None:
         """Stop reading socket; the I/O thread closes it (under _lock)."""
         if self._reply_handlers.pop(socket, None) is not None:
+            self._want_write.discard(socket)
             self._retired_sockets.append(socket)
             self._reply_version += 1
 
@@ -352,13 +362,20 @@ class CoreClient:
                     seen_version = self._track_reply_sockets(poller, polled_replies)
                 events = poller.poll(int(_FLUSH_INTERVAL * 1000))
                 if events:
-                    for ready_socket, _ in events:
+                    for ready_socket, event in events:
                         if ready_socket is socket:
                             self._drain_agent_socket(socket)
-                        else:
-                            handler = polled_replies.get(ready_socket)
-                            if handler is not None:
-                                handler(ready_socket)
+                            continue
+                        polled = polled_replies.get(ready_socket)
+                        if polled is None:
+                            continue
+                        reply_socket, (on_readable, on_writable) = polled
+                        if event & zmq.POLLOUT and not on_writable(reply_socket):
+                            with self._lock:
+                                self._want_write.discard(reply_socket)
+                                self._reply_version += 1
+                        if event & (zmq.POLLIN | zmq.POLLERR):
+                            on_readable(reply_socket)
                 elif self.pending_decs or self._deltas:
                     try:
                         self.flush()
@@ -386,20 +403,27 @@ class CoreClient:
 
     def _track_reply_sockets(self, poller, polled: dict) -> int:
         """Make the poller read the current reply sockets (I/O thread); closes
-        retired ones here, outside any recv. Returns the version seen."""
+        retired ones here, outside any recv. Returns the version seen.
+
+        polled: poll key (the ZeroMQ socket, or a plain socket's file
+        descriptor, which is what zmq.Poller reports for those) -> (socket,
+        handlers)."""
         with self._lock:
             version = self._reply_version
             retired, self._retired_sockets = self._retired_sockets, []
             current = dict(self._reply_handlers)
+            want_write = set(self._want_write)
         for socket in retired:
-            if socket in polled:
-                poller.unregister(socket)
-                del polled[socket]
-            socket.close(linger=0)
-        for socket, handler in current.items():
-            if socket not in polled:
-                poller.register(socket, zmq.POLLIN)
-            polled[socket] = handler
+            key = _poll_key(socket)
+            if key in polled:
+                poller.unregister(key)
+                del polled[key]
+            _close_quietly(socket)
+        for socket, handlers in current.items():
+            key = _poll_key(socket)
+            poller.register(key, zmq.POLLIN | zmq.POLLOUT if socket in want_write
+                            else zmq.POLLIN)
+            polled[key] = (socket, handlers)
         return version
 
     def _check_liveness(self) -> None:
@@ -659,7 +683,7 @@ class CoreClient:
         if self.actors is not None:
             self.actors.close()
         for socket in list(self._reply_handlers) + self._retired_sockets:
-            socket.close(linger=0)
+            _close_quietly(socket)
         self._reply_handlers.clear()
         self._retired_sockets = []
         self._close_sockets(send_linger_ms=0 if self.dead_reason != "shutdown" else 1000)
@@ -679,6 +703,21 @@ class CoreClient:
             self._context.term()
         except zmq.ZMQError:
             pass
+
+
+def _poll_key(socket):
+    return socket if isinstance(socket, zmq.Socket) else socket.fileno()
+
+
+def _close_quietly(socket) -> None:
+    """Close a ZeroMQ socket without lingering, or a plain socket."""
+    try:
+        if isinstance(socket, zmq.Socket):
+            socket.close(linger=0)
+        else:
+            socket.close()
+    except (OSError, zmq.ZMQError):
+        pass
 
 
 def _direct_enabled() -> bool:

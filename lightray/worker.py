@@ -35,6 +35,8 @@ from .transport import messages as m
 class TaskRunner:
     """Executes EXEC ops for one worker process."""
 
+    serves_leases = True   # listens for tasks from drivers leasing this worker
+
     def __init__(self, client, node_info: dict):
         self.client = client
         self.session = node_info["session"]
@@ -58,10 +60,12 @@ class TaskRunner:
         self._wake_pull.bind(self._wake_address)
         self._wake_push = context.socket(zmq.PUSH)
         self._wake_push.connect(self._wake_address)
-        self._direct = context.socket(zmq.ROUTER)
-        self._direct.setsockopt(zmq.LINGER, 0)
-        self._direct.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self._direct.bind(direct_address(client.address, client.worker_id))
+        self._direct = None
+        if self.serves_leases:
+            self._direct = context.socket(zmq.ROUTER)
+            self._direct.setsockopt(zmq.LINGER, 0)
+            self._direct.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self._direct.bind(direct_address(client.address, client.worker_id))
         self._direct_peers: set = set()
         self._direct_backlog: list = []
         # Recent results, for tasks the agent queued right behind their
@@ -164,9 +168,9 @@ class TaskRunner:
                     self.function_bytes[op[1][ts.FUNCTION_ID]] = op[2]
                 self.run(op, self._reply_direct)
 
-    def _reply_direct(self, spec, payloads, contained, retryable) -> None:
-        """Inline results go straight back; anything the agent must hold (a
-        shared-memory segment, refs inside) is registered with it first."""
+    def _register_results(self, spec, payloads, contained) -> bool:
+        """Register with the agent the results of a task answered directly that
+        it must hold (a shared-memory segment, refs inside); True if any."""
         registered = any(p[0] != INLINE and p[0] != ERROR for p in payloads) or any(contained)
         if registered:
             owner = spec[ts.OWNER]
@@ -175,6 +179,12 @@ class TaskRunner:
                                   return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
                                   payloads, contained)],
                              escaping=[i for inner in contained for i in inner])
+        return registered
+
+    def _reply_direct(self, spec, payloads, contained, retryable) -> None:
+        """Inline results go straight back; anything the agent must hold is
+        registered with it first."""
+        registered = self._register_results(spec, payloads, contained)
         reply = m.encode([(m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, retryable)])
         identity = spec[ts.OWNER] + b"d"
         deadline = time.monotonic() + 10.0
@@ -359,6 +369,11 @@ def _should_retry(retry_exceptions, error: Exception) -> bool:
 def direct_address(agent_address: str, worker_id: str) -> str:
     """Where a worker listens for tasks from drivers leasing it."""
     return f"{agent_address.rsplit('/', 1)[0]}/{worker_id}.sock"
+
+
+def actor_stream_path(agent_address: str, worker_id: str) -> str:
+    """The Unix socket where an actor's worker takes calls (lightray.transport.stream)."""
+    return f"{agent_address.rsplit('/', 1)[0][len('ipc://'):]}/{worker_id}.actor"
 
 
 def worker_main(address: str, worker_id: str, agent_pid: int, actor: bool = False) -> None:
