@@ -43,9 +43,10 @@ class ActorRunner(TaskRunner):
         self._server = stream.StreamServer(actor_stream_path(client.address, client.worker_id))
         self._peers_by_owner: dict = {}    # caller client id -> stream.Peer
         self._poller = None
-        # An actor worker never gets pipelined tasks to hand back.
-        client.on_block = None
-        client.on_unblock = None
+        # An actor worker never gets pipelined tasks to hand back; while any
+        # of its calls waits in get/wait it lends its CPUs to the pool.
+        client.on_block = self._on_actor_block
+        client.on_unblock = self._on_actor_unblock
         client.on_steal = None
         self.instance = None
         self.actor_id = None
@@ -58,6 +59,18 @@ class ActorRunner(TaskRunner):
         self._finished_r, self._finished_w = os.pipe()
         os.set_blocking(self._finished_r, False)
         self._waiting_calls: list = []     # calls that came before the instance
+
+    def _on_actor_block(self) -> None:
+        with self._lock:
+            self._blocked_depth += 1
+            if self._blocked_depth == 1:
+                self.client.send([(m.BLOCKED, None, [])])
+
+    def _on_actor_unblock(self) -> None:
+        with self._lock:
+            self._blocked_depth -= 1
+            if self._blocked_depth == 0:
+                self.client.send([(m.UNBLOCKED, None)])
 
     def _on_exec(self, op) -> None:
         self.queue.put(op)

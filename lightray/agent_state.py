@@ -413,6 +413,13 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
         worker = client.worker
         if worker is None or worker.state == DEAD:
             return
+        if worker.actor is not None:
+            # An actor waiting in get lends its CPUs, as a task does.
+            allocation = worker.actor.allocation
+            if allocation is not None:
+                self.pool.release_cpu(allocation)
+                self.needs_schedule = True
+            return
         worker.state = BLOCKED
         if worker.allocation is not None:
             self.pool.release_cpu(worker.allocation)
@@ -421,6 +428,10 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
 
     def _on_unblocked(self, client: ClientEntry) -> None:
         worker = client.worker
+        if worker is not None and worker.actor is not None:
+            if worker.actor.allocation is not None:
+                self.pool.reacquire_cpu(worker.actor.allocation)
+            return
         if worker is None or worker.state != BLOCKED:
             return
         worker.state = LEASED

@@ -283,6 +283,7 @@ def test_quickstart_example_runs():
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.strip(), "quickstart printed nothing"
+    assert "counter after two calls: 2" in res.stdout, res.stdout
 
 
 @pytest.mark.timeout(45)
