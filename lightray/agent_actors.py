@@ -221,6 +221,8 @@ class ActorManagement:
             actor.restarts_left -= 1
             actor.incarnation += 1
             actor.state = RESTARTING
+            if actor.allocation is not None:
+                self.pool.reacquire_cpu(actor.allocation)   # lent while it waited in get
             self._notify_actor(actor)
             self._start_actor_worker(actor)
             task = self.tasks.get(actor.actor_id)

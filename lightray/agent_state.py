@@ -148,7 +148,9 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
         self.clients[client_id] = client
         self.outbox[client.identity].append((m.WELCOME, self.node_info()))
         if worker is not None and worker.actor is not None:
-            if worker.state != DEAD:
+            if worker.actor.state == DEAD or worker.actor.worker is not worker:
+                self.kill.append(worker.pid)   # its actor died before it started
+            elif worker.state != DEAD:
                 worker.started = True
                 self._send_actor_start(worker)
         elif worker is not None and worker.state != DEAD:
