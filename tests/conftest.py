@@ -5,13 +5,32 @@
   new ``/dev/shm/lr_*`` segments or new session directories (which hold the
   ipc socket files) are still around after 10 s.
 * ``runtime``: a fresh ``lightray.init(num_cpus=2)`` runtime per test.
+
+Unless ``LIGHTRAY_TEMP_DIR`` is set, the run keeps its session directories in a
+private temporary folder, removed at the end.
 """
 import os
+import shutil
 import signal
+import tempfile
 import time
 
 import psutil
 import pytest
+
+# Session directories of this test run go to a private folder, so that another
+# lightray on this machine (a second test run, a benchmark) is never taken for
+# a leak of ours.
+if not os.environ.get("LIGHTRAY_TEMP_DIR"):
+    _PRIVATE_TEMP_DIR = tempfile.mkdtemp(prefix="lightray-tests-")
+    os.environ["LIGHTRAY_TEMP_DIR"] = _PRIVATE_TEMP_DIR
+else:
+    _PRIVATE_TEMP_DIR = None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _PRIVATE_TEMP_DIR is not None:
+        shutil.rmtree(_PRIVATE_TEMP_DIR, ignore_errors=True)
 
 SHM_DIR = "/dev/shm"
 SHM_PREFIX = "lr_"
