@@ -31,10 +31,12 @@ import zmq
 from . import config
 from . import worker as _worker_preloaded  # noqa: F401  (forked workers start warm)
 from .agent_state import AgentState, describe_exit
+from .agent_store import remove_files
 from .client import shm_prefix
 from .ids import random_hex
 from .resources import detect_num_cpus
 from .store import shm
+from .store.spill import SPILL, SpillIO
 from .transport import messages as m
 from .transport import sockets
 
@@ -46,18 +48,28 @@ _PR_SET_PDEATHSIG = 1
 class AgentServer:
     def __init__(self, *, session_dir: str, session: str, resources: dict, store_capacity: int,
                  parent_pid: int = 0, initial_workers: int | None = None,
-                 namespace: str = "default"):
+                 namespace: str = "default", spill_dir: str | None = None):
         self.session_dir = session_dir
         self.session = session
         self.parent_pid = parent_pid
         self.address = sockets.ipc_address(session_dir)
         num_cpus = resources.get("CPU", 0)
+        self.segment_prefix = self._choose_store(store_capacity)
+        self.spill_dir = prepare_spill_dir(session_dir, session, spill_dir)
         self.state = AgentState(node_id=random_hex(8), session=session, resources=resources,
                                 pipeline_depth=config.pipeline_depth(),
                                 max_workers=config.max_workers(num_cpus),
-                                store_capacity=store_capacity, namespace=namespace)
+                                store_capacity=store_capacity, namespace=namespace,
+                                spill_dir=self.spill_dir,
+                                spill_threshold=config.spill_threshold(),
+                                spilling=config.spilling_enabled(),
+                                segment_prefix=self.segment_prefix)
         self.context = zmq.Context(io_threads=1)
         self.router = sockets.router(self.context, self.address)
+        # SpillIO's thread says "done" on this socket; the loop polls it.
+        self.spill_wake = self.context.socket(zmq.PULL)
+        self.spill_wake.bind(f"inproc://spill-{session}")
+        self.spill_io = SpillIO(self.context, f"inproc://spill-{session}")
         self.running = True
         if initial_workers is None:
             initial_workers = max(1, int(num_cpus))
@@ -65,13 +77,34 @@ class AgentServer:
 
     # ------------------------------------------------------------ main loop
 
+    def _choose_store(self, capacity: int) -> str:
+        """Segment name prefix: /dev/shm, or a folder on disk when /dev/shm is
+        smaller than the capacity asked for."""
+        prefix = shm_prefix(self.session)
+        free = shm.shm_free_bytes()
+        if free and capacity <= free:
+            return prefix
+        directory = os.path.join(self.session_dir, "objects")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        print(f"lightray-agent: warning: /dev/shm has {free} bytes free, less than the object "
+              f"store's capacity of {capacity}; objects are kept in files under {directory} "
+              "(slower; give the container a larger /dev/shm, e.g. docker --shm-size)",
+              file=sys.stderr, flush=True)
+        return os.path.join(directory, prefix)
+
     def serve(self) -> None:
         router = self.router
         state = self.state
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(self.spill_wake, zmq.POLLIN)
         next_housekeeping = 0.0
         self._act()
         while self.running and not state.stopping:
-            if router.poll(int(_HOUSEKEEPING * 1000)):
+            events = dict(poller.poll(int(_HOUSEKEEPING * 1000)))
+            if self.spill_wake in events:
+                self._on_spill_io_done()
+            if router in events:
                 for _ in range(_BATCH):
                     try:
                         identity, frame = router.recv_multipart(zmq.NOBLOCK)
@@ -88,8 +121,25 @@ class AgentServer:
                     break   # the driver that embeds us is gone
             if state.needs_schedule:
                 state.schedule()
+            if state.needs_store_work:
+                state.store_work()
             self._act()
         self.stop()
+
+    def _on_spill_io_done(self) -> None:
+        while True:
+            try:
+                self.spill_wake.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        state = self.state
+        for kind, object_id, error in self.spill_io.completed():
+            if kind == SPILL:
+                state.on_spill_done(object_id, error)
+            else:
+                state.on_restore_done(object_id, error)
+        if state.needs_schedule:
+            state.schedule()
 
     def _dispatch(self, identity: bytes, frame: bytes) -> None:
         try:
@@ -126,6 +176,13 @@ class AgentServer:
             kill, state.kill = state.kill, []
             for pid in kill:
                 _kill(pid, signal.SIGKILL)
+        if state.io_jobs:
+            jobs, state.io_jobs = state.io_jobs, []
+            for job in jobs:
+                self.spill_io.submit(*job)
+        if state.free_files:
+            files, state.free_files = state.free_files, []
+            remove_files(files)
         if state.free_segments:
             free, state.free_segments = state.free_segments, []
             for name in free:
@@ -170,6 +227,7 @@ class AgentServer:
 
     def stop(self) -> None:
         self.running = False
+        self.spill_io.stop()
         pids = [w.pid for w in self.state.workers.values() if w.pid]
         for pid in pids:
             _kill(pid, signal.SIGKILL)
@@ -186,12 +244,15 @@ class AgentServer:
         for name in self.state.all_segments():
             shm.unlink(name)
         # Segments written by a process that died before it could report them.
-        shm.unlink_all(shm_prefix(self.session))
+        shm.unlink_all(self.segment_prefix)
         try:
             self.router.close(linger=0)
+            self.spill_wake.close(linger=0)
             self.context.term()
         except zmq.ZMQError:
             pass
+        if self.spill_dir is not None:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
         shutil.rmtree(self.session_dir, ignore_errors=True)
 
 
@@ -218,6 +279,24 @@ def default_store_capacity() -> int:
     capacity = int(physical * config.OBJECT_STORE_FRACTION)
     free = shm.shm_free_bytes()
     return min(capacity, free) if free else capacity
+
+
+_SPILL_DIR_RECORD = "spill_dir"   # in the session directory: where its spill files go
+
+
+def prepare_spill_dir(session_dir: str, session: str, spill_dir: str | None) -> str:
+    """This session's spill folder: <spill_dir>/lightray-spill-<session>, or
+    "spill" in the session directory. Recorded there, so that an agent
+    starting after a crash can remove it."""
+    spill_dir = spill_dir or config.spill_dir_from_env()
+    if spill_dir:
+        path = os.path.join(os.path.abspath(spill_dir), f"lightray-spill-{session}")
+    else:
+        path = os.path.join(session_dir, "spill")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    with open(os.path.join(session_dir, _SPILL_DIR_RECORD), "w") as f:
+        f.write(path)
+    return path
 
 
 def new_session_dir() -> tuple:
@@ -249,6 +328,11 @@ def reclaim_dead_sessions() -> None:
             continue
         session = name.rsplit("_", 1)[-1]
         shm.unlink_all(shm_prefix(session))
+        try:
+            with open(os.path.join(path, _SPILL_DIR_RECORD)) as f:
+                shutil.rmtree(f.read().strip(), ignore_errors=True)
+        except OSError:
+            pass
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -271,6 +355,9 @@ def _parse_args(argv):
     parser.add_argument("--session-dir", type=str, default=None)
     parser.add_argument("--parent-pid", type=int, default=0,
                         help="exit when this process (the embedding driver) exits")
+    parser.add_argument("--spill-dir", type=str, default=None,
+                        help="where objects are spilled when the store is full "
+                             "(default: inside the session directory)")
     parser.add_argument("--namespace", type=str, default="default",
                         help="namespace of named actors for processes that name none")
     parser.add_argument("--ready-fd", type=int, default=-1, help=argparse.SUPPRESS)
@@ -300,7 +387,8 @@ def main(argv=None) -> int:
         f.write(str(os.getpid()))
     server = AgentServer(session_dir=session_dir, session=session, resources=resources,
                          store_capacity=args.object_store_memory or default_store_capacity(),
-                         parent_pid=args.parent_pid, namespace=args.namespace)
+                         parent_pid=args.parent_pid, namespace=args.namespace,
+                         spill_dir=args.spill_dir)
 
     def on_term(signum, frame):
         server.running = False

@@ -10,9 +10,10 @@
 The agent's I/O loop (lightray.agent) feeds events in, then acts on what
 accumulated: it sends the outbox, forks, kills and unlinks.
 
-The object table lives in lightray.object_directory, the lending of workers
-to drivers in lightray.agent_leases and actors in lightray.agent_actors
-(mixins of AgentState).
+The object table lives in lightray.object_directory, the store's capacity
+and spilling in lightray.agent_store, the lending of workers to drivers in
+lightray.agent_leases and actors in lightray.agent_actors (mixins of
+AgentState).
 
 Task and worker states are named in lightray.states. A worker's queue holds
 its running task first, then pipelined ones.
@@ -26,6 +27,7 @@ from . import exceptions, serialization
 from . import task_spec as ts
 from .agent_actors import ActorManagement
 from .agent_leases import LeaseLending
+from .agent_store import SPILLED, RESTORING, StoreManagement
 from .ids import return_ids, task_of
 from .object_directory import ObjectDirectory, ObjectEntry
 from .resources import ResourcePool, from_units, shape_of
@@ -89,7 +91,7 @@ class WorkerEntry:
 
 
 class ClientEntry:
-    __slots__ = ("client_id", "identity", "kind", "pid", "held", "worker", "leases")
+    __slots__ = ("client_id", "identity", "kind", "pid", "held", "worker", "leases", "reserved")
 
     def __init__(self, client_id: bytes, kind: str, pid: int, worker):
         self.client_id = client_id
@@ -99,19 +101,22 @@ class ClientEntry:
         self.held = set()                  # object ids this process counts as held
         self.worker = worker
         self.leases = set()                # worker ids lent to it
+        self.reserved = 0                  # store bytes granted to it, not yet written
 
 
-class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
+class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
-                 max_workers: int, store_capacity: int, namespace: str = "default"):
+                 max_workers: int, store_capacity: int, namespace: str = "default",
+                 spill_dir: str | None = None, spill_threshold: float = 0.8,
+                 spilling: bool = True, segment_prefix: str = ""):
         self.node_id = node_id
         self.session = session
         self.namespace = namespace         # of named actors, for processes that name none
         self.pool = ResourcePool(resources)
         self.pipeline_depth = pipeline_depth
         self.max_workers = max_workers
-        self.store_capacity = store_capacity
-        self.store_used = 0
+        self.segment_prefix = segment_prefix   # where processes write segments
+        self._init_store(store_capacity, spill_dir, spill_threshold, spilling)
         self.objects: dict = {}
         self.tasks: dict = {}
         self.functions: dict = {}
@@ -140,7 +145,8 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
         return {"node_id": self.node_id, "session": self.session,
                 "resources": self.pool.as_floats("total"),
                 "num_gpus": len(self.pool.gpu_free),
-                "store_capacity": self.store_capacity, "namespace": self.namespace}
+                "store_capacity": self.store_capacity, "namespace": self.namespace,
+                "segment_prefix": self.segment_prefix}
 
     def on_hello(self, client_id: bytes, kind: str, pid: int, worker_id: str) -> None:
         worker = self.workers.get(worker_id) if kind == "worker" else None
@@ -175,13 +181,17 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
             elif kind == m.DEC:
                 self._on_dec(client, op[1])
             elif kind == m.SUBMIT:
-                self._on_submit(client, op[1])
+                self._on_submit(client, op[1], op[2] if len(op) > 2 else None)
             elif kind == m.DONE:
+                if client.reserved:
+                    self._consume_reservation(client, op[2])
                 self._on_done(client, op[1], op[2], op[3], op[4])
             elif kind == m.EXPORT:
                 self.functions[op[1]] = op[2]
             elif kind == m.PUT:
-                self._on_put(client, op[1], op[2], op[3])
+                if client.reserved:
+                    self._consume_reservation(client, (op[2],))
+                self._on_put(client, op[1], op[2], op[3], op[4] if len(op) > 4 else None)
             elif kind == m.SUBSCRIBE:
                 self._on_subscribe(client, op[1])
             elif kind == m.BLOCKED:
@@ -201,7 +211,13 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
             elif kind == m.REGISTER:
                 self._on_register(client, op[1], op[2], op[3])
             elif kind == m.DIRECT_RESULT:
+                if client.reserved:
+                    self._consume_reservation(client, (op[3],))
                 self._on_direct_result(op[1], op[2], op[3], op[4])
+            elif kind == m.RESERVE:
+                self._on_reserve(client, op[1], op[2])
+            elif kind == m.RESTORE:
+                self._on_restore(client, op[1], op[2])
             elif kind == m.DIRECT_CANCEL:
                 self._on_direct_cancel(client, op[1], op[2], op[3])
             elif kind == m.ACTOR_CREATE:
@@ -219,7 +235,7 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
 
     # ================================================================ tasks
 
-    def _on_submit(self, client: ClientEntry, spec: tuple) -> None:
+    def _on_submit(self, client: ClientEntry, spec: tuple, call_site=None) -> None:
         task = Task(spec, client.client_id)
         self.tasks[task.task_id] = task
         objects = self.objects
@@ -227,7 +243,8 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
             entry = objects.get(object_id)
             if entry is not None and entry.pending and object_id in client.held:
                 continue   # promised by a direct submission that is now retried here
-            objects[object_id] = ObjectEntry(1, owner=client.client_id)
+            entry = objects[object_id] = ObjectEntry(1, owner=client.client_id)
+            entry.call_site = call_site
             client.held.add(object_id)
         deps = spec[ts.DEPS]
         unknown = [d for d in deps if d not in objects]
@@ -264,7 +281,9 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
         task.missing_deps = 0
         for object_id in task.spec[ts.DEPS]:
             entry = objects[object_id]
-            if entry.pending:
+            if entry.pending or (entry.spill is not None
+                                 and not self._want_in_memory(object_id, entry)):
+                # Not produced yet, or spilled: its restore is under way.
                 if entry.waiting_tasks is None:
                     entry.waiting_tasks = []
                 if task not in entry.waiting_tasks:
@@ -291,6 +310,8 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
         objects = self.objects
         for object_id in task.spec[ts.DEPS]:
             if not objects[object_id].pending:
+                if objects[object_id].spill in (SPILLED, RESTORING):
+                    return False
                 continue
             producer = self.tasks.get(task_of(object_id))
             if producer is None or producer.state != DISPATCHED:
@@ -306,6 +327,8 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
         return True
 
     def _enqueue(self, task: Task, front: bool = False) -> None:
+        if task.spec[ts.DEPS] and not self._arguments_fit(task):
+            return
         task.state = QUEUED
         task.worker = None
         queue = self.queues.get(task.shape)
@@ -316,6 +339,21 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
         else:
             queue.append(task)
         self.needs_schedule = True
+
+    def _arguments_fit(self, task: Task) -> bool:
+        """Fail a task whose arguments can never be in memory together."""
+        objects = self.objects
+        total = 0
+        for object_id in task.spec[ts.DEPS]:
+            payload = objects[object_id].payload
+            if payload is not None and payload[0] == SHARED:
+                total += payload[1][1]
+        if total <= self.store_capacity:
+            return True
+        self._fail_with(task, exceptions.ObjectStoreFullError(
+            f"task {task.spec[ts.FUNCTION_NAME]}() needs {total} bytes of arguments in memory "
+            f"at once, more than the object store's capacity of {self.store_capacity} bytes"))
+        return False
 
     def _finish_task(self, task: Task) -> None:
         """Unpin what the task held; it is gone from the agent afterwards."""
@@ -512,6 +550,10 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
     def _place(self, task: Task) -> bool:
         if task.actor is not None:
             return self._place_actor(task)
+        if task.spec[ts.DEPS] and any(self.objects[d].spill in (SPILLED, RESTORING)
+                                      for d in task.spec[ts.DEPS]):
+            self._await_deps(task)   # spilled while it was queued: restore first
+            return True
         allocation = self.pool.try_acquire(task.request)
         if allocation is not None:
             worker = self._idle_worker()
@@ -656,6 +698,7 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
             self._on_lease_return(client, worker_id)
         self.early_decs.pop(client.client_id, None)
         self.clients.pop(client.client_id, None)
+        self._release_reservations(client)
         if self.actors:
             self._drop_owned_actors(client)
         held, client.held = client.held, set()
@@ -668,13 +711,10 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
         if what == "resources":
             return {"total": self.pool.as_floats("total"),
                     "available": self.pool.as_floats("available")}
-        if isinstance(what, tuple) and what[0] == "reserve":
-            # Without spilling (a later issue) the store refuses what cannot fit.
-            size = what[1]
-            return self.store_used + size <= self.store_capacity, self.store_used
         if what == "store":
-            return {"used_bytes": self.store_used, "capacity_bytes": self.store_capacity,
-                    "num_objects": len(self.objects)}
+            return self.store_info()
+        if what == "memory":
+            return self.memory_summary()
         if isinstance(what, tuple) and what[0] == "actor":
             return self.actor_lookup(what[1], what[2])
         if what == "workers":
@@ -684,7 +724,7 @@ class AgentState(ObjectDirectory, LeaseLending, ActorManagement):
 
     def all_segments(self) -> list:
         return [e.payload[1][0] for e in self.objects.values()
-                if e.payload is not None and e.payload[0] == SHARED]
+                if e.payload is not None and e.payload[0] == SHARED and e.spill != SPILLED]
 
 
 def describe_exit(status: int) -> str:

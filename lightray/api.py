@@ -20,7 +20,6 @@ import threading
 
 from . import client as client_module
 from . import exceptions, serialization
-from .config import inline_threshold
 from .object_ref import ObjectRef
 from .actor import ActorClass, ActorHandle
 from .remote_function import RemoteFunction
@@ -198,18 +197,8 @@ def put(value) -> ObjectRef:
         serialized = serialization.serialize(value)
     except Exception as error:
         raise TypeError(f"put() could not serialize {type(value).__name__} object: {error}") from error
-    capacity = client.node_info["store_capacity"]
-    if serialized.size > capacity:
-        raise exceptions.ObjectStoreFullError(
-            f"object of {serialized.size} bytes is larger than the object store "
-            f"({capacity} bytes); start with a larger object_store_memory")
-    if serialized.size >= inline_threshold():
-        fits, used = client.info(("reserve", serialized.size))
-        if not fits:
-            raise exceptions.ObjectStoreFullError(
-                f"object store full: {used} of {capacity} bytes in use, the object needs "
-                f"{serialized.size} more; drop ObjectRefs you no longer need or start with a "
-                "larger object_store_memory")
+    # Large values wait for room in the store (the agent spills to make it)
+    # and fail with ObjectStoreFullError only when spilling cannot help.
     return client.put_serialized(serialized, client.node_info["session"])
 
 

@@ -30,6 +30,7 @@ import zmq
 
 from . import exceptions, serialization
 from . import task_spec as ts
+from .call_site import user_call_site
 from .ids import IdMaker, return_ids
 from .object_ref import ObjectRef
 from .serialization import INLINE, SHARED
@@ -93,7 +94,6 @@ class CoreClient:
         self._subscribed: set = set()
         self._futures: dict = {}                  # object_id -> [Future]
         self._when_ready: dict = {}               # object_id -> [callable()]
-        self._mappings: dict = {}                 # object_id -> (mmap, inband, buffers)
         self._info_ids = itertools.count(1)
         self._info_futures: dict = {}
         self._exported: set = set()
@@ -188,8 +188,6 @@ class CoreClient:
             self._ready.pop(object_id, None)
         self._owned.discard(object_id)
         self._subscribed.discard(object_id)
-        # Dropping our mapping is enough: numpy views still alive keep it mapped.
-        self._mappings.pop(object_id, None)
 
     def _delta_ops(self) -> list:
         """Consecutive INC/DEC deltas folded into list ops (caller holds _lock)."""
@@ -314,28 +312,30 @@ class CoreClient:
             ops = self.export_function(function_id, function_bytes)
             if escaping and self.unregistered:
                 ops = self.escape_ops_locked(escaping) + ops
-            ops.append((m.SUBMIT, spec))
+            ops.append((m.SUBMIT, spec, user_call_site()))
             if direct is not None:
                 # After the SUBMIT: queued work comes before lending a worker.
                 ops += direct.lease_request_ops(spec[ts.RESOURCES])
             self._send_locked(ops)
         return refs
 
-    def put_serialized(self, value: serialization.Serialized, session: str) -> ObjectRef:
+    def put_serialized(self, value: serialization.Serialized, session: str = "") -> ObjectRef:
         object_id = self.ids.task_id() + b"\x00\x00"
-        payload = self.make_payload(value, object_id, session)
+        payload = self.make_payload(value, object_id)
         ref = ObjectRef(object_id, self, owned=True)
         with self._cv:
             self._ready[object_id] = payload
         with self._lock:
             ops = self.escape_ops_locked(value.contained)
-            ops.append((m.PUT, object_id, payload, value.contained))
+            ops.append((m.PUT, object_id, payload, value.contained, user_call_site()))
             self._send_locked(ops)
         return ref
 
-    @staticmethod
-    def make_payload(value: serialization.Serialized, object_id: bytes, session: str,
-                     threshold: int = 0):
+    def make_payload(self, value: serialization.Serialized, object_id: bytes,
+                     session: str = "", threshold: int = 0):
+        """The payload of a value: inline when small, else a new segment,
+        written once the agent has granted room for it (it may wait while
+        the agent spills: back-pressure)."""
         threshold = threshold or _inline_threshold()
         if value.size < threshold:
             if value.buffers:
@@ -343,8 +343,42 @@ class CoreClient:
                 inband = serialization.deserialize(value.inband, value.buffers)
                 return (INLINE, serialization.serialize_inline(inband).inband)
             return (INLINE, value.inband)
-        name = f"{shm_prefix(session)}{object_id.hex()}"
-        return (SHARED, shm.create_segment(name, value.inband, [b.raw() for b in value.buffers]))
+        buffers = [b.raw() for b in value.buffers]
+        size = shm.plan_layout(len(value.inband), [b.nbytes for b in buffers])[0]
+        self.reserve(size)
+        name = f"{self.node_info['segment_prefix']}{object_id.hex()}"
+        try:
+            return (SHARED, shm.create_segment(name, value.inband, buffers))
+        except BaseException:
+            self.send([(m.RESERVE, 0, -size)])   # give the room back
+            raise
+
+    def reserve(self, size: int) -> None:
+        """Wait until the agent grants size bytes of the store to this process."""
+        reply = self.request(lambda request_id: [(m.RESERVE, request_id, size)], None,
+                             "room in the object store")
+        if reply[0] != "ok":
+            raise exceptions.ObjectStoreFullError(reply[1])
+
+    def restore(self, object_id: bytes):
+        """The layout of an object whose segment was spilled, once it is back."""
+        reply = self.request(lambda request_id: [(m.RESTORE, request_id, object_id)], None,
+                             "a spilled object")
+        if reply[0] != "ok":
+            raise serialization.deserialize(reply[1])
+        return reply[1][1]
+
+    def attach(self, object_id: bytes, layout):
+        """Map a segment (bringing it back first if it was spilled)."""
+        for _ in range(100):
+            try:
+                return shm.attach(layout)
+            except FileNotFoundError:
+                if threading.current_thread() is self._thread:
+                    raise _RestoreElsewhere() from None
+                layout = self.restore(object_id)
+        raise exceptions.ObjectLostError(
+            f"object {object_id.hex()} keeps being spilled before it can be read")
 
     # ------------------------------------------------------------ receiving
 
@@ -489,12 +523,27 @@ class CoreClient:
         for object_id, futures in fired:
             try:
                 value = self._materialize(object_id)
+            except _RestoreElsewhere:
+                # Spilled already: restoring needs this thread's replies.
+                threading.Thread(target=self._settle_futures, args=(object_id, futures),
+                                 daemon=True).start()
+                continue
             except BaseException as error:  # the task's own error, delivered
                 for future in futures:
                     future.set_exception(error)
             else:
                 for future in futures:
                     future.set_result(value)
+
+    def _settle_futures(self, object_id: bytes, futures) -> None:
+        try:
+            value = self._materialize(object_id)
+        except BaseException as error:
+            for future in futures:
+                future.set_exception(error)
+        else:
+            for future in futures:
+                future.set_result(value)
 
     # ------------------------------------------------------ get / wait / futures
 
@@ -556,10 +605,10 @@ class CoreClient:
         if kind == INLINE:
             return serialization.deserialize(data)
         if kind == SHARED:
-            mapping = self._mappings.get(object_id)
-            if mapping is None:
-                mapping = self._mappings[object_id] = shm.attach(data)
-            return serialization.deserialize(mapping[1], mapping[2])
+            # No cache of mappings: the value's buffers keep theirs alive, and
+            # a mapping we kept would pin the memory of a spilled object.
+            _, inband, buffers = self.attach(object_id, data)
+            return serialization.deserialize(inband, buffers)
         raise serialization.deserialize(data)
 
     def materialize_payload(self, object_id: bytes, payload):
@@ -568,7 +617,7 @@ class CoreClient:
         if kind == INLINE:
             return serialization.deserialize(data)
         if kind == SHARED:
-            _, inband, buffers = shm.attach(data)
+            _, inband, buffers = self.attach(object_id, data)
             return serialization.deserialize(inband, buffers)
         raise serialization.deserialize(data)
 
@@ -637,9 +686,9 @@ class CoreClient:
     def info(self, what, timeout: float = 10.0):
         return self.request(lambda request_id: [(m.INFO, request_id, what)], timeout, what)
 
-    def request(self, make_ops, timeout: float, what="a request"):
+    def request(self, make_ops, timeout, what="a request"):
         """Send make_ops(request_id) (built under _lock) and wait for the
-        agent's INFO_REPLY to it."""
+        agent's INFO_REPLY to it (timeout None: as long as the agent lives)."""
         request_id = next(self._info_ids)
         future = concurrent.futures.Future()
         self._info_futures[request_id] = future
@@ -687,7 +736,6 @@ class CoreClient:
         self._reply_handlers.clear()
         self._retired_sockets = []
         self._close_sockets(send_linger_ms=0 if self.dead_reason != "shutdown" else 1000)
-        self._mappings.clear()
 
     def _close_sockets(self, send_linger_ms: int = 0) -> None:
         if self._sockets_closed:
@@ -703,6 +751,10 @@ class CoreClient:
             self._context.term()
         except zmq.ZMQError:
             pass
+
+
+class _RestoreElsewhere(Exception):
+    """The I/O thread met a spilled segment: restore it from another thread."""
 
 
 def _poll_key(socket):

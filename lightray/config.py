@@ -43,6 +43,19 @@ START_TIMEOUT_DEFAULT = 30.0
 # Prefix of every shared-memory segment name; the session id follows it.
 SEGMENT_PREFIX = "lr_"
 
+# Where objects are spilled when the store passes its threshold (default: a
+# "spill" folder inside the session directory), the threshold as a share of
+# the capacity, and a switch: "0" never spills (a full store then refuses new
+# objects with ObjectStoreFullError).
+SPILL_DIR_ENV = "LIGHTRAY_SPILL_DIR"
+SPILL_THRESHOLD_ENV = "LIGHTRAY_SPILL_THRESHOLD"
+SPILL_THRESHOLD_DEFAULT = 0.8
+SPILLING_ENV = "LIGHTRAY_SPILLING"
+
+# Whether puts and task submissions record the caller's file:line for
+# lightray.memory_summary() ("0" saves about a microsecond per call).
+RECORD_CALL_SITES_ENV = "LIGHTRAY_RECORD_CALL_SITES"
+
 
 def _env_number(name: str, default, cast=float):
     raw = os.environ.get(name)
@@ -76,6 +89,25 @@ def temp_dir() -> str:
 
 def start_timeout() -> float:
     return _env_number(START_TIMEOUT_ENV, START_TIMEOUT_DEFAULT, float)
+
+
+def spill_dir_from_env():
+    return os.environ.get(SPILL_DIR_ENV) or None
+
+
+def spill_threshold() -> float:
+    value = _env_number(SPILL_THRESHOLD_ENV, SPILL_THRESHOLD_DEFAULT, float)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{SPILL_THRESHOLD_ENV} must be in (0, 1], got {value}")
+    return value
+
+
+def spilling_enabled() -> bool:
+    return os.environ.get(SPILLING_ENV, "1") not in ("0", "false", "no")
+
+
+def record_call_sites() -> bool:
+    return os.environ.get(RECORD_CALL_SITES_ENV, "1") not in ("0", "false", "no")
 
 
 def object_store_memory_from_env():

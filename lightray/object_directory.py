@@ -21,7 +21,6 @@ from . import exceptions, serialization
 from .actor import HANDLE_PAYLOAD, is_handle_object
 from .ids import task_of
 from .serialization import ERROR, SHARED
-from .states import WAITING
 from .transport import messages as m
 
 if TYPE_CHECKING:
@@ -31,7 +30,8 @@ if TYPE_CHECKING:
 
 class ObjectEntry:
     __slots__ = ("refs", "payload", "pending", "owner", "subscribers", "waiting_tasks",
-                 "contained")
+                 "contained", "call_site", "spill", "spill_path", "spill_cancelled",
+                 "restore_waiters", "restore_queued")
 
     def __init__(self, refs: int, payload=None, owner: bytes = b""):
         self.refs = refs                  # holder processes + pins
@@ -41,6 +41,12 @@ class ObjectEntry:
         self.subscribers = None           # other clients waiting for it
         self.waiting_tasks = None         # tasks waiting for it as an argument
         self.contained = ()               # ids pinned by this object's value
+        self.call_site = None             # where the user created it ("file.py:12")
+        self.spill = None                 # lightray.agent_store: None = in memory
+        self.spill_path = None
+        self.spill_cancelled = False
+        self.restore_waiters = None       # (identity, request id) answered when restored
+        self.restore_queued = False
 
 
 class ObjectDirectory:
@@ -82,15 +88,16 @@ class ObjectDirectory:
         del self.objects[object_id]
         payload = entry.payload
         if payload is not None and payload[0] == SHARED:
-            self.free_segments.append(payload[1][0])
-            self.store_used -= payload[1][1]
+            self._forget_stored(object_id, entry)
         for inner in entry.contained:
             self._unref(inner)
         if payload is HANDLE_PAYLOAD and is_handle_object(object_id):
             self._on_actor_handles_gone(task_of(object_id))
 
-    def _on_put(self, client: ClientEntry, object_id: bytes, payload, contained) -> None:
+    def _on_put(self, client: ClientEntry, object_id: bytes, payload, contained,
+                call_site=None) -> None:
         entry = ObjectEntry(1, owner=client.client_id)
+        entry.call_site = call_site
         self.objects[object_id] = entry
         client.held.add(object_id)
         self._set_ready(object_id, entry, payload, contained, push_owner=False)
@@ -101,6 +108,7 @@ class ObjectDirectory:
         entry.pending = False
         if payload[0] == SHARED:
             self.store_used += payload[1][1]
+            self._track_in_memory(object_id)
         if contained:
             entry.contained = tuple(contained)
             self._pin(contained)
@@ -116,16 +124,7 @@ class ObjectDirectory:
                 self._push_ready(identity, item)
             entry.subscribers = None
         if entry.waiting_tasks:
-            waiting, entry.waiting_tasks = entry.waiting_tasks, None
-            for task in waiting:
-                if task.state != WAITING:
-                    continue
-                if payload[0] == ERROR:
-                    self._fail_task(task, payload)
-                else:
-                    task.missing_deps -= 1
-                    if task.missing_deps == 0:
-                        self._enqueue(task)
+            self._wake_waiting_tasks(entry, payload)
         if entry.refs <= 0:
             self._free(object_id, entry)
 

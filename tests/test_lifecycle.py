@@ -287,15 +287,17 @@ def test_quickstart_example_runs():
 
 
 @pytest.mark.timeout(45)
-def test_object_store_memory_limit_raises_object_store_full_error():
+def test_a_full_store_without_spilling_raises_object_store_full_error(monkeypatch):
     from lightray import exceptions as lrexc
 
+    monkeypatch.setenv("LIGHTRAY_SPILLING", "0")
     lightray.init(num_cpus=1, object_store_memory=64 * 2**20)
     held = []
-    with pytest.raises(lrexc.ObjectStoreFullError):
+    with pytest.raises(lrexc.ObjectStoreFullError, match="spilling is turned off"):
         for _ in range(4):  # 4 x 30 MiB, all kept alive, cannot fit in 64 MiB
             held.append(lightray.put(np.zeros(30 * 2**20, dtype=np.uint8)))
-    assert 1 <= len(held) <= 2
+    assert len(held) == 2
+    assert all(int(lightray.get(ref)[0]) == 0 for ref in held)   # nothing stored was lost
 
 
 @pytest.mark.timeout(30)

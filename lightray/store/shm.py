@@ -17,6 +17,10 @@ each starting on a 64-byte boundary so numpy views are aligned. A reader maps
 the segment read-only: arrays built on it are read-only views, with no copy.
 Unlinking does not disturb a process that still maps the segment; its memory
 goes back to the system when the last mapping closes.
+
+A name with a "/" in it is a plain file at that path instead: the agent falls
+back to a directory on disk when /dev/shm is smaller than the store's
+capacity (containers often give it 64 MB). Everything else is the same.
 """
 from __future__ import annotations
 
@@ -61,11 +65,18 @@ def _write_all(fd: int, data, offset: int) -> None:
         written += os.pwrite(fd, view[written:written + (1 << 30)], offset + written)
 
 
+def open_segment(name: str, flags: int, mode: int = 0o600) -> int:
+    """A file descriptor on the segment (shared memory, or a file for a path)."""
+    if "/" in name:
+        return os.open(name, flags, mode)
+    return _posixshmem.shm_open("/" + name, flags, mode)
+
+
 def create_segment(name: str, inband, buffers) -> tuple:
     """Write a new segment; returns its layout tuple."""
     buffer_views = [memoryview(b).cast("B") for b in buffers]
     size, offsets = plan_layout(len(inband), [len(v) for v in buffer_views])
-    fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    fd = open_segment(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
     try:
         os.ftruncate(fd, size)
         _write_all(fd, inband, 0)
@@ -82,7 +93,7 @@ def create_segment(name: str, inband, buffers) -> tuple:
 def attach(layout) -> tuple:
     """Map a segment read-only: returns (mmap, inband view, buffer views)."""
     name, size, inband_len, offsets = layout
-    fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, 0)
+    fd = open_segment(name, os.O_RDONLY, 0)
     try:
         mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
     finally:
@@ -93,16 +104,22 @@ def attach(layout) -> tuple:
 
 def unlink(name: str) -> None:
     try:
-        _posixshmem.shm_unlink("/" + name)
+        if "/" in name:
+            os.unlink(name)
+        else:
+            _posixshmem.shm_unlink("/" + name)
     except FileNotFoundError:
         pass
 
 
 def list_segments(prefix: str) -> list:
+    """Names of the segments starting with prefix (a path prefix: files)."""
+    directory, start = os.path.split(prefix) if "/" in prefix else ("/dev/shm", prefix)
     try:
-        return [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
-    except FileNotFoundError:  # pragma: no cover
+        names = [n for n in os.listdir(directory) if n.startswith(start)]
+    except FileNotFoundError:
         return []
+    return [os.path.join(directory, n) for n in names] if "/" in prefix else names
 
 
 def unlink_all(prefix: str) -> int:

@@ -26,9 +26,9 @@ import pickle
 HELLO = 1          # (HELLO, client_id, kind, pid, worker_id)          on the receive socket
 INC = 2            # (INC, [object_id, ...])    this process now holds refs
 DEC = 3            # (DEC, [object_id, ...])    this process dropped its last ref
-SUBMIT = 4         # (SUBMIT, TaskSpec tuple)
+SUBMIT = 4         # (SUBMIT, TaskSpec tuple[, call site])
 EXPORT = 5         # (EXPORT, function_id, function_bytes)
-PUT = 6            # (PUT, object_id, payload, contained_ids)
+PUT = 6            # (PUT, object_id, payload, contained_ids[, call site])
 SUBSCRIBE = 7      # (SUBSCRIBE, [object_id, ...])  tell me when these are ready
 CANCEL = 8         # (CANCEL, object_id, force)
 DONE = 9           # (DONE, task_id, [payload...], [contained...], retryable)
@@ -50,6 +50,10 @@ ACTOR_CREATE = 21   # (ACTOR_CREATE, request_id or 0, constructor TaskSpec, acto
 ACTOR_SUBSCRIBE = 22  # (ACTOR_SUBSCRIBE, actor_id)  tell me where it runs, and every change
 ACTOR_KILL = 23     # (ACTOR_KILL, actor_id, no_restart)
 ACTOR_READY = 24    # (ACTOR_READY, actor_id, error payload or None)  from the actor's worker
+RESERVE = 25        # (RESERVE, request_id, size)  room for a segment I am about to write;
+                    #   INFO_REPLY ("ok",) once granted (may wait for spilling) or ("full", why)
+RESTORE = 26        # (RESTORE, request_id, object_id)  its segment is gone (spilled): bring
+                    #   it back; INFO_REPLY ("ok", payload) or ("lost", pickled error)
 
 # agent -> client
 WELCOME = 101      # (WELCOME, node_info dict)

@@ -1,0 +1,438 @@
+"""The object store's capacity in the agent: reservations, spilling, restoring. Part of AgentState.
+
+    RESERVE(size) ──▶ granted at once while it fits, else queued (FIFO) ──▶ INFO_REPLY ok | full
+    usage + reservations over the threshold ──▶ least recently used objects spilled
+                      (SpillIO copies them to files; then their segments are unlinked)
+    RESTORE, or a task needing a spilled argument ──▶ room reserved, copied back
+                      (same name and layout) ──▶ waiters answered, tasks woken
+
+Every process reserves room before it writes a segment (a put, a task's
+return, an implicit put of a large argument), so the store never overshoots
+its capacity and a producer waits (back-pressure) instead of failing while
+spilling makes room. ``ObjectStoreFullError`` only when waiting cannot help:
+one object larger than the whole store, spilling turned off, or the spill
+disk failing.
+
+Spill state of an object (ObjectEntry.spill): None (in memory) -> SPILLING
+(being copied out, still readable) -> SPILLED (only on disk) -> RESTORING
+(being copied back) -> None. A reader that finds a segment gone (it was
+spilled after the payload reached it) asks for it back with RESTORE; a
+numpy view mapped before the spill stays valid, since unlinking a segment
+leaves existing mappings alone.
+
+Choosing what to spill: least recently used first (``lru``: created,
+passed to a task, or restored), skipping arguments of tasks on a worker's
+queue; only when nothing else is left and producers wait are those spilled too.
+"""
+from __future__ import annotations
+
+import collections
+import os
+from typing import TYPE_CHECKING
+
+from . import exceptions, serialization
+from . import task_spec as ts
+from .serialization import ERROR, SHARED
+from .states import WAITING
+from .store.spill import RESTORE, SPILL, spill_file_name
+from .transport import messages as m
+
+if TYPE_CHECKING:
+    from .agent_state import ClientEntry
+
+SPILLING, SPILLED, RESTORING = "spilling", "spilled", "restoring"
+
+
+class StoreManagement:
+
+    def _init_store(self, capacity: int, spill_dir: str | None, threshold: float,
+                    spilling: bool) -> None:
+        self.store_capacity = capacity
+        self.store_used = 0              # bytes of segments in memory
+        self.reserved = 0                # granted to producers, not yet written
+        self.waiting_room: collections.deque = collections.deque()  # queued reservations/restores
+        self.lru: collections.OrderedDict = collections.OrderedDict()  # in-memory SHARED ids
+        self.spill_dir = spill_dir
+        self.spill_threshold = threshold
+        self.spilling = spilling and spill_dir is not None
+        self.spilling_bytes = 0          # being copied out now
+        self.spilled_now = 0             # bytes on disk now
+        self.spilled_total = 0           # ever spilled
+        self.restored_total = 0          # ever restored
+        self.spill_error = None          # the last failure to write the spill directory
+        self.io_jobs: list = []          # (kind, object id, layout, path) for SpillIO
+        self._io_inflight: dict = {}     # object id -> its job, until SpillIO reports
+        self.free_files: list = []       # spill files to delete
+        self.needs_store_work = False
+
+    # ------------------------------------------------------- reservations
+
+    def _on_reserve(self, client: ClientEntry, request_id: int, size: int) -> None:
+        if size < 0:   # room given back: the segment could not be written
+            taken = min(-size, client.reserved)
+            client.reserved -= taken
+            self.reserved -= taken
+            self.needs_store_work = True
+            return
+        if size > self.store_capacity:
+            self._refuse(client.identity, request_id, size,
+                         "the object is larger than the whole object store")
+            return
+        if not self.waiting_room and self._fits(size):
+            self._grant(client, request_id, size)
+            return
+        if not self.spilling:
+            self._refuse(client.identity, request_id, size, "spilling is turned off")
+            return
+        self.waiting_room.append(("reserve", client.client_id, request_id, size))
+        self.needs_store_work = True
+
+    def _fits(self, size: int) -> bool:
+        return self.store_used + self.reserved + size <= self.store_capacity
+
+    def _grant(self, client: ClientEntry, request_id: int, size: int) -> None:
+        client.reserved += size
+        self.reserved += size
+        self.outbox[client.identity].append((m.INFO_REPLY, request_id, ("ok",)))
+
+    def _refuse(self, identity: bytes, request_id: int, size: int, why: str) -> None:
+        error = (f"object store full: {why}. The object needs {size} bytes; the store holds "
+                 f"{self.store_used} of {self.store_capacity} bytes in memory, "
+                 f"{self.reserved} more are reserved, {self.spilled_now} bytes are spilled "
+                 f"to {self.spill_dir or '(no spill directory)'}"
+                 + (f"; last spill error: {self.spill_error}" if self.spill_error else ""))
+        self.outbox[identity].append((m.INFO_REPLY, request_id, ("full", error)))
+
+    def _consume_reservation(self, client: ClientEntry, payloads) -> None:
+        """Segments written under client's reservation are now stored."""
+        for payload in payloads:
+            if payload[0] == SHARED and client.reserved:
+                taken = min(payload[1][1], client.reserved)
+                client.reserved -= taken
+                self.reserved -= taken
+                self.needs_store_work = True
+
+    def _release_reservations(self, client: ClientEntry) -> None:
+        if client.reserved:
+            self.reserved -= client.reserved
+            client.reserved = 0
+            self.needs_store_work = True
+
+    # ------------------------------------------------------ the store's turn
+
+    def store_work(self) -> None:
+        """Grant what fits, spill what must go (called once per agent turn)."""
+        self.needs_store_work = False
+        self._grant_waiting()
+        if self.spilling:
+            self._spill_if_needed()
+        if self.waiting_room and not self._spills_or_restores_running():
+            self._refuse_stuck()
+
+    def _grant_waiting(self) -> None:
+        room = self.waiting_room
+        while room:
+            item = room[0]
+            if item[0] == "reserve":
+                _, client_id, request_id, size = item
+                client = self.clients.get(client_id)
+                if client is None:
+                    room.popleft()
+                    continue
+                if not self._fits(size):
+                    return
+                room.popleft()
+                self._grant(client, request_id, size)
+            else:
+                object_id = item[1]
+                entry = self.objects.get(object_id)
+                if entry is None or entry.spill != SPILLED:
+                    room.popleft()
+                    if entry is not None:
+                        entry.restore_queued = False
+                    continue
+                if not self._fits(entry.payload[1][1]):
+                    return
+                room.popleft()
+                entry.restore_queued = False
+                self._start_restore(object_id, entry)
+
+    def _spills_or_restores_running(self) -> bool:
+        return bool(self._io_inflight)
+
+    def _waiting_bytes(self) -> int:
+        total = 0
+        for item in self.waiting_room:
+            if item[0] == "reserve":
+                total += item[3]
+            else:
+                entry = self.objects.get(item[1])
+                if entry is not None and entry.payload is not None:
+                    total += entry.payload[1][1]
+        return total
+
+    def _spill_if_needed(self) -> None:
+        target = int(self.spill_threshold * self.store_capacity)
+        excess = (self.store_used - self.spilling_bytes + self.reserved + self._waiting_bytes()
+                  - target)
+        if excess <= 0:
+            return
+        in_use = self._objects_in_use()
+        excess = self._spill_candidates(excess, in_use)
+        if excess > 0 and self.waiting_room and not self.spilling_bytes:
+            # Producers wait and only arguments of queued tasks are left:
+            # spill those too (their readers keep their own mappings).
+            self._spill_candidates(excess, ())
+
+    def _spill_candidates(self, excess: int, in_use) -> int:
+        objects = self.objects
+        for object_id in list(self.lru):
+            if excess <= 0:
+                break
+            entry = objects.get(object_id)
+            if entry is None or entry.spill is not None or entry.payload is None \
+                    or entry.payload[0] != SHARED:
+                self.lru.pop(object_id, None)
+                continue
+            if object_id in in_use:
+                continue
+            self._start_spill(object_id, entry)
+            excess -= entry.payload[1][1]
+        return excess
+
+    def _objects_in_use(self) -> set:
+        """Arguments of tasks on a worker's queue (running or about to)."""
+        in_use = set()
+        for worker in self.workers.values():
+            for task in worker.queue:
+                in_use.update(task.spec[ts.DEPS])
+        return in_use
+
+    def _refuse_stuck(self) -> None:
+        """Nothing is being spilled or restored and nothing can be: the
+        queued producers would wait forever."""
+        if self.reserved:
+            return   # granted room about to be written, then spillable
+        if self.spilling and self.spill_error is None and self.lru:
+            return   # something can still be spilled next turn
+        while self.waiting_room:
+            item = self.waiting_room.popleft()
+            if item[0] == "reserve":
+                client = self.clients.get(item[1])
+                if client is not None:
+                    self._refuse(client.identity, item[2], item[3],
+                                 "spilling cannot make room" if self.spilling
+                                 else "spilling is turned off")
+            else:
+                entry = self.objects.get(item[1])
+                if entry is not None:
+                    entry.restore_queued = False
+                    self._restore_failed(item[1], entry, "not enough room to restore it")
+
+    # ------------------------------------------------------------- spilling
+
+    def _track_in_memory(self, object_id: bytes) -> None:
+        self.lru[object_id] = None
+        self.lru.move_to_end(object_id)
+        self.needs_store_work = True
+
+    def _start_spill(self, object_id: bytes, entry) -> None:
+        layout = entry.payload[1]
+        path = spill_file_name(self.spill_dir, object_id)
+        entry.spill = SPILLING
+        entry.spill_cancelled = False
+        self.spilling_bytes += layout[1]
+        self.lru.pop(object_id, None)
+        self._io_inflight[object_id] = (SPILL, object_id, layout, path)
+        self.io_jobs.append((SPILL, object_id, layout, path))
+
+    def on_spill_done(self, object_id: bytes, error) -> None:
+        _, _, layout, path = self._io_inflight.pop(object_id)
+        size = layout[1]
+        self.spilling_bytes -= size
+        self.needs_store_work = True
+        entry = self.objects.get(object_id)
+        if entry is None or entry.spill != SPILLING:
+            self.free_files.append(path)   # freed meanwhile: its segment is gone too
+            return
+        if error is not None:
+            self.spill_error = f"{type(error).__name__}: {error}"
+            entry.spill = None
+            self.lru[object_id] = None
+            self.free_files.append(path)
+            return
+        if entry.spill_cancelled:
+            # A task or reader wanted it while it was copied: keep it in memory.
+            entry.spill = None
+            self.free_files.append(path)
+            self._track_in_memory(object_id)
+            return
+        self.spill_error = None
+        entry.spill = SPILLED
+        entry.spill_path = path
+        self.store_used -= size
+        self.spilled_now += size
+        self.spilled_total += size
+        self.free_segments.append(layout[0])
+
+    # ------------------------------------------------------------ restoring
+
+    def _on_restore(self, client: ClientEntry, request_id: int, object_id: bytes) -> None:
+        """A reader found the segment gone: answer with the payload once it is back."""
+        entry = self.objects.get(object_id)
+        if entry is None or entry.payload is None:
+            lost = exceptions.ObjectLostError(
+                f"object {object_id.hex()} is not in the store: it was freed")
+            self.outbox[client.identity].append(
+                (m.INFO_REPLY, request_id, ("lost", serialization.dumps_exception(lost))))
+            return
+        self._want_in_memory(object_id, entry, (client.identity, request_id))
+
+    def _want_in_memory(self, object_id: bytes, entry, waiter=None) -> bool:
+        """True if entry is readable now; else its restore is under way (waiter
+        answered when done)."""
+        if entry.spill is None or entry.spill == SPILLING:
+            if entry.spill == SPILLING:
+                entry.spill_cancelled = True
+            if entry.spill is None and object_id in self.lru:
+                self.lru.move_to_end(object_id)
+            if waiter is not None:
+                self.outbox[waiter[0]].append((m.INFO_REPLY, waiter[1], ("ok", entry.payload)))
+            return True
+        if waiter is not None:
+            if entry.restore_waiters is None:
+                entry.restore_waiters = []
+            entry.restore_waiters.append(waiter)
+        if entry.spill == SPILLED and not entry.restore_queued:
+            entry.restore_queued = True
+            self.waiting_room.append(("restore", object_id))
+            self.needs_store_work = True
+        return False
+
+    def _start_restore(self, object_id: bytes, entry) -> None:
+        layout = entry.payload[1]
+        entry.spill = RESTORING
+        self.reserved += layout[1]
+        self._io_inflight[object_id] = (RESTORE, object_id, layout, entry.spill_path)
+        self.io_jobs.append((RESTORE, object_id, layout, entry.spill_path))
+
+    def on_restore_done(self, object_id: bytes, error) -> None:
+        _, _, layout, path = self._io_inflight.pop(object_id)
+        size = layout[1]
+        self.reserved -= size
+        self.needs_store_work = True
+        entry = self.objects.get(object_id)
+        if entry is None or entry.spill != RESTORING:
+            # Freed while it was copied back.
+            self.free_segments.append(layout[0])
+            self.free_files.append(path)
+            return
+        if error is not None:
+            entry.spill = SPILLED
+            self._restore_failed(object_id, entry, f"{type(error).__name__}: {error}")
+            return
+        entry.spill = None
+        entry.spill_path = None
+        self.store_used += size
+        self.spilled_now -= size
+        self.restored_total += size
+        self.free_files.append(path)
+        self._track_in_memory(object_id)
+        waiters, entry.restore_waiters = entry.restore_waiters, None
+        for identity, request_id in waiters or ():
+            self.outbox[identity].append((m.INFO_REPLY, request_id, ("ok", entry.payload)))
+        self._wake_waiting_tasks(entry, entry.payload)
+
+    def _restore_failed(self, object_id: bytes, entry, why: str) -> None:
+        lost = exceptions.ObjectLostError(
+            f"object {object_id.hex()} was spilled to {entry.spill_path} and could not be "
+            f"restored: {why}")
+        payload = (ERROR, serialization.dumps_exception(lost))
+        waiters, entry.restore_waiters = entry.restore_waiters, None
+        for identity, request_id in waiters or ():
+            self.outbox[identity].append((m.INFO_REPLY, request_id, ("lost", payload[1])))
+        self._wake_waiting_tasks(entry, payload)
+
+    def _wake_waiting_tasks(self, entry, payload) -> None:
+        if not entry.waiting_tasks:
+            return
+        waiting, entry.waiting_tasks = entry.waiting_tasks, None
+        for task in waiting:
+            if task.state != WAITING:
+                continue
+            if payload[0] == ERROR:
+                self._fail_task(task, payload)
+            else:
+                task.missing_deps -= 1
+                if task.missing_deps == 0:
+                    self._enqueue(task)
+
+    # -------------------------------------------------------------- freeing
+
+    def _forget_stored(self, object_id: bytes, entry) -> None:
+        """The object is freed: give back its memory or its spill file."""
+        payload = entry.payload
+        if payload is None or payload[0] != SHARED:
+            return
+        self.lru.pop(object_id, None)
+        spill = entry.spill
+        if spill is None or spill == SPILLING:
+            # (A spill under way finds the entry gone and deletes its file.)
+            self.free_segments.append(payload[1][0])
+            self.store_used -= payload[1][1]
+            self.needs_store_work = True
+        elif spill == SPILLED:
+            self.free_files.append(entry.spill_path)
+            self.spilled_now -= payload[1][1]
+        # RESTORING: the restore finds the entry gone and removes both copies.
+
+    # ---------------------------------------------------------------- info
+
+    def store_info(self) -> dict:
+        return {"used_bytes": self.store_used, "capacity_bytes": self.store_capacity,
+                "reserved_bytes": self.reserved, "spilled_bytes": self.spilled_now,
+                "spilled_bytes_total": self.spilled_total,
+                "restored_bytes": self.restored_total, "spill_dir": self.spill_dir,
+                "num_objects": sum(1 for object_id in self.objects
+                                   if not _is_handle(object_id))}
+
+    def memory_summary(self) -> dict:
+        """store_info() plus one row per object (id, size, state, call site, holders)."""
+        holders: dict = collections.defaultdict(list)
+        for client in self.clients.values():
+            for object_id in client.held:
+                holders[object_id].append(f"{client.kind} pid {client.pid}")
+        rows = []
+        for object_id, entry in self.objects.items():
+            if _is_handle(object_id):
+                continue
+            payload = entry.payload
+            if entry.pending:
+                state, size = "pending", 0
+            elif payload[0] == SHARED:
+                state = {None: "in memory", SPILLING: "in memory (spilling)",
+                         SPILLED: "spilled", RESTORING: "restoring"}[entry.spill]
+                size = payload[1][1]
+            else:
+                state = "in memory (inline)" if payload[0] != ERROR else "error"
+                size = len(payload[1]) if payload[1] is not None else 0
+            held_by = holders.get(object_id, [])
+            pins = entry.refs - len(held_by)
+            rows.append({"object_id": object_id.hex(), "size": size, "state": state,
+                         "call_site": entry.call_site or "", "holders": held_by,
+                         "pins": max(pins, 0)})
+        summary = self.store_info()
+        summary["objects"] = rows
+        return summary
+
+
+def _is_handle(object_id: bytes) -> bool:
+    return object_id.endswith(b"\xff\xff") and len(object_id) == 16
+
+
+def remove_files(paths) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

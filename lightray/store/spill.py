@@ -1,0 +1,129 @@
+"""Copying objects between the store and the spill directory, off the agent's thread.
+
+    agent thread ──job (spill | restore)──▶ SpillIO thread: sendfile segment <-> file
+                 ◀──(kind, object id, error)── results + inproc wake-up (PUSH -> agent's PULL)
+
+A spill file holds the segment's bytes unchanged, so a restored segment has
+the very layout (name, size, offsets) it had: every payload already handed
+out stays valid. The copy is ``os.sendfile`` in 64 MiB steps, which moves
+pages inside the kernel in large sequential writes, without passing through
+Python. The agent decides what to spill and when (lightray.agent_store); this
+module only moves bytes.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import threading
+
+import zmq
+
+from . import shm
+
+_STEP = 64 << 20
+SPILL, RESTORE, STOP = "spill", "restore", "stop"
+
+
+def spill_file_name(spill_dir: str, object_id: bytes) -> str:
+    return os.path.join(spill_dir, object_id.hex())
+
+
+def copy_segment_to_file(layout, path: str) -> None:
+    name, size = layout[0], layout[1]
+    source = shm.open_segment(name, os.O_RDONLY, 0)
+    try:
+        target = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        try:
+            _copy(source, target, size)
+        except BaseException:
+            os.close(target)
+            _remove(path)
+            raise
+        os.close(target)
+    finally:
+        os.close(source)
+
+
+def copy_file_to_segment(path: str, layout) -> None:
+    name, size = layout[0], layout[1]
+    source = os.open(path, os.O_RDONLY)
+    try:
+        target = shm.open_segment(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
+        try:
+            os.ftruncate(target, size)
+            _copy(source, target, size)
+        except BaseException:
+            os.close(target)
+            shm.unlink(name)
+            raise
+        os.close(target)
+    finally:
+        os.close(source)
+
+
+def _copy(source: int, target: int, size: int) -> None:
+    offset = 0
+    while offset < size:
+        sent = os.sendfile(target, source, offset, min(_STEP, size - offset))
+        if sent == 0:
+            raise OSError(f"short copy: {offset} of {size} bytes")
+        offset += sent
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class SpillIO:
+    """One thread doing the agent's spill and restore copies, in order."""
+
+    def __init__(self, context: zmq.Context, wake_address: str):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._done: collections.deque = collections.deque()
+        self._context = context
+        self._wake_address = wake_address
+        self._thread = threading.Thread(target=self._run, name="lightray-spill", daemon=True)
+        self._thread.start()
+
+    def submit(self, kind: str, object_id: bytes, layout, path: str) -> None:
+        self._jobs.put((kind, object_id, layout, path))
+
+    def completed(self) -> list:
+        """(kind, object id, error or None) of the jobs finished since last asked."""
+        done = []
+        while self._done:
+            done.append(self._done.popleft())
+        return done
+
+    def stop(self) -> None:
+        self._jobs.put((STOP, None, None, None))
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        wake = self._context.socket(zmq.PUSH)
+        wake.setsockopt(zmq.LINGER, 0)
+        wake.connect(self._wake_address)
+        try:
+            while True:
+                kind, object_id, layout, path = self._jobs.get()
+                if kind == STOP:
+                    return
+                error = None
+                try:
+                    if kind == SPILL:
+                        copy_segment_to_file(layout, path)
+                    else:
+                        copy_file_to_segment(path, layout)
+                except OSError as failure:
+                    error = failure
+                self._done.append((kind, object_id, error))
+                try:
+                    wake.send(b"", zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+        finally:
+            wake.close()
