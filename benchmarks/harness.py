@@ -89,18 +89,32 @@ def fmt(value: Optional[float]) -> str:
     return f"{value:.3g}" if value >= 0.01 else f"{value:.2g}"
 
 
-def parse_list(text: Optional[str], choices: list, what: str) -> list:
+def parse_list(text: Optional[str], choices: list, what: str,
+               groups: Optional[dict] = None) -> list:
     """Comma-separated subset of ``choices`` in their order; all when empty.
 
-    Exits with a message naming the unknown ``what``\\ s.
+    ``groups`` maps a group name to a list of choices: naming the group
+    selects all of them (e.g. ``--cases actors``). Exits with a message naming
+    the unknown ``what``\\ s.
     """
     if not text:
         return list(choices)
-    chosen = [c.strip() for c in text.split(",") if c.strip()]
-    unknown = [c for c in chosen if c not in choices]
+    groups = groups or {}
+    chosen = set()
+    unknown = []
+    for name in (c.strip() for c in text.split(",")):
+        if not name:
+            continue
+        if name in groups:
+            chosen.update(groups[name])
+        elif name in choices:
+            chosen.add(name)
+        else:
+            unknown.append(name)
     if unknown:
+        names = list(choices) + [f"{g} (group)" for g in groups]
         raise SystemExit(f"unknown {what}(s): {', '.join(unknown)}; "
-                         f"choose from {', '.join(choices)}")
+                         f"choose from {', '.join(names)}")
     return [c for c in choices if c in chosen]  # canonical order
 
 

@@ -6,6 +6,7 @@ Usage::
     python benchmarks/microbench.py                  # lightray only
     python benchmarks/microbench.py --vs ray         # lightray and Ray
     python benchmarks/microbench.py --vs ray --quick --cases tasks_sync,put_small
+    python benchmarks/microbench.py --vs ray --cases actors   # the actor cases only
     python benchmarks/microbench.py --vs ray --json results.json
 
 Method
@@ -24,9 +25,9 @@ Method
   ``init(num_cpus=2)``, and the first task. One untimed warm-up run, then the
   median of 3 runs (``--quick``: 1 run and no warm-up).
 * Throughput cases (``tasks_sync``, ``tasks_async``, ``put_small``,
-  ``get_small``, ``wait_1000``) warm up briefly, then repeat the operation
-  for about 2 s (``--quick``: 0.5 s), split into 3 equal trials. The reported
-  value is the median rate of the trials.
+  ``get_small``, ``wait_1000`` and the actor cases) warm up briefly, then
+  repeat the operation for about 2 s (``--quick``: 0.5 s), split into 3 equal
+  trials. The reported value is the median rate of the trials.
 * ``put_100MB`` puts a 100 MB (10**8 bytes) float64 array from
   ``np.random``, created once, and drops the ref after each put. The value is
   the median GB/s (1 GB = 10**9 bytes); the best is kept in the JSON output.
@@ -37,6 +38,23 @@ Method
 * ``wait_1000`` copies Ray's ``ray_perf`` "single client wait 1k refs": submit
   1,000 no-op tasks, then call ``wait(not_ready, num_returns=1)`` until every
   ref is ready. The timed region includes the submission. Reported as refs/s.
+* The actor cases follow Ray's ``ray_perf`` definitions, scaled to 2 CPUs.
+  The target actor's method ``small_value`` returns ``b"ok"``; the actor is
+  made with ``num_cpus=0`` like ``ray_perf``'s ``Actor`` (the async actor with
+  the defaults, like its ``AsyncActor``). ``actor_calls_sync``: one
+  ``get(a.small_value.remote())`` at a time. ``actor_calls_async``: submit
+  1,000 calls, then one ``get`` of all. ``actor_calls_concurrent``: the same on
+  an actor made with ``.options(max_concurrency=16)`` (a threaded actor).
+  ``async_actor_calls_async``: the same on an actor whose methods are
+  ``async def``. ``n_n_actor_calls_async``: 2 tasks, each submitting 1,000
+  calls spread over 2 target actors in turn and then getting them; the driver
+  waits for both tasks (``ray_perf``'s "n:n actor calls async" with n = 2).
+  All report calls/s and are timed like the throughput cases. Each case
+  creates its own actors, waits until they answer, makes 20 untimed calls on
+  each (plus one small round of the caller tasks for n:n), then, after
+  measuring, kills them with ``kill`` and waits until their processes have
+  exited, so one case's actors never run during the next.
+  ``--cases actors`` selects them all (``--cases core`` the others).
 
 The ratio column is always lightray / Ray for the case's own metric. For
 throughputs, higher is better. For times, lower is better. The "better"
@@ -65,6 +83,12 @@ NUM_CPUS = 2
 BIG_BYTES = 100 * 10**6  # 100 MB
 ASYNC_BATCH = 1000
 WAIT_REFS = 1000
+CONCURRENT_ACTOR_THREADS = 16  # max_concurrency of actor_calls_concurrent
+NN_CALLERS = 2  # n:n actor calls: caller tasks ...
+NN_TARGETS = 2  # ... each calling these actors in turn ...
+NN_CALLS_PER_CALLER = 1000  # ... this many times per step
+ACTOR_WARMUP_CALLS = 20  # calls on each new actor before the timed part
+ACTOR_EXIT_TIMEOUT = 10.0  # seconds to wait for killed actors' processes to end
 
 SYSTEMS = {
     "lightray": {"module": "lightray", "init_kwargs": {"num_cpus": NUM_CPUS}},
@@ -89,6 +113,18 @@ CASES = {
     "put_100MB": ("GB/s", True),
     "get_100MB": ("us", False),
     "wait_1000": ("refs/s", True),
+    "actor_calls_sync": ("calls/s", True),
+    "actor_calls_async": ("calls/s", True),
+    "actor_calls_concurrent": ("calls/s", True),
+    "async_actor_calls_async": ("calls/s", True),
+    "n_n_actor_calls_async": ("calls/s", True),
+}
+
+ACTOR_CASES = [c for c in CASES if "actor" in c]
+# --cases accepts these group names too, e.g. ``--cases actors``
+CASE_GROUPS = {
+    "actors": ACTOR_CASES,
+    "core": [c for c in CASES if c not in ACTOR_CASES],
 }
 
 # Versions in the machine line: display name -> package
@@ -258,6 +294,155 @@ def case_wait_1000(rt, noop, cfg):
     return value, {"trial_rates": rates}
 
 
+# --------------------------------------------------------------------------
+# Actor cases, after Ray's ray/_private/ray_perf.py ("1:1 actor calls sync",
+# "1:1 actor calls async", "1:1 actor calls concurrent", "1:1 async-actor calls
+# async", "n:n actor calls async"). Each case creates its own actors, makes a
+# few calls on each, measures like the task cases, then kills its actors and
+# waits until their processes have ended, so no case's actors linger into the
+# next.
+# --------------------------------------------------------------------------
+
+
+class _Target:
+    """ray_perf's ``Actor`` (made remote with ``num_cpus=0`` there, and here)."""
+
+    def small_value(self):
+        return b"ok"
+
+    def pid(self):
+        return os.getpid()
+
+
+class _AsyncTarget:
+    """ray_perf's ``AsyncActor``: every method is ``async def``."""
+
+    async def small_value(self):
+        return b"ok"
+
+    async def pid(self):
+        return os.getpid()
+
+
+def _call_in_turn(module: str, targets: list, n: int) -> int:
+    """Caller task of n_n_actor_calls_async (ray_perf's ``work``): ``n`` calls
+    spread over ``targets`` in turn, all submitted before one ``get``."""
+    import importlib
+
+    rt = importlib.import_module(module)
+    rt.get([targets[i % len(targets)].small_value.remote() for i in range(n)])
+    return n
+
+
+def _process_gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def retire_actors(rt, handles: list, pids: list) -> Optional[float]:
+    """Kill the actors and wait for their processes to end.
+
+    Returns the seconds that took, or None if some process was still running
+    after ``ACTOR_EXIT_TIMEOUT`` (also logged on stderr).
+    """
+    t0 = time.perf_counter()
+    for handle in handles:
+        rt.kill(handle)
+    deadline = t0 + ACTOR_EXIT_TIMEOUT
+    while not all(_process_gone(pid) for pid in pids):
+        if time.perf_counter() > deadline:
+            alive = [pid for pid in pids if not _process_gone(pid)]
+            log(f"  warning: actor processes {alive} still running "
+                f"{ACTOR_EXIT_TIMEOUT:.0f}s after kill")
+            return None
+        time.sleep(0.01)
+    return time.perf_counter() - t0
+
+
+def measure_actor_rate(rt, handles: list, step: Callable[[], int], cfg: Settings,
+                       warmup: Optional[Callable[[], None]] = None, **extra) -> tuple:
+    """Warm the ``handles`` up (then run ``warmup``), ``measure_rate(step)``,
+    then retire them. The actors are killed even when the measurement fails.
+    """
+    try:
+        pids = rt.get([h.pid.remote() for h in handles])  # every actor is up
+    except BaseException:
+        for handle in handles:
+            rt.kill(handle)
+        raise
+    try:
+        for _ in range(ACTOR_WARMUP_CALLS):
+            rt.get([h.small_value.remote() for h in handles])
+        if warmup is not None:
+            warmup()
+        value, rates = measure_rate(step, cfg)
+    finally:
+        kill_s = retire_actors(rt, handles, pids)
+    return value, {"trial_rates": rates, "actors": len(handles),
+                   "kill_and_exit_s": kill_s, **extra}
+
+
+def _target_class(rt, **options):
+    return rt.remote(num_cpus=0, **options)(_Target)
+
+
+def case_actor_calls_sync(rt, noop, cfg):
+    actor = _target_class(rt).remote()
+
+    def step():
+        rt.get(actor.small_value.remote())
+        return 1
+
+    return measure_actor_rate(rt, [actor], step, cfg)
+
+
+def _batch_step(rt, actor):
+    def step():
+        rt.get([actor.small_value.remote() for _ in range(ASYNC_BATCH)])
+        return ASYNC_BATCH
+    return step
+
+
+def case_actor_calls_async(rt, noop, cfg):
+    actor = _target_class(rt).remote()
+    return measure_actor_rate(rt, [actor], _batch_step(rt, actor), cfg,
+                              batch=ASYNC_BATCH)
+
+
+def case_actor_calls_concurrent(rt, noop, cfg):
+    actor = _target_class(rt).options(max_concurrency=CONCURRENT_ACTOR_THREADS).remote()
+    return measure_actor_rate(rt, [actor], _batch_step(rt, actor), cfg,
+                              batch=ASYNC_BATCH, max_concurrency=CONCURRENT_ACTOR_THREADS)
+
+
+def case_async_actor_calls_async(rt, noop, cfg):
+    actor = rt.remote(_AsyncTarget).remote()
+    return measure_actor_rate(rt, [actor], _batch_step(rt, actor), cfg,
+                              batch=ASYNC_BATCH)
+
+
+def case_n_n_actor_calls_async(rt, noop, cfg):
+    targets = [_target_class(rt).remote() for _ in range(NN_TARGETS)]
+    caller = rt.remote(_call_in_turn)
+    module = rt.__name__
+
+    def step():
+        done = rt.get([caller.remote(module, targets, NN_CALLS_PER_CALLER)
+                       for _ in range(NN_CALLERS)])
+        return sum(done)
+
+    def warm_callers():  # the caller tasks' first run imports, leases, ...
+        rt.get([caller.remote(module, targets, 10) for _ in range(NN_CALLERS)])
+
+    return measure_actor_rate(rt, targets, step, cfg, warmup=warm_callers,
+                              callers=NN_CALLERS,
+                              calls_per_caller=NN_CALLS_PER_CALLER)
+
+
 IN_PROCESS_CASES = {
     "tasks_sync": case_tasks_sync,
     "tasks_async": case_tasks_async,
@@ -266,6 +451,11 @@ IN_PROCESS_CASES = {
     "put_100MB": case_put_100MB,
     "get_100MB": case_get_100MB,
     "wait_1000": case_wait_1000,
+    "actor_calls_sync": case_actor_calls_sync,
+    "actor_calls_async": case_actor_calls_async,
+    "actor_calls_concurrent": case_actor_calls_concurrent,
+    "async_actor_calls_async": case_async_actor_calls_async,
+    "n_n_actor_calls_async": case_n_n_actor_calls_async,
 }
 
 
@@ -384,9 +574,9 @@ def error_result(case: str, message: str) -> dict:
 
 def log_result(system: str, res: dict) -> None:
     if res["error"]:
-        log(f"  {system:9s} {res['case']:18s} ERROR {res['error']}")
+        log(f"  {system:9s} {res['case']:23s} ERROR {res['error']}")
     else:
-        log(f"  {system:9s} {res['case']:18s} {fmt(res['value'])} {res['unit']}")
+        log(f"  {system:9s} {res['case']:23s} {fmt(res['value'])} {res['unit']}")
 
 
 WORKER = harness.WorkerSpec(SCRIPT, START_TAG, RESULT_TAG, error_result, log_result)
@@ -451,10 +641,12 @@ def render_table(cases: list, results: dict) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="lightray microbenchmarks (optionally vs Ray).",
-        epilog="cases: " + ", ".join(CASES),
+        epilog="cases: " + ", ".join(CASES) + "; groups for --cases: "
+               + ", ".join(f"{g} ({', '.join(cs)})" for g, cs in CASE_GROUPS.items()),
     )
     p.add_argument("--vs", choices=["ray"], help="also run Ray for comparison")
-    p.add_argument("--cases", help="comma-separated subset of cases")
+    p.add_argument("--cases", help="comma-separated subset of cases and groups, "
+                                   "e.g. tasks_sync,put_small or actors")
     p.add_argument("--quick", action="store_true", help="shorter durations")
     p.add_argument("--json", metavar="PATH", help="write results as JSON")
     p.add_argument("--timeout", type=float, default=90.0,
@@ -467,7 +659,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cases = harness.parse_list(args.cases, list(CASES), "case")
+    cases = harness.parse_list(args.cases, list(CASES), "case", CASE_GROUPS)
     if args.system:
         worker_main(args.system, cases, Settings.for_mode(args.quick))
         return 0

@@ -42,6 +42,7 @@ from .transport import sockets
 
 _BATCH = 512                # messages handled per turn before acting
 _HOUSEKEEPING = 0.05        # seconds between reaping children / parent checks
+_DRIVER_CHECK = 0.5         # seconds between checks that attached drivers still live
 _PR_SET_PDEATHSIG = 1
 
 
@@ -99,6 +100,7 @@ class AgentServer:
         poller.register(router, zmq.POLLIN)
         poller.register(self.spill_wake, zmq.POLLIN)
         next_housekeeping = 0.0
+        next_driver_check = 0.0
         self._act()
         while self.running and not state.stopping:
             events = dict(poller.poll(int(_HOUSEKEEPING * 1000)))
@@ -119,6 +121,9 @@ class AgentServer:
                 self._reap_children()
                 if self.parent_pid and os.getppid() != self.parent_pid:
                     break   # the driver that embeds us is gone
+                if now >= next_driver_check:
+                    next_driver_check = now + _DRIVER_CHECK
+                    self._drop_dead_drivers()
             if state.needs_schedule:
                 state.schedule()
             if state.needs_store_work:
@@ -140,6 +145,13 @@ class AgentServer:
                 state.on_restore_done(object_id, error)
         if state.needs_schedule:
             state.schedule()
+
+    def _drop_dead_drivers(self) -> None:
+        """A driver killed before it could say goodbye: let go of what it held
+        (refs, actors it owns, leases), as if it had."""
+        for client in list(self.state.clients.values()):
+            if client.kind == "driver" and client.pid and not _pid_alive(client.pid):
+                self.state.on_client_gone(client.client_id)
 
     def _dispatch(self, identity: bytes, frame: bytes) -> None:
         try:

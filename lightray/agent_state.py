@@ -693,6 +693,12 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
                 f"died: {status}; {attempts} attempt(s), no retries left (max_retries="
                 f"{task.spec[ts.MAX_RETRIES]})"))
 
+    def on_client_gone(self, client_id: bytes) -> None:
+        """A process left without GOODBYE (its pid is gone)."""
+        client = self.clients.get(client_id)
+        if client is not None:
+            self._drop_client(client)
+
     def _drop_client(self, client: ClientEntry) -> None:
         for worker_id in list(client.leases):
             self._on_lease_return(client, worker_id)
