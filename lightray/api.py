@@ -27,7 +27,7 @@ from .resources import detect_num_cpus, make_request
 from .transport import sockets
 
 _INIT_OPTIONS = ("address", "num_cpus", "num_gpus", "resources", "object_store_memory",
-                 "namespace", "ignore_reinit_error")
+                 "spill_dir", "namespace", "ignore_reinit_error")
 
 _lock = threading.RLock()
 _runtime = None
@@ -45,9 +45,14 @@ class _Runtime:
 
 
 def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
-         object_store_memory=None, namespace=None, ignore_reinit_error: bool = False,
-         **unknown):
-    """Start (or, later, connect to) a lightray runtime and attach this process."""
+         object_store_memory=None, spill_dir=None, namespace=None,
+         ignore_reinit_error: bool = False, **unknown):
+    """Start an embedded runtime, or attach to a running agent, and attach this process.
+
+    object_store_memory: the store's capacity in bytes (default 30% of RAM,
+    at most the free space of /dev/shm); spill_dir: where objects beyond it
+    go (default: inside the session directory; env LIGHTRAY_SPILL_DIR).
+    """
     global _runtime
     if unknown:
         raise ValueError(f"unknown init() option(s) {', '.join(map(repr, sorted(unknown)))}; "
@@ -61,9 +66,11 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         if address is not None:
             if not isinstance(address, str):
                 raise TypeError(f"address must be a str, got {type(address).__name__}")
-            if any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory)):
-                raise ValueError("num_cpus, num_gpus, resources and object_store_memory belong "
-                                 "to the agent; init(address=...) attaches to a running one")
+            if any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory,
+                                           spill_dir)):
+                raise ValueError("num_cpus, num_gpus, resources, object_store_memory and "
+                                 "spill_dir belong to the agent; init(address=...) attaches to "
+                                 "a running one")
             _runtime = _connect_local(address, namespace)
             return _context()
         request = make_request(num_cpus if num_cpus is not None else detect_num_cpus(),
@@ -77,11 +84,17 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                              f"got {object_store_memory!r}")
         if namespace is not None and (not isinstance(namespace, str) or not namespace):
             raise ValueError(f"namespace must be a non-empty str, got {namespace!r}")
-        _runtime = _start_embedded(request, object_store_memory, namespace)
+        if spill_dir is not None:
+            if not isinstance(spill_dir, (str, os.PathLike)) or not str(spill_dir):
+                raise TypeError(f"spill_dir must be a path, got {spill_dir!r}")
+            spill_dir = os.path.abspath(spill_dir)
+            if os.path.exists(spill_dir) and not os.path.isdir(spill_dir):
+                raise ValueError(f"spill_dir {spill_dir!r} exists and is not a directory")
+        _runtime = _start_embedded(request, object_store_memory, namespace, spill_dir)
         return _context()
 
 
-def _start_embedded(request: dict, object_store_memory, namespace) -> _Runtime:
+def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=None) -> _Runtime:
     from .agent import new_session_dir, reclaim_dead_sessions
     reclaim_dead_sessions()
     session, session_dir = new_session_dir()
@@ -93,6 +106,8 @@ def _start_embedded(request: dict, object_store_memory, namespace) -> _Runtime:
         command += ["--object-store-memory", str(object_store_memory)]
     if namespace:
         command += ["--namespace", namespace]
+    if spill_dir:
+        command += ["--spill-dir", spill_dir]
     env = dict(os.environ)
     # Workers import user modules by name (functions pickled by reference):
     # give them the driver's import path.
@@ -294,6 +309,15 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, got {type(object_ref).__name__}")
     client_module.require_client_for(object_ref).cancel(object_ref, force)
+
+
+def memory_summary() -> dict:
+    """The object store now: used_bytes, capacity_bytes, spilled_bytes (on disk
+    now), restored_bytes, num_objects, spill_dir, and objects: one dict per
+    object with object_id, size, state (in memory / spilled / restoring /
+    pending), call_site and holders (the processes holding a ref) and pins
+    (tasks and objects needing it)."""
+    return _client_for_submission().info("memory", timeout=30.0)
 
 
 def cluster_resources() -> dict:
