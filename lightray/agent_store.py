@@ -274,6 +274,14 @@ class StoreManagement:
         self.spilled_now += size
         self.spilled_total += size
         self.free_segments.append(layout[0])
+        # Holders may keep a mapping of it for quick gets: it would pin the memory.
+        for client in self.clients.values():
+            if object_id in client.held:
+                box = self.outbox[client.identity]
+                if box and box[-1][0] == m.SPILLED:
+                    box[-1][1].append(object_id)
+                else:
+                    box.append((m.SPILLED, [object_id]))
 
     # ------------------------------------------------------------ restoring
 

@@ -94,6 +94,10 @@ class CoreClient:
         self._subscribed: set = set()
         self._futures: dict = {}                  # object_id -> [Future]
         self._when_ready: dict = {}               # object_id -> [callable()]
+        # Mappings of segments this process read, kept while it holds the ref
+        # so that a second get costs no mmap; dropped when the agent says the
+        # object was spilled (the mapping would pin its memory).
+        self._mappings: dict = {}                 # object_id -> (mmap, inband, buffers)
         self._info_ids = itertools.count(1)
         self._info_futures: dict = {}
         self._exported: set = set()
@@ -188,6 +192,8 @@ class CoreClient:
             self._ready.pop(object_id, None)
         self._owned.discard(object_id)
         self._subscribed.discard(object_id)
+        # Dropping our mapping is enough: numpy views still alive keep it mapped.
+        self._mappings.pop(object_id, None)
 
     def _delta_ops(self) -> list:
         """Consecutive INC/DEC deltas folded into list ops (caller holds _lock)."""
@@ -498,6 +504,9 @@ class CoreClient:
                 self.direct.on_revoke(op[1])
             elif kind == m.WORKER_DIED:
                 self.direct.on_worker_died(op[1], op[2], op[3])
+            elif kind == m.SPILLED:
+                for object_id in op[1]:
+                    self._mappings.pop(object_id, None)
             elif kind == m.ACTOR_STATE:
                 self.actor_caller().on_actor_state(op[1], op[2], op[3], op[4], op[5])
             elif kind == m.INFO_REPLY:
@@ -605,10 +614,12 @@ class CoreClient:
         if kind == INLINE:
             return serialization.deserialize(data)
         if kind == SHARED:
-            # No cache of mappings: the value's buffers keep theirs alive, and
-            # a mapping we kept would pin the memory of a spilled object.
-            _, inband, buffers = self.attach(object_id, data)
-            return serialization.deserialize(inband, buffers)
+            mapping = self._mappings.get(object_id)
+            if mapping is None:
+                mapping = self.attach(object_id, data)
+                if object_id in self._local_counts:
+                    self._mappings[object_id] = mapping
+            return serialization.deserialize(mapping[1], mapping[2])
         raise serialization.deserialize(data)
 
     def materialize_payload(self, object_id: bytes, payload):
@@ -736,6 +747,7 @@ class CoreClient:
         self._reply_handlers.clear()
         self._retired_sockets = []
         self._close_sockets(send_linger_ms=0 if self.dead_reason != "shutdown" else 1000)
+        self._mappings.clear()
 
     def _close_sockets(self, send_linger_ms: int = 0) -> None:
         if self._sockets_closed:

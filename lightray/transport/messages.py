@@ -66,6 +66,7 @@ LEASE_GRANTED = 107  # (LEASE_GRANTED, shape, worker_id or None, assignment)
 LEASE_REVOKE = 108   # (LEASE_REVOKE, worker_id)  return it after the running task
 WORKER_DIED = 109    # (WORKER_DIED, worker_id, status, cancelled)  to its lessee
 ACTOR_STATE = 110    # (ACTOR_STATE, actor_id, incarnation, state, worker_id, death payload)
+SPILLED = 112        # (SPILLED, [object_id, ...])  to holders: spilled, drop your mappings
 ACTOR_START = 111    # (ACTOR_START, constructor TaskSpec, class bytes, [dep payloads],
                      #   assignment, actor options dict)  to the actor's own worker
 
