@@ -332,6 +332,7 @@ class StoreManagement:
         entry = self.objects.get(object_id)
         if entry is None or entry.spill != RESTORING:
             # Freed while it was copied back.
+            self.spilled_now -= size
             self.free_segments.append(layout[0])
             self.free_files.append(path)
             return

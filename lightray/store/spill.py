@@ -86,6 +86,7 @@ class SpillIO:
         self._done: collections.deque = collections.deque()
         self._context = context
         self._wake_address = wake_address
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="lightray-spill", daemon=True)
         self._thread.start()
 
@@ -100,6 +101,8 @@ class SpillIO:
         return done
 
     def stop(self) -> None:
+        """Finish the copy under way, skip the rest (the agent is stopping)."""
+        self._stopping = True
         self._jobs.put((STOP, None, None, None))
         self._thread.join(timeout=30)
 
@@ -110,7 +113,7 @@ class SpillIO:
         try:
             while True:
                 kind, object_id, layout, path = self._jobs.get()
-                if kind == STOP:
+                if kind == STOP or self._stopping:
                     return
                 error = None
                 try:
