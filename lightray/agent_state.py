@@ -279,6 +279,8 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         (or run right behind their producer on the same worker)."""
         objects = self.objects
         task.missing_deps = 0
+        if task.spec[ts.DEPS] and not self._arguments_fit(task):
+            return
         for object_id in task.spec[ts.DEPS]:
             entry = objects[object_id]
             if entry.pending or (entry.spill is not None

@@ -201,10 +201,18 @@ class StoreManagement:
         return excess
 
     def _objects_in_use(self) -> set:
-        """Arguments of tasks on a worker's queue (running or about to)."""
+        """Arguments of tasks on a worker's queue (running or about to), and of
+        tasks waiting for an argument to be restored (spilling their other
+        arguments meanwhile would make them wait for ever)."""
         in_use = set()
         for worker in self.workers.values():
             for task in worker.queue:
+                in_use.update(task.spec[ts.DEPS])
+        restoring = [job[1] for job in self._io_inflight.values() if job[0] == RESTORE]
+        restoring += [item[1] for item in self.waiting_room if item[0] == "restore"]
+        for object_id in restoring:
+            entry = self.objects.get(object_id)
+            for task in (entry.waiting_tasks or ()) if entry is not None else ():
                 in_use.update(task.spec[ts.DEPS])
         return in_use
 

@@ -1,0 +1,242 @@
+"""The store's bookkeeping in AgentState (lightray.agent_store), driven without sockets:
+reservations, what gets spilled, restores, and freeing during copies.
+
+Segments here are only layouts: nothing is written, the SpillIO jobs the
+state asks for are checked and their completion is fed back by hand.
+"""
+import pickle
+
+import pytest
+
+from lightray import task_spec as ts
+from lightray.agent_state import AgentState
+from lightray.agent_store import RESTORING, SPILLED, SPILLING
+from lightray.ids import IdMaker, return_ids
+from lightray.serialization import SHARED
+from lightray.store.spill import RESTORE, SPILL
+from lightray.transport import messages as m
+
+DRIVER = b"driver01"
+MB = 1 << 20
+ids = IdMaker()
+
+
+@pytest.fixture
+def state():
+    agent = AgentState(node_id="node0000", session="s", resources={"CPU": 2.0},
+                       pipeline_depth=4, max_workers=8, store_capacity=100 * MB,
+                       spill_dir="/spill", spill_threshold=0.8, spilling=True,
+                       segment_prefix="lr_s_")
+    agent.on_hello(DRIVER, "driver", 1, "")
+    agent.initial_workers(1)
+    for pid, worker_id in enumerate(agent.spawn, start=100):
+        agent.set_worker_pid(worker_id, pid)
+        agent.on_hello(worker_id.encode(), "worker", pid, worker_id)
+    agent.spawn.clear()
+    agent.outbox.clear()
+    return agent
+
+
+def replies(agent, identity=DRIVER + b"r"):
+    out = [op for op in agent.outbox.get(identity, []) if op[0] == m.INFO_REPLY]
+    agent.outbox.clear()
+    return out
+
+
+def reserve(agent, size, request_id=1):
+    agent.handle(DRIVER, [(m.RESERVE, request_id, size)])
+    agent.store_work()
+    return replies(agent)
+
+
+def put(agent, size):
+    """A put of size bytes, reserved first; returns its object id."""
+    assert reserve(agent, size) == [(m.INFO_REPLY, 1, ("ok",))]
+    object_id = ids.task_id() + b"\x00\x00"
+    layout = (f"lr_s_{object_id.hex()}", size, 10, ())
+    agent.handle(DRIVER, [(m.PUT, object_id, (SHARED, layout), [], "test.py:1")])
+    agent.store_work()
+    return object_id
+
+
+def jobs(agent, kind):
+    found = [job for job in agent.io_jobs if job[0] == kind]
+    agent.io_jobs = [job for job in agent.io_jobs if job[0] != kind]
+    return found
+
+
+def test_puts_under_the_threshold_are_granted_at_once_and_nothing_spills(state):
+    for _ in range(3):
+        put(state, 20 * MB)
+    assert state.store_used == 60 * MB and state.reserved == 0
+    assert state.io_jobs == []
+
+
+def test_passing_the_threshold_spills_the_least_recently_used_object(state):
+    first, second, third = (put(state, 30 * MB) for _ in range(3))
+    (job,) = jobs(state, SPILL)          # 90 MB > 80 MB: one 30 MB object must go
+    assert job[1] == first and job[3] == f"/spill/{first.hex()}"
+    assert state.objects[first].spill == SPILLING
+    state.on_spill_done(first, None)
+    assert state.objects[first].spill == SPILLED
+    assert state.store_used == 60 * MB and state.spilled_now == 30 * MB
+    assert f"lr_s_{first.hex()}" in state.free_segments   # the segment is unlinked
+
+
+def test_holders_are_told_to_drop_their_mappings_of_a_spilled_object(state):
+    first = put(state, 50 * MB)
+    put(state, 40 * MB)
+    (job,) = jobs(state, SPILL)
+    state.outbox.clear()
+    state.on_spill_done(first, None)
+    assert (m.SPILLED, [first]) in state.outbox[DRIVER + b"r"]
+
+
+def test_a_reservation_that_does_not_fit_waits_for_spilling_then_is_granted(state):
+    first = put(state, 45 * MB)
+    put(state, 30 * MB)
+    # 75 MB in memory: 40 MB more does not fit in 100 MB; the writer waits.
+    assert reserve(state, 40 * MB, request_id=7) == []
+    (job,) = jobs(state, SPILL)
+    assert job[1] == first
+    state.on_spill_done(first, None)
+    state.store_work()
+    assert replies(state) == [(m.INFO_REPLY, 7, ("ok",))]
+    assert state.reserved == 40 * MB
+
+
+def test_an_object_larger_than_the_store_is_refused_with_capacity_usage_and_spill_dir(state):
+    put(state, 10 * MB)
+    (reply,) = reserve(state, 101 * MB)
+    outcome, message = reply[2]
+    assert outcome == "full"
+    assert "larger than the whole object store" in message
+    assert str(100 * MB) in message and str(10 * MB) in message and "/spill" in message
+
+
+def test_with_spilling_off_a_full_store_refuses_at_once(state):
+    state.spilling = False
+    put(state, 60 * MB)
+    (reply,) = reserve(state, 50 * MB)
+    assert reply[2][0] == "full" and "spilling is turned off" in reply[2][1]
+
+
+def test_a_failed_spill_write_keeps_the_object_and_refuses_waiting_writers(state):
+    first = put(state, 50 * MB)
+    put(state, 40 * MB)
+    assert reserve(state, 30 * MB, request_id=9) == []
+    (job,) = jobs(state, SPILL)
+    state.on_spill_done(first, OSError(28, "No space left on device"))
+    assert state.objects[first].spill is None          # still in memory, nothing lost
+    assert state.free_segments == []
+    state.lru.clear()   # nothing else left to try
+    state.store_work()
+    (reply,) = replies(state)
+    assert reply[1] == 9 and reply[2][0] == "full" and "No space left" in reply[2][1]
+
+
+def test_restore_is_asked_for_and_answered_with_the_same_layout(state):
+    first = put(state, 50 * MB)
+    put(state, 40 * MB)
+    (job,) = jobs(state, SPILL)
+    state.on_spill_done(first, None)
+    layout = state.objects[first].payload
+    state.handle(DRIVER, [(m.RESTORE, 5, first)])
+    state.store_work()
+    (restore,) = jobs(state, RESTORE)
+    assert restore[1] == first and restore[2] == layout[1]
+    assert state.objects[first].spill == RESTORING
+    state.on_restore_done(first, None)
+    assert replies(state) == [(m.INFO_REPLY, 5, ("ok", layout))]
+    assert state.objects[first].spill is None and state.restored_total == 50 * MB
+    assert f"/spill/{first.hex()}" in state.free_files
+
+
+def test_a_task_whose_argument_was_spilled_waits_for_its_restore(state):
+    first = put(state, 50 * MB)
+    put(state, 40 * MB)
+    jobs(state, SPILL)
+    state.on_spill_done(first, None)
+    spec = (ids.task_id(), b"f" * 16, "work", None, [first], [], 1, {"CPU": 1.0}, 3, False,
+            None, 0)
+    state.handle(DRIVER, [(m.EXPORT, b"f" * 16, b"fn"), (m.SUBMIT, spec)])
+    state.schedule()
+    state.store_work()
+    assert not [op for ops in state.outbox.values() for op in ops if op[0] == m.EXEC]
+    (restore,) = jobs(state, RESTORE)
+    state.on_restore_done(first, None)
+    state.schedule()
+    execs = [op for ops in state.outbox.values() for op in ops if op[0] == m.EXEC]
+    assert len(execs) == 1 and execs[0][1][ts.TASK_ID] == spec[ts.TASK_ID]
+    assert execs[0][3] == [state.objects[first].payload]
+
+
+def test_task_arguments_larger_than_the_store_fail_at_once(state):
+    a = put(state, 60 * MB)
+    assert reserve(state, 60 * MB) == []          # b waits until a is spilled
+    (job,) = jobs(state, SPILL)
+    state.on_spill_done(a, None)
+    state.store_work()
+    assert replies(state) == [(m.INFO_REPLY, 1, ("ok",))]
+    b = ids.task_id() + b"\x00\x00"
+    state.handle(DRIVER, [(m.PUT, b, (SHARED, (f"lr_s_{b.hex()}", 60 * MB, 10, ())), [])])
+    spec = (ids.task_id(), b"f" * 16, "both", None, [a, b], [], 1, {"CPU": 1.0}, 3, False,
+            None, 0)
+    state.handle(DRIVER, [(m.EXPORT, b"f" * 16, b"fn"), (m.SUBMIT, spec)])
+    result = state.objects[return_ids(spec[ts.TASK_ID], 1)[0]]
+    assert not result.pending
+    error = pickle.loads(result.payload[1])
+    assert type(error).__name__ == "ObjectStoreFullError" and "both()" in str(error)
+
+
+def test_freeing_an_object_while_it_is_spilled_deletes_the_file_when_the_copy_ends(state):
+    first = put(state, 50 * MB)
+    put(state, 40 * MB)
+    jobs(state, SPILL)
+    state.handle(DRIVER, [(m.DEC, [first])])
+    assert first not in state.objects and state.store_used == 40 * MB
+    state.on_spill_done(first, None)
+    assert f"/spill/{first.hex()}" in state.free_files
+    assert state.spilled_now == 0 and state.spilling_bytes == 0
+
+
+def test_freeing_a_spilled_object_deletes_its_file(state):
+    first = put(state, 50 * MB)
+    put(state, 40 * MB)
+    jobs(state, SPILL)
+    state.on_spill_done(first, None)
+    state.handle(DRIVER, [(m.DEC, [first])])
+    assert f"/spill/{first.hex()}" in state.free_files and state.spilled_now == 0
+
+
+def test_reading_an_object_being_spilled_cancels_its_spill(state):
+    first = put(state, 50 * MB)
+    put(state, 40 * MB)
+    jobs(state, SPILL)
+    state.handle(DRIVER, [(m.RESTORE, 3, first)])
+    (reply,) = replies(state)
+    assert reply[2][0] == "ok"                    # still in memory: answered at once
+    state.on_spill_done(first, None)
+    assert state.objects[first].spill is None     # kept in memory
+    assert f"/spill/{first.hex()}" in state.free_files and state.store_used == 90 * MB
+
+
+def test_a_dead_writer_gives_back_its_reservation(state):
+    assert reserve(state, 30 * MB) == [(m.INFO_REPLY, 1, ("ok",))]
+    assert state.reserved == 30 * MB
+    state.handle(DRIVER, [(m.GOODBYE,)])
+    assert state.reserved == 0
+
+
+def test_memory_summary_lists_size_state_call_site_and_holders(state):
+    first = put(state, 50 * MB)
+    put(state, 40 * MB)
+    jobs(state, SPILL)
+    state.on_spill_done(first, None)
+    summary = state.memory_summary()
+    assert summary["capacity_bytes"] == 100 * MB and summary["spilled_bytes"] == 50 * MB
+    assert summary["num_objects"] == 2
+    rows = {row["object_id"]: row for row in summary["objects"]}
+    row = rows[first.hex()]
+    assert row["size"] == 50 * MB and row["state"] == "spilled"
+    assert row["call_site"] == "test.py:1" and row["holders"] == ["driver pid 1"]
