@@ -790,8 +790,8 @@ def _direct_enabled() -> bool:
 
 
 def shm_prefix(session: str) -> str:
-    from .config import SEGMENT_PREFIX
-    return f"{SEGMENT_PREFIX}{session}_"
+    from .config import segment_prefix
+    return f"{segment_prefix()}{session}_"
 
 
 _threshold_cache = []

@@ -41,6 +41,9 @@ START_TIMEOUT_ENV = "LIGHTRAY_START_TIMEOUT"
 START_TIMEOUT_DEFAULT = 30.0
 
 # Prefix of every shared-memory segment name; the session id follows it.
+# A test run sets its own (LIGHTRAY_SEGMENT_PREFIX), so that its leak checks
+# never count another lightray's segments on the same machine.
+SEGMENT_PREFIX_ENV = "LIGHTRAY_SEGMENT_PREFIX"
 SEGMENT_PREFIX = "lr_"
 
 # Where objects are spilled when the store passes its threshold (default: a
@@ -89,6 +92,13 @@ def temp_dir() -> str:
 
 def start_timeout() -> float:
     return _env_number(START_TIMEOUT_ENV, START_TIMEOUT_DEFAULT, float)
+
+
+def segment_prefix() -> str:
+    prefix = os.environ.get(SEGMENT_PREFIX_ENV) or SEGMENT_PREFIX
+    if "/" in prefix or len(prefix) > 40:
+        raise ValueError(f"{SEGMENT_PREFIX_ENV}={prefix!r}: a short name without '/'")
+    return prefix
 
 
 def spill_dir_from_env():

@@ -2,8 +2,9 @@
 
 * ``no_leaks`` (autouse): after every test, shuts the runtime down (if it is
   still running) and fails the test if child processes of the test process,
-  new ``/dev/shm/lr_*`` segments or new session directories (which hold the
-  ipc socket files) are still around after 10 s.
+  new ``/dev/shm`` segments of this run (prefix ``LIGHTRAY_SEGMENT_PREFIX``) or
+  new session directories (which hold the ipc socket files) are still around
+  after 10 s.
 * ``runtime``: a fresh ``lightray.init(num_cpus=2)`` runtime per test.
 
 Unless ``LIGHTRAY_TEMP_DIR`` is set, the run keeps its session directories in a
@@ -33,7 +34,9 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(_PRIVATE_TEMP_DIR, ignore_errors=True)
 
 SHM_DIR = "/dev/shm"
-SHM_PREFIX = "lr_"
+# This run's segments start with their own prefix (still "lr_..."), so that the
+# leak check never counts segments of another lightray on this machine.
+SHM_PREFIX = os.environ.setdefault("LIGHTRAY_SEGMENT_PREFIX", f"lr_t{os.getpid():x}_")
 LEAK_WAIT_S = 10.0
 DEFAULT_TEST_TIMEOUT_S = 60
 
