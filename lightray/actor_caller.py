@@ -228,29 +228,47 @@ class ActorCaller:
         items = []
         answered = []
         with client._lock:
-            for frame in frames:
-                for op in m.decode(frame):
-                    if op[0] != m.DIRECT_DONE:
-                        continue
-                    call = channel.inflight.pop(op[1], None)
-                    if call is None:
-                        continue   # answered already (by an older incarnation)
-                    answered.append(call)
-                    send, ready = client.settle_locked(call.spec, op[2], op[3])
-                    if send:
-                        client._send_locked(send)
-                    items += ready
+            self._settle_replies_locked(channel, frames, items, answered)
         if items:
             client._on_ready(items)
         del answered   # drops the refs the calls kept, after the results are stored
 
+    def _settle_replies_locked(self, channel: ActorChannel, frames, items: list,
+                               answered: list) -> None:
+        client = self.client
+        for frame in frames:
+            for op in m.decode(frame):
+                if op[0] != m.DIRECT_DONE:
+                    continue
+                call = channel.inflight.pop(op[1], None)
+                if call is None:
+                    continue   # answered already (by an older incarnation)
+                answered.append(call)
+                send, ready = client.settle_locked(call.spec, op[2], op[3])
+                if send:
+                    client._send_locked(send)
+                items += ready
+
+    def _drain_locked(self, channel: ActorChannel, items: list, answered: list) -> None:
+        """Take the answers a dead actor sent before it died: they wait in the
+        socket, and the agent's notice may well come first (I/O thread)."""
+        sock = channel.sock
+        while sock is not None and channel.inflight:
+            frames = stream.receive(sock, channel.reader)
+            if not frames:   # nothing more ([]), or the end of the stream (None)
+                return
+            self._settle_replies_locked(channel, frames, items, answered)
+
     def on_actor_state(self, actor_id, incarnation, state, worker_id, death) -> None:
         client = self.client
         items = []
+        answered = []
         with client._lock:
             channel = self.channels.get(actor_id)
             if channel is None or channel.state == DEAD or incarnation < channel.incarnation:
                 return
+            if state != ALIVE or channel.incarnation != incarnation:
+                self._drain_locked(channel, items, answered)
             if state == ALIVE:
                 if channel.incarnation == incarnation and channel.state in (ALIVE, LOST):
                     return
@@ -270,6 +288,7 @@ class ActorCaller:
                 items += self._kill_channel_locked(channel, death)
         if items:
             client._on_ready(items)
+        del answered
 
     # ------------------------------------------------------------ helpers
 

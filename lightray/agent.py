@@ -174,6 +174,12 @@ class AgentServer:
 
     def _act(self) -> None:
         state = self.state
+        if state.free_segments:
+            # Before any answer leaves: a process told its object is gone (or
+            # granted room freed by it) never sees the segment still there.
+            free, state.free_segments = state.free_segments, []
+            for name in free:
+                shm.unlink(name)
         if state.outbox:
             send = self.router.send_multipart
             for identity, ops in state.outbox.items():
@@ -195,10 +201,6 @@ class AgentServer:
         if state.free_files:
             files, state.free_files = state.free_files, []
             remove_files(files)
-        if state.free_segments:
-            free, state.free_segments = state.free_segments, []
-            for name in free:
-                shm.unlink(name)
 
     # ------------------------------------------------------------- workers
 

@@ -10,16 +10,14 @@ import pytest
 
 pytest.importorskip("dask")
 
-import dask  # noqa: E402
-import numpy as np  # noqa: E402
-from dask.local import get_sync  # noqa: E402
-from dask.utils_test import GetFunctionTestMixin, inc  # noqa: E402
+import dask
+import numpy as np
+from conftest import SHM_PREFIX, attempts, shm_entries
+from dask.local import get_sync
+from dask.utils_test import GetFunctionTestMixin, inc
 
-import lightray  # noqa: E402
-from lightray import exceptions as lrexc  # noqa: E402
-
-from conftest import attempts, shm_entries  # noqa: E402
-
+import lightray
+from lightray import exceptions as lrexc
 
 # Task functions live at module level: workers get the driver's sys.path, so
 # they import this module like any other.
@@ -57,7 +55,7 @@ def large_new_segments_gone(_after, before, min_size, timeout):
     while True:
         left = []
         for name in os.listdir("/dev/shm"):
-            if name.startswith("lr_") and name not in before:
+            if name.startswith(SHM_PREFIX) and name not in before:
                 try:
                     if os.path.getsize(os.path.join("/dev/shm", name)) >= min_size:
                         left.append(name)

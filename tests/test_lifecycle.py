@@ -10,14 +10,13 @@ import time
 import numpy as np
 import psutil
 import pytest
+from conftest import shm_entries
 
 import lightray
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def shm_entries():
-    return {n for n in os.listdir("/dev/shm") if n.startswith("lr_")}
 
 
 def wait_for(predicate, timeout=5.0, interval=0.05):
@@ -200,7 +199,11 @@ DRIVER_SCRIPT = textwrap.dedent(
     import psutil
     import lightray
 
-    before = {n for n in os.listdir("/dev/shm") if n.startswith("lr_")}
+    prefix = os.environ.get("LIGHTRAY_SEGMENT_PREFIX", "lr_")
+    def shm_entries():
+        return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
+
+    before = shm_entries()
     lightray.init(num_cpus=2)
 
     @lightray.remote
@@ -211,7 +214,7 @@ DRIVER_SCRIPT = textwrap.dedent(
     worker_pids = lightray.get([f.remote(i) for i in range(4)])
     arr_ref = lightray.put(np.ones(1 << 20, dtype=np.uint8))
     assert lightray.get(arr_ref).sum() == 1 << 20
-    segments = sorted({n for n in os.listdir("/dev/shm") if n.startswith("lr_")} - before)
+    segments = sorted(shm_entries() - before)
     children = [p.pid for p in psutil.Process().children(recursive=True)]
     print(json.dumps({"children": children, "workers": sorted(set(worker_pids)),
                       "segments": segments}), flush=True)

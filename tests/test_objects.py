@@ -1,11 +1,11 @@
 """put/get, the shared-memory object store, zero-copy numpy, reference counting."""
 import dataclasses
 import gc
-import os
 import time
 
 import numpy as np
 import pytest
+from conftest import shm_entries
 
 import lightray
 
@@ -18,8 +18,6 @@ class Holder:
     array: np.ndarray
 
 
-def shm_entries():
-    return {n for n in os.listdir("/dev/shm") if n.startswith("lr_")}
 
 
 def wait_for(predicate, timeout=5.0, interval=0.05):
