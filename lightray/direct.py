@@ -188,6 +188,17 @@ class DirectSubmitter:
 
     def on_worker_died(self, worker_id, status, cancelled) -> None:
         client = self.client
+        lease = self.by_worker.get(worker_id)
+        if lease is not None and lease.sock in self.by_socket:
+            # Its answer may wait in the socket, behind the agent's notice.
+            while lease.inflight is not None:
+                frames = stream.receive(lease.sock, lease.reader)
+                if not frames:
+                    break
+                for frame in frames:
+                    for op in m.decode(frame):
+                        if op[0] == m.DIRECT_DONE:
+                            self._on_done(op[1], op[2], op[3], op[4])
         items = []
         with client._lock:
             lease = self.by_worker.get(worker_id)
