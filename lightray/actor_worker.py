@@ -31,18 +31,13 @@ from . import task_spec as ts
 from .runtime_context import state as context_state
 from .serialization import ERROR
 from .transport import messages as m
-from .transport import stream
 from .worker import TaskRunner, _DepError, actor_stream_path
 
 
 class ActorRunner(TaskRunner):
-    serves_leases = False
-
     def __init__(self, client, node_info: dict):
         super().__init__(client, node_info)
-        self._server = stream.StreamServer(actor_stream_path(client.address, client.worker_id))
         self._peers_by_owner: dict = {}    # caller client id -> stream.Peer
-        self._poller = None
         # An actor worker never gets pipelined tasks to hand back; while any
         # of its calls waits in get/wait it lends its CPUs to the pool.
         client.on_block = self._on_actor_block
@@ -72,41 +67,24 @@ class ActorRunner(TaskRunner):
             if self._blocked_depth == 0:
                 self.client.send([(m.UNBLOCKED, None)])
 
+    @staticmethod
+    def stream_path(client) -> str:
+        return actor_stream_path(client.address, client.worker_id)
+
     def _on_exec(self, op) -> None:
         self.queue.put(op)
         self._wake_push.send(b"")
 
     # ------------------------------------------------------------ main loop
 
-    def loop(self) -> None:
-        # zmq.Poller reports plain sockets by file descriptor.
-        poller = self._poller = zmq.Poller()
-        server = self._server
-        listener = server.fileno()
-        poller.register(self._wake_pull, zmq.POLLIN)
-        poller.register(listener, zmq.POLLIN)
+    def _register_extra(self, poller) -> None:
         poller.register(self._finished_r, zmq.POLLIN)
-        peers = server.peers
-        try:
-            while not self.client.closed:
-                for item, event in poller.poll(500):
-                    if item is self._wake_pull:
-                        self._on_wake()
-                    elif item == listener:
-                        for peer in server.accept():
-                            poller.register(peer.fileno(), zmq.POLLIN)
-                    elif item == self._finished_r:
-                        self._send_finished()
-                    else:
-                        peer = peers.get(item)
-                        if peer is None:
-                            continue
-                        if event & zmq.POLLOUT and not peer.out.flush():
-                            poller.register(item, zmq.POLLIN)
-                        if event & (zmq.POLLIN | zmq.POLLERR):
-                            self._serve_peer(peer)
-        finally:
-            server.close()
+
+    def _on_extra_event(self, item) -> bool:
+        if item == self._finished_r:
+            self._send_finished()
+            return True
+        return False
 
     def _on_wake(self) -> None:
         while True:
@@ -123,23 +101,19 @@ class ActorRunner(TaskRunner):
                 self._start(op)
 
     def _serve_peer(self, peer) -> None:
-        frames = stream.receive(peer.sock, peer.reader)
-        if frames is None:   # the caller left
-            self._poller.unregister(peer.fileno())
-            if self._peers_by_owner.get(peer.identity) is peer:
-                del self._peers_by_owner[peer.identity]
-            self._server.drop(peer)
-            return
-        for frame in frames:
-            for op in m.decode(frame):
-                if op[0] == m.ACTOR_CALL:
-                    if self.instance is None and not self.failed:
-                        self._waiting_calls.append(op)
-                    else:
-                        self._dispatch(op)
-                elif op[0] == m.DIRECT_HELLO:
-                    peer.identity = op[1]
-                    self._peers_by_owner[op[1]] = peer
+        super()._serve_peer(peer)
+        if peer.sock.fileno() == -1 and self._peers_by_owner.get(peer.identity) is peer:
+            del self._peers_by_owner[peer.identity]   # the caller left
+
+    def _on_peer_op(self, peer, op) -> None:
+        if op[0] == m.ACTOR_CALL:
+            if self.instance is None and not self.failed:
+                self._waiting_calls.append(op)
+            else:
+                self._dispatch(op)
+        elif op[0] == m.DIRECT_HELLO:
+            peer.identity = op[1]
+            self._peers_by_owner[op[1]] = peer
 
     # -------------------------------------------------------------- start
 
@@ -269,9 +243,8 @@ class ActorRunner(TaskRunner):
         peer = self._peers_by_owner.get(spec[ts.OWNER])
         if peer is None:
             return   # the caller is gone
-        frame = m.encode([(m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, False)])
-        if peer.out.send(frame):
-            self._poller.register(peer.fileno(), zmq.POLLIN | zmq.POLLOUT)
+        self._send_to_peer(peer, m.encode(
+            [(m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, False)]))
 
     @staticmethod
     def _failed(spec, payload):

@@ -1,8 +1,8 @@
 """Direct task submission: a driver holding a lease on a worker sends it tasks itself.
 
     driver ──LEASE_REQUEST──▶ agent ──LEASE_GRANTED(worker)──▶ driver
-    driver ──EXEC (send socket, any thread)──▶ worker ROUTER ipc://<session>/<worker>.sock
-    driver ◀──DIRECT_DONE (reply socket, I/O thread)── worker
+    driver ──EXEC (any thread, under the client lock)──▶ stream socket <session>/<worker>.lease
+    driver ◀──DIRECT_DONE (same connection, read by the I/O thread)── worker
 
 Two messages per task instead of four through the agent: this is what makes a
 ``get(f.remote())`` loop fast. It is used only where it is simple to keep
@@ -22,30 +22,30 @@ from __future__ import annotations
 
 import time
 
-import zmq
-
 from . import exceptions, serialization
 from . import task_spec as ts
 from .ids import return_ids
 from .resources import shape_of
 from .serialization import ERROR
 from .transport import messages as m
-from .worker import direct_address
+from .transport import stream
+from .worker import lease_stream_path
 
 _IDLE_RETURN = 0.05        # seconds an unused lease is kept
 _RETRY_REQUEST = 0.02      # seconds before asking again after a refusal
 
 
 class Lease:
-    __slots__ = ("worker_id", "shape", "assignment", "send_socket", "reply_socket",
+    __slots__ = ("worker_id", "shape", "assignment", "sock", "reader", "out",
                  "inflight", "functions", "revoked", "last_used")
 
-    def __init__(self, worker_id, shape, assignment, send_socket, reply_socket):
+    def __init__(self, worker_id, shape, assignment, sock):
         self.worker_id = worker_id
         self.shape = shape
         self.assignment = assignment       # (request, gpu ids) for the worker
-        self.send_socket = send_socket     # user threads, under the client lock
-        self.reply_socket = reply_socket   # the I/O thread only
+        self.sock = sock                   # stream socket to the worker
+        self.reader = stream.FrameReader()  # read by the I/O thread only
+        self.out = stream.OutBuffer(sock)  # written under the client lock
         self.inflight = None               # spec of the task running there
         self.functions = set()             # function ids this worker has from us
         self.revoked = False
@@ -59,6 +59,7 @@ class DirectSubmitter:
         self.client = client
         self.leases: dict = {}             # shape -> Lease
         self.by_worker: dict = {}          # worker id -> Lease
+        self.by_socket: dict = {}          # stream socket -> Lease
         self.requested: dict = {}          # shape -> monotonic time of the request
         self.inflight_tasks: dict = {}     # task id -> Lease
         self.function_bytes: dict = {}     # function id -> bytes, for resubmission
@@ -82,7 +83,8 @@ class DirectSubmitter:
         task_id = spec[ts.TASK_ID]
         self.inflight_tasks[task_id] = lease
         self.client.unregistered.update(return_ids(task_id, spec[ts.NUM_RETURNS]))
-        lease.send_socket.send(m.encode([(m.EXEC, spec, function_bytes, [], lease.assignment)]))
+        if lease.out.send(m.encode([(m.EXEC, spec, function_bytes, [], lease.assignment)])):
+            self.client.want_writable_locked(lease.sock)
         return True
 
     def lease_request_ops(self, request: dict) -> list:
@@ -110,28 +112,37 @@ class DirectSubmitter:
         if worker_id is None:
             return
         client = self.client
-        address = direct_address(client.address, worker_id)
-        reply_socket = client._context.socket(zmq.DEALER)
-        reply_socket.setsockopt(zmq.LINGER, 0)
-        reply_socket.setsockopt(zmq.IDENTITY, client.client_id + b"d")
-        reply_socket.connect(address)
-        reply_socket.send(m.encode([(m.DIRECT_HELLO,)]))
-        send_socket = client._context.socket(zmq.DEALER)
-        send_socket.setsockopt(zmq.LINGER, 0)
-        send_socket.setsockopt(zmq.IDENTITY, client.client_id + b"x")
-        send_socket.connect(address)
-        lease = Lease(worker_id, shape, assignment, send_socket, reply_socket)
+        try:
+            sock = stream.connect(lease_stream_path(client.address, worker_id),
+                                  m.encode([(m.DIRECT_HELLO, client.client_id)]))
+        except OSError:
+            # It died meanwhile (the agent knows), or cannot be reached: give it back.
+            client.send([(m.LEASE_RETURN, worker_id)])
+            return
+        lease = Lease(worker_id, shape, assignment, sock)
         with client._lock:
             self.leases[shape] = lease
             self.by_worker[worker_id] = lease
-            client.add_reply_socket(reply_socket, self.on_reply)
+            self.by_socket[sock] = lease
+            client.add_reply_socket(sock, self.on_readable, self.on_writable)
 
-    def on_reply(self, socket) -> None:
-        while True:
-            try:
-                frame = socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+    def on_writable(self, sock) -> bool:
+        with self.client._lock:
+            lease = self.by_socket.get(sock)
+            return lease is not None and lease.out.flush()
+
+    def on_readable(self, sock) -> None:
+        lease = self.by_socket.get(sock)
+        if lease is None:
+            return
+        frames = stream.receive(sock, lease.reader)
+        if frames is None:
+            # The worker is gone: the agent's WORKER_DIED settles its task.
+            with self.client._lock:
+                self.by_socket.pop(sock, None)
+                self.client.retire_reply_socket(sock)
+            return
+        for frame in frames:
             for op in m.decode(frame):
                 if op[0] == m.DIRECT_DONE:
                     self._on_done(op[1], op[2], op[3], op[4])
@@ -177,6 +188,17 @@ class DirectSubmitter:
 
     def on_worker_died(self, worker_id, status, cancelled) -> None:
         client = self.client
+        lease = self.by_worker.get(worker_id)
+        if lease is not None and lease.sock in self.by_socket:
+            # Its answer may wait in the socket, behind the agent's notice.
+            while lease.inflight is not None:
+                frames = stream.receive(lease.sock, lease.reader)
+                if not frames:
+                    break
+                for frame in frames:
+                    for op in m.decode(frame):
+                        if op[0] == m.DIRECT_DONE:
+                            self._on_done(op[1], op[2], op[3], op[4])
         items = []
         with client._lock:
             lease = self.by_worker.get(worker_id)
@@ -235,11 +257,11 @@ class DirectSubmitter:
         self.by_worker.pop(lease.worker_id, None)
         if self.leases.get(lease.shape) is lease:
             del self.leases[lease.shape]
-        lease.send_socket.close(linger=0)
-        self.client.retire_reply_socket(lease.reply_socket)
+        self.by_socket.pop(lease.sock, None)
+        self.client.retire_reply_socket(lease.sock)
 
     def close(self) -> None:
-        """Close every send socket (the I/O thread has stopped; the client
-        closes the reply sockets)."""
+        """Forget every lease (the I/O thread has stopped; the client closes
+        their sockets)."""
         for lease in list(self.by_worker.values()):
             self._forget_lease_locked(lease)

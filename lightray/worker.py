@@ -2,7 +2,8 @@
 
     agent ──EXEC──▶ I/O thread ──task_queue (+ inproc wake-up)──▶ main thread runs the task
     agent ◀──DONE── (send socket, under the client lock) ◀──┘
-    leasing driver ──EXEC──▶ direct ROUTER (main thread) ──▶ runs ──DIRECT_DONE──▶ driver
+    leasing driver ──EXEC──▶ stream socket <session>/<worker>.lease (main thread) ──▶ runs
+                   ◀──DIRECT_DONE── same connection (lightray.transport.stream)
 
 The agent may queue several tasks of one resource shape on a busy worker
 (pipelining). When the running task blocks in ``get``/``wait`` the worker
@@ -18,7 +19,6 @@ import os
 import queue
 import signal
 import threading
-import time
 import traceback
 
 import zmq
@@ -30,12 +30,11 @@ from .ids import return_ids
 from .runtime_context import state as context_state
 from .serialization import ERROR, INLINE, LOCAL
 from .transport import messages as m
+from .transport import stream
 
 
 class TaskRunner:
     """Executes EXEC ops for one worker process."""
-
-    serves_leases = True   # listens for tasks from drivers leasing this worker
 
     def __init__(self, client, node_info: dict):
         self.client = client
@@ -52,22 +51,17 @@ class TaskRunner:
         self._interrupted = False
         self._main_thread = threading.main_thread().ident
         # The main thread waits on two things at once: tasks from the agent
-        # (queued by the I/O thread, which pokes the wake socket) and tasks a
-        # leasing driver sends straight to this worker's own ROUTER.
+        # (queued by the I/O thread, which pokes the wake socket) and tasks
+        # callers send straight to this worker's stream socket (a leasing
+        # driver's; an actor's callers in lightray.actor_worker).
         context = client._context
         self._wake_address = f"inproc://wake-{id(self)}"
         self._wake_pull = context.socket(zmq.PULL)
         self._wake_pull.bind(self._wake_address)
         self._wake_push = context.socket(zmq.PUSH)
         self._wake_push.connect(self._wake_address)
-        self._direct = None
-        if self.serves_leases:
-            self._direct = context.socket(zmq.ROUTER)
-            self._direct.setsockopt(zmq.LINGER, 0)
-            self._direct.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            self._direct.bind(direct_address(client.address, client.worker_id))
-        self._direct_peers: set = set()
-        self._direct_backlog: list = []
+        self._server = stream.StreamServer(self.stream_path(client))
+        self._poller = None
         # Recent results, for tasks the agent queued right behind their
         # producer here (their arguments arrive as LOCAL payloads).
         self._local_results: collections.OrderedDict = collections.OrderedDict()
@@ -126,47 +120,82 @@ class TaskRunner:
 
     # ------------------------------------------------------------ main loop
 
+    @staticmethod
+    def stream_path(client) -> str:
+        return lease_stream_path(client.address, client.worker_id)
+
     def loop(self) -> None:
-        poller = zmq.Poller()
+        # zmq.Poller reports plain sockets and pipes by file descriptor.
+        poller = self._poller = zmq.Poller()
+        server = self._server
+        listener = server.fileno()
         poller.register(self._wake_pull, zmq.POLLIN)
-        poller.register(self._direct, zmq.POLLIN)
-        while not self.client.closed:
-            events = dict(poller.poll(500))
-            if self._direct in events:
-                self._serve_direct()
-            if self._wake_pull in events:
-                while True:
-                    try:
-                        self._wake_pull.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-            while True:
-                try:
-                    op = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                self.run(op, self._reply_to_agent)
+        poller.register(listener, zmq.POLLIN)
+        self._register_extra(poller)
+        peers = server.peers
+        try:
+            while not self.client.closed:
+                for item, event in poller.poll(500):
+                    if item is self._wake_pull:
+                        self._on_wake()
+                    elif item == listener:
+                        for peer in server.accept():
+                            poller.register(peer.fileno(), zmq.POLLIN)
+                    elif not self._on_extra_event(item):
+                        peer = peers.get(item)
+                        if peer is None:
+                            continue
+                        if event & zmq.POLLOUT and not peer.out.flush():
+                            poller.register(item, zmq.POLLIN)
+                        if event & (zmq.POLLIN | zmq.POLLERR):
+                            self._serve_peer(peer)
+        finally:
+            server.close()
 
-    # -------------------------------------------------- direct submission
+    def _register_extra(self, poller) -> None:
+        """More things to poll (a subclass's)."""
 
-    def _serve_direct(self) -> None:
+    def _on_extra_event(self, item) -> bool:
+        return False
+
+    def _on_wake(self) -> None:
         while True:
             try:
-                identity, frame = self._direct.recv_multipart(zmq.NOBLOCK)
+                self._wake_pull.recv(zmq.NOBLOCK)
             except zmq.Again:
+                break
+        while True:
+            try:
+                op = self.queue.get_nowait()
+            except queue.Empty:
                 return
-            except ValueError:
-                continue
+            self.run(op, self._reply_to_agent)
+
+    # ------------------------------------------------ callers on the stream
+
+    def _serve_peer(self, peer) -> None:
+        frames = stream.receive(peer.sock, peer.reader)
+        if frames is None:   # the caller left
+            self._poller.unregister(peer.fileno())
+            self._server.drop(peer)
+            return
+        for frame in frames:
             for op in m.decode(frame):
-                if op[0] == m.DIRECT_HELLO:
-                    self._direct_peers.add(identity)
-                elif op[0] == m.EXEC:
-                    self._direct_backlog.append(op)
-            while self._direct_backlog:
-                op = self._direct_backlog.pop(0)
-                if op[2] is not None:
-                    self.function_bytes[op[1][ts.FUNCTION_ID]] = op[2]
-                self.run(op, self._reply_direct)
+                self._on_peer_op(peer, op)
+
+    def _on_peer_op(self, peer, op) -> None:
+        """A leasing driver's task: run it, answer on its connection."""
+        if op[0] == m.EXEC:
+            if op[2] is not None:
+                self.function_bytes[op[1][ts.FUNCTION_ID]] = op[2]
+            self.run(op, lambda spec, payloads, contained, retryable:
+                     self._reply_direct(peer, spec, payloads, contained, retryable))
+        elif op[0] == m.DIRECT_HELLO:
+            peer.identity = op[1]
+
+    def _send_to_peer(self, peer, frame: bytes) -> None:
+        if peer.out.send(frame):   # the caller is slow to read: finish when writable
+            self._poller.register(peer.fileno(), zmq.POLLIN | zmq.POLLOUT)
 
     def _register_results(self, spec, payloads, contained) -> bool:
         """Register with the agent the results of a task answered directly that
@@ -181,35 +210,12 @@ class TaskRunner:
                              escaping=[i for inner in contained for i in inner])
         return registered
 
-    def _reply_direct(self, spec, payloads, contained, retryable) -> None:
+    def _reply_direct(self, peer, spec, payloads, contained, retryable) -> None:
         """Inline results go straight back; anything the agent must hold is
         registered with it first."""
         registered = self._register_results(spec, payloads, contained)
-        reply = m.encode([(m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, retryable)])
-        identity = spec[ts.OWNER] + b"d"
-        deadline = time.monotonic() + 10.0
-        while True:
-            try:
-                self._direct.send_multipart([identity, reply])
-                return
-            except zmq.ZMQError as error:
-                # The driver's reply socket may still be connecting.
-                if error.errno != zmq.EHOSTUNREACH or time.monotonic() > deadline:
-                    return
-                if self._direct.poll(10):
-                    self._serve_direct_hellos()
-
-    def _serve_direct_hellos(self) -> None:
-        while True:
-            try:
-                identity, frame = self._direct.recv_multipart(zmq.NOBLOCK)
-            except (zmq.Again, ValueError):
-                return
-            for op in m.decode(frame):
-                if op[0] == m.DIRECT_HELLO:
-                    self._direct_peers.add(identity)
-                elif op[0] == m.EXEC or op[0] == m.ACTOR_CALL:
-                    self._direct_backlog.append(op)   # served after this reply
+        self._send_to_peer(peer, m.encode(
+            [(m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, retryable)]))
 
     def _reply_to_agent(self, spec, payloads, contained, retryable) -> None:
         if not retryable:   # a retried task's result is not final
@@ -366,9 +372,9 @@ def _should_retry(retry_exceptions, error: Exception) -> bool:
     return False
 
 
-def direct_address(agent_address: str, worker_id: str) -> str:
-    """Where a worker listens for tasks from drivers leasing it."""
-    return f"{agent_address.rsplit('/', 1)[0]}/{worker_id}.sock"
+def lease_stream_path(agent_address: str, worker_id: str) -> str:
+    """The Unix socket where a worker takes tasks from drivers leasing it."""
+    return f"{agent_address.rsplit('/', 1)[0][len('ipc://'):]}/{worker_id}.lease"
 
 
 def actor_stream_path(agent_address: str, worker_id: str) -> str:
