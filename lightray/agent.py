@@ -351,12 +351,18 @@ def reclaim_dead_sessions() -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True if pid runs (a zombie, dead but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # "pid (comm) state ...": comm may hold spaces and parentheses.
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
         return True
 
 

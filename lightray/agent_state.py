@@ -354,7 +354,9 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
             return True
         self._fail_with(task, exceptions.ObjectStoreFullError(
             f"task {task.spec[ts.FUNCTION_NAME]}() needs {total} bytes of arguments in memory "
-            f"at once, more than the object store's capacity of {self.store_capacity} bytes"))
+            f"at once, more than the object store's capacity of {self.store_capacity} bytes "
+            f"({self.store_used} bytes in memory now, {self.spilled_now} spilled to "
+            f"{self.spill_dir or '(no spill directory)'})"))
         return False
 
     def _finish_task(self, task: Task) -> None:

@@ -60,6 +60,7 @@ class StoreManagement:
         self.spilled_total = 0           # ever spilled
         self.restored_total = 0          # ever restored
         self.spill_error = None          # the last failure to write the spill directory
+        self.spill_failed: list = []     # ids whose spill failed, tried again after a success
         self.io_jobs: list = []          # (kind, object id, layout, path) for SpillIO
         self._io_inflight: dict = {}     # object id -> its job, until SpillIO reports
         self.free_files: list = []       # spill files to delete
@@ -221,7 +222,7 @@ class StoreManagement:
         queued producers would wait forever."""
         if self.reserved:
             return   # granted room about to be written, then spillable
-        if self.spilling and self.spill_error is None and self.lru:
+        if self.spilling and self.lru:
             return   # something can still be spilled next turn
         while self.waiting_room:
             item = self.waiting_room.popleft()
@@ -264,9 +265,11 @@ class StoreManagement:
             self.free_files.append(path)   # freed meanwhile: its segment is gone too
             return
         if error is not None:
+            # Kept in memory, and not tried again until a spill succeeds: a
+            # full or vanished disk must end in an error, not a retry loop.
             self.spill_error = f"{type(error).__name__}: {error}"
             entry.spill = None
-            self.lru[object_id] = None
+            self.spill_failed.append(object_id)
             self.free_files.append(path)
             return
         if entry.spill_cancelled:
@@ -275,6 +278,11 @@ class StoreManagement:
             self.free_files.append(path)
             self._track_in_memory(object_id)
             return
+        if self.spill_failed:   # the disk takes files again
+            for failed in self.spill_failed:
+                if failed in self.objects:
+                    self.lru[failed] = None
+            self.spill_failed = []
         self.spill_error = None
         entry.spill = SPILLED
         entry.spill_path = path
@@ -453,3 +461,7 @@ def remove_files(paths) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+        except OSError as error:   # never take the agent down for a spill file
+            import sys
+            print(f"lightray-agent: could not remove spill file {path}: {error}",
+                  file=sys.stderr)

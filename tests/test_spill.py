@@ -530,6 +530,101 @@ def test_a_task_whose_arguments_can_never_fit_together_fails_promptly():
     assert lightray.get(checksum.remote(a), timeout=30)[0] == pattern_sum(n, 1)
 
 
+def test_the_error_for_arguments_that_cannot_fit_gives_capacity_usage_and_spill_dir():
+    capacity = 50 * MiB
+    lightray.init(num_cpus=1, object_store_memory=capacity)
+    spill_dir = lightray.memory_summary()["spill_dir"]
+    n = items(30 * MiB)
+    a = lightray.put(pattern(n, 1))
+    b = lightray.put(pattern(n, 2))
+    with pytest.raises(lrexc.ObjectStoreFullError) as info:
+        lightray.get(checksum2.remote(a, b), timeout=30)
+    full_error_mentions(str(info.value), capacity, spill_dir)
+
+
+def _put_in_thread(value):
+    """Put value from a helper thread: (thread, outcome list)."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(lightray.put(value))
+        except BaseException as error:  # noqa: BLE001  (reported by the caller)
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _check_failing_spill_disk(spill_dir, capacity, n, must_fail=True):
+    """The store fills up and the spill disk fails: no producer waits for
+    ever; it gets ObjectStoreFullError promptly (required when must_fail,
+    else the agent may also recover), and nothing stored is lost."""
+    kept = []
+    error = None
+    for i in range(6):
+        thread, outcome = _put_in_thread(pattern(n, i))
+        thread.join(10)
+        assert not thread.is_alive(), (
+            f"put #{i} still waits 10 s after the spill disk failed (it should raise "
+            f"ObjectStoreFullError); store: "
+            f"{ {k: v for k, v in lightray.memory_summary().items() if k != 'objects'} }")
+        if isinstance(outcome[0], BaseException):
+            error = outcome[0]
+            break
+        kept.append((i, outcome[0]))
+    if must_fail or error is not None:
+        assert error is not None, "no ObjectStoreFullError although nothing can be spilled"
+        assert isinstance(error, lrexc.ObjectStoreFullError), repr(error)
+        full_error_mentions(str(error), capacity, spill_dir)
+    # Nothing stored is lost: what is in memory reads back now; what was
+    # spilled before the disk failed reads back once there is room for it.
+    in_memory = [(i, ref) for (i, ref), state in zip(kept, states([r for _, r in kept]))
+                 if state == "in memory"]
+    spilled = [(i, ref) for i, ref in kept if all(ref is not r for _, r in in_memory)]
+    for i, ref in in_memory:
+        check_pattern(lightray.get(ref, timeout=10), n, i)
+    del in_memory, kept
+    for i, ref in spilled:
+        check_pattern(lightray.get(ref, timeout=10), n, i)
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 12 MiB tmpfs (needs root); its spill files fill it after one object."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount_point)],
+                         check=False, capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip()}")
+    try:
+        yield str(mount_point)
+    finally:
+        if lightray.is_initialized():
+            lightray.shutdown()
+        subprocess.run(["umount", "-l", str(mount_point)], check=False, capture_output=True)
+
+
+@pytest.mark.timeout(60)
+def test_full_spill_disk_raises_object_store_full_error(tiny_filesystem):
+    capacity = 25 * MiB
+    lightray.init(num_cpus=1, object_store_memory=capacity, spill_dir=tiny_filesystem)
+    spill_dir = lightray.memory_summary()["spill_dir"]
+    _check_failing_spill_disk(spill_dir, capacity, items(10 * MiB))
+
+
+@pytest.mark.timeout(60)
+def test_vanished_spill_directory_never_makes_a_put_wait_for_ever(tmp_path):
+    capacity = 25 * MiB
+    lightray.init(num_cpus=1, object_store_memory=capacity, spill_dir=str(tmp_path))
+    spill_dir = lightray.memory_summary()["spill_dir"]
+    os.rmdir(spill_dir)                  # the spill disk is gone: every spill fails
+    # (Recreating the directory and going on is fine too; waiting for ever is not.)
+    _check_failing_spill_disk(spill_dir, capacity, items(10 * MiB), must_fail=False)
+
+
 # ------------------------------------------------------------ 4. lifetime
 
 def test_a_spill_file_is_deleted_when_its_object_is_freed():
