@@ -429,6 +429,8 @@ class CoreClient:
                     direct.return_idle()
         except zmq.ContextTerminated:
             return
+        except exceptions.RuntimeNotRunningError:
+            return   # closed while handling a message: nothing is waiting for us
         except zmq.ZMQError:
             if not self.closed:
                 raise

@@ -116,8 +116,12 @@ class DirectSubmitter:
             sock = stream.connect(lease_stream_path(client.address, worker_id),
                                   m.encode([(m.DIRECT_HELLO, client.client_id)]))
         except OSError:
-            # It died meanwhile (the agent knows), or cannot be reached: give it back.
-            client.send([(m.LEASE_RETURN, worker_id)])
+            # It died meanwhile (the agent knows), or cannot be reached: give it
+            # back (unless we are shutting down: then nobody needs it).
+            try:
+                client.send([(m.LEASE_RETURN, worker_id)])
+            except exceptions.RuntimeNotRunningError:
+                pass
             return
         lease = Lease(worker_id, shape, assignment, sock)
         with client._lock:
