@@ -1,0 +1,78 @@
+"""The cluster's control store: nodes, actors, functions, jobs and a key-value table.
+
+    store = ControlStore("/path/to/control.db")           # or ":memory:"
+    store.apply((NODE_REGISTER, node_id, address, resources_json, labels_json, ts))
+    store.apply_batch([(NODE_HEARTBEAT, node_id, load_json, ts), ...])
+    store.nodes(alive_only=True); store.named_actor(namespace, name); store.kv_get(ns, key)
+
+Writes are command tuples (lightray.control.commands lists them and their
+results); reads are methods. lightray.control.store explains why the store
+is a deterministic state machine and what that promises.
+"""
+from .commands import (
+    ACTOR_ALIVE,
+    ACTOR_DEAD,
+    ACTOR_PENDING,
+    ACTOR_REGISTER,
+    ACTOR_REMOVE,
+    ACTOR_RESTARTING,
+    ACTOR_STATES,
+    ACTOR_UPDATE,
+    ALREADY_APPLIED,
+    DEAD,
+    EXISTS,
+    FINISHED,
+    FUNCTION_EXPORT,
+    JOB_FINISH,
+    JOB_START,
+    KV_DELETE,
+    KV_PUT,
+    NODE_DEAD,
+    NODE_HEARTBEAT,
+    NODE_REGISTER,
+    OK,
+    STALE,
+    TAKEN,
+    UNKNOWN,
+    UPDATED,
+    validate,
+)
+from .records import ActorRecord, JobRecord, NodeRecord
+from .schema import SCHEMA_VERSION, NotAControlStore
+from .store import ControlStore
+
+# Command kinds, results and actor states are the commands module's constants.
+__all__ = [
+    "ACTOR_ALIVE",
+    "ACTOR_DEAD",
+    "ACTOR_PENDING",
+    "ACTOR_REGISTER",
+    "ACTOR_REMOVE",
+    "ACTOR_RESTARTING",
+    "ACTOR_STATES",
+    "ACTOR_UPDATE",
+    "ALREADY_APPLIED",
+    "DEAD",
+    "EXISTS",
+    "FINISHED",
+    "FUNCTION_EXPORT",
+    "JOB_FINISH",
+    "JOB_START",
+    "KV_DELETE",
+    "KV_PUT",
+    "NODE_DEAD",
+    "NODE_HEARTBEAT",
+    "NODE_REGISTER",
+    "OK",
+    "SCHEMA_VERSION",
+    "STALE",
+    "TAKEN",
+    "UNKNOWN",
+    "UPDATED",
+    "ActorRecord",
+    "ControlStore",
+    "JobRecord",
+    "NodeRecord",
+    "NotAControlStore",
+    "validate",
+]
