@@ -235,11 +235,12 @@ class ActorRunner(TaskRunner):
             self._reply(spec, payloads, contained)
 
     def _reply(self, spec, payloads, contained) -> None:
-        if spec[ts.CONTAINED]:
-            # The refs we now hold (INC) reach the agent before the caller,
-            # answered, drops its own.
-            self.client.flush()
         registered = self._register_results(spec, payloads, contained)
+        if registered or spec[ts.CONTAINED]:
+            # The answer overtakes anything sent to the agent: make sure the
+            # agent counts the refs we now hold (INC) and our results before
+            # the caller, answered, drops its refs or passes the results on.
+            self.client.sync_with_agent()
         peer = self._peers_by_owner.get(spec[ts.OWNER])
         if peer is None:
             return   # the caller is gone

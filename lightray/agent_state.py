@@ -723,6 +723,8 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
                     "available": self.pool.as_floats("available")}
         if what == "store":
             return self.store_info()
+        if what == "sync":
+            return True
         if what == "memory":
             return self.memory_summary()
         if isinstance(what, tuple) and what[0] == "actor":

@@ -699,6 +699,11 @@ class CoreClient:
     def info(self, what, timeout: float = 10.0):
         return self.request(lambda request_id: [(m.INFO, request_id, what)], timeout, what)
 
+    def sync_with_agent(self) -> None:
+        """Return once the agent has handled everything this process sent it
+        (its reply comes after them, on one ordered connection)."""
+        self.request(lambda request_id: [(m.INFO, request_id, "sync")], 30.0, "sync")
+
     def request(self, make_ops, timeout, what="a request"):
         """Send make_ops(request_id) (built under _lock) and wait for the
         agent's INFO_REPLY to it (timeout None: as long as the agent lives)."""

@@ -214,6 +214,10 @@ class TaskRunner:
         """Inline results go straight back; anything the agent must hold is
         registered with it first."""
         registered = self._register_results(spec, payloads, contained)
+        if registered:
+            # Our answer goes straight to the driver and could overtake the
+            # registration: the driver may pass the result to a task at once.
+            self.client.sync_with_agent()
         self._send_to_peer(peer, m.encode(
             [(m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, retryable)]))
 
