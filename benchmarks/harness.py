@@ -144,6 +144,7 @@ class WorkerSpec:
     error_result: Callable[[str, str], dict]  # (case, message) -> result dict
     log_result: Callable[[str, dict], None]  # (system, result) -> None
     startup: str = "startup"  # word in "during <startup>: ..." messages
+    extra_args: tuple = ()  # more command-line arguments for every worker
 
 
 def spawn_worker(spec: WorkerSpec, system: str, cases: list, quick: bool, stderr_file):
@@ -154,6 +155,7 @@ def spawn_worker(spec: WorkerSpec, system: str, cases: list, quick: bool, stderr
     cmd = [sys.executable, spec.script, "--system", system, "--cases", ",".join(cases)]
     if quick:
         cmd.append("--quick")
+    cmd.extend(spec.extra_args)
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
