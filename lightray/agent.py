@@ -31,7 +31,6 @@ import zmq
 from . import config
 from . import worker as _worker_preloaded  # noqa: F401  (forked workers start warm)
 from .agent_state import AgentState, describe_exit
-from .agent_store import remove_files
 from .client import shm_prefix
 from .ids import random_hex
 from .resources import detect_num_cpus
@@ -138,6 +137,7 @@ class AgentServer:
             except zmq.Again:
                 break
         state = self.state
+        state.copy_seconds = self.spill_io.busy_seconds
         for kind, object_id, error in self.spill_io.completed():
             if kind == SPILL:
                 state.on_spill_done(object_id, error)
@@ -174,6 +174,12 @@ class AgentServer:
 
     def _act(self) -> None:
         state = self.state
+        if state.io_jobs:
+            # First: the spill thread copies while this thread unlinks (a large
+            # segment takes milliseconds to give back) and answers.
+            jobs, state.io_jobs = state.io_jobs, []
+            for job in jobs:
+                self.spill_io.submit(*job)
         if state.free_segments:
             # Before any answer leaves: a process told its object is gone (or
             # granted room freed by it) never sees the segment still there.
@@ -194,13 +200,9 @@ class AgentServer:
             kill, state.kill = state.kill, []
             for pid in kill:
                 _kill(pid, signal.SIGKILL)
-        if state.io_jobs:
-            jobs, state.io_jobs = state.io_jobs, []
-            for job in jobs:
-                self.spill_io.submit(*job)
         if state.free_files:
             files, state.free_files = state.free_files, []
-            remove_files(files)
+            self.spill_io.remove(files)
 
     # ------------------------------------------------------------- workers
 

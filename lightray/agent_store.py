@@ -27,7 +27,6 @@ queue; only when nothing else is left and producers wait are those spilled too.
 from __future__ import annotations
 
 import collections
-import os
 from typing import TYPE_CHECKING
 
 from . import exceptions, serialization
@@ -65,6 +64,7 @@ class StoreManagement:
         self._io_inflight: dict = {}     # object id -> its job, until SpillIO reports
         self.free_files: list = []       # spill files to delete
         self.needs_store_work = False
+        self.copy_seconds: dict = {}     # kind -> seconds SpillIO spent copying
 
     # ------------------------------------------------------- reservations
 
@@ -418,6 +418,9 @@ class StoreManagement:
                 "reserved_bytes": self.reserved, "spilled_bytes": self.spilled_now,
                 "spilled_bytes_total": self.spilled_total,
                 "restored_bytes": self.restored_total, "spill_dir": self.spill_dir,
+                # time the spill thread spent copying (set by the agent's I/O side)
+                "spill_seconds": self.copy_seconds.get("spill", 0.0),
+                "restore_seconds": self.copy_seconds.get("restore", 0.0),
                 "num_objects": sum(1 for object_id in self.objects
                                    if not _is_handle(object_id))}
 
@@ -453,15 +456,3 @@ class StoreManagement:
 
 def _is_handle(object_id: bytes) -> bool:
     return object_id.endswith(b"\xff\xff") and len(object_id) == 16
-
-
-def remove_files(paths) -> None:
-    for path in paths:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as error:   # never take the agent down for a spill file
-            import sys
-            print(f"lightray-agent: could not remove spill file {path}: {error}",
-                  file=sys.stderr)

@@ -1,7 +1,10 @@
 """Copying objects between the store and the spill directory, off the agent's thread.
 
-    agent thread ──job (spill | restore)──▶ SpillIO thread: sendfile segment <-> file
+    agent thread ──job (spill | restore | remove)──▶ SpillIO thread: sendfile segment <-> file
                  ◀──(kind, object id, error)── results + inproc wake-up (PUSH -> agent's PULL)
+
+Removing spill files happens here too: deleting a large file can take tens
+of milliseconds, which the agent's thread must not spend.
 
 A spill file holds the segment's bytes unchanged, so a restored segment has
 the very layout (name, size, offsets) it had: every payload already handed
@@ -16,13 +19,14 @@ import collections
 import os
 import queue
 import threading
+import time
 
 import zmq
 
 from . import shm
 
 _STEP = 64 << 20
-SPILL, RESTORE, STOP = "spill", "restore", "stop"
+SPILL, RESTORE, REMOVE, STOP = "spill", "restore", "remove", "stop"
 
 
 def spill_file_name(spill_dir: str, object_id: bytes) -> str:
@@ -78,6 +82,18 @@ def _remove(path: str) -> None:
         pass
 
 
+def remove_files(paths) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:   # never take the agent down for a spill file
+            import sys
+            print(f"lightray-agent: could not remove spill file {path}: {error}",
+                  file=sys.stderr)
+
+
 class SpillIO:
     """One thread doing the agent's spill and restore copies, in order."""
 
@@ -87,11 +103,16 @@ class SpillIO:
         self._context = context
         self._wake_address = wake_address
         self._stopping = False
+        self.busy_seconds = {SPILL: 0.0, RESTORE: 0.0}   # time spent copying, by kind
         self._thread = threading.Thread(target=self._run, name="lightray-spill", daemon=True)
         self._thread.start()
 
     def submit(self, kind: str, object_id: bytes, layout, path: str) -> None:
         self._jobs.put((kind, object_id, layout, path))
+
+    def remove(self, paths) -> None:
+        """Delete these spill files (no completion is reported)."""
+        self._jobs.put((REMOVE, None, None, list(paths)))
 
     def completed(self) -> list:
         """(kind, object id, error or None) of the jobs finished since last asked."""
@@ -115,7 +136,11 @@ class SpillIO:
                 kind, object_id, layout, path = self._jobs.get()
                 if kind == STOP or self._stopping:
                     return
+                if kind == REMOVE:
+                    remove_files(path)
+                    continue
                 error = None
+                started = time.perf_counter()
                 try:
                     if kind == SPILL:
                         copy_segment_to_file(layout, path)
@@ -123,6 +148,7 @@ class SpillIO:
                         copy_file_to_segment(path, layout)
                 except OSError as failure:
                     error = failure
+                self.busy_seconds[kind] += time.perf_counter() - started
                 self._done.append((kind, object_id, error))
                 try:
                     wake.send(b"", zmq.NOBLOCK)
