@@ -175,23 +175,21 @@ class AgentServer:
     def _act(self) -> None:
         state = self.state
         if state.io_jobs:
-            # First: the spill thread copies while this thread unlinks (a large
-            # segment takes milliseconds to give back) and answers.
             jobs, state.io_jobs = state.io_jobs, []
             for job in jobs:
                 self.spill_io.submit(*job)
-        if state.free_segments:
-            # Before any answer leaves: a process told its object is gone (or
-            # granted room freed by it) never sees the segment still there.
-            free, state.free_segments = state.free_segments, []
-            for name in free:
-                shm.unlink(name)
         if state.outbox:
             send = self.router.send_multipart
             for identity, ops in state.outbox.items():
                 frame = m.encode(ops)
                 send([identity, frame], copy=len(frame) < m.ZERO_COPY_MIN)
             state.outbox.clear()
+        if state.free_segments:
+            # After the answers: giving back a large segment takes milliseconds,
+            # which the writers and the spill thread spend working meanwhile.
+            free, state.free_segments = state.free_segments, []
+            for name in free:
+                shm.unlink(name)
         if state.spawn:
             spawn, state.spawn = state.spawn, []
             for worker_id in spawn:
