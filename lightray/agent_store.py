@@ -23,6 +23,11 @@ leaves existing mappings alone.
 Choosing what to spill: least recently used first (``lru``: created,
 passed to a task, or restored), skipping arguments of tasks on a worker's
 queue; only when nothing else is left and producers wait are those spilled too.
+
+Read-ahead: when readers ask for spilled objects in the order they were
+spilled (a loop over results, the common case), the next few are restored
+before they are asked for, into free room below the threshold only (read-ahead
+never evicts anything), so the copies overlap the reader's own work.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ if TYPE_CHECKING:
     from .agent_state import ClientEntry
 
 SPILLING, SPILLED, RESTORING = "spilling", "spilled", "restoring"
+READ_AHEAD = 4    # spilled objects restored ahead of a sequential reader
 
 
 class StoreManagement:
@@ -65,6 +71,9 @@ class StoreManagement:
         self.free_files: list = []       # spill files to delete
         self.needs_store_work = False
         self.copy_seconds: dict = {}     # kind -> seconds SpillIO spent copying
+        self.spill_count = 0             # spills so far: each spilled object's spill_seq
+        self.spill_order: dict = {}      # spill_seq -> id of an object on disk now
+        self.last_read_seq = None        # spill_seq of the last object a reader asked back
 
     # ------------------------------------------------------- reservations
 
@@ -286,6 +295,9 @@ class StoreManagement:
         self.spill_error = None
         entry.spill = SPILLED
         entry.spill_path = path
+        self.spill_count += 1
+        entry.spill_seq = self.spill_count
+        self.spill_order[self.spill_count] = object_id
         self.store_used -= size
         self.spilled_now += size
         self.spilled_total += size
@@ -310,7 +322,30 @@ class StoreManagement:
             self.outbox[client.identity].append(
                 (m.INFO_REPLY, request_id, ("lost", serialization.dumps_exception(lost))))
             return
+        seq = entry.spill_seq
         self._want_in_memory(object_id, entry, (client.identity, request_id))
+        if seq is not None:
+            self._read_ahead(seq)
+
+    def _read_ahead(self, seq: int) -> None:
+        """A reader asked back the object spilled seq-th: if that follows the
+        previous ask (objects read ahead are not asked for), restore the next
+        ones now, while they fit below the threshold."""
+        last, self.last_read_seq = self.last_read_seq, seq
+        if last is None or not last < seq <= last + READ_AHEAD + 1:
+            return
+        room = (int(self.spill_threshold * self.store_capacity) - self.store_used
+                - self.reserved - self._waiting_bytes())
+        for following in range(seq + 1, seq + 1 + READ_AHEAD):
+            object_id = self.spill_order.get(following)
+            entry = self.objects.get(object_id) if object_id is not None else None
+            if entry is None or entry.spill != SPILLED or entry.restore_queued:
+                continue
+            size = entry.payload[1][1]
+            if size > room:
+                return
+            room -= size
+            self._want_in_memory(object_id, entry)
 
     def _want_in_memory(self, object_id: bytes, entry, waiter=None) -> bool:
         """True if entry is readable now; else its restore is under way (waiter
@@ -358,6 +393,8 @@ class StoreManagement:
             return
         entry.spill = None
         entry.spill_path = None
+        self.spill_order.pop(entry.spill_seq, None)
+        entry.spill_seq = None
         self.store_used += size
         self.spilled_now -= size
         self.restored_total += size
@@ -400,6 +437,8 @@ class StoreManagement:
         if payload is None or payload[0] != SHARED:
             return
         self.lru.pop(object_id, None)
+        if entry.spill_seq is not None:
+            self.spill_order.pop(entry.spill_seq, None)
         spill = entry.spill
         if spill is None or spill == SPILLING:
             # (A spill under way finds the entry gone and deletes its file.)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 class ObjectEntry:
     __slots__ = ("refs", "payload", "pending", "owner", "subscribers", "waiting_tasks",
                  "contained", "call_site", "spill", "spill_path", "spill_cancelled",
-                 "restore_waiters", "restore_queued")
+                 "restore_waiters", "restore_queued", "spill_seq")
 
     def __init__(self, refs: int, payload=None, owner: bytes = b""):
         self.refs = refs                  # holder processes + pins
@@ -47,6 +47,7 @@ class ObjectEntry:
         self.spill_cancelled = False
         self.restore_waiters = None       # (identity, request id) answered when restored
         self.restore_queued = False
+        self.spill_seq = None             # its place in the order objects were spilled
 
 
 class ObjectDirectory:

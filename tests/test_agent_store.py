@@ -73,8 +73,8 @@ def test_puts_under_the_threshold_are_granted_at_once_and_nothing_spills(state):
 
 
 def test_passing_the_threshold_spills_the_least_recently_used_object(state):
-    first, second, third = (put(state, 30 * MB) for _ in range(3))
-    (job,) = jobs(state, SPILL)          # 90 MB > 80 MB: one 30 MB object must go
+    first, _second, _third = (put(state, 30 * MB) for _ in range(3))
+    (job,) = jobs(state, SPILL)           # 90 MB > 80 MB: one 30 MB object must go
     assert job[1] == first and job[3] == f"/spill/{first.hex()}"
     assert state.objects[first].spill == SPILLING
     state.on_spill_done(first, None)
@@ -86,7 +86,7 @@ def test_passing_the_threshold_spills_the_least_recently_used_object(state):
 def test_holders_are_told_to_drop_their_mappings_of_a_spilled_object(state):
     first = put(state, 50 * MB)
     put(state, 40 * MB)
-    (job,) = jobs(state, SPILL)
+    (_job,) = jobs(state, SPILL)
     state.outbox.clear()
     state.on_spill_done(first, None)
     assert (m.SPILLED, [first]) in state.outbox[DRIVER + b"r"]
@@ -125,7 +125,7 @@ def test_a_failed_spill_write_keeps_the_object_and_refuses_waiting_writers(state
     first = put(state, 50 * MB)
     put(state, 40 * MB)
     assert reserve(state, 30 * MB, request_id=9) == []
-    (job,) = jobs(state, SPILL)
+    (_job,) = jobs(state, SPILL)
     state.on_spill_done(first, OSError(28, "No space left on device"))
     assert state.objects[first].spill is None          # still in memory, nothing lost
     assert state.free_segments == []
@@ -138,7 +138,7 @@ def test_a_failed_spill_write_keeps_the_object_and_refuses_waiting_writers(state
 def test_restore_is_asked_for_and_answered_with_the_same_layout(state):
     first = put(state, 50 * MB)
     put(state, 40 * MB)
-    (job,) = jobs(state, SPILL)
+    (_job,) = jobs(state, SPILL)
     state.on_spill_done(first, None)
     layout = state.objects[first].payload
     state.handle(DRIVER, [(m.RESTORE, 5, first)])
@@ -163,7 +163,7 @@ def test_a_task_whose_argument_was_spilled_waits_for_its_restore(state):
     state.schedule()
     state.store_work()
     assert not [op for ops in state.outbox.values() for op in ops if op[0] == m.EXEC]
-    (restore,) = jobs(state, RESTORE)
+    (_restore,) = jobs(state, RESTORE)
     state.on_restore_done(first, None)
     state.schedule()
     execs = [op for ops in state.outbox.values() for op in ops if op[0] == m.EXEC]
@@ -174,7 +174,7 @@ def test_a_task_whose_argument_was_spilled_waits_for_its_restore(state):
 def test_task_arguments_larger_than_the_store_fail_at_once(state):
     a = put(state, 60 * MB)
     assert reserve(state, 60 * MB) == []          # b waits until a is spilled
-    (job,) = jobs(state, SPILL)
+    (_job,) = jobs(state, SPILL)
     state.on_spill_done(a, None)
     state.store_work()
     assert replies(state) == [(m.INFO_REPLY, 1, ("ok",))]
@@ -240,3 +240,48 @@ def test_memory_summary_lists_size_state_call_site_and_holders(state):
     row = rows[first.hex()]
     assert row["size"] == 50 * MB and row["state"] == "spilled"
     assert row["call_site"] == "test.py:1" and row["holders"] == ["driver pid 1"]
+
+
+def test_readers_asking_back_in_spill_order_get_the_next_objects_read_ahead(state):
+    objects = []
+    for _ in range(12):
+        objects.append(put(state, 10 * MB))
+        for job in jobs(state, SPILL):
+            state.on_spill_done(job[1], None)
+    on_disk = sorted((i for i in objects if state.objects[i].spill == SPILLED),
+                     key=lambda i: state.objects[i].spill_seq)
+    assert len(on_disk) >= 4
+    for object_id in objects:   # the reader let go of what is in memory
+        if state.objects[object_id].spill is None:
+            state.handle(DRIVER, [(m.DEC, [object_id])])
+    state.handle(DRIVER, [(m.RESTORE, 1, on_disk[0])])
+    state.store_work()
+    assert [job[1] for job in jobs(state, RESTORE)] == [on_disk[0]]   # one ask: no pattern
+    state.handle(DRIVER, [(m.RESTORE, 2, on_disk[1])])
+    state.store_work()
+    restored = [job[1] for job in jobs(state, RESTORE)]
+    assert restored == on_disk[1:2 + min(4, len(on_disk) - 2)]   # the next ones, in order
+    # Read-ahead only fills free room below the threshold: nothing was spilled for it.
+    assert jobs(state, SPILL) == []
+
+
+def test_a_restored_segment_gets_its_name_only_once_complete(tmp_path, monkeypatch):
+    import os
+
+    from lightray.store import shm, spill
+
+    data = bytes(range(256)) * 4096
+    path = tmp_path / "spilled"
+    path.write_bytes(data)
+    name = str(tmp_path / "segment")
+    seen = []
+    real_rename = shm.rename
+
+    def checking_rename(old, new):
+        seen.append((os.path.exists(new), os.path.getsize(old)))
+        real_rename(old, new)
+    monkeypatch.setattr(shm, "rename", checking_rename)
+    spill.copy_file_to_segment(str(path), (name, len(data), 0, ()))
+    assert seen == [(False, len(data))]    # invisible until all of it was there
+    assert (tmp_path / "segment").read_bytes() == data
+    assert not os.path.exists(name + ".restoring")

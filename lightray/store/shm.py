@@ -102,6 +102,14 @@ def attach(layout) -> tuple:
     return mapping, view[:inband_len], [view[o:o + n] for o, n in offsets]
 
 
+def rename(old: str, new: str) -> None:
+    """Give a segment another name at once (Linux: shared memory is /dev/shm)."""
+    if "/" in old:
+        os.rename(old, new)
+    else:
+        os.rename(f"/dev/shm/{old}", f"/dev/shm/{new}")
+
+
 def unlink(name: str) -> None:
     try:
         if "/" in name:

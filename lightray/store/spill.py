@@ -50,16 +50,21 @@ def copy_segment_to_file(layout, path: str) -> None:
 
 
 def copy_file_to_segment(path: str, layout) -> None:
+    """Write the segment under a temporary name and rename it when complete:
+    a reader holding the payload maps it by name, and must never see it half
+    written."""
     name, size = layout[0], layout[1]
+    partial = name + ".restoring"
     source = os.open(path, os.O_RDONLY)
     try:
-        target = shm.open_segment(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
+        target = shm.open_segment(partial, os.O_CREAT | os.O_EXCL | os.O_RDWR)
         try:
             os.ftruncate(target, size)
             _copy(source, target, size)
+            shm.rename(partial, name)
         except BaseException:
             os.close(target)
-            shm.unlink(name)
+            shm.unlink(partial)
             raise
         os.close(target)
     finally:
