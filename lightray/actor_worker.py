@@ -52,6 +52,8 @@ class ActorRunner(TaskRunner):
         self._semaphore = None
         self._finished: queue.SimpleQueue = queue.SimpleQueue()
         self._finished_r, self._finished_w = os.pipe()
+        self._wake_sent = False            # a byte is in the pipe, not yet drained
+        self._async_batch: list = []       # calls for the event loop, handed over per frame
         os.set_blocking(self._finished_r, False)
         self._waiting_calls: list = []     # calls that came before the instance
 
@@ -102,6 +104,8 @@ class ActorRunner(TaskRunner):
 
     def _serve_peer(self, peer) -> None:
         super()._serve_peer(peer)
+        if self._async_batch:
+            self._hand_batch_to_loop()
         if peer.sock.fileno() == -1 and self._peers_by_owner.get(peer.identity) is peer:
             del self._peers_by_owner[peer.identity]   # the caller left
 
@@ -148,6 +152,8 @@ class ActorRunner(TaskRunner):
         waiting, self._waiting_calls = self._waiting_calls, []
         for call in waiting:
             self._dispatch(call)
+        if self._async_batch:
+            self._hand_batch_to_loop()
 
     def _set_mode(self, description: dict) -> None:
         limit = description["max_concurrency"]
@@ -180,7 +186,18 @@ class ActorRunner(TaskRunner):
         elif self._mode == "threaded":
             self._pool.submit(self._run_call_in_thread, spec, dep_payloads)
         else:
-            asyncio.run_coroutine_threadsafe(self._run_call_async(spec, dep_payloads), self._loop)
+            self._async_batch.append((spec, dep_payloads))
+
+    def _hand_batch_to_loop(self) -> None:
+        """One wake-up of the event loop for all the calls of a frame."""
+        batch, self._async_batch = self._async_batch, []
+        self._loop.call_soon_threadsafe(self._start_batch, batch)
+
+    def _start_batch(self, batch) -> None:
+        """In the event loop: start each call as a task."""
+        create_task = self._loop.create_task
+        for spec, dep_payloads in batch:
+            create_task(self._run_call_async(spec, dep_payloads))
 
     def _run_call(self, spec, dep_payloads):
         """(payloads, contained) of one call; a method's exception is its result."""
@@ -217,9 +234,12 @@ class ActorRunner(TaskRunner):
         self._finish(spec, outcome)
 
     def _finish(self, spec, outcome) -> None:
-        """From a pool thread or the event loop: the main thread replies."""
+        """From a pool thread or the event loop: the main thread replies.
+        One byte in the pipe wakes it for everything queued meanwhile."""
         self._finished.put((spec, outcome))
-        os.write(self._finished_w, b"x")
+        if not self._wake_sent:
+            self._wake_sent = True
+            os.write(self._finished_w, b"x")
 
     def _send_finished(self) -> None:
         try:
@@ -227,14 +247,21 @@ class ActorRunner(TaskRunner):
                 pass
         except BlockingIOError:
             pass
+        # Cleared after the pipe is empty and before the queue is read: a call
+        # that finishes from now on writes a byte that stays for the next poll;
+        # one that saw the flag still set is already in the queue.
+        self._wake_sent = False
+        answers: dict = {}   # peer -> DIRECT_DONE ops, one frame each
         while True:
             try:
                 spec, (payloads, contained) = self._finished.get_nowait()
             except queue.Empty:
-                return
-            self._reply(spec, payloads, contained)
+                break
+            self._reply(spec, payloads, contained, answers)
+        for peer, ops in answers.items():
+            self._send_to_peer(peer, m.encode(ops))
 
-    def _reply(self, spec, payloads, contained) -> None:
+    def _reply(self, spec, payloads, contained, answers=None) -> None:
         registered = self._register_results(spec, payloads, contained)
         if registered or spec[ts.CONTAINED]:
             # The answer overtakes anything sent to the agent: make sure the
@@ -244,8 +271,11 @@ class ActorRunner(TaskRunner):
         peer = self._peers_by_owner.get(spec[ts.OWNER])
         if peer is None:
             return   # the caller is gone
-        self._send_to_peer(peer, m.encode(
-            [(m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, False)]))
+        op = (m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, False)
+        if answers is None:
+            self._send_to_peer(peer, m.encode([op]))
+        else:
+            answers.setdefault(peer, []).append(op)
 
     @staticmethod
     def _failed(spec, payload):

@@ -627,3 +627,23 @@ def test_unpicklable_method_argument_raises_type_error_naming_it(runtime):
         counter.inc.remote(threading.Lock())
     assert "argument 0" in str(ei.value)
     assert lightray.get(counter.inc.remote(), timeout=20) == 1
+
+
+@pytest.mark.timeout(60)
+def test_thousands_of_calls_to_threaded_and_async_actors_all_complete(runtime):
+    # Calls finish on pool threads or the event loop and wake the actor's main
+    # thread through one pipe: none may be left unanswered, however they race.
+    @lightray.remote
+    class Threaded:
+        def echo(self, i):
+            return i
+
+    @lightray.remote
+    class Async:
+        async def echo(self, i):
+            return i
+
+    for actor in (Threaded.options(max_concurrency=16).remote(), Async.remote()):
+        for _ in range(3):
+            refs = [actor.echo.remote(i) for i in range(2000)]
+            assert lightray.get(refs, timeout=30) == list(range(2000))
