@@ -58,6 +58,35 @@ def attempts(path):
         return 0
 
 
+def wait_for(predicate, timeout=15.0, interval=0.02):
+    """Poll predicate until it holds or timeout passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def wait_for_file(path, timeout=15.0):
+    """True once path exists (tasks and actors signal progress with files)."""
+    return wait_for(lambda: os.path.exists(path), timeout)
+
+
+def pid_alive(pid):
+    """True if pid runs (a zombie awaiting its reaper counts as dead)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def available_cpus():
+    import lightray
+
+    return lightray.available_resources().get("CPU", 0.0)
+
+
 def session_dirs():
     """Session directories (sockets, pid files) of lightray runtimes on this host."""
     from lightray.config import temp_dir

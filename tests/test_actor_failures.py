@@ -6,32 +6,11 @@ import signal
 import time
 
 import numpy as np
-import psutil
 import pytest
-from conftest import attempts
+from conftest import attempts, available_cpus, pid_alive, wait_for
 
 import lightray
 from lightray import exceptions
-
-
-def wait_until(predicate, timeout=15.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-def available_cpus():
-    return lightray.available_resources().get("CPU", 0.0)
-
-
-def process_gone(pid):
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def new_pid_after_restart(handle, old_pid, timeout=20.0):
@@ -95,7 +74,7 @@ def test_kill_fails_pending_and_later_calls_with_actor_died_error(runtime, tmp_p
     pid = lightray.get(actor.pid.remote(), timeout=20)
     running = actor.sleep.remote(started, 10)
     queued = [actor.inc.remote() for _ in range(3)]
-    assert wait_until(lambda: os.path.exists(started))
+    assert wait_for(lambda: os.path.exists(started))
     t0 = time.monotonic()
     lightray.kill(actor)
     for ref in [running] + queued:
@@ -105,7 +84,7 @@ def test_kill_fails_pending_and_later_calls_with_actor_died_error(runtime, tmp_p
     with pytest.raises(exceptions.ActorDiedError):
         lightray.get(actor.inc.remote(), timeout=20)
     # kill() means no restart, even with restarts left.
-    assert wait_until(lambda: process_gone(pid)), f"actor process {pid} still running"
+    assert wait_for(lambda: not pid_alive(pid)), f"actor process {pid} still running"
     assert attempts(str(tmp_path / "built")) == 1
     with pytest.raises(exceptions.ActorDiedError):
         lightray.get(actor.pid.remote(), timeout=20)
@@ -123,13 +102,13 @@ def test_kill_from_a_task_fails_the_drivers_pending_calls(runtime, tmp_path):
     actor = Phoenix.remote(str(tmp_path / "built"))
     pid = lightray.get(actor.pid.remote(), timeout=20)
     running = actor.sleep.remote(started, 10)
-    assert wait_until(lambda: os.path.exists(started))
+    assert wait_for(lambda: os.path.exists(started))
     assert lightray.get(kill_it.remote(actor), timeout=20) == "killed"
     with pytest.raises(exceptions.ActorDiedError):
         lightray.get(running, timeout=8)
     with pytest.raises(exceptions.ActorDiedError):
         lightray.get(actor.inc.remote(), timeout=20)
-    assert wait_until(lambda: process_gone(pid)), f"actor process {pid} still running"
+    assert wait_for(lambda: not pid_alive(pid)), f"actor process {pid} still running"
 
 
 # -------------------------------------------------------------------- exceptions
@@ -194,7 +173,7 @@ def test_killed_actor_process_restarts_until_restarts_are_used_up(runtime, tmp_p
     actor = Phoenix.options(max_restarts=1, num_cpus=1).remote(built, payload)
     assert lightray.get([actor.inc.remote() for _ in range(3)], timeout=20) == [1, 2, 3]
     first_pid = lightray.get(actor.pid.remote(), timeout=20)
-    assert wait_until(lambda: available_cpus() == 1.0)
+    assert wait_for(lambda: available_cpus() == 1.0)
 
     os.kill(first_pid, signal.SIGKILL)
     second_pid = new_pid_after_restart(actor, first_pid)
@@ -206,13 +185,13 @@ def test_killed_actor_process_restarts_until_restarts_are_used_up(runtime, tmp_p
     assert available_cpus() == 1.0, "the restarted actor still holds its CPU"
 
     os.kill(second_pid, signal.SIGKILL)
-    assert wait_until(lambda: process_gone(second_pid))
+    assert wait_for(lambda: not pid_alive(second_pid))
     with pytest.raises(exceptions.ActorDiedError):
         lightray.get(actor.inc.remote(), timeout=20)
     with pytest.raises(exceptions.ActorDiedError):
         lightray.get(actor.pid.remote(), timeout=20)
     assert attempts(built) == 2, "no restart left"
-    assert wait_until(lambda: available_cpus() == 2.0), lightray.available_resources()
+    assert wait_for(lambda: available_cpus() == 2.0), lightray.available_resources()
 
 
 @pytest.mark.timeout(45)
@@ -234,7 +213,7 @@ def test_call_in_flight_when_the_process_dies_is_retried_with_max_task_retries(
     actor = Phoenix.options(max_restarts=1, max_task_retries=1).remote(str(tmp_path / "built"))
     first_pid = lightray.get(actor.pid.remote(), timeout=20)
     ref = actor.slow_first_attempt.remote(calls)
-    assert wait_until(lambda: attempts(calls) == 1)
+    assert wait_for(lambda: attempts(calls) == 1)
     # Calls behind the one in flight are retried too, in their order.
     behind = [actor.inc.remote() for _ in range(3)]
     os.kill(first_pid, signal.SIGKILL)
@@ -252,7 +231,7 @@ def test_call_in_flight_when_the_process_dies_fails_without_task_retries(runtime
     actor = Phoenix.options(max_restarts=1).remote(str(tmp_path / "built"))
     first_pid = lightray.get(actor.pid.remote(), timeout=20)
     ref = actor.slow_first_attempt.remote(calls)
-    assert wait_until(lambda: attempts(calls) == 1)
+    assert wait_for(lambda: attempts(calls) == 1)
     os.kill(first_pid, signal.SIGKILL)
     with pytest.raises(exceptions.ActorDiedError):
         lightray.get(ref, timeout=30)

@@ -9,34 +9,10 @@ import sys
 import textwrap
 import time
 
-import psutil
 import pytest
+from conftest import available_cpus, pid_alive, wait_for, wait_for_file
 
 import lightray
-
-
-def wait_until(predicate, timeout=15.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-def wait_for_file(path, timeout=15.0):
-    return wait_until(lambda: os.path.exists(path), timeout)
-
-
-def process_gone(pid):
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def available_cpus():
-    return lightray.available_resources().get("CPU", 0.0)
 
 
 @lightray.remote
@@ -78,10 +54,10 @@ def inc_when_released(counter, started, release):
 def test_dropping_the_last_handle_stops_the_actor_and_frees_its_cpu(runtime):
     counter = Counter.options(num_cpus=1).remote()
     pid = lightray.get(counter.pid.remote(), timeout=20)
-    assert wait_until(lambda: available_cpus() == 1.0), lightray.available_resources()
+    assert wait_for(lambda: available_cpus() == 1.0), lightray.available_resources()
     del counter
-    assert wait_until(lambda: process_gone(pid), timeout=10), f"actor process {pid} still runs"
-    assert wait_until(lambda: available_cpus() == 2.0), lightray.available_resources()
+    assert wait_for(lambda: not pid_alive(pid), timeout=10), f"actor process {pid} still runs"
+    assert wait_for(lambda: available_cpus() == 2.0), lightray.available_resources()
 
 
 @pytest.mark.timeout(30)
@@ -91,8 +67,8 @@ def test_handles_passed_to_finished_tasks_do_not_keep_the_actor(runtime):
     assert lightray.get(inc_through.remote(counter, 2), timeout=20) == 2
     assert lightray.get(inc_through_list.remote([counter], 3), timeout=20) == 5
     del counter
-    assert wait_until(lambda: process_gone(pid), timeout=10), f"actor process {pid} still runs"
-    assert wait_until(lambda: available_cpus() == 2.0), lightray.available_resources()
+    assert wait_for(lambda: not pid_alive(pid), timeout=10), f"actor process {pid} still runs"
+    assert wait_for(lambda: available_cpus() == 2.0), lightray.available_resources()
 
 
 @pytest.mark.timeout(30)
@@ -107,11 +83,11 @@ def test_handle_held_by_a_running_task_keeps_the_actor_alive(runtime, tmp_path):
     # it when the answer comes; then give a wrongful stop time to happen.
     lightray.available_resources()
     time.sleep(0.5)
-    assert not process_gone(pid), "the actor stopped while a running task held its handle"
+    assert pid_alive(pid), "the actor stopped while a running task held its handle"
     open(release, "w").close()
     assert lightray.get(ref, timeout=20) == 1
     # The task finished: its handle was the last one.
-    assert wait_until(lambda: process_gone(pid), timeout=10), f"actor process {pid} still runs"
+    assert wait_for(lambda: not pid_alive(pid), timeout=10), f"actor process {pid} still runs"
 
 
 # ------------------------------------------------ detached and named actors
@@ -190,7 +166,7 @@ def test_detached_actor_outlives_its_driver_and_named_one_does_not(standalone_ag
 
     lightray.init(address=address)
     # A named actor that is not detached dies with the driver that created it.
-    assert wait_until(lambda: process_gone(temporary_pid), timeout=10), (
+    assert wait_for(lambda: not pid_alive(temporary_pid), timeout=10), (
         f"named actor process {temporary_pid} outlived its driver")
     with pytest.raises(ValueError) as ei:
         lightray.get_actor("temporary", namespace="lifetime-tests")
@@ -217,7 +193,7 @@ def test_detached_actor_outlives_its_driver_and_named_one_does_not(standalone_ag
         timeout=40)
     assert third.returncode == 0, third.stderr
     assert third.stdout.strip() == "['from the first driver', 'from the second driver']"
-    assert not process_gone(keeper_pid)
+    assert pid_alive(keeper_pid)
 
 
 CRASHING_DRIVER = textwrap.dedent("""
@@ -251,11 +227,11 @@ def test_actors_of_a_driver_killed_by_sigkill_end_with_it(standalone_agent, repo
     named_pid, unnamed_pid = map(int, crashed.stdout.split())
     # Its named (not detached) actor dies with it; the unnamed one has no
     # handle left in any live process.
-    assert wait_until(lambda: process_gone(named_pid), timeout=10), (
+    assert wait_for(lambda: not pid_alive(named_pid), timeout=10), (
         f"named actor process {named_pid} outlived its SIGKILLed driver")
-    assert wait_until(lambda: process_gone(unnamed_pid), timeout=10), (
+    assert wait_for(lambda: not pid_alive(unnamed_pid), timeout=10), (
         f"actor process {unnamed_pid} outlived the only process that held a handle to it")
     lightray.init(address=address)
     with pytest.raises(ValueError):
         lightray.get_actor("doomed", namespace="lifetime-tests")
-    assert wait_until(lambda: available_cpus() == 2.0), lightray.available_resources()
+    assert wait_for(lambda: available_cpus() == 2.0), lightray.available_resources()

@@ -11,26 +11,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import available_cpus, wait_for, wait_for_file
 
 import lightray
 from lightray import exceptions
-
-
-def wait_until(predicate, timeout=15.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-def wait_for_file(path, timeout=15.0):
-    return wait_until(lambda: os.path.exists(path), timeout)
-
-
-def available_cpus():
-    return lightray.available_resources().get("CPU", 0.0)
 
 
 @lightray.remote
@@ -257,9 +241,9 @@ def test_actors_without_num_cpus_need_a_cpu_to_start_but_hold_none(runtime):
 def test_actor_with_num_cpus_holds_them_until_killed(runtime):
     actor = Counter.options(num_cpus=1).remote()
     assert lightray.get(actor.inc.remote(), timeout=20) == 1
-    assert wait_until(lambda: available_cpus() == 1.0), lightray.available_resources()
+    assert wait_for(lambda: available_cpus() == 1.0), lightray.available_resources()
     lightray.kill(actor)
-    assert wait_until(lambda: available_cpus() == 2.0), lightray.available_resources()
+    assert wait_for(lambda: available_cpus() == 2.0), lightray.available_resources()
 
 
 @pytest.mark.timeout(30)
@@ -286,10 +270,10 @@ def test_actor_killed_while_blocked_in_get_gives_back_exactly_its_cpu(runtime, t
     with pytest.raises(exceptions.ActorDiedError):
         lightray.get(call, timeout=20)
     open(release, "w").close()
-    assert wait_until(lambda: available_cpus() == 2.0), lightray.available_resources()
+    assert wait_for(lambda: available_cpus() == 2.0), lightray.available_resources()
     # Not more than the runtime has, either.
     assert lightray.get(task_pid.remote(), timeout=20) > 0
-    assert wait_until(lambda: available_cpus() == 2.0), lightray.available_resources()
+    assert wait_for(lambda: available_cpus() == 2.0), lightray.available_resources()
     assert lightray.cluster_resources()["CPU"] == 2.0
 
 
@@ -337,7 +321,7 @@ def test_killing_an_actor_still_waiting_for_its_gpu_never_starts_it():
     with pytest.raises(exceptions.ActorDiedError):
         lightray.get(waiting, timeout=20)
     lightray.kill(first)
-    assert wait_until(lambda: lightray.available_resources().get("GPU") == 1), (
+    assert wait_for(lambda: lightray.available_resources().get("GPU") == 1), (
         lightray.available_resources())
     third = GpuUser.remote()
     assert lightray.get(third.pid.remote(), timeout=20) > 0
@@ -350,7 +334,7 @@ def test_custom_resources_are_held_by_the_actor():
     assert lightray.get(holder.inc.remote(), timeout=20) == 1
     assert lightray.available_resources().get("widget", 0) == 0
     lightray.kill(holder)
-    assert wait_until(lambda: lightray.available_resources().get("widget") == 1)
+    assert wait_for(lambda: lightray.available_resources().get("widget") == 1)
 
 
 @pytest.mark.timeout(30)

@@ -9,12 +9,11 @@ import time
 
 import numpy as np
 import pytest
+from conftest import shm_entries
 
 import lightray
 from lightray import exceptions
 from lightray.client import current_client_or_none
-
-from conftest import shm_entries
 
 
 @lightray.remote

@@ -3,19 +3,10 @@ import os
 import time
 
 import pytest
+from conftest import attempts, wait_for_file
 
 import lightray
-from conftest import attempts
 from lightray import exceptions as lrexc
-
-
-def wait_for_file(path, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.mark.timeout(10)

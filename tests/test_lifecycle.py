@@ -10,30 +10,13 @@ import time
 import numpy as np
 import psutil
 import pytest
-from conftest import shm_entries
+from conftest import pid_alive, shm_entries, wait_for
 
 import lightray
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-
-
-def wait_for(predicate, timeout=5.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-def pid_alive(pid):
-    """True if pid runs (zombies awaiting an unrelated reaper count as dead)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def subprocess_env():

@@ -13,21 +13,13 @@ import time
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 import lightray
 
 MiB = 1 << 20
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THIS_FILE = os.path.basename(__file__)
-
-
-def wait_for(predicate, timeout=10.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def rows_by_id(summary=None):

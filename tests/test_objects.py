@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import shm_entries
+from conftest import shm_entries, wait_for
 
 import lightray
 
@@ -18,15 +18,6 @@ class Holder:
     array: np.ndarray
 
 
-
-
-def wait_for(predicate, timeout=5.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def assert_zero_copy_view(arr, expected):

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+from conftest import pid_alive, wait_for
 
 import lightray
 from lightray import exceptions as lrexc
@@ -27,15 +28,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ----------------------------------------------------------------- helpers
-
-def wait_for(predicate, timeout=10.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
 
 def pattern(n_items, seed):
     """int64 array [seed, seed+1, ...]: a position- and seed-dependent fill."""
@@ -109,13 +101,6 @@ def subprocess_env(**extra):
     env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
-
-
-def pid_alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @lightray.remote
