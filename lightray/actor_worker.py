@@ -88,19 +88,9 @@ class ActorRunner(TaskRunner):
             return True
         return False
 
-    def _on_wake(self) -> None:
-        while True:
-            try:
-                self._wake_pull.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-        while True:
-            try:
-                op = self.queue.get_nowait()
-            except queue.Empty:
-                return
-            if op[0] == m.ACTOR_START:
-                self._start(op)
+    def _on_agent_op(self, op) -> None:
+        if op[0] == m.ACTOR_START:
+            self._start(op)
 
     def _serve_peer(self, peer) -> None:
         super()._serve_peer(peer)

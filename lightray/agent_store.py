@@ -261,8 +261,7 @@ class StoreManagement:
         entry.spill_cancelled = False
         self.spilling_bytes += layout[1]
         self.lru.pop(object_id, None)
-        self._io_inflight[object_id] = (SPILL, object_id, layout, path)
-        self.io_jobs.append((SPILL, object_id, layout, path))
+        self._submit_io((SPILL, object_id, layout, path))
 
     def on_spill_done(self, object_id: bytes, error) -> None:
         _, _, layout, path = self._io_inflight.pop(object_id)
@@ -372,8 +371,12 @@ class StoreManagement:
         layout = entry.payload[1]
         entry.spill = RESTORING
         self.reserved += layout[1]
-        self._io_inflight[object_id] = (RESTORE, object_id, layout, entry.spill_path)
-        self.io_jobs.append((RESTORE, object_id, layout, entry.spill_path))
+        self._submit_io((RESTORE, object_id, layout, entry.spill_path))
+
+    def _submit_io(self, job: tuple) -> None:
+        """(kind, object id, layout, path): for SpillIO, in flight until it reports."""
+        self._io_inflight[job[1]] = job
+        self.io_jobs.append(job)
 
     def on_restore_done(self, object_id: bytes, error) -> None:
         _, _, layout, path = self._io_inflight.pop(object_id)

@@ -169,7 +169,11 @@ class TaskRunner:
                 op = self.queue.get_nowait()
             except queue.Empty:
                 return
-            self.run(op, self._reply_to_agent)
+            self._on_agent_op(op)
+
+    def _on_agent_op(self, op) -> None:
+        """An op the agent sent this worker (EXEC here; ACTOR_START for actors)."""
+        self.run(op, self._reply_to_agent)
 
     # ------------------------------------------------ callers on the stream
 
