@@ -188,10 +188,6 @@ def _client_for_submission():
         return client_module.current_client_or_none()
 
 
-def _session() -> str:
-    return _client_for_submission().node_info["session"]
-
-
 def _context():
     from .runtime_context import get_runtime_context, state
     client = client_module.current_client_or_none()
@@ -214,7 +210,7 @@ def put(value) -> ObjectRef:
         raise TypeError(f"put() could not serialize {type(value).__name__} object: {error}") from error
     # Large values wait for room in the store (the agent spills to make it)
     # and fail with ObjectStoreFullError only when spilling cannot help.
-    return client.put_serialized(serialized, client.node_info["session"])
+    return client.put_serialized(serialized)
 
 
 def _refs_and_client(refs, what: str):

@@ -325,7 +325,7 @@ class CoreClient:
             self._send_locked(ops)
         return refs
 
-    def put_serialized(self, value: serialization.Serialized, session: str = "") -> ObjectRef:
+    def put_serialized(self, value: serialization.Serialized) -> ObjectRef:
         object_id = self.ids.task_id() + b"\x00\x00"
         payload = self.make_payload(value, object_id)
         ref = ObjectRef(object_id, self, owned=True)
@@ -337,13 +337,11 @@ class CoreClient:
             self._send_locked(ops)
         return ref
 
-    def make_payload(self, value: serialization.Serialized, object_id: bytes,
-                     session: str = "", threshold: int = 0):
+    def make_payload(self, value: serialization.Serialized, object_id: bytes):
         """The payload of a value: inline when small, else a new segment,
         written once the agent has granted room for it (it may wait while
         the agent spills: back-pressure)."""
-        threshold = threshold or _inline_threshold()
-        if value.size < threshold:
+        if value.size < _inline_threshold():
             if value.buffers:
                 # Rare: small out-of-band buffers; put everything in band.
                 inband = serialization.deserialize(value.inband, value.buffers)

@@ -104,16 +104,13 @@ def _serialize_arguments(client, name: str, args: tuple, kwargs: dict):
     if serialized.size >= threshold or serialized.buffers:
         # Large arguments go to shared memory once, like Ray's implicit put;
         # the task then reads them zero-copy.
-        from .api import _session
-        session = _session()
-
         def spill(value):
             if type(value) is Dep:
                 return value
             one = serialization.serialize(value)
             if one.size < threshold and not one.buffers:
                 return value
-            ref = client.put_serialized(one, session)
+            ref = client.put_serialized(one)
             keep_alive.append(ref)
             deps.append(ref._id)
             return Dep(len(deps) - 1)

@@ -331,7 +331,7 @@ class TaskRunner:
         payloads, contained = [], []
         for object_id, value in zip(return_ids(spec[ts.TASK_ID], num_returns), results):
             serialized = serialization.serialize(value)
-            payloads.append(self.client.make_payload(serialized, object_id, self.session))
+            payloads.append(self.client.make_payload(serialized, object_id))
             contained.append(serialized.contained)
         return payloads, contained
 
