@@ -33,6 +33,7 @@ from .api import (
     is_initialized,
     kill,
     memory_summary,
+    nodes,
     put,
     remote,
     shutdown,
@@ -40,12 +41,14 @@ from .api import (
 )
 from .object_ref import ObjectRef
 from .runtime_context import get_runtime_context
+from .scheduling import NodeAffinity
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "NodeAffinity",
     "ObjectRef",
     "available_resources",
     "cancel",
@@ -59,6 +62,7 @@ __all__ = [
     "kill",
     "memory_summary",
     "method",
+    "nodes",
     "put",
     "remote",
     "shutdown",

@@ -19,6 +19,7 @@ from .ids import TASK_ID_BYTES
 from .object_ref import ObjectRef
 from .options import check_option_names
 from .resources import make_request
+from .scheduling import encode_strategy
 
 ACTOR_OPTIONS = ("num_cpus", "num_gpus", "resources", "max_concurrency", "max_restarts",
                  "max_task_retries", "name", "namespace", "lifetime", "get_if_exists",
@@ -82,7 +83,7 @@ class ActorOptions:
     """
 
     __slots__ = ("placement", "held", "max_concurrency", "max_restarts", "max_task_retries",
-                 "name", "namespace", "detached", "get_if_exists")
+                 "name", "namespace", "detached", "get_if_exists", "strategy")
 
     def __init__(self, options: dict, is_async: bool):
         check_option_names(options, ACTOR_OPTIONS)
@@ -108,6 +109,7 @@ class ActorOptions:
                              f"got {lifetime!r}")
         self.detached = lifetime == "detached"
         self.get_if_exists = options.get("get_if_exists", False)
+        self.strategy = encode_strategy(options.get("scheduling_strategy"))
         if not isinstance(self.get_if_exists, bool):
             raise ValueError(f"get_if_exists must be a bool, got {self.get_if_exists!r}")
         if self.get_if_exists and name is None:
@@ -169,7 +171,7 @@ class ActorClass:
         actor_id = client.ids.task_id()
         max_restarts = (1 << 30) if options.max_restarts == -1 else options.max_restarts
         spec = (actor_id, exported.function_id, name, args_bytes, deps, contained, 0,
-                options.placement, max_restarts, False, None, 0)
+                options.placement, max_restarts, False, None, 0, options.strategy)
         description = {
             "class_name": name, "methods": self._methods, "is_async": self._is_async,
             "max_concurrency": options.max_concurrency, "held": options.held,

@@ -132,7 +132,7 @@ class ActorCaller:
             keep += [ObjectRef(i, client) for i in deps]
             keep += [ObjectRef(i, client) for i in contained]
         spec = (task_id, actor_id, name, args_bytes, deps, contained, num_returns, None,
-                0, False, client.client_id, 0)
+                0, False, client.client_id, 0, None)
         call = _Call(spec, keep)
         items = None
         with client._lock:

@@ -30,25 +30,30 @@ import zmq
 
 from . import config
 from . import worker as _worker_preloaded  # noqa: F401  (forked workers start warm)
+from .agent_cluster import HEARTBEAT_INTERVAL
 from .agent_state import AgentState, describe_exit
 from .client import shm_prefix
 from .ids import random_hex
 from .resources import detect_num_cpus
 from .store import shm
 from .store.spill import SPILL, SpillIO
+from .store.transfer import ChunkReader, ChunkWriter
 from .transport import messages as m
 from .transport import sockets
+from .transport.mesh import Mesh, make_cluster_key, read_cluster_key
 
 _BATCH = 512                # messages handled per turn before acting
 _HOUSEKEEPING = 0.05        # seconds between reaping children / parent checks
 _DRIVER_CHECK = 0.5         # seconds between checks that attached drivers still live
+DEFAULT_PORT = 6380         # the head's mesh port unless told otherwise
 _PR_SET_PDEATHSIG = 1
 
 
 class AgentServer:
     def __init__(self, *, session_dir: str, session: str, resources: dict, store_capacity: int,
                  parent_pid: int = 0, initial_workers: int | None = None,
-                 namespace: str = "default", spill_dir: str | None = None):
+                 namespace: str = "default", spill_dir: str | None = None,
+                 cluster: dict | None = None):
         self.session_dir = session_dir
         self.session = session
         self.parent_pid = parent_pid
@@ -71,9 +76,26 @@ class AgentServer:
         self.spill_wake.bind(f"inproc://spill-{session}")
         self.spill_io = SpillIO(self.context, f"inproc://spill-{session}")
         self.running = True
+        self.mesh = None
+        self.control = None
+        self.chunk_reader = ChunkReader()
+        self.chunk_writer = ChunkWriter()
+        if cluster is not None:
+            self._start_mesh(cluster)
         if initial_workers is None:
             initial_workers = max(1, int(num_cpus))
         self.state.initial_workers(initial_workers)
+
+    def _start_mesh(self, cluster: dict) -> None:
+        """Listen for peers; join the head at cluster["head"] or be the head."""
+        self.mesh = Mesh(self.context, self.state.node_id, cluster["bind"], cluster["port"],
+                         cluster.get("cluster_key"))
+        self.hot_threshold = config.hot_node_threshold()
+        if cluster["head"] is None:
+            from .control import ControlStore
+            self.control = ControlStore(os.path.join(self.session_dir, "control.db"))
+        self.state.start_cluster(self.mesh.address, cluster["head"], time.monotonic(),
+                                 time.time())
 
     # ------------------------------------------------------------ main loop
 
@@ -98,8 +120,12 @@ class AgentServer:
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(self.spill_wake, zmq.POLLIN)
+        mesh_socket = self.mesh.router if self.mesh is not None else None
+        if mesh_socket is not None:
+            poller.register(mesh_socket, zmq.POLLIN)
         next_housekeeping = 0.0
         next_driver_check = 0.0
+        next_heartbeat = 0.0
         self._act()
         while self.running and not state.stopping:
             events = dict(poller.poll(int(_HOUSEKEEPING * 1000)))
@@ -114,6 +140,8 @@ class AgentServer:
                     except ValueError:
                         continue  # malformed multipart: ignore
                     self._dispatch(identity, frame)
+            if mesh_socket is not None and mesh_socket in events:
+                self._on_mesh()
             now = time.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + _HOUSEKEEPING
@@ -123,6 +151,12 @@ class AgentServer:
                 if now >= next_driver_check:
                     next_driver_check = now + _DRIVER_CHECK
                     self._drop_dead_drivers()
+                if self.mesh is not None:
+                    state.flush_pull_retries()
+                    if now >= next_heartbeat:
+                        next_heartbeat = now + HEARTBEAT_INTERVAL
+                        state.cluster_tick(now, time.time(), self._load())
+                        self.chunk_reader.drop_idle()
             if state.needs_schedule:
                 state.schedule()
             if state.needs_store_work:
@@ -145,6 +179,38 @@ class AgentServer:
                 state.on_restore_done(object_id, error)
         if state.needs_schedule:
             state.schedule()
+
+    def _on_mesh(self) -> None:
+        state = self.state
+        now, wall = time.monotonic(), time.time()
+        for _ in range(_BATCH):
+            received = self.mesh.receive()
+            if received is None:
+                break
+            sender, frames = received
+            try:
+                ops = m.decode(frames[0].buffer)
+                if len(frames) > 1 and ops and ops[0][0] == m.PULL_DATA:
+                    self.chunk_writer.write(ops[0][1], ops[0][2], frames[1].buffer)
+                state.handle_peer(sender, ops, now, wall)
+            except Exception:
+                import traceback
+                print(f"lightray-agent: error handling a message from peer {sender}:",
+                      file=sys.stderr)
+                traceback.print_exc()
+
+    def _load(self) -> dict:
+        """This node's load, as its heartbeats report it."""
+        import psutil
+        from .scheduling import is_hot
+        state = self.state
+        memory = psutil.virtual_memory()
+        fraction = (memory.total - memory.available) / memory.total
+        return {"memory_fraction": fraction, "cpu_percent": psutil.cpu_percent(None),
+                "store_used": state.store_used, "store_capacity": state.store_capacity,
+                "spilled": state.spilled_now,
+                "hot": is_hot(fraction, self.hot_threshold, state.store_used,
+                              state.store_capacity)}
 
     def _drop_dead_drivers(self) -> None:
         """A driver killed before it could say goodbye: let go of what it held
@@ -174,6 +240,8 @@ class AgentServer:
 
     def _act(self) -> None:
         state = self.state
+        if self.mesh is not None:
+            self._act_on_mesh()
         if state.io_jobs:
             jobs, state.io_jobs = state.io_jobs, []
             for job in jobs:
@@ -201,6 +269,47 @@ class AgentServer:
         if state.free_files:
             files, state.free_files = state.free_files, []
             self.spill_io.remove(files)
+
+    def _act_on_mesh(self) -> None:
+        state, mesh = self.state, self.mesh
+        if state.mesh_connect:
+            connect, state.mesh_connect = state.mesh_connect, []
+            for node_id, address in connect:
+                mesh.connect(node_id, address)
+        if state.mesh_rename:
+            renames, state.mesh_rename = state.mesh_rename, []
+            for old, new in renames:
+                if old in mesh.peers and new not in mesh.peers:
+                    mesh.peers[new] = mesh.peers.pop(old)
+        if state.pull_io:
+            jobs, state.pull_io = state.pull_io, []
+            for job in jobs:
+                if job[0] == "open":
+                    self.chunk_writer.open(job[1], job[2], job[3])
+                else:
+                    self.chunk_writer.abort(job[1])
+        if state.peer_outbox:
+            for node_id, ops in state.peer_outbox.items():
+                mesh.send(node_id, ops)
+            state.peer_outbox.clear()
+        if state.peer_data:
+            chunks, state.peer_data = state.peer_data, []
+            for node_id, op, name in chunks:
+                try:
+                    data = self.chunk_reader.view(name, op[2], op[3])
+                except OSError as error:
+                    mesh.send(node_id, [(m.PULL_FAILED, op[1], f"cannot read it: {error}")])
+                    continue
+                mesh.send(node_id, [op], data)
+        if state.mesh_disconnect:
+            gone, state.mesh_disconnect = state.mesh_disconnect, []
+            for node_id in gone:
+                mesh.disconnect(node_id)
+        if state.control_writes and self.control is not None:
+            writes, state.control_writes = state.control_writes, []
+            self.control.apply_batch([_control_command(w) for w in writes])
+        elif state.control_writes:
+            state.control_writes = []
 
     # ------------------------------------------------------------- workers
 
@@ -241,6 +350,11 @@ class AgentServer:
 
     def stop(self) -> None:
         self.running = False
+        if self.mesh is not None:
+            # Tell the peers at once rather than let them wait for silence.
+            for node_id, view in self.state.peers.items():
+                if view.alive:
+                    self.mesh.send(node_id, [(m.LEAVING,)])
         self.spill_io.stop()
         pids = [w.pid for w in self.state.workers.values() if w.pid]
         for pid in pids:
@@ -259,7 +373,12 @@ class AgentServer:
             shm.unlink(name)
         # Segments written by a process that died before it could report them.
         shm.unlink_all(self.segment_prefix)
+        self.chunk_writer.abort_all()
+        if self.control is not None:
+            self.control.close()
         try:
+            if self.mesh is not None:
+                self.mesh.close(linger_ms=500)
             self.router.close(linger=0)
             self.spill_wake.close(linger=0)
             self.context.term()
@@ -268,6 +387,11 @@ class AgentServer:
         if self.spill_dir is not None:
             shutil.rmtree(self.spill_dir, ignore_errors=True)
         shutil.rmtree(self.session_dir, ignore_errors=True)
+
+
+def _control_command(write: tuple) -> tuple:
+    """A control-store command from the state's write (dicts become JSON text)."""
+    return tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for v in write)
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -367,7 +491,25 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _parse_args(argv):
-    parser = argparse.ArgumentParser(prog="lightray-agent", description="Run a lightray node agent.")
+    parser = argparse.ArgumentParser(
+        prog="lightray-agent", description="Run a lightray node agent.",
+        epilog="Start a cluster with --head on one host, then --address HOST:PORT on the "
+               "others; drivers attach with lightray.init(address=\"HOST:PORT\").")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument("--head", action="store_true",
+                         help="start a cluster: this agent holds its control store")
+    cluster.add_argument("--address", type=str, default=None,
+                         help="HOST:PORT of the head agent to join")
+    parser.add_argument("--port", type=int, default=None,
+                        help=f"mesh port (head: default {DEFAULT_PORT}; others: any free port; "
+                             "0: any free port)")
+    parser.add_argument("--bind", type=str, default="127.0.0.1",
+                        help="address the mesh listens on (default 127.0.0.1: this host only)")
+    parser.add_argument("--cluster-key", type=str, default=None,
+                        help="encrypt and authenticate the mesh with ZeroMQ CURVE using this "
+                             "key file (every agent of the cluster needs the same one)")
+    parser.add_argument("--make-cluster-key", type=str, default=None, metavar="FILE",
+                        help="write a new cluster key to FILE and exit")
     parser.add_argument("--num-cpus", type=float, default=None)
     parser.add_argument("--num-gpus", type=float, default=0)
     parser.add_argument("--resources", type=str, default="{}", help="JSON object of custom resources")
@@ -384,8 +526,48 @@ def _parse_args(argv):
     return parser.parse_args(argv)
 
 
+def _cluster_options(args):
+    """The mesh settings from the flags, None for a lone agent; ValueError if wrong."""
+    if not args.head and not args.address:
+        if args.port is not None or args.cluster_key:
+            raise ValueError("--port and --cluster-key need --head or --address HOST:PORT")
+        return None
+    key = read_cluster_key(args.cluster_key) if args.cluster_key else None
+    head = None
+    if args.address:
+        host, _, port = args.address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--address must be HOST:PORT, got {args.address!r}")
+        head = args.address
+    port = args.port if args.port is not None else (DEFAULT_PORT if args.head else 0)
+    return {"head": head, "bind": args.bind, "port": port, "cluster_key": key}
+
+
+AGENT_RECORD = "agent.json"          # in the session directory: how to reach this agent
+CURRENT_CLUSTER = "current_cluster"  # in the temp directory: the last head started here
+
+
+def write_agent_record(server: "AgentServer", session_dir: str) -> None:
+    record = {"node_id": server.state.node_id, "pid": os.getpid(), "ipc": server.address,
+              "address": server.mesh.address if server.mesh is not None else None,
+              "head": server.state.is_head}
+    path = os.path.join(session_dir, AGENT_RECORD)
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f)
+    os.replace(path + ".tmp", path)
+    if server.state.is_head:
+        current = os.path.join(config.temp_dir(), CURRENT_CLUSTER)
+        with open(current + ".tmp", "w") as f:
+            f.write(server.mesh.address)
+        os.replace(current + ".tmp", current)
+
+
 def main(argv=None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
+    if args.make_cluster_key:
+        make_cluster_key(args.make_cluster_key)
+        print(f"lightray-agent: wrote a new cluster key to {args.make_cluster_key}")
+        return 0
     signal.signal(signal.SIGINT, signal.SIG_IGN if args.parent_pid else signal.default_int_handler)
     try:
         custom = json.loads(args.resources)
@@ -393,6 +575,11 @@ def main(argv=None) -> int:
             raise ValueError("--resources must be a JSON object")
     except ValueError as error:
         print(f"lightray-agent: bad --resources: {error}", file=sys.stderr)
+        return 2
+    try:
+        cluster = _cluster_options(args)
+    except (ValueError, OSError) as error:
+        print(f"lightray-agent: {error}", file=sys.stderr)
         return 2
     resources = dict(custom)
     resources["CPU"] = args.num_cpus if args.num_cpus is not None else detect_num_cpus()
@@ -405,16 +592,32 @@ def main(argv=None) -> int:
         session, session_dir = new_session_dir()
     with open(os.path.join(session_dir, "agent.pid"), "w") as f:
         f.write(str(os.getpid()))
-    server = AgentServer(session_dir=session_dir, session=session, resources=resources,
-                         store_capacity=args.object_store_memory or default_store_capacity(),
-                         parent_pid=args.parent_pid, namespace=args.namespace,
-                         spill_dir=args.spill_dir)
+    try:
+        server = AgentServer(session_dir=session_dir, session=session, resources=resources,
+                             store_capacity=args.object_store_memory or default_store_capacity(),
+                             parent_pid=args.parent_pid, namespace=args.namespace,
+                             spill_dir=args.spill_dir, cluster=cluster)
+    except zmq.ZMQError as error:
+        print(f"lightray-agent: cannot listen on {args.bind}:{cluster and cluster['port']}: "
+              f"{error}", file=sys.stderr)
+        shutil.rmtree(session_dir, ignore_errors=True)
+        return 1
+    write_agent_record(server, session_dir)
 
     def on_term(signum, frame):
         server.running = False
     signal.signal(signal.SIGTERM, on_term)
     if not args.parent_pid:
-        print(f"lightray agent {server.state.node_id} listening on {server.address}", flush=True)
+        node_id = server.state.node_id
+        if server.mesh is None:
+            print(f"lightray agent {node_id} listening on {server.address}", flush=True)
+        else:
+            address = server.mesh.address
+            print(f"lightray agent {node_id} listening on {address}", flush=True)
+            head = address if cluster["head"] is None else cluster["head"]
+            print(f"  join it from another host: lightray-agent --address {head}\n"
+                  f"  attach a driver on this host: lightray.init(address=\"{address}\")",
+                  flush=True)
     try:
         server.serve()
     except KeyboardInterrupt:

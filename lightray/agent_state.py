@@ -26,6 +26,7 @@ import os
 from . import exceptions, serialization
 from . import task_spec as ts
 from .agent_actors import ActorManagement
+from .agent_cluster import PULLING, REMOTE, ClusterManagement
 from .agent_leases import LeaseLending
 from .agent_store import SPILLED, RESTORING, StoreManagement
 from .ids import return_ids, task_of
@@ -37,6 +38,7 @@ from .states import (
     DEAD,
     DISPATCHED,
     FINISHED,
+    FORWARDED,
     IDLE,
     LEASED,
     QUEUED,
@@ -52,7 +54,8 @@ LOCAL_PAYLOAD = (LOCAL, None)
 
 class Task:
     __slots__ = ("spec", "task_id", "request", "shape", "owner", "state", "missing_deps",
-                 "retries_left", "worker", "cancelled", "force_cancelled", "actor")
+                 "retries_left", "worker", "cancelled", "force_cancelled", "actor",
+                 "origin", "node")
 
     def __init__(self, spec: tuple, owner: bytes):
         self.spec = spec
@@ -67,6 +70,8 @@ class Task:
         self.cancelled = False
         self.force_cancelled = False
         self.actor = None                  # ActorEntry: this task runs an actor's constructor
+        self.origin = None                 # the peer that forwarded it to us
+        self.node = None                   # the peer we forwarded it to
 
 
 class WorkerEntry:
@@ -104,7 +109,12 @@ class ClientEntry:
         self.reserved = 0                  # store bytes granted to it, not yet written
 
 
-class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement):
+# Spill states in which an object's bytes are not in this node's memory.
+NOT_IN_MEMORY = (SPILLED, RESTORING, REMOTE, PULLING)
+
+
+class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement,
+                 ClusterManagement):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
                  max_workers: int, store_capacity: int, namespace: str = "default",
                  spill_dir: str | None = None, spill_threshold: float = 0.8,
@@ -117,6 +127,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         self.max_workers = max_workers
         self.segment_prefix = segment_prefix   # where processes write segments
         self._init_store(store_capacity, spill_dir, spill_threshold, spilling)
+        self._init_cluster()
         self.objects: dict = {}
         self.tasks: dict = {}
         self.functions: dict = {}
@@ -274,16 +285,20 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
             f"(resources: {self.pool.as_floats('total')}); it can never run"))
         return False
 
-    def _await_deps(self, task: Task, front: bool = False) -> None:
+    def _await_deps(self, task: Task, front: bool = False, fetch: bool = False) -> None:
         """Queue task if its arguments are ready, else make it wait for them
-        (or run right behind their producer on the same worker)."""
+        (or run right behind their producer on the same worker). Arguments on
+        another node count as ready (the task may go there) unless fetch:
+        then they are pulled here first."""
         objects = self.objects
         task.missing_deps = 0
         if task.spec[ts.DEPS] and not self._arguments_fit(task):
             return
         for object_id in task.spec[ts.DEPS]:
             entry = objects[object_id]
-            if entry.pending or (entry.spill is not None
+            spill = entry.spill
+            if entry.pending or (spill is not None
+                                 and (fetch or (spill != REMOTE and spill != PULLING))
                                  and not self._want_in_memory(object_id, entry)):
                 # Not produced yet, or spilled: its restore is under way.
                 if entry.waiting_tasks is None:
@@ -312,7 +327,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         objects = self.objects
         for object_id in task.spec[ts.DEPS]:
             if not objects[object_id].pending:
-                if objects[object_id].spill in (SPILLED, RESTORING):
+                if objects[object_id].spill in NOT_IN_MEMORY:
                     return False
                 continue
             producer = self.tasks.get(task_of(object_id))
@@ -365,6 +380,8 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
             return
         task.state = FINISHED
         self.tasks.pop(task.task_id, None)
+        if task.origin is not None:
+            self._report_forwarded(task)
         spec = task.spec
         for object_id in spec[ts.DEPS]:
             self._unref(object_id)
@@ -510,6 +527,9 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
             # A QUEUED task stays in its deque; the scheduler skips finished ones.
             self._fail_with(task, exceptions.TaskCancelledError(f"task {name}() was cancelled"))
             return
+        if task.state == FORWARDED:
+            self.peer_outbox[task.node].append((m.FORWARD_CANCEL, object_id, force))
+            return
         worker = task.worker
         running = worker.queue and worker.queue[0] is task and worker.started
         if running and force:
@@ -554,9 +574,14 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
     def _place(self, task: Task) -> bool:
         if task.actor is not None:
             return self._place_actor(task)
-        if task.spec[ts.DEPS] and any(self.objects[d].spill in (SPILLED, RESTORING)
+        if self.live_peers and task.origin is None:
+            placed = self._place_in_cluster(task)
+            if placed is not None:
+                return placed
+        if task.spec[ts.DEPS] and any(self.objects[d].spill in NOT_IN_MEMORY
                                       for d in task.spec[ts.DEPS]):
-            self._await_deps(task)   # spilled while it was queued: restore first
+            # Spilled, or on another node: bring it here first.
+            self._await_deps(task, fetch=True)
             return True
         allocation = self.pool.try_acquire(task.request)
         if allocation is not None:
@@ -719,8 +744,17 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
 
     def info(self, what: str):
         if what == "resources":
-            return {"total": self.pool.as_floats("total"),
-                    "available": self.pool.as_floats("available")}
+            total: dict = {}
+            available: dict = {}
+            for node in self.nodes_info():
+                if node["alive"]:
+                    for name, amount in node["resources"].items():
+                        total[name] = total.get(name, 0) + amount
+                    for name, amount in node["available"].items():
+                        available[name] = available.get(name, 0) + amount
+            return {"total": total, "available": available}
+        if what == "nodes":
+            return self.nodes_info()
         if what == "store":
             return self.store_info()
         if what == "sync":
@@ -736,7 +770,8 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
 
     def all_segments(self) -> list:
         return [e.payload[1][0] for e in self.objects.values()
-                if e.payload is not None and e.payload[0] == SHARED and e.spill != SPILLED]
+                if e.payload is not None and e.payload[0] == SHARED
+                and e.spill not in (SPILLED, REMOTE)]
 
 
 def describe_exit(status: int) -> str:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .agent_state import ClientEntry
 
 SPILLING, SPILLED, RESTORING = "spilling", "spilled", "restoring"
+REMOTE, PULLING = "remote", "pulling"   # (lightray.agent_cluster) held by another node
 READ_AHEAD = 4    # spilled objects restored ahead of a sequential reader
 
 
@@ -156,7 +157,7 @@ class StoreManagement:
             else:
                 object_id = item[1]
                 entry = self.objects.get(object_id)
-                if entry is None or entry.spill != SPILLED:
+                if entry is None or entry.spill not in (SPILLED, REMOTE):
                     room.popleft()
                     if entry is not None:
                         entry.restore_queued = False
@@ -168,7 +169,7 @@ class StoreManagement:
                 self._start_restore(object_id, entry)
 
     def _spills_or_restores_running(self) -> bool:
-        return bool(self._io_inflight)
+        return bool(self._io_inflight) or bool(self.pulls)
 
     def _waiting_bytes(self) -> int:
         total = 0
@@ -205,6 +206,10 @@ class StoreManagement:
                 self.lru.pop(object_id, None)
                 continue
             if object_id in in_use:
+                continue
+            if entry.location is not None:     # a copy: the primary is on another node
+                self._drop_copy(object_id, entry)
+                excess -= entry.payload[1][1]
                 continue
             self._start_spill(object_id, entry)
             excess -= entry.payload[1][1]
@@ -301,6 +306,9 @@ class StoreManagement:
         self.spilled_now += size
         self.spilled_total += size
         self.free_segments.append(layout[0])
+        self._tell_holders_spilled(object_id)
+
+    def _tell_holders_spilled(self, object_id: bytes) -> None:
         # Holders may keep a mapping of it for quick gets: it would pin the memory.
         for client in self.clients.values():
             if object_id in client.held:
@@ -361,13 +369,16 @@ class StoreManagement:
             if entry.restore_waiters is None:
                 entry.restore_waiters = []
             entry.restore_waiters.append(waiter)
-        if entry.spill == SPILLED and not entry.restore_queued:
+        if (entry.spill == SPILLED or entry.spill == REMOTE) and not entry.restore_queued:
             entry.restore_queued = True
             self.waiting_room.append(("restore", object_id))
             self.needs_store_work = True
         return False
 
     def _start_restore(self, object_id: bytes, entry) -> None:
+        if entry.spill == REMOTE:
+            self._start_pull(object_id, entry)
+            return
         layout = entry.payload[1]
         entry.spill = RESTORING
         self.reserved += layout[1]
@@ -439,6 +450,10 @@ class StoreManagement:
         payload = entry.payload
         if payload is None or payload[0] != SHARED:
             return
+        if entry.copies or entry.spill == PULLING:
+            self._forget_remote(object_id, entry)
+        if entry.spill == REMOTE:
+            return
         self.lru.pop(object_id, None)
         if entry.spill_seq is not None:
             self.spill_order.pop(entry.spill_seq, None)
@@ -481,7 +496,10 @@ class StoreManagement:
                 state, size = "pending", 0
             elif payload[0] == SHARED:
                 state = {None: "in memory", SPILLING: "in memory (spilling)",
-                         SPILLED: "spilled", RESTORING: "restoring"}[entry.spill]
+                         SPILLED: "spilled", RESTORING: "restoring", PULLING: "pulling",
+                         REMOTE: f"on node {entry.location}"}[entry.spill]
+                if entry.spill is None and entry.location is not None:
+                    state = "in memory (copy)"
                 size = payload[1][1]
             else:
                 state = "in memory (inline)" if payload[0] != ERROR else "error"

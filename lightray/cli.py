@@ -56,6 +56,29 @@ def running_agents() -> list:
     return found
 
 
+def running_agent_records() -> list:
+    """The agent.json records (plus session_dir) of the agents running on this host."""
+    from .agent import AGENT_RECORD, _pid_alive
+    from .config import temp_dir
+    root = temp_dir()
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        session_dir = os.path.join(root, name)
+        try:
+            with open(os.path.join(session_dir, AGENT_RECORD)) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if _pid_alive(record.get("pid", 0)):
+            record["session_dir"] = session_dir
+            found.append(record)
+    return found
+
+
 def _memory(args) -> int:
     from .agent import _pid_alive
     from .client import CoreClient

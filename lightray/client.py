@@ -312,7 +312,8 @@ class CoreClient:
         direct = self.direct
         escaping = spec[ts.DEPS] + spec[ts.CONTAINED]
         with self._lock:
-            if direct is not None and not escaping and direct.try_submit_locked(
+            if direct is not None and not escaping and spec[ts.STRATEGY] is None \
+                    and direct.try_submit_locked(
                     spec, function_id, function_bytes):
                 return refs
             ops = self.export_function(function_id, function_bytes)

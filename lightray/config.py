@@ -123,3 +123,19 @@ def record_call_sites() -> bool:
 def object_store_memory_from_env():
     value = _env_number(OBJECT_STORE_MEMORY_ENV, None, int)
     return value
+
+
+# A node whose memory use is above this fraction of RAM (or whose store is
+# over 90% full) gets no new unpinned tasks while another node fits.
+HOT_NODE_THRESHOLD_ENV = "LIGHTRAY_HOT_NODE_THRESHOLD"
+HOT_NODE_THRESHOLD_DEFAULT = 0.8
+
+# Where init(address="auto") looks first.
+ADDRESS_ENV = "LIGHTRAY_ADDRESS"
+
+
+def hot_node_threshold() -> float:
+    value = _env_number(HOT_NODE_THRESHOLD_ENV, HOT_NODE_THRESHOLD_DEFAULT, float)
+    if not 0 <= value <= 1:
+        raise ValueError(f"{HOT_NODE_THRESHOLD_ENV} must be in [0, 1], got {value}")
+    return value

@@ -180,7 +180,7 @@ class DirectSubmitter:
         for object_id in ids:
             client.unregistered.discard(object_id)
             client.promised.discard(object_id)
-        retried = spec[:ts.OWNER] + (None, spec[ts.ATTEMPTS_MADE] + 1)
+        retried = spec[:ts.OWNER] + (None, spec[ts.ATTEMPTS_MADE] + 1) + spec[ts.STRATEGY:]
         ops = self.client.export_function(spec[ts.FUNCTION_ID],
                                           self.function_bytes[spec[ts.FUNCTION_ID]])
         ops.append((m.SUBMIT, retried))

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 class ObjectEntry:
     __slots__ = ("refs", "payload", "pending", "owner", "subscribers", "waiting_tasks",
                  "contained", "call_site", "spill", "spill_path", "spill_cancelled",
-                 "restore_waiters", "restore_queued", "spill_seq")
+                 "restore_waiters", "restore_queued", "spill_seq", "location", "remote_name",
+                 "copies", "pinned_for")
 
     def __init__(self, refs: int, payload=None, owner: bytes = b""):
         self.refs = refs                  # holder processes + pins
@@ -48,6 +49,11 @@ class ObjectEntry:
         self.restore_waiters = None       # (identity, request id) answered when restored
         self.restore_queued = False
         self.spill_seq = None             # its place in the order objects were spilled
+        # In a cluster (lightray.agent_cluster):
+        self.location = None              # node holding the primary copy, if not this one
+        self.remote_name = None           # its segment's name there
+        self.copies = None                # nodes this owner told about it (FREE them)
+        self.pinned_for = None            # peers that pin it here (each one FREEs once)
 
 
 class ObjectDirectory:
@@ -107,7 +113,7 @@ class ObjectDirectory:
                    push_owner: bool = True) -> None:
         entry.payload = payload
         entry.pending = False
-        if payload[0] == SHARED:
+        if payload[0] == SHARED and entry.spill is None:   # (not on another node)
             self.store_used += payload[1][1]
             self._track_in_memory(object_id)
         if contained:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .resources import make_request
+from .scheduling import encode_strategy
 
 TASK_OPTIONS = ("num_cpus", "num_gpus", "resources", "num_returns", "max_retries",
                 "retry_exceptions", "name", "scheduling_strategy", "memory",
@@ -20,7 +21,8 @@ def check_option_names(options: dict, valid=TASK_OPTIONS) -> None:
 class TaskOptions:
     """Resolved options of a remote function; immutable once built."""
 
-    __slots__ = ("request", "num_returns", "max_retries", "retry_exceptions", "name")
+    __slots__ = ("request", "num_returns", "max_retries", "retry_exceptions", "name",
+                 "strategy")
 
     def __init__(self, options: dict):
         check_option_names(options)
@@ -43,3 +45,4 @@ class TaskOptions:
             retry_exceptions = tuple(retry_exceptions)
         self.retry_exceptions = retry_exceptions
         self.name = options.get("name")
+        self.strategy = encode_strategy(options.get("scheduling_strategy"))

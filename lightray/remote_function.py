@@ -74,7 +74,8 @@ class RemoteFunction:
         if isinstance(retry, tuple):
             retry = serialization.dumps_function(retry)
         spec = (task_id, exported.function_id, exported.name, args_bytes, deps, contained,
-                options.num_returns, options.request, options.max_retries, retry, None, 0)
+                options.num_returns, options.request, options.max_retries, retry, None, 0,
+                options.strategy)
         refs = client.submit(spec, exported.function_id, exported.function_bytes)
         del keep_alive  # implicit puts: the agent pinned them on SUBMIT
         if options.num_returns == 1:

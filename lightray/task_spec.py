@@ -1,10 +1,11 @@
 """The task specification: a plain tuple, cheap to pickle, indexed by these names.
 
     (task_id, function_id, function_name, args, deps, contained, num_returns,
-     resources, max_retries, retry_exceptions, owner, attempts_made)
+     resources, max_retries, retry_exceptions, owner, attempts_made, strategy)
 
 ``owner`` is the driver a direct task answers to (None through the agent);
-``attempts_made`` counts earlier attempts (a direct task retried by the agent).
+``attempts_made`` counts earlier attempts (a direct task retried by the agent);
+``strategy`` is where it may run (lightray.scheduling.encode_strategy).
 ``args`` is None (no arguments) or the pickled ``(args, kwargs)`` where every
 top-level ObjectRef was replaced by ``Dep(i)``: the agent resolves ``deps[i]``
 and ships its payload with the task, so the worker never asks for it.
@@ -12,7 +13,7 @@ and ships its payload with the task, so the worker never asks for it.
 from __future__ import annotations
 
 TASK_ID, FUNCTION_ID, FUNCTION_NAME, ARGS, DEPS, CONTAINED, NUM_RETURNS, RESOURCES, \
-    MAX_RETRIES, RETRY_EXCEPTIONS, OWNER, ATTEMPTS_MADE = range(12)
+    MAX_RETRIES, RETRY_EXCEPTIONS, OWNER, ATTEMPTS_MADE, STRATEGY = range(13)
 
 
 class Dep:

@@ -36,7 +36,7 @@ ids = IdMaker()
 def submit(agent, *, function_id=b"f" * 16, deps=(), request=None, max_retries=3):
     task_id = ids.task_id()
     spec = (task_id, function_id, "work", None, list(deps), [], 1,
-            request if request is not None else {"CPU": 1.0}, max_retries, False, None, 0)
+            request if request is not None else {"CPU": 1.0}, max_retries, False, None, 0, None)
     agent.handle(DRIVER, [(m.EXPORT, function_id, b"pickled function"), (m.SUBMIT, spec)])
     return task_id
 

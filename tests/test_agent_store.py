@@ -158,7 +158,7 @@ def test_a_task_whose_argument_was_spilled_waits_for_its_restore(state):
     jobs(state, SPILL)
     state.on_spill_done(first, None)
     spec = (ids.task_id(), b"f" * 16, "work", None, [first], [], 1, {"CPU": 1.0}, 3, False,
-            None, 0)
+            None, 0, None)
     state.handle(DRIVER, [(m.EXPORT, b"f" * 16, b"fn"), (m.SUBMIT, spec)])
     state.schedule()
     state.store_work()
@@ -181,7 +181,7 @@ def test_task_arguments_larger_than_the_store_fail_at_once(state):
     b = ids.task_id() + b"\x00\x00"
     state.handle(DRIVER, [(m.PUT, b, (SHARED, (f"lr_s_{b.hex()}", 60 * MB, 10, ())), [])])
     spec = (ids.task_id(), b"f" * 16, "both", None, [a, b], [], 1, {"CPU": 1.0}, 3, False,
-            None, 0)
+            None, 0, None)
     state.handle(DRIVER, [(m.EXPORT, b"f" * 16, b"fn"), (m.SUBMIT, spec)])
     result = state.objects[return_ids(spec[ts.TASK_ID], 1)[0]]
     assert not result.pending

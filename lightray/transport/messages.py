@@ -76,6 +76,24 @@ DIRECT_DONE = 202    # (DIRECT_DONE, task_id, [payload...], registered, retryabl
 ACTOR_CALL = 203     # (ACTOR_CALL, TaskSpec, [dep payloads])  caller -> actor, answered
                      #   by DIRECT_DONE; calls from one caller arrive in submission order
 
+# agent <-> agent, over the mesh (lightray.transport.mesh, lightray.agent_cluster)
+JOIN = 301           # (JOIN, node dict)  a new agent to the head
+MEMBERS = 302        # (MEMBERS, [node dict, ...])  the head to a new agent: everyone
+NODE_JOINED = 303    # (NODE_JOINED, node dict)  the head to the others
+HEARTBEAT = 304      # (HEARTBEAT, load dict)  every agent to every peer, twice a second
+NODE_DEAD = 305      # (NODE_DEAD, node_id, why)  the head to the others
+LEAVING = 306        # (LEAVING,)  an agent stopping cleanly
+FORWARD = 307        # (FORWARD, TaskSpec, function bytes or None, [argument descriptor])
+RESULT = 308         # (RESULT, task_id, [result descriptor])  back to the forwarding agent
+FREE = 309           # (FREE, [object_id])  the owner let go: drop your pin
+PULL = 310           # (PULL, object_id, segment name, offset, length)  send me this chunk
+PULL_DATA = 311      # (PULL_DATA, object_id, offset, length) + one raw frame
+PULL_RETRY = 312     # (PULL_RETRY, object_id, offset, length)  not in memory yet: ask again
+PULL_FAILED = 313    # (PULL_FAILED, object_id, why)
+FORWARD_CANCEL = 314  # (FORWARD_CANCEL, object_id, force)
+PEER_INFO = 315      # (PEER_INFO, request_id, what)  answered by PEER_REPLY
+PEER_REPLY = 316     # (PEER_REPLY, request_id, value)
+ACTOR_RELAY = 317    # (ACTOR_RELAY, actor_id, state op)  where a remote actor runs, and changes
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
 # reference to the bytes until they are sent); smaller ones are cheaper to copy.

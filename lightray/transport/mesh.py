@@ -1,0 +1,121 @@
+"""The agents' peer mesh: one ROUTER per agent, one DEALER per peer.
+
+    agent A  DEALER(identity=A) ──tcp──▶ ROUTER of B   (A's messages to B)
+    agent A  ROUTER ◀──tcp── DEALER(identity=B) of B   (B's messages to A)
+
+Every agent binds one ROUTER socket (``tcp://<bind>:<port>``, loopback unless
+told otherwise) and keeps one DEALER connection to each peer it knows, so the
+messages from one agent to another arrive in the order they were sent. A
+message is one frame of pickled operations (lightray.transport.messages),
+optionally followed by one raw data frame (a chunk of an object being pulled),
+which is sent without a copy.
+
+CURVE: with a cluster key (``--cluster-key FILE``: two lines, the z85 public
+and secret keys of ``lightray-agent --make-cluster-key FILE``) every mesh
+socket encrypts, and only agents holding the key can connect: the ROUTER is a
+CURVE server with the cluster's secret key and every DEALER a CURVE client
+that must know the cluster's public key.
+"""
+from __future__ import annotations
+
+import os
+
+import zmq
+
+from . import messages as m
+
+_HWM = 0              # no high-water mark: peers are few and must not drop messages
+_SEND_TIMEOUT_MS = 0  # never block the agent's loop on a slow peer
+
+
+def make_cluster_key(path: str) -> None:
+    """Write a new cluster key (public and secret, z85) to path, mode 0600."""
+    public, secret = zmq.curve_keypair()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(public.decode() + "\n" + secret.decode() + "\n")
+
+
+def read_cluster_key(path: str) -> tuple:
+    """(public, secret) z85 bytes from a key file; ValueError if malformed."""
+    with open(path) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    if len(lines) != 2 or any(len(line) != 40 for line in lines):
+        raise ValueError(f"{path} is not a lightray cluster key (two z85 lines of 40 "
+                         "characters: make one with lightray-agent --make-cluster-key FILE)")
+    return lines[0].encode(), lines[1].encode()
+
+
+class Mesh:
+    def __init__(self, context: zmq.Context, node_id: str, bind: str, port: int,
+                 cluster_key: tuple | None = None):
+        self.context = context
+        self.node_id = node_id
+        self.identity = node_id.encode()
+        self.cluster_key = cluster_key
+        self.router = context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.RCVHWM, _HWM)
+        self.router.setsockopt(zmq.SNDHWM, _HWM)
+        self.router.setsockopt(zmq.LINGER, 0)
+        if cluster_key is not None:
+            self.router.curve_server = True
+            self.router.curve_secretkey = cluster_key[1]
+            self.router.curve_publickey = cluster_key[0]
+        if port:
+            self.router.bind(f"tcp://{bind}:{port}")
+            self.port = port
+        else:
+            self.port = self.router.bind_to_random_port(f"tcp://{bind}")
+        self.address = f"{bind}:{self.port}"
+        self.peers: dict = {}         # node id -> DEALER socket
+
+    def connect(self, node_id: str, address: str) -> None:
+        if node_id in self.peers or node_id == self.node_id:
+            return
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, self.identity)
+        sock.setsockopt(zmq.SNDHWM, _HWM)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 0)
+        if self.cluster_key is not None:
+            public, secret = self.cluster_key
+            sock.curve_serverkey = public
+            sock.curve_publickey = public
+            sock.curve_secretkey = secret
+        sock.connect(f"tcp://{address}")
+        self.peers[node_id] = sock
+
+    def disconnect(self, node_id: str) -> None:
+        sock = self.peers.pop(node_id, None)
+        if sock is not None:
+            sock.close(linger=0)
+
+    def send(self, node_id: str, ops: list, data=None) -> bool:
+        """Queue ops (and one raw frame) for a peer; False if it is unknown."""
+        sock = self.peers.get(node_id)
+        if sock is None:
+            return False
+        frame = m.encode(ops)
+        try:
+            if data is None:
+                sock.send(frame, zmq.NOBLOCK, copy=len(frame) < m.ZERO_COPY_MIN)
+            else:
+                sock.send_multipart([frame, data], zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        return True
+
+    def receive(self):
+        """(sender node id, frames) of the next message, or None if none waits."""
+        try:
+            frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        return frames[0].bytes.decode(), frames[1:]
+
+    def close(self, linger_ms: int = 0) -> None:
+        """Close every socket, giving queued messages (a goodbye) linger_ms to leave."""
+        for sock in self.peers.values():
+            sock.close(linger=linger_ms)
+        self.peers.clear()
+        self.router.close(linger=0)
