@@ -323,6 +323,10 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         between two links."""
         if task.actor is not None:
             return False
+        strategy = task.spec[ts.STRATEGY]
+        if strategy is not None and self.live_peers and task.origin is None and not (
+                type(strategy) is tuple and strategy[1] == self.node_id):
+            return False   # it must be placed first: SPREAD, or pinned to another node
         worker = None
         objects = self.objects
         for object_id in task.spec[ts.DEPS]:

@@ -11,10 +11,10 @@ Strategies (``scheduling_strategy=`` of a task or an actor):
   then pack nodes in order (this node first) while they stay at most half
   used; past that, the least used node that fits. A *hot* node (memory use
   above ``LIGHTRAY_HOT_NODE_THRESHOLD`` of RAM, or its store over 90% full)
-  gets nothing while another node fits. When nothing fits now, the task
-  waits here if it could ever run here.
+  gets nothing while another node could run the task. When nothing fits
+  now, the task waits here if this node may take it.
 - ``"SPREAD"``: round robin over the nodes that fit now (else over all nodes
-  that could ever run it).
+  that could ever run it), hot nodes last as above.
 - ``NodeAffinity(node_id, soft=False)``: on that node, waiting there for room.
   ``soft=True``: anywhere (DEFAULT) when that node is dead, unknown or can never
   fit the task.
@@ -132,18 +132,19 @@ def choose_node(units: dict, strategy, local: NodeView, peers: list, arg_bytes: 
     if not feasible:
         return None, (f"no node of the cluster can ever fit {_describe(units)} "
                       f"(nodes: {', '.join(_describe(v.total) for v in nodes)})")
-    fitting = [v for v in feasible if v.fits(units)]
+    # A hot node gets nothing while a cooler node could run the task.
+    pool = [v for v in feasible if not v.hot] or feasible
+    fitting = [v for v in pool if v.fits(units)]
     if strategy == SPREAD:
-        pool = fitting or feasible
-        return pool[turn % len(pool)].node_id, None
-    candidates = [v for v in fitting if not v.hot] or fitting
+        choices = fitting or pool
+        return choices[turn % len(choices)].node_id, None
+    candidates = fitting
     if not candidates:
-        # Nothing fits now: wait here if this node can ever run it (and is not
-        # hot while a cool node could), else queue on the least busy peer.
-        if local in feasible and not (local.hot and any(not v.hot for v in feasible)):
+        # Nothing fits now: wait here if this node may take it, else queue on
+        # the least busy node that may.
+        if local in pool:
             return local.node_id, None
-        others = [v for v in feasible if v is not local] or feasible
-        best = min(others, key=lambda v: (v.hot, v.load.get("queued", 0)))
+        best = min(pool, key=lambda v: v.load.get("queued", 0))
         return best.node_id, None
     if arg_bytes:
         holder = max(arg_bytes, key=arg_bytes.get)

@@ -199,3 +199,24 @@ def runtime():
 @pytest.fixture
 def repo_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def cluster():
+    """Three real agents on 127.0.0.1 (a head and two that join it, 1 CPU each),
+    and this process attached to the head as a driver."""
+    import lightray
+    from cluster_utils import Cluster
+
+    nodes = Cluster()
+    try:
+        nodes.add_node(head=True)
+        nodes.add_node()
+        nodes.add_node()
+        lightray.init(address=nodes.head.address)
+        nodes.wait_for_nodes(3)
+        yield nodes
+    finally:
+        if lightray.is_initialized():
+            lightray.shutdown()
+        nodes.shutdown()
