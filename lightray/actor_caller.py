@@ -31,6 +31,7 @@ left (max_task_retries), else they fail with ActorDiedError.
 from __future__ import annotations
 
 import collections
+import threading
 
 from . import exceptions, serialization
 from . import task_spec as ts
@@ -38,7 +39,8 @@ from .actor import ActorHandle, handle_object_id
 from .ids import return_ids
 from .object_ref import ObjectRef
 from .remote_function import _serialize_arguments
-from .serialization import ERROR
+from .serialization import ERROR, INLINE, SHARED
+from .store import shm
 from .transport import messages as m
 from .transport import stream
 from .worker import actor_stream_path
@@ -59,7 +61,7 @@ class _Call:
 class ActorChannel:
     __slots__ = ("actor_id", "class_name", "max_task_retries", "state", "incarnation",
                  "worker_id", "sock", "reader", "out", "queued", "inflight",
-                 "death", "killed")
+                 "death", "killed", "remote", "fetching")
 
     def __init__(self, actor_id: bytes, description: dict):
         self.actor_id = actor_id
@@ -76,6 +78,8 @@ class ActorChannel:
         self.inflight: dict = {}             # task id -> _Call sent, not answered
         self.death = None                    # ERROR payload once DEAD
         self.killed = None                   # ERROR payload: this process killed it
+        self.remote = False                  # the actor runs on another node (TCP)
+        self.fetching = set()                # argument ids being brought into memory here
 
 
 class ActorCaller:
@@ -193,11 +197,45 @@ class ActorCaller:
                 payloads.append(payload)
             if len(payloads) != len(spec[ts.DEPS]):
                 break
+            if channel.remote and payloads:
+                payloads = self._inline_for_remote_locked(channel, spec[ts.DEPS], payloads)
+                if payloads is None:
+                    break
             queued.popleft()
             channel.inflight[spec[ts.TASK_ID]] = call
             ops.append((m.ACTOR_CALL, spec, payloads))
         if ops:
             self._write_locked(channel, m.encode(ops))
+
+    def _inline_for_remote_locked(self, channel: ActorChannel, object_ids, payloads):
+        """An actor on another node cannot map our segments: argument values
+        travel in the call itself. None if one is not in memory here yet (a
+        thread brings it back, then flushes the channel again)."""
+        inlined = []
+        for object_id, payload in zip(object_ids, payloads):
+            if payload[0] != SHARED:
+                inlined.append(payload)
+                continue
+            try:
+                _mapping, inband, buffers = shm.attach(payload[1])
+            except FileNotFoundError:
+                if object_id not in channel.fetching:
+                    channel.fetching.add(object_id)
+                    threading.Thread(target=self._fetch_then_flush, daemon=True,
+                                     args=(channel, object_id, payload[1])).start()
+                return None
+            value = serialization.deserialize(inband, buffers)
+            inlined.append((INLINE, serialization.serialize_inline(value).inband))
+        return inlined
+
+    def _fetch_then_flush(self, channel: ActorChannel, object_id: bytes, layout) -> None:
+        try:
+            self.client.attach(object_id, layout)   # spilled or on another node: bring it here
+        except Exception:
+            pass   # the flush below finds it still missing and tries again
+        finally:
+            channel.fetching.discard(object_id)
+        self._flush(channel)
 
     def _write_locked(self, channel: ActorChannel, frame: bytes) -> None:
         if channel.out.send(frame):
@@ -299,7 +337,8 @@ class ActorCaller:
 
     def _connect_locked(self, channel: ActorChannel, worker_id: str) -> None:
         client = self.client
-        path = actor_stream_path(client.address, worker_id)
+        remote = worker_id.startswith("tcp://")
+        path = worker_id if remote else actor_stream_path(client.address, worker_id)
         try:
             sock = stream.connect(path, m.encode([(m.DIRECT_HELLO, client.client_id)]))
         except OSError:
@@ -308,6 +347,7 @@ class ActorCaller:
             channel.state = LOST
             return
         channel.worker_id = worker_id
+        channel.remote = remote
         channel.sock = sock
         channel.reader = stream.FrameReader()
         channel.out = stream.OutBuffer(sock)

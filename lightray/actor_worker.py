@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import os
 import queue
+import socket
 import threading
 
 import zmq
@@ -29,7 +30,7 @@ import zmq
 from . import exceptions, serialization
 from . import task_spec as ts
 from .runtime_context import state as context_state
-from .serialization import ERROR
+from .serialization import ERROR, INLINE
 from .transport import messages as m
 from .worker import TaskRunner, _DepError, actor_stream_path
 
@@ -56,6 +57,7 @@ class ActorRunner(TaskRunner):
         self._async_batch: list = []       # calls for the event loop, handed over per frame
         os.set_blocking(self._finished_r, False)
         self._waiting_calls: list = []     # calls that came before the instance
+        self._remote_callers: set = set()  # caller ids connected over TCP (other nodes)
 
     def _on_actor_block(self) -> None:
         with self._lock:
@@ -72,6 +74,11 @@ class ActorRunner(TaskRunner):
     @staticmethod
     def stream_path(client) -> str:
         return actor_stream_path(client.address, client.worker_id)
+
+    @staticmethod
+    def stream_tcp_host(node_info: dict):
+        # In a cluster, callers on other nodes connect over TCP.
+        return node_info.get("mesh_host")
 
     def _on_exec(self, op) -> None:
         self.queue.put(op)
@@ -108,6 +115,10 @@ class ActorRunner(TaskRunner):
         elif op[0] == m.DIRECT_HELLO:
             peer.identity = op[1]
             self._peers_by_owner[op[1]] = peer
+            if peer.sock.family == socket.AF_INET:
+                # A caller on another node: it cannot map our segments, so
+                # its results travel in the answer itself.
+                self._remote_callers.add(op[1])
 
     # -------------------------------------------------------------- start
 
@@ -138,7 +149,8 @@ class ActorRunner(TaskRunner):
             self._set_mode(description)
         else:
             self.failed = True
-        self.client.send([(m.ACTOR_READY, self.actor_id, error_payload)])
+        self.client.send([(m.ACTOR_READY, self.actor_id, error_payload,
+                           self._server.tcp_address)])
         waiting, self._waiting_calls = self._waiting_calls, []
         for call in waiting:
             self._dispatch(call)
@@ -266,6 +278,21 @@ class ActorRunner(TaskRunner):
             self._send_to_peer(peer, m.encode([op]))
         else:
             answers.setdefault(peer, []).append(op)
+
+    def _store_results(self, spec, result):
+        if spec[ts.OWNER] not in self._remote_callers:
+            return super()._store_results(spec, result)
+        num_returns = spec[ts.NUM_RETURNS]
+        results = (result,) if num_returns == 1 else tuple(result)
+        if len(results) != num_returns:
+            raise ValueError(f"method {spec[ts.FUNCTION_NAME]}() declared num_returns="
+                             f"{num_returns} but returned {len(results)} values")
+        payloads, contained = [], []
+        for value in results:
+            serialized = serialization.serialize_inline(value)
+            payloads.append((INLINE, serialized.inband))
+            contained.append(serialized.contained)
+        return payloads, contained
 
     @staticmethod
     def _failed(spec, payload):

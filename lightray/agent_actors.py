@@ -39,7 +39,8 @@ PENDING, ALIVE, RESTARTING = "pending", "alive", "restarting"   # and DEAD
 class ActorEntry:
     __slots__ = ("actor_id", "spec", "description", "owner", "state", "worker",
                  "incarnation", "restarts_left", "death", "subscribers", "name_key",
-                 "allocation", "name_pinned")
+                 "allocation", "name_pinned", "home", "origin", "tcp_address",
+                 "peer_subscribers", "borrowed", "unknown_from")
 
     def __init__(self, spec: tuple, description: dict, owner: bytes):
         self.actor_id = spec[ts.TASK_ID]
@@ -55,6 +56,19 @@ class ActorEntry:
         self.name_key = None              # (namespace, name)
         self.allocation = None            # held resources, kept across restarts
         self.name_pinned = False          # the name holds the handle object
+        # Across nodes (lightray.agent_remote_actors):
+        self.home = None                  # node running it, when that is another one
+        self.origin = None                # node that placed it here (and owns it)
+        self.tcp_address = None           # where callers on other nodes reach it
+        self.peer_subscribers = None      # nodes told of every change
+        self.borrowed = False             # known here only to call it (no ownership)
+        self.unknown_from = None          # peers that may still answer who has it
+
+    @classmethod
+    def proxy(cls, actor_id: bytes) -> "ActorEntry":
+        """An entry for an actor running elsewhere that we only call."""
+        spec = (actor_id, None, "?", None, [], [], 0, {}, 0, False, None, 0, None)
+        return cls(spec, {"class_name": "actor", "detached": False, "held": {}}, b"")
 
 
 class ActorManagement:
@@ -116,8 +130,16 @@ class ActorManagement:
         self._await_deps(task)
 
     def _place_actor(self, task) -> bool:
-        """Acquire the placement resources and fork the actor's worker."""
+        """Acquire the placement resources and fork the actor's worker (or
+        place it on another node)."""
         actor = task.actor
+        if self.live_peers and actor.origin is None:
+            node_id = self._cluster_target(task)
+            if node_id is None:
+                return True       # failed: it can never run anywhere
+            if node_id != self.node_id:
+                self._forward_actor(actor, task, node_id)
+                return True
         allocation = self.pool.try_acquire(task.request)
         if allocation is None:
             return False
@@ -151,10 +173,12 @@ class ActorManagement:
             (m.ACTOR_START, spec, self.functions[function_id], dep_payloads, assignment,
              actor.description))
 
-    def _on_actor_ready(self, client: ClientEntry, actor_id: bytes, error_payload) -> None:
+    def _on_actor_ready(self, client: ClientEntry, actor_id: bytes, error_payload,
+                        tcp_address=None) -> None:
         actor = self.actors.get(actor_id)
         if actor is None or actor.worker is not client.worker or actor.state == DEAD:
             return
+        actor.tcp_address = tcp_address
         task = self.tasks.get(actor_id)
         if task is not None and task.state != FINISHED:
             self._finish_task(task)
@@ -169,6 +193,9 @@ class ActorManagement:
 
     def _on_actor_subscribe(self, client: ClientEntry, actor_id: bytes) -> None:
         actor = self.actors.get(actor_id)
+        if actor is None and self.live_peers:
+            self._subscribe_remote(client, actor_id)
+            return
         if actor is None:
             error = exceptions.ActorDiedError(
                 f"the actor {actor_id.hex()} is not in this runtime: it ended and every "
@@ -182,7 +209,9 @@ class ActorManagement:
             self.outbox[client.identity].append(self._actor_state_op(actor))
 
     def _actor_state_op(self, actor: ActorEntry) -> tuple:
-        worker_id = actor.worker.worker_id if actor.state == ALIVE else None
+        worker_id = None
+        if actor.state == ALIVE:   # a local worker, or tcp://... on another node
+            worker_id = actor.worker.worker_id if actor.worker is not None else actor.tcp_address
         return (m.ACTOR_STATE, actor.actor_id, actor.incarnation, actor.state, worker_id,
                 actor.death)
 
@@ -191,6 +220,10 @@ class ActorManagement:
         for identity in actor.subscribers:
             if identity[:-1] in self.clients:
                 self.outbox[identity].append(op)
+        if actor.peer_subscribers:
+            relayed = self._relay_state(actor)
+            for node_id in actor.peer_subscribers:
+                self._relay(node_id, actor.actor_id, relayed)
 
     def actor_lookup(self, namespace: str, name: str):
         """(actor id, description) of a live named actor, or None."""
@@ -204,6 +237,9 @@ class ActorManagement:
     def _on_actor_kill(self, actor_id: bytes, no_restart: bool) -> None:
         actor = self.actors.get(actor_id)
         if actor is None or actor.state == DEAD:
+            return
+        if actor.home is not None and not no_restart:
+            self._relay(actor.home, actor_id, ("kill", False))   # it restarts there
             return
         if no_restart or actor.restarts_left <= 0:
             self._actor_died(actor, _died_payload(
@@ -234,10 +270,12 @@ class ActorManagement:
             f"the actor {name} ({actor.actor_id.hex()}) died: its worker process (pid "
             f"{worker.pid}) {status}; no restarts left (max_restarts={restarts})"))
 
-    def _actor_died(self, actor: ActorEntry, death_payload) -> None:
+    def _actor_died(self, actor: ActorEntry, death_payload, tell_home: bool = True) -> None:
         """Final: tell callers, stop its process, give back resources and name."""
         if actor.state == DEAD:
             return
+        if actor.home is not None and tell_home:
+            self._relay(actor.home, actor.actor_id, ("kill", True))
         actor.state = DEAD
         actor.death = death_payload
         self._notify_actor(actor)
@@ -275,6 +313,9 @@ class ActorManagement:
 
     def _on_actor_handles_gone(self, actor_id: bytes) -> None:
         """The handle object was freed: no process can call the actor any more."""
+        actor = self.actors.get(actor_id)
+        if actor is not None and (actor.origin is not None or actor.borrowed):
+            return   # only the owner's handle object decides (a borrowed copy was freed)
         actor = self.actors.pop(actor_id, None)
         if actor is not None and actor.state != DEAD:
             self._actor_died(actor, _died_payload(

@@ -85,6 +85,8 @@ class ClusterManagement:
         self.load: dict = {}
         self.pulled_total = 0
         self.served_total = 0
+        self.actor_lookups: dict = {}       # lookup id -> [identity, request id, peers asked]
+        self.lookup_counter = 0
 
     def start_cluster(self, mesh_address: str, head_address: str | None, now: float,
                       wall: float) -> None:
@@ -234,6 +236,7 @@ class ClusterManagement:
             for other, other_view in self.peers.items():
                 if other_view.alive:
                     self.peer_outbox[other].append((m.NODE_DEAD, node_id, why))
+        self._actors_on_dead_node(node_id, why)
         # Work sent there runs again elsewhere (or fails without retries left).
         for task in list(self.tasks.values()):
             if task.state == FORWARDED and task.node == node_id:
@@ -250,8 +253,6 @@ class ClusterManagement:
                     self._pull_failed(object_id, entry, f"node {node_id} died ({why})")
                 elif entry.spill is None:
                     entry.location = None      # our copy is the only one left
-        if hasattr(self, "_actors_on_dead_node"):
-            self._actors_on_dead_node(node_id, why)
         self.needs_schedule = True
 
     def _forwarded_task_lost(self, task, node_id: str, why: str) -> None:
@@ -271,8 +272,20 @@ class ClusterManagement:
 
     def _place_in_cluster(self, task):
         """None: run it here. True: forwarded to a peer, or failed."""
+        node_id = self._cluster_target(task)
+        if node_id is None:
+            return True
+        if node_id == self.node_id:
+            return None
+        self._forward(task, node_id)
+        return True
+
+    def _cluster_target(self, task):
+        """The node a task (or an actor's constructor) should run on; None
+        after failing it, when no node can ever run it."""
         spec = task.spec
-        arg_bytes = self._argument_bytes(spec[ts.DEPS]) if spec[ts.DEPS] else None
+        arg_bytes = (self._argument_bytes(spec[ts.DEPS])
+                     if spec[ts.DEPS] and task.actor is None else None)
         local = NodeView(self.node_id, self.mesh_address, self.pool.total, self.pool.available,
                          hot=self.hot)
         strategy = spec[ts.STRATEGY]
@@ -281,13 +294,10 @@ class ClusterManagement:
         if strategy == "SPREAD":
             self.spread_turn += 1
         if node_id is None:
-            self._fail_with(task, exceptions.TaskUnschedulableError(
-                f"task {spec[ts.FUNCTION_NAME]}() cannot run: {why}"))
-            return True
-        if node_id == self.node_id:
-            return None
-        self._forward(task, node_id)
-        return True
+            what = (f"actor {spec[ts.FUNCTION_NAME]}" if task.actor is not None
+                    else f"task {spec[ts.FUNCTION_NAME]}()")
+            self._fail_with(task, exceptions.TaskUnschedulableError(f"{what} cannot run: {why}"))
+        return node_id
 
     def _argument_bytes(self, deps) -> dict:
         found: dict = {}

@@ -28,6 +28,7 @@ from . import task_spec as ts
 from .agent_actors import ActorManagement
 from .agent_cluster import PULLING, REMOTE, ClusterManagement
 from .agent_leases import LeaseLending
+from .agent_remote_actors import RemoteActors
 from .agent_store import SPILLED, RESTORING, StoreManagement
 from .ids import return_ids, task_of
 from .object_directory import ObjectDirectory, ObjectEntry
@@ -114,7 +115,7 @@ NOT_IN_MEMORY = (SPILLED, RESTORING, REMOTE, PULLING)
 
 
 class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement,
-                 ClusterManagement):
+                 ClusterManagement, RemoteActors):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
                  max_workers: int, store_capacity: int, namespace: str = "default",
                  spill_dir: str | None = None, spill_threshold: float = 0.8,
@@ -157,7 +158,8 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
                 "resources": self.pool.as_floats("total"),
                 "num_gpus": len(self.pool.gpu_free),
                 "store_capacity": self.store_capacity, "namespace": self.namespace,
-                "segment_prefix": self.segment_prefix}
+                "segment_prefix": self.segment_prefix,
+                "mesh_host": self.mesh_address.rpartition(":")[0] or None}
 
     def on_hello(self, client_id: bytes, kind: str, pid: int, worker_id: str) -> None:
         worker = self.workers.get(worker_id) if kind == "worker" else None
@@ -214,7 +216,12 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
             elif kind == m.CANCEL:
                 self._on_cancel(op[1], op[2])
             elif kind == m.INFO:
-                self.outbox[client.identity].append((m.INFO_REPLY, op[1], self.info(op[2])))
+                what = op[2]
+                if (self.live_peers and type(what) is tuple and what[0] == "actor"
+                        and self.actor_lookup(what[1], what[2]) is None):
+                    self._lookup_named_remote(client, op[1], what[1], what[2])
+                else:
+                    self.outbox[client.identity].append((m.INFO_REPLY, op[1], self.info(what)))
             elif kind == m.LEASE_REQUEST:
                 self._on_lease_request(client, op[1])
             elif kind == m.LEASE_RETURN:
@@ -238,7 +245,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
             elif kind == m.ACTOR_KILL:
                 self._on_actor_kill(op[1], op[2])
             elif kind == m.ACTOR_READY:
-                self._on_actor_ready(client, op[1], op[2])
+                self._on_actor_ready(client, op[1], op[2], op[3] if len(op) > 3 else None)
             elif kind == m.GOODBYE:
                 self._drop_client(client)
             elif kind == m.SHUTDOWN:

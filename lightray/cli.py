@@ -2,6 +2,18 @@
 
     lightray version
     lightray memory [--address ipc://...] [--limit N] [--json]
+        what the object store of a running runtime holds
+    lightray status [--address HOST:PORT | ipc://...] [--json]
+        every node of the cluster (dead ones too): address, alive or dead and
+        why, head, resources used/total, store use and spilled bytes
+    lightray stop [--force] [--timeout SECONDS]
+        stop the cluster agents started on this host with lightray-agent
+        (SIGTERM, then SIGKILL after the timeout; embedded runtimes are left
+        to the drivers that own them)
+
+Without --address, status picks the cluster as ``init(address="auto")``
+does: LIGHTRAY_ADDRESS, else the cluster last started on this host, else the
+one cluster agent running here.
 """
 from __future__ import annotations
 
@@ -9,6 +21,12 @@ import argparse
 import json
 import os
 import sys
+import time
+
+STOP_TIMEOUT = 10.0      # seconds `lightray stop` waits after SIGTERM before SIGKILL
+KILL_WAIT = 5.0          # seconds it then waits for SIGKILLed agents to go
+STATUS_TIMEOUT = 30.0    # seconds `lightray status` waits for the agent's answer
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "")
 
 
 def main(argv=None) -> int:
@@ -23,12 +41,28 @@ def main(argv=None) -> int:
     memory.add_argument("--limit", type=int, default=20,
                         help="show this many objects, largest first (default 20)")
     memory.add_argument("--json", action="store_true", help="print the whole summary as JSON")
+    status = sub.add_parser("status", help="every node of the cluster: alive or dead, "
+                                           "resources, store use")
+    status.add_argument("--address", help="HOST:PORT of any agent of the cluster running on "
+                                          "this host, or the ipc:// address of an embedded "
+                                          "runtime (default: as init(address=\"auto\"))")
+    status.add_argument("--json", action="store_true", help="print the nodes as JSON")
+    stop = sub.add_parser("stop", help="stop the lightray-agent processes of this host")
+    stop.add_argument("--force", action="store_true",
+                      help="SIGKILL at once instead of SIGTERM first")
+    stop.add_argument("--timeout", type=float, default=STOP_TIMEOUT, metavar="SECONDS",
+                      help="how long to wait for agents to exit after SIGTERM before "
+                           f"SIGKILLing them (default {STOP_TIMEOUT:g})")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "version":
         print(f"lightray {__version__}")
         return 0
     if args.command == "memory":
         return _memory(args)
+    if args.command == "status":
+        return _status(args)
+    if args.command == "stop":
+        return _stop(args)
     parser.print_help()
     return 0
 
@@ -135,6 +169,268 @@ def format_summary(summary: dict, address: str, limit: int) -> str:
         if len(summary["objects"]) > len(objects):
             lines.append(f"  ... {len(summary['objects']) - len(objects)} more")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ status
+
+class _CliError(Exception):
+    """A message for the user; the command exits with status 1."""
+
+
+def _status(args) -> int:
+    try:
+        ipc, pid, label = _status_target(args.address)
+        nodes = _ask_nodes(ipc, pid)
+    except _CliError as error:
+        print(f"lightray status: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(nodes, indent=2, sort_keys=True))
+        return 0
+    print(format_status(nodes, label))
+    return 0
+
+
+def _status_target(address) -> tuple:
+    """(ipc address, agent pid, what the user named) of the agent to ask."""
+    from . import config
+    from .agent import CURRENT_CLUSTER
+    if address:
+        return _agent_at(address)
+    from_env = os.environ.get(config.ADDRESS_ENV, "")
+    if from_env and from_env != "auto":
+        return _agent_at(from_env)
+    records = running_agent_records()
+    cluster = [r for r in records if r.get("address")]
+    try:
+        with open(os.path.join(config.temp_dir(), CURRENT_CLUSTER)) as f:
+            current = f.read().strip()
+    except OSError:
+        current = ""
+    for record in cluster:
+        if current and record["address"] == current:
+            return record["ipc"], record["pid"], record["address"]
+    if len(cluster) == 1:
+        return cluster[0]["ipc"], cluster[0]["pid"], cluster[0]["address"]
+    if cluster:
+        raise _CliError("several lightray agents run on this host and none is the cluster "
+                        "last started here; pick one with --address:\n  "
+                        + "\n  ".join(_describe_record(r) for r in cluster))
+    message = "no lightray cluster is running on this host"
+    embedded = [r for r in records if not r.get("address")]
+    if embedded:
+        message += ("; runtimes without a cluster run here, see one with --address:\n  "
+                    + "\n  ".join(_describe_record(r) for r in embedded))
+    raise _CliError(message)
+
+
+def _agent_at(address: str) -> tuple:
+    """The running agent on this host at HOST:PORT (its mesh) or ipc://..."""
+    from .agent import _pid_alive
+    if address.startswith("ipc://"):
+        session_dir = os.path.dirname(address[len("ipc://"):])
+        try:
+            with open(os.path.join(session_dir, "agent.pid")) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            pid = 0
+        if not pid or not _pid_alive(pid):
+            raise _CliError(f"no lightray agent is running at {address}")
+        return address, pid, address
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise _CliError(f"--address must be HOST:PORT or ipc://..., got {address!r}")
+    records = running_agent_records()
+    for record in records:
+        if record.get("address") == address:
+            return record["ipc"], record["pid"], address
+    # 127.0.0.1:P, localhost:P and 0.0.0.0:P name the same agent.
+    same_port = [r for r in records if r.get("address")
+                 and r["address"].rpartition(":")[2] == port
+                 and (host in _LOCAL_HOSTS or r["address"].rpartition(":")[0] in _LOCAL_HOSTS)]
+    if len(same_port) == 1:
+        return same_port[0]["ipc"], same_port[0]["pid"], address
+    listening = ", ".join(r["address"] for r in records if r.get("address")) or "none"
+    raise _CliError(f"no lightray agent listening on {address} runs on this host "
+                    f"(agents here: {listening})")
+
+
+def _describe_record(record: dict) -> str:
+    where = record.get("address") or record.get("ipc")
+    role = "head" if record.get("head") else ("cluster agent" if record.get("address")
+                                              else "no cluster")
+    return f"{where}  (node {record.get('node_id')}, pid {record.get('pid')}, {role})"
+
+
+def _ask_nodes(ipc: str, pid: int) -> list:
+    from . import exceptions
+    from .agent import _pid_alive
+    from .client import CoreClient
+    try:
+        client = CoreClient(ipc, kind="driver",
+                            agent_alive=(lambda: _pid_alive(pid)) if pid else None)
+    except (RuntimeError, OSError) as error:
+        raise _CliError(f"cannot reach the agent at {ipc}: {error}")
+    try:
+        return client.info("nodes", timeout=STATUS_TIMEOUT)
+    except exceptions.GetTimeoutError as error:
+        raise _CliError(f"no answer from the agent at {ipc}: {error}")
+    finally:
+        client.close()
+
+
+def format_status(nodes: list, label: str) -> str:
+    """The nodes as a table, the head first, then by address."""
+    mib = 1 << 20
+    alive = sum(1 for n in nodes if n.get("alive"))
+    header = (f"lightray cluster at {label}: {len(nodes)} node(s), {alive} alive, "
+              f"{len(nodes) - alive} dead")
+    lines = [header]
+    rows = [("NODE", "ADDRESS", "STATE", "HEAD", "RESOURCES (used/total)",
+             "STORE MiB (used/capacity)", "SPILLED MiB")]
+    ordered = sorted(nodes, key=lambda n: (not n.get("is_head"), not n.get("alive"),
+                                           str(n.get("address")), n.get("node_id", "")))
+    for node in ordered:
+        if node.get("alive"):
+            state = "alive, hot" if node.get("hot") else "alive"
+        else:
+            state = f"dead ({node['died']})" if node.get("died") else "dead"
+        rows.append((
+            str(node.get("node_id", "?")), str(node.get("address") or "-"), state,
+            "head" if node.get("is_head") else "",
+            format_resources(node),
+            _store(node), f"{node.get('spilled', 0) / mib:,.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _store(node: dict) -> str:
+    """"used/capacity" in MiB; "?" before a peer's first heartbeat told them."""
+    mib = 1 << 20
+    if not node.get("store_capacity"):
+        return "?"
+    return f"{node.get('store_used', 0) / mib:,.1f}/{node['store_capacity'] / mib:,.1f}"
+
+
+def format_resources(node: dict) -> str:
+    """"CPU 1.0/2.0, memory 0.0/4.0" (used/total) for every resource the node
+    has (none of zero); a dead node's use is unknown: "CPU ?/2.0"."""
+    total = node.get("resources") or {}
+    available = node.get("available") or {}
+    parts = []
+    for name in sorted(total, key=lambda n: (n not in ("CPU", "GPU"), n)):
+        amount = total[name]
+        if not amount:
+            continue
+        if node.get("alive") and name in available:
+            used = _amount(max(amount - available[name], 0.0))
+        else:
+            used = "?"
+        parts.append(f"{name} {used}/{_amount(amount)}")
+    return ", ".join(parts) or "-"
+
+
+def _amount(value) -> str:
+    """1 -> "1.0", 0.25 -> "0.25" (resources count in ten-thousandths)."""
+    text = f"{float(value):.4f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+# -------------------------------------------------------------------- stop
+
+def _stop(args) -> int:
+    import signal
+
+    import psutil
+
+    from .agent import _pid_alive, reclaim_dead_sessions
+    targets = []
+    for record in running_agent_records():
+        process = _agent_process(record)
+        if process is not None:
+            targets.append((record, process))
+    if not targets:
+        print("no lightray agents running on this host")
+        return 0
+    failed = []
+
+    def send(targets, sig):
+        sent = []
+        for record, process in targets:
+            try:
+                process.send_signal(sig)    # psutil: never a process that reused the pid
+                sent.append((record, process))
+            except psutil.NoSuchProcess:
+                pass                        # gone already
+            except psutil.AccessDenied as error:
+                failed.append((record, f"cannot signal it: {error}"))
+        return sent
+
+    def wait(targets, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = [(r, p) for r, p in targets if _pid_alive(p.pid)]
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.05)
+
+    killed = []
+    left = send(targets, signal.SIGKILL if args.force else signal.SIGTERM)
+    if args.force:
+        killed = left
+    else:
+        left = wait(left, max(args.timeout, 0.0))
+        if left:
+            print(f"lightray stop: {len(left)} agent(s) still running {args.timeout:g} s "
+                  "after SIGTERM; sending SIGKILL", file=sys.stderr)
+            killed = send(left, signal.SIGKILL)
+    for record, _ in wait(killed, KILL_WAIT):
+        failed.append((record, f"still running {KILL_WAIT:g} s after SIGKILL"))
+    # What a SIGKILLed agent leaves (segments, spill files, session directory).
+    reclaim_dead_sessions()
+    failed_pids = {record["pid"] for record, _ in failed}
+    stopped = [record for record, _ in targets if record["pid"] not in failed_pids]
+    for record in stopped:
+        how = " (SIGKILL)" if any(r is record for r, _ in killed) else ""
+        print(f"stopped {_describe_record(record)}{how}")
+    for record, why in failed:
+        print(f"lightray stop: could not stop {_describe_record(record)}: {why}",
+              file=sys.stderr)
+    print(f"stopped {len(stopped)} lightray agent(s)")
+    return 1 if failed else 0
+
+
+def _agent_process(record: dict):
+    """The psutil.Process of a record's agent if `lightray stop` should stop
+    it: really a lightray agent (not a process that reused the pid), and
+    not one embedded by a driver (started with --parent-pid; its driver owns
+    it). None otherwise."""
+    import psutil
+    try:
+        pid = int(record.get("pid", 0))
+        if pid <= 0:
+            return None
+        process = psutil.Process(pid)
+        command = process.cmdline()
+    except (psutil.Error, ValueError, TypeError, OSError):
+        return None
+    if not any("lightray.agent" in word or "lightray-agent" in word for word in command):
+        return None
+    if record.get("address"):
+        return process
+    # A lone agent (no cluster) started by hand with lightray-agent is ours
+    # to stop too; an embedded one is not.
+    for position, word in enumerate(command):
+        value = None
+        if word == "--parent-pid" and position + 1 < len(command):
+            value = command[position + 1]
+        elif word.startswith("--parent-pid="):
+            value = word.split("=", 1)[1]
+        if value is not None and value.strip() not in ("", "0"):
+            return None
+    return process
 
 
 if __name__ == "__main__":

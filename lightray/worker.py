@@ -60,7 +60,8 @@ class TaskRunner:
         self._wake_pull.bind(self._wake_address)
         self._wake_push = context.socket(zmq.PUSH)
         self._wake_push.connect(self._wake_address)
-        self._server = stream.StreamServer(self.stream_path(client))
+        self._server = stream.StreamServer(self.stream_path(client),
+                                           self.stream_tcp_host(node_info))
         self._poller = None
         # Recent results, for tasks the agent queued right behind their
         # producer here (their arguments arrive as LOCAL payloads).
@@ -124,13 +125,19 @@ class TaskRunner:
     def stream_path(client) -> str:
         return lease_stream_path(client.address, client.worker_id)
 
+    @staticmethod
+    def stream_tcp_host(node_info: dict):
+        """Where callers on other nodes reach this worker (None: nowhere)."""
+        return None
+
     def loop(self) -> None:
         # zmq.Poller reports plain sockets and pipes by file descriptor.
         poller = self._poller = zmq.Poller()
         server = self._server
-        listener = server.fileno()
+        listeners = server.listeners
         poller.register(self._wake_pull, zmq.POLLIN)
-        poller.register(listener, zmq.POLLIN)
+        for listener in listeners:
+            poller.register(listener, zmq.POLLIN)
         self._register_extra(poller)
         peers = server.peers
         try:
@@ -138,8 +145,8 @@ class TaskRunner:
                 for item, event in poller.poll(500):
                     if item is self._wake_pull:
                         self._on_wake()
-                    elif item == listener:
-                        for peer in server.accept():
+                    elif item in listeners:
+                        for peer in server.accept(item):
                             poller.register(peer.fileno(), zmq.POLLIN)
                     elif not self._on_extra_event(item):
                         peer = peers.get(item)

@@ -196,8 +196,12 @@ def test_an_object_on_a_killed_node_is_reported_lost(cluster):
 def test_sigterm_stops_an_agent_cleanly_and_its_peers_are_told(cluster):
     leaving = cluster.nodes[2]
     assert cluster.stop(leaving) == 0
-    assert wait_for(lambda: not {n["node_id"]: n for n in lightray.nodes()}[leaving.node_id]
-                    ["alive"], timeout=2)
+
+    def row():
+        return {n["node_id"]: n for n in lightray.nodes()}[leaving.node_id]
+
+    assert wait_for(lambda: not row()["alive"], timeout=5)
+    assert row()["died"] == "it stopped"       # told, not found silent
     assert lightray.get(where.remote(), timeout=30) != leaving.node_id
 
 

@@ -97,11 +97,19 @@ class OutBuffer:
 
 
 def connect(path: str, hello: bytes) -> socket.socket:
-    """A connected socket to the listener at path, hello frame sent."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    """A connected socket to the listener at path (a Unix socket, or
+    "tcp://host:port" for a listener on another node), hello frame sent."""
+    if path.startswith("tcp://"):
+        host, _, port = path[len("tcp://"):].rpartition(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        address = (host, int(port))
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        address = path
     try:
         sock.settimeout(10.0)   # a live listener accepts at once
-        sock.connect(path)
+        sock.connect(address)
         sock.sendall(HEADER.pack(len(hello)) + hello)
         sock.settimeout(None)
     except BaseException:
@@ -139,27 +147,43 @@ class Peer:
 
 
 class StreamServer:
-    """The listening side, driven by its owner's poll loop; never blocks."""
+    """The listening side, driven by its owner's poll loop; never blocks.
 
-    def __init__(self, path: str):
+    Listens on a Unix socket at path and, given tcp_host, also on a TCP port
+    of that host (``tcp_address``: "tcp://host:port"), for callers on other
+    nodes."""
+
+    def __init__(self, path: str, tcp_host: str | None = None):
         self.path = path
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(256)
         self.listener.setblocking(False)
+        self.listeners = {self.listener.fileno(): self.listener}
+        self.tcp_address = None
+        if tcp_host:
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.bind((tcp_host, 0))
+            tcp.listen(256)
+            tcp.setblocking(False)
+            self.listeners[tcp.fileno()] = tcp
+            self.tcp_address = f"tcp://{tcp_host}:{tcp.getsockname()[1]}"
         self.peers: dict = {}          # fileno -> Peer
 
     def fileno(self) -> int:
         return self.listener.fileno()
 
-    def accept(self) -> list:
+    def accept(self, fileno: int | None = None) -> list:
+        listener = self.listeners[fileno] if fileno is not None else self.listener
         accepted = []
         while True:
             try:
-                sock, _ = self.listener.accept()
+                sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return accepted
             sock.setblocking(False)
+            if sock.family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = Peer(sock)
             self.peers[sock.fileno()] = peer
             accepted.append(peer)
@@ -172,7 +196,8 @@ class StreamServer:
         for peer in list(self.peers.values()):
             peer.sock.close()
         self.peers.clear()
-        self.listener.close()
+        for listener in self.listeners.values():
+            listener.close()
         try:
             os.unlink(self.path)
         except OSError:

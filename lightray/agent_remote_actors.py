@@ -1,0 +1,189 @@
+"""Actors on other nodes. Part of AgentState (with lightray.agent_actors).
+
+    creator's agent A ──ACTOR_RELAY create(spec, class, argument descriptors)──▶ B
+    B runs it (its worker also listens on TCP)
+      ◀──ACTOR_RELAY state(incarnation, state, tcp://host:port, death)── B, on every change
+    A tells its local callers; they call the actor over TCP, straight to its worker.
+    an agent meeting an actor it does not know (a handle passed to a task here)
+      ──ACTOR_RELAY subscribe──▶ every peer; those that know it answer with its state
+    get_actor(name) unknown here ──ACTOR_RELAY lookup──▶ every peer; the first hit wins
+    kill, last handle dropped, owner gone (at A) ──ACTOR_RELAY kill──▶ B
+
+The creator's agent keeps the actor's entry (its name, its handle object,
+its lifetime rules) as a *proxy* whose ``home`` is the node running it; the
+running node's entry has ``origin`` set and lives until A says kill or A's
+node dies. Calls from another node carry their argument values and get
+their results inline (the caller cannot map the actor's segments, nor the
+actor the caller's). Restarts happen on the node running the actor; an actor
+whose node dies is dead (restarting it on another node is not done yet).
+"""
+from __future__ import annotations
+
+from . import exceptions, serialization
+from . import task_spec as ts
+from .agent_actors import ALIVE, PENDING, ActorEntry, _died_payload
+from .agent_cluster import _units
+from .serialization import ERROR
+from .states import DEAD, FORWARDED
+from .transport import messages as m
+
+
+class RemoteActors:
+
+    # ---------------------------------------------------------- placement
+
+    def _forward_actor(self, actor: ActorEntry, task, node_id: str) -> None:
+        spec = actor.spec
+        actor.home = node_id
+        task.state = FORWARDED
+        task.node = node_id
+        view = self.peers[node_id]
+        for name, need in _units(task).items():
+            view.available[name] = view.available.get(name, 0) - need
+        described = [self._describe_for(node_id, object_id)
+                     for object_id in spec[ts.DEPS] + spec[ts.CONTAINED]]
+        self._relay(node_id, actor.actor_id, ("create", spec, self.functions[spec[ts.FUNCTION_ID]],
+                                              described, actor.description))
+
+    def _relay(self, node_id: str, actor_id: bytes, message: tuple) -> None:
+        self.peer_outbox[node_id].append((m.ACTOR_RELAY, actor_id, message))
+
+    def _relay_state(self, actor: ActorEntry) -> tuple:
+        address = actor.tcp_address if actor.state == ALIVE else None
+        return ("state", actor.incarnation, actor.state, address, actor.death,
+                actor.description["class_name"])
+
+    # ------------------------------------------------------------- relays
+
+    def _on_peer_actor_op(self, sender: str, op: tuple) -> None:
+        actor_id, message = op[1], op[2]
+        kind = message[0]
+        actor = self.actors.get(actor_id)
+        if kind == "create":
+            self._on_actor_forward(sender, message[1], message[2], message[3], message[4])
+        elif kind == "state":
+            if actor is not None and (actor.home is not None or actor.borrowed):
+                self._on_home_state(actor, sender, message)
+        elif kind == "subscribe":
+            if actor is None or (actor.borrowed and actor.state == PENDING):
+                self._relay(sender, actor_id, ("unknown",))
+                return
+            if actor.peer_subscribers is None:
+                actor.peer_subscribers = set()
+            actor.peer_subscribers.add(sender)
+            self._relay(sender, actor_id, self._relay_state(actor))
+        elif kind == "unknown":
+            if actor is not None and actor.borrowed and actor.unknown_from is not None:
+                actor.unknown_from.discard(sender)
+                if not actor.unknown_from:
+                    self._actor_died(actor, _died_payload(
+                        f"the actor {actor_id.hex()} is not known on any node of the cluster"),
+                        tell_home=False)
+        elif kind == "kill":            # from its owner, or any node holding a handle
+            if actor is not None and not actor.borrowed:
+                self._on_actor_kill(actor_id, message[1])
+        elif kind == "lookup":
+            found = self.actor_lookup(message[2], message[3])
+            self._relay(sender, b"", ("found", message[1], found))
+        elif kind == "found":
+            self._on_lookup_answer(sender, message[1], message[2])
+
+    def _on_actor_forward(self, origin: str, spec: tuple, class_bytes: bytes, described: list,
+                          description: dict) -> None:
+        """A peer placed an actor here: run it, and keep the peer told."""
+        from .agent_state import Task
+        actor_id = spec[ts.TASK_ID]
+        if actor_id in self.actors:
+            return
+        self.functions[spec[ts.FUNCTION_ID]] = class_bytes
+        actor = ActorEntry(spec, description, b"")
+        actor.origin = origin
+        actor.peer_subscribers = {origin}
+        self.actors[actor_id] = actor
+        for object_id, how in zip(spec[ts.DEPS] + spec[ts.CONTAINED], described):
+            self._adopt(origin, object_id, how)
+        # Pinned for the actor's life (a restart runs the constructor again),
+        # and for the constructor task.
+        for _ in range(2):
+            self._pin(spec[ts.DEPS])
+            self._pin(spec[ts.CONTAINED])
+        task = Task(spec, b"")
+        task.actor = actor
+        task.origin = origin
+        self.tasks[actor_id] = task
+        if self._check_satisfiable(task):
+            self._await_deps(task)
+
+    def _on_home_state(self, actor: ActorEntry, sender: str, message: tuple) -> None:
+        """Where a proxy's actor runs, and how it is."""
+        _, incarnation, state, address, death, class_name = message
+        actor.unknown_from = None
+        if actor.borrowed:
+            actor.description = dict(actor.description, class_name=class_name)
+            if actor.home is None and state != PENDING:
+                actor.home = sender
+        if actor.state == DEAD or incarnation < actor.incarnation:
+            return
+        if state == PENDING:
+            return
+        if state == DEAD:
+            self._actor_died(actor, death, tell_home=False)
+            return
+        if (incarnation, state, address) == (actor.incarnation, actor.state, actor.tcp_address):
+            return
+        actor.incarnation = incarnation
+        actor.state = state
+        actor.tcp_address = address
+        self._notify_actor(actor)
+
+    def _subscribe_remote(self, client, actor_id: bytes) -> None:
+        """A process here calls an actor this node does not know: ask the peers."""
+        actor = ActorEntry.proxy(actor_id)
+        actor.borrowed = True
+        actor.subscribers.add(client.identity)
+        actor.unknown_from = {n for n, v in self.peers.items() if v.alive}
+        self.actors[actor_id] = actor
+        for node_id in actor.unknown_from:
+            self._relay(node_id, actor_id, ("subscribe",))
+
+    # -------------------------------------------------------------- names
+
+    def _lookup_named_remote(self, client, request_id: int, namespace: str, name: str) -> None:
+        self.lookup_counter += 1
+        asked = {n for n, v in self.peers.items() if v.alive}
+        self.actor_lookups[self.lookup_counter] = [client.identity, request_id, asked]
+        for node_id in asked:
+            self._relay(node_id, b"", ("lookup", self.lookup_counter, namespace, name))
+
+    def _on_lookup_answer(self, sender: str, lookup_id: int, found) -> None:
+        pending = self.actor_lookups.get(lookup_id)
+        if pending is None:
+            return
+        pending[2].discard(sender)
+        if found is not None or not pending[2]:
+            del self.actor_lookups[lookup_id]
+            self.outbox[pending[0]].append((m.INFO_REPLY, pending[1], found))
+
+    # ------------------------------------------------------------- failures
+
+    def _actors_on_dead_node(self, node_id: str, why: str) -> None:
+        for actor in list(self.actors.values()):
+            if actor.state == DEAD:
+                continue
+            if actor.home == node_id:
+                self._actor_died(actor, (ERROR, serialization.dumps_exception(
+                    exceptions.ActorDiedError(
+                        f"the actor {actor.description['class_name']} "
+                        f"({actor.actor_id.hex()}) died with node {node_id} ({why})"))),
+                    tell_home=False)
+            elif actor.origin == node_id and not actor.description.get("detached"):
+                self._actor_died(actor, _died_payload(
+                    f"the actor {actor.description['class_name']} ({actor.actor_id.hex()}) "
+                    f"was stopped: node {node_id} that created it died ({why})"))
+            elif actor.borrowed and actor.unknown_from:
+                actor.unknown_from.discard(node_id)
+            if actor.peer_subscribers:
+                actor.peer_subscribers.discard(node_id)
+        for lookup_id, pending in list(self.actor_lookups.items()):
+            if node_id in pending[2]:
+                self._on_lookup_answer(node_id, lookup_id, None)

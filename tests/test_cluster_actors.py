@@ -1,0 +1,139 @@
+"""Actors across the nodes of a three-agent cluster."""
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import lightray
+from lightray import NodeAffinity, exceptions
+from conftest import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@lightray.remote
+class Counter:
+    def __init__(self, start=0):
+        self.value = start
+
+    def add(self, amount):
+        self.value += amount
+        return self.value
+
+    def node(self):
+        return lightray.get_runtime_context().node_id
+
+    def pid(self):
+        return os.getpid()
+
+    def total(self, array):
+        return int(array.sum(dtype=np.uint64))
+
+    def ones(self, size):
+        return np.ones(size, dtype=np.uint8)
+
+
+@lightray.remote
+def call_from_task(counter, amount):
+    return lightray.get(counter.add.remote(amount)), lightray.get_runtime_context().node_id
+
+
+def test_an_actor_pinned_to_another_node_runs_there_and_keeps_state(cluster):
+    b = cluster.nodes[1]
+    counter = Counter.options(scheduling_strategy=NodeAffinity(b.node_id)).remote(10)
+    assert lightray.get(counter.node.remote(), timeout=30) == b.node_id
+    assert lightray.get([counter.add.remote(1) for _ in range(5)], timeout=30) == [11, 12, 13, 14, 15]
+
+
+def test_large_arguments_and_results_cross_nodes_to_an_actor(cluster):
+    counter = Counter.options(scheduling_strategy=NodeAffinity(cluster.nodes[2].node_id)).remote()
+    data = np.arange(3 << 20, dtype=np.uint8)
+    assert lightray.get(counter.total.remote(data), timeout=30) == int(data.sum(dtype=np.uint64))
+    ref = lightray.put(data)
+    assert lightray.get(counter.total.remote(ref), timeout=30) == int(data.sum(dtype=np.uint64))
+    ones = lightray.get(counter.ones.remote(2 << 20), timeout=30)
+    assert ones.nbytes == 2 << 20 and int(ones.sum()) == 2 << 20
+
+
+def test_a_task_on_a_third_node_calls_an_actor_through_its_handle(cluster):
+    b, c = cluster.nodes[1], cluster.nodes[2]
+    counter = Counter.options(scheduling_strategy=NodeAffinity(b.node_id)).remote()
+    lightray.get(counter.add.remote(1), timeout=30)
+    value, node = lightray.get(call_from_task.options(
+        scheduling_strategy=NodeAffinity(c.node_id)).remote(counter, 5), timeout=30)
+    assert (value, node) == (6, c.node_id)
+    assert lightray.get(counter.add.remote(0), timeout=30) == 6
+
+
+def test_a_named_actor_is_found_from_a_driver_on_another_node(cluster):
+    b, c = cluster.nodes[1], cluster.nodes[2]
+    counter = Counter.options(name="shared", lifetime="detached",
+                              scheduling_strategy=NodeAffinity(b.node_id)).remote()
+    lightray.get(counter.add.remote(7), timeout=30)
+    lightray.shutdown()
+    lightray.init(address=c.address)
+    found = lightray.get_actor("shared")
+    assert lightray.get(found.add.remote(1), timeout=30) == 8
+    assert lightray.get(found.node.remote(), timeout=30) == b.node_id
+    lightray.kill(found)
+    assert wait_for(lambda: _name_gone("shared"), timeout=10)
+
+
+def test_killing_a_remote_actor_stops_its_process(cluster):
+    counter = Counter.options(scheduling_strategy=NodeAffinity(cluster.nodes[1].node_id)).remote()
+    pid = lightray.get(counter.pid.remote(), timeout=30)
+    lightray.kill(counter)
+    with pytest.raises(exceptions.ActorDiedError):
+        lightray.get(counter.add.remote(1), timeout=30)
+    assert wait_for(lambda: not _alive(pid), timeout=10)
+
+
+def test_dropping_the_last_handle_stops_a_remote_actor(cluster):
+    counter = Counter.options(scheduling_strategy=NodeAffinity(cluster.nodes[2].node_id)).remote()
+    pid = lightray.get(counter.pid.remote(), timeout=30)
+    del counter
+    assert wait_for(lambda: not _alive(pid), timeout=10)
+
+
+def test_a_remote_actor_restarts_on_its_node_after_its_process_dies(cluster):
+    b = cluster.nodes[1]
+    counter = Counter.options(scheduling_strategy=NodeAffinity(b.node_id),
+                              max_restarts=1).remote()
+    pid = lightray.get(counter.pid.remote(), timeout=30)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: _new_pid(counter, pid), timeout=30)
+    assert lightray.get(counter.node.remote(), timeout=30) == b.node_id
+
+
+def test_an_actor_on_a_killed_node_is_dead_for_its_callers(cluster):
+    victim = cluster.nodes[2]
+    counter = Counter.options(scheduling_strategy=NodeAffinity(victim.node_id)).remote()
+    lightray.get(counter.add.remote(1), timeout=30)
+    cluster.kill(victim)
+    with pytest.raises(exceptions.ActorDiedError):
+        for _ in range(100):
+            lightray.get(counter.add.remote(1), timeout=30)
+
+
+def _name_gone(name):
+    try:
+        lightray.get_actor(name)
+    except ValueError:
+        return True
+    return False
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _new_pid(counter, old):
+    try:
+        return lightray.get(counter.pid.remote(), timeout=5) != old
+    except (exceptions.ActorDiedError, exceptions.GetTimeoutError):
+        return False
