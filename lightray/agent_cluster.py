@@ -119,7 +119,7 @@ class ClusterManagement:
             elif kind == m.FORWARD:
                 self._on_forward(sender, op[1], op[2], op[3])
             elif kind == m.RESULT:
-                self._on_result(sender, op[1], op[2])
+                self._on_result(sender, op[1], op[2], op[3] if len(op) > 3 else None)
             elif kind == m.FREE:
                 self._on_free(sender, op[1])
             elif kind == m.PULL:
@@ -398,11 +398,13 @@ class ClusterManagement:
         origin = task.origin
         objects = self.objects
         described = []
+        inner = []                       # per result: the refs inside it, described
         done_with = []
         for object_id in return_ids(task.task_id, task.spec[ts.NUM_RETURNS]):
             entry = objects.get(object_id)
             if entry is None or entry.payload is None:
                 described.append(_lost(object_id, "its result was lost"))
+                inner.append([])
                 continue
             payload = entry.payload
             if payload[0] == SHARED:
@@ -410,9 +412,10 @@ class ClusterManagement:
             else:
                 described.append(payload)
                 done_with.append(object_id)
+            inner.append([(i, self._describe_pinned(origin, i)) for i in entry.contained])
         view = self.peers.get(origin)
         if view is not None and view.alive:
-            self.peer_outbox[origin].append((m.RESULT, task.task_id, described))
+            self.peer_outbox[origin].append((m.RESULT, task.task_id, described, inner))
         else:
             done_with = [i for i in return_ids(task.task_id, task.spec[ts.NUM_RETURNS])]
         for object_id in done_with:         # the owner has the value (or is gone)
@@ -421,7 +424,42 @@ class ClusterManagement:
                 entry.pinned_for.discard(origin)
                 self._unref(object_id)
 
-    def _on_result(self, sender: str, task_id: bytes, described: list) -> None:
+    def _describe_pinned(self, node_id: str, object_id: bytes):
+        """_describe_for, and keep the object here until node_id FREEs it."""
+        how = self._describe_for(node_id, object_id)
+        if how is not None and how[0] == AT and how[1] == self.node_id:
+            entry = self.objects[object_id]
+            if entry.pinned_for is None:
+                entry.pinned_for = set()
+            if node_id not in entry.pinned_for:
+                entry.pinned_for.add(node_id)
+                entry.refs += 1
+        return how
+
+    def _adopt_inner(self, sender: str, object_id: bytes, how) -> None:
+        """A ref inside a result from sender: know where its object is (the
+        entry exists, pinned by the result)."""
+        entry = self.objects[object_id]
+        if not entry.pending:          # known here already: sender need not keep it
+            if how is not None and how[0] == AT and how[1] == sender:
+                self.peer_outbox[sender].append((m.FREE, [object_id]))
+            return
+        if how is None:
+            self._set_ready(object_id, entry, _lost(
+                object_id, f"it was not ready on node {sender} when a result holding it "
+                "was sent here"), ())
+        elif how[0] != AT:
+            self._set_ready(object_id, entry, how, ())
+        else:
+            _, holder, layout = how
+            entry.location = holder
+            entry.remote_name = layout[0]
+            entry.copies = {sender}
+            entry.spill = REMOTE
+            local = (self.segment_prefix + object_id.hex(),) + tuple(layout[1:])
+            self._set_ready(object_id, entry, (SHARED, local), ())
+
+    def _on_result(self, sender: str, task_id: bytes, described: list, inner=None) -> None:
         task = self.tasks.get(task_id)
         ids = return_ids(task_id, len(described))
         if task is None or task.state != FORWARDED or task.node != sender:
@@ -434,8 +472,18 @@ class ClusterManagement:
             for name, need in _units(task).items():
                 view.available[name] = view.available.get(name, 0) + need
         unwanted = []
-        for object_id, how in zip(ids, described):
+        for index, (object_id, how) in enumerate(zip(ids, described)):
             entry = self.objects.get(object_id)
+            refs_inside = inner[index] if inner else ()
+            if refs_inside and (entry is None or not entry.pending):   # nobody wants it
+                unwanted += [i for i, h in refs_inside if h is not None and h[0] == AT
+                             and h[1] == sender]
+            elif refs_inside:
+                contained = [i for i, _ in refs_inside]
+                self._pin(contained)           # held by the result, as on any node
+                entry.contained = tuple(contained)
+                for inner_id, inner_how in refs_inside:
+                    self._adopt_inner(sender, inner_id, inner_how)
             if how[0] == AT:
                 if entry is None or not entry.pending:
                     unwanted.append(object_id)

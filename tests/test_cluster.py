@@ -218,3 +218,50 @@ def test_a_dask_graph_runs_across_all_three_nodes(cluster):
     assert set(nodes) == {n.node_id for n in cluster.nodes}
     x = da.ones((2000, 2000), chunks=(250, 250))
     assert float((x + x.T).sum().compute(scheduler=lightray.get)) == 8_000_000.0
+
+
+def test_tasks_started_on_another_node_submit_tasks_of_their_own(cluster):
+    @lightray.remote
+    def parent(n):
+        children = [where.options(scheduling_strategy="SPREAD").remote() for _ in range(n)]
+        return lightray.get_runtime_context().node_id, lightray.get(children)
+
+    b = cluster.nodes[1]
+    node, children = lightray.get(parent.options(scheduling_strategy=on(b)).remote(9),
+                                  timeout=60)
+    assert node == b.node_id
+    assert set(children) <= {n.node_id for n in cluster.nodes} and len(children) == 9
+
+
+def test_the_head_records_nodes_and_deaths_in_its_control_store(cluster):
+    from lightray.cli import running_agent_records
+    from lightray.control import ControlStore
+
+    head = [r for r in running_agent_records() if r["node_id"] == cluster.head.node_id][0]
+    path = os.path.join(head["session_dir"], "control.db")
+
+    def recorded():
+        with ControlStore(path) as store:
+            return {record.node_id: record for record in store.nodes()}
+
+    assert wait_for(lambda: set(recorded()) == {n.node_id for n in cluster.nodes}, timeout=10)
+    assert all(record.alive and record.resources == {"CPU": 1.0}
+               for record in recorded().values())
+    victim = cluster.nodes[2]
+    cluster.kill(victim)
+    assert wait_for(lambda: not recorded()[victim.node_id].alive, timeout=10)
+    assert recorded()[cluster.nodes[1].node_id].load["store_capacity"] > 0
+
+
+def test_refs_inside_a_result_from_another_node_can_be_read(cluster):
+    @lightray.remote
+    def make_refs():
+        return [lightray.put(np.full(1 << 20, 7, dtype=np.uint8)), lightray.put("small")]
+
+    b = cluster.nodes[1]
+    big, small = lightray.get(make_refs.options(scheduling_strategy=on(b)).remote(), timeout=30)
+    assert lightray.get(small, timeout=30) == "small"
+    assert int(lightray.get(big, timeout=30).sum()) == 7 << 20
+    total, node = lightray.get(checksum.options(scheduling_strategy=on(cluster.nodes[2]))
+                               .remote(big), timeout=30)
+    assert (total, node) == (7 << 20, cluster.nodes[2].node_id)

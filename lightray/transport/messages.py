@@ -84,7 +84,8 @@ HEARTBEAT = 304      # (HEARTBEAT, load dict)  every agent to every peer, twice 
 NODE_DEAD = 305      # (NODE_DEAD, node_id, why)  the head to the others
 LEAVING = 306        # (LEAVING,)  an agent stopping cleanly
 FORWARD = 307        # (FORWARD, TaskSpec, function bytes or None, [argument descriptor])
-RESULT = 308         # (RESULT, task_id, [result descriptor])  back to the forwarding agent
+RESULT = 308         # (RESULT, task_id, [result descriptor], [[(id, descriptor)] of refs
+                     #   inside each result])  back to the forwarding agent
 FREE = 309           # (FREE, [object_id])  the owner let go: drop your pin
 PULL = 310           # (PULL, object_id, segment name, offset, length)  send me this chunk
 PULL_DATA = 311      # (PULL_DATA, object_id, offset, length) + one raw frame
