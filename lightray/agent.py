@@ -46,6 +46,7 @@ _BATCH = 512                # messages handled per turn before acting
 _HOUSEKEEPING = 0.05        # seconds between reaping children / parent checks
 _DRIVER_CHECK = 0.5         # seconds between checks that attached drivers still live
 DEFAULT_PORT = 6380         # the head's mesh port unless told otherwise
+_CHUNK_BYTES_PER_TURN = 64 << 20   # pulled bytes written per turn at most
 _PR_SET_PDEATHSIG = 1
 
 
@@ -60,6 +61,8 @@ class AgentServer:
         self.address = sockets.ipc_address(session_dir)
         num_cpus = resources.get("CPU", 0)
         self.segment_prefix = self._choose_store(store_capacity)
+        with open(os.path.join(session_dir, _SEGMENT_PREFIX_RECORD), "w") as f:
+            f.write(self.segment_prefix)
         self.spill_dir = prepare_spill_dir(session_dir, session, spill_dir)
         self.state = AgentState(node_id=random_hex(8), session=session, resources=resources,
                                 pipeline_depth=config.pipeline_depth(),
@@ -89,7 +92,7 @@ class AgentServer:
     def _start_mesh(self, cluster: dict) -> None:
         """Listen for peers; join the head at cluster["head"] or be the head."""
         self.mesh = Mesh(self.context, self.state.node_id, cluster["bind"], cluster["port"],
-                         cluster.get("cluster_key"))
+                         cluster.get("cluster_key"), cluster.get("advertise"))
         self.hot_threshold = config.hot_node_threshold()
         if cluster["head"] is None:
             from .control import ControlStore
@@ -162,6 +165,8 @@ class AgentServer:
             if state.needs_store_work:
                 state.store_work()
             self._act()
+        if getattr(state, "evicted", None):
+            print(f"lightray-agent: {state.evicted}", file=sys.stderr, flush=True)
         self.stop()
 
     def _on_spill_io_done(self) -> None:
@@ -183,7 +188,10 @@ class AgentServer:
     def _on_mesh(self) -> None:
         state = self.state
         now, wall = time.monotonic(), time.time()
+        written = 0
         for _ in range(_BATCH):
+            if written >= _CHUNK_BYTES_PER_TURN:
+                break   # the rest next turn: heartbeats and local work must not wait
             received = self.mesh.receive()
             if received is None:
                 break
@@ -192,6 +200,7 @@ class AgentServer:
                 ops = m.decode(frames[0].buffer)
                 if len(frames) > 1 and ops and ops[0][0] == m.PULL_DATA:
                     self.chunk_writer.write(ops[0][1], ops[0][2], frames[1].buffer)
+                    written += ops[0][3]
                 state.handle_peer(sender, ops, now, wall)
             except Exception:
                 import traceback
@@ -387,6 +396,8 @@ class AgentServer:
         if self.spill_dir is not None:
             shutil.rmtree(self.spill_dir, ignore_errors=True)
         shutil.rmtree(self.session_dir, ignore_errors=True)
+        if self.state.is_head:
+            _forget_current_cluster(self.mesh.address)
 
 
 def _control_command(write: tuple) -> tuple:
@@ -420,6 +431,7 @@ def default_store_capacity() -> int:
 
 
 _SPILL_DIR_RECORD = "spill_dir"   # in the session directory: where its spill files go
+_SEGMENT_PREFIX_RECORD = "segment_prefix"   # ... and what its segments' names start with
 
 
 def prepare_spill_dir(session_dir: str, session: str, spill_dir: str | None) -> str:
@@ -465,7 +477,13 @@ def reclaim_dead_sessions() -> None:
         if _pid_alive(pid):
             continue
         session = name.rsplit("_", 1)[-1]
-        shm.unlink_all(shm_prefix(session))
+        try:   # the prefix the dead agent used (its environment may differ from ours)
+            with open(os.path.join(path, _SEGMENT_PREFIX_RECORD)) as f:
+                prefix = f.read().strip()
+        except OSError:
+            prefix = shm_prefix(session)
+        if prefix:
+            shm.unlink_all(prefix)
         try:
             with open(os.path.join(path, _SPILL_DIR_RECORD)) as f:
                 shutil.rmtree(f.read().strip(), ignore_errors=True)
@@ -505,6 +523,9 @@ def _parse_args(argv):
                              "0: any free port)")
     parser.add_argument("--bind", type=str, default="127.0.0.1",
                         help="address the mesh listens on (default 127.0.0.1: this host only)")
+    parser.add_argument("--node-ip-address", type=str, default=None,
+                        help="the address peers reach this agent at (default: --bind, or "
+                             "this host's address when --bind is 0.0.0.0)")
     parser.add_argument("--cluster-key", type=str, default=None,
                         help="encrypt and authenticate the mesh with ZeroMQ CURVE using this "
                              "key file (every agent of the cluster needs the same one)")
@@ -540,11 +561,22 @@ def _cluster_options(args):
             raise ValueError(f"--address must be HOST:PORT, got {args.address!r}")
         head = args.address
     port = args.port if args.port is not None else (DEFAULT_PORT if args.head else 0)
-    return {"head": head, "bind": args.bind, "port": port, "cluster_key": key}
+    return {"head": head, "bind": args.bind, "port": port, "cluster_key": key,
+            "advertise": args.node_ip_address}
 
 
 AGENT_RECORD = "agent.json"          # in the session directory: how to reach this agent
 CURRENT_CLUSTER = "current_cluster"  # in the temp directory: the last head started here
+
+
+def _forget_current_cluster(address: str) -> None:
+    current = os.path.join(config.temp_dir(), CURRENT_CLUSTER)
+    try:
+        with open(current) as f:
+            if f.read().strip() == address:
+                os.unlink(current)
+    except OSError:
+        pass
 
 
 def write_agent_record(server: "AgentServer", session_dir: str) -> None:

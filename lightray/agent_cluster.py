@@ -85,6 +85,7 @@ class ClusterManagement:
         self.load: dict = {}
         self.pulled_total = 0
         self.served_total = 0
+        self.evicted = None                 # why the head dropped this agent (it stops)
         self.actor_lookups: dict = {}       # lookup id -> [identity, request id, peers asked]
         self.lookup_counter = 0
 
@@ -103,14 +104,25 @@ class ClusterManagement:
 
     def _node_dict(self) -> dict:
         return {"node_id": self.node_id, "address": self.mesh_address,
-                "resources": self.pool.as_floats("total"), "is_head": self.is_head}
+                "resources": self.pool.as_floats("total"), "is_head": self.is_head,
+                "load": {"store_capacity": self.store_capacity, "store_used": self.store_used,
+                         "spilled": self.spilled_now, "is_head": self.is_head}}
 
     # ============================================================ membership
 
     def handle_peer(self, sender: str, ops: list, now: float, wall: float) -> None:
         view = self.peers.get(sender)
         if view is not None and not view.alive:
-            return                     # declared dead: for good
+            # Declared dead: for good. A node that stalled past DEAD_AFTER and
+            # came back learns it was dropped; one that hears from the head it
+            # had given up on knows the head dropped it too.
+            if self.is_head:
+                self.peer_outbox[sender].append((m.NODE_DEAD, sender, view.load.get("died")))
+                self.mesh_connect.append((sender, view.address))
+                self.mesh_disconnect.append(sender)
+            elif sender == self.head_id:
+                self._evicted(f"it lost contact with the head for more than {DEAD_AFTER:g} s")
+            return
         self.peer_seen[sender] = now
         for op in ops:
             kind = op[0]
@@ -143,6 +155,8 @@ class ClusterManagement:
             elif kind == m.NODE_DEAD:
                 if op[1] != self.node_id:
                     self._peer_died(op[1], op[2], wall)
+                elif sender == self.head_id:
+                    self._evicted(f"the head declared it dead ({op[2]})")
             elif kind == m.LEAVING:
                 self._peer_died(sender, "it stopped", wall)
             elif kind in (m.PEER_INFO, m.PEER_REPLY, m.ACTOR_RELAY):
@@ -174,7 +188,7 @@ class ClusterManagement:
         if node_id == self.node_id or node_id in self.peers:
             return
         self.peers[node_id] = NodeView(node_id, node["address"], to_units(node["resources"]))
-        self.peers[node_id].load = {"is_head": node.get("is_head", False)}
+        self.peers[node_id].load = dict(node.get("load") or {}, is_head=node.get("is_head", False))
         self.peer_seen[node_id] = now
         self.live_peers += 1
         if not connected:
@@ -185,7 +199,8 @@ class ClusterManagement:
     def _peer_dict(view: NodeView) -> dict:
         return {"node_id": view.node_id, "address": view.address,
                 "resources": {k: v / 10_000 for k, v in view.total.items()},
-                "is_head": view.load.get("is_head", False)}
+                "is_head": view.load.get("is_head", False),
+                "load": {k: v for k, v in view.load.items() if k != "available"}}
 
     def _on_heartbeat(self, sender: str, load: dict, wall: float) -> None:
         view = self.peers.get(sender)
@@ -218,6 +233,12 @@ class ClusterManagement:
         retries, self.pull_retries = self.pull_retries, []
         for node_id, op in retries:
             self.peer_outbox[node_id].append(op)
+
+    def _evicted(self, why: str) -> None:
+        """This agent was dropped from the cluster: stop (restart it to join again)."""
+        if not self.stopping:
+            self.evicted = f"this agent was dropped from the cluster: {why}; restart it to join again"
+            self.stopping = True
 
     def _queued_count(self) -> int:
         return sum(len(q) for q in self.queues.values())

@@ -19,6 +19,7 @@ that must know the cluster's public key.
 from __future__ import annotations
 
 import os
+import socket
 
 import zmq
 
@@ -48,7 +49,7 @@ def read_cluster_key(path: str) -> tuple:
 
 class Mesh:
     def __init__(self, context: zmq.Context, node_id: str, bind: str, port: int,
-                 cluster_key: tuple | None = None):
+                 cluster_key: tuple | None = None, advertise: str | None = None):
         self.context = context
         self.node_id = node_id
         self.identity = node_id.encode()
@@ -66,7 +67,13 @@ class Mesh:
             self.port = port
         else:
             self.port = self.router.bind_to_random_port(f"tcp://{bind}")
-        self.address = f"{bind}:{self.port}"
+        # What peers connect to: the bound address, or for a wildcard bind
+        # the address given (default: this host's name resolved).
+        if advertise is None:
+            advertise = bind
+            if bind in ("0.0.0.0", "*", "::"):
+                advertise = socket.gethostbyname(socket.gethostname())
+        self.address = f"{advertise}:{self.port}"
         self.peers: dict = {}         # node id -> DEALER socket
 
     def connect(self, node_id: str, address: str) -> None:
@@ -88,7 +95,7 @@ class Mesh:
     def disconnect(self, node_id: str) -> None:
         sock = self.peers.pop(node_id, None)
         if sock is not None:
-            sock.close(linger=0)
+            sock.close(linger=200)   # a last word (NODE_DEAD to a dropped node) may be queued
 
     def send(self, node_id: str, ops: list, data=None) -> bool:
         """Queue ops (and one raw frame) for a peer; False if it is unknown."""
