@@ -316,9 +316,25 @@ class AgentServer:
                 mesh.disconnect(node_id)
         if state.control_writes and self.control is not None:
             writes, state.control_writes = state.control_writes, []
-            self.control.apply_batch([_control_command(w) for w in writes])
+            self._apply_control(writes)
         elif state.control_writes:
             state.control_writes = []
+
+    def _apply_control(self, writes: list) -> None:
+        """Apply a turn's writes to the control store in one transaction;
+        a malformed one is reported and dropped, never fatal."""
+        from .control import validate
+        wall = time.time()
+        commands = []
+        for write in writes:
+            command = _control_command(write, wall)
+            try:
+                commands.append(validate(command))
+            except (TypeError, ValueError) as error:
+                print(f"lightray-agent: control store: dropped {command[0]!r}: {error}",
+                      file=sys.stderr)
+        if commands:
+            self.control.apply_batch(commands)
 
     # ------------------------------------------------------------- workers
 
@@ -400,9 +416,13 @@ class AgentServer:
             _forget_current_cluster(self.mesh.address)
 
 
-def _control_command(write: tuple) -> tuple:
-    """A control-store command from the state's write (dicts become JSON text)."""
-    return tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for v in write)
+def _control_command(write: tuple, wall: float) -> tuple:
+    """A control-store command from the state's write: dicts become JSON
+    text, and a timestamp left None becomes now."""
+    command = tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for v in write)
+    if command[-1] is None:
+        command = command[:-1] + (wall,)
+    return command
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -94,6 +94,9 @@ class ActorManagement:
                 return
         actor = ActorEntry(spec, description, client.client_id)
         self.actors[actor_id] = actor
+        self._control(("actor_register", actor_id, name, key[0] if key else None, None,
+                       PENDING, client.client_id, bool(description["detached"]),
+                       description["class_name"], None))
         handle = self.objects[handle_object_id(actor_id)] = ObjectEntry(
             1, HANDLE_PAYLOAD, owner=client.client_id)
         client.held.add(handle_object_id(actor_id))
@@ -220,10 +223,27 @@ class ActorManagement:
         for identity in actor.subscribers:
             if identity[:-1] in self.clients:
                 self.outbox[identity].append(op)
+        if not actor.borrowed and self.mesh_address:
+            self._record_actor(actor)
         if actor.peer_subscribers:
             relayed = self._relay_state(actor)
             for node_id in actor.peer_subscribers:
                 self._relay(node_id, actor.actor_id, relayed)
+
+    def _record_actor(self, actor: ActorEntry) -> None:
+        """Its state in the control store (from the node running it, and from
+        its owner: whichever reaches the head last is as new)."""
+        here = actor.worker is not None
+        cause = None
+        if actor.death is not None:
+            try:
+                cause = str(serialization.deserialize(actor.death[1]))
+            except Exception:
+                cause = "died"
+        self._control(("actor_update", actor.actor_id, actor.state,
+                       self.node_id if here else actor.home,
+                       actor.worker.worker_id if here and actor.state == ALIVE else None,
+                       actor.incarnation, cause, None))
 
     def actor_lookup(self, namespace: str, name: str):
         """(actor id, description) of a live named actor, or None."""

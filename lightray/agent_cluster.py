@@ -159,8 +159,11 @@ class ClusterManagement:
                     self._evicted(f"the head declared it dead ({op[2]})")
             elif kind == m.LEAVING:
                 self._peer_died(sender, "it stopped", wall)
-            elif kind in (m.PEER_INFO, m.PEER_REPLY, m.ACTOR_RELAY):
+            elif kind == m.ACTOR_RELAY:
                 self._on_peer_actor_op(sender, op)
+            elif kind == m.CONTROL:
+                if self.is_head:
+                    self.control_writes.extend(op[1])
 
     def _on_join(self, sender: str, node: dict, now: float, wall: float) -> None:
         if not self.is_head:
@@ -174,6 +177,22 @@ class ClusterManagement:
         self.peer_outbox[sender].append((m.MEMBERS, members))
         self.control_writes.append(("node_register", sender, node["address"],
                                     node["resources"], {}, wall))
+
+    def _control(self, command: tuple) -> None:
+        """A write for the cluster's control store, held by the head. The last
+        field, the timestamp, may be None: the head's agent fills it in when it
+        applies the command (the writer picks it, as replication requires)."""
+        if not self.mesh_address:
+            return                          # not in a cluster
+        if self.is_head:
+            self.control_writes.append(command)
+            return
+        head = self.head_id or HEAD
+        box = self.peer_outbox[head]
+        if box and box[-1][0] == m.CONTROL:
+            box[-1][1].append(command)
+        else:
+            box.append((m.CONTROL, [command]))
 
     def _on_members(self, sender: str, members: list, now: float) -> None:
         self.head_id = sender

@@ -165,6 +165,8 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         worker = self.workers.get(worker_id) if kind == "worker" else None
         client = ClientEntry(client_id, kind, pid, worker)
         self.clients[client_id] = client
+        if kind == "driver" and self.mesh_address:
+            self._control(("job_start", client_id, self.mesh_address, pid, self.namespace, None))
         self.outbox[client.identity].append((m.WELCOME, self.node_info()))
         if worker is not None and worker.actor is not None:
             if worker.actor.state == DEAD or worker.actor.worker is not worker:
@@ -201,6 +203,8 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
                 self._on_done(client, op[1], op[2], op[3], op[4])
             elif kind == m.EXPORT:
                 self.functions[op[1]] = op[2]
+                if self.mesh_address:
+                    self._control(("function_export", op[1], op[2], None))
             elif kind == m.PUT:
                 if client.reserved:
                     self._consume_reservation(client, (op[2],))
@@ -740,6 +744,8 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
             self._drop_client(client)
 
     def _drop_client(self, client: ClientEntry) -> None:
+        if client.kind == "driver" and self.mesh_address:
+            self._control(("job_finish", client.client_id, None))
         for worker_id in list(client.leases):
             self._on_lease_return(client, worker_id)
         self.early_decs.pop(client.client_id, None)

@@ -137,3 +137,25 @@ def _new_pid(counter, old):
         return lightray.get(counter.pid.remote(), timeout=5) != old
     except (exceptions.ActorDiedError, exceptions.GetTimeoutError):
         return False
+
+
+def test_the_head_control_store_records_actors_functions_and_jobs(cluster):
+    from lightray.cli import running_agent_records
+    from lightray.control import ControlStore
+
+    b = cluster.nodes[1]
+    counter = Counter.options(name="recorded", scheduling_strategy=NodeAffinity(b.node_id)).remote()
+    lightray.get(counter.add.remote(1), timeout=30)
+    head = [r for r in running_agent_records() if r["node_id"] == cluster.head.node_id][0]
+    path = os.path.join(head["session_dir"], "control.db")
+
+    def record():
+        with ControlStore(path) as store:
+            return store.named_actor("default", "recorded")
+
+    assert wait_for(lambda: record() is not None and record().state == "alive", timeout=10)
+    assert record().node_id == b.node_id and record().class_name == "Counter"
+    with ControlStore(path) as store:
+        assert any(job.running for job in store.jobs())
+    lightray.kill(counter)
+    assert wait_for(lambda: record() is None, timeout=10)   # dead: the name is free

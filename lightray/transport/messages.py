@@ -94,7 +94,8 @@ PULL_FAILED = 313    # (PULL_FAILED, object_id, why)
 FORWARD_CANCEL = 314  # (FORWARD_CANCEL, object_id, force)
 PEER_INFO = 315      # (PEER_INFO, request_id, what)  answered by PEER_REPLY
 PEER_REPLY = 316     # (PEER_REPLY, request_id, value)
-ACTOR_RELAY = 317    # (ACTOR_RELAY, actor_id, state op)  where a remote actor runs, and changes
+ACTOR_RELAY = 317    # (ACTOR_RELAY, actor_id, message)  actors across nodes (agent_remote_actors)
+CONTROL = 318        # (CONTROL, [command])  writes for the head's control store
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
 # reference to the bytes until they are sent); smaller ones are cheaper to copy.
