@@ -33,7 +33,7 @@ import collections
 
 from . import exceptions, serialization
 from . import task_spec as ts
-from .agent_store import PULLING, REMOTE   # spill states of an object held elsewhere
+from .agent_store import PULLING, REMOTE, SPILLING   # PULLING, REMOTE: held elsewhere
 from .ids import return_ids
 from .object_directory import ObjectEntry
 from .scheduling import NodeView, choose_node, to_units
@@ -570,10 +570,7 @@ class ClusterManagement:
         if view is None or not view.alive:
             why = (f"node {holder} holding it died ({view.load.get('died', 'unknown')})"
                    if view is not None else f"node {holder} holding it is unknown")
-            entry.spill = PULLING
-            self.pulls[object_id] = Pull(holder, entry.remote_name, entry.payload[1][1])
-            self.reserved += entry.payload[1][1]
-            self._pull_failed(object_id, entry, why)
+            self._fail_readers(object_id, entry, why)
             return
         size = entry.payload[1][1]
         entry.spill = PULLING
@@ -602,7 +599,7 @@ class ClusterManagement:
             self.peer_outbox[sender].append(
                 (m.PULL_FAILED, object_id, f"node {self.node_id} does not hold it any more"))
             return
-        if entry.spill is not None and entry.spill != "spilling":
+        if entry.spill is not None and entry.spill != SPILLING:
             self._want_in_memory(object_id, entry)      # on disk here: restore first
             self.peer_outbox[sender].append((m.PULL_RETRY, object_id, offset, length))
             return
@@ -648,6 +645,10 @@ class ClusterManagement:
 
     def _pull_failed(self, object_id: bytes, entry, why: str) -> None:
         self._end_pull(object_id, entry)
+        self._fail_readers(object_id, entry, why)
+
+    def _fail_readers(self, object_id: bytes, entry, why: str) -> None:
+        """Readers and tasks waiting for an object that cannot be fetched."""
         lost = exceptions.ObjectLostError(
             f"object {object_id.hex()} could not be fetched from node {entry.location}: {why}")
         payload = (ERROR, serialization.dumps_exception(lost))
