@@ -22,7 +22,7 @@ from __future__ import annotations
 from . import exceptions, serialization
 from . import task_spec as ts
 from .agent_actors import ALIVE, PENDING, ActorEntry, _died_payload
-from .agent_cluster import _units
+from .agent_forwarding import _units
 from .serialization import ERROR
 from .states import DEAD, FORWARDED
 from .transport import messages as m

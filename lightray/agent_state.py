@@ -26,10 +26,12 @@ import os
 from . import exceptions, serialization
 from . import task_spec as ts
 from .agent_actors import ActorManagement
-from .agent_cluster import PULLING, REMOTE, ClusterManagement
+from .agent_cluster import ClusterManagement
+from .agent_forwarding import TaskForwarding
+from .agent_pulls import ObjectPulls
 from .agent_leases import LeaseLending
 from .agent_remote_actors import RemoteActors
-from .agent_store import SPILLED, RESTORING, StoreManagement
+from .agent_store import PULLING, REMOTE, RESTORING, SPILLED, StoreManagement
 from .ids import return_ids, task_of
 from .object_directory import ObjectDirectory, ObjectEntry
 from .resources import ResourcePool, from_units, shape_of
@@ -115,7 +117,7 @@ NOT_IN_MEMORY = (SPILLED, RESTORING, REMOTE, PULLING)
 
 
 class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement,
-                 ClusterManagement, RemoteActors):
+                 ClusterManagement, TaskForwarding, ObjectPulls, RemoteActors):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
                  max_workers: int, store_capacity: int, namespace: str = "default",
                  spill_dir: str | None = None, spill_threshold: float = 0.8,

@@ -92,8 +92,6 @@ PULL_DATA = 311      # (PULL_DATA, object_id, offset, length) + one raw frame
 PULL_RETRY = 312     # (PULL_RETRY, object_id, offset, length)  not in memory yet: ask again
 PULL_FAILED = 313    # (PULL_FAILED, object_id, why)
 FORWARD_CANCEL = 314  # (FORWARD_CANCEL, object_id, force)
-PEER_INFO = 315      # (PEER_INFO, request_id, what)  answered by PEER_REPLY
-PEER_REPLY = 316     # (PEER_REPLY, request_id, value)
 ACTOR_RELAY = 317    # (ACTOR_RELAY, actor_id, message)  actors across nodes (agent_remote_actors)
 CONTROL = 318        # (CONTROL, [command])  writes for the head's control store
 

@@ -1,0 +1,297 @@
+"""Tasks sent to other nodes, their results, and pins across nodes. Part of AgentState.
+
+    task submitted here ──choose_node (lightray.scheduling)──▶ here, or
+        ──FORWARD(spec, function once, argument descriptors)──▶ peer runs it
+        ◀──RESULT(inline values, or "at <node>" for a segment kept there,
+                  and the refs inside each result, described)──
+
+Objects on other nodes. The node where a task was submitted owns its results,
+wherever they were made: the owner's entry points at the node holding the
+primary copy (``location``, spill state REMOTE) and gives its local readers a
+layout naming a local segment that does not exist yet; a reader finding it
+missing asks for it (RESTORE) and the agent pulls it (lightray.agent_pulls).
+
+Pins across nodes: a node holding an object for another (the primary copy
+of a forwarded task's result, a copy of a forwarded task's argument, a ref
+inside a result) keeps one pin per node that told it about the object
+(``pinned_for``); that node sends FREE when it lets go (every node it
+described the object to is in its ``copies``).
+"""
+from __future__ import annotations
+
+from . import exceptions, serialization
+from . import task_spec as ts
+from .agent_store import PULLING, REMOTE
+from .ids import return_ids
+from .object_directory import ObjectEntry
+from .scheduling import NodeView, choose_node
+from .serialization import ERROR, SHARED
+from .states import FORWARDED
+from .transport import messages as m
+
+AT = "at"                    # argument / result descriptor: ("at", node id, layout there)
+
+
+class TaskForwarding:
+
+    def _place_in_cluster(self, task):
+        """None: run it here. True: forwarded to a peer, or failed."""
+        node_id = self._cluster_target(task)
+        if node_id is None:
+            return True
+        if node_id == self.node_id:
+            return None
+        self._forward(task, node_id)
+        return True
+
+    def _cluster_target(self, task):
+        """The node a task (or an actor's constructor) should run on; None
+        after failing it, when no node can ever run it."""
+        spec = task.spec
+        arg_bytes = (self._argument_bytes(spec[ts.DEPS])
+                     if spec[ts.DEPS] and task.actor is None else None)
+        local = NodeView(self.node_id, self.mesh_address, self.pool.total, self.pool.available,
+                         hot=self.hot)
+        strategy = spec[ts.STRATEGY]
+        node_id, why = choose_node(_units(task), strategy, local, self.peers.values(),
+                                   arg_bytes, self.spread_turn)
+        if strategy == "SPREAD":
+            self.spread_turn += 1
+        if node_id is None:
+            what = (f"actor {spec[ts.FUNCTION_NAME]}" if task.actor is not None
+                    else f"task {spec[ts.FUNCTION_NAME]}()")
+            self._fail_with(task, exceptions.TaskUnschedulableError(f"{what} cannot run: {why}"))
+        return node_id
+
+    def _argument_bytes(self, deps) -> dict:
+        found: dict = {}
+        objects = self.objects
+        for object_id in deps:
+            entry = objects[object_id]
+            payload = entry.payload
+            if payload is not None and payload[0] == SHARED:
+                node = entry.location if entry.spill in (REMOTE, PULLING) else self.node_id
+                found[node] = found.get(node, 0) + payload[1][1]
+        return found
+
+    def _forward(self, task, node_id: str) -> None:
+        spec = task.spec
+        function_id = spec[ts.FUNCTION_ID]
+        sent = self.peer_functions[node_id]
+        function_bytes = None
+        if function_id not in sent:
+            sent.add(function_id)
+            function_bytes = self.functions[function_id]
+        described = [self._describe_for(node_id, object_id)
+                     for object_id in spec[ts.DEPS] + spec[ts.CONTAINED]]
+        task.state = FORWARDED
+        task.node = node_id
+        task.worker = None
+        view = self.peers[node_id]
+        for name, need in _units(task).items():   # until its next heartbeat says
+            view.available[name] = view.available.get(name, 0) - need
+        self.peer_outbox[node_id].append((m.FORWARD, spec, function_bytes, described))
+
+    def _describe_for(self, node_id: str, object_id: bytes):
+        """How node_id finds an object: its payload, or where its segment is."""
+        entry = self.objects.get(object_id)
+        if entry is None or entry.pending:
+            return None
+        payload = entry.payload
+        if payload[0] != SHARED:
+            return payload
+        if entry.spill in (REMOTE, PULLING) or (entry.location is not None
+                                                and entry.location != node_id):
+            holder, name = entry.location, entry.remote_name
+        else:
+            holder, name = self.node_id, payload[1][0]
+        if entry.copies is None:
+            entry.copies = set()
+        entry.copies.add(node_id)
+        return (AT, holder, (name,) + tuple(payload[1][1:]))
+
+    # ======================================================= running for a peer
+
+    def _on_forward(self, origin: str, spec: tuple, function_bytes, described: list) -> None:
+        from .agent_state import Task
+        if function_bytes is not None:
+            self.functions[spec[ts.FUNCTION_ID]] = function_bytes
+        task = Task(spec, b"")
+        task.origin = origin
+        self.tasks[task.task_id] = task
+        objects = self.objects
+        for object_id in return_ids(task.task_id, spec[ts.NUM_RETURNS]):
+            entry = objects[object_id] = ObjectEntry(1)
+            entry.pinned_for = {origin}
+        for object_id, how in zip(spec[ts.DEPS] + spec[ts.CONTAINED], described):
+            self._adopt(origin, object_id, how)
+        self._pin(spec[ts.DEPS])
+        self._pin(spec[ts.CONTAINED])
+        if self._check_satisfiable(task):
+            self._await_deps(task)
+
+    def _adopt(self, origin: str, object_id: bytes, how) -> None:
+        """Know an object a peer described (an argument of a task it sent us)."""
+        entry = self.objects.get(object_id)
+        if how is None or how[0] != AT:
+            if entry is None:
+                entry = self.objects[object_id] = ObjectEntry(0, payload=how)
+                if how is None:
+                    entry.payload = _lost(object_id, "it was not ready when its task was sent")
+                    entry.pending = False
+            return
+        _, holder, layout = how
+        if entry is None:
+            if holder == self.node_id:      # ours, but gone meanwhile
+                self.objects[object_id] = ObjectEntry(0, payload=_lost(object_id, "it was freed"))
+                return
+            entry = self.objects[object_id] = ObjectEntry(0)
+            entry.pending = False
+            entry.payload = (SHARED, (self.segment_prefix + object_id.hex(),) + tuple(layout[1:]))
+            entry.spill = REMOTE
+            entry.location = holder
+            entry.remote_name = layout[0]
+        if entry.pinned_for is None:
+            entry.pinned_for = set()
+        if origin not in entry.pinned_for:
+            entry.pinned_for.add(origin)
+            entry.refs += 1
+
+    def _report_forwarded(self, task) -> None:
+        """A task a peer sent us is over: send its results back (called on finish)."""
+        origin = task.origin
+        objects = self.objects
+        described = []
+        inner = []                       # per result: the refs inside it, described
+        done_with = []
+        for object_id in return_ids(task.task_id, task.spec[ts.NUM_RETURNS]):
+            entry = objects.get(object_id)
+            if entry is None or entry.payload is None:
+                described.append(_lost(object_id, "its result was lost"))
+                inner.append([])
+                continue
+            payload = entry.payload
+            if payload[0] == SHARED:
+                described.append((AT, self.node_id, payload[1]))
+            else:
+                described.append(payload)
+                done_with.append(object_id)
+            inner.append([(i, self._describe_pinned(origin, i)) for i in entry.contained])
+        view = self.peers.get(origin)
+        if view is not None and view.alive:
+            self.peer_outbox[origin].append((m.RESULT, task.task_id, described, inner))
+        else:
+            done_with = [i for i in return_ids(task.task_id, task.spec[ts.NUM_RETURNS])]
+        for object_id in done_with:         # the owner has the value (or is gone)
+            entry = objects.get(object_id)
+            if entry is not None and entry.pinned_for and origin in entry.pinned_for:
+                entry.pinned_for.discard(origin)
+                self._unref(object_id)
+
+    def _describe_pinned(self, node_id: str, object_id: bytes):
+        """_describe_for, and keep the object here until node_id FREEs it."""
+        how = self._describe_for(node_id, object_id)
+        if how is not None and how[0] == AT and how[1] == self.node_id:
+            entry = self.objects[object_id]
+            if entry.pinned_for is None:
+                entry.pinned_for = set()
+            if node_id not in entry.pinned_for:
+                entry.pinned_for.add(node_id)
+                entry.refs += 1
+        return how
+
+    def _adopt_inner(self, sender: str, object_id: bytes, how) -> None:
+        """A ref inside a result from sender: know where its object is (the
+        entry exists, pinned by the result)."""
+        entry = self.objects[object_id]
+        if not entry.pending:          # known here already: sender need not keep it
+            if how is not None and how[0] == AT and how[1] == sender:
+                self.peer_outbox[sender].append((m.FREE, [object_id]))
+            return
+        if how is None:
+            self._set_ready(object_id, entry, _lost(
+                object_id, f"it was not ready on node {sender} when a result holding it "
+                "was sent here"), ())
+        elif how[0] != AT:
+            self._set_ready(object_id, entry, how, ())
+        else:
+            _, holder, layout = how
+            entry.location = holder
+            entry.remote_name = layout[0]
+            entry.copies = {sender}
+            entry.spill = REMOTE
+            local = (self.segment_prefix + object_id.hex(),) + tuple(layout[1:])
+            self._set_ready(object_id, entry, (SHARED, local), ())
+
+    def _on_result(self, sender: str, task_id: bytes, described: list, inner=None) -> None:
+        task = self.tasks.get(task_id)
+        ids = return_ids(task_id, len(described))
+        if task is None or task.state != FORWARDED or task.node != sender:
+            stale = [i for i, how in zip(ids, described) if how[0] == AT]
+            if stale:
+                self.peer_outbox[sender].append((m.FREE, stale))
+            return
+        view = self.peers.get(sender)
+        if view is not None:
+            for name, need in _units(task).items():
+                view.available[name] = view.available.get(name, 0) + need
+        unwanted = []
+        for index, (object_id, how) in enumerate(zip(ids, described)):
+            entry = self.objects.get(object_id)
+            refs_inside = inner[index] if inner else ()
+            if refs_inside and (entry is None or not entry.pending):   # nobody wants it
+                unwanted += [i for i, h in refs_inside if h is not None and h[0] == AT
+                             and h[1] == sender]
+            elif refs_inside:
+                contained = [i for i, _ in refs_inside]
+                self._pin(contained)           # held by the result, as on any node
+                entry.contained = tuple(contained)
+                for inner_id, inner_how in refs_inside:
+                    self._adopt_inner(sender, inner_id, inner_how)
+            if how[0] == AT:
+                if entry is None or not entry.pending:
+                    unwanted.append(object_id)
+                    continue
+                _, holder, layout = how
+                entry.location = holder
+                entry.remote_name = layout[0]
+                entry.copies = {holder}
+                entry.spill = REMOTE
+                local = (self.segment_prefix + object_id.hex(),) + tuple(layout[1:])
+                self._set_ready(object_id, entry, (SHARED, local), ())
+            elif entry is not None and entry.pending:
+                self._set_ready(object_id, entry, how, ())
+        if unwanted:
+            self.peer_outbox[sender].append((m.FREE, unwanted))
+        self._finish_task(task)
+
+    def _on_free(self, sender: str, object_ids: list) -> None:
+        for object_id in object_ids:
+            entry = self.objects.get(object_id)
+            if entry is not None and entry.pinned_for and sender in entry.pinned_for:
+                entry.pinned_for.discard(sender)
+                self._unref(object_id)
+
+    def _forget_remote(self, object_id: bytes, entry) -> None:
+        """Freed here: tell the nodes we described it to; stop pulling it."""
+        if entry.copies:
+            for node_id in entry.copies:
+                view = self.peers.get(node_id)
+                if view is not None and view.alive:
+                    box = self.peer_outbox[node_id]
+                    if box and box[-1][0] == m.FREE:
+                        box[-1][1].append(object_id)
+                    else:
+                        box.append((m.FREE, [object_id]))
+        if entry.spill == PULLING:
+            self._end_pull(object_id, entry)
+
+
+def _units(task) -> dict:
+    return {name: int(round(amount * 10_000)) for name, amount in task.request.items()}
+
+
+def _lost(object_id: bytes, why: str):
+    error = exceptions.ObjectLostError(f"object {object_id.hex()} is lost: {why}")
+    return (ERROR, serialization.dumps_exception(error))
+

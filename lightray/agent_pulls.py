@@ -1,0 +1,137 @@
+"""Object bytes moving between nodes. Part of AgentState.
+
+    reader here: RESTORE ──▶ room reserved ──PULL(chunk)×WINDOW──▶ holder
+    holder: a view of its mapped segment ──PULL_DATA + raw frame──▶ here
+    here: pwrite into <segment>.pulling (the agent's I/O side), next chunk asked;
+          complete: renamed, readers answered, waiting tasks woken
+
+One pull per object however many readers wait. The pulled copy is a
+secondary copy: under memory pressure it is dropped (back to REMOTE) rather
+than spilled. A holder that spilled the object restores it first
+(PULL_RETRY meanwhile).
+"""
+from __future__ import annotations
+
+from . import exceptions, serialization
+from .agent_store import PULLING, REMOTE, SPILLING
+from .serialization import ERROR, SHARED
+from .transport import messages as m
+
+CHUNK = 8 << 20              # bytes per pulled chunk
+WINDOW = 4                   # chunks in flight per pull
+
+
+class Pull:
+    __slots__ = ("holder", "remote_name", "size", "next_offset", "inflight", "received")
+
+    def __init__(self, holder: str, remote_name: str, size: int):
+        self.holder = holder
+        self.remote_name = remote_name
+        self.size = size
+        self.next_offset = 0
+        self.inflight = 0
+        self.received = 0
+
+
+class ObjectPulls:
+
+    def _start_pull(self, object_id: bytes, entry) -> None:
+        holder = entry.location
+        view = self.peers.get(holder)
+        if view is None or not view.alive:
+            why = (f"node {holder} holding it died ({view.load.get('died', 'unknown')})"
+                   if view is not None else f"node {holder} holding it is unknown")
+            self._fail_readers(object_id, entry, why)
+            return
+        size = entry.payload[1][1]
+        entry.spill = PULLING
+        self.reserved += size
+        pull = self.pulls[object_id] = Pull(holder, entry.remote_name, size)
+        self.pull_io.append(("open", object_id, entry.payload[1][0], size))
+        self._request_chunks(object_id, pull)
+
+    def _request_chunks(self, object_id: bytes, pull: Pull) -> None:
+        box = self.peer_outbox[pull.holder]
+        while pull.inflight < WINDOW and pull.next_offset < pull.size:
+            length = min(CHUNK, pull.size - pull.next_offset)
+            box.append((m.PULL, object_id, pull.remote_name, pull.next_offset, length))
+            pull.next_offset += length
+            pull.inflight += 1
+
+    def _pull_args(self, object_id: bytes, offset: int, length: int) -> tuple:
+        pull = self.pulls.get(object_id)
+        return (object_id, pull.remote_name if pull else "", offset, length)
+
+    def _on_pull(self, sender: str, object_id: bytes, offset: int, length: int) -> None:
+        """A peer asks for a chunk of an object we hold."""
+        entry = self.objects.get(object_id)
+        if (entry is None or entry.payload is None or entry.payload[0] != SHARED
+                or entry.spill in (REMOTE, PULLING)):
+            self.peer_outbox[sender].append(
+                (m.PULL_FAILED, object_id, f"node {self.node_id} does not hold it any more"))
+            return
+        if entry.spill is not None and entry.spill != SPILLING:
+            self._want_in_memory(object_id, entry)      # on disk here: restore first
+            self.peer_outbox[sender].append((m.PULL_RETRY, object_id, offset, length))
+            return
+        if object_id in self.lru:
+            self.lru.move_to_end(object_id)
+        self.served_total += length
+        self.peer_data.append((sender, (m.PULL_DATA, object_id, offset, length),
+                               entry.payload[1][0]))
+
+    def _on_pull_data(self, object_id: bytes, length: int) -> None:
+        """A chunk arrived (the agent wrote it already)."""
+        pull = self.pulls.get(object_id)
+        if pull is None:
+            return
+        pull.inflight -= 1
+        pull.received += length
+        if pull.received < pull.size:
+            self._request_chunks(object_id, pull)
+            return
+        entry = self.objects.get(object_id)
+        self._end_pull(object_id, entry)
+        if entry is None:
+            return
+        entry.spill = None
+        self.store_used += pull.size
+        self.pulled_total += pull.size
+        self._track_in_memory(object_id)
+        waiters, entry.restore_waiters = entry.restore_waiters, None
+        for identity, request_id in waiters or ():
+            self.outbox[identity].append((m.INFO_REPLY, request_id, ("ok", entry.payload)))
+        self._wake_waiting_tasks(entry, entry.payload)
+
+    def _end_pull(self, object_id: bytes, entry) -> None:
+        pull = self.pulls.pop(object_id, None)
+        if pull is None:
+            return
+        self.reserved -= pull.size
+        self.needs_store_work = True
+        if pull.received < pull.size:
+            self.pull_io.append(("abort", object_id))
+        if entry is not None and entry.spill == PULLING:
+            entry.spill = REMOTE
+
+    def _pull_failed(self, object_id: bytes, entry, why: str) -> None:
+        self._end_pull(object_id, entry)
+        self._fail_readers(object_id, entry, why)
+
+    def _fail_readers(self, object_id: bytes, entry, why: str) -> None:
+        """Readers and tasks waiting for an object that cannot be fetched."""
+        lost = exceptions.ObjectLostError(
+            f"object {object_id.hex()} could not be fetched from node {entry.location}: {why}")
+        payload = (ERROR, serialization.dumps_exception(lost))
+        waiters, entry.restore_waiters = entry.restore_waiters, None
+        for identity, request_id in waiters or ():
+            self.outbox[identity].append((m.INFO_REPLY, request_id, ("lost", payload[1])))
+        self._wake_waiting_tasks(entry, payload)
+
+    def _drop_copy(self, object_id: bytes, entry) -> None:
+        """Evict a secondary copy: the primary is on entry.location."""
+        self.lru.pop(object_id, None)
+        self.free_segments.append(entry.payload[1][0])
+        self.store_used -= entry.payload[1][1]
+        entry.spill = REMOTE
+        self._tell_holders_spilled(object_id)
