@@ -30,7 +30,7 @@ import zmq
 
 from . import config
 from . import worker as _worker_preloaded  # noqa: F401  (forked workers start warm)
-from .agent_cluster import HEARTBEAT_INTERVAL
+from .agent_cluster import HEAD, HEARTBEAT_INTERVAL
 from .agent_state import AgentState, describe_exit
 from .client import shm_prefix
 from .ids import random_hex
@@ -380,6 +380,8 @@ class AgentServer:
             for node_id, view in self.state.peers.items():
                 if view.alive:
                     self.mesh.send(node_id, [(m.LEAVING,)])
+            if self.state.head_id is None:   # not admitted yet: the head knows us already
+                self.mesh.send(HEAD, [(m.LEAVING,)])
         self.spill_io.stop()
         pids = [w.pid for w in self.state.workers.values() if w.pid]
         for pid in pids:
@@ -617,7 +619,12 @@ def write_agent_record(server: "AgentServer", session_dir: str) -> None:
 def main(argv=None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     if args.make_cluster_key:
-        make_cluster_key(args.make_cluster_key)
+        try:
+            make_cluster_key(args.make_cluster_key)
+        except OSError as error:
+            print(f"lightray-agent: cannot write a cluster key to {args.make_cluster_key}: "
+                  f"{error.strerror} (an existing key is never overwritten)", file=sys.stderr)
+            return 2
         print(f"lightray-agent: wrote a new cluster key to {args.make_cluster_key}")
         return 0
     signal.signal(signal.SIGINT, signal.SIG_IGN if args.parent_pid else signal.default_int_handler)

@@ -143,6 +143,8 @@ class ActorManagement:
             if node_id != self.node_id:
                 self._forward_actor(actor, task, node_id)
                 return True
+        elif self.mesh_address and not self._check_satisfiable(task):
+            return True           # the peers that could run it are gone
         allocation = self.pool.try_acquire(task.request)
         if allocation is None:
             return False

@@ -277,7 +277,7 @@ class ClusterManagement:
 
     def nodes_info(self) -> list:
         local = {"node_id": self.node_id, "address": self.mesh_address or "(embedded)",
-                 "alive": True, "is_head": self.is_head or not self.peers,
+                 "alive": True, "is_head": self.is_head or not self.mesh_address,
                  "resources": self.pool.as_floats("total"),
                  "available": self.pool.as_floats("available"),
                  "store_used": self.store_used, "store_capacity": self.store_capacity,

@@ -289,6 +289,8 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         missing = self.pool.unsatisfiable(task.request)
         if missing is None:
             return True
+        if self.live_peers and task.origin is None:
+            return True   # another node may have it: placement decides (and fails it if not)
         total = from_units(self.pool.total.get(missing, 0))
         what = (f"actor {task.spec[ts.FUNCTION_NAME]}" if task.actor is not None
                 else f"task {task.spec[ts.FUNCTION_NAME]}()")
@@ -595,6 +597,8 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
             placed = self._place_in_cluster(task)
             if placed is not None:
                 return placed
+        elif self.mesh_address and not self._check_satisfiable(task):
+            return True   # the peers that could run it are gone
         if task.spec[ts.DEPS] and any(self.objects[d].spill in NOT_IN_MEMORY
                                       for d in task.spec[ts.DEPS]):
             # Spilled, or on another node: bring it here first.

@@ -127,73 +127,17 @@ def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=Non
 
 
 def _connect_local(address: str, namespace) -> _Runtime:
-    """Attach to an agent on this host: ipc://<session dir>/agent.sock, the
-    HOST:PORT its mesh listens on, or "auto"."""
+    """Attach to an agent on this host: the HOST:PORT its mesh listens on,
+    ipc://<session dir>/agent.sock, or "auto" (lightray.discovery)."""
     from .agent import _pid_alive
-    if address == "auto":
-        address = _find_auto_address()
-    if address.startswith("ipc://"):
-        session_dir = os.path.dirname(address[len("ipc://"):])
-    else:
-        session_dir = _session_of_mesh_address(address)
-        address = sockets.ipc_address(session_dir)
-    try:
-        with open(os.path.join(session_dir, "agent.pid")) as f:
-            agent_pid = int(f.read().strip())
-    except (OSError, ValueError):
-        agent_pid = 0
-    if not agent_pid or not _pid_alive(agent_pid):
-        raise ConnectionError(f"no lightray agent is running at {address!r}")
-    session = os.path.basename(session_dir).rsplit("_", 1)[-1]
-    client = client_module.CoreClient(address, kind="driver",
+    from .discovery import agent_at, auto_agent
+    record = auto_agent() if address == "auto" else agent_at(address)
+    agent_pid = record["pid"]
+    session = os.path.basename(record["session_dir"]).rsplit("_", 1)[-1]
+    client = client_module.CoreClient(record["ipc"], kind="driver",
                                       agent_alive=lambda: _pid_alive(agent_pid))
     client_module.set_current_client(client)
-    return _Runtime(client, None, session_dir, session, namespace)
-
-
-def _session_of_mesh_address(address: str) -> str:
-    """The session directory of the agent on this host whose mesh is at HOST:PORT."""
-    from .cli import running_agent_records
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"cannot connect to {address!r}: give \"HOST:PORT\" of an agent "
-                         "on this host (lightray-agent prints it), \"auto\", or no address "
-                         "to start an embedded runtime")
-    wanted = {address, f"127.0.0.1:{port}" if host in ("localhost", "0.0.0.0") else address}
-    records = running_agent_records()
-    for record in records:
-        if record["address"] in wanted:
-            return record["session_dir"]
-    listening = ", ".join(r["address"] for r in records if r["address"]) or "none"
-    raise ConnectionError(f"no lightray agent listening on {address} runs on this host "
-                          f"(agents here: {listening}); start one with "
-                          f"lightray-agent --head --port {port}")
-
-
-def _find_auto_address() -> str:
-    """init(address="auto"): LIGHTRAY_ADDRESS, else the cluster last started
-    on this host, else the one agent running here."""
-    from . import config
-    from .agent import CURRENT_CLUSTER
-    from .cli import running_agent_records
-    from_env = os.environ.get(config.ADDRESS_ENV)
-    if from_env:
-        return from_env
-    records = [r for r in running_agent_records() if r["address"]]
-    try:
-        with open(os.path.join(config.temp_dir(), CURRENT_CLUSTER)) as f:
-            current = f.read().strip()
-        if any(r["address"] == current for r in records):
-            return current
-    except OSError:
-        pass
-    if len(records) == 1:
-        return records[0]["address"]
-    if not records:
-        raise ConnectionError("init(address=\"auto\"): no lightray agent runs on this host; "
-                              "start one with lightray-agent --head, or set LIGHTRAY_ADDRESS")
-    raise ConnectionError("init(address=\"auto\"): several lightray clusters run on this "
-                          "host; pick one: " + ", ".join(r["address"] for r in records))
+    return _Runtime(client, None, record["session_dir"], session, namespace)
 
 
 def shutdown() -> None:

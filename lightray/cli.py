@@ -23,10 +23,11 @@ import os
 import sys
 import time
 
+from .discovery import describe, running_agent_records
+
 STOP_TIMEOUT = 10.0      # seconds `lightray stop` waits after SIGTERM before SIGKILL
 KILL_WAIT = 5.0          # seconds it then waits for SIGKILLed agents to go
 STATUS_TIMEOUT = 30.0    # seconds `lightray status` waits for the agent's answer
-_LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "")
 
 
 def main(argv=None) -> int:
@@ -87,29 +88,6 @@ def running_agents() -> list:
             continue
         if _pid_alive(pid) and os.path.exists(os.path.join(session_dir, "agent.sock")):
             found.append((ipc_address(session_dir), pid))
-    return found
-
-
-def running_agent_records() -> list:
-    """The agent.json records (plus session_dir) of the agents running on this host."""
-    from .agent import AGENT_RECORD, _pid_alive
-    from .config import temp_dir
-    root = temp_dir()
-    try:
-        names = sorted(os.listdir(root))
-    except FileNotFoundError:
-        return []
-    found = []
-    for name in names:
-        session_dir = os.path.join(root, name)
-        try:
-            with open(os.path.join(session_dir, AGENT_RECORD)) as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if _pid_alive(record.get("pid", 0)):
-            record["session_dir"] = session_dir
-            found.append(record)
     return found
 
 
@@ -193,73 +171,19 @@ def _status(args) -> int:
 
 def _status_target(address) -> tuple:
     """(ipc address, agent pid, what the user named) of the agent to ask."""
-    from . import config
-    from .agent import CURRENT_CLUSTER
-    if address:
-        return _agent_at(address)
-    from_env = os.environ.get(config.ADDRESS_ENV, "")
-    if from_env and from_env != "auto":
-        return _agent_at(from_env)
-    records = running_agent_records()
-    cluster = [r for r in records if r.get("address")]
+    from .discovery import NoClusterError, agent_at, auto_agent, describe
     try:
-        with open(os.path.join(config.temp_dir(), CURRENT_CLUSTER)) as f:
-            current = f.read().strip()
-    except OSError:
-        current = ""
-    for record in cluster:
-        if current and record["address"] == current:
-            return record["ipc"], record["pid"], record["address"]
-    if len(cluster) == 1:
-        return cluster[0]["ipc"], cluster[0]["pid"], cluster[0]["address"]
-    if cluster:
-        raise _CliError("several lightray agents run on this host and none is the cluster "
-                        "last started here; pick one with --address:\n  "
-                        + "\n  ".join(_describe_record(r) for r in cluster))
-    message = "no lightray cluster is running on this host"
-    embedded = [r for r in records if not r.get("address")]
-    if embedded:
-        message += ("; runtimes without a cluster run here, see one with --address:\n  "
-                    + "\n  ".join(_describe_record(r) for r in embedded))
-    raise _CliError(message)
-
-
-def _agent_at(address: str) -> tuple:
-    """The running agent on this host at HOST:PORT (its mesh) or ipc://..."""
-    from .agent import _pid_alive
-    if address.startswith("ipc://"):
-        session_dir = os.path.dirname(address[len("ipc://"):])
-        try:
-            with open(os.path.join(session_dir, "agent.pid")) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
-            pid = 0
-        if not pid or not _pid_alive(pid):
-            raise _CliError(f"no lightray agent is running at {address}")
-        return address, pid, address
-    host, _, port = address.rpartition(":")
-    if not port.isdigit():
-        raise _CliError(f"--address must be HOST:PORT or ipc://..., got {address!r}")
-    records = running_agent_records()
-    for record in records:
-        if record.get("address") == address:
-            return record["ipc"], record["pid"], address
-    # 127.0.0.1:P, localhost:P and 0.0.0.0:P name the same agent.
-    same_port = [r for r in records if r.get("address")
-                 and r["address"].rpartition(":")[2] == port
-                 and (host in _LOCAL_HOSTS or r["address"].rpartition(":")[0] in _LOCAL_HOSTS)]
-    if len(same_port) == 1:
-        return same_port[0]["ipc"], same_port[0]["pid"], address
-    listening = ", ".join(r["address"] for r in records if r.get("address")) or "none"
-    raise _CliError(f"no lightray agent listening on {address} runs on this host "
-                    f"(agents here: {listening})")
-
-
-def _describe_record(record: dict) -> str:
-    where = record.get("address") or record.get("ipc")
-    role = "head" if record.get("head") else ("cluster agent" if record.get("address")
-                                              else "no cluster")
-    return f"{where}  (node {record.get('node_id')}, pid {record.get('pid')}, {role})"
+        record = agent_at(address) if address else auto_agent()
+    except NoClusterError as error:
+        message = str(error)
+        embedded = [r for r in running_agent_records() if not r.get("address")]
+        if embedded:
+            message += ("; runtimes without a cluster run here, see one with --address:\n  "
+                        + "\n  ".join(describe(r) for r in embedded))
+        raise _CliError(message) from None
+    except (ConnectionError, ValueError) as error:
+        raise _CliError(str(error)) from None
+    return record["ipc"], record["pid"], address or record.get("address") or record["ipc"]
 
 
 def _ask_nodes(ipc: str, pid: int) -> list:
@@ -394,9 +318,9 @@ def _stop(args) -> int:
     stopped = [record for record, _ in targets if record["pid"] not in failed_pids]
     for record in stopped:
         how = " (SIGKILL)" if any(r is record for r, _ in killed) else ""
-        print(f"stopped {_describe_record(record)}{how}")
+        print(f"stopped {describe(record)}{how}")
     for record, why in failed:
-        print(f"lightray stop: could not stop {_describe_record(record)}: {why}",
+        print(f"lightray stop: could not stop {describe(record)}: {why}",
               file=sys.stderr)
     print(f"stopped {len(stopped)} lightray agent(s)")
     return 1 if failed else 0

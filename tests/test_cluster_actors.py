@@ -159,3 +159,11 @@ def test_the_head_control_store_records_actors_functions_and_jobs(cluster):
         assert any(job.running for job in store.jobs())
     lightray.kill(counter)
     assert wait_for(lambda: record() is None, timeout=10)   # dead: the name is free
+
+
+def test_an_actor_needing_a_resource_only_a_peer_has_is_placed_there(cluster):
+    import json
+    disk = cluster.add_node(args=["--resources", json.dumps({"disk": 1})])
+    cluster.wait_for_nodes(4)
+    counter = Counter.options(resources={"disk": 1}).remote()
+    assert lightray.get(counter.node.remote(), timeout=30) == disk.node_id

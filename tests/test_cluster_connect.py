@@ -220,11 +220,6 @@ def test_auto_attaches_to_the_one_agent_running_when_no_cluster_is_current(own_c
     assert lightray.get_runtime_context().node_id == head.node_id
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_find_auto_address: when current_cluster names no running head (e.g. the head started "
-    "last was stopped) and the one cluster left has two agents, init(address='auto') raises "
-    "ConnectionError 'several lightray clusters run on this host' though only one cluster "
-    "(one head, agent.json 'head': true) runs"))
 def test_auto_finds_the_only_cluster_left_after_the_last_started_head_stops(own_cluster,
                                                                            no_address_env):
     head = own_cluster.add_node(head=True)
@@ -296,16 +291,6 @@ def test_a_task_needing_a_custom_resource_no_node_has_fails_naming_it(cluster):
         lightray.get(on_disk.remote(), timeout=30)
 
 
-PEER_ONLY_BUG = (
-    "AgentState._on_submit (and _on_forward, and actor creation in agent_actors) calls "
-    "_check_satisfiable, which checks the request against the submitting node's own pool "
-    "only: a task (or actor) needing a resource only a peer has fails at once with "
-    "TaskUnschedulableError 'asks for 1.0 disk but this runtime has 0.0 disk in total' "
-    "(likewise num_cpus=2 submitted on a 1-CPU node next to a 2-CPU peer, even with "
-    "NodeAffinity to that peer), before choose_node is ever consulted")
-
-
-@pytest.mark.xfail(strict=True, raises=exceptions.TaskUnschedulableError, reason=PEER_ONLY_BUG)
 @pytest.mark.parametrize("how", ["default", "spread", "affinity"])
 def test_a_task_needing_a_custom_resource_only_a_peer_has_runs_on_that_peer(cluster, how):
     disk = cluster.add_node(args=["--resources", json.dumps({"disk": 2})])
@@ -317,7 +302,6 @@ def test_a_task_needing_a_custom_resource_only_a_peer_has_runs_on_that_peer(clus
     assert lightray.get(ref, timeout=30) == disk.node_id
 
 
-@pytest.mark.xfail(strict=True, raises=exceptions.TaskUnschedulableError, reason=PEER_ONLY_BUG)
 def test_a_task_needing_more_cpus_than_the_submitting_node_has_runs_on_a_bigger_peer(cluster):
     big = cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes(4)

@@ -265,10 +265,6 @@ def test_a_missing_cluster_key_file_stops_the_agent_with_code_2(tmp_path):
     assert "missing.key" in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "read_cluster_key only checks for two 40-character lines, not that they are z85: "
-    "a key file of two lines of 40 '~' reaches zmq, and the agent exits with code 1 and "
-    "'cannot listen on 127.0.0.1:0: Invalid argument', without naming the file"))
 def test_a_key_file_of_40_character_lines_that_are_not_z85_stops_the_agent_with_code_2(
         tmp_path):
     path = tmp_path / "notz85.key"
@@ -278,10 +274,6 @@ def test_a_key_file_of_40_character_lines_that_are_not_z85_stops_the_agent_with_
     assert str(path) in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "read_cluster_key does not check that the public line is the public key of the secret "
-    "line: agents sharing such a file start normally (exit code None, not 2) and then "
-    "silently never form a cluster (every CURVE handshake fails)"))
 def test_a_key_file_whose_lines_are_not_one_key_pair_stops_the_agent_with_code_2(tmp_path):
     import zmq
     public, _ = zmq.curve_keypair()

@@ -41,10 +41,20 @@ def read_cluster_key(path: str) -> tuple:
     """(public, secret) z85 bytes from a key file; ValueError if malformed."""
     with open(path) as f:
         lines = [line.strip() for line in f if line.strip()]
+    problem = None
     if len(lines) != 2 or any(len(line) != 40 for line in lines):
-        raise ValueError(f"{path} is not a lightray cluster key (two z85 lines of 40 "
-                         "characters: make one with lightray-agent --make-cluster-key FILE)")
-    return lines[0].encode(), lines[1].encode()
+        problem = "it does not hold two lines of 40 characters"
+    else:
+        public, secret = lines[0].encode(), lines[1].encode()
+        try:
+            if zmq.curve_public(secret) != public:
+                problem = "its first line is not the public key of its second"
+        except (zmq.ZMQError, ValueError):
+            problem = "its lines are not z85-encoded keys"
+    if problem:
+        raise ValueError(f"{path} is not a lightray cluster key: {problem} (make one with "
+                         "lightray-agent --make-cluster-key FILE)")
+    return public, secret
 
 
 class Mesh:
