@@ -13,8 +13,9 @@ Strategies (``scheduling_strategy=`` of a task or an actor):
   above ``LIGHTRAY_HOT_NODE_THRESHOLD`` of RAM, or its store over 90% full)
   gets nothing while another node could run the task. When nothing fits
   now, the task waits here if this node may take it.
-- ``"SPREAD"``: round robin over the nodes that fit now (else over all nodes
-  that could ever run it), hot nodes last as above.
+- ``"SPREAD"``: round robin over the nodes that could run the task (hot
+  nodes only if all are); a node without room now passes its turn to the
+  next one that has room.
 - ``NodeAffinity(node_id, soft=False)``: on that node, waiting there for room.
   ``soft=True``: anywhere (DEFAULT) when that node is dead, unknown or can never
   fit the task.
@@ -134,11 +135,17 @@ def choose_node(units: dict, strategy, local: NodeView, peers: list, arg_bytes: 
                       f"(nodes: {', '.join(_describe(v.total) for v in nodes)})")
     # A hot node gets nothing while a cooler node could run the task.
     pool = [v for v in feasible if not v.hot] or feasible
-    fitting = [v for v in pool if v.fits(units)]
     if strategy == SPREAD:
-        choices = fitting or pool
-        return choices[turn % len(choices)].node_id, None
-    candidates = fitting
+        # Each turn belongs to one node, in a fixed order; a node without room
+        # now passes its turn to the next one that has room. (Cycling over a
+        # list that changes length with every turn would favour some nodes.)
+        start = turn % len(pool)
+        for k in range(len(pool)):
+            view = pool[(start + k) % len(pool)]
+            if view.fits(units):
+                return view.node_id, None
+        return pool[start].node_id, None
+    candidates = [v for v in pool if v.fits(units)]
     if not candidates:
         # Nothing fits now: wait here if this node may take it, else queue on
         # the least busy node that may.

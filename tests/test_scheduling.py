@@ -109,10 +109,10 @@ def test_spread_round_robins_over_fitting_nodes_by_turn():
     assert chosen == ["local", "a", "b", "local", "a", "b"]
 
 
-def test_spread_skips_nodes_without_room_now():
+def test_spread_passes_the_turn_of_a_node_without_room_to_the_next_one():
     local, full, b = node("local"), node("a", free=0), node("b")
-    chosen = [choose(ONE_CPU, "SPREAD", local, [full, b], turn=t)[0] for t in range(4)]
-    assert chosen == ["local", "b", "local", "b"]
+    chosen = [choose(ONE_CPU, "SPREAD", local, [full, b], turn=t)[0] for t in range(6)]
+    assert chosen == ["local", "b", "b", "local", "b", "b"]
 
 
 def test_spread_round_robins_over_feasible_nodes_when_none_fits_now():
