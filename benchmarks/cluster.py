@@ -29,17 +29,18 @@ Tasks are pinned with ``NodeAffinity`` / ``NodeAffinitySchedulingStrategy``
 What is measured
 ----------------
 * ``transfer_1MB``, ``transfer_100MB``, ``transfer_1GB`` (``--cases
-  transfer``): a task pinned to A makes a fresh NumPy ``uint8`` array of that
-  many bytes (1 MB = 10**6 bytes) for each repetition (50, 5 and 3 of them;
-  ``--quick``: 10, 2, 1); the driver waits until all exist. Then, one object
-  at a time, a task pinned to B gets the array as its argument and returns
-  ``arr[::4096].sum()`` (one byte per page, checked). The time of that task,
-  from submission until ``get`` returns, is the time of one transfer;
-  GB/s = bytes / time (1 GB = 10**9 bytes), the median over the objects.
-  Every object is new, so B never has it cached. Before that, the same
-  consumer pinned to A (no transfer) runs once on each object: its median
-  time is the task's own cost, and "transfer only" in the details is
-  bytes / (cross-node time - same-node time).
+  transfer``): one object at a time (50, 5 and 3 of them; ``--quick``: 10,
+  2, 1), a task pinned to A makes a fresh NumPy ``uint8`` array of that many
+  bytes (1 MB = 10**6 bytes; untimed); the same consumer task pinned to A
+  (no transfer: the task's own cost) and then pinned to B gets the array as
+  its argument and returns ``arr[::4096].sum()`` (one byte per page,
+  checked); then the object is freed. The time of the task on B, from
+  submission until ``get`` returns, is the time of one transfer; GB/s =
+  bytes / time (1 GB = 10**9 bytes), the median over the objects. Every
+  object is new, so B never has it cached; at most two copies exist at a
+  time (on this VM memory touched for the first time beyond a couple of GiB
+  is about 7x slower, which would measure the host). "transfer only" in the
+  details is bytes / (cross-node time - same-node time).
 * ``spread_tasks_async`` (``--cases spread``): ``N`` no-op tasks (each
   returns its node id) with ``scheduling_strategy="SPREAD"``, all submitted,
   then one ``get`` of all; tasks/s, the median of 3 trials of 5,000 after a
@@ -283,21 +284,24 @@ def timed_consume(cl: TwoNodes, consume, ref, node: str, expected: int) -> float
 
 
 def case_transfer(cl: TwoNodes, nbytes: int, reps: int) -> tuple:
+    """One object at a time: make it on A (untimed), read it on A (the task's
+    own cost), then on B (the transfer), then free it. At most two copies
+    exist at once: on this VM, memory touched for the first time beyond a
+    couple of GiB comes about 7x slower than memory used before, which would
+    measure the host rather than the transfer."""
     rt = cl.rt
     produce = rt.remote(_produce).options(scheduling_strategy=cl.pin(cl.a))
     consume = rt.remote(_consume)
-    fills = [1 + i % 250 for i in range(reps)]
-    t0 = time.perf_counter()
-    refs = [produce.remote(nbytes, fill) for fill in fills]
-    rt.wait(refs, num_returns=len(refs), timeout=GET_TIMEOUT, fetch_local=False)
-    produce_s = time.perf_counter() - t0
-
-    same, cross = [], []
-    for ref, fill in zip(refs, fills):  # baseline: the consumer next to the object
+    same, cross, produce_s = [], [], 0.0
+    for i in range(reps):
+        fill = 1 + i % 250
+        t0 = time.perf_counter()
+        ref = produce.remote(nbytes, fill)
+        rt.wait([ref], timeout=GET_TIMEOUT, fetch_local=False)
+        produce_s += time.perf_counter() - t0
         same.append(timed_consume(cl, consume, ref, cl.a, _expected_sum(nbytes, fill)))
-    for i, fill in enumerate(fills):  # the transfers, one fresh object each
-        cross.append(timed_consume(cl, consume, refs[i], cl.b, _expected_sum(nbytes, fill)))
-        refs[i] = None  # free it (and B's copy) before the next one
+        cross.append(timed_consume(cl, consume, ref, cl.b, _expected_sum(nbytes, fill)))
+        del ref  # frees it, and B's copy, before the next one
     rates = [nbytes / s / 1e9 for s in cross]
     extra_s = statistics.median(cross) - statistics.median(same)
     return statistics.median(rates), {

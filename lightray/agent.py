@@ -199,9 +199,14 @@ class AgentServer:
             try:
                 ops = m.decode(frames[0].buffer)
                 if len(frames) > 1 and ops and ops[0][0] == m.PULL_DATA:
-                    self.chunk_writer.write(ops[0][1], ops[0][2], frames[1].buffer)
-                    written += ops[0][3]
+                    if state.accepts_chunk(ops[0]):
+                        self.chunk_writer.write(ops[0][1], ops[0][2], frames[1].buffer)
+                        written += ops[0][3]
                 state.handle_peer(sender, ops, now, wall)
+                if state.pull_io:
+                    # A FORWARD with pushed arguments: their bytes are next in
+                    # this batch, so open their segments now.
+                    self._do_pull_io()
             except Exception:
                 import traceback
                 print(f"lightray-agent: error handling a message from peer {sender}:",
@@ -279,6 +284,14 @@ class AgentServer:
             files, state.free_files = state.free_files, []
             self.spill_io.remove(files)
 
+    def _do_pull_io(self) -> None:
+        jobs, self.state.pull_io = self.state.pull_io, []
+        for job in jobs:
+            if job[0] == "open":
+                self.chunk_writer.open(job[1], job[2], job[3])
+            else:
+                self.chunk_writer.abort(job[1])
+
     def _act_on_mesh(self) -> None:
         state, mesh = self.state, self.mesh
         if state.mesh_connect:
@@ -291,12 +304,7 @@ class AgentServer:
                 if old in mesh.peers and new not in mesh.peers:
                     mesh.peers[new] = mesh.peers.pop(old)
         if state.pull_io:
-            jobs, state.pull_io = state.pull_io, []
-            for job in jobs:
-                if job[0] == "open":
-                    self.chunk_writer.open(job[1], job[2], job[3])
-                else:
-                    self.chunk_writer.abort(job[1])
+            self._do_pull_io()
         if state.peer_outbox:
             for node_id, ops in state.peer_outbox.items():
                 mesh.send(node_id, ops)

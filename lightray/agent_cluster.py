@@ -102,7 +102,7 @@ class ClusterManagement:
             elif kind == m.PULL:
                 self._on_pull(sender, op[1], op[3], op[4])
             elif kind == m.PULL_DATA:
-                self._on_pull_data(op[1], op[3])
+                self._on_pull_data(op[1], op[3], len(op) > 4 and op[4])
             elif kind == m.PULL_RETRY:
                 self.pull_retries.append((sender, (m.PULL,) + self._pull_args(op[1], op[2], op[3])))
             elif kind == m.PULL_FAILED:

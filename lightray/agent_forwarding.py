@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from . import exceptions, serialization
 from . import task_spec as ts
+from .agent_pulls import PUSH_MAX
 from .agent_store import PULLING, REMOTE
 from .ids import return_ids
 from .object_directory import ObjectEntry
@@ -30,6 +31,7 @@ from .states import FORWARDED
 from .transport import messages as m
 
 AT = "at"                    # argument / result descriptor: ("at", node id, layout there)
+PUSHED = "pushed"            # ... the same, its bytes following (lightray.agent_pulls)
 
 
 class TaskForwarding:
@@ -107,8 +109,16 @@ class TaskForwarding:
             holder, name = self.node_id, payload[1][0]
         if entry.copies is None:
             entry.copies = set()
+        first_time = node_id not in entry.copies
         entry.copies.add(node_id)
-        return (AT, holder, (name,) + tuple(payload[1][1:]))
+        layout = (name,) + tuple(payload[1][1:])
+        if (first_time and holder == self.node_id and entry.spill is None
+                and payload[1][1] <= PUSH_MAX):
+            # Small and here: send its bytes right behind the task instead of
+            # waiting to be asked (saves a round trip per small argument).
+            self._push(node_id, object_id, payload[1])
+            return (PUSHED, holder, layout)
+        return (AT, holder, layout)
 
     # ======================================================= running for a peer
 
@@ -133,14 +143,14 @@ class TaskForwarding:
     def _adopt(self, origin: str, object_id: bytes, how) -> None:
         """Know an object a peer described (an argument of a task it sent us)."""
         entry = self.objects.get(object_id)
-        if how is None or how[0] != AT:
+        if how is None or (how[0] != AT and how[0] != PUSHED):
             if entry is None:
                 entry = self.objects[object_id] = ObjectEntry(0, payload=how)
                 if how is None:
                     entry.payload = _lost(object_id, "it was not ready when its task was sent")
                     entry.pending = False
             return
-        _, holder, layout = how
+        kind, holder, layout = how
         if entry is None:
             if holder == self.node_id:      # ours, but gone meanwhile
                 self.objects[object_id] = ObjectEntry(0, payload=_lost(object_id, "it was freed"))
@@ -151,6 +161,8 @@ class TaskForwarding:
             entry.spill = REMOTE
             entry.location = holder
             entry.remote_name = layout[0]
+            if kind == PUSHED:
+                self._expect_push(object_id, entry)
         if entry.pinned_for is None:
             entry.pinned_for = set()
         if origin not in entry.pinned_for:
@@ -191,7 +203,7 @@ class TaskForwarding:
     def _describe_pinned(self, node_id: str, object_id: bytes):
         """_describe_for, and keep the object here until node_id FREEs it."""
         how = self._describe_for(node_id, object_id)
-        if how is not None and how[0] == AT and how[1] == self.node_id:
+        if how is not None and how[0] in (AT, PUSHED) and how[1] == self.node_id:
             entry = self.objects[object_id]
             if entry.pinned_for is None:
                 entry.pinned_for = set()
@@ -205,23 +217,25 @@ class TaskForwarding:
         entry exists, pinned by the result)."""
         entry = self.objects[object_id]
         if not entry.pending:          # known here already: sender need not keep it
-            if how is not None and how[0] == AT and how[1] == sender:
+            if how is not None and how[0] in (AT, PUSHED) and how[1] == sender:
                 self.peer_outbox[sender].append((m.FREE, [object_id]))
             return
         if how is None:
             self._set_ready(object_id, entry, _lost(
                 object_id, f"it was not ready on node {sender} when a result holding it "
                 "was sent here"), ())
-        elif how[0] != AT:
+        elif how[0] != AT and how[0] != PUSHED:
             self._set_ready(object_id, entry, how, ())
         else:
-            _, holder, layout = how
+            kind, holder, layout = how
             entry.location = holder
             entry.remote_name = layout[0]
             entry.copies = {sender}
             entry.spill = REMOTE
             local = (self.segment_prefix + object_id.hex(),) + tuple(layout[1:])
             self._set_ready(object_id, entry, (SHARED, local), ())
+            if kind == PUSHED and object_id in self.objects:
+                self._expect_push(object_id, entry)
 
     def _on_result(self, sender: str, task_id: bytes, described: list, inner=None) -> None:
         task = self.tasks.get(task_id)
@@ -240,8 +254,8 @@ class TaskForwarding:
             entry = self.objects.get(object_id)
             refs_inside = inner[index] if inner else ()
             if refs_inside and (entry is None or not entry.pending):   # nobody wants it
-                unwanted += [i for i, h in refs_inside if h is not None and h[0] == AT
-                             and h[1] == sender]
+                unwanted += [i for i, h in refs_inside if h is not None
+                             and h[0] in (AT, PUSHED) and h[1] == sender]
             elif refs_inside:
                 contained = [i for i, _ in refs_inside]
                 self._pin(contained)           # held by the result, as on any node

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 from . import exceptions, serialization
 from .agent_store import PULLING, REMOTE, SPILLING
+from .config import pull_chunk_bytes, pull_window
 from .serialization import ERROR, SHARED
 from .transport import messages as m
 
-CHUNK = 8 << 20              # bytes per pulled chunk
-WINDOW = 4                   # chunks in flight per pull
+CHUNK = pull_chunk_bytes()   # bytes per pulled chunk
+WINDOW = pull_window()       # chunks in flight per pull
+PUSH_MAX = CHUNK             # arguments up to this size are pushed with their task
 
 
 class Pull:
-    __slots__ = ("holder", "remote_name", "size", "next_offset", "inflight", "received")
+    __slots__ = ("holder", "remote_name", "size", "next_offset", "inflight", "received",
+                 "pushed")
 
     def __init__(self, holder: str, remote_name: str, size: int):
         self.holder = holder
@@ -31,6 +34,7 @@ class Pull:
         self.next_offset = 0
         self.inflight = 0
         self.received = 0
+        self.pushed = False          # its bytes come unasked, in one chunk
 
 
 class ObjectPulls:
@@ -49,6 +53,30 @@ class ObjectPulls:
         pull = self.pulls[object_id] = Pull(holder, entry.remote_name, size)
         self.pull_io.append(("open", object_id, entry.payload[1][0], size))
         self._request_chunks(object_id, pull)
+
+    def _push(self, node_id: str, object_id: bytes, layout) -> None:
+        """Send a small object's bytes to node_id unasked (after the message
+        that tells it to expect them: peer_data goes out after the outbox)."""
+        self.served_total += layout[1]
+        self.peer_data.append((node_id, (m.PULL_DATA, object_id, 0, layout[1], True),
+                               layout[0]))
+
+    def _expect_push(self, object_id: bytes, entry) -> None:
+        """A peer sends this object's bytes along: a pull already under way."""
+        size = entry.payload[1][1]
+        entry.spill = PULLING
+        self.reserved += size
+        pull = self.pulls[object_id] = Pull(entry.location, entry.remote_name, size)
+        pull.pushed = True
+        pull.next_offset = size
+        pull.inflight = 1
+        self.pull_io.append(("open", object_id, entry.payload[1][0], size))
+
+    def accepts_chunk(self, op: tuple) -> bool:
+        """Whether a PULL_DATA is for a pull under way here (a push may come for
+        an object this node got meanwhile another way)."""
+        pull = self.pulls.get(op[1])
+        return pull is not None and pull.pushed == (len(op) > 4 and op[4])
 
     def _request_chunks(self, object_id: bytes, pull: Pull) -> None:
         box = self.peer_outbox[pull.holder]
@@ -80,10 +108,10 @@ class ObjectPulls:
         self.peer_data.append((sender, (m.PULL_DATA, object_id, offset, length),
                                entry.payload[1][0]))
 
-    def _on_pull_data(self, object_id: bytes, length: int) -> None:
+    def _on_pull_data(self, object_id: bytes, length: int, pushed: bool = False) -> None:
         """A chunk arrived (the agent wrote it already)."""
         pull = self.pulls.get(object_id)
-        if pull is None:
+        if pull is None or pull.pushed != pushed:
             return
         pull.inflight -= 1
         pull.received += length

@@ -139,3 +139,18 @@ def hot_node_threshold() -> float:
     if not 0 <= value <= 1:
         raise ValueError(f"{HOT_NODE_THRESHOLD_ENV} must be in [0, 1], got {value}")
     return value
+
+
+# Objects pulled from another node come in chunks of this many bytes, this
+# many in flight: a chunk small enough to stay in cache between the socket's
+# copy and the write into the segment, enough of them to keep the link busy.
+PULL_CHUNK_ENV = "LIGHTRAY_PULL_CHUNK_BYTES"
+PULL_WINDOW_ENV = "LIGHTRAY_PULL_WINDOW"
+
+
+def pull_chunk_bytes() -> int:
+    return max(64 << 10, _env_number(PULL_CHUNK_ENV, 2 << 20, int))
+
+
+def pull_window() -> int:
+    return max(1, _env_number(PULL_WINDOW_ENV, 8, int))

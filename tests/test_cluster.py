@@ -280,3 +280,16 @@ def test_an_agent_that_stalls_past_the_deadline_is_dropped_and_stops(cluster):
     seen = lightray.get([where.options(scheduling_strategy="SPREAD").remote()
                          for _ in range(6)], timeout=60)
     assert stalled.node_id not in seen
+
+
+def test_small_arguments_pushed_with_their_task_arrive_intact_every_time(cluster):
+    data = np.random.default_rng(7).integers(0, 255, 1 << 20, dtype=np.uint8)  # pushed
+    ref = lightray.put(data)
+    expected = int(data.sum(dtype=np.uint64))
+    for _ in range(3):    # the first sends the bytes along; later ones find them there
+        results = lightray.get([checksum.options(scheduling_strategy=on(n)).remote(ref)
+                                for n in cluster.nodes], timeout=60)
+        assert [r[0] for r in results] == [expected] * 3
+    inner = lightray.get(make_array.options(scheduling_strategy=on(cluster.nodes[1]))
+                         .remote(1 << 20), timeout=30)
+    assert int(inner.sum(dtype=np.uint64)) == int(np.arange(256).sum()) * 4096

@@ -88,7 +88,7 @@ RESULT = 308         # (RESULT, task_id, [result descriptor], [[(id, descriptor)
                      #   inside each result])  back to the forwarding agent
 FREE = 309           # (FREE, [object_id])  the owner let go: drop your pin
 PULL = 310           # (PULL, object_id, segment name, offset, length)  send me this chunk
-PULL_DATA = 311      # (PULL_DATA, object_id, offset, length) + one raw frame
+PULL_DATA = 311      # (PULL_DATA, object_id, offset, length[, pushed]) + one raw frame
 PULL_RETRY = 312     # (PULL_RETRY, object_id, offset, length)  not in memory yet: ask again
 PULL_FAILED = 313    # (PULL_FAILED, object_id, why)
 FORWARD_CANCEL = 314  # (FORWARD_CANCEL, object_id, force)
