@@ -222,7 +222,8 @@ class AgentServer:
         fraction = (memory.total - memory.available) / memory.total
         return {"memory_fraction": fraction, "cpu_percent": psutil.cpu_percent(None),
                 "store_used": state.store_used, "store_capacity": state.store_capacity,
-                "spilled": state.spilled_now,
+                "spilled": state.spilled_now, "pulled": state.pulled_total,
+                "served": state.served_total,
                 "hot": is_hot(fraction, self.hot_threshold, state.store_used,
                               state.store_capacity)}
 

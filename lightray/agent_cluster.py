@@ -282,6 +282,7 @@ class ClusterManagement:
                  "available": self.pool.as_floats("available"),
                  "store_used": self.store_used, "store_capacity": self.store_capacity,
                  "spilled": self.spilled_now, "hot": self.hot,
+                 "pulled": self.pulled_total, "served": self.served_total,
                  "memory_fraction": self.load.get("memory_fraction", 0.0),
                  "queued": self._queued_count()}
         rows = [local]
@@ -295,6 +296,7 @@ class ClusterManagement:
                          "store_used": load.get("store_used", 0),
                          "store_capacity": load.get("store_capacity", 0),
                          "spilled": load.get("spilled", 0), "hot": view.hot,
+                         "pulled": load.get("pulled", 0), "served": load.get("served", 0),
                          "memory_fraction": load.get("memory_fraction", 0.0),
                          "queued": load.get("queued", 0),
                          "died": load.get("died")})

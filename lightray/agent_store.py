@@ -478,6 +478,8 @@ class StoreManagement:
                 # time the spill thread spent copying (set by the agent's I/O side)
                 "spill_seconds": self.copy_seconds.get("spill", 0.0),
                 "restore_seconds": self.copy_seconds.get("restore", 0.0),
+                # bytes brought from other nodes, and sent to them (a cluster)
+                "pulled_bytes": self.pulled_total, "served_bytes": self.served_total,
                 "num_objects": sum(1 for object_id in self.objects
                                    if not _is_handle(object_id))}
 

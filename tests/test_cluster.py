@@ -293,3 +293,66 @@ def test_small_arguments_pushed_with_their_task_arrive_intact_every_time(cluster
     inner = lightray.get(make_array.options(scheduling_strategy=on(cluster.nodes[1]))
                          .remote(1 << 20), timeout=30)
     assert int(inner.sum(dtype=np.uint64)) == int(np.arange(256).sum()) * 4096
+
+
+def _row(node):
+    return {n["node_id"]: n for n in lightray.nodes()}[node.node_id]
+
+
+def test_concurrent_readers_on_one_node_share_one_pull(cluster):
+    a, b = cluster.nodes[0], cluster.nodes[1]
+    size = 50 << 20                                   # pulled, not pushed
+    array = make_array.options(scheduling_strategy=on(a)).remote(size)
+    lightray.wait([array], timeout=30)
+    served_before = _row(a)["served"]
+
+    @lightray.remote(num_cpus=0)
+    def total(x):
+        return int(x.sum(dtype=np.uint64))
+
+    results = lightray.get([total.options(scheduling_strategy=on(b)).remote(array)
+                            for _ in range(4)], timeout=60)
+    assert len(set(results)) == 1
+    # A sent the object's segment (its bytes and a pickle header) once,
+    # whatever the number of readers on B.
+    assert wait_for(lambda: _row(a)["served"] - served_before >= size, timeout=5)
+    assert _row(a)["served"] - served_before < size + 4096
+
+
+def test_sigint_stops_an_agent_cleanly_and_its_peers_are_told(cluster):
+    leaving = cluster.nodes[1]
+    assert cluster.stop(leaving, sig=signal.SIGINT) == 0
+    assert wait_for(lambda: not _row(leaving)["alive"], timeout=5)
+    assert _row(leaving)["died"] == "it stopped"
+
+
+def test_a_pulled_copy_is_dropped_not_spilled_when_its_node_needs_room():
+    from cluster_utils import Cluster
+
+    nodes = Cluster(object_store_memory=200 << 20)
+    try:
+        a = nodes.add_node(head=True)
+        b = nodes.add_node()
+        lightray.init(address=a.address)
+        nodes.wait_for_nodes(2)
+        array = make_array.options(scheduling_strategy=on(a)).remote(60 << 20)
+        first = lightray.get(checksum.options(scheduling_strategy=on(b)).remote(array),
+                             timeout=60)
+        # B now holds a copy; filling B's store must drop it rather than spill it.
+        fillers = [make_array.options(scheduling_strategy=on(b)).remote(50 << 20)
+                   for _ in range(3)]
+        lightray.wait(fillers, num_returns=3, timeout=60)
+        # (A peer's counters come with its heartbeats: wait for the first pull's.)
+        assert wait_for(lambda: _row(b)["pulled"] >= 60 << 20, timeout=5)
+        pulled_before = _row(b)["pulled"]
+        assert wait_for(lambda: _row(b)["store_used"] <= 160 << 20, timeout=10)
+        assert _row(b)["spilled"] == 0
+        # Read again on B: pulled again from A, same result.
+        assert lightray.get(checksum.options(scheduling_strategy=on(b)).remote(array),
+                            timeout=60) == first
+        assert wait_for(lambda: _row(b)["pulled"] - pulled_before >= 60 << 20, timeout=5)
+        assert _row(b)["pulled"] - pulled_before < (60 << 20) + 4096
+    finally:
+        if lightray.is_initialized():
+            lightray.shutdown()
+        nodes.shutdown()
