@@ -47,6 +47,7 @@ _HOUSEKEEPING = 0.05        # seconds between reaping children / parent checks
 _DRIVER_CHECK = 0.5         # seconds between checks that attached drivers still live
 DEFAULT_PORT = 6380         # the head's mesh port unless told otherwise
 _CHUNK_BYTES_PER_TURN = 64 << 20   # pulled bytes written per turn at most
+_JOIN_WARNING = 5.0         # seconds without the head's answer before saying so
 _PR_SET_PDEATHSIG = 1
 
 
@@ -94,6 +95,9 @@ class AgentServer:
         self.mesh = Mesh(self.context, self.state.node_id, cluster["bind"], cluster["port"],
                          cluster.get("cluster_key"), cluster.get("advertise"))
         self.hot_threshold = config.hot_node_threshold()
+        self.head_address = cluster["head"]
+        self.started = time.monotonic()
+        self.join_warned = False
         if cluster["head"] is None:
             from .control import ControlStore
             self.control = ControlStore(os.path.join(self.session_dir, "control.db"))
@@ -160,6 +164,7 @@ class AgentServer:
                         next_heartbeat = now + HEARTBEAT_INTERVAL
                         state.cluster_tick(now, time.time(), self._load())
                         self.chunk_reader.drop_idle()
+                        self._warn_if_not_admitted(now)
             if state.needs_schedule:
                 state.schedule()
             if state.needs_store_work:
@@ -212,6 +217,16 @@ class AgentServer:
                 print(f"lightray-agent: error handling a message from peer {sender}:",
                       file=sys.stderr)
                 traceback.print_exc()
+
+    def _warn_if_not_admitted(self, now: float) -> None:
+        """Once: a joining agent the head has not answered after a while."""
+        state = self.state
+        if (not state.is_head and state.head_id is None and not self.join_warned
+                and now - self.started > _JOIN_WARNING):
+            self.join_warned = True
+            print(f"lightray-agent: no answer from the head at {self.head_address} after "
+                  f"{_JOIN_WARNING:g} s (is it running, reachable, and using the same "
+                  "--cluster-key?); still trying", file=sys.stderr, flush=True)
 
     def _load(self) -> dict:
         """This node's load, as its heartbeats report it."""
@@ -343,7 +358,11 @@ class AgentServer:
                 print(f"lightray-agent: control store: dropped {command[0]!r}: {error}",
                       file=sys.stderr)
         if commands:
-            self.control.apply_batch(commands)
+            try:
+                self.control.apply_batch(commands)
+            except Exception as error:   # a full disk, say: the cluster runs on without it
+                print(f"lightray-agent: control store: {len(commands)} write(s) lost: "
+                      f"{type(error).__name__}: {error}", file=sys.stderr)
 
     # ------------------------------------------------------------- workers
 
