@@ -227,15 +227,20 @@ class TaskForwarding:
         elif how[0] != AT and how[0] != PUSHED:
             self._set_ready(object_id, entry, how, ())
         else:
-            kind, holder, layout = how
-            entry.location = holder
-            entry.remote_name = layout[0]
-            entry.copies = {sender}
-            entry.spill = REMOTE
-            local = (self.segment_prefix + object_id.hex(),) + tuple(layout[1:])
-            self._set_ready(object_id, entry, (SHARED, local), ())
-            if kind == PUSHED and object_id in self.objects:
+            self._set_ready_elsewhere(object_id, entry, how[1], how[2], sender)
+            if how[0] == PUSHED and object_id in self.objects:
                 self._expect_push(object_id, entry)
+
+    def _set_ready_elsewhere(self, object_id: bytes, entry, holder: str, layout,
+                             pinned_by: str) -> None:
+        """Ready, its bytes on holder (in a segment laid out as layout there);
+        pinned_by keeps it for us until we send FREE."""
+        entry.location = holder
+        entry.remote_name = layout[0]
+        entry.copies = {pinned_by}
+        entry.spill = REMOTE
+        local = (self.segment_prefix + object_id.hex(),) + tuple(layout[1:])
+        self._set_ready(object_id, entry, (SHARED, local), ())
 
     def _on_result(self, sender: str, task_id: bytes, described: list, inner=None) -> None:
         task = self.tasks.get(task_id)
@@ -266,13 +271,7 @@ class TaskForwarding:
                 if entry is None or not entry.pending:
                     unwanted.append(object_id)
                     continue
-                _, holder, layout = how
-                entry.location = holder
-                entry.remote_name = layout[0]
-                entry.copies = {holder}
-                entry.spill = REMOTE
-                local = (self.segment_prefix + object_id.hex(),) + tuple(layout[1:])
-                self._set_ready(object_id, entry, (SHARED, local), ())
+                self._set_ready_elsewhere(object_id, entry, how[1], how[2], sender)
             elif entry is not None and entry.pending:
                 self._set_ready(object_id, entry, how, ())
         if unwanted:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -69,26 +68,8 @@ def main(argv=None) -> int:
 
 
 def running_agents() -> list:
-    """ipc:// addresses of the agents running on this host (in our temp dir)."""
-    from .agent import _pid_alive
-    from .config import temp_dir
-    from .transport.sockets import ipc_address
-    root = temp_dir()
-    try:
-        names = sorted(os.listdir(root))
-    except FileNotFoundError:
-        return []
-    found = []
-    for name in names:
-        session_dir = os.path.join(root, name)
-        try:
-            with open(os.path.join(session_dir, "agent.pid")) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-        if _pid_alive(pid) and os.path.exists(os.path.join(session_dir, "agent.sock")):
-            found.append((ipc_address(session_dir), pid))
-    return found
+    """(ipc:// address, pid) of the agents running on this host (in our temp dir)."""
+    return [(record["ipc"], record["pid"]) for record in running_agent_records()]
 
 
 def _memory(args) -> int:
