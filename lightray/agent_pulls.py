@@ -12,10 +12,9 @@ than spilled. A holder that spilled the object restores it first
 """
 from __future__ import annotations
 
-from . import exceptions, serialization
 from .agent_store import PULLING, REMOTE, SPILLING
 from .config import pull_chunk_bytes, pull_window
-from .serialization import ERROR, SHARED
+from .serialization import SHARED
 from .transport import messages as m
 
 CHUNK = pull_chunk_bytes()   # bytes per pulled chunk
@@ -45,7 +44,7 @@ class ObjectPulls:
         if view is None or not view.alive:
             why = (f"node {holder} holding it died ({view.load.get('died', 'unknown')})"
                    if view is not None else f"node {holder} holding it is unknown")
-            self._fail_readers(object_id, entry, why)
+            self._restore_failed(object_id, entry, why)
             return
         size = entry.payload[1][1]
         entry.spill = PULLING
@@ -144,17 +143,7 @@ class ObjectPulls:
 
     def _pull_failed(self, object_id: bytes, entry, why: str) -> None:
         self._end_pull(object_id, entry)
-        self._fail_readers(object_id, entry, why)
-
-    def _fail_readers(self, object_id: bytes, entry, why: str) -> None:
-        """Readers and tasks waiting for an object that cannot be fetched."""
-        lost = exceptions.ObjectLostError(
-            f"object {object_id.hex()} could not be fetched from node {entry.location}: {why}")
-        payload = (ERROR, serialization.dumps_exception(lost))
-        waiters, entry.restore_waiters = entry.restore_waiters, None
-        for identity, request_id in waiters or ():
-            self.outbox[identity].append((m.INFO_REPLY, request_id, ("lost", payload[1])))
-        self._wake_waiting_tasks(entry, payload)
+        self._restore_failed(object_id, entry, why)
 
     def _drop_copy(self, object_id: bytes, entry) -> None:
         """Evict a secondary copy: the primary is on entry.location."""

@@ -420,9 +420,13 @@ class StoreManagement:
         self._wake_waiting_tasks(entry, entry.payload)
 
     def _restore_failed(self, object_id: bytes, entry, why: str) -> None:
-        lost = exceptions.ObjectLostError(
-            f"object {object_id.hex()} was spilled to {entry.spill_path} and could not be "
-            f"restored: {why}")
+        """Readers and tasks waiting for an object that cannot be brought back
+        (from the spill directory, or from another node) get ObjectLostError."""
+        if entry.location is not None:
+            what = f"could not be fetched from node {entry.location}"
+        else:
+            what = f"was spilled to {entry.spill_path} and could not be restored"
+        lost = exceptions.ObjectLostError(f"object {object_id.hex()} {what}: {why}")
         payload = (ERROR, serialization.dumps_exception(lost))
         waiters, entry.restore_waiters = entry.restore_waiters, None
         for identity, request_id in waiters or ():
