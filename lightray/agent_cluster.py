@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 
-from . import exceptions
 from . import task_spec as ts
 from .agent_store import PULLING
 from .scheduling import NodeView, to_units
@@ -262,16 +261,9 @@ class ClusterManagement:
 
     def _forwarded_task_lost(self, task, node_id: str, why: str) -> None:
         task.node = None
-        if task.cancelled:
-            self._fail_with(task, exceptions.TaskCancelledError(
-                f"task {task.spec[ts.FUNCTION_NAME]}() was cancelled"))
-        elif task.retries_left > 0:
-            task.retries_left -= 1
-            self._enqueue(task, front=True)
-        else:
-            self._fail_with(task, exceptions.WorkerCrashedError(
-                f"node {node_id} running task {task.spec[ts.FUNCTION_NAME]}() died ({why}); "
-                f"no retries left (max_retries={task.spec[ts.MAX_RETRIES]})"))
+        self._retry_or_fail_lost(
+            task, "", f"node {node_id} running task {task.spec[ts.FUNCTION_NAME]}() "
+                      f"died ({why})")
 
     # ================================================================ info
 

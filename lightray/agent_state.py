@@ -729,19 +729,25 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
     def _on_running_task_lost(self, task: Task, worker: WorkerEntry, status: str) -> None:
         if task.state != DISPATCHED:
             return
-        name = task.spec[ts.FUNCTION_NAME]
+        self._retry_or_fail_lost(
+            task, f" (force=True killed worker pid {worker.pid})",
+            f"the worker running task {task.spec[ts.FUNCTION_NAME]}() (pid {worker.pid}, "
+            f"node {self.node_id}) died: {status}")
+
+    def _retry_or_fail_lost(self, task: Task, cancelled_detail: str, died: str) -> None:
+        """Its worker (or the node it was sent to) died while it ran: fail it if
+        it was cancelled, else run it again while it has retries."""
         if task.cancelled:
             self._fail_with(task, exceptions.TaskCancelledError(
-                f"task {name}() was cancelled (force=True killed worker pid {worker.pid})"))
+                f"task {task.spec[ts.FUNCTION_NAME]}() was cancelled{cancelled_detail}"))
         elif task.retries_left > 0:
             task.retries_left -= 1
             self._enqueue(task, front=True)
         else:
             attempts = task.spec[ts.MAX_RETRIES] + 1
             self._fail_with(task, exceptions.WorkerCrashedError(
-                f"the worker running task {name}() (pid {worker.pid}, node {self.node_id}) "
-                f"died: {status}; {attempts} attempt(s), no retries left (max_retries="
-                f"{task.spec[ts.MAX_RETRIES]})"))
+                f"{died}; {attempts} attempt(s), no retries left "
+                f"(max_retries={task.spec[ts.MAX_RETRIES]})"))
 
     def on_client_gone(self, client_id: bytes) -> None:
         """A process left without GOODBYE (its pid is gone)."""
