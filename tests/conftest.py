@@ -202,21 +202,30 @@ def repo_root():
 
 
 @pytest.fixture
-def cluster():
-    """Three real agents on 127.0.0.1 (a head and two that join it, 1 CPU each),
-    and this process attached to the head as a driver."""
+def own_cluster():
+    """A Cluster of real agents the test starts itself (tests/cluster_utils.py);
+    afterwards the driver detaches and every agent left is stopped and reaped."""
     import lightray
     from cluster_utils import Cluster
 
     nodes = Cluster()
     try:
-        nodes.add_node(head=True)
-        nodes.add_node()
-        nodes.add_node()
-        lightray.init(address=nodes.head.address)
-        nodes.wait_for_nodes(3)
         yield nodes
     finally:
         if lightray.is_initialized():
             lightray.shutdown()
         nodes.shutdown()
+
+
+@pytest.fixture
+def cluster(own_cluster):
+    """Three real agents on 127.0.0.1 (a head and two that join it, 1 CPU each),
+    and this process attached to the head as a driver."""
+    import lightray
+
+    own_cluster.add_node(head=True)
+    own_cluster.add_node()
+    own_cluster.add_node()
+    lightray.init(address=own_cluster.head.address)
+    own_cluster.wait_for_nodes(3)
+    return own_cluster

@@ -61,18 +61,6 @@ def no_address_env(monkeypatch):
     monkeypatch.delenv("LIGHTRAY_ADDRESS", raising=False)
 
 
-@pytest.fixture
-def own_cluster():
-    """Agents this test starts (and may stop with `lightray stop`); whatever is
-    left is stopped and reaped afterwards."""
-    nodes = Cluster()
-    try:
-        yield nodes
-    finally:
-        if lightray.is_initialized():
-            lightray.shutdown()
-        nodes.shutdown()
-
 
 # ------------------------------------------------------------------ status
 

@@ -326,33 +326,26 @@ def test_sigint_stops_an_agent_cleanly_and_its_peers_are_told(cluster):
     assert _row(leaving)["died"] == "it stopped"
 
 
-def test_a_pulled_copy_is_dropped_not_spilled_when_its_node_needs_room():
-    from cluster_utils import Cluster
-
-    nodes = Cluster(object_store_memory=200 << 20)
-    try:
-        a = nodes.add_node(head=True)
-        b = nodes.add_node()
-        lightray.init(address=a.address)
-        nodes.wait_for_nodes(2)
-        array = make_array.options(scheduling_strategy=on(a)).remote(60 << 20)
-        first = lightray.get(checksum.options(scheduling_strategy=on(b)).remote(array),
-                             timeout=60)
-        # B now holds a copy; filling B's store must drop it rather than spill it.
-        fillers = [make_array.options(scheduling_strategy=on(b)).remote(50 << 20)
-                   for _ in range(3)]
-        lightray.wait(fillers, num_returns=3, timeout=60)
-        # (A peer's counters come with its heartbeats: wait for the first pull's.)
-        assert wait_for(lambda: _row(b)["pulled"] >= 60 << 20, timeout=5)
-        pulled_before = _row(b)["pulled"]
-        assert wait_for(lambda: _row(b)["store_used"] <= 160 << 20, timeout=10)
-        assert _row(b)["spilled"] == 0
-        # Read again on B: pulled again from A, same result.
-        assert lightray.get(checksum.options(scheduling_strategy=on(b)).remote(array),
-                            timeout=60) == first
-        assert wait_for(lambda: _row(b)["pulled"] - pulled_before >= 60 << 20, timeout=5)
-        assert _row(b)["pulled"] - pulled_before < (60 << 20) + 4096
-    finally:
-        if lightray.is_initialized():
-            lightray.shutdown()
-        nodes.shutdown()
+def test_a_pulled_copy_is_dropped_not_spilled_when_its_node_needs_room(own_cluster):
+    own_cluster.object_store_memory = 200 << 20
+    a = own_cluster.add_node(head=True)
+    b = own_cluster.add_node()
+    lightray.init(address=a.address)
+    own_cluster.wait_for_nodes(2)
+    array = make_array.options(scheduling_strategy=on(a)).remote(60 << 20)
+    first = lightray.get(checksum.options(scheduling_strategy=on(b)).remote(array),
+                         timeout=60)
+    # B now holds a copy; filling B's store must drop it rather than spill it.
+    fillers = [make_array.options(scheduling_strategy=on(b)).remote(50 << 20)
+               for _ in range(3)]
+    lightray.wait(fillers, num_returns=3, timeout=60)
+    # (A peer's counters come with its heartbeats: wait for the first pull's.)
+    assert wait_for(lambda: _row(b)["pulled"] >= 60 << 20, timeout=5)
+    pulled_before = _row(b)["pulled"]
+    assert wait_for(lambda: _row(b)["store_used"] <= 160 << 20, timeout=10)
+    assert _row(b)["spilled"] == 0
+    # Read again on B: pulled again from A, same result.
+    assert lightray.get(checksum.options(scheduling_strategy=on(b)).remote(array),
+                        timeout=60) == first
+    assert wait_for(lambda: _row(b)["pulled"] - pulled_before >= 60 << 20, timeout=5)
+    assert _row(b)["pulled"] - pulled_before < (60 << 20) + 4096

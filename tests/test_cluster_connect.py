@@ -48,17 +48,6 @@ def no_address_env(monkeypatch):
     monkeypatch.delenv(ADDRESS_ENV, raising=False)
 
 
-@pytest.fixture
-def own_cluster():
-    """Agents this test starts itself; all stopped and reaped afterwards."""
-    nodes = Cluster()
-    try:
-        yield nodes
-    finally:
-        if lightray.is_initialized():
-            lightray.shutdown()
-        nodes.shutdown()
-
 
 def attach(address, count=None):
     """Detach from wherever this driver is, attach at address; wait until
