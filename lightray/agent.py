@@ -62,8 +62,6 @@ class AgentServer:
         self.address = sockets.ipc_address(session_dir)
         num_cpus = resources.get("CPU", 0)
         self.segment_prefix = self._choose_store(store_capacity)
-        with open(os.path.join(session_dir, _SEGMENT_PREFIX_RECORD), "w") as f:
-            f.write(self.segment_prefix)
         self.spill_dir = prepare_spill_dir(session_dir, session, spill_dir)
         self.state = AgentState(node_id=random_hex(8), session=session, resources=resources,
                                 pipeline_depth=config.pipeline_depth(),
@@ -481,7 +479,6 @@ def default_store_capacity() -> int:
 
 
 _SPILL_DIR_RECORD = "spill_dir"   # in the session directory: where its spill files go
-_SEGMENT_PREFIX_RECORD = "segment_prefix"   # ... and what its segments' names start with
 
 
 def prepare_spill_dir(session_dir: str, session: str, spill_dir: str | None) -> str:
@@ -528,9 +525,9 @@ def reclaim_dead_sessions() -> None:
             continue
         session = name.rsplit("_", 1)[-1]
         try:   # the prefix the dead agent used (its environment may differ from ours)
-            with open(os.path.join(path, _SEGMENT_PREFIX_RECORD)) as f:
-                prefix = f.read().strip()
-        except OSError:
+            with open(os.path.join(path, AGENT_RECORD)) as f:
+                prefix = json.load(f)["segment_prefix"]
+        except (OSError, ValueError, KeyError):
             prefix = shm_prefix(session)
         if prefix:
             shm.unlink_all(prefix)
@@ -632,7 +629,7 @@ def _forget_current_cluster(address: str) -> None:
 def write_agent_record(server: "AgentServer", session_dir: str) -> None:
     record = {"node_id": server.state.node_id, "pid": os.getpid(), "ipc": server.address,
               "address": server.mesh.address if server.mesh is not None else None,
-              "head": server.state.is_head}
+              "head": server.state.is_head, "segment_prefix": server.segment_prefix}
     path = os.path.join(session_dir, AGENT_RECORD)
     with open(path + ".tmp", "w") as f:
         json.dump(record, f)
