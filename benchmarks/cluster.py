@@ -483,12 +483,7 @@ def main(argv=None) -> int:
         worker_main(args.system, cases, args.quick)
         return 0
 
-    systems = ["lightray"]
-    if args.vs == "ray":
-        if harness.importable("ray"):
-            systems.append("ray")
-        else:
-            log("note: --vs ray given but `import ray` fails; running lightray only")
+    systems = harness.with_ray_if_asked(["lightray"], args.vs)
     info = harness.machine_info(PACKAGES.values())
     log(f"machine: {harness.describe_machine(info, PACKAGES)}")
     started = time.perf_counter()

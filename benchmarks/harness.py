@@ -58,6 +58,16 @@ def importable(module: str) -> bool:
     return probe.returncode == 0
 
 
+def with_ray_if_asked(systems: list, vs) -> list:
+    """systems, plus "ray" when ``--vs ray`` was given and Ray imports."""
+    if vs != "ray":
+        return systems
+    if importable("ray"):
+        return systems + ["ray"]
+    log("warning: --vs ray given but `import ray` fails; running without Ray")
+    return systems
+
+
 # --------------------------------------------------------------------------
 # Text helpers
 # --------------------------------------------------------------------------

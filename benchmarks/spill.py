@@ -874,12 +874,7 @@ def main(argv=None) -> int:
     kind = fs_type(args.dir)
     if kind in RAM_FILESYSTEMS:
         raise SystemExit(f"--dir {args.dir} is on {kind} (memory), not a disk")
-    systems = ["file", "lightray"]
-    if args.vs == "ray":
-        if harness.importable("ray"):
-            systems.append("ray")
-        else:
-            log("warning: --vs ray given but `import ray` fails; running without Ray")
+    systems = harness.with_ray_if_asked(["file", "lightray"], args.vs)
 
     info = harness.machine_info(PACKAGES.values())
     info["spill_fs"] = kind
