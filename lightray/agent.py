@@ -315,8 +315,7 @@ class AgentServer:
         if state.mesh_rename:
             renames, state.mesh_rename = state.mesh_rename, []
             for old, new in renames:
-                if old in mesh.peers and new not in mesh.peers:
-                    mesh.peers[new] = mesh.peers.pop(old)
+                mesh.rename(old, new)
         if state.pull_io:
             self._do_pull_io()
         if state.peer_outbox:

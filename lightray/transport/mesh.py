@@ -102,6 +102,11 @@ class Mesh:
         sock.connect(f"tcp://{address}")
         self.peers[node_id] = sock
 
+    def rename(self, old: str, new: str) -> None:
+        """Key a connection by the node id learned after connecting (the head's)."""
+        if old in self.peers and new not in self.peers:
+            self.peers[new] = self.peers.pop(old)
+
     def disconnect(self, node_id: str) -> None:
         sock = self.peers.pop(node_id, None)
         if sock is not None:
