@@ -73,6 +73,7 @@ class StoreManagement:
         self.needs_store_work = False
         self.copy_seconds: dict = {}     # kind -> seconds SpillIO spent copying
         self.spill_count = 0             # spills so far: each spilled object's spill_seq
+        self.spill_attempts = 0          # spills started so far: each spill file's suffix
         self.spill_order: dict = {}      # spill_seq -> id of an object on disk now
         self.last_read_seq = None        # spill_seq of the last object a reader asked back
 
@@ -250,7 +251,9 @@ class StoreManagement:
                 entry = self.objects.get(item[1])
                 if entry is not None:
                     entry.restore_queued = False
-                    self._restore_failed(item[1], entry, "not enough room to restore it")
+                    self._restore_failed(item[1], entry, "not enough room to restore it"
+                                         + (f"; last spill error: {self.spill_error}"
+                                            if self.spill_error else ""))
 
     # ------------------------------------------------------------- spilling
 
@@ -261,7 +264,8 @@ class StoreManagement:
 
     def _start_spill(self, object_id: bytes, entry) -> None:
         layout = entry.payload[1]
-        path = spill_file_name(self.spill_dir, object_id)
+        self.spill_attempts += 1
+        path = spill_file_name(self.spill_dir, object_id, self.spill_attempts)
         entry.spill = SPILLING
         entry.spill_cancelled = False
         self.spilling_bytes += layout[1]

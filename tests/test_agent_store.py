@@ -65,6 +65,10 @@ def jobs(agent, kind):
     return found
 
 
+def spill_files_of(object_id, paths):
+    return [path for path in paths if path.startswith(f"/spill/{object_id.hex()}.")]
+
+
 def test_puts_under_the_threshold_are_granted_at_once_and_nothing_spills(state):
     for _ in range(3):
         put(state, 20 * MB)
@@ -75,7 +79,7 @@ def test_puts_under_the_threshold_are_granted_at_once_and_nothing_spills(state):
 def test_passing_the_threshold_spills_the_least_recently_used_object(state):
     first, _second, _third = (put(state, 30 * MB) for _ in range(3))
     (job,) = jobs(state, SPILL)           # 90 MB > 80 MB: one 30 MB object must go
-    assert job[1] == first and job[3] == f"/spill/{first.hex()}"
+    assert job[1] == first and job[3].startswith(f"/spill/{first.hex()}.")
     assert state.objects[first].spill == SPILLING
     state.on_spill_done(first, None)
     assert state.objects[first].spill == SPILLED
@@ -149,7 +153,32 @@ def test_restore_is_asked_for_and_answered_with_the_same_layout(state):
     state.on_restore_done(first, None)
     assert replies(state) == [(m.INFO_REPLY, 5, ("ok", layout))]
     assert state.objects[first].spill is None and state.restored_total == 50 * MB
-    assert f"/spill/{first.hex()}" in state.free_files
+    assert spill_files_of(first, state.free_files)
+
+
+def test_an_object_spilled_again_before_its_old_file_is_removed_gets_a_new_file(state):
+    # Restored, then chosen for spilling again before the agent's turn ends: the
+    # old file is only queued for removal, so the new copy must not share its
+    # name (the spill thread would refuse it, or delete it once written).
+    first = put(state, 50 * MB)
+    second = put(state, 40 * MB)
+    (old_spill,) = jobs(state, SPILL)
+    state.on_spill_done(first, None)
+    state.handle(DRIVER, [(m.RESTORE, 5, first)])
+    state.store_work()
+    jobs(state, RESTORE)
+    state.on_restore_done(first, None)
+    replies(state)
+    state.store_work()                    # 90 MB: the other one goes
+    (other,) = jobs(state, SPILL)
+    assert other[1] == second
+    state.on_spill_done(second, None)
+    put(state, 40 * MB)                   # 90 MB again: now the restored one goes
+    (new_spill,) = jobs(state, SPILL)
+    assert new_spill[1] == first
+    assert old_spill[3] in state.free_files and new_spill[3] != old_spill[3]
+    state.on_spill_done(first, None)
+    assert state.objects[first].spill_path == new_spill[3]
 
 
 def test_a_task_whose_argument_was_spilled_waits_for_its_restore(state):
@@ -196,7 +225,7 @@ def test_freeing_an_object_while_it_is_spilled_deletes_the_file_when_the_copy_en
     state.handle(DRIVER, [(m.DEC, [first])])
     assert first not in state.objects and state.store_used == 40 * MB
     state.on_spill_done(first, None)
-    assert f"/spill/{first.hex()}" in state.free_files
+    assert spill_files_of(first, state.free_files)
     assert state.spilled_now == 0 and state.spilling_bytes == 0
 
 
@@ -206,7 +235,7 @@ def test_freeing_a_spilled_object_deletes_its_file(state):
     jobs(state, SPILL)
     state.on_spill_done(first, None)
     state.handle(DRIVER, [(m.DEC, [first])])
-    assert f"/spill/{first.hex()}" in state.free_files and state.spilled_now == 0
+    assert spill_files_of(first, state.free_files) and state.spilled_now == 0
 
 
 def test_reading_an_object_being_spilled_cancels_its_spill(state):
@@ -218,7 +247,7 @@ def test_reading_an_object_being_spilled_cancels_its_spill(state):
     assert reply[2][0] == "ok"                    # still in memory: answered at once
     state.on_spill_done(first, None)
     assert state.objects[first].spill is None     # kept in memory
-    assert f"/spill/{first.hex()}" in state.free_files and state.store_used == 90 * MB
+    assert spill_files_of(first, state.free_files) and state.store_used == 90 * MB
 
 
 def test_a_dead_writer_gives_back_its_reservation(state):

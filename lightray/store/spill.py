@@ -29,8 +29,11 @@ _STEP = 64 << 20
 SPILL, RESTORE, REMOVE, STOP = "spill", "restore", "remove", "stop"
 
 
-def spill_file_name(spill_dir: str, object_id: bytes) -> str:
-    return os.path.join(spill_dir, object_id.hex())
+def spill_file_name(spill_dir: str, object_id: bytes, attempt: int) -> str:
+    """One name per spill, never reused: an object restored and spilled again
+    in one agent turn gets a new file while the old one waits for removal (a
+    reused name would be refused by O_EXCL, or deleted under the new copy)."""
+    return os.path.join(spill_dir, f"{object_id.hex()}.{attempt}")
 
 
 def copy_segment_to_file(layout, path: str) -> None:
