@@ -40,7 +40,13 @@ What is measured
   object is new, so B never has it cached; at most two copies exist at a
   time (on this VM memory touched for the first time beyond a couple of GiB
   is about 7x slower, which would measure the host). "transfer only" in the
-  details is bytes / (cross-node time - same-node time).
+  details is bytes / (cross-node time - same-node time). These are
+  latencies as much as bandwidths: one object in flight at a time.
+* ``transfer_1MB_pipelined``: throughput with many small objects in flight,
+  the way a graph of tasks moves them: 100 objects of 1 MB made on A
+  (untimed), then one consumer per object pinned to B, all submitted at once,
+  and one ``get`` of all; GB/s = 100 MB / time, the median of 3 trials
+  (``--quick``: 1 trial of 50).
 * ``spread_tasks_async`` (``--cases spread``): ``N`` no-op tasks (each
   returns its node id) with ``scheduling_strategy="SPREAD"``, all submitted,
   then one ``get`` of all; tasks/s, the median of 3 trials of 5,000 after a
@@ -89,6 +95,8 @@ TRANSFERS = {
     "transfer_100MB": (10**8, (5, 2)),
     "transfer_1GB": (10**9, (3, 1)),
 }
+# case -> object size, (objects in flight, quick), trials: all sent to B at once
+PIPELINED = {"transfer_1MB_pipelined": (10**6, (100, 50), 3)}
 SPREAD = {"warmup": (500, 100), "tasks": (5000, 1000), "trials": (3, 1)}
 
 # case -> unit (all are throughputs: higher is better)
@@ -96,9 +104,10 @@ CASES = {
     "transfer_1MB": "GB/s",
     "transfer_100MB": "GB/s",
     "transfer_1GB": "GB/s",
+    "transfer_1MB_pipelined": "GB/s",
     "spread_tasks_async": "tasks/s",
 }
-CASE_GROUPS = {"transfer": list(TRANSFERS), "spread": ["spread_tasks_async"]}
+CASE_GROUPS = {"transfer": list(TRANSFERS) + list(PIPELINED), "spread": ["spread_tasks_async"]}
 SYSTEMS = ["lightray", "ray"]
 PACKAGES = {"Ray": "ray", "NumPy": "numpy"}
 
@@ -311,6 +320,32 @@ def case_transfer(cl: TwoNodes, nbytes: int, reps: int) -> tuple:
     }
 
 
+def case_transfer_pipelined(cl: TwoNodes, nbytes: int, count: int, trials: int) -> tuple:
+    """Throughput with many objects in flight: ``count`` objects made on A
+    (untimed), then one consumer per object, all pinned to B and submitted at
+    once, and one ``get`` of all their results. GB/s = count x bytes / time,
+    the median of the trials; each trial's objects are new and freed after."""
+    rt = cl.rt
+    produce = rt.remote(_produce).options(scheduling_strategy=cl.pin(cl.a))
+    consume = rt.remote(_consume).options(scheduling_strategy=cl.pin(cl.b))
+    rates, seconds = [], []
+    for trial in range(trials):
+        fills = [1 + (trial * count + i) % 250 for i in range(count)]
+        refs = [produce.remote(nbytes, fill) for fill in fills]
+        rt.wait(refs, num_returns=count, timeout=GET_TIMEOUT, fetch_local=False)
+        t0 = time.perf_counter()
+        got = rt.get([consume.remote(ref) for ref in refs], timeout=GET_TIMEOUT)
+        elapsed = time.perf_counter() - t0
+        expected = [_expected_sum(nbytes, fill) for fill in fills]
+        if got != expected:
+            raise AssertionError("a consumer on B returned a wrong sum")
+        del refs
+        seconds.append(elapsed)
+        rates.append(count * nbytes / elapsed / 1e9)
+    return statistics.median(rates), {"bytes": nbytes, "objects": count,
+                                      "trial_gbps": rates, "trial_s": seconds}
+
+
 def case_spread(cl: TwoNodes, quick: bool) -> tuple:
     rt = cl.rt
     where = rt.remote(_where_task(rt.__name__)).options(scheduling_strategy="SPREAD")
@@ -330,6 +365,10 @@ def run_case(cl: TwoNodes, case: str, quick: bool) -> tuple:
     if case in TRANSFERS:
         nbytes, reps = TRANSFERS[case]
         return case_transfer(cl, nbytes, reps[1 if quick else 0])
+    if case in PIPELINED:
+        nbytes, counts, trials = PIPELINED[case]
+        return case_transfer_pipelined(cl, nbytes, counts[1 if quick else 0],
+                                       1 if quick else trials)
     return case_spread(cl, quick)
 
 
@@ -398,7 +437,7 @@ def run_system(system: str, cases: list, quick: bool, timeout: float) -> dict:
 
 def target(case: str, lr: float | None, ray: float | None) -> tuple:
     """(target text, whether lightray meets it: yes / no / -)."""
-    if case in TRANSFERS:
+    if case in TRANSFERS or case in PIPELINED:
         text = "≥ 1 GB/s, > Ray"
         if lr is None:
             return text, "-"
@@ -441,6 +480,11 @@ def detail_rows(case: str, system: str, res: dict) -> list | None:
                 f"{statistics.median(x['cross_node_s']) * 1e3:.2f}",
                 f"{statistics.median(x['same_node_s']) * 1e3:.2f}",
                 f"{fmt(min(rates))}-{fmt(max(rates))}", fmt(x["transfer_only_gbps"])]
+    if case in PIPELINED:
+        rates = x["trial_gbps"]
+        return [case, system, f"{len(rates)} x {x['objects']} in flight",
+                f"{statistics.median(x['trial_s']) * 1e3 / x['objects']:.2f} (per object)",
+                "-", f"{fmt(min(rates))}-{fmt(max(rates))}", "-"]
     rates = x["trial_rates"]
     return [case, system, f"{len(rates)} x {x['tasks']}", "-", "-",
             f"{fmt(min(rates))}-{fmt(max(rates))}",

@@ -36,7 +36,8 @@ from .client import shm_prefix
 from .ids import random_hex
 from .resources import detect_num_cpus
 from .store import shm
-from .store.spill import SPILL, SpillIO
+from .store.pool import WarmPool
+from .store.spill import RESTORE, SPILL, SpillIO
 from .store.transfer import ChunkReader, ChunkWriter
 from .transport import messages as m
 from .transport import sockets
@@ -82,6 +83,7 @@ class AgentServer:
         self.control = None
         self.chunk_reader = ChunkReader()
         self.chunk_writer = ChunkWriter()
+        self.warm_pool = WarmPool(self.segment_prefix)
         if cluster is not None:
             self._start_mesh(cluster)
         if initial_workers is None:
@@ -151,6 +153,7 @@ class AgentServer:
             if now >= next_housekeeping:
                 next_housekeeping = now + _HOUSEKEEPING
                 self._reap_children()
+                self.warm_pool.expire(now)
                 if self.parent_pid and os.getppid() != self.parent_pid:
                     break   # the driver that embeds us is gone
                 if now >= next_driver_check:
@@ -236,7 +239,7 @@ class AgentServer:
         return {"memory_fraction": fraction, "cpu_percent": psutil.cpu_percent(None),
                 "store_used": state.store_used, "store_capacity": state.store_capacity,
                 "spilled": state.spilled_now, "pulled": state.pulled_total,
-                "served": state.served_total,
+                "served": state.served_total, "warm": state.warm_bytes,
                 "hot": is_hot(fraction, self.hot_threshold, state.store_used,
                               state.store_capacity)}
 
@@ -272,8 +275,10 @@ class AgentServer:
             self._act_on_mesh()
         if state.io_jobs:
             jobs, state.io_jobs = state.io_jobs, []
+            now = time.monotonic()
             for job in jobs:
-                self.spill_io.submit(*job)
+                warm = self.warm_pool.take(job[2][1], now) if job[0] == RESTORE else None
+                self.spill_io.submit(*job, warm)
         if state.outbox:
             send = self.router.send_multipart
             for identity, ops in state.outbox.items():
@@ -284,8 +289,13 @@ class AgentServer:
             # After the answers: giving back a large segment takes milliseconds,
             # which the writers and the spill thread spend working meanwhile.
             free, state.free_segments = state.free_segments, []
+            now, limit = time.monotonic(), self._warm_limit()
             for name in free:
-                shm.unlink(name)
+                self.chunk_reader.forget(name)
+                self.warm_pool.release(name, limit, now)
+        if self.warm_pool.bytes:
+            self.warm_pool.trim(self._warm_limit())
+        state.warm_bytes = self.warm_pool.bytes
         if state.spawn:
             spawn, state.spawn = state.spawn, []
             for worker_id in spawn:
@@ -298,11 +308,19 @@ class AgentServer:
             files, state.free_files = state.free_files, []
             self.spill_io.remove(files)
 
+    def _warm_limit(self) -> int:
+        """Warm segments count against the capacity: what objects and
+        reservations leave of it."""
+        state = self.state
+        return state.store_capacity - state.store_used - state.reserved
+
     def _do_pull_io(self) -> None:
         jobs, self.state.pull_io = self.state.pull_io, []
+        now = time.monotonic()
         for job in jobs:
             if job[0] == "open":
-                self.chunk_writer.open(job[1], job[2], job[3])
+                warm = self.warm_pool.take(job[3], now)
+                self.chunk_writer.open(job[1], job[2], job[3], warm)
             else:
                 self.chunk_writer.abort(job[1])
 
@@ -423,6 +441,7 @@ class AgentServer:
                 time.sleep(0.005)
         for name in self.state.all_segments():
             shm.unlink(name)
+        self.warm_pool.clear()
         # Segments written by a process that died before it could report them.
         shm.unlink_all(self.segment_prefix)
         self.chunk_writer.abort_all()

@@ -275,6 +275,7 @@ class ClusterManagement:
                  "store_used": self.store_used, "store_capacity": self.store_capacity,
                  "spilled": self.spilled_now, "hot": self.hot,
                  "pulled": self.pulled_total, "served": self.served_total,
+                 "warm": self.warm_bytes,
                  "memory_fraction": self.load.get("memory_fraction", 0.0),
                  "queued": self._queued_count()}
         rows = [local]
@@ -289,6 +290,7 @@ class ClusterManagement:
                          "store_capacity": load.get("store_capacity", 0),
                          "spilled": load.get("spilled", 0), "hot": view.hot,
                          "pulled": load.get("pulled", 0), "served": load.get("served", 0),
+                         "warm": load.get("warm", 0),
                          "memory_fraction": load.get("memory_fraction", 0.0),
                          "queued": load.get("queued", 0),
                          "died": load.get("died")})

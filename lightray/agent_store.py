@@ -65,6 +65,7 @@ class StoreManagement:
         self.spilled_now = 0             # bytes on disk now
         self.spilled_total = 0           # ever spilled
         self.restored_total = 0          # ever restored
+        self.warm_bytes = 0              # freed segments kept warm (set by the agent's I/O side)
         self.spill_error = None          # the last failure to write the spill directory
         self.spill_failed: list = []     # ids whose spill failed, tried again after a success
         self.io_jobs: list = []          # (kind, object id, layout, path) for SpillIO
@@ -483,6 +484,8 @@ class StoreManagement:
                 "reserved_bytes": self.reserved, "spilled_bytes": self.spilled_now,
                 "spilled_bytes_total": self.spilled_total,
                 "restored_bytes": self.restored_total, "spill_dir": self.spill_dir,
+                # freed segments kept for the next pull or restore (lightray.store.pool)
+                "warm_bytes": self.warm_bytes,
                 # time the spill thread spent copying (set by the agent's I/O side)
                 "spill_seconds": self.copy_seconds.get("spill", 0.0),
                 "restore_seconds": self.copy_seconds.get("restore", 0.0),

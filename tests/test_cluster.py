@@ -319,6 +319,43 @@ def test_concurrent_readers_on_one_node_share_one_pull(cluster):
     assert _row(a)["served"] - served_before < size + 4096
 
 
+@lightray.remote
+def filled(size, value):
+    return np.full(size, value, dtype=np.uint8)
+
+
+@lightray.remote
+class ViewHolder:
+    """Keeps a NumPy view of an object after the object itself is freed."""
+
+    def keep(self, size, value, node_id):
+        ref = filled.options(scheduling_strategy=NodeAffinity(node_id)).remote(size, value)
+        self.view = lightray.get(ref, timeout=30)   # pulled to this node
+        del ref                                     # freed: only the view is left
+        return int(self.view[0])
+
+    def values(self):
+        return sorted(set(np.unique(self.view).tolist()))
+
+
+def test_freed_pulled_copies_are_reused_only_once_nobody_reads_them(cluster):
+    a, b = cluster.nodes[0], cluster.nodes[1]
+    size = 8 << 20
+    holder = ViewHolder.options(scheduling_strategy=on(b)).remote()
+    # The actor on B makes an object on A, reads it (B pulls a copy), drops
+    # it and keeps only a NumPy view: B's copy is freed but still mapped.
+    assert lightray.get(holder.keep.remote(size, 7, a.node_id), timeout=60) == 7
+    for value in (9, 11, 13):
+        fresh = filled.options(scheduling_strategy=on(a)).remote(size, value)
+        total, node = lightray.get(checksum.options(scheduling_strategy=on(b)).remote(fresh),
+                                   timeout=60)
+        assert (total, node) == (value * size, b.node_id)
+        del fresh     # nobody maps this copy: B keeps it warm for the next pull
+        assert wait_for(lambda: _row(b)["warm"] >= size, timeout=5)
+    # Three pulls went through B's warm segments; none wrote over the kept view.
+    assert lightray.get(holder.values.remote(), timeout=30) == [7]
+
+
 def test_sigint_stops_an_agent_cleanly_and_its_peers_are_told(cluster):
     leaving = cluster.nodes[1]
     assert cluster.stop(leaving, sig=signal.SIGINT) == 0

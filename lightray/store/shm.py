@@ -110,6 +110,18 @@ def rename(old: str, new: str) -> None:
         os.rename(f"/dev/shm/{old}", f"/dev/shm/{new}")
 
 
+def adopt(warm: str | None, name: str) -> bool:
+    """Give the warm segment warm (lightray.store.pool) the name name, to be
+    written over; False if there is none."""
+    if warm is None:
+        return False
+    try:
+        rename(warm, name)
+        return True
+    except FileNotFoundError:
+        return False
+
+
 def unlink(name: str) -> None:
     try:
         if "/" in name:

@@ -52,15 +52,18 @@ def copy_segment_to_file(layout, path: str) -> None:
         os.close(source)
 
 
-def copy_file_to_segment(path: str, layout) -> None:
+def copy_file_to_segment(path: str, layout, warm: str | None = None) -> None:
     """Write the segment under a temporary name and rename it when complete:
     a reader holding the payload maps it by name, and must never see it half
-    written."""
+    written. warm: a warm segment to write into (lightray.store.pool)."""
     name, size = layout[0], layout[1]
     partial = name + ".restoring"
     source = os.open(path, os.O_RDONLY)
     try:
-        target = shm.open_segment(partial, os.O_CREAT | os.O_EXCL | os.O_RDWR)
+        flags = os.O_CREAT | os.O_EXCL | os.O_RDWR
+        if shm.adopt(warm, partial):
+            flags = os.O_RDWR      # keep its pages (lightray.store.pool)
+        target = shm.open_segment(partial, flags)
         try:
             os.ftruncate(target, size)
             _copy(source, target, size)
@@ -115,12 +118,14 @@ class SpillIO:
         self._thread = threading.Thread(target=self._run, name="lightray-spill", daemon=True)
         self._thread.start()
 
-    def submit(self, kind: str, object_id: bytes, layout, path: str) -> None:
-        self._jobs.put((kind, object_id, layout, path))
+    def submit(self, kind: str, object_id: bytes, layout, path: str,
+               warm: str | None = None) -> None:
+        """A spill, or a restore (into the warm segment warm, if given)."""
+        self._jobs.put((kind, object_id, layout, path, warm))
 
     def remove(self, paths) -> None:
         """Delete these spill files (no completion is reported)."""
-        self._jobs.put((REMOVE, None, None, list(paths)))
+        self._jobs.put((REMOVE, None, None, list(paths), None))
 
     def completed(self) -> list:
         """(kind, object id, error or None) of the jobs finished since last asked."""
@@ -132,7 +137,7 @@ class SpillIO:
     def stop(self) -> None:
         """Finish the copy under way, skip the rest (the agent is stopping)."""
         self._stopping = True
-        self._jobs.put((STOP, None, None, None))
+        self._jobs.put((STOP, None, None, None, None))
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
@@ -141,7 +146,7 @@ class SpillIO:
         wake.connect(self._wake_address)
         try:
             while True:
-                kind, object_id, layout, path = self._jobs.get()
+                kind, object_id, layout, path, warm = self._jobs.get()
                 if kind == STOP or self._stopping:
                     return
                 if kind == REMOVE:
@@ -153,7 +158,7 @@ class SpillIO:
                     if kind == SPILL:
                         copy_segment_to_file(layout, path)
                     else:
-                        copy_file_to_segment(path, layout)
+                        copy_file_to_segment(path, layout, warm)
                 except OSError as failure:
                     error = failure
                 self.busy_seconds[kind] += time.perf_counter() - started

@@ -69,9 +69,13 @@ class ChunkWriter:
     def __init__(self):
         self._incoming: dict = {}     # object id -> _Incoming
 
-    def open(self, object_id: bytes, name: str, size: int) -> None:
+    def open(self, object_id: bytes, name: str, size: int, warm: str | None = None) -> None:
+        """Start writing name; into the warm segment warm (lightray.store.pool) if given."""
         temporary = name + ".pulling"
-        fd = shm.open_segment(temporary, os.O_CREAT | os.O_TRUNC | os.O_RDWR)
+        flags = os.O_CREAT | os.O_TRUNC | os.O_RDWR
+        if shm.adopt(warm, temporary):
+            flags = os.O_RDWR          # keep its pages (lightray.store.pool)
+        fd = shm.open_segment(temporary, flags)
         os.ftruncate(fd, size)
         self._incoming[object_id] = _Incoming(fd, name, size)
 
