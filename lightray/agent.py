@@ -14,10 +14,12 @@ An embedded agent (started by ``lightray.init()``) watches the driver that
 started it and shuts down when it goes, so a SIGKILLed driver leaves nothing
 behind: workers are killed, every segment of the session is unlinked, and the
 session directory is removed.
+
+The command line is in lightray.agent_cli; the session directory and the
+records other processes read, in lightray.session.
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import os
@@ -34,14 +36,14 @@ from .agent_cluster import HEAD, HEARTBEAT_INTERVAL
 from .agent_state import AgentState, describe_exit
 from .client import shm_prefix
 from .ids import random_hex
-from .resources import detect_num_cpus
+from .session import forget_current_cluster, pid_alive, prepare_spill_dir
 from .store import shm
 from .store.pool import WarmPool
 from .store.spill import RESTORE, SPILL, SpillIO
 from .store.transfer import ChunkReader, ChunkWriter
 from .transport import messages as m
 from .transport import sockets
-from .transport.mesh import Mesh, make_cluster_key, read_cluster_key
+from .transport.mesh import Mesh
 
 _BATCH = 512                # messages handled per turn before acting
 _HOUSEKEEPING = 0.05        # seconds between reaping children / parent checks
@@ -247,7 +249,7 @@ class AgentServer:
         """A driver killed before it could say goodbye: let go of what it held
         (refs, actors it owns, leases), as if it had."""
         for client in list(self.state.clients.values()):
-            if client.kind == "driver" and client.pid and not _pid_alive(client.pid):
+            if client.kind == "driver" and client.pid and not pid_alive(client.pid):
                 self.state.on_client_gone(client.client_id)
 
     def _dispatch(self, identity: bytes, frame: bytes) -> None:
@@ -459,7 +461,7 @@ class AgentServer:
             shutil.rmtree(self.spill_dir, ignore_errors=True)
         shutil.rmtree(self.session_dir, ignore_errors=True)
         if self.state.is_head:
-            _forget_current_cluster(self.mesh.address)
+            forget_current_cluster(self.mesh.address)
 
 
 def _control_command(write: tuple, wall: float) -> tuple:
@@ -486,245 +488,10 @@ def _set_parent_death_signal(sig: int) -> None:
         pass
 
 
-def default_store_capacity() -> int:
-    from_env = config.object_store_memory_from_env()
-    if from_env:
-        return from_env
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    capacity = int(physical * config.OBJECT_STORE_FRACTION)
-    free = shm.shm_free_bytes()
-    return min(capacity, free) if free else capacity
-
-
-_SPILL_DIR_RECORD = "spill_dir"   # in the session directory: where its spill files go
-
-
-def prepare_spill_dir(session_dir: str, session: str, spill_dir: str | None) -> str:
-    """This session's spill folder: <spill_dir>/lightray-spill-<session>, or
-    "spill" in the session directory. Recorded there, so that an agent
-    starting after a crash can remove it."""
-    spill_dir = spill_dir or config.spill_dir_from_env()
-    if spill_dir:
-        path = os.path.join(os.path.abspath(spill_dir), f"lightray-spill-{session}")
-    else:
-        path = os.path.join(session_dir, "spill")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    with open(os.path.join(session_dir, _SPILL_DIR_RECORD), "w") as f:
-        f.write(path)
-    return path
-
-
-def new_session_dir() -> tuple:
-    """(session id, directory) of a fresh session, mode 0700."""
-    root = config.temp_dir()
-    os.makedirs(root, exist_ok=True)
-    session = random_hex(4)
-    path = os.path.join(root, f"session_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}_{session}")
-    os.makedirs(path, mode=0o700)
-    return session, path
-
-
-def reclaim_dead_sessions() -> None:
-    """Remove segments and directories of sessions whose agent is gone."""
-    root = config.temp_dir()
-    try:
-        names = os.listdir(root)
-    except FileNotFoundError:
-        return
-    for name in names:
-        path = os.path.join(root, name)
-        pid_file = os.path.join(path, "agent.pid")
-        try:
-            with open(pid_file) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-        if _pid_alive(pid):
-            continue
-        session = name.rsplit("_", 1)[-1]
-        try:   # the prefix the dead agent used (its environment may differ from ours)
-            with open(os.path.join(path, AGENT_RECORD)) as f:
-                prefix = json.load(f)["segment_prefix"]
-        except (OSError, ValueError, KeyError):
-            prefix = shm_prefix(session)
-        if prefix:
-            shm.unlink_all(prefix)
-        try:
-            with open(os.path.join(path, _SPILL_DIR_RECORD)) as f:
-                shutil.rmtree(f.read().strip(), ignore_errors=True)
-        except OSError:
-            pass
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if pid runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            # "pid (comm) state ...": comm may hold spaces and parentheses.
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="lightray-agent", description="Run a lightray node agent.",
-        epilog="Start a cluster with --head on one host, then --address HOST:PORT on the "
-               "others; drivers attach with lightray.init(address=\"HOST:PORT\").")
-    cluster = parser.add_mutually_exclusive_group()
-    cluster.add_argument("--head", action="store_true",
-                         help="start a cluster: this agent holds its control store")
-    cluster.add_argument("--address", type=str, default=None,
-                         help="HOST:PORT of the head agent to join")
-    parser.add_argument("--port", type=int, default=None,
-                        help=f"mesh port (head: default {DEFAULT_PORT}; others: any free port; "
-                             "0: any free port)")
-    parser.add_argument("--bind", type=str, default="127.0.0.1",
-                        help="address the mesh listens on (default 127.0.0.1: this host only)")
-    parser.add_argument("--node-ip-address", type=str, default=None,
-                        help="the address peers reach this agent at (default: --bind, or "
-                             "this host's address when --bind is 0.0.0.0)")
-    parser.add_argument("--cluster-key", type=str, default=None,
-                        help="encrypt and authenticate the mesh with ZeroMQ CURVE using this "
-                             "key file (every agent of the cluster needs the same one)")
-    parser.add_argument("--make-cluster-key", type=str, default=None, metavar="FILE",
-                        help="write a new cluster key to FILE and exit")
-    parser.add_argument("--num-cpus", type=float, default=None)
-    parser.add_argument("--num-gpus", type=float, default=0)
-    parser.add_argument("--resources", type=str, default="{}", help="JSON object of custom resources")
-    parser.add_argument("--object-store-memory", type=int, default=None)
-    parser.add_argument("--session-dir", type=str, default=None)
-    parser.add_argument("--parent-pid", type=int, default=0,
-                        help="exit when this process (the embedding driver) exits")
-    parser.add_argument("--spill-dir", type=str, default=None,
-                        help="where objects are spilled when the store is full "
-                             "(default: inside the session directory)")
-    parser.add_argument("--namespace", type=str, default="default",
-                        help="namespace of named actors for processes that name none")
-    parser.add_argument("--ready-fd", type=int, default=-1, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
-
-
-def _cluster_options(args):
-    """The mesh settings from the flags, None for a lone agent; ValueError if wrong."""
-    if not args.head and not args.address:
-        if args.port is not None or args.cluster_key:
-            raise ValueError("--port and --cluster-key need --head or --address HOST:PORT")
-        return None
-    key = read_cluster_key(args.cluster_key) if args.cluster_key else None
-    head = None
-    if args.address:
-        host, _, port = args.address.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"--address must be HOST:PORT, got {args.address!r}")
-        head = args.address
-    port = args.port if args.port is not None else (DEFAULT_PORT if args.head else 0)
-    return {"head": head, "bind": args.bind, "port": port, "cluster_key": key,
-            "advertise": args.node_ip_address}
-
-
-AGENT_RECORD = "agent.json"          # in the session directory: how to reach this agent
-CURRENT_CLUSTER = "current_cluster"  # in the temp directory: the last head started here
-
-
-def _forget_current_cluster(address: str) -> None:
-    current = os.path.join(config.temp_dir(), CURRENT_CLUSTER)
-    try:
-        with open(current) as f:
-            if f.read().strip() == address:
-                os.unlink(current)
-    except OSError:
-        pass
-
-
-def write_agent_record(server: "AgentServer", session_dir: str) -> None:
-    record = {"node_id": server.state.node_id, "pid": os.getpid(), "ipc": server.address,
-              "address": server.mesh.address if server.mesh is not None else None,
-              "head": server.state.is_head, "segment_prefix": server.segment_prefix}
-    path = os.path.join(session_dir, AGENT_RECORD)
-    with open(path + ".tmp", "w") as f:
-        json.dump(record, f)
-    os.replace(path + ".tmp", path)
-    if server.state.is_head:
-        current = os.path.join(config.temp_dir(), CURRENT_CLUSTER)
-        with open(current + ".tmp", "w") as f:
-            f.write(server.mesh.address)
-        os.replace(current + ".tmp", current)
-
-
 def main(argv=None) -> int:
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
-    if args.make_cluster_key:
-        try:
-            make_cluster_key(args.make_cluster_key)
-        except OSError as error:
-            print(f"lightray-agent: cannot write a cluster key to {args.make_cluster_key}: "
-                  f"{error.strerror} (an existing key is never overwritten)", file=sys.stderr)
-            return 2
-        print(f"lightray-agent: wrote a new cluster key to {args.make_cluster_key}")
-        return 0
-    signal.signal(signal.SIGINT, signal.SIG_IGN if args.parent_pid else signal.default_int_handler)
-    try:
-        custom = json.loads(args.resources)
-        if not isinstance(custom, dict):
-            raise ValueError("--resources must be a JSON object")
-    except ValueError as error:
-        print(f"lightray-agent: bad --resources: {error}", file=sys.stderr)
-        return 2
-    try:
-        cluster = _cluster_options(args)
-    except (ValueError, OSError) as error:
-        print(f"lightray-agent: {error}", file=sys.stderr)
-        return 2
-    resources = dict(custom)
-    resources["CPU"] = args.num_cpus if args.num_cpus is not None else detect_num_cpus()
-    resources["GPU"] = args.num_gpus or 0
-    if args.session_dir:
-        session_dir = args.session_dir
-        session = os.path.basename(session_dir).rsplit("_", 1)[-1]
-    else:
-        reclaim_dead_sessions()
-        session, session_dir = new_session_dir()
-    with open(os.path.join(session_dir, "agent.pid"), "w") as f:
-        f.write(str(os.getpid()))
-    try:
-        server = AgentServer(session_dir=session_dir, session=session, resources=resources,
-                             store_capacity=args.object_store_memory or default_store_capacity(),
-                             parent_pid=args.parent_pid, namespace=args.namespace,
-                             spill_dir=args.spill_dir, cluster=cluster)
-    except zmq.ZMQError as error:
-        print(f"lightray-agent: cannot listen on {args.bind}:{cluster and cluster['port']}: "
-              f"{error}", file=sys.stderr)
-        shutil.rmtree(session_dir, ignore_errors=True)
-        return 1
-    write_agent_record(server, session_dir)
-
-    def on_term(signum, frame):
-        server.running = False
-    signal.signal(signal.SIGTERM, on_term)
-    if not args.parent_pid:
-        node_id = server.state.node_id
-        if server.mesh is None:
-            print(f"lightray agent {node_id} listening on {server.address}", flush=True)
-        else:
-            address = server.mesh.address
-            print(f"lightray agent {node_id} listening on {address}", flush=True)
-            head = address if cluster["head"] is None else cluster["head"]
-            print(f"  join it from another host: lightray-agent --address {head}\n"
-                  f"  attach a driver on this host: lightray.init(address=\"{address}\")",
-                  flush=True)
-    try:
-        server.serve()
-    except KeyboardInterrupt:
-        server.stop()
-    return 0
+    """The ``lightray-agent`` command (lightray.agent_cli)."""
+    from .agent_cli import main as run
+    return run(argv)
 
 
 if __name__ == "__main__":

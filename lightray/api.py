@@ -96,7 +96,7 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
 
 
 def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=None) -> _Runtime:
-    from .agent import new_session_dir, reclaim_dead_sessions
+    from .session import new_session_dir, reclaim_dead_sessions
     reclaim_dead_sessions()
     session, session_dir = new_session_dir()
     custom = {k: v for k, v in request.items() if k not in ("CPU", "GPU")}
@@ -129,13 +129,13 @@ def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=Non
 def _connect_local(address: str, namespace) -> _Runtime:
     """Attach to an agent on this host: the HOST:PORT its mesh listens on,
     ipc://<session dir>/agent.sock, or "auto" (lightray.discovery)."""
-    from .agent import _pid_alive
+    from .session import pid_alive
     from .discovery import agent_at, auto_agent
     record = auto_agent() if address == "auto" else agent_at(address)
     agent_pid = record["pid"]
     session = os.path.basename(record["session_dir"]).rsplit("_", 1)[-1]
     client = client_module.CoreClient(record["ipc"], kind="driver",
-                                      agent_alive=lambda: _pid_alive(agent_pid))
+                                      agent_alive=lambda: pid_alive(agent_pid))
     client_module.set_current_client(client)
     return _Runtime(client, None, record["session_dir"], session, namespace)
 

@@ -73,7 +73,7 @@ def running_agents() -> list:
 
 
 def _memory(args) -> int:
-    from .agent import _pid_alive
+    from .session import pid_alive
     from .client import CoreClient
     agents = running_agents()
     if args.address:
@@ -88,7 +88,7 @@ def _memory(args) -> int:
     address, pid = agents[0]
     try:
         client = CoreClient(address, kind="driver",
-                            agent_alive=(lambda: _pid_alive(pid)) if pid else None)
+                            agent_alive=(lambda: pid_alive(pid)) if pid else None)
     except (RuntimeError, OSError) as error:
         print(f"lightray memory: cannot reach {address}: {error}", file=sys.stderr)
         return 1
@@ -169,11 +169,11 @@ def _status_target(address) -> tuple:
 
 def _ask_nodes(ipc: str, pid: int) -> list:
     from . import exceptions
-    from .agent import _pid_alive
+    from .session import pid_alive
     from .client import CoreClient
     try:
         client = CoreClient(ipc, kind="driver",
-                            agent_alive=(lambda: _pid_alive(pid)) if pid else None)
+                            agent_alive=(lambda: pid_alive(pid)) if pid else None)
     except (RuntimeError, OSError) as error:
         raise _CliError(f"cannot reach the agent at {ipc}: {error}")
     try:
@@ -250,7 +250,7 @@ def _stop(args) -> int:
 
     import psutil
 
-    from .agent import _pid_alive, reclaim_dead_sessions
+    from .session import pid_alive, reclaim_dead_sessions
     targets = []
     for record in running_agent_records():
         process = _agent_process(record)
@@ -276,7 +276,7 @@ def _stop(args) -> int:
     def wait(targets, timeout):
         deadline = time.monotonic() + timeout
         while True:
-            left = [(r, p) for r, p in targets if _pid_alive(p.pid)]
+            left = [(r, p) for r, p in targets if pid_alive(p.pid)]
             if not left or time.monotonic() >= deadline:
                 return left
             time.sleep(0.05)

@@ -27,7 +27,7 @@ class NoClusterError(ConnectionError):
 
 def running_agent_records() -> list:
     """The agent.json records (plus session_dir) of the agents running on this host."""
-    from .agent import AGENT_RECORD, _pid_alive
+    from .session import AGENT_RECORD, pid_alive
     root = config.temp_dir()
     try:
         names = sorted(os.listdir(root))
@@ -41,7 +41,7 @@ def running_agent_records() -> list:
                 record = json.load(f)
         except (OSError, ValueError):
             continue
-        if _pid_alive(record.get("pid", 0)):
+        if pid_alive(record.get("pid", 0)):
             record["session_dir"] = session_dir
             found.append(record)
     return found
@@ -56,7 +56,7 @@ def describe(record: dict) -> str:
 
 def agent_at(address: str) -> dict:
     """The record of the running agent at HOST:PORT (its mesh) or ipc://..."""
-    from .agent import _pid_alive
+    from .session import pid_alive
     if not isinstance(address, str):
         raise TypeError(f"address must be a str, got {type(address).__name__}")
     if address.startswith("ipc://"):
@@ -66,7 +66,7 @@ def agent_at(address: str) -> dict:
                 pid = int(f.read().strip())
         except (OSError, ValueError):
             pid = 0
-        if not pid or not _pid_alive(pid):
+        if not pid or not pid_alive(pid):
             raise ConnectionError(f"no lightray agent is running at {address!r}")
         return {"ipc": address, "pid": pid, "session_dir": session_dir, "address": None}
     host, _, port = address.rpartition(":")
@@ -92,7 +92,7 @@ def agent_at(address: str) -> dict:
 
 def auto_agent() -> dict:
     """The agent init(address="auto") attaches to."""
-    from .agent import CURRENT_CLUSTER
+    from .session import CURRENT_CLUSTER
     from_env = os.environ.get(config.ADDRESS_ENV, "")
     if from_env and from_env != "auto":
         return agent_at(from_env)

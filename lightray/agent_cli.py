@@ -1,0 +1,153 @@
+"""The ``lightray-agent`` command: flags, then an AgentServer in the foreground."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+
+import zmq
+
+from . import config
+from .agent import DEFAULT_PORT, AgentServer
+from .resources import detect_num_cpus
+from .session import new_session_dir, reclaim_dead_sessions, write_agent_record
+from .store import shm
+from .transport.mesh import make_cluster_key, read_cluster_key
+
+
+def default_store_capacity() -> int:
+    from_env = config.object_store_memory_from_env()
+    if from_env:
+        return from_env
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    capacity = int(physical * config.OBJECT_STORE_FRACTION)
+    free = shm.shm_free_bytes()
+    return min(capacity, free) if free else capacity
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="lightray-agent", description="Run a lightray node agent.",
+        epilog="Start a cluster with --head on one host, then --address HOST:PORT on the "
+               "others; drivers attach with lightray.init(address=\"HOST:PORT\").")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument("--head", action="store_true",
+                         help="start a cluster: this agent holds its control store")
+    cluster.add_argument("--address", type=str, default=None,
+                         help="HOST:PORT of the head agent to join")
+    parser.add_argument("--port", type=int, default=None,
+                        help=f"mesh port (head: default {DEFAULT_PORT}; others: any free port; "
+                             "0: any free port)")
+    parser.add_argument("--bind", type=str, default="127.0.0.1",
+                        help="address the mesh listens on (default 127.0.0.1: this host only)")
+    parser.add_argument("--node-ip-address", type=str, default=None,
+                        help="the address peers reach this agent at (default: --bind, or "
+                             "this host's address when --bind is 0.0.0.0)")
+    parser.add_argument("--cluster-key", type=str, default=None,
+                        help="encrypt and authenticate the mesh with ZeroMQ CURVE using this "
+                             "key file (every agent of the cluster needs the same one)")
+    parser.add_argument("--make-cluster-key", type=str, default=None, metavar="FILE",
+                        help="write a new cluster key to FILE and exit")
+    parser.add_argument("--num-cpus", type=float, default=None)
+    parser.add_argument("--num-gpus", type=float, default=0)
+    parser.add_argument("--resources", type=str, default="{}", help="JSON object of custom resources")
+    parser.add_argument("--object-store-memory", type=int, default=None)
+    parser.add_argument("--session-dir", type=str, default=None)
+    parser.add_argument("--parent-pid", type=int, default=0,
+                        help="exit when this process (the embedding driver) exits")
+    parser.add_argument("--spill-dir", type=str, default=None,
+                        help="where objects are spilled when the store is full "
+                             "(default: inside the session directory)")
+    parser.add_argument("--namespace", type=str, default="default",
+                        help="namespace of named actors for processes that name none")
+    parser.add_argument("--ready-fd", type=int, default=-1, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _cluster_options(args):
+    """The mesh settings from the flags, None for a lone agent; ValueError if wrong."""
+    if not args.head and not args.address:
+        if args.port is not None or args.cluster_key:
+            raise ValueError("--port and --cluster-key need --head or --address HOST:PORT")
+        return None
+    key = read_cluster_key(args.cluster_key) if args.cluster_key else None
+    head = None
+    if args.address:
+        host, _, port = args.address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--address must be HOST:PORT, got {args.address!r}")
+        head = args.address
+    port = args.port if args.port is not None else (DEFAULT_PORT if args.head else 0)
+    return {"head": head, "bind": args.bind, "port": port, "cluster_key": key,
+            "advertise": args.node_ip_address}
+
+
+def main(argv=None) -> int:
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    if args.make_cluster_key:
+        try:
+            make_cluster_key(args.make_cluster_key)
+        except OSError as error:
+            print(f"lightray-agent: cannot write a cluster key to {args.make_cluster_key}: "
+                  f"{error.strerror} (an existing key is never overwritten)", file=sys.stderr)
+            return 2
+        print(f"lightray-agent: wrote a new cluster key to {args.make_cluster_key}")
+        return 0
+    signal.signal(signal.SIGINT, signal.SIG_IGN if args.parent_pid else signal.default_int_handler)
+    try:
+        custom = json.loads(args.resources)
+        if not isinstance(custom, dict):
+            raise ValueError("--resources must be a JSON object")
+    except ValueError as error:
+        print(f"lightray-agent: bad --resources: {error}", file=sys.stderr)
+        return 2
+    try:
+        cluster = _cluster_options(args)
+    except (ValueError, OSError) as error:
+        print(f"lightray-agent: {error}", file=sys.stderr)
+        return 2
+    resources = dict(custom)
+    resources["CPU"] = args.num_cpus if args.num_cpus is not None else detect_num_cpus()
+    resources["GPU"] = args.num_gpus or 0
+    if args.session_dir:
+        session_dir = args.session_dir
+        session = os.path.basename(session_dir).rsplit("_", 1)[-1]
+    else:
+        reclaim_dead_sessions()
+        session, session_dir = new_session_dir()
+    with open(os.path.join(session_dir, "agent.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        server = AgentServer(session_dir=session_dir, session=session, resources=resources,
+                             store_capacity=args.object_store_memory or default_store_capacity(),
+                             parent_pid=args.parent_pid, namespace=args.namespace,
+                             spill_dir=args.spill_dir, cluster=cluster)
+    except zmq.ZMQError as error:
+        print(f"lightray-agent: cannot listen on {args.bind}:{cluster and cluster['port']}: "
+              f"{error}", file=sys.stderr)
+        shutil.rmtree(session_dir, ignore_errors=True)
+        return 1
+    write_agent_record(server, session_dir)
+
+    def on_term(signum, frame):
+        server.running = False
+    signal.signal(signal.SIGTERM, on_term)
+    if not args.parent_pid:
+        node_id = server.state.node_id
+        if server.mesh is None:
+            print(f"lightray agent {node_id} listening on {server.address}", flush=True)
+        else:
+            address = server.mesh.address
+            print(f"lightray agent {node_id} listening on {address}", flush=True)
+            head = address if cluster["head"] is None else cluster["head"]
+            print(f"  join it from another host: lightray-agent --address {head}\n"
+                  f"  attach a driver on this host: lightray.init(address=\"{address}\")",
+                  flush=True)
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
