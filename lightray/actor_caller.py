@@ -18,6 +18,11 @@ the handle's ref, and its arguments' refs, until it is answered: so an actor
 cannot be stopped for lack of handles while a call is on its way, and an
 argument cannot be freed before the actor has read it.
 
+An actor on another node cannot map our segments, and its agent does not
+know the refs inside the arguments: values of ObjectRef arguments travel in
+the call, and a call holding refs names our node, which the actor's agent
+asks where their objects are (see lightray.agent_remote_actors).
+
 Results are known only here until they escape (see CoreClient.unregistered);
 an actor registers with the agent itself what the agent must hold (results
 in shared memory or holding refs) before answering.
@@ -87,6 +92,7 @@ class ActorCaller:
         self.client = client
         self.channels: dict = {}             # actor id -> ActorChannel
         self.by_socket: dict = {}            # stream socket -> ActorChannel
+        self.node_id = client.node_info["node_id"]   # named in calls to other nodes
 
     # ---------------------------------------------------------- creation
 
@@ -154,7 +160,9 @@ class ActorCaller:
                 items = self._fail_locked(call, channel.death or channel.killed)
             elif channel.state == ALIVE and not channel.queued and not deps:
                 channel.inflight[task_id] = call
-                self._write_locked(channel, m.encode([(m.ACTOR_CALL, spec, [])]))
+                op = ((m.ACTOR_CALL, spec, [], self.node_id) if contained and channel.remote
+                      else (m.ACTOR_CALL, spec, []))
+                self._write_locked(channel, m.encode([op]))
             else:
                 channel.queued.append(call)
                 if deps:
@@ -203,7 +211,11 @@ class ActorCaller:
                     break
             queued.popleft()
             channel.inflight[spec[ts.TASK_ID]] = call
-            ops.append((m.ACTOR_CALL, spec, payloads))
+            if spec[ts.CONTAINED] and channel.remote:
+                # Its agent does not know these refs: it asks our node.
+                ops.append((m.ACTOR_CALL, spec, payloads, self.node_id))
+            else:
+                ops.append((m.ACTOR_CALL, spec, payloads))
         if ops:
             self._write_locked(channel, m.encode(ops))
 

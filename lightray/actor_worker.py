@@ -15,6 +15,12 @@ Three ways to run calls, chosen from the class and ``max_concurrency``:
 Only the main thread touches the sockets: pool threads and the event loop
 hand finished calls back through a queue and a pipe the main thread polls
 alongside them.
+
+A call from another node holding refs (its caller's node id comes with it):
+
+    ACTOR_CALL(spec, payloads, node) ──▶ ADOPT_FROM(node, refs) ──▶ agent, at once
+    run the method (its GETs follow ADOPT_FROM on the same socket)
+    wait for the agent's INFO_REPLY (node pins the objects for our agent) ──▶ DIRECT_DONE
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ import zmq
 
 from . import exceptions, serialization
 from . import task_spec as ts
+from .object_ref import ObjectRef
 from .runtime_context import state as context_state
 from .serialization import ERROR, INLINE
 from .transport import messages as m
@@ -58,6 +65,7 @@ class ActorRunner(TaskRunner):
         os.set_blocking(self._finished_r, False)
         self._waiting_calls: list = []     # calls that came before the instance
         self._remote_callers: set = set()  # caller ids connected over TCP (other nodes)
+        self._adopting: dict = {}          # task id -> (request id, Future, refs): ADOPT_FROM sent
 
     def _on_actor_block(self) -> None:
         with self._lock:
@@ -108,6 +116,8 @@ class ActorRunner(TaskRunner):
 
     def _on_peer_op(self, peer, op) -> None:
         if op[0] == m.ACTOR_CALL:
+            if len(op) > 3 and not self.failed:
+                self._adopt_refs(op[1], op[3])
             if self.instance is None and not self.failed:
                 self._waiting_calls.append(op)
             else:
@@ -119,6 +129,33 @@ class ActorRunner(TaskRunner):
                 # A caller on another node: it cannot map our segments, so
                 # its results travel in the answer itself.
                 self._remote_callers.add(op[1])
+
+    def _adopt_refs(self, spec, origin: str) -> None:
+        """A call from node origin's side holds refs our agent may not know:
+        have it ask origin about them now, before the method can read them
+        (our reads follow on the same socket, so they find its entries).
+        We hold them until the call is answered; ADOPT_FROM counts us (no
+        INC) and has the agent tell us when each is ready."""
+        client = self.client
+        contained = spec[ts.CONTAINED]
+        keep = [ObjectRef(object_id, client, owned=True) for object_id in contained]
+        request_id = next(client._info_ids)
+        future = concurrent.futures.Future()
+        client._info_futures[request_id] = future
+        self._adopting[spec[ts.TASK_ID]] = (request_id, future, keep)
+        client.send([(m.ADOPT_FROM, request_id, origin, list(contained))])
+
+    def _adopted(self, task_id: bytes) -> None:
+        """Wait until origin pins the refs of a call for our agent: answered,
+        the caller may drop its own refs at once (usually done already: a
+        method that read them waited for that)."""
+        request_id, future, _keep = self._adopting.pop(task_id)
+        try:
+            future.result(30.0)
+        except (concurrent.futures.TimeoutError, exceptions.RuntimeNotRunningError):
+            pass   # the agent is gone or stuck: answering is all that is left
+        finally:
+            self.client._info_futures.pop(request_id, None)
 
     # -------------------------------------------------------------- start
 
@@ -179,8 +216,11 @@ class ActorRunner(TaskRunner):
     # -------------------------------------------------------------- calls
 
     def _dispatch(self, op) -> None:
-        _, spec, dep_payloads = op
+        spec, dep_payloads = op[1], op[2]
         if self.failed:
+            if self._adopting and spec[ts.TASK_ID] in self._adopting:
+                request_id = self._adopting.pop(spec[ts.TASK_ID])[0]
+                self.client._info_futures.pop(request_id, None)
             return   # the agent told every caller the actor is dead
         if self._mode == "sync":
             payloads, contained = self._run_call(spec, dep_payloads)
@@ -264,6 +304,8 @@ class ActorRunner(TaskRunner):
             self._send_to_peer(peer, m.encode(ops))
 
     def _reply(self, spec, payloads, contained, answers=None) -> None:
+        if self._adopting and spec[ts.TASK_ID] in self._adopting:
+            self._adopted(spec[ts.TASK_ID])
         registered = self._register_results(spec, payloads, contained)
         if registered or spec[ts.CONTAINED]:
             # The answer overtakes anything sent to the agent: make sure the

@@ -125,6 +125,10 @@ class ClusterManagement:
                 self._peer_died(sender, "it stopped", wall)
             elif kind == m.ACTOR_RELAY:
                 self._on_peer_actor_op(sender, op)
+            elif kind == m.DESCRIBE:
+                self._on_describe(sender, op[1], op[2])
+            elif kind == m.DESCRIBED:
+                self._on_described(sender, op[1], op[2])
             elif kind == m.CONTROL:
                 if self.is_head:
                     self.control_writes.extend(op[1])

@@ -9,6 +9,16 @@
     get_actor(name) unknown here ──ACTOR_RELAY lookup──▶ every peer; the first hit wins
     kill, last handle dropped, owner gone (at A) ──ACTOR_RELAY kill──▶ B
 
+Refs inside a call's arguments (the call goes from the caller's process on A
+straight to the actor's worker on B, so B's agent never saw them):
+
+    actor's worker ──ADOPT_FROM(request, A, [ids]) (before running the method)──▶ B
+    B: an unknown id gets a pending entry located at A ──DESCRIBE──▶ A
+    A pins each for B (until B's FREE) ──DESCRIBED([(id, inline value, "at"
+      <node> layout, or "wait")])──▶ B: ready (inline), or REMOTE (pulled when
+      read), or asked again shortly ("wait": not ready on A yet)
+    B ──INFO_REPLY──▶ actor's worker, which answers the call only then
+
 The creator's agent keeps the actor's entry (its name, its handle object,
 its lifetime rules) as a *proxy* whose ``home`` is the node running it; the
 running node's entry has ``origin`` set and lives until A says kill or A's
@@ -16,16 +26,24 @@ node dies. Calls from another node carry their argument values and get
 their results inline (the caller cannot map the actor's segments, nor the
 actor the caller's). Restarts happen on the node running the actor; an actor
 whose node dies is dead (restarting it on another node is not done yet).
+
+The actor's worker sends ADOPT_FROM on the socket its later GETs use, so its
+agent has the entries before the method can read them. It answers the call
+only once A has pinned the objects for B: the caller, answered, may drop its
+own refs at once.
 """
 from __future__ import annotations
 
 from . import exceptions, serialization
 from . import task_spec as ts
 from .agent_actors import ALIVE, PENDING, ActorEntry, _died_payload
-from .agent_forwarding import _units
+from .agent_forwarding import AT, PUSHED, _lost, _units
+from .object_directory import ObjectEntry
 from .serialization import ERROR
 from .states import DEAD, FORWARDED
 from .transport import messages as m
+
+WAIT = "wait"   # DESCRIBED: not ready yet on the describing node, ask again
 
 
 class RemoteActors:
@@ -164,9 +182,108 @@ class RemoteActors:
             del self.actor_lookups[lookup_id]
             self.outbox[pending[0]].append((m.INFO_REPLY, pending[1], found))
 
+    # ------------------------------------------- refs in calls from other nodes
+
+    def _on_adopt_from(self, client, request_id: int, origin: str, object_ids: list) -> None:
+        """A call from origin's side brought these refs to client (an actor's
+        worker). It holds them from now on, and is told when each is ready
+        (this stands for its INC and SUBSCRIBE: an entry made here is never
+        freed before the process counts, whatever the order of answers).
+        Those unknown here are asked of origin; client is answered once
+        origin has pinned them for us."""
+        objects = self.objects
+        view = self.peers.get(origin)
+        reachable = view is not None and view.alive
+        ask = []
+        for object_id in object_ids:
+            entry = objects.get(object_id)
+            if entry is None:
+                entry = objects[object_id] = ObjectEntry(0, owner=client.client_id)
+                if reachable:
+                    # Pending and located at origin: an answer awaited from
+                    # origin (no other pending entry has a location).
+                    entry.location = origin
+                    ask.append(object_id)
+                else:
+                    entry.payload = _lost(object_id, f"node {origin}, which passed a ref to "
+                                                     "it, is gone")
+                    entry.pending = False
+            elif entry.pending and entry.location == origin and reachable:
+                ask.append(object_id)     # asked already; this call waits for an answer too
+            if object_id not in client.held:
+                client.held.add(object_id)
+                entry.refs += 1
+        self._on_subscribe(client, object_ids)
+        if not ask:
+            self.outbox[client.identity].append((m.INFO_REPLY, request_id, True))
+            return
+        # Answered like a lookup: when origin answers, or dies.
+        self.lookup_counter += 1
+        self.actor_lookups[self.lookup_counter] = [client.identity, request_id, {origin}]
+        self.peer_outbox[origin].append((m.DESCRIBE, self.lookup_counter, ask))
+
+    def _on_describe(self, sender: str, request_id: int, object_ids: list) -> None:
+        """Where the objects of refs our processes passed to sender's side are;
+        each is pinned here for sender until its FREE (inline values excepted:
+        sender has them then)."""
+        objects = self.objects
+        answers = []
+        for object_id in object_ids:
+            entry = objects.get(object_id)
+            if entry is None:
+                how = _lost(object_id, f"node {self.node_id}, which passed a ref to it, "
+                                       "no longer holds it")
+            elif entry.pending:
+                how = (WAIT,)
+                self._pin_for(sender, entry)
+            else:
+                how = self._describe_for(sender, object_id)
+                if how[0] == AT or how[0] == PUSHED:
+                    self._pin_for(sender, entry)
+                elif entry.pinned_for and sender in entry.pinned_for:
+                    entry.pinned_for.discard(sender)    # pinned while pending
+                    self._unref(object_id)
+            answers.append((object_id, how))
+        self.peer_outbox[sender].append((m.DESCRIBED, request_id, answers))
+
+    def _on_described(self, sender: str, request_id: int, answers: list) -> None:
+        objects = self.objects
+        again = []
+        unwanted = []
+        for object_id, how in answers:
+            entry = objects.get(object_id)
+            if entry is not None and entry.pending and entry.location == sender:
+                if how[0] == WAIT:
+                    again.append(object_id)
+                    continue
+                entry.location = None
+                self._adopt_inner(sender, object_id, how)
+            elif how[0] in (AT, PUSHED, WAIT) and not (
+                    entry is not None and entry.copies and sender in entry.copies):
+                # Known here another way (or let go of) meanwhile, and not
+                # through sender's pin: sender need not keep it for us.
+                unwanted.append(object_id)
+        if unwanted:
+            self.peer_outbox[sender].append((m.FREE, unwanted))
+        if again:
+            # Sent within one housekeeping tick (50 ms): the owner's node
+            # cannot tell us when it is ready without a hook in every
+            # readiness path, and the pin it holds keeps the object meanwhile.
+            self.pull_retries.append((sender, (m.DESCRIBE, 0, again)))
+        self._on_lookup_answer(sender, request_id, True)
+
+    def _refs_from_dead_node(self, node_id: str, why: str) -> None:
+        """Objects we were asking node_id about are lost with it."""
+        for object_id, entry in list(self.objects.items()):
+            if entry.pending and entry.location == node_id:
+                entry.location = None
+                self._set_ready(object_id, entry, _lost(
+                    object_id, f"node {node_id}, which passed a ref to it, died ({why})"), ())
+
     # ------------------------------------------------------------- failures
 
     def _actors_on_dead_node(self, node_id: str, why: str) -> None:
+        self._refs_from_dead_node(node_id, why)
         for actor in list(self.actors.values()):
             if actor.state == DEAD:
                 continue

@@ -1,6 +1,7 @@
 """Actors across the nodes of a three-agent cluster."""
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -167,3 +168,132 @@ def test_an_actor_needing_a_resource_only_a_peer_has_is_placed_there(cluster):
     cluster.wait_for_nodes(4)
     counter = Counter.options(resources={"disk": 1}).remote()
     assert lightray.get(counter.node.remote(), timeout=30) == disk.node_id
+
+
+# ----------------------------------------------- refs nested in calls' arguments
+
+
+@lightray.remote
+class Reader:
+    def read(self, refs):
+        return lightray.get(refs[0], timeout=10)
+
+    def total(self, refs):
+        array = lightray.get(refs[0], timeout=30)
+        return int(array.sum(dtype=np.uint64)), lightray.get_runtime_context().node_id
+
+    def keep(self, refs):
+        self.kept = refs
+        return len(refs)
+
+    def total_of_kept(self):
+        return int(lightray.get(self.kept[0], timeout=30).sum(dtype=np.uint64))
+
+    def drop_kept(self):
+        del self.kept
+        return True
+
+
+@lightray.remote
+class AsyncReader:
+    async def read(self, refs):
+        return await refs[0]
+
+
+@lightray.remote
+def made_on_its_node(size):
+    return np.arange(size, dtype=np.uint8)
+
+
+@lightray.remote
+def slow_value(value):
+    import time
+    time.sleep(0.5)
+    return value
+
+
+@lightray.remote
+def read_through_actor(reader, value):
+    return lightray.get(reader.read.remote([lightray.put(value)]), timeout=30)
+
+
+def _on(node):
+    return NodeAffinity(node.node_id)
+
+
+def _store_used(node):
+    return {n["node_id"]: n for n in lightray.nodes()}[node.node_id]["store_used"]
+
+
+def _known_here(ref):
+    return any(row["object_id"] == ref.hex() for row in lightray.memory_summary()["objects"])
+
+
+def test_an_actor_on_another_node_reads_a_ref_nested_in_its_arguments(cluster):
+    reader = Reader.options(scheduling_strategy=_on(cluster.nodes[1])).remote()
+    ref = lightray.put(5)
+    assert lightray.get(reader.read.remote([ref]), timeout=30) == 5
+    assert lightray.get(reader.read.remote([lightray.put("again")]), timeout=30) == "again"
+    # In shared memory, small enough to be pushed along with the answer.
+    ones = lightray.put(np.ones(1 << 20, dtype=np.uint8))
+    assert lightray.get(reader.total.remote([ones]), timeout=30) == (1 << 20,
+                                                                     cluster.nodes[1].node_id)
+
+
+def test_an_actor_on_another_node_reads_a_large_object_behind_a_nested_ref(cluster):
+    a, b = cluster.nodes[0], cluster.nodes[1]
+    reader = Reader.options(scheduling_strategy=_on(b)).remote()
+    size = 5 << 20
+    array = made_on_its_node.options(scheduling_strategy=_on(a)).remote(size)
+    expected = int(np.arange(256, dtype=np.uint64).sum()) * (size // 256)
+    assert lightray.get(reader.total.remote([array]), timeout=60) == (expected, b.node_id)
+    # B's copy is freed once nobody there reads it any more.
+    assert wait_for(lambda: _store_used(b) == 0, timeout=10)
+
+
+def test_a_nested_ref_still_being_computed_resolves_for_an_actor_on_another_node(cluster):
+    reader = Reader.options(scheduling_strategy=_on(cluster.nodes[1])).remote()
+    lightray.get(reader.keep.remote([]), timeout=30)   # the actor is up
+    pending = slow_value.options(scheduling_strategy=_on(cluster.nodes[0])).remote(42)
+    assert lightray.get(reader.read.remote([pending]), timeout=30) == 42
+    large = made_on_its_node.options(scheduling_strategy=_on(cluster.nodes[2])).remote(3 << 20)
+    total, _ = lightray.get(reader.total.remote([large]), timeout=60)
+    assert total == int(np.arange(3 << 20, dtype=np.uint8).sum(dtype=np.uint64))
+
+
+def test_an_actor_on_the_same_node_reads_a_ref_nested_in_its_arguments(cluster):
+    reader = Reader.options(scheduling_strategy=_on(cluster.nodes[0])).remote()
+    assert lightray.get(reader.read.remote([lightray.put(7)]), timeout=30) == 7
+    array = made_on_its_node.options(scheduling_strategy=_on(cluster.nodes[1])).remote(3 << 20)
+    total, node = lightray.get(reader.total.remote([array]), timeout=60)
+    assert node == cluster.nodes[0].node_id
+    assert total == int(np.arange(3 << 20, dtype=np.uint8).sum(dtype=np.uint64))
+
+
+def test_an_async_actor_on_another_node_awaits_a_nested_ref(cluster):
+    reader = AsyncReader.options(scheduling_strategy=_on(cluster.nodes[2])).remote()
+    assert lightray.get(reader.read.remote([lightray.put({"k": 1})]), timeout=30) == {"k": 1}
+
+
+def test_a_task_on_a_third_node_passes_a_nested_ref_to_an_actor(cluster):
+    reader = Reader.options(scheduling_strategy=_on(cluster.nodes[1])).remote()
+    task = read_through_actor.options(scheduling_strategy=_on(cluster.nodes[2]))
+    assert lightray.get(task.remote(reader, 9), timeout=30) == 9
+
+
+def test_a_nested_ref_kept_by_a_remote_actor_outlives_the_caller_and_is_freed_after(cluster):
+    a, b = cluster.nodes[0], cluster.nodes[1]
+    reader = Reader.options(scheduling_strategy=_on(b)).remote()
+    data = np.ones(3 << 20, dtype=np.uint8)
+    ref = lightray.put(data)
+    ref_id = ref.hex()
+    assert lightray.get(reader.keep.remote([ref]), timeout=30) == 1
+    del ref                                   # only the actor holds it now
+    time.sleep(0.3)
+    assert lightray.get(reader.total_of_kept.remote(), timeout=30) == 3 << 20
+    assert lightray.get(reader.drop_kept.remote(), timeout=30) is True
+    # Its agent lets go at the caller's node: the object is freed there...
+    assert wait_for(lambda: not any(row["object_id"] == ref_id for row in
+                                    lightray.memory_summary()["objects"]), timeout=10)
+    # ... and B's pulled copy too.
+    assert wait_for(lambda: _store_used(b) == 0 and _store_used(a) == 0, timeout=10)

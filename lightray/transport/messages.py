@@ -54,6 +54,10 @@ RESERVE = 25        # (RESERVE, request_id, size)  room for a segment I am about
                     #   INFO_REPLY ("ok",) once granted (may wait for spilling) or ("full", why)
 RESTORE = 26        # (RESTORE, request_id, object_id)  its segment is gone (spilled): bring
                     #   it back; INFO_REPLY ("ok", payload) or ("lost", pickled error)
+ADOPT_FROM = 27     # (ADOPT_FROM, request_id, node_id, [object_id])  from an actor's worker:
+                    #   it now holds these refs, from a call from node_id's side: count it
+                    #   and push READY to it (INC and SUBSCRIBE in one); ask node_id where
+                    #   unknown ones are (agent_remote_actors). INFO_REPLY once it answered
 
 # agent -> client
 WELCOME = 101      # (WELCOME, node_info dict)
@@ -73,8 +77,10 @@ ACTOR_START = 111    # (ACTOR_START, constructor TaskSpec, class bytes, [dep pay
 # driver <-> leased worker, on the worker's own ROUTER (direct submission)
 DIRECT_HELLO = 201   # (DIRECT_HELLO,)  from the driver's reply socket
 DIRECT_DONE = 202    # (DIRECT_DONE, task_id, [payload...], registered, retryable)
-ACTOR_CALL = 203     # (ACTOR_CALL, TaskSpec, [dep payloads])  caller -> actor, answered
-                     #   by DIRECT_DONE; calls from one caller arrive in submission order
+ACTOR_CALL = 203     # (ACTOR_CALL, TaskSpec, [dep payloads][, caller's node id])  caller ->
+                     #   actor, answered by DIRECT_DONE; calls from one caller arrive in
+                     #   submission order. The node id: an actor on another node, refs
+                     #   inside the arguments (ADOPT_FROM)
 
 # agent <-> agent, over the mesh (lightray.transport.mesh, lightray.agent_cluster)
 JOIN = 301           # (JOIN, node dict)  a new agent to the head
@@ -94,6 +100,10 @@ PULL_FAILED = 313    # (PULL_FAILED, object_id, why)
 FORWARD_CANCEL = 314  # (FORWARD_CANCEL, object_id, force)
 ACTOR_RELAY = 317    # (ACTOR_RELAY, actor_id, message)  actors across nodes (agent_remote_actors)
 CONTROL = 318        # (CONTROL, [command])  writes for the head's control store
+DESCRIBE = 319       # (DESCRIBE, request id or 0, [object_id])  where are these? (refs a
+                     #   process here got from the peer's side); pins them there for us
+DESCRIBED = 320      # (DESCRIBED, request id or 0, [(object_id, descriptor)])  the answer;
+                     #   ("wait",): not ready yet there, ask again
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
 # reference to the bytes until they are sent); smaller ones are cheaper to copy.
