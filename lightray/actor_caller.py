@@ -21,7 +21,12 @@ argument cannot be freed before the actor has read it.
 An actor on another node cannot map our segments, and its agent does not
 know the refs inside the arguments: values of ObjectRef arguments travel in
 the call, and a call holding refs names our node, which the actor's agent
-asks where their objects are (see lightray.agent_remote_actors).
+asks where their objects are (see lightray.agent_remote_actors); so do
+refs inside the values of ObjectRef arguments, named beside the spec (the
+arguments' entries here pin them until the call is answered). Refs inside
+its results: the actor's node keeps them for ours, the answer names them,
+and before the results are visible here our agent is told to ask for them
+and holds them by the results, registered with it (same socket as our GETs).
 
 Results are known only here until they escape (see CoreClient.unregistered);
 an actor registers with the agent itself what the agent must hold (results
@@ -36,6 +41,8 @@ left (max_task_retries), else they fail with ActorDiedError.
 from __future__ import annotations
 
 import collections
+import io
+import pickle
 import threading
 
 from . import exceptions, serialization
@@ -194,6 +201,7 @@ class ActorCaller:
         queued = channel.queued
         ready = self.client._ready
         ops = []
+        escapes = []
         while queued:
             call = queued[0]
             spec = call.spec
@@ -205,27 +213,40 @@ class ActorCaller:
                 payloads.append(payload)
             if len(payloads) != len(spec[ts.DEPS]):
                 break
+            inner = None
             if channel.remote and payloads:
-                payloads = self._inline_for_remote_locked(channel, spec[ts.DEPS], payloads)
-                if payloads is None:
+                inlined = self._inline_for_remote_locked(channel, spec[ts.DEPS], payloads)
+                if inlined is None:
                     break
+                payloads, inner = inlined
             queued.popleft()
             channel.inflight[spec[ts.TASK_ID]] = call
-            if spec[ts.CONTAINED] and channel.remote:
+            if inner:
+                # Refs inside argument values: its agent asks our node about
+                # them too (the arguments, kept by the call, pin them here).
+                escapes += self.client.escape_ops_locked(inner)
+                ops.append((m.ACTOR_CALL, spec, payloads, self.node_id, inner))
+            elif spec[ts.CONTAINED] and channel.remote:
                 # Its agent does not know these refs: it asks our node.
                 ops.append((m.ACTOR_CALL, spec, payloads, self.node_id))
             else:
                 ops.append((m.ACTOR_CALL, spec, payloads))
+        if escapes:
+            self.client._send_locked(escapes)
         if ops:
             self._write_locked(channel, m.encode(ops))
 
     def _inline_for_remote_locked(self, channel: ActorChannel, object_ids, payloads):
         """An actor on another node cannot map our segments: argument values
-        travel in the call itself. None if one is not in memory here yet (a
-        thread brings it back, then flushes the channel again)."""
+        travel in the call itself. (payloads, ids of the refs inside them), or
+        None if one is not in memory here yet (a thread brings it back, then
+        flushes the channel again)."""
         inlined = []
+        inner = []
         for object_id, payload in zip(object_ids, payloads):
             if payload[0] != SHARED:
+                if payload[0] == INLINE and _MAY_HOLD_REFS in payload[1]:
+                    _load_uncounted(payload[1], (), inner)
                 inlined.append(payload)
                 continue
             try:
@@ -236,9 +257,9 @@ class ActorCaller:
                     threading.Thread(target=self._fetch_then_flush, daemon=True,
                                      args=(channel, object_id, payload[1])).start()
                 return None
-            value = serialization.deserialize(inband, buffers)
+            value = _load_uncounted(inband, buffers, inner)
             inlined.append((INLINE, serialization.serialize_inline(value).inband))
-        return inlined
+        return inlined, inner
 
     def _fetch_then_flush(self, channel: ActorChannel, object_id: bytes, layout) -> None:
         try:
@@ -294,10 +315,29 @@ class ActorCaller:
                 if call is None:
                     continue   # answered already (by an older incarnation)
                 answered.append(call)
-                send, ready = client.settle_locked(call.spec, op[2], op[3])
+                registered = op[3]
+                if len(op) > 5:
+                    self._adopt_result_refs_locked(call.spec, op[2], op[5], op[6])
+                    registered = True
+                send, ready = client.settle_locked(call.spec, op[2], registered)
                 if send:
                     client._send_locked(send)
                 items += ready
+
+    def _adopt_result_refs_locked(self, spec, payloads, node_id: str, contained) -> None:
+        """An actor on node_id answered with results holding refs, which
+        node_id keeps for our node: before the results are visible here, have
+        our agent ask node_id about them, and register the results with it
+        (they hold those refs from now on, as any result holding refs does).
+        Our GETs of them follow on the same socket, so they find its entries."""
+        client = self.client
+        inner = list(dict.fromkeys(i for ids in contained for i in ids))
+        ops = [(m.ADOPT_FROM, 0, node_id, inner, True)]   # asked even if dropped: node_id lets go
+        for object_id, payload, ids in zip(return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
+                                           payloads, contained):
+            if object_id in client.unregistered or object_id in client.promised:
+                ops.append((m.REGISTER, object_id, payload, ids))   # (else dropped already)
+        client._send_locked(ops)
 
     def _drain_locked(self, channel: ActorChannel, items: list, answered: list) -> None:
         """Take the answers a dead actor sent before it died: they wait in the
@@ -351,8 +391,10 @@ class ActorCaller:
         client = self.client
         remote = worker_id.startswith("tcp://")
         path = worker_id if remote else actor_stream_path(client.address, worker_id)
+        hello = ((m.DIRECT_HELLO, client.client_id, self.node_id) if remote
+                 else (m.DIRECT_HELLO, client.client_id))
         try:
-            sock = stream.connect(path, m.encode([(m.DIRECT_HELLO, client.client_id)]))
+            sock = stream.connect(path, m.encode([hello]))
         except OSError:
             # Died between saying it was ready and now: the agent's next
             # notice (restart or death) follows; calls wait in the queue.
@@ -430,3 +472,30 @@ class ActorCaller:
     def close(self) -> None:
         """Forget the channels (the client closes their sockets)."""
         self.by_socket.clear()
+
+
+# Refs inside a pickled value name this function: a value without it holds none.
+_MAY_HOLD_REFS = b"_rebuild_object_ref"
+
+
+class _UncountedUnpickler(pickle.Unpickler):
+    """Loads a value whose ObjectRefs are bare (no client): nothing counted,
+    no lock taken (we hold the client's), their ids collected."""
+
+    def __init__(self, data, buffers, found: list):
+        super().__init__(io.BytesIO(data), buffers=buffers)
+        self._found = found
+
+    def find_class(self, module, name):
+        if name == "_rebuild_object_ref" and module == "lightray.object_ref":
+            found = self._found
+
+            def rebuild(object_id):
+                found.append(object_id)
+                return ObjectRef(object_id, None)
+            return rebuild
+        return super().find_class(module, name)
+
+
+def _load_uncounted(data, buffers, found: list):
+    return _UncountedUnpickler(data, buffers, found).load()

@@ -21,6 +21,12 @@ A call from another node holding refs (its caller's node id comes with it):
     ACTOR_CALL(spec, payloads, node) ──▶ ADOPT_FROM(node, refs) ──▶ agent, at once
     run the method (its GETs follow ADOPT_FROM on the same socket)
     wait for the agent's INFO_REPLY (node pins the objects for our agent) ──▶ DIRECT_DONE
+
+Results for a caller on another node holding refs (its node id came with
+its DIRECT_HELLO): while the result still holds them, HAND_OVER(node, refs)
+──▶ agent (it keeps them for that node until asked); a sync; then
+DIRECT_DONE names our node and the refs inside each result, whose agent
+the caller has ask ours (lightray.agent_remote_actors).
 """
 from __future__ import annotations
 
@@ -64,7 +70,7 @@ class ActorRunner(TaskRunner):
         self._async_batch: list = []       # calls for the event loop, handed over per frame
         os.set_blocking(self._finished_r, False)
         self._waiting_calls: list = []     # calls that came before the instance
-        self._remote_callers: set = set()  # caller ids connected over TCP (other nodes)
+        self._remote_callers: dict = {}    # caller id -> its node id (over TCP, other nodes)
         self._adopting: dict = {}          # task id -> (request id, Future, refs): ADOPT_FROM sent
 
     def _on_actor_block(self) -> None:
@@ -117,7 +123,7 @@ class ActorRunner(TaskRunner):
     def _on_peer_op(self, peer, op) -> None:
         if op[0] == m.ACTOR_CALL:
             if len(op) > 3 and not self.failed:
-                self._adopt_refs(op[1], op[3])
+                self._adopt_refs(op[1], op[3], op[4] if len(op) > 4 else ())
             if self.instance is None and not self.failed:
                 self._waiting_calls.append(op)
             else:
@@ -128,22 +134,23 @@ class ActorRunner(TaskRunner):
             if peer.sock.family == socket.AF_INET:
                 # A caller on another node: it cannot map our segments, so
                 # its results travel in the answer itself.
-                self._remote_callers.add(op[1])
+                self._remote_callers[op[1]] = op[2] if len(op) > 2 else None
 
-    def _adopt_refs(self, spec, origin: str) -> None:
+    def _adopt_refs(self, spec, origin: str, more=()) -> None:
         """A call from node origin's side holds refs our agent may not know:
         have it ask origin about them now, before the method can read them
         (our reads follow on the same socket, so they find its entries).
         We hold them until the call is answered; ADOPT_FROM counts us (no
-        INC) and has the agent tell us when each is ready."""
+        INC) and has the agent tell us when each is ready. more: refs inside
+        the values of ObjectRef arguments (the caller inlined those values)."""
         client = self.client
-        contained = spec[ts.CONTAINED]
+        contained = list(spec[ts.CONTAINED]) + [i for i in more if i not in spec[ts.CONTAINED]]
         keep = [ObjectRef(object_id, client, owned=True) for object_id in contained]
         request_id = next(client._info_ids)
         future = concurrent.futures.Future()
         client._info_futures[request_id] = future
         self._adopting[spec[ts.TASK_ID]] = (request_id, future, keep)
-        client.send([(m.ADOPT_FROM, request_id, origin, list(contained))])
+        client.send([(m.ADOPT_FROM, request_id, origin, contained)])
 
     def _adopted(self, task_id: bytes) -> None:
         """Wait until origin pins the refs of a call for our agent: answered,
@@ -306,16 +313,26 @@ class ActorRunner(TaskRunner):
     def _reply(self, spec, payloads, contained, answers=None) -> None:
         if self._adopting and spec[ts.TASK_ID] in self._adopting:
             self._adopted(spec[ts.TASK_ID])
-        registered = self._register_results(spec, payloads, contained)
-        if registered or spec[ts.CONTAINED]:
+        handed_over = False
+        if self._remote_callers and spec[ts.OWNER] in self._remote_callers:
+            # Our agent has no use for a result owned on another node; refs
+            # inside it were handed over in _store_results.
+            registered = False
+            handed_over = any(contained)
+        else:
+            registered = self._register_results(spec, payloads, contained)
+        if registered or handed_over or spec[ts.CONTAINED]:
             # The answer overtakes anything sent to the agent: make sure the
-            # agent counts the refs we now hold (INC) and our results before
-            # the caller, answered, drops its refs or passes the results on.
+            # agent counts the refs we now hold (INC) and our results (or
+            # keeps their refs for the caller's node) before the caller,
+            # answered, drops its refs, passes the results on or asks.
             self.client.sync_with_agent()
         peer = self._peers_by_owner.get(spec[ts.OWNER])
         if peer is None:
             return   # the caller is gone
         op = (m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, False)
+        if handed_over:
+            op += (self.node_id, contained)
         if answers is None:
             self._send_to_peer(peer, m.encode([op]))
         else:
@@ -334,6 +351,12 @@ class ActorRunner(TaskRunner):
             serialized = serialization.serialize_inline(value)
             payloads.append((INLINE, serialized.inband))
             contained.append(serialized.contained)
+        inner = list(dict.fromkeys(i for ids in contained for i in ids))
+        if inner:
+            # Now, while result holds the refs (our DECs for them can only
+            # follow): our agent keeps them for the caller's node until it asks.
+            self.client.send([(m.HAND_OVER, self._remote_callers[spec[ts.OWNER]], inner)],
+                             escaping=inner)
         return payloads, contained
 
     @staticmethod

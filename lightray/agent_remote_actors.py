@@ -19,6 +19,16 @@ straight to the actor's worker on B, so B's agent never saw them):
       read), or asked again shortly ("wait": not ready on A yet)
     B ──INFO_REPLY──▶ actor's worker, which answers the call only then
 
+Refs inside a call's results (the answer goes from B's worker straight to
+the caller on A; the refs were B's worker's, known to B only):
+
+    actor's worker ──HAND_OVER(A, [ids]) (then a sync: B has it before A can ask)──▶ B
+    B pins each for A (as if A had asked already) ──DIRECT_DONE(..., B, ids)──▶ caller
+    caller ──ADOPT_FROM(0, B, [ids], handed over) + REGISTER of its results──▶ A, before
+      the results are visible to its code (its GETs follow on the same socket)
+    A: each unknown id a pending entry located at B ──DESCRIBE(every id)──▶ B, as above;
+      held by the registered results; A FREEs B when it lets go
+
 The creator's agent keeps the actor's entry (its name, its handle object,
 its lifetime rules) as a *proxy* whose ``home`` is the node running it; the
 running node's entry has ``origin`` set and lives until A says kill or A's
@@ -222,6 +232,41 @@ class RemoteActors:
         self.actor_lookups[self.lookup_counter] = [client.identity, request_id, {origin}]
         self.peer_outbox[origin].append((m.DESCRIBE, self.lookup_counter, ask))
 
+    def _on_adopt_handed_over(self, origin: str, object_ids: list) -> None:
+        """A caller here got results from an actor on origin holding these
+        refs; origin keeps each for us (HAND_OVER) until we ask. Every one is
+        asked, known here or not, so origin can let go of those we do not need
+        its pin for (DESCRIBED then FREE, or an inline value). They are held by
+        the results the caller registers right behind this (nobody counts the
+        caller: its refs come from reading the results, with INC)."""
+        view = self.peers.get(origin)
+        reachable = view is not None and view.alive
+        objects = self.objects
+        for object_id in object_ids:
+            if object_id not in objects:
+                entry = objects[object_id] = ObjectEntry(0)
+                if reachable:
+                    entry.location = origin   # pending, awaiting origin's answer
+                else:
+                    entry.payload = _lost(object_id, f"node {origin}, which returned a ref "
+                                                     "to it, is gone")
+                    entry.pending = False
+        if reachable:
+            self.peer_outbox[origin].append((m.DESCRIBE, 0, list(object_ids)))
+
+    def _on_hand_over(self, node_id: str, object_ids: list) -> None:
+        """An actor's worker here sends results holding these refs to a caller
+        on node_id: keep each for node_id until it asks (DESCRIBE), says FREE,
+        or dies. Not those whose bytes are on node_id: it needs nothing here."""
+        view = self.peers.get(node_id)
+        if view is None or not view.alive:
+            return
+        objects = self.objects
+        for object_id in object_ids:
+            entry = objects.get(object_id)
+            if entry is not None and entry.location != node_id:
+                self._pin_for(node_id, entry)
+
     def _on_describe(self, sender: str, request_id: int, object_ids: list) -> None:
         """Where the objects of refs our processes passed to sender's side are;
         each is pinned here for sender until its FREE (inline values excepted:
@@ -238,10 +283,12 @@ class RemoteActors:
                 self._pin_for(sender, entry)
             else:
                 how = self._describe_for(sender, object_id)
-                if how[0] == AT or how[0] == PUSHED:
+                if (how[0] == AT or how[0] == PUSHED) and how[1] != sender:
                     self._pin_for(sender, entry)
                 elif entry.pinned_for and sender in entry.pinned_for:
-                    entry.pinned_for.discard(sender)    # pinned while pending
+                    # Pinned while pending, or handed over: an inline value
+                    # (sender has it now) or bytes on sender itself.
+                    entry.pinned_for.discard(sender)
                     self._unref(object_id)
             answers.append((object_id, how))
         self.peer_outbox[sender].append((m.DESCRIBED, request_id, answers))
@@ -258,7 +305,7 @@ class RemoteActors:
                     continue
                 entry.location = None
                 self._adopt_inner(sender, object_id, how)
-            elif how[0] in (AT, PUSHED, WAIT) and not (
+            elif (how[0] == WAIT or (how[0] in (AT, PUSHED) and how[1] != self.node_id)) and not (
                     entry is not None and entry.copies and sender in entry.copies):
                 # Known here another way (or let go of) meanwhile, and not
                 # through sender's pin: sender need not keep it for us.

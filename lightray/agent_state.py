@@ -253,7 +253,12 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
             elif kind == m.ACTOR_READY:
                 self._on_actor_ready(client, op[1], op[2], op[3] if len(op) > 3 else None)
             elif kind == m.ADOPT_FROM:
-                self._on_adopt_from(client, op[1], op[2], op[3])
+                if len(op) > 4:
+                    self._on_adopt_handed_over(op[2], op[3])
+                else:
+                    self._on_adopt_from(client, op[1], op[2], op[3])
+            elif kind == m.HAND_OVER:
+                self._on_hand_over(op[1], op[2])
             elif kind == m.GOODBYE:
                 self._drop_client(client)
             elif kind == m.SHUTDOWN:

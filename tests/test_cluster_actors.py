@@ -206,9 +206,9 @@ def made_on_its_node(size):
 
 
 @lightray.remote
-def slow_value(value):
+def slow_value(value, seconds=0.5):
     import time
-    time.sleep(0.5)
+    time.sleep(seconds)
     return value
 
 
@@ -297,3 +297,123 @@ def test_a_nested_ref_kept_by_a_remote_actor_outlives_the_caller_and_is_freed_af
                                     lightray.memory_summary()["objects"]), timeout=10)
     # ... and B's pulled copy too.
     assert wait_for(lambda: _store_used(b) == 0 and _store_used(a) == 0, timeout=10)
+
+
+# ----------------------------------------------- refs inside results, and inside argument values
+
+
+@lightray.remote
+class Maker:
+    def put_in_list(self, value):
+        return [lightray.put(value)]
+
+    def task_in_list(self, value):
+        return [slow_value.remote(value)]
+
+    def zeros_in_list(self, size):
+        return [lightray.put(np.zeros(size, dtype=np.uint8))]
+
+    def echo(self, refs):
+        return refs
+
+    def sleeping_in_list(self, seconds):
+        here = NodeAffinity(lightray.get_runtime_context().node_id)
+        return [slow_value.options(scheduling_strategy=here).remote(seconds, seconds)]
+
+    def read_inside(self, outer):
+        return [lightray.get(ref, timeout=30) for ref in outer]
+
+    def total_inside(self, outer):
+        return int(lightray.get(outer[0], timeout=30).sum(dtype=np.uint64))
+
+
+@lightray.remote
+class AsyncMaker:
+    async def put_in_list(self, value):
+        return [lightray.put(value)]
+
+    async def read_inside(self, outer):
+        return [await ref for ref in outer]
+
+
+def test_the_driver_reads_refs_inside_a_result_of_an_actor_on_another_node(cluster):
+    maker = Maker.options(scheduling_strategy=_on(cluster.nodes[1])).remote()
+    [small] = lightray.get(maker.put_in_list.remote("x"), timeout=30)
+    assert lightray.get(small, timeout=30) == "x"
+    [zeros] = lightray.get(maker.put_in_list.remote(np.zeros(10)), timeout=30)
+    assert lightray.get(zeros, timeout=30).tolist() == [0.0] * 10
+    [computed] = lightray.get(maker.task_in_list.remote(41), timeout=30)
+    assert lightray.get(computed, timeout=30) == 41
+    # Known here already (the driver's own ref, passed and returned).
+    mine = lightray.put("mine")
+    [back] = lightray.get(maker.echo.remote([mine]), timeout=30)
+    assert back == mine and lightray.get(back, timeout=30) == "mine"
+
+
+def test_a_large_object_behind_a_ref_a_remote_actor_returns_is_read_then_freed_there(cluster):
+    b = cluster.nodes[1]
+    maker = Maker.options(scheduling_strategy=_on(b)).remote()
+    [ref] = lightray.get(maker.zeros_in_list.remote(5 << 20), timeout=30)
+    array = lightray.get(ref, timeout=60)
+    assert array.nbytes == 5 << 20 and not array.any()
+    assert wait_for(lambda: _store_used(b) >= 5 << 20, timeout=10)   # (heartbeat figures)
+    del array, ref
+    # The driver let go: its agent FREEs B's pin, and B frees the object.
+    assert wait_for(lambda: _store_used(b) == 0 and _store_used(cluster.nodes[0]) == 0,
+                    timeout=10)
+
+
+def test_a_ref_inside_a_dropped_result_of_a_remote_actor_is_freed_there(cluster):
+    b = cluster.nodes[1]
+    maker = Maker.options(scheduling_strategy=_on(b)).remote()
+    refs = [maker.zeros_in_list.remote(1 << 20) for _ in range(3)]
+    lightray.wait(refs, num_returns=3, timeout=30)
+    assert wait_for(lambda: _store_used(b) >= 3 << 20, timeout=10)
+    del refs                                   # never read
+    assert wait_for(lambda: _store_used(b) == 0, timeout=10)
+
+
+def test_an_async_actor_on_another_node_returns_a_ref_the_driver_reads(cluster):
+    maker = AsyncMaker.options(scheduling_strategy=_on(cluster.nodes[2])).remote()
+    [ref] = lightray.get(maker.put_in_list.remote({"k": 2}), timeout=30)
+    assert lightray.get(ref, timeout=30) == {"k": 2}
+
+
+def test_an_actor_on_another_node_reads_refs_inside_the_value_of_a_ref_argument(cluster):
+    maker = Maker.options(scheduling_strategy=_on(cluster.nodes[1])).remote()
+    inner = lightray.put(5)
+    outer = lightray.put([inner])
+    assert lightray.get(maker.read_inside.remote(outer), timeout=30) == [5]
+    # The outer value in shared memory, the inner one too.
+    big_inner = lightray.put(np.ones(1 << 20, dtype=np.uint8))
+    big_outer = lightray.put([big_inner, np.zeros(1 << 20, dtype=np.uint8)])
+    assert lightray.get(maker.total_inside.remote(big_outer), timeout=30) == 1 << 20
+    del inner, big_inner                       # the outer values keep them
+    assert lightray.get(maker.read_inside.remote(outer), timeout=30) == [5]
+
+
+def test_an_async_actor_on_another_node_awaits_refs_inside_a_ref_argument(cluster):
+    maker = AsyncMaker.options(scheduling_strategy=_on(cluster.nodes[2])).remote()
+    outer = lightray.put([lightray.put("a"), lightray.put("b")])
+    assert lightray.get(maker.read_inside.remote(outer), timeout=30) == ["a", "b"]
+
+
+def test_a_large_ref_passed_to_a_remote_actor_and_returned_is_freed_on_both_nodes_after(cluster):
+    a, b = cluster.nodes[0], cluster.nodes[1]
+    maker = Maker.options(scheduling_strategy=_on(b)).remote()
+    ref = lightray.put(np.ones(3 << 20, dtype=np.uint8))
+    [back] = lightray.get(maker.echo.remote([ref]), timeout=30)
+    assert back == ref
+    del ref
+    assert int(lightray.get(back, timeout=30).sum(dtype=np.uint64)) == 3 << 20
+    del back
+    assert wait_for(lambda: _store_used(a) == 0 and _store_used(b) == 0, timeout=10)
+
+
+def test_a_ref_returned_by_a_remote_actor_is_lost_naming_its_node_when_that_node_dies(cluster):
+    victim = cluster.nodes[2]
+    maker = Maker.options(scheduling_strategy=_on(victim)).remote()
+    [ref] = lightray.get(maker.sleeping_in_list.remote(60), timeout=30)
+    cluster.kill(victim)
+    with pytest.raises(exceptions.ObjectLostError, match=victim.node_id):
+        lightray.get(ref, timeout=30)

@@ -57,7 +57,14 @@ RESTORE = 26        # (RESTORE, request_id, object_id)  its segment is gone (spi
 ADOPT_FROM = 27     # (ADOPT_FROM, request_id, node_id, [object_id])  from an actor's worker:
                     #   it now holds these refs, from a call from node_id's side: count it
                     #   and push READY to it (INC and SUBSCRIBE in one); ask node_id where
-                    #   unknown ones are (agent_remote_actors). INFO_REPLY once it answered
+                    #   unknown ones are (agent_remote_actors). INFO_REPLY once it answered.
+                    #   (ADOPT_FROM, 0, node_id, [object_id], True)  from a caller: refs inside
+                    #   results an actor on node_id sent it, which node_id keeps for us
+                    #   (HAND_OVER): ask it about each, known or not; the REGISTERs of the
+                    #   results that follow hold them (no INC, no reply)
+HAND_OVER = 28      # (HAND_OVER, node_id, [object_id])  from an actor's worker: refs inside
+                    #   results it sends straight to a caller on node_id: keep each for
+                    #   node_id until it asks (DESCRIBE), says FREE, or dies
 
 # agent -> client
 WELCOME = 101      # (WELCOME, node_info dict)
@@ -75,12 +82,16 @@ ACTOR_START = 111    # (ACTOR_START, constructor TaskSpec, class bytes, [dep pay
                      #   assignment, actor options dict)  to the actor's own worker
 
 # driver <-> leased worker, on the worker's own ROUTER (direct submission)
-DIRECT_HELLO = 201   # (DIRECT_HELLO,)  from the driver's reply socket
-DIRECT_DONE = 202    # (DIRECT_DONE, task_id, [payload...], registered, retryable)
-ACTOR_CALL = 203     # (ACTOR_CALL, TaskSpec, [dep payloads][, caller's node id])  caller ->
-                     #   actor, answered by DIRECT_DONE; calls from one caller arrive in
-                     #   submission order. The node id: an actor on another node, refs
-                     #   inside the arguments (ADOPT_FROM)
+DIRECT_HELLO = 201   # (DIRECT_HELLO, client id[, node id])  from the caller's socket; the
+                     #   node id: a caller on another node (an actor's TCP listener)
+DIRECT_DONE = 202    # (DIRECT_DONE, task_id, [payload...], registered, retryable[, node id,
+                     #   [[ids inside each result]]])  the node id: an actor on another node
+                     #   whose results hold refs, handed over to the caller's node (HAND_OVER)
+ACTOR_CALL = 203     # (ACTOR_CALL, TaskSpec, [dep payloads][, caller's node id[, [ids]]])
+                     #   caller -> actor, answered by DIRECT_DONE; calls from one caller
+                     #   arrive in submission order. The node id: an actor on another node,
+                     #   refs inside the arguments (ADOPT_FROM); the ids: refs inside the
+                     #   values of ObjectRef arguments (not in the spec's contained)
 
 # agent <-> agent, over the mesh (lightray.transport.mesh, lightray.agent_cluster)
 JOIN = 301           # (JOIN, node dict)  a new agent to the head
