@@ -6,7 +6,8 @@
 
 One thread. Each turn: read every message waiting (up to a batch), feed it to
 AgentState, schedule, then act on the instructions: send the outbox (one
-frame per destination), fork, kill, unlink freed segments; reap dead
+frame per destination), fork, kill, unlink freed segments (or keep them
+warm for the next pull or restore: lightray.store.pool); reap dead
 children. All bookkeeping is in lightray.agent_state; this module only moves
 bytes and processes.
 

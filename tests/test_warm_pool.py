@@ -125,6 +125,10 @@ def test_trim_unlinks_the_oldest_until_the_pool_fits_and_expire_the_idle(prefix)
     assert warm.bytes == 7 * MB and len(names(prefix)) == 2
     warm.expire(102.5 + pool.IDLE_SECONDS)  # b idle too long, c not yet
     assert warm.bytes == 4 * MB and len(names(prefix)) == 1
+    warm.trim(-MB)                         # reservations beyond the capacity: all go
+    assert warm.bytes == 0 and names(prefix) == []
+    warm.trim(-MB)
+    warm.release(segment(prefix, "d", 2 * MB), LIMIT, 103.0)
     warm.clear()
     assert warm.bytes == 0 and names(prefix) == []
 

@@ -42,7 +42,7 @@ def unshared(name: str) -> int | None:
     """The segment's size if no other open file or mapping refers to it."""
     try:
         fd = shm.open_segment(name, os.O_RDONLY, 0)
-    except FileNotFoundError:
+    except OSError:
         return None
     try:
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
@@ -77,6 +77,9 @@ class WarmPool:
             shm.rename(name, pool_name)
         except FileNotFoundError:
             return
+        except OSError:
+            shm.unlink(name)
+            return
         size = unshared(pool_name)
         if size is None or size < MIN_BYTES or self.bytes + size > limit:
             shm.unlink(pool_name)
@@ -98,7 +101,7 @@ class WarmPool:
 
     def trim(self, limit: int) -> None:
         """Unlink warm segments, oldest first, until they fit in limit bytes."""
-        while self.bytes > limit:
+        while self._segments and self.bytes > limit:   # (limit < 0: the store is over)
             name = next(iter(self._segments))
             self.bytes -= self._segments.pop(name)[0]
             shm.unlink(name)
