@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 SPILLING, SPILLED, RESTORING = "spilling", "spilled", "restoring"
 REMOTE, PULLING = "remote", "pulling"   # (lightray.agent_cluster) held by another node
+NOT_IN_MEMORY = (SPILLED, RESTORING, REMOTE, PULLING)   # the bytes are not in this node's memory
 READ_AHEAD = 4    # spilled objects restored ahead of a sequential reader
 
 

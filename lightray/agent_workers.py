@@ -1,0 +1,329 @@
+"""Workers in the agent: placing queued tasks on them, pipelining, leases
+given back, blocked workers, worker deaths. Part of AgentState (no I/O).
+
+    schedule() ──▶ per resource shape, FIFO: _place(task)
+        a peer (cluster placement), or arguments brought here first, or
+        resources free: an idle worker, else a new one (spawn); no resources
+        or no worker: queued behind a busy worker of the same shape
+        (up to pipeline_depth), else it waits in its shape's queue
+    EXEC ──▶ worker ──DONE──▶ _on_done (lightray.agent_state) ──▶ next in its queue
+    a worker exits ──▶ its running task retried (max_retries) or failed
+
+A worker's queue holds its running task first, then pipelined ones.
+"""
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING
+
+from . import exceptions
+from . import task_spec as ts
+from .agent_store import NOT_IN_MEMORY
+from .ids import return_ids
+from .serialization import LOCAL
+from .states import BLOCKED, DEAD, DISPATCHED, IDLE, LEASED, QUEUED, STARTING, WAITING
+from .transport import messages as m
+
+if TYPE_CHECKING:
+    from .agent_state import ClientEntry, Task
+
+# An argument the worker itself is producing, ahead in its own queue.
+LOCAL_PAYLOAD = (LOCAL, None)
+
+
+class WorkerEntry:
+    __slots__ = ("worker_id", "pid", "state", "allocation", "shape", "queue", "functions",
+                 "started", "steal_asked", "lessee", "revoke_sent", "cancel_requested",
+                 "actor")
+
+    def __init__(self, worker_id: str):
+        self.worker_id = worker_id
+        self.pid = 0
+        self.state = STARTING
+        self.allocation = None
+        self.shape = None
+        self.queue = collections.deque()   # Tasks: running first, then pipelined
+        self.functions = set()             # function ids this worker has loaded
+        self.started = False               # said hello: EXECs can be sent
+        self.steal_asked = False           # STEAL sent, RETURNED not yet seen
+        self.lessee = None                 # client id holding a direct lease on it
+        self.revoke_sent = False
+        self.cancel_requested = False      # its lessee force-cancelled the running task
+        self.actor = None                  # ActorEntry: this worker runs only that actor
+
+
+class WorkerManagement:
+
+    def _remove_from_worker(self, worker: WorkerEntry, task_id: bytes) -> None:
+        queue = worker.queue
+        if queue and queue[0].task_id == task_id:
+            queue.popleft()
+            return
+        for task in queue:
+            if task.task_id == task_id:
+                queue.remove(task)
+                return
+
+    def _after_worker_progress(self, worker: WorkerEntry) -> None:
+        if not worker.queue and worker.state in (LEASED, BLOCKED) and worker.lessee is None:
+            self._make_idle(worker)
+        self.needs_schedule = True
+
+    def _make_idle(self, worker: WorkerEntry) -> None:
+        """The worker's lease ends: free its resources, give it work again."""
+        self._release_lease(worker)
+        worker.state = IDLE
+        self.idle_workers.append(worker)
+        if not self.queues:
+            self._steal_for_idle_worker()
+
+    def _steal_for_idle_worker(self) -> None:
+        """Ask back the unstarted tasks pipelined behind the busiest worker."""
+        busiest = None
+        for other in self.workers.values():
+            if (other.started and not other.steal_asked and len(other.queue) > 1
+                    and (busiest is None or len(other.queue) > len(busiest.queue))):
+                busiest = other
+        if busiest is not None:
+            busiest.steal_asked = True
+            self.outbox[busiest.worker_id.encode() + b"r"].append((m.STEAL,))
+
+    def _release_lease(self, worker: WorkerEntry) -> None:
+        if worker.allocation is not None:
+            self.pool.release(worker.allocation)
+            worker.allocation = None
+            worker.shape = None
+
+    def _on_blocked(self, client: ClientEntry, handed_back: list) -> None:
+        worker = client.worker
+        if worker is None or worker.state == DEAD:
+            return
+        if worker.actor is not None:
+            # An actor waiting in get lends its CPUs, as a task does.
+            allocation = worker.actor.allocation
+            if allocation is not None:
+                self.pool.release_cpu(allocation)
+                self.needs_schedule = True
+            return
+        worker.state = BLOCKED
+        if worker.allocation is not None:
+            self.pool.release_cpu(worker.allocation)
+        self._requeue_handed_back(worker, handed_back)
+        self.needs_schedule = True
+
+    def _on_unblocked(self, client: ClientEntry) -> None:
+        worker = client.worker
+        if worker is not None and worker.actor is not None:
+            if worker.actor.allocation is not None:
+                self.pool.reacquire_cpu(worker.actor.allocation)
+            return
+        if worker is None or worker.state != BLOCKED:
+            return
+        worker.state = LEASED
+        if worker.allocation is not None:
+            self.pool.reacquire_cpu(worker.allocation)
+
+    def _on_returned(self, client: ClientEntry, task_ids: list) -> None:
+        worker = client.worker
+        if worker is not None:
+            worker.steal_asked = False
+            self._requeue_handed_back(worker, task_ids)
+            self._after_worker_progress(worker)
+
+    def _requeue_handed_back(self, worker: WorkerEntry, task_ids: list) -> None:
+        for task_id in reversed(task_ids):
+            self._remove_from_worker(worker, task_id)
+            task = self.tasks.get(task_id)
+            if task is not None and task.state == DISPATCHED:
+                if task.cancelled:
+                    self._fail_with(task, exceptions.TaskCancelledError(
+                        f"task {task.spec[ts.FUNCTION_NAME]}() was cancelled"))
+                else:
+                    self._await_deps(task, front=True)
+
+    # ============================================================ scheduling
+
+    def schedule(self) -> None:
+        """Dispatch every queued task that fits, in FIFO order per resource shape."""
+        self.needs_schedule = False
+        for shape, queue in list(self.queues.items()):
+            while queue:
+                task = queue[0]
+                if task.state != QUEUED:
+                    queue.popleft()
+                    continue
+                if not self._place(task):
+                    break
+                queue.popleft()
+            if not queue:
+                del self.queues[shape]
+        if self.queues:
+            self._revoke_leases()
+
+    def _revoke_leases(self) -> None:
+        """Work is waiting: ask drivers to give back the workers lent to them."""
+        for worker in self.workers.values():
+            if worker.lessee is not None and not worker.revoke_sent:
+                client = self.clients.get(worker.lessee)
+                if client is not None:
+                    worker.revoke_sent = True
+                    self.outbox[client.identity].append((m.LEASE_REVOKE, worker.worker_id))
+
+    def _place(self, task: Task) -> bool:
+        if task.actor is not None:
+            return self._place_actor(task)
+        if self.live_peers and task.origin is None:
+            placed = self._place_in_cluster(task)
+            if placed is not None:
+                return placed
+        elif self.mesh_address and not self._check_satisfiable(task):
+            return True   # the peers that could run it are gone
+        if task.spec[ts.DEPS] and any(self.objects[d].spill in NOT_IN_MEMORY
+                                      for d in task.spec[ts.DEPS]):
+            # Spilled, or on another node: bring it here first.
+            self._await_deps(task, fetch=True)
+            return True
+        allocation = self.pool.try_acquire(task.request)
+        if allocation is not None:
+            worker = self._idle_worker()
+            if worker is None:
+                worker = self._start_worker()
+                if worker is None:
+                    self.pool.release(allocation)
+                    return self._pipeline(task)
+            worker.allocation = allocation
+            worker.shape = task.shape
+            worker.state = LEASED
+            self._dispatch(worker, task)
+            return True
+        return self._pipeline(task)
+
+    def _pipeline(self, task: Task) -> bool:
+        """Queue the task behind a busy worker of the same shape, if one has room."""
+        if task.actor is not None:
+            return False
+        best = None
+        for worker in self.workers.values():
+            if (worker.state == LEASED and worker.shape == task.shape and worker.lessee is None
+                    and len(worker.queue) < self.pipeline_depth
+                    and (best is None or len(worker.queue) < len(best.queue))):
+                best = worker
+        if best is None:
+            return False
+        self._dispatch(best, task)
+        return True
+
+    def _idle_worker(self):
+        while self.idle_workers:
+            worker = self.idle_workers.pop()
+            if worker.state == IDLE:
+                return worker
+        for worker in self.workers.values():   # still starting, not yet leased
+            if worker.state == STARTING and worker.allocation is None and not worker.queue:
+                return worker
+        return None
+
+    def _start_worker(self):
+        live = sum(1 for w in self.workers.values() if w.state != DEAD and w.actor is None)
+        if live >= self.max_workers:
+            return None
+        return self._new_worker()
+
+    def _new_worker(self) -> WorkerEntry:
+        self._worker_counter += 1
+        worker = WorkerEntry(f"{self.node_id[:8]}w{self._worker_counter:05d}")
+        self.workers[worker.worker_id] = worker
+        self.spawn.append(worker.worker_id)
+        return worker
+
+    def _dispatch(self, worker: WorkerEntry, task: Task) -> None:
+        task.state = DISPATCHED
+        task.worker = worker
+        worker.queue.append(task)
+        if worker.started:
+            self._send_exec(worker, task)
+        # Tasks waiting only for this one's results can follow it there.
+        for object_id in return_ids(task.task_id, task.spec[ts.NUM_RETURNS]):
+            entry = self.objects.get(object_id)
+            if entry is not None and entry.waiting_tasks:
+                for waiting in list(entry.waiting_tasks):
+                    if waiting.state == WAITING and len(worker.queue) < self.pipeline_depth:
+                        self._pipeline_behind_producers(waiting)
+
+    def _send_exec(self, worker: WorkerEntry, task: Task) -> None:
+        spec = task.spec
+        function_id = spec[ts.FUNCTION_ID]
+        function_bytes = None
+        if function_id not in worker.functions:
+            worker.functions.add(function_id)
+            function_bytes = self.functions[function_id]
+        objects = self.objects
+        dep_payloads = [LOCAL_PAYLOAD if objects[d].pending else objects[d].payload
+                        for d in spec[ts.DEPS]]
+        allocation = worker.allocation
+        assignment = (task.request, allocation.gpu_ids if allocation else [])
+        self.outbox[worker.worker_id.encode() + b"r"].append(
+            (m.EXEC, spec, function_bytes, dep_payloads, assignment))
+
+    def initial_workers(self, count: int) -> None:
+        for _ in range(count):
+            self._start_worker()
+
+    def set_worker_pid(self, worker_id: str, pid: int) -> None:
+        worker = self.workers[worker_id]
+        worker.pid = pid
+        self.workers_by_pid[pid] = worker
+
+    # ============================================================= failures
+
+    def on_worker_exit(self, pid: int, status: str) -> None:
+        worker = self.workers_by_pid.pop(pid, None)
+        if worker is None or worker.state == DEAD:
+            return
+        worker.state = DEAD
+        del self.workers[worker.worker_id]
+        if worker.lessee is not None:
+            lessee = self.clients.get(worker.lessee)
+            if lessee is not None:
+                lessee.leases.discard(worker.worker_id)
+                self.outbox[lessee.identity].append(
+                    (m.WORKER_DIED, worker.worker_id, status, worker.cancel_requested))
+            worker.lessee = None
+        client = self.clients.get(worker.worker_id.encode())
+        if client is not None:
+            self._drop_client(client)
+        if worker.actor is not None:
+            self._on_actor_worker_exit(worker, status)
+            return
+        self._release_lease(worker)
+        queue, worker.queue = worker.queue, collections.deque()
+        if worker.started and queue:
+            running = queue.popleft()
+            self._on_running_task_lost(running, worker, status)
+        for task in reversed(queue):
+            if task.state == DISPATCHED:
+                self._await_deps(task, front=True)
+        self.needs_schedule = True
+
+    def _on_running_task_lost(self, task: Task, worker: WorkerEntry, status: str) -> None:
+        if task.state != DISPATCHED:
+            return
+        self._retry_or_fail_lost(
+            task, f" (force=True killed worker pid {worker.pid})",
+            f"the worker running task {task.spec[ts.FUNCTION_NAME]}() (pid {worker.pid}, "
+            f"node {self.node_id}) died: {status}")
+
+    def _retry_or_fail_lost(self, task: Task, cancelled_detail: str, died: str) -> None:
+        """Its worker (or the node it was sent to) died while it ran: fail it if
+        it was cancelled, else run it again while it has retries."""
+        if task.cancelled:
+            self._fail_with(task, exceptions.TaskCancelledError(
+                f"task {task.spec[ts.FUNCTION_NAME]}() was cancelled{cancelled_detail}"))
+        elif task.retries_left > 0:
+            task.retries_left -= 1
+            self._enqueue(task, front=True)
+        else:
+            attempts = task.spec[ts.MAX_RETRIES] + 1
+            self._fail_with(task, exceptions.WorkerCrashedError(
+                f"{died}; {attempts} attempt(s), no retries left "
+                f"(max_retries={task.spec[ts.MAX_RETRIES]})"))
