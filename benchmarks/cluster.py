@@ -61,7 +61,6 @@ not asserted): transfer at 1 GB/s or more and faster than Ray; spread
 ``tasks_async`` at 3x Ray or more.
 """
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -543,17 +542,13 @@ def main(argv=None) -> int:
     details = render_details(cases, results)
     if details:
         print("\n" + details)
-    errors = harness.render_errors(results)
-    if errors:
-        print("\nerrors:\n" + errors)
+    harness.print_errors(results)
     print(f"\n2 nodes x {CPUS_PER_NODE} CPU, {STORE_BYTES >> 30} GiB store each; "
           f"GB = 10^9 bytes; total {time.perf_counter() - started:.0f}s; "
           f"machine: {harness.describe_machine(info, PACKAGES)}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "quick": args.quick, "cases": cases,
-                       "results": results}, f, indent=2)
-        log(f"wrote {args.json}")
+        harness.write_json(args.json, {"machine": info, "quick": args.quick, "cases": cases,
+                                       "results": results})
     return 0
 
 

@@ -526,9 +526,7 @@ def main(argv=None) -> int:
 
     print()
     print(render_table(systems, cases, results, infos))
-    errors = harness.render_errors(results)
-    if errors:
-        print("\nerrors:\n" + errors)
+    harness.print_errors(results)
     print("\nseconds per case (median); in parentheses: time / lightray's time, "
           "above 1 means lightray was faster.")
     print(f"machine: {harness.describe_machine(info, PACKAGES)}")
@@ -536,11 +534,9 @@ def main(argv=None) -> int:
           + ", ".join(f"{s} {d:.0f}s" for s, d in durations.items()))
 
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "quick": args.quick, "cases": cases,
-                       "schedulers": systems, "startup": infos, "results": results,
-                       "wall_s": durations}, f, indent=2)
-        log(f"wrote {args.json}")
+        harness.write_json(args.json, {"machine": info, "quick": args.quick, "cases": cases,
+                                       "schedulers": systems, "startup": infos,
+                                       "results": results, "wall_s": durations})
     return 0
 
 

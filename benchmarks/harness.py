@@ -11,7 +11,7 @@ share, so each script keeps only its cases and its report:
 * the parent's side: ``WorkerSpec``, ``spawn_worker``, ``kill_worker``,
   ``collect_from_worker``, ``run_system``;
 * command line and reporting: ``parse_list``, ``log``, ``tail``, ``fmt``,
-  ``markdown_table``, ``render_errors``;
+  ``markdown_table``, ``render_errors``, ``print_errors``, ``write_json``;
 * machine description: ``cpu_model``, ``package_version``, ``machine_info``,
   ``describe_machine``.
 
@@ -299,6 +299,20 @@ def render_errors(results: dict) -> str:
             if res.get("error"):
                 out.append(f"- {system} {case}: {res['error']}")
     return "\n".join(out)
+
+
+def print_errors(results: dict) -> None:
+    """Print the failed cases under an "errors:" heading, if any failed."""
+    errors = render_errors(results)
+    if errors:
+        print("\nerrors:\n" + errors)
+
+
+def write_json(path: str, record: dict) -> None:
+    """Write every result (the --json option of each script)."""
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+    log(f"wrote {path}")
 
 
 # --------------------------------------------------------------------------

@@ -61,7 +61,6 @@ throughputs, higher is better. For times, lower is better. The "better"
 column states which system wins and by how much.
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -677,16 +676,12 @@ def main(argv=None) -> int:
 
     print()
     print(render_table(cases, results))
-    errors = harness.render_errors(results)
-    if errors:
-        print("\nerrors:\n" + errors)
+    harness.print_errors(results)
     print(f"\n↑ higher is better, ↓ lower is better; machine: {harness.describe_machine(info, PACKAGES)}")
 
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "quick": args.quick, "cases": cases,
-                       "results": results}, f, indent=2)
-        log(f"wrote {args.json}")
+        harness.write_json(args.json, {"machine": info, "quick": args.quick, "cases": cases,
+                                       "results": results})
     return 0
 
 

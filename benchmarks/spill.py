@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import mmap
 import os
 import shutil
@@ -909,22 +908,16 @@ def main(argv=None) -> int:
         print(render_details(runs))
     for note in notes(runs):
         print(f"* {note}")
-    errors = harness.render_errors({f"{system} (round {r + 1})": by_case
-                                    for system, rs in runs.items()
-                                    for r, by_case in enumerate(rs)})
-    if errors:
-        print("\nerrors:\n" + errors)
+    harness.print_errors({f"{system} (round {r + 1})": by_case
+                          for system, rs in runs.items() for r, by_case in enumerate(rs)})
     print(f"\nmedian over rounds (min-max); percentages and ratios: median of the "
           f"per-round ratios; GB/s = 10^9 B/s\nmachine: "
           f"{harness.describe_machine(info, PACKAGES)}")
 
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "rounds": rounds, "workload": asdict(wl) | {
-                "objects": wl.count, "object_bytes": wl.object_bytes,
-                "total_bytes": wl.total_bytes, "store_bytes": wl.store_bytes},
-                "runs": runs}, f, indent=2)
-        log(f"wrote {args.json}")
+        harness.write_json(args.json, {"machine": info, "rounds": rounds, "workload": asdict(wl) | {
+            "objects": wl.count, "object_bytes": wl.object_bytes,
+            "total_bytes": wl.total_bytes, "store_bytes": wl.store_bytes}, "runs": runs})
     return 0
 
 
