@@ -146,11 +146,9 @@ class ActorRunner(TaskRunner):
         client = self.client
         contained = list(spec[ts.CONTAINED]) + [i for i in more if i not in spec[ts.CONTAINED]]
         keep = [ObjectRef(object_id, client, owned=True) for object_id in contained]
-        request_id = next(client._info_ids)
-        future = concurrent.futures.Future()
-        client._info_futures[request_id] = future
+        request_id, future = client.start_request(
+            lambda request_id: [(m.ADOPT_FROM, request_id, origin, contained)])
         self._adopting[spec[ts.TASK_ID]] = (request_id, future, keep)
-        client.send([(m.ADOPT_FROM, request_id, origin, contained)])
 
     def _adopted(self, task_id: bytes) -> None:
         """Wait until origin pins the refs of a call for our agent: answered,
@@ -162,7 +160,7 @@ class ActorRunner(TaskRunner):
         except (concurrent.futures.TimeoutError, exceptions.RuntimeNotRunningError):
             pass   # the agent is gone or stuck: answering is all that is left
         finally:
-            self.client._info_futures.pop(request_id, None)
+            self.client.end_request(request_id)
 
     # -------------------------------------------------------------- start
 
@@ -226,8 +224,7 @@ class ActorRunner(TaskRunner):
         spec, dep_payloads = op[1], op[2]
         if self.failed:
             if self._adopting and spec[ts.TASK_ID] in self._adopting:
-                request_id = self._adopting.pop(spec[ts.TASK_ID])[0]
-                self.client._info_futures.pop(request_id, None)
+                self.client.end_request(self._adopting.pop(spec[ts.TASK_ID])[0])
             return   # the agent told every caller the actor is dead
         if self._mode == "sync":
             payloads, contained = self._run_call(spec, dep_payloads)

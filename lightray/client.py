@@ -706,17 +706,31 @@ class CoreClient:
     def request(self, make_ops, timeout, what="a request"):
         """Send make_ops(request_id) (built under _lock) and wait for the
         agent's INFO_REPLY to it (timeout None: as long as the agent lives)."""
+        request_id, future = self.start_request(make_ops)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise exceptions.GetTimeoutError(f"the agent did not answer {what!r} in {timeout} s")
+        finally:
+            self.end_request(request_id)
+
+    def start_request(self, make_ops) -> tuple:
+        """Send make_ops(request_id) (built under _lock) without waiting:
+        (request id, Future of the agent's INFO_REPLY). end_request(request
+        id) once the answer is no longer wanted."""
         request_id = next(self._info_ids)
         future = concurrent.futures.Future()
         self._info_futures[request_id] = future
         try:
             with self._lock:
                 self._send_locked(make_ops(request_id))
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            raise exceptions.GetTimeoutError(f"the agent did not answer {what!r} in {timeout} s")
-        finally:
-            self._info_futures.pop(request_id, None)
+        except BaseException:
+            self.end_request(request_id)
+            raise
+        return request_id, future
+
+    def end_request(self, request_id: int) -> None:
+        self._info_futures.pop(request_id, None)
 
     # --------------------------------------------------------------- closing
 
