@@ -422,7 +422,7 @@ def run_lightray(cases: list, quick: bool, timeout: float) -> dict:
         return harness.run_system(WORKER, "lightray", cases, quick, timeout)
     finally:
         subprocess.run([sys.executable, "-c",
-                        "from lightray.session import reclaim_dead_sessions as r; r()"],
+                        "from lightray.agent.session import reclaim_dead_sessions as r; r()"],
                        env=harness.child_env(), check=False)
         del os.environ["LIGHTRAY_TEMP_DIR"]
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -1,9 +1,9 @@
 """``@lightray.remote`` on classes: actor classes, handles and methods.
 
     Counter.remote(*args) ── ACTOR_CREATE ──▶ agent: places it, forks its own worker,
-                                              runs __init__ there (lightray.agent_actors)
+                                              runs __init__ there (lightray.agent.actors)
     handle.inc.remote(x)  ── ACTOR_CALL ────▶ the actor's worker, straight from the caller
-                          ◀── DIRECT_DONE ───  (lightray.actor_caller, lightray.actor_worker)
+                          ◀── DIRECT_DONE ───  (lightray.client.actor_caller, lightray.worker.actors)
 
 A handle is an ObjectRef in disguise: it holds a ref to the actor's *handle
 object* in the agent's object table, so handles are counted across processes

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 
-from . import client as client_module
+from .client import core as client_module
 from . import exceptions, serialization
 from .object_ref import ObjectRef
 from .actor import ActorClass, ActorHandle
@@ -96,7 +96,7 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
 
 
 def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=None) -> _Runtime:
-    from .session import new_session_dir, reclaim_dead_sessions
+    from .agent.session import new_session_dir, reclaim_dead_sessions
     reclaim_dead_sessions()
     session, session_dir = new_session_dir()
     custom = {k: v for k, v in request.items() if k not in ("CPU", "GPU")}
@@ -129,7 +129,7 @@ def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=Non
 def _connect_local(address: str, namespace) -> _Runtime:
     """Attach to an agent on this host: the HOST:PORT its mesh listens on,
     ipc://<session dir>/agent.sock, or "auto" (lightray.discovery)."""
-    from .session import pid_alive
+    from .agent.session import pid_alive
     from .discovery import agent_at, auto_agent
     record = auto_agent() if address == "auto" else agent_at(address)
     agent_pid = record["pid"]

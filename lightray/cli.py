@@ -73,8 +73,8 @@ def running_agents() -> list:
 
 
 def _memory(args) -> int:
-    from .session import pid_alive
-    from .client import CoreClient
+    from .agent.session import pid_alive
+    from .client.core import CoreClient
     agents = running_agents()
     if args.address:
         agents = [(a, p) for a, p in agents if a == args.address] or [(args.address, 0)]
@@ -169,8 +169,8 @@ def _status_target(address) -> tuple:
 
 def _ask_nodes(ipc: str, pid: int) -> list:
     from . import exceptions
-    from .session import pid_alive
-    from .client import CoreClient
+    from .agent.session import pid_alive
+    from .client.core import CoreClient
     try:
         client = CoreClient(ipc, kind="driver",
                             agent_alive=(lambda: pid_alive(pid)) if pid else None)
@@ -250,7 +250,7 @@ def _stop(args) -> int:
 
     import psutil
 
-    from .session import pid_alive, reclaim_dead_sessions
+    from .agent.session import pid_alive, reclaim_dead_sessions
     targets = []
     for record in running_agent_records():
         process = _agent_process(record)

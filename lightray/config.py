@@ -26,7 +26,7 @@ PIPELINE_DEPTH_ENV = "LIGHTRAY_PIPELINE_DEPTH"
 PIPELINE_DEPTH_DEFAULT = 16
 
 # Whether a driver may lease a worker and send it tasks directly (see
-# lightray.direct); "0" sends every task through the agent.
+# lightray.client.direct); "0" sends every task through the agent.
 DIRECT_SUBMIT_ENV = "LIGHTRAY_DIRECT_SUBMIT"
 
 # Hard cap on worker processes per agent (blocked workers and fractional CPU

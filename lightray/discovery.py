@@ -27,7 +27,7 @@ class NoClusterError(ConnectionError):
 
 def running_agent_records() -> list:
     """The agent.json records (plus session_dir) of the agents running on this host."""
-    from .session import AGENT_RECORD, pid_alive
+    from .agent.session import AGENT_RECORD, pid_alive
     root = config.temp_dir()
     try:
         names = sorted(os.listdir(root))
@@ -56,7 +56,7 @@ def describe(record: dict) -> str:
 
 def agent_at(address: str) -> dict:
     """The record of the running agent at HOST:PORT (its mesh) or ipc://..."""
-    from .session import pid_alive
+    from .agent.session import pid_alive
     if not isinstance(address, str):
         raise TypeError(f"address must be a str, got {type(address).__name__}")
     if address.startswith("ipc://"):
@@ -92,7 +92,7 @@ def agent_at(address: str) -> dict:
 
 def auto_agent() -> dict:
     """The agent init(address="auto") attaches to."""
-    from .session import CURRENT_CLUSTER
+    from .agent.session import CURRENT_CLUSTER
     from_env = os.environ.get(config.ADDRESS_ENV, "")
     if from_env and from_env != "auto":
         return agent_at(from_env)

@@ -52,7 +52,7 @@ class ObjectRef:
 
     def future(self):
         """A concurrent.futures.Future that resolves to the value (or its error)."""
-        from .client import require_client_for
+        from .client.core import require_client_for
         return require_client_for(self).future(self)
 
     def __await__(self):
@@ -61,5 +61,5 @@ class ObjectRef:
 
 
 def _rebuild_object_ref(object_id: bytes) -> ObjectRef:
-    from .client import current_client_or_none
+    from .client.core import current_client_or_none
     return ObjectRef(object_id, current_client_or_none())

@@ -7,6 +7,6 @@ Worker: STARTING (forked, no hello yet) -> IDLE <-> LEASED (running tasks or len
         or ACTOR (forked for one actor, runs nothing else) -> DEAD.
 """
 WAITING, QUEUED, DISPATCHED, FINISHED = "waiting", "queued", "dispatched", "finished"
-FORWARDED = "forwarded"     # sent to a peer agent (lightray.agent_cluster)
+FORWARDED = "forwarded"     # sent to a peer agent (lightray.agent.cluster.membership)
 STARTING, IDLE, LEASED, BLOCKED, DEAD = "starting", "idle", "leased", "blocked", "dead"
 ACTOR = "actor"

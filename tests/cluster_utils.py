@@ -106,7 +106,7 @@ class Cluster:
                 node.process.stdout.close()
         # What a SIGKILLed agent left (segments, session directory), as the
         # next agent starting on a host would reclaim it.
-        from lightray.session import reclaim_dead_sessions
+        from lightray.agent.session import reclaim_dead_sessions
         reclaim_dead_sessions()
 
 

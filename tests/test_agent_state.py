@@ -8,8 +8,8 @@ import pytest
 
 from lightray import exceptions
 from lightray import task_spec as ts
-from lightray.agent_state import AgentState
-from lightray.agent_workers import LOCAL_PAYLOAD
+from lightray.agent.state import AgentState
+from lightray.agent.workers import LOCAL_PAYLOAD
 from lightray.ids import IdMaker, return_ids
 from lightray.serialization import ERROR, INLINE, SHARED
 from lightray.transport import messages as m

@@ -1,4 +1,4 @@
-"""The store's bookkeeping in AgentState (lightray.agent_store), driven without sockets:
+"""The store's bookkeeping in AgentState (lightray.agent.store), driven without sockets:
 reservations, what gets spilled, restores, and freeing during copies.
 
 Segments here are only layouts: nothing is written, the SpillIO jobs the
@@ -9,8 +9,8 @@ import pickle
 import pytest
 
 from lightray import task_spec as ts
-from lightray.agent_state import AgentState
-from lightray.agent_store import RESTORING, SPILLED, SPILLING
+from lightray.agent.state import AgentState
+from lightray.agent.store import RESTORING, SPILLED, SPILLING
 from lightray.ids import IdMaker, return_ids
 from lightray.serialization import SHARED
 from lightray.store.spill import RESTORE, SPILL

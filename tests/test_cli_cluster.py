@@ -16,7 +16,7 @@ from conftest import available_cpus, pid_alive, wait_for
 
 import lightray
 from lightray import cli
-from lightray.session import CURRENT_CLUSTER
+from lightray.agent.session import CURRENT_CLUSTER
 from lightray.config import temp_dir
 
 pytestmark = pytest.mark.timeout(120)

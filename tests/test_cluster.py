@@ -235,7 +235,7 @@ def test_tasks_started_on_another_node_submit_tasks_of_their_own(cluster):
 
 def test_the_head_records_nodes_and_deaths_in_its_control_store(cluster):
     from lightray.cli import running_agent_records
-    from lightray.control import ControlStore
+    from lightray.store.control import ControlStore
 
     head = [r for r in running_agent_records() if r["node_id"] == cluster.head.node_id][0]
     path = os.path.join(head["session_dir"], "control.db")

@@ -142,7 +142,7 @@ def _new_pid(counter, old):
 
 def test_the_head_control_store_records_actors_functions_and_jobs(cluster):
     from lightray.cli import running_agent_records
-    from lightray.control import ControlStore
+    from lightray.store.control import ControlStore
 
     b = cluster.nodes[1]
     counter = Counter.options(name="recorded", scheduling_strategy=NodeAffinity(b.node_id)).remote()

@@ -10,7 +10,7 @@ from conftest import wait_for
 
 import lightray
 from lightray import NodeAffinity, exceptions
-from lightray.session import CURRENT_CLUSTER
+from lightray.agent.session import CURRENT_CLUSTER
 from lightray.config import ADDRESS_ENV, temp_dir
 
 pytestmark = pytest.mark.timeout(120)

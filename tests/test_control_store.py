@@ -1,4 +1,4 @@
-"""The control store (lightray.control): a deterministic state machine over SQLite."""
+"""The control store (lightray.store.control): a deterministic state machine over SQLite."""
 import json
 import pickle
 import random
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from lightray.control import (
+from lightray.store.control import (
     ACTOR_ALIVE,
     ACTOR_DEAD,
     ACTOR_PENDING,
@@ -36,7 +36,7 @@ from lightray.control import (
     NotAControlStore,
     writes,
 )
-from lightray.control import snapshot as snapshot_module
+from lightray.store.control import snapshot as snapshot_module
 
 RESOURCES = json.dumps({"CPU": 4, "GPU": 1})
 

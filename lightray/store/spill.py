@@ -10,7 +10,7 @@ A spill file holds the segment's bytes unchanged, so a restored segment has
 the very layout (name, size, offsets) it had: every payload already handed
 out stays valid. The copy is ``os.sendfile`` in 64 MiB steps, which moves
 pages inside the kernel in large sequential writes, without passing through
-Python. The agent decides what to spill and when (lightray.agent_store); this
+Python. The agent decides what to spill and when (lightray.agent.store); this
 module only moves bytes.
 """
 from __future__ import annotations

@@ -9,11 +9,11 @@ submissions, results or reference-count changes.
                                         DONE BLOCKED UNBLOCKED RETURNED INFO SHUTDOWN
     agent  ──▶ client (receive socket)  WELCOME READY EXEC CANCEL_TASK STEAL INFO_REPLY
 
-With a lease (see lightray.direct) a driver sends EXEC straight to a worker,
+With a lease (see lightray.client.direct) a driver sends EXEC straight to a worker,
 which answers DIRECT_DONE; the agent then only lends and takes back workers.
 Actor method calls go the same way, straight from any caller to the actor's
 worker (ACTOR_CALL / DIRECT_DONE); the agent only places, restarts and
-names actors (see lightray.agent_actors).
+names actors (see lightray.agent.actors).
 
 Values larger than the inline threshold never travel here on one host: they
 are in shared memory, and only their segment layout moves.
@@ -93,7 +93,7 @@ ACTOR_CALL = 203     # (ACTOR_CALL, TaskSpec, [dep payloads][, caller's node id[
                      #   refs inside the arguments (ADOPT_FROM); the ids: refs inside the
                      #   values of ObjectRef arguments (not in the spec's contained)
 
-# agent <-> agent, over the mesh (lightray.transport.mesh, lightray.agent_cluster)
+# agent <-> agent, over the mesh (lightray.transport.mesh, lightray.agent.cluster.membership)
 JOIN = 301           # (JOIN, node dict)  a new agent to the head
 MEMBERS = 302        # (MEMBERS, [node dict, ...])  the head to a new agent: everyone
 NODE_JOINED = 303    # (NODE_JOINED, node dict)  the head to the others

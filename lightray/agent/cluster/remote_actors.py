@@ -1,4 +1,4 @@
-"""Actors on other nodes. Part of AgentState (with lightray.agent_actors).
+"""Actors on other nodes. Part of AgentState (with lightray.agent.actors).
 
     creator's agent A ──ACTOR_RELAY create(spec, class, argument descriptors)──▶ B
     B runs it (its worker also listens on TCP)
@@ -44,14 +44,14 @@ own refs at once.
 """
 from __future__ import annotations
 
-from . import exceptions, serialization
-from . import task_spec as ts
-from .agent_actors import ALIVE, PENDING, ActorEntry, _died_payload
-from .agent_forwarding import AT, PUSHED, _lost, _units
-from .object_directory import ObjectEntry
-from .serialization import ERROR
-from .states import DEAD, FORWARDED
-from .transport import messages as m
+from ... import exceptions, serialization
+from ... import task_spec as ts
+from ..actors import ALIVE, PENDING, ActorEntry, _died_payload
+from .forwarding import AT, PUSHED, _lost, _units
+from ..objects import ObjectEntry
+from ...serialization import ERROR
+from ...states import DEAD, FORWARDED
+from ...transport import messages as m
 
 WAIT = "wait"   # DESCRIBED: not ready yet on the describing node, ask again
 
@@ -119,7 +119,7 @@ class RemoteActors:
     def _on_actor_forward(self, origin: str, spec: tuple, class_bytes: bytes, described: list,
                           description: dict) -> None:
         """A peer placed an actor here: run it, and keep the peer told."""
-        from .agent_state import Task
+        from ..state import Task
         actor_id = spec[ts.TASK_ID]
         if actor_id in self.actors:
             return

@@ -5,8 +5,8 @@
     store.apply_batch([(NODE_HEARTBEAT, node_id, load_json, ts), ...])
     store.nodes(alive_only=True); store.named_actor(namespace, name); store.kv_get(ns, key)
 
-Writes are command tuples (lightray.control.commands lists them and their
-results); reads are methods. lightray.control.store explains why the store
+Writes are command tuples (lightray.store.control.commands lists them and their
+results); reads are methods. lightray.store.control.store explains why the store
 is a deterministic state machine and what that promises.
 """
 from .commands import (

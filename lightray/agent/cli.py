@@ -10,12 +10,12 @@ import sys
 
 import zmq
 
-from . import config
-from .agent import DEFAULT_PORT, AgentServer
-from .resources import detect_num_cpus
+from .. import config
+from .server import DEFAULT_PORT, AgentServer
+from ..resources import detect_num_cpus
 from .session import new_session_dir, reclaim_dead_sessions, write_agent_record
-from .store import shm
-from .transport.mesh import make_cluster_key, read_cluster_key
+from ..store import shm
+from ..transport.mesh import make_cluster_key, read_cluster_key
 
 
 def default_store_capacity() -> int:

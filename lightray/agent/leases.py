@@ -4,21 +4,21 @@
     work queued   ──▶ LEASE_REVOKE to lessees; LEASE_RETURN ──▶ worker idle again
     REGISTER / DIRECT_RESULT ──▶ a direct task's result enters the object table
 
-``LeaseLending`` is a mixin of ``AgentState`` (lightray.agent_state); see
-lightray.direct for the driver's side.
+``LeaseLending`` is a mixin of ``AgentState`` (lightray.agent.state); see
+lightray.client.direct for the driver's side.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .object_directory import ObjectEntry
-from .resources import shape_of
-from .serialization import SHARED
-from .states import BLOCKED, IDLE, LEASED
-from .transport import messages as m
+from .objects import ObjectEntry
+from ..resources import shape_of
+from ..serialization import SHARED
+from ..states import BLOCKED, IDLE, LEASED
+from ..transport import messages as m
 
 if TYPE_CHECKING:
-    from .agent_state import ClientEntry
+    from .state import ClientEntry
 
 
 

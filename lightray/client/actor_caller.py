@@ -21,7 +21,7 @@ argument cannot be freed before the actor has read it.
 An actor on another node cannot map our segments, and its agent does not
 know the refs inside the arguments: values of ObjectRef arguments travel in
 the call, and a call holding refs names our node, which the actor's agent
-asks where their objects are (see lightray.agent_remote_actors); so do
+asks where their objects are (see lightray.agent.cluster.remote_actors); so do
 refs inside the values of ObjectRef arguments, named beside the spec (the
 arguments' entries here pin them until the call is answered). Refs inside
 its results: the actor's node keeps them for ours, the answer names them,
@@ -45,17 +45,17 @@ import io
 import pickle
 import threading
 
-from . import exceptions, serialization
-from . import task_spec as ts
-from .actor import ActorHandle, handle_object_id
-from .ids import return_ids
-from .object_ref import ObjectRef
-from .remote_function import _serialize_arguments
-from .serialization import ERROR, INLINE, SHARED
-from .store import shm
-from .transport import messages as m
-from .transport import stream
-from .worker import actor_stream_path
+from .. import exceptions, serialization
+from .. import task_spec as ts
+from ..actor import ActorHandle, handle_object_id
+from ..ids import return_ids
+from ..object_ref import ObjectRef
+from ..remote_function import _serialize_arguments
+from ..serialization import ERROR, INLINE, SHARED
+from ..store import shm
+from ..transport import messages as m
+from ..transport import stream
+from ..worker.tasks import actor_stream_path
 
 NEW, ALIVE, RESTARTING, DEAD = "new", "alive", "restarting", "dead"
 LOST = "lost"   # our connection broke: waiting for the agent's word (restart or death)

@@ -28,15 +28,15 @@ import time
 
 import zmq
 
-from . import exceptions, serialization
-from . import task_spec as ts
-from .call_site import user_call_site
-from .ids import IdMaker, return_ids
-from .object_ref import ObjectRef
-from .serialization import INLINE, SHARED
-from .store import shm
-from .transport import messages as m
-from .transport import sockets
+from .. import exceptions, serialization
+from .. import task_spec as ts
+from ..call_site import user_call_site
+from ..ids import IdMaker, return_ids
+from ..object_ref import ObjectRef
+from ..serialization import INLINE, SHARED
+from ..store import shm
+from ..transport import messages as m
+from ..transport import sockets
 
 _FLUSH_INTERVAL = 0.02      # seconds the I/O thread sleeps in poll between flushes
 _LIVENESS_INTERVAL = 0.25   # seconds between checks that the agent still lives
@@ -112,9 +112,9 @@ class CoreClient:
         self._want_write: set = set()             # also poll these for writability
         self._reply_version = 0
         self._retired_sockets: list = []
-        self.actors = None                        # lightray.actor_caller.ActorCaller
+        self.actors = None                        # lightray.client.actor_caller.ActorCaller
 
-        # Worker-only hooks, installed by lightray.worker.TaskRunner.
+        # Worker-only hooks, installed by lightray.worker.tasks.TaskRunner.
         self.on_exec = None
         self.on_cancel = None
         self.on_steal = None
@@ -805,12 +805,12 @@ def _close_quietly(socket) -> None:
 
 
 def _direct_enabled() -> bool:
-    from .config import direct_submit
+    from ..config import direct_submit
     return direct_submit()
 
 
 def shm_prefix(session: str) -> str:
-    from .config import segment_prefix
+    from ..config import segment_prefix
     return f"{segment_prefix()}{session}_"
 
 
@@ -819,6 +819,6 @@ _threshold_cache = []
 
 def _inline_threshold() -> int:
     if not _threshold_cache:
-        from .config import inline_threshold
+        from ..config import inline_threshold
         _threshold_cache.append(inline_threshold())
     return _threshold_cache[0]

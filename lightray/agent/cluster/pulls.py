@@ -12,10 +12,10 @@ than spilled. A holder that spilled the object restores it first
 """
 from __future__ import annotations
 
-from .agent_store import PULLING, REMOTE, SPILLING
-from .config import pull_chunk_bytes, pull_window
-from .serialization import SHARED
-from .transport import messages as m
+from ..store import PULLING, REMOTE, SPILLING
+from ...config import pull_chunk_bytes, pull_window
+from ...serialization import SHARED
+from ...transport import messages as m
 
 CHUNK = pull_chunk_bytes()   # bytes per pulled chunk
 WINDOW = pull_window()       # chunks in flight per pull

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import time
 
-from . import exceptions, serialization
-from . import task_spec as ts
-from .ids import return_ids
-from .resources import shape_of
-from .serialization import ERROR
-from .transport import messages as m
-from .transport import stream
-from .worker import lease_stream_path
+from .. import exceptions, serialization
+from .. import task_spec as ts
+from ..ids import return_ids
+from ..resources import shape_of
+from ..serialization import ERROR
+from ..transport import messages as m
+from ..transport import stream
+from ..worker.tasks import lease_stream_path
 
 _IDLE_RETURN = 0.05        # seconds an unused lease is kept
 _RETRY_REQUEST = 0.02      # seconds before asking again after a refusal

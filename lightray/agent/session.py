@@ -15,13 +15,13 @@ import shutil
 import time
 from typing import TYPE_CHECKING
 
-from . import config
-from .client import shm_prefix
-from .ids import random_hex
-from .store import shm
+from .. import config
+from ..client.core import shm_prefix
+from ..ids import random_hex
+from ..store import shm
 
 if TYPE_CHECKING:
-    from .agent import AgentServer
+    from .server import AgentServer
 
 _SPILL_DIR_RECORD = "spill_dir"   # in the session directory: where its spill files go
 

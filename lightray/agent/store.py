@@ -34,18 +34,18 @@ from __future__ import annotations
 import collections
 from typing import TYPE_CHECKING
 
-from . import exceptions, serialization
-from . import task_spec as ts
-from .serialization import ERROR, SHARED
-from .states import WAITING
-from .store.spill import RESTORE, SPILL, spill_file_name
-from .transport import messages as m
+from .. import exceptions, serialization
+from .. import task_spec as ts
+from ..serialization import ERROR, SHARED
+from ..states import WAITING
+from ..store.spill import RESTORE, SPILL, spill_file_name
+from ..transport import messages as m
 
 if TYPE_CHECKING:
-    from .agent_state import ClientEntry
+    from .state import ClientEntry
 
 SPILLING, SPILLED, RESTORING = "spilling", "spilled", "restoring"
-REMOTE, PULLING = "remote", "pulling"   # (lightray.agent_cluster) held by another node
+REMOTE, PULLING = "remote", "pulling"   # (lightray.agent.cluster.membership) held by another node
 NOT_IN_MEMORY = (SPILLED, RESTORING, REMOTE, PULLING)   # the bytes are not in this node's memory
 READ_AHEAD = 4    # spilled objects restored ahead of a sequential reader
 

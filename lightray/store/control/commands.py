@@ -90,7 +90,7 @@ class _AlreadyApplied:
 
 ALREADY_APPLIED = _AlreadyApplied()
 
-# Actor states, as in lightray.agent_actors. Every state but DEAD holds the name.
+# Actor states, as in lightray.agent.actors. Every state but DEAD holds the name.
 ACTOR_PENDING, ACTOR_ALIVE, ACTOR_RESTARTING, ACTOR_DEAD = (
     "pending", "alive", "restarting", "dead")
 ACTOR_STATES = frozenset((ACTOR_PENDING, ACTOR_ALIVE, ACTOR_RESTARTING, ACTOR_DEAD))

@@ -1,7 +1,7 @@
 """How each command changes the control store: one function per command kind.
 
 Every function runs inside the transaction ControlStore opened, takes the
-fields of a command `lightray.control.commands.validate` accepted, and
+fields of a command `lightray.store.control.commands.validate` accepted, and
 returns the command's result. It reads only the database and its arguments,
 so the same command meets the same state and does the same thing on every
 replica. A conflict with the state (a taken name, an unknown id, a dead

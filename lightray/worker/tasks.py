@@ -23,14 +23,14 @@ import traceback
 
 import zmq
 
-from . import client as client_module
-from . import exceptions, serialization
-from . import task_spec as ts
-from .ids import return_ids
-from .runtime_context import state as context_state
-from .serialization import ERROR, INLINE, LOCAL
-from .transport import messages as m
-from .transport import stream
+from ..client import core as client_module
+from .. import exceptions, serialization
+from .. import task_spec as ts
+from ..ids import return_ids
+from ..runtime_context import state as context_state
+from ..serialization import ERROR, INLINE, LOCAL
+from ..transport import messages as m
+from ..transport import stream
 
 
 class TaskRunner:
@@ -53,7 +53,7 @@ class TaskRunner:
         # The main thread waits on two things at once: tasks from the agent
         # (queued by the I/O thread, which pokes the wake socket) and tasks
         # callers send straight to this worker's stream socket (a leasing
-        # driver's; an actor's callers in lightray.actor_worker).
+        # driver's; an actor's callers in lightray.worker.actors).
         context = client._context
         self._wake_address = f"inproc://wake-{id(self)}"
         self._wake_pull = context.socket(zmq.PULL)
@@ -404,7 +404,7 @@ def actor_stream_path(agent_address: str, worker_id: str) -> str:
 
 def worker_main(address: str, worker_id: str, agent_pid: int, actor: bool = False) -> None:
     """Entry point of a forked worker (never returns normally); actor: the
-    worker is dedicated to one actor (lightray.actor_worker)."""
+    worker is dedicated to one actor (lightray.worker.actors)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     client = client_module.CoreClient(address, kind="worker", worker_id=worker_id,
@@ -413,7 +413,7 @@ def worker_main(address: str, worker_id: str, agent_pid: int, actor: bool = Fals
     context_state.node_id = client.node_info["node_id"]
     context_state.worker_id = worker_id
     if actor:
-        from .actor_worker import ActorRunner
+        from .actors import ActorRunner
         runner = ActorRunner(client, client.node_info)
     else:
         runner = TaskRunner(client, client.node_info)

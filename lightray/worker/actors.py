@@ -26,7 +26,7 @@ Results for a caller on another node holding refs (its node id came with
 its DIRECT_HELLO): while the result still holds them, HAND_OVER(node, refs)
 ──▶ agent (it keeps them for that node until asked); a sync; then
 DIRECT_DONE names our node and the refs inside each result, whose agent
-the caller has ask ours (lightray.agent_remote_actors).
+the caller has ask ours (lightray.agent.cluster.remote_actors).
 """
 from __future__ import annotations
 
@@ -39,13 +39,13 @@ import threading
 
 import zmq
 
-from . import exceptions, serialization
-from . import task_spec as ts
-from .object_ref import ObjectRef
-from .runtime_context import state as context_state
-from .serialization import ERROR, INLINE
-from .transport import messages as m
-from .worker import TaskRunner, _DepError, actor_stream_path
+from .. import exceptions, serialization
+from .. import task_spec as ts
+from ..object_ref import ObjectRef
+from ..runtime_context import state as context_state
+from ..serialization import ERROR, INLINE
+from ..transport import messages as m
+from .tasks import TaskRunner, _DepError, actor_stream_path
 
 
 class ActorRunner(TaskRunner):

@@ -9,7 +9,7 @@ Objects on other nodes. The node where a task was submitted owns its results,
 wherever they were made: the owner's entry points at the node holding the
 primary copy (``location``, spill state REMOTE) and gives its local readers a
 layout naming a local segment that does not exist yet; a reader finding it
-missing asks for it (RESTORE) and the agent pulls it (lightray.agent_pulls).
+missing asks for it (RESTORE) and the agent pulls it (lightray.agent.cluster.pulls).
 
 Pins across nodes: a node holding an object for another (the primary copy
 of a forwarded task's result, a copy of a forwarded task's argument, a ref
@@ -19,19 +19,19 @@ described the object to is in its ``copies``).
 """
 from __future__ import annotations
 
-from . import exceptions, serialization
-from . import task_spec as ts
-from .agent_pulls import PUSH_MAX
-from .agent_store import PULLING, REMOTE
-from .ids import return_ids
-from .object_directory import ObjectEntry
-from .scheduling import NodeView, choose_node
-from .serialization import ERROR, SHARED
-from .states import FORWARDED
-from .transport import messages as m
+from ... import exceptions, serialization
+from ... import task_spec as ts
+from .pulls import PUSH_MAX
+from ..store import PULLING, REMOTE
+from ...ids import return_ids
+from ..objects import ObjectEntry
+from ...scheduling import NodeView, choose_node
+from ...serialization import ERROR, SHARED
+from ...states import FORWARDED
+from ...transport import messages as m
 
 AT = "at"                    # argument / result descriptor: ("at", node id, layout there)
-PUSHED = "pushed"            # ... the same, its bytes following (lightray.agent_pulls)
+PUSHED = "pushed"            # ... the same, its bytes following (lightray.agent.cluster.pulls)
 
 
 class TaskForwarding:
@@ -123,7 +123,7 @@ class TaskForwarding:
     # ======================================================= running for a peer
 
     def _on_forward(self, origin: str, spec: tuple, function_bytes, described: list) -> None:
-        from .agent_state import Task
+        from ..state import Task
         if function_bytes is not None:
             self.functions[spec[ts.FUNCTION_ID]] = function_bytes
         task = Task(spec, b"")

@@ -9,7 +9,7 @@
 
 Actor states: PENDING (constructor not run yet) -> ALIVE <-> RESTARTING -> DEAD.
 Method calls never pass through here: callers send them to the actor's
-worker directly (lightray.actor_caller). The agent tells subscribers (every
+worker directly (lightray.client.actor_caller). The agent tells subscribers (every
 process that called the actor) where it runs and when that changes.
 
 Lifetime: the actor's handle object (lightray.actor.handle_object_id) is an
@@ -22,16 +22,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import exceptions, serialization
-from . import task_spec as ts
-from .actor import HANDLE_PAYLOAD, handle_object_id
-from .object_directory import ObjectEntry
-from .serialization import ERROR
-from .states import ACTOR, DEAD, DISPATCHED, FINISHED
-from .transport import messages as m
+from .. import exceptions, serialization
+from .. import task_spec as ts
+from ..actor import HANDLE_PAYLOAD, handle_object_id
+from .objects import ObjectEntry
+from ..serialization import ERROR
+from ..states import ACTOR, DEAD, DISPATCHED, FINISHED
+from ..transport import messages as m
 
 if TYPE_CHECKING:
-    from .agent_state import ClientEntry
+    from .state import ClientEntry
 
 PENDING, ALIVE, RESTARTING = "pending", "alive", "restarting"   # and DEAD
 
@@ -56,7 +56,7 @@ class ActorEntry:
         self.name_key = None              # (namespace, name)
         self.allocation = None            # held resources, kept across restarts
         self.name_pinned = False          # the name holds the handle object
-        # Across nodes (lightray.agent_remote_actors):
+        # Across nodes (lightray.agent.cluster.remote_actors):
         self.home = None                  # node running it, when that is another one
         self.origin = None                # node that placed it here (and owns it)
         self.tcp_address = None           # where callers on other nodes reach it
@@ -115,7 +115,7 @@ class ActorManagement:
         self._submit_constructor(actor, client)
 
     def _submit_constructor(self, actor: ActorEntry, client: ClientEntry) -> None:
-        from .agent_state import Task
+        from .state import Task
         spec = actor.spec
         task = Task(spec, client.client_id)
         task.actor = actor

@@ -9,7 +9,7 @@ once, via INC/DEC) plus pins (pending tasks needing it as an argument or
 holding it inside their arguments, objects containing it). An object is freed
 when refs reaches 0 and it is not still being produced.
 
-``ObjectDirectory`` is a mixin of ``AgentState`` (lightray.agent_state): it
+``ObjectDirectory`` is a mixin of ``AgentState`` (lightray.agent.state): it
 uses the state's ``objects``, ``clients``, ``outbox``, ``free_segments`` and
 ``store_used``, and calls its task methods when an argument becomes ready.
 """
@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import exceptions, serialization
-from .actor import HANDLE_PAYLOAD, is_handle_object
-from .ids import task_of
-from .serialization import ERROR, SHARED
-from .transport import messages as m
+from .. import exceptions, serialization
+from ..actor import HANDLE_PAYLOAD, is_handle_object
+from ..ids import task_of
+from ..serialization import ERROR, SHARED
+from ..transport import messages as m
 
 if TYPE_CHECKING:
-    from .agent_state import ClientEntry
+    from .state import ClientEntry
 
 
 
@@ -43,13 +43,13 @@ class ObjectEntry:
         self.waiting_tasks = None         # tasks waiting for it as an argument
         self.contained = ()               # ids pinned by this object's value
         self.call_site = None             # where the user created it ("file.py:12")
-        self.spill = None                 # lightray.agent_store: None = in memory
+        self.spill = None                 # lightray.agent.store: None = in memory
         self.spill_path = None
         self.spill_cancelled = False
         self.restore_waiters = None       # (identity, request id) answered when restored
         self.restore_queued = False
         self.spill_seq = None             # its place in the order objects were spilled
-        # In a cluster (lightray.agent_cluster):
+        # In a cluster (lightray.agent.cluster.membership):
         self.location = None              # node holding the primary copy, if not this one
         self.remote_name = None           # its segment's name there
         self.copies = None                # nodes this owner told about it (FREE them)

@@ -6,7 +6,7 @@ given back, blocked workers, worker deaths. Part of AgentState (no I/O).
         resources free: an idle worker, else a new one (spawn); no resources
         or no worker: queued behind a busy worker of the same shape
         (up to pipeline_depth), else it waits in its shape's queue
-    EXEC ──▶ worker ──DONE──▶ _on_done (lightray.agent_state) ──▶ next in its queue
+    EXEC ──▶ worker ──DONE──▶ _on_done (lightray.agent.state) ──▶ next in its queue
     a worker exits ──▶ its running task retried (max_retries) or failed
 
 A worker's queue holds its running task first, then pipelined ones.
@@ -16,16 +16,16 @@ from __future__ import annotations
 import collections
 from typing import TYPE_CHECKING
 
-from . import exceptions
-from . import task_spec as ts
-from .agent_store import NOT_IN_MEMORY
-from .ids import return_ids
-from .serialization import LOCAL
-from .states import BLOCKED, DEAD, DISPATCHED, IDLE, LEASED, QUEUED, STARTING, WAITING
-from .transport import messages as m
+from .. import exceptions
+from .. import task_spec as ts
+from .store import NOT_IN_MEMORY
+from ..ids import return_ids
+from ..serialization import LOCAL
+from ..states import BLOCKED, DEAD, DISPATCHED, IDLE, LEASED, QUEUED, STARTING, WAITING
+from ..transport import messages as m
 
 if TYPE_CHECKING:
-    from .agent_state import ClientEntry, Task
+    from .state import ClientEntry, Task
 
 # An argument the worker itself is producing, ahead in its own queue.
 LOCAL_PAYLOAD = (LOCAL, None)

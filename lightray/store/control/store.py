@@ -6,7 +6,7 @@
     new replica ◀── snapshot() bytes ── restore(), then apply the log from last_applied_index()
 
 The store is a deterministic state machine: a command carries every id and
-timestamp it writes (see lightray.control.commands), so the same sequence
+timestamp it writes (see lightray.store.control.commands), so the same sequence
 of commands gives the same `dump()` on any store, and a replicated log can
 later feed `apply` on every replica without its users changing. Each applied
 command takes the next log index, kept in the database with the state in the
@@ -29,14 +29,7 @@ from collections.abc import Iterable
 
 from . import snapshot as _snapshot
 from .commands import ALREADY_APPLIED, validate
-from .records import (
-    ACTOR_COLUMNS,
-    JOB_COLUMNS,
-    NODE_COLUMNS,
-    ActorRecord,
-    JobRecord,
-    NodeRecord,
-)
+from .records import ACTOR_COLUMNS, JOB_COLUMNS, NODE_COLUMNS, ActorRecord, JobRecord, NodeRecord
 from .schema import TABLES, NotAControlStore, create_or_check
 from .writes import BY_KIND
 

@@ -8,7 +8,7 @@ One thread. Each turn: read every message waiting (up to a batch), feed it to
 AgentState, schedule, then act on the instructions: send the outbox (one
 frame per destination), fork, kill, unlink freed segments (or keep them
 warm for the next pull or restore: lightray.store.pool); reap dead
-children. All bookkeeping is in lightray.agent_state; this module only moves
+children. All bookkeeping is in lightray.agent.state; this module only moves
 bytes and processes.
 
 An embedded agent (started by ``lightray.init()``) watches the driver that
@@ -16,8 +16,8 @@ started it and shuts down when it goes, so a SIGKILLed driver leaves nothing
 behind: workers are killed, every segment of the session is unlinked, and the
 session directory is removed.
 
-The command line is in lightray.agent_cli; the session directory and the
-records other processes read, in lightray.session.
+The command line is in lightray.agent.cli; the session directory and the
+records other processes read, in lightray.agent.session.
 """
 from __future__ import annotations
 
@@ -31,20 +31,20 @@ import time
 
 import zmq
 
-from . import config
-from . import worker as _worker_preloaded  # noqa: F401  (forked workers start warm)
-from .agent_cluster import HEAD, HEARTBEAT_INTERVAL
-from .agent_state import AgentState, describe_exit
-from .client import shm_prefix
-from .ids import random_hex
+from .. import config
+from ..worker import tasks as _worker_preloaded  # noqa: F401  (forked workers start warm)
+from .cluster.membership import HEAD, HEARTBEAT_INTERVAL
+from .state import AgentState, describe_exit
+from ..client.core import shm_prefix
+from ..ids import random_hex
 from .session import forget_current_cluster, pid_alive, prepare_spill_dir
-from .store import shm
-from .store.pool import WarmPool
-from .store.spill import RESTORE, SPILL, SpillIO
-from .store.transfer import ChunkReader, ChunkWriter
-from .transport import messages as m
-from .transport import sockets
-from .transport.mesh import Mesh
+from ..store import shm
+from ..store.pool import WarmPool
+from ..store.spill import RESTORE, SPILL, SpillIO
+from ..store.transfer import ChunkReader, ChunkWriter
+from ..transport import messages as m
+from ..transport import sockets
+from ..transport.mesh import Mesh
 
 _BATCH = 512                # messages handled per turn before acting
 _HOUSEKEEPING = 0.05        # seconds between reaping children / parent checks
@@ -102,7 +102,7 @@ class AgentServer:
         self.started = time.monotonic()
         self.join_warned = False
         if cluster["head"] is None:
-            from .control import ControlStore
+            from ..store.control import ControlStore
             self.control = ControlStore(os.path.join(self.session_dir, "control.db"))
         self.state.start_cluster(self.mesh.address, cluster["head"], time.monotonic(),
                                  time.time())
@@ -235,7 +235,7 @@ class AgentServer:
     def _load(self) -> dict:
         """This node's load, as its heartbeats report it."""
         import psutil
-        from .scheduling import is_hot
+        from ..scheduling import is_hot
         state = self.state
         memory = psutil.virtual_memory()
         fraction = (memory.total - memory.available) / memory.total
@@ -365,7 +365,7 @@ class AgentServer:
     def _apply_control(self, writes: list) -> None:
         """Apply a turn's writes to the control store in one transaction;
         a malformed one is reported and dropped, never fatal."""
-        from .control import validate
+        from ..store.control import validate
         wall = time.time()
         commands = []
         for write in writes:
@@ -395,7 +395,7 @@ class AgentServer:
             _set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != agent_pid:
                 os._exit(1)
-            from .worker import worker_main
+            from ..worker.tasks import worker_main
             worker_main(self.address, worker_id, agent_pid,
                         actor=self.state.workers[worker_id].actor is not None)
         except SystemExit as exit_:
@@ -488,12 +488,3 @@ def _set_parent_death_signal(sig: int) -> None:
     except (OSError, AttributeError):  # not Linux: the ppid check still applies
         pass
 
-
-def main(argv=None) -> int:
-    """The ``lightray-agent`` command (lightray.agent_cli)."""
-    from .agent_cli import main as run
-    return run(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

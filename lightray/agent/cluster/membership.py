@@ -6,19 +6,19 @@
     a peer silent for DEAD_AFTER s: dead (the head records it and tells the others)
     any agent ──CONTROL [commands]──▶ head ──▶ control store (applied by the agent's I/O side)
 
-Work and objects across nodes are in lightray.agent_forwarding (tasks sent to
-a peer, their results, pins across nodes) and lightray.agent_pulls (object
-bytes moving between nodes); actors in lightray.agent_remote_actors.
+Work and objects across nodes are in lightray.agent.cluster.forwarding (tasks sent to
+a peer, their results, pins across nodes) and lightray.agent.cluster.pulls (object
+bytes moving between nodes); actors in lightray.agent.cluster.remote_actors.
 """
 from __future__ import annotations
 
 import collections
 
-from . import task_spec as ts
-from .agent_store import PULLING
-from .scheduling import NodeView, to_units
-from .states import FORWARDED
-from .transport import messages as m
+from ... import task_spec as ts
+from ..store import PULLING
+from ...scheduling import NodeView, to_units
+from ...states import FORWARDED
+from ...transport import messages as m
 
 HEARTBEAT_INTERVAL = 0.5     # seconds between heartbeats
 DEAD_AFTER = 3.0             # seconds of silence after which a peer is dead

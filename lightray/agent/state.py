@@ -10,10 +10,10 @@
 The agent's I/O loop (lightray.agent) feeds events in, then acts on what
 accumulated: it sends the outbox, forks, kills and unlinks.
 
-The object table lives in lightray.object_directory, the store's capacity
-and spilling in lightray.agent_store, placing tasks on workers and the
-workers' lives in lightray.agent_workers, the lending of workers to drivers
-in lightray.agent_leases and actors in lightray.agent_actors (mixins of
+The object table lives in lightray.agent.objects, the store's capacity
+and spilling in lightray.agent.store, placing tasks on workers and the
+workers' lives in lightray.agent.workers, the lending of workers to drivers
+in lightray.agent.leases and actors in lightray.agent.actors (mixins of
 AgentState).
 
 Task and worker states are named in lightray.states. A worker's queue holds
@@ -24,32 +24,22 @@ from __future__ import annotations
 import collections
 import os
 
-from . import exceptions, serialization
-from . import task_spec as ts
-from .agent_actors import ActorManagement
-from .agent_cluster import ClusterManagement
-from .agent_forwarding import TaskForwarding
-from .agent_pulls import ObjectPulls
-from .agent_leases import LeaseLending
-from .agent_remote_actors import RemoteActors
-from .agent_workers import WorkerManagement
-from .agent_store import NOT_IN_MEMORY, PULLING, REMOTE, SPILLED, StoreManagement
-from .ids import return_ids, task_of
-from .object_directory import ObjectDirectory, ObjectEntry
-from .resources import ResourcePool, from_units, shape_of
-from .serialization import ERROR, SHARED
-from .states import (
-    DEAD,
-    DISPATCHED,
-    FINISHED,
-    FORWARDED,
-    IDLE,
-    LEASED,
-    QUEUED,
-    STARTING,
-    WAITING,
-)
-from .transport import messages as m
+from .. import exceptions, serialization
+from .. import task_spec as ts
+from .actors import ActorManagement
+from .cluster.membership import ClusterManagement
+from .cluster.forwarding import TaskForwarding
+from .cluster.pulls import ObjectPulls
+from .leases import LeaseLending
+from .cluster.remote_actors import RemoteActors
+from .workers import WorkerManagement
+from .store import NOT_IN_MEMORY, PULLING, REMOTE, SPILLED, StoreManagement
+from ..ids import return_ids, task_of
+from .objects import ObjectDirectory, ObjectEntry
+from ..resources import ResourcePool, from_units, shape_of
+from ..serialization import ERROR, SHARED
+from ..states import DEAD, DISPATCHED, FINISHED, FORWARDED, IDLE, LEASED, QUEUED, STARTING, WAITING
+from ..transport import messages as m
 
 
 

@@ -1,0 +1,1 @@
+"""lightray.agent.cluster."""
