@@ -21,6 +21,7 @@ import threading
 
 from .client import core as client_module
 from . import exceptions, serialization
+from .runtime import current_client_or_none, require_client_for, set_current_client
 from .object_ref import ObjectRef
 from .actor import ActorClass, ActorHandle
 from .remote_function import RemoteFunction
@@ -122,7 +123,7 @@ def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=Non
         process.kill()
         process.wait()
         raise
-    client_module.set_current_client(client)
+    set_current_client(client)
     return _Runtime(client, process, session_dir, session, namespace)
 
 
@@ -136,7 +137,7 @@ def _connect_local(address: str, namespace) -> _Runtime:
     session = os.path.basename(record["session_dir"]).rsplit("_", 1)[-1]
     client = client_module.CoreClient(record["ipc"], kind="driver",
                                       agent_alive=lambda: pid_alive(agent_pid))
-    client_module.set_current_client(client)
+    set_current_client(client)
     return _Runtime(client, None, record["session_dir"], session, namespace)
 
 
@@ -145,19 +146,19 @@ def shutdown() -> None:
     A process attached with init(address=...) only detaches."""
     global _runtime
     with _lock:
-        runtime, _runtime = _runtime, None
-        if runtime is None:
+        embedded, _runtime = _runtime, None
+        if embedded is None:
             return
-        client_module.set_current_client(None)
-        if runtime.process is None:
-            runtime.client.close()
+        set_current_client(None)
+        if embedded.process is None:
+            embedded.client.close()
             return
-        runtime.client.close(notify_agent="shutdown")
+        embedded.client.close(notify_agent="shutdown")
         try:
-            runtime.process.wait(timeout=10)
+            embedded.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            runtime.process.kill()
-            runtime.process.wait()
+            embedded.process.kill()
+            embedded.process.wait()
 
 
 atexit.register(shutdown)
@@ -166,24 +167,24 @@ atexit.register(shutdown)
 def is_initialized() -> bool:
     if _runtime is not None:
         return True
-    current = client_module.current_client_or_none()
+    current = current_client_or_none()
     return current is not None and not current.closed
 
 
 def _client_for_submission():
     """The client of this process, starting a default runtime if there is none."""
-    current = client_module.current_client_or_none()
+    current = current_client_or_none()
     if current is not None and not current.closed:
         return current
     with _lock:
         if not is_initialized():
             init()
-        return client_module.current_client_or_none()
+        return current_client_or_none()
 
 
 def _context():
     from .runtime_context import get_runtime_context, state
-    client = client_module.current_client_or_none()
+    client = current_client_or_none()
     if client is not None:
         state.node_id = client.node_info["node_id"]
     return get_runtime_context()
@@ -212,10 +213,10 @@ def _refs_and_client(refs, what: str):
             raise TypeError(f"{what}() takes ObjectRefs, got {type(ref).__name__}: {ref!r:.80}")
     if not refs:
         return None
-    client = client_module.require_client_for(refs[0])
+    client = require_client_for(refs[0])
     for ref in refs:
         if ref._client is not client:
-            client_module.require_client_for(ref)
+            require_client_for(ref)
             raise ValueError(f"{ref!r} belongs to another lightray session than {refs[0]!r}")
     return client
 
@@ -228,7 +229,7 @@ def get(object_refs, keys=None, /, *, timeout: float | None = None, **kwargs):
     """
     if isinstance(object_refs, ObjectRef):
         _check_get_kwargs(keys, kwargs)
-        client = client_module.require_client_for(object_refs)
+        client = require_client_for(object_refs)
         return client.get_values([object_refs], timeout)[0]
     if isinstance(object_refs, (list, tuple)):
         _check_get_kwargs(keys, kwargs)
@@ -297,7 +298,7 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     """
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, got {type(object_ref).__name__}")
-    client_module.require_client_for(object_ref).cancel(object_ref, force)
+    require_client_for(object_ref).cancel(object_ref, force)
 
 
 def memory_summary() -> dict:

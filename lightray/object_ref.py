@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import serialization
+from .runtime import current_client_or_none, require_client_for
 
 
 class ObjectRef:
@@ -52,7 +53,6 @@ class ObjectRef:
 
     def future(self):
         """A concurrent.futures.Future that resolves to the value (or its error)."""
-        from .client.core import require_client_for
         return require_client_for(self).future(self)
 
     def __await__(self):
@@ -61,5 +61,4 @@ class ObjectRef:
 
 
 def _rebuild_object_ref(object_id: bytes) -> ObjectRef:
-    from .client.core import current_client_or_none
     return ObjectRef(object_id, current_client_or_none())

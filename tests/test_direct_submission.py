@@ -13,7 +13,7 @@ from conftest import shm_entries
 
 import lightray
 from lightray import exceptions
-from lightray.client.core import current_client_or_none
+from lightray.runtime import current_client_or_none
 
 
 @lightray.remote

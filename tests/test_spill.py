@@ -21,7 +21,7 @@ from conftest import pid_alive, wait_for
 
 import lightray
 from lightray import exceptions as lrexc
-from lightray.client.core import shm_prefix
+from lightray.store.shm import shm_prefix
 
 MiB = 1 << 20
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -178,7 +178,7 @@ FALLBACK_DRIVER = textwrap.dedent("""
     lightray.wait([ret], num_returns=1, timeout=30)
     objects_dir = os.path.join(session_dir, "objects")
     files = sorted(os.listdir(objects_dir)) if os.path.isdir(objects_dir) else []
-    prefix = lightray.client.core.shm_prefix(session)
+    prefix = lightray.store.shm.shm_prefix(session)
     shm = sorted(x for x in os.listdir("/dev/shm") if x.startswith(prefix))
     value = lightray.get(ref)
     returned = lightray.get(ret)

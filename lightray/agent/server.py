@@ -35,7 +35,7 @@ from .. import config
 from ..worker import tasks as _worker_preloaded  # noqa: F401  (forked workers start warm)
 from .cluster.membership import HEAD, HEARTBEAT_INTERVAL
 from .state import AgentState, describe_exit
-from ..client.core import shm_prefix
+from ..store.shm import shm_prefix
 from ..ids import random_hex
 from .session import forget_current_cluster, pid_alive, prepare_spill_dir
 from ..store import shm

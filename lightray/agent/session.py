@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .. import config
-from ..client.core import shm_prefix
+from ..store.shm import shm_prefix
 from ..ids import random_hex
 from ..store import shm
 

@@ -41,27 +41,6 @@ from ..transport import sockets
 _FLUSH_INTERVAL = 0.02      # seconds the I/O thread sleeps in poll between flushes
 _LIVENESS_INTERVAL = 0.25   # seconds between checks that the agent still lives
 
-_current = None             # the CoreClient of this process, if any
-
-
-def current_client_or_none():
-    return _current
-
-
-def set_current_client(client) -> None:
-    global _current
-    _current = client
-
-
-def require_client_for(ref: ObjectRef):
-    client = ref._client
-    if client is None or client.closed:
-        raise exceptions.RuntimeNotRunningError(
-            f"{ref!r} belongs to a lightray session that is not running "
-            "(lightray.shutdown() was called, or this process never joined it)")
-    return client
-
-
 class CoreClient:
     """Connection of one process to its agent; see the module docstring."""
 
@@ -807,11 +786,6 @@ def _close_quietly(socket) -> None:
 def _direct_enabled() -> bool:
     from ..config import direct_submit
     return direct_submit()
-
-
-def shm_prefix(session: str) -> str:
-    from ..config import segment_prefix
-    return f"{segment_prefix()}{session}_"
 
 
 _threshold_cache = []

@@ -13,7 +13,7 @@ import threading
 
 from dask.callbacks import local_callbacks, unpack_callbacks
 
-from ..client.core import require_client_for
+from ..runtime import require_client_for
 
 
 class DaskDiagnostics:

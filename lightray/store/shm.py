@@ -27,12 +27,19 @@ from __future__ import annotations
 import mmap
 import os
 
+from ..config import segment_prefix
+
 try:
     import _posixshmem
 except ImportError:  # pragma: no cover - non-POSIX platforms
     _posixshmem = None
 
 ALIGN = 64
+
+
+def shm_prefix(session: str) -> str:
+    """The name prefix of every segment of one session: one ``rm`` pattern."""
+    return f"{segment_prefix()}{session}_"
 
 
 def _aligned(n: int) -> int:

@@ -23,9 +23,9 @@ import traceback
 
 import zmq
 
-from ..client import core as client_module
-from .. import exceptions, serialization
+from .. import exceptions, runtime, serialization
 from .. import task_spec as ts
+from ..client.core import CoreClient
 from ..ids import return_ids
 from ..runtime_context import state as context_state
 from ..serialization import ERROR, INLINE, LOCAL
@@ -407,9 +407,9 @@ def worker_main(address: str, worker_id: str, agent_pid: int, actor: bool = Fals
     worker is dedicated to one actor (lightray.worker.actors)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    client = client_module.CoreClient(address, kind="worker", worker_id=worker_id,
+    client = CoreClient(address, kind="worker", worker_id=worker_id,
                                       parent_pid=agent_pid, start=False)
-    client_module.set_current_client(client)
+    runtime.set_current_client(client)
     context_state.node_id = client.node_info["node_id"]
     context_state.worker_id = worker_id
     if actor:
