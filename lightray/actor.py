@@ -15,10 +15,14 @@ from __future__ import annotations
 import inspect
 
 from .exceptions import RuntimeNotRunningError
-from .ids import TASK_ID_BYTES
+# The handle-object ids live in lightray.ids (the agent needs them too);
+# they stay importable from here.
+from .ids import HANDLE_PAYLOAD, HANDLE_SUFFIX, handle_object_id, is_handle_object  # noqa: F401
 from .object_ref import ObjectRef
 from .options import check_option_names
+from .remote_function import _ExportedFunction, _serialize_arguments
 from .resources import make_request
+from .runtime import client_for_submission, namespace_for
 from .scheduling import encode_strategy
 
 ACTOR_OPTIONS = ("num_cpus", "num_gpus", "resources", "max_concurrency", "max_restarts",
@@ -27,20 +31,6 @@ ACTOR_OPTIONS = ("num_cpus", "num_gpus", "resources", "max_concurrency", "max_re
 METHOD_OPTIONS = ("num_returns",)
 
 DEFAULT_ASYNC_CONCURRENCY = 1000
-
-# The handle object of an actor is "return" 0xFFFF of the actor's id: no task
-# has that many returns (num_returns is checked against it).
-HANDLE_SUFFIX = b"\xff\xff"
-# The payload of every handle object in the agent's table (it has no value).
-HANDLE_PAYLOAD = (0, b"")
-
-
-def handle_object_id(actor_id: bytes) -> bytes:
-    return actor_id + HANDLE_SUFFIX
-
-
-def is_handle_object(object_id: bytes) -> bool:
-    return object_id[TASK_ID_BYTES:] == HANDLE_SUFFIX
 
 
 def method(*args, **options):
@@ -136,7 +126,6 @@ class ActorClass:
     """A class made remote; ``.remote(...)`` creates an actor and returns its handle."""
 
     def __init__(self, cls, options: dict, exported=None):
-        from .remote_function import _ExportedFunction
         self._cls = cls
         self._methods = _method_table(cls)
         self._is_async = any(is_async for _, is_async in self._methods.values())
@@ -159,9 +148,7 @@ class ActorClass:
         return ActorClass(self._cls, {**self._options_dict, **options}, self._exported)
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
-        from .api import _client_for_submission, _namespace_for
-        from .remote_function import _serialize_arguments
-        client = _client_for_submission()
+        client = client_for_submission()
         exported = self._exported
         exported.ensure_pickled()
         options = self._options
@@ -176,7 +163,7 @@ class ActorClass:
             "class_name": name, "methods": self._methods, "is_async": self._is_async,
             "max_concurrency": options.max_concurrency, "held": options.held,
             "max_task_retries": options.max_task_retries, "name": options.name,
-            "namespace": _namespace_for(options.namespace) if options.name else None,
+            "namespace": namespace_for(options.namespace) if options.name else None,
             "detached": options.detached, "get_if_exists": options.get_if_exists,
         }
         handle = client.actor_caller().create(spec, exported.function_bytes, description)

@@ -19,14 +19,18 @@ import subprocess
 import sys
 import threading
 
-from .client import core as client_module
-from . import exceptions, serialization
-from .runtime import current_client_or_none, require_client_for, set_current_client
-from .object_ref import ObjectRef
+from . import exceptions, runtime, serialization
 from .actor import ActorClass, ActorHandle
+from .agent.session import new_session_dir, pid_alive, reclaim_dead_sessions
+from .client import core as client_module
+from .discovery import agent_at, auto_agent
+from .ids import handle_object_id
+from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
 from .resources import detect_num_cpus, make_request
-from .transport import sockets
+from .runtime import current_client_or_none, require_client_for, set_current_client
+from .runtime_context import get_runtime_context, state as runtime_state
+from .transport import messages, sockets
 
 _INIT_OPTIONS = ("address", "num_cpus", "num_gpus", "resources", "object_store_memory",
                  "spill_dir", "namespace", "ignore_reinit_error")
@@ -97,7 +101,6 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
 
 
 def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=None) -> _Runtime:
-    from .agent.session import new_session_dir, reclaim_dead_sessions
     reclaim_dead_sessions()
     session, session_dir = new_session_dir()
     custom = {k: v for k, v in request.items() if k not in ("CPU", "GPU")}
@@ -123,21 +126,19 @@ def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=Non
         process.kill()
         process.wait()
         raise
-    set_current_client(client)
+    set_current_client(client, namespace)
     return _Runtime(client, process, session_dir, session, namespace)
 
 
 def _connect_local(address: str, namespace) -> _Runtime:
     """Attach to an agent on this host: the HOST:PORT its mesh listens on,
     ipc://<session dir>/agent.sock, or "auto" (lightray.discovery)."""
-    from .agent.session import pid_alive
-    from .discovery import agent_at, auto_agent
     record = auto_agent() if address == "auto" else agent_at(address)
     agent_pid = record["pid"]
     session = os.path.basename(record["session_dir"]).rsplit("_", 1)[-1]
     client = client_module.CoreClient(record["ipc"], kind="driver",
                                       agent_alive=lambda: pid_alive(agent_pid))
-    set_current_client(client)
+    set_current_client(client, namespace)
     return _Runtime(client, None, record["session_dir"], session, namespace)
 
 
@@ -171,22 +172,25 @@ def is_initialized() -> bool:
     return current is not None and not current.closed
 
 
-def _client_for_submission():
-    """The client of this process, starting a default runtime if there is none."""
-    current = current_client_or_none()
-    if current is not None and not current.closed:
-        return current
+def _auto_init():
+    """Start a default runtime unless one runs; the client of this process."""
     with _lock:
         if not is_initialized():
             init()
         return current_client_or_none()
 
 
+# Remote functions and actors submit through runtime.client_for_submission(),
+# which calls this when no runtime runs: installed here so that they need not
+# import this module.
+runtime.set_auto_init(_auto_init)
+_client_for_submission = runtime.client_for_submission
+
+
 def _context():
-    from .runtime_context import get_runtime_context, state
     client = current_client_or_none()
     if client is not None:
-        state.node_id = client.node_info["node_id"]
+        runtime_state.node_id = client.node_info["node_id"]
     return get_runtime_context()
 
 
@@ -241,6 +245,7 @@ def get(object_refs, keys=None, /, *, timeout: float | None = None, **kwargs):
     if isinstance(object_refs, collections.abc.Mapping) or hasattr(object_refs, "__dask_graph__"):
         if keys is None:
             raise TypeError("get(dsk, keys): the Dask scheduler needs the keys to compute")
+        # dask is optional: lightray.dask (which needs it) is imported on first use.
         from .dask import scheduler as dask_scheduler
         return dask_scheduler.get(object_refs, keys, **kwargs)
     raise TypeError(f"get() takes an ObjectRef or a list of ObjectRefs, "
@@ -250,6 +255,7 @@ def get(object_refs, keys=None, /, *, timeout: float | None = None, **kwargs):
 def _dask_persist(collections, optimize_graph: bool = True, **kwargs):
     # Dask's persist protocol: dask.persist(..., scheduler=lightray.get) calls
     # lightray.get.persist(...), which keeps the results in the object store.
+    # dask is optional: lightray.dask is imported on first use.
     from .dask import scheduler as dask_scheduler
     return dask_scheduler.persist(collections, optimize_graph, **kwargs)
 
@@ -348,17 +354,6 @@ def _make_remote(target, options: dict):
 
 # ------------------------------------------------------------------ actors
 
-def _namespace_for(namespace) -> str:
-    """The namespace a named actor lives in when the caller names none: the
-    driver's (init(namespace=...)), else the runtime's."""
-    if namespace is not None:
-        return namespace
-    runtime = _runtime
-    if runtime is not None and runtime.namespace:
-        return runtime.namespace
-    return _client_for_submission().node_info.get("namespace") or "default"
-
-
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of the live actor created with this name."""
     if not isinstance(name, str) or not name:
@@ -366,12 +361,11 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be a str or None, got {namespace!r}")
     client = _client_for_submission()
-    namespace = _namespace_for(namespace)
+    namespace = runtime.namespace_for(namespace)
     found = client.info(("actor", namespace, name))
     if found is None:
         raise ValueError(f"no live actor named {name!r} in namespace {namespace!r}")
     actor_id, description = found
-    from .actor import handle_object_id
     return ActorHandle(actor_id, description, ObjectRef(handle_object_id(actor_id), client))
 
 
@@ -386,5 +380,4 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
             f"{actor!r} belongs to a lightray session that is not running")
     if no_restart:
         client.actor_caller().mark_killed(actor._lr_actor_id)
-    from .transport import messages
     client.send([(messages.ACTOR_KILL, actor._lr_actor_id, bool(no_restart))])

@@ -16,6 +16,7 @@ from . import serialization
 from .config import inline_threshold
 from .object_ref import ObjectRef
 from .options import TaskOptions
+from .runtime import client_for_submission
 from .task_spec import Dep
 
 
@@ -62,8 +63,7 @@ class RemoteFunction:
         return RemoteFunction(self._exported.function, merged, self._exported)
 
     def remote(self, *args, **kwargs):
-        from .api import _client_for_submission
-        client = _client_for_submission()
+        client = client_for_submission()
         exported = self._exported
         exported.ensure_pickled()
         options = self._options

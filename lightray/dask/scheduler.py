@@ -22,6 +22,7 @@ from .. import api
 from ..object_ref import ObjectRef
 from ..options import TASK_OPTIONS, TaskOptions
 from ..remote_function import RemoteFunction
+from ..runtime import client_for_submission
 from . import graph as g
 from .callbacks import CallbackSet
 from .diagnostics import DaskDiagnostics
@@ -216,7 +217,7 @@ class GraphRun:
 def get(dsk, keys, *, lightray_callbacks=None, lightray_remote_args=None,
         lightray_multi_return: bool = True, **kwargs):
     """Compute keys of a Dask graph on lightray (see the module docstring)."""
-    api._client_for_submission()   # starts a runtime if there is none
+    client_for_submission()   # starts a runtime if there is none
     run = GraphRun(dsk, keys, callbacks=lightray_callbacks, remote_args=lightray_remote_args,
                    multi_return=lightray_multi_return)
     with DaskDiagnostics.from_active() as diagnostics:
@@ -251,7 +252,7 @@ def persist(collections, optimize_graph: bool = True, *, lightray_callbacks=None
     from dask._expr import CompositeExpr, _ExprSequence
     from dask.base import _rebuild_composite_collection, collections_to_expr
 
-    api._client_for_submission()
+    client_for_submission()
     expr = collections_to_expr(collections, optimize_graph)
     collection_exprs = list(expr.operands) if isinstance(expr, _ExprSequence) else [expr]
     has_composite = any(isinstance(e, CompositeExpr) for e in collection_exprs)
