@@ -19,10 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 
-from .discovery import describe, running_agent_records
+import psutil
+
+from . import __version__, exceptions
+from .agent.session import pid_alive, reclaim_dead_sessions
+from .client.core import CoreClient
+from .discovery import NoClusterError, agent_at, auto_agent, describe, running_agent_records
 
 STOP_TIMEOUT = 10.0      # seconds `lightray stop` waits after SIGTERM before SIGKILL
 KILL_WAIT = 5.0          # seconds it then waits for SIGKILLed agents to go
@@ -30,7 +36,6 @@ STATUS_TIMEOUT = 30.0    # seconds `lightray status` waits for the agent's answe
 
 
 def main(argv=None) -> int:
-    from . import __version__
     parser = argparse.ArgumentParser(prog="lightray", description="lightray command line")
     parser.add_argument("--version", action="version", version=f"lightray {__version__}")
     sub = parser.add_subparsers(dest="command")
@@ -73,8 +78,6 @@ def running_agents() -> list:
 
 
 def _memory(args) -> int:
-    from .agent.session import pid_alive
-    from .client.core import CoreClient
     agents = running_agents()
     if args.address:
         agents = [(a, p) for a, p in agents if a == args.address] or [(args.address, 0)]
@@ -152,7 +155,6 @@ def _status(args) -> int:
 
 def _status_target(address) -> tuple:
     """(ipc address, agent pid, what the user named) of the agent to ask."""
-    from .discovery import NoClusterError, agent_at, auto_agent, describe
     try:
         record = agent_at(address) if address else auto_agent()
     except NoClusterError as error:
@@ -168,9 +170,6 @@ def _status_target(address) -> tuple:
 
 
 def _ask_nodes(ipc: str, pid: int) -> list:
-    from . import exceptions
-    from .agent.session import pid_alive
-    from .client.core import CoreClient
     try:
         client = CoreClient(ipc, kind="driver",
                             agent_alive=(lambda: pid_alive(pid)) if pid else None)
@@ -246,11 +245,6 @@ def _amount(value) -> str:
 # -------------------------------------------------------------------- stop
 
 def _stop(args) -> int:
-    import signal
-
-    import psutil
-
-    from .agent.session import pid_alive, reclaim_dead_sessions
     targets = []
     for record in running_agent_records():
         process = _agent_process(record)
@@ -312,7 +306,6 @@ def _agent_process(record: dict):
     it: really a lightray agent (not a process that reused the pid), and
     not one embedded by a driver (started with --parent-pid; its driver owns
     it). None otherwise."""
-    import psutil
     try:
         pid = int(record.get("pid", 0))
         if pid <= 0:

@@ -17,6 +17,7 @@ import json
 import os
 
 from . import config
+from .agent.session import AGENT_RECORD, CURRENT_CLUSTER, pid_alive
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "")
 
@@ -27,7 +28,6 @@ class NoClusterError(ConnectionError):
 
 def running_agent_records() -> list:
     """The agent.json records (plus session_dir) of the agents running on this host."""
-    from .agent.session import AGENT_RECORD, pid_alive
     root = config.temp_dir()
     try:
         names = sorted(os.listdir(root))
@@ -56,7 +56,6 @@ def describe(record: dict) -> str:
 
 def agent_at(address: str) -> dict:
     """The record of the running agent at HOST:PORT (its mesh) or ipc://..."""
-    from .agent.session import pid_alive
     if not isinstance(address, str):
         raise TypeError(f"address must be a str, got {type(address).__name__}")
     if address.startswith("ipc://"):
@@ -92,7 +91,6 @@ def agent_at(address: str) -> dict:
 
 def auto_agent() -> dict:
     """The agent init(address="auto") attaches to."""
-    from .agent.session import CURRENT_CLUSTER
     from_env = os.environ.get(config.ADDRESS_ENV, "")
     if from_env and from_env != "auto":
         return agent_at(from_env)

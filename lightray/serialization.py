@@ -24,6 +24,8 @@ import threading
 
 import cloudpickle
 
+from .exceptions import LightrayError
+
 INLINE, SHARED, ERROR, LOCAL = 0, 1, 2, 3
 
 _capture = threading.local()
@@ -98,5 +100,4 @@ def dumps_exception(error: BaseException) -> bytes:
     try:
         return cloudpickle.dumps(error, protocol=5)
     except Exception:
-        from .exceptions import LightrayError
         return pickle.dumps(LightrayError(f"{type(error).__name__}: {error}"), protocol=5)
