@@ -23,8 +23,6 @@ import signal
 import sys
 import time
 
-import psutil
-
 from . import __version__, exceptions
 from .agent.session import pid_alive, reclaim_dead_sessions
 from .client.core import CoreClient
@@ -245,6 +243,7 @@ def _amount(value) -> str:
 # -------------------------------------------------------------------- stop
 
 def _stop(args) -> int:
+    import psutil  # only `lightray stop` needs it; the other commands start faster without
     targets = []
     for record in running_agent_records():
         process = _agent_process(record)
@@ -306,6 +305,7 @@ def _agent_process(record: dict):
     it: really a lightray agent (not a process that reused the pid), and
     not one embedded by a driver (started with --parent-pid; its driver owns
     it). None otherwise."""
+    import psutil  # as in _stop
     try:
         pid = int(record.get("pid", 0))
         if pid <= 0:
