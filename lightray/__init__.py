@@ -20,6 +20,35 @@
 
     counter = Counter.remote()
     lightray.get(counter.inc.remote())   # 1
+
+What lives where, in layers, lowest first (a module imports only from its
+own layer's lower modules and from the layers below it):
+
+ 1 config           every knob, with its environment variable and default
+   exceptions       the errors user code sees (TaskError, ActorDiedError, ...)
+   ids              task, object and actor-handle ids
+   resources        resource requests in exact units; detecting CPUs
+   scheduling       strategies (SPREAD, NodeAffinity) and the placement policy, no I/O
+   states           the state names of tasks and workers in an agent
+   task_spec        the task spec tuple and the names of its fields
+   runtime_context  get_runtime_context(): where this code runs
+   transport/       messages and sockets between processes
+   store/           shared-memory segments, spilling, chunks between nodes, control store
+ 2 serialization    values to payloads and back (pickle 5, cloudpickle)
+   runtime          this process's current client (and the auto-init hook)
+   call_site        where user code created an object (memory_summary)
+   options          validation of @remote(...) and .options(...)
+ 3 object_ref       ObjectRef
+   remote_function  @remote on functions: the task submit path
+   actor            @remote on classes: ActorClass, ActorHandle, method
+ 4 client/          a process's connection to its agent: refs, objects, leases, actor calls
+   worker/          the task and actor runners of a worker process
+   agent/           the node agent: its state, the I/O loop, the cluster
+ 5 api              init, shutdown, get, put, wait, cancel, remote, get_actor, kill, ...
+   discovery        finding the agents running on this host (init(address="auto"))
+   cli              the ``lightray`` command line
+ 6 util/            ActorPool, Queue: built on the public API
+   dask/            a Dask scheduler (needs dask; api imports it only when given a graph)
 """
 from . import exceptions
 from .actor import ActorClass, ActorHandle, method

@@ -1,1 +1,10 @@
-"""The message layer between lightray processes (ZeroMQ)."""
+"""The message layer between lightray processes.
+
+    messages   the op codes of every message and their one-frame encoding
+    sockets    ZeroMQ sockets built with lightray's settings, the agent's ipc address
+    mesh       the agents' peer mesh: one ROUTER per agent, one DEALER per peer
+    stream     length-prefixed frames over a local stream socket (caller -> actor)
+
+May import: nothing of lightray outside this package (mesh uses messages);
+the agent, the client and the workers sit above it. This __init__ imports nothing.
+"""
