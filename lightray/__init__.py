@@ -44,9 +44,9 @@ own layer's lower modules and from the layers below it):
  4 client/          a process's connection to its agent: refs, objects, leases, actor calls
    worker/          the task and actor runners of a worker process
    agent/           the node agent: its state, the I/O loop, the cluster
- 5 api              init, shutdown, get, put, wait, cancel, remote, get_actor, kill, ...
-   discovery        finding the agents running on this host (init(address="auto"))
-   cli              the ``lightray`` command line
+ 5 discovery        finding the agents running on this host (init(address="auto"))
+   api              init, shutdown, get, put, wait, cancel, remote, get_actor, kill, ...
+   cli              the ``lightray`` command line (it also reads lightray.__version__)
  6 util/            ActorPool, Queue: built on the public API
    dask/            a Dask scheduler (needs dask; api imports it only when given a graph)
 """
