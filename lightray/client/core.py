@@ -19,7 +19,6 @@ within ``_FLUSH_INTERVAL`` when the process is otherwise quiet.
 """
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import itertools
 import os
@@ -37,6 +36,7 @@ from ..serialization import INLINE, SHARED
 from ..store import shm
 from ..transport import messages as m
 from ..transport import sockets
+from .ledger import RefLedger
 
 _FLUSH_INTERVAL = 0.02      # seconds the I/O thread sleeps in poll between flushes
 _LIVENESS_INTERVAL = 0.25   # seconds between checks that the agent still lives
@@ -63,13 +63,13 @@ class CoreClient:
         self._send_socket = sockets.dealer(self._context, address, self.client_id + b"s")
         self._recv_socket = sockets.dealer(self._context, address, self.client_id + b"r")
         self._lock = threading.Lock()             # send socket + local ref counts
-        self.pending_decs = collections.deque()   # filled by ObjectRef.__del__
-        self._local_counts: dict = {}
-        self._deltas: list = []                   # [(INC|DEC, object_id)] in order
+        self.ledger = RefLedger(on_last_ref=self._forget)   # changed under _lock
+        self.pending_decs = self.ledger.pending_decs  # filled by ObjectRef.__del__
+        self._local_counts = self.ledger.counts
 
         self._cv = threading.Condition(threading.Lock())
         self._ready: dict = {}                    # object_id -> payload
-        self._owned: set = set()                  # ids the agent pushes to us unasked
+        self._owned = self.ledger.owned           # ids the agent pushes to us unasked
         self._subscribed: set = set()
         self._futures: dict = {}                  # object_id -> [Future]
         self._when_ready: dict = {}               # object_id -> [callable()]
@@ -82,8 +82,8 @@ class CoreClient:
         self._exported: set = set()
         # Results only this process knows of (direct tasks, actor calls) until
         # they escape it; see escape_ops_locked.
-        self.unregistered: set = set()
-        self.promised: set = set()                # registered before their value came
+        self.unregistered = self.ledger.unregistered
+        self.promised = self.ledger.promised      # registered before their value came
         # Sockets on which workers and actors answer us directly, read by the
         # I/O thread: socket -> (on_readable(socket), on_writable(socket) -> bool
         # still pending). Changed under _lock.
@@ -139,53 +139,15 @@ class CoreClient:
 
     def add_local_ref(self, object_id: bytes, owned: bool) -> None:
         with self._lock:
-            if self.pending_decs:
-                self._apply_pending_decs()
-            count = self._local_counts.get(object_id, 0)
-            self._local_counts[object_id] = count + 1
-            if count == 0:
-                if owned:
-                    self._owned.add(object_id)   # the agent counted us already
-                else:
-                    self._deltas.append((m.INC, object_id))
-
-    def _apply_pending_decs(self) -> None:
-        """Apply decrements queued by __del__ (caller holds _lock)."""
-        counts = self._local_counts
-        pop = self.pending_decs.popleft
-        while self.pending_decs:
-            object_id = pop()
-            count = counts.get(object_id, 0) - 1
-            if count > 0:
-                counts[object_id] = count
-            elif count == 0:
-                del counts[object_id]
-                if object_id in self.unregistered:
-                    self.unregistered.discard(object_id)   # the agent never knew it
-                else:
-                    self._deltas.append((m.DEC, object_id))
-                self._forget(object_id)
+            self.ledger.add(object_id, owned)
 
     def _forget(self, object_id: bytes) -> None:
+        """The last local ref to object_id is gone (the ledger calls this under _lock)."""
         with self._cv:   # _on_ready checks our count and stores under _cv
             self._ready.pop(object_id, None)
-        self._owned.discard(object_id)
         self._subscribed.discard(object_id)
         # Dropping our mapping is enough: numpy views still alive keep it mapped.
         self._mappings.pop(object_id, None)
-
-    def _delta_ops(self) -> list:
-        """Consecutive INC/DEC deltas folded into list ops (caller holds _lock)."""
-        ops = []
-        last_kind = None
-        for kind, object_id in self._deltas:
-            if kind == last_kind:
-                ops[-1][1].append(object_id)
-            else:
-                ops.append((kind, [object_id]))
-                last_kind = kind
-        self._deltas = []
-        return ops
 
     # --------------------------------------------------------------- sending
 
@@ -202,38 +164,13 @@ class CoreClient:
         """REGISTER ops for results known only here that other processes are
         about to see (passed to a task, put inside a value): with their value,
         or as a promise fulfilled when it comes (caller holds _lock)."""
-        ops = []
-        unregistered = self.unregistered
-        if not unregistered:
-            return ops
-        for object_id in object_ids:
-            if object_id in unregistered:
-                unregistered.discard(object_id)
-                payload = self._ready.get(object_id)
-                if payload is None:
-                    self.promised.add(object_id)
-                ops.append((m.REGISTER, object_id, payload, []))
-        return ops
+        return self.ledger.escape(object_ids, self._ready)
 
     def settle_locked(self, spec, payloads, registered):
         """(ops to send, ready items) for a task answered to us directly
         (a leased worker's or an actor's); caller holds _lock."""
-        ops, items = [], []
-        counts = self._local_counts
-        for object_id, payload in zip(return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
-                                      payloads):
-            if registered:
-                # The worker registered it for us: the agent counts our ref now.
-                self.promised.discard(object_id)
-                if object_id in self.unregistered:
-                    self.unregistered.discard(object_id)
-                    if object_id not in counts:
-                        ops.append((m.DEC, [object_id]))
-            elif object_id in self.promised:
-                self.promised.discard(object_id)
-                ops.append((m.REGISTER, object_id, payload, []))   # fulfil the promise
-            items.append((object_id, payload))
-        return ops, items
+        return self.ledger.settle(return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
+                                  payloads, registered)
 
     # ------------------------------------------------------ direct replies
 
@@ -261,17 +198,16 @@ class CoreClient:
             raise exceptions.RuntimeNotRunningError(
                 "lightray is not running (shutdown() was called or the agent died"
                 + (f": {self.dead_reason}" if self.dead_reason else "") + ")")
-        if self.pending_decs:
-            self._apply_pending_decs()
-        if self._deltas:
-            ops = self._delta_ops() + ops
+        ledger = self.ledger
+        if ledger.dirty:
+            ops = ledger.take_ops() + ops
         if ops:
             frame = m.encode(ops)
             self._send_socket.send(frame, copy=len(frame) < m.ZERO_COPY_MIN)
 
     def flush(self) -> None:
         with self._lock:
-            if not self.closed and (self.pending_decs or self._deltas):
+            if not self.closed and self.ledger.dirty:
                 self._send_locked([])
 
     # ----------------------------------------------------------- submission
@@ -394,7 +330,7 @@ class CoreClient:
                                 self._reply_version += 1
                         if event & (zmq.POLLIN | zmq.POLLERR):
                             on_readable(reply_socket)
-                elif self.pending_decs or self._deltas:
+                elif self.ledger.dirty:
                     try:
                         self.flush()
                     except exceptions.RuntimeNotRunningError:
@@ -725,9 +661,7 @@ class CoreClient:
             if not self.closed:
                 was_open = True
                 try:
-                    if self.pending_decs:
-                        self._apply_pending_decs()
-                    ops = self._delta_ops()
+                    ops = self.ledger.take_ops()
                     ops.append((m.SHUTDOWN,) if notify_agent == "shutdown" else (m.GOODBYE,))
                     self._send_socket.send(m.encode(ops))
                 except zmq.ZMQError:
