@@ -55,7 +55,7 @@ from ..serialization import ERROR, INLINE, SHARED
 from ..store import shm
 from ..transport import messages as m
 from ..transport import stream
-from ..worker.tasks import actor_stream_path
+from ..worker.paths import actor_stream_path
 
 NEW, ALIVE, RESTARTING, DEAD = "new", "alive", "restarting", "dead"
 LOST = "lost"   # our connection broke: waiting for the agent's word (restart or death)

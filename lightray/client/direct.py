@@ -29,7 +29,7 @@ from ..resources import shape_of
 from ..serialization import ERROR
 from ..transport import messages as m
 from ..transport import stream
-from ..worker.tasks import lease_stream_path
+from ..worker.paths import lease_stream_path
 
 _IDLE_RETURN = 0.05        # seconds an unused lease is kept
 _RETRY_REQUEST = 0.02      # seconds before asking again after a refusal

@@ -31,6 +31,7 @@ from ..runtime_context import state as context_state
 from ..serialization import ERROR, INLINE, LOCAL
 from ..transport import messages as m
 from ..transport import stream
+from .paths import lease_stream_path
 
 
 class TaskRunner:
@@ -390,16 +391,6 @@ def _should_retry(retry_exceptions, error: Exception) -> bool:
     if isinstance(retry_exceptions, (list, tuple)):
         return isinstance(error, tuple(retry_exceptions))
     return False
-
-
-def lease_stream_path(agent_address: str, worker_id: str) -> str:
-    """The Unix socket where a worker takes tasks from drivers leasing it."""
-    return f"{agent_address.rsplit('/', 1)[0][len('ipc://'):]}/{worker_id}.lease"
-
-
-def actor_stream_path(agent_address: str, worker_id: str) -> str:
-    """The Unix socket where an actor's worker takes calls (lightray.transport.stream)."""
-    return f"{agent_address.rsplit('/', 1)[0][len('ipc://'):]}/{worker_id}.actor"
 
 
 def worker_main(address: str, worker_id: str, agent_pid: int, actor: bool = False) -> None:
