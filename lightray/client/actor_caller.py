@@ -28,7 +28,7 @@ its results: the actor's node keeps them for ours, the answer names them,
 and before the results are visible here our agent is told to ask for them
 and holds them by the results, registered with it (same socket as our GETs).
 
-Results are known only here until they escape (see CoreClient.unregistered);
+Results are known only here until they escape (see lightray.client.ledger);
 an actor registers with the agent itself what the agent must hold (results
 in shared memory or holding refs) before answering.
 
@@ -112,12 +112,12 @@ class ActorCaller:
         escaping = spec[ts.DEPS] + spec[ts.CONTAINED]
         if description["name"] is None:
             ref = ObjectRef(handle_object_id(actor_id), client, owned=True)
-            with client._lock:
+            with client.lock:
                 ops = client.escape_ops_locked(escaping) if escaping else []
                 ops += client.export_function(function_id, class_bytes)
                 ops.append((m.ACTOR_CREATE, 0, spec, description))
                 self._open_locked(actor_id, description, ops)
-                client._send_locked(ops)
+                client.send_locked(ops)
             return ActorHandle(actor_id, description, ref)
         reply = client.request(
             lambda request_id: (client.escape_ops_locked(escaping) if escaping else [])
@@ -152,17 +152,17 @@ class ActorCaller:
                 0, False, client.client_id, 0, None)
         call = _Call(spec, keep)
         items = None
-        with client._lock:
-            client.unregistered.update(ids)
+        with client.lock:
+            client.ledger.add_unregistered(ids)
             channel = self.channels.get(actor_id)
             if channel is None:
                 ops = []
                 channel = self._open_locked(actor_id, description, ops)
-                client._send_locked(ops)
+                client.send_locked(ops)
             if contained:
                 ops = client.escape_ops_locked(contained)
                 if ops:
-                    client._send_locked(ops)
+                    client.send_locked(ops)
             if channel.state == DEAD or channel.killed is not None:
                 items = self._fail_locked(call, channel.death or channel.killed)
             elif channel.state == ALIVE and not channel.queued and not deps:
@@ -177,20 +177,20 @@ class ActorCaller:
                 self._flush_locked(channel)
         del keep_alive
         if items:
-            client._on_ready(items)
+            client.objects.on_ready(items)
         return refs
 
     def _watch_deps(self, channel: ActorChannel, call: _Call) -> None:
         """Flush the channel again when an argument of call becomes ready."""
         client = self.client
-        ready = client._ready
+        ready = client.objects.ready
         for ref in call.keep[1:1 + len(call.spec[ts.DEPS])]:
             if ref._id not in ready:
                 # Ready meanwhile: the caller's flush right after sees it.
                 client.when_ready_locked(ref, lambda: self._flush(channel))
 
     def _flush(self, channel: ActorChannel) -> None:
-        with self.client._lock:
+        with self.client.lock:
             if not self.client.closed:
                 self._flush_locked(channel)
 
@@ -199,7 +199,7 @@ class ActorCaller:
         if channel.state != ALIVE:
             return
         queued = channel.queued
-        ready = self.client._ready
+        ready = self.client.objects.ready
         ops = []
         escapes = []
         while queued:
@@ -232,7 +232,7 @@ class ActorCaller:
             else:
                 ops.append((m.ACTOR_CALL, spec, payloads))
         if escapes:
-            self.client._send_locked(escapes)
+            self.client.send_locked(escapes)
         if ops:
             self._write_locked(channel, m.encode(ops))
 
@@ -277,7 +277,7 @@ class ActorCaller:
     # -------------------------------------------------------- I/O thread
 
     def on_writable(self, sock) -> bool:
-        with self.client._lock:
+        with self.client.lock:
             channel = self.by_socket.get(sock)
             return channel is not None and channel.out.flush()
 
@@ -290,7 +290,7 @@ class ActorCaller:
         if frames is None:
             # The actor's process is gone; the agent tells us what comes next
             # (restart or death) and settles the calls it had.
-            with client._lock:
+            with client.lock:
                 if channel.sock is sock:
                     self._disconnect_locked(channel)
                     if channel.state == ALIVE:
@@ -298,10 +298,10 @@ class ActorCaller:
             return
         items = []
         answered = []
-        with client._lock:
+        with client.lock:
             self._settle_replies_locked(channel, frames, items, answered)
         if items:
-            client._on_ready(items)
+            client.objects.on_ready(items)
         del answered   # drops the refs the calls kept, after the results are stored
 
     def _settle_replies_locked(self, channel: ActorChannel, frames, items: list,
@@ -321,7 +321,7 @@ class ActorCaller:
                     registered = True
                 send, ready = client.settle_locked(call.spec, op[2], registered)
                 if send:
-                    client._send_locked(send)
+                    client.send_locked(send)
                 items += ready
 
     def _adopt_result_refs_locked(self, spec, payloads, node_id: str, contained) -> None:
@@ -335,9 +335,9 @@ class ActorCaller:
         ops = [(m.ADOPT_FROM, 0, node_id, inner, True)]   # asked even if dropped: node_id lets go
         for object_id, payload, ids in zip(return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
                                            payloads, contained):
-            if object_id in client.unregistered or object_id in client.promised:
+            if client.ledger.awaits_registration(object_id):
                 ops.append((m.REGISTER, object_id, payload, ids))   # (else dropped already)
-        client._send_locked(ops)
+        client.send_locked(ops)
 
     def _drain_locked(self, channel: ActorChannel, items: list, answered: list) -> None:
         """Take the answers a dead actor sent before it died: they wait in the
@@ -353,7 +353,7 @@ class ActorCaller:
         client = self.client
         items = []
         answered = []
-        with client._lock:
+        with client.lock:
             channel = self.channels.get(actor_id)
             if channel is None or channel.state == DEAD or incarnation < channel.incarnation:
                 return
@@ -377,7 +377,7 @@ class ActorCaller:
             elif state == DEAD:
                 items += self._kill_channel_locked(channel, death)
         if items:
-            client._on_ready(items)
+            client.objects.on_ready(items)
         del answered
 
     # ------------------------------------------------------------ helpers
@@ -448,7 +448,7 @@ class ActorCaller:
         spec = call.spec
         ops, items = self.client.settle_locked(spec, [payload] * spec[ts.NUM_RETURNS], False)
         if ops:
-            self.client._send_locked(ops)
+            self.client.send_locked(ops)
         return items
 
     def mark_killed(self, actor_id: bytes) -> None:
@@ -456,7 +456,7 @@ class ActorCaller:
         once; those already sent are settled by the agent's DEAD notice."""
         client = self.client
         items = []
-        with client._lock:
+        with client.lock:
             channel = self.channels.get(actor_id)
             if channel is not None and channel.state != DEAD:
                 error = exceptions.ActorDiedError(
@@ -467,7 +467,7 @@ class ActorCaller:
                 for call in queued:
                     items += self._fail_locked(call, channel.killed)
         if items:
-            client._on_ready(items)
+            client.objects.on_ready(items)
 
     def close(self) -> None:
         """Forget the channels (the client closes their sockets)."""

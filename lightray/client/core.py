@@ -54,17 +54,11 @@ class CoreClient:
         self.connection = AgentConnection(address, self.client_id, agent_alive=agent_alive,
                                           parent_pid=parent_pid)
         self.lock = self.connection.lock          # send socket + the ledger
-        self._lock = self.lock
         self.ledger = RefLedger(on_last_ref=self._forget)   # changed under lock
         self.pending_decs = self.ledger.pending_decs  # filled by ObjectRef.__del__
         self.objects = ObjectTable(self.ledger, send=self.send, send_locked=self.send_locked,
                                    restore=self.restore,
                                    in_io_thread=self.connection.in_io_thread)
-        self._ready = self.objects.ready
-        self._local_counts = self.ledger.counts
-        self.unregistered = self.ledger.unregistered
-        self.promised = self.ledger.promised
-        self._context = self.connection.context
         self._info_ids = itertools.count(1)
         self._info_futures: dict = {}
         self._exported: set = set()
@@ -138,8 +132,6 @@ class CoreClient:
             ops = ledger.take_ops() + ops
         if ops:
             connection.send_frame_locked(m.encode(ops))
-
-    _send_locked = send_locked
 
     def flush(self) -> None:
         with self.lock:
@@ -298,8 +290,6 @@ class CoreClient:
                 future = self._info_futures.pop(op[1], None)
                 if future is not None:
                     future.set_result(op[2])
-
-    _on_ready = property(lambda self: self.objects.on_ready)
 
     # ------------------------------------------------------ get / wait / futures
 

@@ -82,7 +82,7 @@ class DirectSubmitter:
         lease.last_used = time.monotonic()
         task_id = spec[ts.TASK_ID]
         self.inflight_tasks[task_id] = lease
-        self.client.unregistered.update(return_ids(task_id, spec[ts.NUM_RETURNS]))
+        self.client.ledger.add_unregistered(return_ids(task_id, spec[ts.NUM_RETURNS]))
         if lease.out.send(m.encode([(m.EXEC, spec, function_bytes, [], lease.assignment)])):
             self.client.want_writable_locked(lease.sock)
         return True
@@ -124,14 +124,14 @@ class DirectSubmitter:
                 pass
             return
         lease = Lease(worker_id, shape, assignment, sock)
-        with client._lock:
+        with client.lock:
             self.leases[shape] = lease
             self.by_worker[worker_id] = lease
             self.by_socket[sock] = lease
             client.add_reply_socket(sock, self.on_readable, self.on_writable)
 
     def on_writable(self, sock) -> bool:
-        with self.client._lock:
+        with self.client.lock:
             lease = self.by_socket.get(sock)
             return lease is not None and lease.out.flush()
 
@@ -142,7 +142,7 @@ class DirectSubmitter:
         frames = stream.receive(sock, lease.reader)
         if frames is None:
             # The worker is gone: the agent's WORKER_DIED settles its task.
-            with self.client._lock:
+            with self.client.lock:
                 self.by_socket.pop(sock, None)
                 self.client.retire_reply_socket(sock)
             return
@@ -153,7 +153,7 @@ class DirectSubmitter:
 
     def _on_done(self, task_id, payloads, registered, retryable) -> None:
         client = self.client
-        with client._lock:
+        with client.lock:
             lease = self.inflight_tasks.pop(task_id, None)
             if lease is None:
                 return
@@ -168,27 +168,23 @@ class DirectSubmitter:
             if lease.revoked:
                 ops += self._return_locked(lease)
             if ops:
-                client._send_locked(ops)
+                client.send_locked(ops)
         if items:
-            client._on_ready(items)
+            client.objects.on_ready(items)
 
     def _resubmit_locked(self, spec) -> None:
         """Run spec again through the agent (retries and worker deaths)."""
         task_id = spec[ts.TASK_ID]
         ids = return_ids(task_id, spec[ts.NUM_RETURNS])
         client = self.client
-        for object_id in ids:
-            client.unregistered.discard(object_id)
-            client.promised.discard(object_id)
+        gone_ops = client.ledger.resubmitted(ids)
         retried = spec[:ts.OWNER] + (None, spec[ts.ATTEMPTS_MADE] + 1) + spec[ts.STRATEGY:]
         ops = self.client.export_function(spec[ts.FUNCTION_ID],
                                           self.function_bytes[spec[ts.FUNCTION_ID]])
         ops.append((m.SUBMIT, retried))
         # The agent counts our refs on SUBMIT; drop those we no longer hold.
-        gone = [i for i in ids if i not in self.client._local_counts]
-        if gone:
-            ops.append((m.DEC, gone))
-        self.client._send_locked(ops)
+        ops += gone_ops
+        client.send_locked(ops)
 
     def on_worker_died(self, worker_id, status, cancelled) -> None:
         client = self.client
@@ -204,7 +200,7 @@ class DirectSubmitter:
                         if op[0] == m.DIRECT_DONE:
                             self._on_done(op[1], op[2], op[3], op[4])
         items = []
-        with client._lock:
+        with client.lock:
             lease = self.by_worker.get(worker_id)
             if lease is None:
                 return
@@ -227,19 +223,19 @@ class DirectSubmitter:
                     payload = (ERROR, serialization.dumps_exception(error))
                     ops, items = client.settle_locked(spec, [payload] * spec[ts.NUM_RETURNS], False)
                     if ops:
-                        client._send_locked(ops)
+                        client.send_locked(ops)
         if items:
-            client._on_ready(items)
+            client.objects.on_ready(items)
 
     def on_revoke(self, worker_id) -> None:
         client = self.client
-        with client._lock:
+        with client.lock:
             lease = self.by_worker.get(worker_id)
             if lease is None:
                 return
             lease.revoked = True
             if lease.inflight is None:
-                client._send_locked(self._return_locked(lease))
+                client.send_locked(self._return_locked(lease))
 
     def return_idle(self) -> None:
         """Give back leases unused for a while (called by the I/O thread)."""
@@ -247,11 +243,11 @@ class DirectSubmitter:
             return
         now = time.monotonic()
         client = self.client
-        with client._lock:
+        with client.lock:
             for lease in list(self.by_worker.values()):
                 if lease.inflight is None and (lease.revoked or now - lease.last_used > _IDLE_RETURN):
                     if not client.closed:
-                        client._send_locked(self._return_locked(lease))
+                        client.send_locked(self._return_locked(lease))
 
     def _return_locked(self, lease) -> list:
         self._forget_lease_locked(lease)
