@@ -32,11 +32,10 @@ Results are known only here until they escape (see lightray.client.ledger);
 an actor registers with the agent itself what the agent must hold (results
 in shared memory or holding refs) before answering.
 
-Channel states: NEW (waiting for the agent to say where the actor runs) ->
-ALIVE <-> RESTARTING -> DEAD; ALIVE -> LOST when the connection breaks before
-the agent has noticed the death. When the actor's process dies, calls it had
-received are sent again to its next incarnation while they have retries
-left (max_task_retries), else they fail with ActorDiedError.
+Channel states and what the agent's notices do to them: lightray.client.channels.
+When the actor's process dies, calls it had received are sent again to its
+next incarnation while they have retries left (max_task_retries), else they
+fail with ActorDiedError.
 """
 from __future__ import annotations
 
@@ -56,43 +55,8 @@ from ..store import shm
 from ..transport import messages as m
 from ..transport import stream
 from ..worker.paths import actor_stream_path
-
-NEW, ALIVE, RESTARTING, DEAD = "new", "alive", "restarting", "dead"
-LOST = "lost"   # our connection broke: waiting for the agent's word (restart or death)
-
-
-class _Call:
-    __slots__ = ("spec", "keep", "attempts")
-
-    def __init__(self, spec, keep):
-        self.spec = spec
-        self.keep = keep          # refs kept alive until the call is answered
-        self.attempts = 0
-
-
-class ActorChannel:
-    __slots__ = ("actor_id", "class_name", "max_task_retries", "state", "incarnation",
-                 "worker_id", "sock", "reader", "out", "queued", "inflight",
-                 "death", "killed", "remote", "fetching")
-
-    def __init__(self, actor_id: bytes, description: dict):
-        self.actor_id = actor_id
-        self.class_name = description["class_name"]
-        retries = description["max_task_retries"]
-        self.max_task_retries = (1 << 30) if retries == -1 else retries
-        self.state = NEW
-        self.incarnation = -1
-        self.worker_id = None
-        self.sock = None                     # stream socket to the actor's worker
-        self.reader = None
-        self.out = None
-        self.queued = collections.deque()    # _Calls not sent yet, in order
-        self.inflight: dict = {}             # task id -> _Call sent, not answered
-        self.death = None                    # ERROR payload once DEAD
-        self.killed = None                   # ERROR payload: this process killed it
-        self.remote = False                  # the actor runs on another node (TCP)
-        self.fetching = set()                # argument ids being brought into memory here
-
+from .channels import (ALIVE, DEAD, LOST, RESTARTING, ActorChannel, Call, notice_action,
+                       take_inflight_for_retry)
 
 class ActorCaller:
     def __init__(self, client):
@@ -150,7 +114,7 @@ class ActorCaller:
             keep += [ObjectRef(i, client) for i in contained]
         spec = (task_id, actor_id, name, args_bytes, deps, contained, num_returns, None,
                 0, False, client.client_id, 0, None)
-        call = _Call(spec, keep)
+        call = Call(spec, keep)
         items = None
         with client.lock:
             client.ledger.add_unregistered(ids)
@@ -180,7 +144,7 @@ class ActorCaller:
             client.objects.on_ready(items)
         return refs
 
-    def _watch_deps(self, channel: ActorChannel, call: _Call) -> None:
+    def _watch_deps(self, channel: ActorChannel, call: Call) -> None:
         """Flush the channel again when an argument of call becomes ready."""
         client = self.client
         ready = client.objects.ready
@@ -355,13 +319,12 @@ class ActorCaller:
         answered = []
         with client.lock:
             channel = self.channels.get(actor_id)
-            if channel is None or channel.state == DEAD or incarnation < channel.incarnation:
+            if channel is None:
                 return
-            if state != ALIVE or channel.incarnation != incarnation:
+            drain, action = notice_action(channel, incarnation, state)
+            if drain:
                 self._drain_locked(channel, items, answered)
-            if state == ALIVE:
-                if channel.incarnation == incarnation and channel.state in (ALIVE, LOST):
-                    return
+            if action == ALIVE:
                 if channel.inflight:   # sent to an incarnation that died
                     items += self._retry_or_fail_inflight_locked(channel)
                 self._disconnect_locked(channel)
@@ -369,12 +332,12 @@ class ActorCaller:
                 channel.state = ALIVE
                 self._connect_locked(channel, worker_id)
                 self._flush_locked(channel)
-            elif state == RESTARTING:
+            elif action == RESTARTING:
                 channel.incarnation = incarnation
                 channel.state = RESTARTING
                 self._disconnect_locked(channel)
                 items += self._retry_or_fail_inflight_locked(channel)
-            elif state == DEAD:
+            elif action == DEAD:
                 items += self._kill_channel_locked(channel, death)
         if items:
             client.objects.on_ready(items)
@@ -418,19 +381,12 @@ class ActorCaller:
         """Calls the dead incarnation had: back to the queue's front while they
         have retries left (in their order), else failed."""
         items = []
-        retried = []
-        for call in channel.inflight.values():
-            if call.attempts < channel.max_task_retries:
-                call.attempts += 1
-                retried.append(call)
-            else:
-                error = exceptions.ActorDiedError(
-                    f"the actor {channel.class_name} ({channel.actor_id.hex()}) died while "
-                    f"running {call.spec[ts.FUNCTION_NAME]}() and the call has no retries left "
-                    f"(max_task_retries={channel.max_task_retries})")
-                items += self._fail_locked(call, (ERROR, serialization.dumps_exception(error)))
-        channel.inflight.clear()
-        channel.queued.extendleft(reversed(retried))
+        for call in take_inflight_for_retry(channel):   # those with no retries left
+            error = exceptions.ActorDiedError(
+                f"the actor {channel.class_name} ({channel.actor_id.hex()}) died while "
+                f"running {call.spec[ts.FUNCTION_NAME]}() and the call has no retries left "
+                f"(max_task_retries={channel.max_task_retries})")
+            items += self._fail_locked(call, (ERROR, serialization.dumps_exception(error)))
         return items
 
     def _kill_channel_locked(self, channel: ActorChannel, death) -> list:
@@ -444,7 +400,7 @@ class ActorCaller:
         channel.queued.clear()
         return items
 
-    def _fail_locked(self, call: _Call, payload) -> list:
+    def _fail_locked(self, call: Call, payload) -> list:
         spec = call.spec
         ops, items = self.client.settle_locked(spec, [payload] * spec[ts.NUM_RETURNS], False)
         if ops:
