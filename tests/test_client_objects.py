@@ -25,12 +25,12 @@ def inline(value):
     return (INLINE, serialization.serialize_inline(value).inband)
 
 
-def make_table(io_thread=False, restore=None):
+def make_table(restore=None, in_io_thread=lambda: False):
     ledger = RefLedger()
     sent = []
     table = ObjectTable(ledger, send=sent.extend, send_locked=sent.extend,
                         restore=restore or (lambda object_id: pytest.fail("no restore expected")),
-                        in_io_thread=lambda: io_thread)
+                        in_io_thread=in_io_thread)
     ledger._on_last_ref = table.forget
     return table, ledger, sent
 
@@ -167,8 +167,10 @@ def test_a_future_of_a_spilled_object_is_settled_off_the_io_thread():
         assert threading.current_thread() is not threading.main_thread()
         restored.set()
         return layout
-    table, ledger, _ = make_table(io_thread=True, restore=restore)
-    table._in_io_thread = lambda: threading.current_thread() is threading.main_thread()
+    # This test's thread plays the I/O thread, which must not wait for a restore.
+    table, ledger, _ = make_table(
+        restore=restore,
+        in_io_thread=lambda: threading.current_thread() is threading.main_thread())
     try:
         ledger.add(A, owned=True)
         future = table.future(_Ref(A))
