@@ -30,9 +30,9 @@ def hold_lease():
     """Run small tasks until the driver holds a lease, as a get() loop does."""
     direct = current_client_or_none().direct
     deadline = time.monotonic() + 10
-    while not direct.leases and time.monotonic() < deadline:
+    while not direct.book.leases and time.monotonic() < deadline:
         lightray.get(echo.remote(0))
-    assert direct.leases, "the driver never got a lease"
+    assert direct.book.leases, "the driver never got a lease"
     return direct
 
 
@@ -40,7 +40,7 @@ def hold_lease():
 def test_get_loop_takes_the_direct_path_and_returns_values(runtime):
     direct = hold_lease()
     assert [lightray.get(add_one.remote(i)) for i in range(50)] == list(range(1, 51))
-    assert direct.leases
+    assert direct.book.leases
 
 
 @pytest.mark.timeout(30)

@@ -28,15 +28,14 @@ its results: the actor's node keeps them for ours, the answer names them,
 and before the results are visible here our agent is told to ask for them
 and holds them by the results, registered with it (same socket as our GETs).
 
-Results are known only here until they escape (see CoreClient.unregistered);
+Results are known only here until they escape (see lightray.client.ledger);
 an actor registers with the agent itself what the agent must hold (results
 in shared memory or holding refs) before answering.
 
-Channel states: NEW (waiting for the agent to say where the actor runs) ->
-ALIVE <-> RESTARTING -> DEAD; ALIVE -> LOST when the connection breaks before
-the agent has noticed the death. When the actor's process dies, calls it had
-received are sent again to its next incarnation while they have retries
-left (max_task_retries), else they fail with ActorDiedError.
+Channel states and what the agent's notices do to them: lightray.client.channels.
+When the actor's process dies, calls it had received are sent again to its
+next incarnation while they have retries left (max_task_retries), else they
+fail with ActorDiedError.
 """
 from __future__ import annotations
 
@@ -55,44 +54,9 @@ from ..serialization import ERROR, INLINE, SHARED
 from ..store import shm
 from ..transport import messages as m
 from ..transport import stream
-from ..worker.tasks import actor_stream_path
-
-NEW, ALIVE, RESTARTING, DEAD = "new", "alive", "restarting", "dead"
-LOST = "lost"   # our connection broke: waiting for the agent's word (restart or death)
-
-
-class _Call:
-    __slots__ = ("spec", "keep", "attempts")
-
-    def __init__(self, spec, keep):
-        self.spec = spec
-        self.keep = keep          # refs kept alive until the call is answered
-        self.attempts = 0
-
-
-class ActorChannel:
-    __slots__ = ("actor_id", "class_name", "max_task_retries", "state", "incarnation",
-                 "worker_id", "sock", "reader", "out", "queued", "inflight",
-                 "death", "killed", "remote", "fetching")
-
-    def __init__(self, actor_id: bytes, description: dict):
-        self.actor_id = actor_id
-        self.class_name = description["class_name"]
-        retries = description["max_task_retries"]
-        self.max_task_retries = (1 << 30) if retries == -1 else retries
-        self.state = NEW
-        self.incarnation = -1
-        self.worker_id = None
-        self.sock = None                     # stream socket to the actor's worker
-        self.reader = None
-        self.out = None
-        self.queued = collections.deque()    # _Calls not sent yet, in order
-        self.inflight: dict = {}             # task id -> _Call sent, not answered
-        self.death = None                    # ERROR payload once DEAD
-        self.killed = None                   # ERROR payload: this process killed it
-        self.remote = False                  # the actor runs on another node (TCP)
-        self.fetching = set()                # argument ids being brought into memory here
-
+from ..worker.paths import actor_stream_path
+from .channels import (ALIVE, DEAD, LOST, RESTARTING, ActorChannel, Call, notice_action,
+                       take_inflight_for_retry)
 
 class ActorCaller:
     def __init__(self, client):
@@ -112,12 +76,12 @@ class ActorCaller:
         escaping = spec[ts.DEPS] + spec[ts.CONTAINED]
         if description["name"] is None:
             ref = ObjectRef(handle_object_id(actor_id), client, owned=True)
-            with client._lock:
+            with client.lock:
                 ops = client.escape_ops_locked(escaping) if escaping else []
                 ops += client.export_function(function_id, class_bytes)
                 ops.append((m.ACTOR_CREATE, 0, spec, description))
                 self._open_locked(actor_id, description, ops)
-                client._send_locked(ops)
+                client.send_locked(ops)
             return ActorHandle(actor_id, description, ref)
         reply = client.request(
             lambda request_id: (client.escape_ops_locked(escaping) if escaping else [])
@@ -150,19 +114,19 @@ class ActorCaller:
             keep += [ObjectRef(i, client) for i in contained]
         spec = (task_id, actor_id, name, args_bytes, deps, contained, num_returns, None,
                 0, False, client.client_id, 0, None)
-        call = _Call(spec, keep)
+        call = Call(spec, keep)
         items = None
-        with client._lock:
-            client.unregistered.update(ids)
+        with client.lock:
+            client.ledger.add_unregistered(ids)
             channel = self.channels.get(actor_id)
             if channel is None:
                 ops = []
                 channel = self._open_locked(actor_id, description, ops)
-                client._send_locked(ops)
+                client.send_locked(ops)
             if contained:
                 ops = client.escape_ops_locked(contained)
                 if ops:
-                    client._send_locked(ops)
+                    client.send_locked(ops)
             if channel.state == DEAD or channel.killed is not None:
                 items = self._fail_locked(call, channel.death or channel.killed)
             elif channel.state == ALIVE and not channel.queued and not deps:
@@ -177,20 +141,20 @@ class ActorCaller:
                 self._flush_locked(channel)
         del keep_alive
         if items:
-            client._on_ready(items)
+            client.objects.on_ready(items)
         return refs
 
-    def _watch_deps(self, channel: ActorChannel, call: _Call) -> None:
+    def _watch_deps(self, channel: ActorChannel, call: Call) -> None:
         """Flush the channel again when an argument of call becomes ready."""
         client = self.client
-        ready = client._ready
+        ready = client.objects.ready
         for ref in call.keep[1:1 + len(call.spec[ts.DEPS])]:
             if ref._id not in ready:
                 # Ready meanwhile: the caller's flush right after sees it.
                 client.when_ready_locked(ref, lambda: self._flush(channel))
 
     def _flush(self, channel: ActorChannel) -> None:
-        with self.client._lock:
+        with self.client.lock:
             if not self.client.closed:
                 self._flush_locked(channel)
 
@@ -199,7 +163,7 @@ class ActorCaller:
         if channel.state != ALIVE:
             return
         queued = channel.queued
-        ready = self.client._ready
+        ready = self.client.objects.ready
         ops = []
         escapes = []
         while queued:
@@ -232,7 +196,7 @@ class ActorCaller:
             else:
                 ops.append((m.ACTOR_CALL, spec, payloads))
         if escapes:
-            self.client._send_locked(escapes)
+            self.client.send_locked(escapes)
         if ops:
             self._write_locked(channel, m.encode(ops))
 
@@ -277,7 +241,7 @@ class ActorCaller:
     # -------------------------------------------------------- I/O thread
 
     def on_writable(self, sock) -> bool:
-        with self.client._lock:
+        with self.client.lock:
             channel = self.by_socket.get(sock)
             return channel is not None and channel.out.flush()
 
@@ -290,7 +254,7 @@ class ActorCaller:
         if frames is None:
             # The actor's process is gone; the agent tells us what comes next
             # (restart or death) and settles the calls it had.
-            with client._lock:
+            with client.lock:
                 if channel.sock is sock:
                     self._disconnect_locked(channel)
                     if channel.state == ALIVE:
@@ -298,10 +262,10 @@ class ActorCaller:
             return
         items = []
         answered = []
-        with client._lock:
+        with client.lock:
             self._settle_replies_locked(channel, frames, items, answered)
         if items:
-            client._on_ready(items)
+            client.objects.on_ready(items)
         del answered   # drops the refs the calls kept, after the results are stored
 
     def _settle_replies_locked(self, channel: ActorChannel, frames, items: list,
@@ -321,7 +285,7 @@ class ActorCaller:
                     registered = True
                 send, ready = client.settle_locked(call.spec, op[2], registered)
                 if send:
-                    client._send_locked(send)
+                    client.send_locked(send)
                 items += ready
 
     def _adopt_result_refs_locked(self, spec, payloads, node_id: str, contained) -> None:
@@ -335,9 +299,9 @@ class ActorCaller:
         ops = [(m.ADOPT_FROM, 0, node_id, inner, True)]   # asked even if dropped: node_id lets go
         for object_id, payload, ids in zip(return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
                                            payloads, contained):
-            if object_id in client.unregistered or object_id in client.promised:
+            if client.ledger.awaits_registration(object_id):
                 ops.append((m.REGISTER, object_id, payload, ids))   # (else dropped already)
-        client._send_locked(ops)
+        client.send_locked(ops)
 
     def _drain_locked(self, channel: ActorChannel, items: list, answered: list) -> None:
         """Take the answers a dead actor sent before it died: they wait in the
@@ -353,15 +317,14 @@ class ActorCaller:
         client = self.client
         items = []
         answered = []
-        with client._lock:
+        with client.lock:
             channel = self.channels.get(actor_id)
-            if channel is None or channel.state == DEAD or incarnation < channel.incarnation:
+            if channel is None:
                 return
-            if state != ALIVE or channel.incarnation != incarnation:
+            drain, action = notice_action(channel, incarnation, state)
+            if drain:
                 self._drain_locked(channel, items, answered)
-            if state == ALIVE:
-                if channel.incarnation == incarnation and channel.state in (ALIVE, LOST):
-                    return
+            if action == ALIVE:
                 if channel.inflight:   # sent to an incarnation that died
                     items += self._retry_or_fail_inflight_locked(channel)
                 self._disconnect_locked(channel)
@@ -369,15 +332,15 @@ class ActorCaller:
                 channel.state = ALIVE
                 self._connect_locked(channel, worker_id)
                 self._flush_locked(channel)
-            elif state == RESTARTING:
+            elif action == RESTARTING:
                 channel.incarnation = incarnation
                 channel.state = RESTARTING
                 self._disconnect_locked(channel)
                 items += self._retry_or_fail_inflight_locked(channel)
-            elif state == DEAD:
+            elif action == DEAD:
                 items += self._kill_channel_locked(channel, death)
         if items:
-            client._on_ready(items)
+            client.objects.on_ready(items)
         del answered
 
     # ------------------------------------------------------------ helpers
@@ -418,19 +381,12 @@ class ActorCaller:
         """Calls the dead incarnation had: back to the queue's front while they
         have retries left (in their order), else failed."""
         items = []
-        retried = []
-        for call in channel.inflight.values():
-            if call.attempts < channel.max_task_retries:
-                call.attempts += 1
-                retried.append(call)
-            else:
-                error = exceptions.ActorDiedError(
-                    f"the actor {channel.class_name} ({channel.actor_id.hex()}) died while "
-                    f"running {call.spec[ts.FUNCTION_NAME]}() and the call has no retries left "
-                    f"(max_task_retries={channel.max_task_retries})")
-                items += self._fail_locked(call, (ERROR, serialization.dumps_exception(error)))
-        channel.inflight.clear()
-        channel.queued.extendleft(reversed(retried))
+        for call in take_inflight_for_retry(channel):   # those with no retries left
+            error = exceptions.ActorDiedError(
+                f"the actor {channel.class_name} ({channel.actor_id.hex()}) died while "
+                f"running {call.spec[ts.FUNCTION_NAME]}() and the call has no retries left "
+                f"(max_task_retries={channel.max_task_retries})")
+            items += self._fail_locked(call, (ERROR, serialization.dumps_exception(error)))
         return items
 
     def _kill_channel_locked(self, channel: ActorChannel, death) -> list:
@@ -444,11 +400,11 @@ class ActorCaller:
         channel.queued.clear()
         return items
 
-    def _fail_locked(self, call: _Call, payload) -> list:
+    def _fail_locked(self, call: Call, payload) -> list:
         spec = call.spec
         ops, items = self.client.settle_locked(spec, [payload] * spec[ts.NUM_RETURNS], False)
         if ops:
-            self.client._send_locked(ops)
+            self.client.send_locked(ops)
         return items
 
     def mark_killed(self, actor_id: bytes) -> None:
@@ -456,7 +412,7 @@ class ActorCaller:
         once; those already sent are settled by the agent's DEAD notice."""
         client = self.client
         items = []
-        with client._lock:
+        with client.lock:
             channel = self.channels.get(actor_id)
             if channel is not None and channel.state != DEAD:
                 error = exceptions.ActorDiedError(
@@ -467,7 +423,7 @@ class ActorCaller:
                 for call in queued:
                     items += self._fail_locked(call, channel.killed)
         if items:
-            client._on_ready(items)
+            client.objects.on_ready(items)
 
     def close(self) -> None:
         """Forget the channels (the client closes their sockets)."""

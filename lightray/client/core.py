@@ -1,45 +1,43 @@
 """CoreClient: the one connection of a process (driver or worker) to its node agent.
 
-    user threads ──send(ops)──▶ [lock] send socket (DEALER "<id>s") ──▶ agent ROUTER
-                                                                          │
-    get/wait/futures ◀── ready table ◀── I/O thread ◀── receive socket ◀──┘
-                                          (DEALER "<id>r")   READY, EXEC, CANCEL_TASK
+    user threads ──send(ops)──▶ [lock] ledger's INC/DEC + ops ──▶ AgentConnection ──▶ agent
+    get/wait/futures ◀── ObjectTable ◀── handle(ops) ◀── I/O thread ◀──┘ READY, EXEC, ...
 
-Why two sockets: ZeroMQ sockets are not thread-safe. Any thread may send
-through the send socket while holding ``_lock`` (so a submission costs no
-thread hop), while only the I/O thread reads the receive socket. Everything
-a process says to its agent goes through the one send socket, in order: the
-agent relies on that order for reference counting (a worker's "I hold this
-ref" always arrives before its "task done").
+Thin glue over its parts, each in its own module:
 
-Reference counting: each process counts its live ObjectRefs per object and
-tells the agent only about the 0->1 (INC) and 1->0 (DEC) transitions,
-batched in front of the next message it sends anyway, or by the I/O thread
-within ``_FLUSH_INTERVAL`` when the process is otherwise quiet.
+* lightray.client.connection: the sockets and the I/O thread;
+* lightray.client.ledger: reference counting (INC/DEC, escape, promise);
+* lightray.client.objects: ready values, futures and callbacks, segments;
+* lightray.client.direct / actor_caller: tasks and actor calls sent
+  straight to a leased worker or an actor's worker.
+
+Everything a process says to its agent goes through one send socket, in
+order, under ``lock``, with the ledger's INC/DEC in front of it: the agent
+relies on that order for reference counting (a worker's "I hold this ref"
+always arrives before its "task done"). A quiet process's INC/DEC are sent
+by the I/O thread within a poll interval.
 """
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import itertools
 import os
-import threading
-import time
-
-import zmq
 
 from .. import exceptions, serialization
 from .. import task_spec as ts
 from ..call_site import user_call_site
+from ..config import direct_submit, inline_threshold
 from ..ids import IdMaker, return_ids
 from ..object_ref import ObjectRef
 from ..serialization import INLINE, SHARED
 from ..store import shm
 from ..transport import messages as m
-from ..transport import sockets
+from .actor_caller import ActorCaller
+from .connection import AgentConnection
+from .direct import DirectSubmitter
+from .ledger import RefLedger
+from .objects import ObjectTable
 
-_FLUSH_INTERVAL = 0.02      # seconds the I/O thread sleeps in poll between flushes
-_LIVENESS_INTERVAL = 0.25   # seconds between checks that the agent still lives
 
 class CoreClient:
     """Connection of one process to its agent; see the module docstring."""
@@ -53,45 +51,18 @@ class CoreClient:
         # A worker's id is known to the agent before it connects, so the
         # agent can address it; drivers pick a random one.
         self.client_id = (worker_id or self.ids.task_id()[:8].hex()).encode()
-        self._agent_alive = agent_alive           # callable -> bool, or None
-        self._parent_pid = parent_pid             # worker: exit when it changes
-        self.closed = False
-        self.dead_reason = ""
-        self._sockets_closed = False
-
-        self._context = zmq.Context(io_threads=1)
-        self._send_socket = sockets.dealer(self._context, address, self.client_id + b"s")
-        self._recv_socket = sockets.dealer(self._context, address, self.client_id + b"r")
-        self._lock = threading.Lock()             # send socket + local ref counts
-        self.pending_decs = collections.deque()   # filled by ObjectRef.__del__
-        self._local_counts: dict = {}
-        self._deltas: list = []                   # [(INC|DEC, object_id)] in order
-
-        self._cv = threading.Condition(threading.Lock())
-        self._ready: dict = {}                    # object_id -> payload
-        self._owned: set = set()                  # ids the agent pushes to us unasked
-        self._subscribed: set = set()
-        self._futures: dict = {}                  # object_id -> [Future]
-        self._when_ready: dict = {}               # object_id -> [callable()]
-        # Mappings of segments this process read, kept while it holds the ref
-        # so that a second get costs no mmap; dropped when the agent says the
-        # object was spilled (the mapping would pin its memory).
-        self._mappings: dict = {}                 # object_id -> (mmap, inband, buffers)
+        self.connection = AgentConnection(address, self.client_id, agent_alive=agent_alive,
+                                          parent_pid=parent_pid)
+        self.lock = self.connection.lock          # send socket + the ledger
+        self.ledger = RefLedger(on_last_ref=self._forget)   # changed under lock
+        self.pending_decs = self.ledger.pending_decs  # filled by ObjectRef.__del__
+        self.objects = ObjectTable(self.ledger, send=self.send, send_locked=self.send_locked,
+                                   restore=self.restore,
+                                   in_io_thread=self.connection.in_io_thread)
         self._info_ids = itertools.count(1)
         self._info_futures: dict = {}
         self._exported: set = set()
-        # Results only this process knows of (direct tasks, actor calls) until
-        # they escape it; see escape_ops_locked.
-        self.unregistered: set = set()
-        self.promised: set = set()                # registered before their value came
-        # Sockets on which workers and actors answer us directly, read by the
-        # I/O thread: socket -> (on_readable(socket), on_writable(socket) -> bool
-        # still pending). Changed under _lock.
-        self._reply_handlers: dict = {}
-        self._want_write: set = set()             # also poll these for writability
-        self._reply_version = 0
-        self._retired_sockets: list = []
-        self.actors = None                        # lightray.client.actor_caller.ActorCaller
+        self.actors = None                        # ActorCaller, made on first use
 
         # Worker-only hooks, installed by lightray.worker.tasks.TaskRunner.
         self.on_exec = None
@@ -100,13 +71,11 @@ class CoreClient:
         self.on_block = None      # the running task is about to wait in get/wait
         self.on_unblock = None
 
-        self._early_ops: list = []                # what came with WELCOME
-        self.node_info = self._handshake()
+        hello = (m.HELLO, self.client_id, self.kind, os.getpid(), self.worker_id)
+        self.node_info, self._early_ops = self.connection.handshake(hello)
         self.direct = None
-        if kind == "driver" and _direct_enabled():
-            from .direct import DirectSubmitter
+        if kind == "driver" and direct_submit():
             self.direct = DirectSubmitter(self)
-        self._thread = threading.Thread(target=self._io_loop, name="lightray-io", daemon=True)
         if start:
             self.start()
 
@@ -114,165 +83,93 @@ class CoreClient:
         """Start the I/O thread (a worker first installs its EXEC hooks)."""
         early, self._early_ops = self._early_ops, []
         self._handle(early)
-        self._thread.start()
+        direct = self.direct
+        self.connection.start(self._handle, self._flush_if_dirty,
+                              direct.return_idle if direct is not None else None,
+                              self._mark_dead)
 
-    # ------------------------------------------------------------------ setup
+    @property
+    def closed(self) -> bool:
+        return self.connection.closed
 
-    def _handshake(self) -> dict:
-        hello = (m.HELLO, self.client_id, self.kind, os.getpid(), self.worker_id)
-        self._recv_socket.send(m.encode([hello]))
-        deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline:
-            if self._recv_socket.poll(100):
-                ops = m.decode(self._recv_socket.recv())
-                for position, op in enumerate(ops):
-                    if op[0] == m.WELCOME:
-                        self._early_ops = ops[position + 1:]
-                        return op[1]
-            if self._agent_alive is not None and not self._agent_alive():
-                self._close_sockets()
-                raise RuntimeError("the lightray agent exited during start-up; see its log")
-        self._close_sockets()
-        raise RuntimeError("the lightray agent did not answer within 30 s")
+    @property
+    def dead_reason(self) -> str:
+        return self.connection.dead_reason
+
+    @property
+    def zmq_context(self):
+        """The ZeroMQ context of this process's sockets (for inproc sockets of its own)."""
+        return self.connection.context
 
     # ---------------------------------------------------------- ref counting
 
     def add_local_ref(self, object_id: bytes, owned: bool) -> None:
-        with self._lock:
-            if self.pending_decs:
-                self._apply_pending_decs()
-            count = self._local_counts.get(object_id, 0)
-            self._local_counts[object_id] = count + 1
-            if count == 0:
-                if owned:
-                    self._owned.add(object_id)   # the agent counted us already
-                else:
-                    self._deltas.append((m.INC, object_id))
-
-    def _apply_pending_decs(self) -> None:
-        """Apply decrements queued by __del__ (caller holds _lock)."""
-        counts = self._local_counts
-        pop = self.pending_decs.popleft
-        while self.pending_decs:
-            object_id = pop()
-            count = counts.get(object_id, 0) - 1
-            if count > 0:
-                counts[object_id] = count
-            elif count == 0:
-                del counts[object_id]
-                if object_id in self.unregistered:
-                    self.unregistered.discard(object_id)   # the agent never knew it
-                else:
-                    self._deltas.append((m.DEC, object_id))
-                self._forget(object_id)
+        with self.lock:
+            self.ledger.add(object_id, owned)
 
     def _forget(self, object_id: bytes) -> None:
-        with self._cv:   # _on_ready checks our count and stores under _cv
-            self._ready.pop(object_id, None)
-        self._owned.discard(object_id)
-        self._subscribed.discard(object_id)
-        # Dropping our mapping is enough: numpy views still alive keep it mapped.
-        self._mappings.pop(object_id, None)
-
-    def _delta_ops(self) -> list:
-        """Consecutive INC/DEC deltas folded into list ops (caller holds _lock)."""
-        ops = []
-        last_kind = None
-        for kind, object_id in self._deltas:
-            if kind == last_kind:
-                ops[-1][1].append(object_id)
-            else:
-                ops.append((kind, [object_id]))
-                last_kind = kind
-        self._deltas = []
-        return ops
+        """The ledger saw the last local ref to object_id go (under lock)."""
+        self.objects.forget(object_id)
 
     # --------------------------------------------------------------- sending
 
     def send(self, ops: list, escaping=()) -> None:
         """Send ops to the agent; escaping: ids inside them it must know first."""
-        with self._lock:
-            if escaping and self.unregistered:
+        with self.lock:
+            if escaping and self.ledger.unregistered:
                 ops = self.escape_ops_locked(escaping) + ops
-            self._send_locked(ops)
+            self.send_locked(ops)
+
+    def send_locked(self, ops: list) -> None:
+        """Send ops, after the INC/DEC due (caller holds lock)."""
+        connection = self.connection
+        if connection.closed:
+            raise exceptions.RuntimeNotRunningError(
+                "lightray is not running (shutdown() was called or the agent died"
+                + (f": {connection.dead_reason}" if connection.dead_reason else "") + ")")
+        ledger = self.ledger
+        if ledger.dirty:
+            ops = ledger.take_ops() + ops
+        if ops:
+            connection.send_frame_locked(m.encode(ops))
+
+    def flush(self) -> None:
+        with self.lock:
+            if not self.connection.closed and self.ledger.dirty:
+                self.send_locked([])
+
+    def _flush_if_dirty(self) -> None:
+        if self.ledger.dirty:
+            self.flush()
 
     # ------------------------------------------------- results known only here
 
     def escape_ops_locked(self, object_ids) -> list:
         """REGISTER ops for results known only here that other processes are
         about to see (passed to a task, put inside a value): with their value,
-        or as a promise fulfilled when it comes (caller holds _lock)."""
-        ops = []
-        unregistered = self.unregistered
-        if not unregistered:
-            return ops
-        for object_id in object_ids:
-            if object_id in unregistered:
-                unregistered.discard(object_id)
-                payload = self._ready.get(object_id)
-                if payload is None:
-                    self.promised.add(object_id)
-                ops.append((m.REGISTER, object_id, payload, []))
-        return ops
+        or as a promise fulfilled when it comes (caller holds lock)."""
+        return self.ledger.escape(object_ids, self.objects.ready)
 
     def settle_locked(self, spec, payloads, registered):
         """(ops to send, ready items) for a task answered to us directly
-        (a leased worker's or an actor's); caller holds _lock."""
-        ops, items = [], []
-        counts = self._local_counts
-        for object_id, payload in zip(return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
-                                      payloads):
-            if registered:
-                # The worker registered it for us: the agent counts our ref now.
-                self.promised.discard(object_id)
-                if object_id in self.unregistered:
-                    self.unregistered.discard(object_id)
-                    if object_id not in counts:
-                        ops.append((m.DEC, [object_id]))
-            elif object_id in self.promised:
-                self.promised.discard(object_id)
-                ops.append((m.REGISTER, object_id, payload, []))   # fulfil the promise
-            items.append((object_id, payload))
-        return ops, items
+        (a leased worker's or an actor's); caller holds lock."""
+        return self.ledger.settle(return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]),
+                                  payloads, registered)
 
     # ------------------------------------------------------ direct replies
 
     def add_reply_socket(self, socket, on_readable, on_writable=None) -> None:
         """Have the I/O thread call on_readable(socket) when socket has input
-        (ZeroMQ socket or plain socket; caller holds _lock)."""
-        self._reply_handlers[socket] = (on_readable, on_writable)
-        self._reply_version += 1
+        (ZeroMQ socket or plain socket; caller holds lock)."""
+        self.connection.add_reply_socket(socket, on_readable, on_writable)
 
     def want_writable_locked(self, socket) -> None:
         """Have the I/O thread call on_writable(socket) once socket can take more."""
-        if socket not in self._want_write:
-            self._want_write.add(socket)
-            self._reply_version += 1
+        self.connection.want_writable_locked(socket)
 
     def retire_reply_socket(self, socket) -> None:
-        """Stop reading socket; the I/O thread closes it (under _lock)."""
-        if self._reply_handlers.pop(socket, None) is not None:
-            self._want_write.discard(socket)
-            self._retired_sockets.append(socket)
-            self._reply_version += 1
-
-    def _send_locked(self, ops: list) -> None:
-        if self.closed:
-            raise exceptions.RuntimeNotRunningError(
-                "lightray is not running (shutdown() was called or the agent died"
-                + (f": {self.dead_reason}" if self.dead_reason else "") + ")")
-        if self.pending_decs:
-            self._apply_pending_decs()
-        if self._deltas:
-            ops = self._delta_ops() + ops
-        if ops:
-            frame = m.encode(ops)
-            self._send_socket.send(frame, copy=len(frame) < m.ZERO_COPY_MIN)
-
-    def flush(self) -> None:
-        with self._lock:
-            if not self.closed and (self.pending_decs or self._deltas):
-                self._send_locked([])
+        """Stop reading socket; the I/O thread closes it (under lock)."""
+        self.connection.retire_reply_socket(socket)
 
     # ----------------------------------------------------------- submission
 
@@ -290,31 +187,30 @@ class CoreClient:
         refs = [ObjectRef(i, self, owned=True) for i in return_ids(task_id, spec[ts.NUM_RETURNS])]
         direct = self.direct
         escaping = spec[ts.DEPS] + spec[ts.CONTAINED]
-        with self._lock:
+        with self.lock:
             if direct is not None and not escaping and spec[ts.STRATEGY] is None \
                     and direct.try_submit_locked(
                     spec, function_id, function_bytes):
                 return refs
             ops = self.export_function(function_id, function_bytes)
-            if escaping and self.unregistered:
+            if escaping and self.ledger.unregistered:
                 ops = self.escape_ops_locked(escaping) + ops
             ops.append((m.SUBMIT, spec, user_call_site()))
             if direct is not None:
                 # After the SUBMIT: queued work comes before lending a worker.
                 ops += direct.lease_request_ops(spec[ts.RESOURCES])
-            self._send_locked(ops)
+            self.send_locked(ops)
         return refs
 
     def put_serialized(self, value: serialization.Serialized) -> ObjectRef:
         object_id = self.ids.task_id() + b"\x00\x00"
         payload = self.make_payload(value, object_id)
         ref = ObjectRef(object_id, self, owned=True)
-        with self._cv:
-            self._ready[object_id] = payload
-        with self._lock:
+        self.objects.store(object_id, payload)
+        with self.lock:
             ops = self.escape_ops_locked(value.contained)
             ops.append((m.PUT, object_id, payload, value.contained, user_call_site()))
-            self._send_locked(ops)
+            self.send_locked(ops)
         return ref
 
     def make_payload(self, value: serialization.Serialized, object_id: bytes):
@@ -354,124 +250,26 @@ class CoreClient:
 
     def attach(self, object_id: bytes, layout):
         """Map a segment (bringing it back first if it was spilled)."""
-        for _ in range(100):
-            try:
-                return shm.attach(layout)
-            except FileNotFoundError:
-                if threading.current_thread() is self._thread:
-                    raise _RestoreElsewhere() from None
-                layout = self.restore(object_id)
-        raise exceptions.ObjectLostError(
-            f"object {object_id.hex()} keeps being spilled before it can be read")
+        return self.objects.attach(object_id, layout)
 
     # ------------------------------------------------------------ receiving
 
-    def _io_loop(self) -> None:
-        socket = self._recv_socket
-        direct = self.direct
-        next_liveness = time.monotonic() + _LIVENESS_INTERVAL
-        poller = zmq.Poller()
-        poller.register(socket, zmq.POLLIN)
-        polled_replies: dict = {}
-        seen_version = 0
-        try:
-            while not self.closed:
-                if self._reply_version != seen_version:
-                    seen_version = self._track_reply_sockets(poller, polled_replies)
-                events = poller.poll(int(_FLUSH_INTERVAL * 1000))
-                if events:
-                    for ready_socket, event in events:
-                        if ready_socket is socket:
-                            self._drain_agent_socket(socket)
-                            continue
-                        polled = polled_replies.get(ready_socket)
-                        if polled is None:
-                            continue
-                        reply_socket, (on_readable, on_writable) = polled
-                        if event & zmq.POLLOUT and not on_writable(reply_socket):
-                            with self._lock:
-                                self._want_write.discard(reply_socket)
-                                self._reply_version += 1
-                        if event & (zmq.POLLIN | zmq.POLLERR):
-                            on_readable(reply_socket)
-                elif self.pending_decs or self._deltas:
-                    try:
-                        self.flush()
-                    except exceptions.RuntimeNotRunningError:
-                        return
-                now = time.monotonic()
-                if now >= next_liveness:
-                    next_liveness = now + _LIVENESS_INTERVAL
-                    self._check_liveness()
-                if direct is not None and not events:
-                    direct.return_idle()
-        except zmq.ContextTerminated:
-            return
-        except exceptions.RuntimeNotRunningError:
-            return   # closed while handling a message: nothing is waiting for us
-        except zmq.ZMQError:
-            if not self.closed:
-                raise
-
-    def _drain_agent_socket(self, socket) -> None:
-        while True:
-            try:
-                frame = socket.recv(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                return
-            self._handle(m.decode(frame))
-
-    def _track_reply_sockets(self, poller, polled: dict) -> int:
-        """Make the poller read the current reply sockets (I/O thread); closes
-        retired ones here, outside any recv. Returns the version seen.
-
-        polled: poll key (the ZeroMQ socket, or a plain socket's file
-        descriptor, which is what zmq.Poller reports for those) -> (socket,
-        handlers)."""
-        with self._lock:
-            version = self._reply_version
-            retired, self._retired_sockets = self._retired_sockets, []
-            current = dict(self._reply_handlers)
-            want_write = set(self._want_write)
-        for socket in retired:
-            key = _poll_key(socket)
-            if key in polled:
-                poller.unregister(key)
-                del polled[key]
-            _close_quietly(socket)
-        for socket, handlers in current.items():
-            key = _poll_key(socket)
-            poller.register(key, zmq.POLLIN | zmq.POLLOUT if socket in want_write
-                            else zmq.POLLIN)
-            polled[key] = (socket, handlers)
-        return version
-
-    def _check_liveness(self) -> None:
-        if self._parent_pid and os.getppid() != self._parent_pid:
-            os._exit(1)   # our agent is gone: a worker must not outlive it
-        if self._agent_alive is not None and not self._agent_alive():
-            self._mark_dead("the lightray agent process exited")
-
     def _mark_dead(self, reason: str) -> None:
-        self.dead_reason = reason
-        self.closed = True
-        with self._cv:
-            self._cv.notify_all()
+        connection = self.connection
+        connection.dead_reason = reason
+        connection.closed = True
         error = exceptions.RuntimeNotRunningError(f"lightray stopped: {reason}")
-        for futures in self._futures.values():
-            for future in futures:
-                if not future.done():
-                    future.set_exception(error)
-        self._futures.clear()
+        self.objects.fail_all(error)
         for future in list(self._info_futures.values()):
             if not future.done():
                 future.set_exception(error)
 
     def _handle(self, ops: list) -> None:
+        """The agent's ops (I/O thread)."""
         for op in ops:
             kind = op[0]
             if kind == m.READY:
-                self._on_ready(op[1])
+                self.objects.on_ready(op[1])
             elif kind == m.EXEC or kind == m.ACTOR_START:
                 self.on_exec(op)
             elif kind == m.CANCEL_TASK:
@@ -485,8 +283,7 @@ class CoreClient:
             elif kind == m.WORKER_DIED:
                 self.direct.on_worker_died(op[1], op[2], op[3])
             elif kind == m.SPILLED:
-                for object_id in op[1]:
-                    self._mappings.pop(object_id, None)
+                self.objects.drop_mappings(op[1])
             elif kind == m.ACTOR_STATE:
                 self.actor_caller().on_actor_state(op[1], op[2], op[3], op[4], op[5])
             elif kind == m.INFO_REPLY:
@@ -494,185 +291,77 @@ class CoreClient:
                 if future is not None:
                     future.set_result(op[2])
 
-    def _on_ready(self, items: list) -> None:
-        fired = []
-        notify = []
-        with self._cv:
-            counts = self._local_counts
-            for object_id, payload in items:
-                if object_id in counts:
-                    self._ready[object_id] = payload
-                    if object_id in self._futures:
-                        fired.append((object_id, self._futures.pop(object_id)))
-                if object_id in self._when_ready:
-                    notify.extend(self._when_ready.pop(object_id))
-            self._cv.notify_all()
-        for callback in notify:
-            callback()
-        for object_id, futures in fired:
-            try:
-                value = self._materialize(object_id)
-            except _RestoreElsewhere:
-                # Spilled already: restoring needs this thread's replies.
-                threading.Thread(target=self._settle_futures, args=(object_id, futures),
-                                 daemon=True).start()
-                continue
-            except BaseException as error:  # the task's own error, delivered
-                for future in futures:
-                    future.set_exception(error)
-            else:
-                for future in futures:
-                    future.set_result(value)
-
-    def _settle_futures(self, object_id: bytes, futures) -> None:
-        try:
-            value = self._materialize(object_id)
-        except BaseException as error:
-            for future in futures:
-                future.set_exception(error)
-        else:
-            for future in futures:
-                future.set_result(value)
-
     # ------------------------------------------------------ get / wait / futures
-
-    def _subscribe_missing(self, object_ids) -> list:
-        """Ids not ready yet; asks the agent about those nobody pushes to us."""
-        missing = [i for i in object_ids if i not in self._ready]
-        if missing:
-            ask = [i for i in missing if i not in self._owned and i not in self._subscribed]
-            if ask:
-                self._subscribed.update(ask)
-                self.send([(m.SUBSCRIBE, ask)])
-        return missing
 
     def wait_ready(self, object_ids: list, num_ready: int, timeout) -> None:
         """Block until num_ready of object_ids are ready, or timeout passes."""
-        missing = self._subscribe_missing(object_ids)
-        already = len(object_ids) - len(missing)
-        if already >= num_ready:
+        objects = self.objects
+        missing = objects.subscribe_missing(object_ids)
+        if len(object_ids) - len(missing) >= num_ready:
             return
         blocked = self.kind == "worker" and self.on_block is not None
         if blocked:
             self.on_block()
         try:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            with self._cv:
-                while True:
-                    missing = [i for i in missing if i not in self._ready]
-                    if len(object_ids) - len(missing) >= num_ready:
-                        return
-                    if self.closed:
-                        raise exceptions.RuntimeNotRunningError(
-                            f"lightray stopped while waiting: {self.dead_reason or 'shutdown'}")
-                    if deadline is None:
-                        self._cv.wait(1.0)
-                    else:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            return
-                        self._cv.wait(remaining)
+            objects.wait(object_ids, missing, num_ready, timeout, self._stopped_reason)
         finally:
             if blocked:
                 self.on_unblock()
 
+    def _stopped_reason(self):
+        """None while running, else why this client stopped."""
+        connection = self.connection
+        if not connection.closed:
+            return None
+        return connection.dead_reason or "shutdown"
+
     def is_ready(self, object_id: bytes) -> bool:
-        return object_id in self._ready
+        return object_id in self.objects.ready
 
     def get_values(self, refs: list, timeout=None) -> list:
         object_ids = [r._id for r in refs]
         self.wait_ready(object_ids, len(object_ids), timeout)
-        if any(i not in self._ready for i in object_ids):
-            pending = sum(1 for i in object_ids if i not in self._ready)
+        objects = self.objects
+        ready = objects.ready
+        if any(i not in ready for i in object_ids):
+            pending = sum(1 for i in object_ids if i not in ready)
             raise exceptions.GetTimeoutError(
                 f"get timed out after {timeout} s: {pending} of {len(object_ids)} objects not ready")
-        return [self._materialize(i) for i in object_ids]
-
-    def _materialize(self, object_id: bytes):
-        payload = self._ready[object_id]
-        kind, data = payload
-        if kind == INLINE:
-            return serialization.deserialize(data)
-        if kind == SHARED:
-            mapping = self._mappings.get(object_id)
-            if mapping is None:
-                mapping = self.attach(object_id, data)
-                if object_id in self._local_counts:
-                    self._mappings[object_id] = mapping
-            return serialization.deserialize(mapping[1], mapping[2])
-        raise serialization.deserialize(data)
+        materialize = objects.materialize
+        return [materialize(i) for i in object_ids]
 
     def materialize_payload(self, object_id: bytes, payload):
         """The value of a payload handed over directly (a task's argument)."""
-        kind, data = payload
-        if kind == INLINE:
-            return serialization.deserialize(data)
-        if kind == SHARED:
-            _, inband, buffers = self.attach(object_id, data)
-            return serialization.deserialize(inband, buffers)
-        raise serialization.deserialize(data)
+        return self.objects.materialize_payload(object_id, payload)
 
     def future(self, ref: ObjectRef) -> concurrent.futures.Future:
-        future = concurrent.futures.Future()
-        object_id = ref._id
-        with self._cv:
-            ready = object_id in self._ready
-            if not ready:
-                self._futures.setdefault(object_id, []).append(future)
-        if ready:
-            try:
-                future.set_result(self._materialize(object_id))
-            except BaseException as error:
-                future.set_exception(error)
-        else:
-            # Keep the ref alive until the future fires.
-            future.add_done_callback(lambda _f, _keep=ref: None)
-            self._subscribe_missing([object_id])
-        return future
+        return self.objects.future(ref)
 
     def when_ready(self, ref: ObjectRef, callback) -> None:
         """Call callback() (in the I/O thread) once ref is ready, without fetching it."""
-        object_id = ref._id
-        with self._cv:
-            ready = object_id in self._ready
-            if not ready:
-                # The closure holds the ref: the agent pushes results only to
-                # owners still holding them.
-                self._when_ready.setdefault(object_id, []).append(
-                    lambda _keep=ref: callback())
-        if ready:
-            callback()
-        else:
-            self._subscribe_missing([object_id])
+        self.objects.when_ready(ref, callback)
 
-    def actor_caller(self):
+    def when_ready_locked(self, ref: ObjectRef, callback) -> bool:
+        """Like when_ready, for a caller holding lock; False (and no call)
+        when ref is ready already."""
+        return self.objects.when_ready_locked(ref, callback)
+
+    def actor_caller(self) -> ActorCaller:
         """This process's side of actor calls, made on first use."""
         actors = self.actors
         if actors is None:
-            with self._lock:
+            with self.lock:
                 if self.actors is None:
-                    from .actor_caller import ActorCaller
                     self.actors = ActorCaller(self)
                 actors = self.actors
         return actors
 
-    def when_ready_locked(self, ref: ObjectRef, callback) -> bool:
-        """Like when_ready, for a caller holding _lock; False (and no call)
-        when ref is ready already."""
-        object_id = ref._id
-        with self._cv:
-            if object_id in self._ready:
-                return False
-            self._when_ready.setdefault(object_id, []).append(lambda _keep=ref: callback())
-        if object_id not in self._owned and object_id not in self._subscribed:
-            self._subscribed.add(object_id)
-            self._send_locked([(m.SUBSCRIBE, [object_id])])
-        return True
-
     def cancel(self, ref: ObjectRef, force: bool) -> None:
-        with self._lock:
+        with self.lock:
             ops = self.direct.cancel_ops(ref._id, force) if self.direct is not None else []
-            self._send_locked(ops or [(m.CANCEL, ref._id, force)])
+            self.send_locked(ops or [(m.CANCEL, ref._id, force)])
+
+    # ------------------------------------------------------------ requests
 
     def info(self, what, timeout: float = 10.0):
         return self.request(lambda request_id: [(m.INFO, request_id, what)], timeout, what)
@@ -683,7 +372,7 @@ class CoreClient:
         self.request(lambda request_id: [(m.INFO, request_id, "sync")], 30.0, "sync")
 
     def request(self, make_ops, timeout, what="a request"):
-        """Send make_ops(request_id) (built under _lock) and wait for the
+        """Send make_ops(request_id) (built under lock) and wait for the
         agent's INFO_REPLY to it (timeout None: as long as the agent lives)."""
         request_id, future = self.start_request(make_ops)
         try:
@@ -694,15 +383,15 @@ class CoreClient:
             self.end_request(request_id)
 
     def start_request(self, make_ops) -> tuple:
-        """Send make_ops(request_id) (built under _lock) without waiting:
+        """Send make_ops(request_id) (built under lock) without waiting:
         (request id, Future of the agent's INFO_REPLY). end_request(request
         id) once the answer is no longer wanted."""
         request_id = next(self._info_ids)
         future = concurrent.futures.Future()
         self._info_futures[request_id] = future
         try:
-            with self._lock:
-                self._send_locked(make_ops(request_id))
+            with self.lock:
+                self.send_locked(make_ops(request_id))
         except BaseException:
             self.end_request(request_id)
             raise
@@ -720,72 +409,26 @@ class CoreClient:
         agent died: a context left to the garbage collector with open sockets
         blocks forever in its destructor.
         """
+        connection = self.connection
         was_open = False
-        with self._lock:
-            if not self.closed:
+        with self.lock:
+            if not connection.closed:
                 was_open = True
-                try:
-                    if self.pending_decs:
-                        self._apply_pending_decs()
-                    ops = self._delta_ops()
-                    ops.append((m.SHUTDOWN,) if notify_agent == "shutdown" else (m.GOODBYE,))
-                    self._send_socket.send(m.encode(ops))
-                except zmq.ZMQError:
-                    pass
-                self.closed = True
+                ops = self.ledger.take_ops()
+                ops.append((m.SHUTDOWN,) if notify_agent == "shutdown" else (m.GOODBYE,))
+                connection.send_last_locked(ops)
+                connection.closed = True
         if was_open:
             self._mark_dead("shutdown")
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=2.0)
+        connection.join_io_thread(timeout=2.0)
         if self.direct is not None:
             self.direct.close()
         if self.actors is not None:
             self.actors.close()
-        for socket in list(self._reply_handlers) + self._retired_sockets:
-            _close_quietly(socket)
-        self._reply_handlers.clear()
-        self._retired_sockets = []
-        self._close_sockets(send_linger_ms=0 if self.dead_reason != "shutdown" else 1000)
-        self._mappings.clear()
-
-    def _close_sockets(self, send_linger_ms: int = 0) -> None:
-        if self._sockets_closed:
-            return
-        self._sockets_closed = True
-        # The send socket lingers so that a final SHUTDOWN/GOODBYE is delivered.
-        for socket, linger in ((self._send_socket, send_linger_ms), (self._recv_socket, 0)):
-            try:
-                socket.close(linger=linger)
-            except zmq.ZMQError:
-                pass
-        try:
-            self._context.term()
-        except zmq.ZMQError:
-            pass
-
-
-class _RestoreElsewhere(Exception):
-    """The I/O thread met a spilled segment: restore it from another thread."""
-
-
-def _poll_key(socket):
-    return socket if isinstance(socket, zmq.Socket) else socket.fileno()
-
-
-def _close_quietly(socket) -> None:
-    """Close a ZeroMQ socket without lingering, or a plain socket."""
-    try:
-        if isinstance(socket, zmq.Socket):
-            socket.close(linger=0)
-        else:
-            socket.close()
-    except (OSError, zmq.ZMQError):
-        pass
-
-
-def _direct_enabled() -> bool:
-    from ..config import direct_submit
-    return direct_submit()
+        connection.close_reply_sockets()
+        connection.close_sockets(send_linger_ms=0 if connection.dead_reason != "shutdown"
+                                 else 1000)
+        self.objects.mappings.clear()
 
 
 _threshold_cache = []
@@ -793,6 +436,5 @@ _threshold_cache = []
 
 def _inline_threshold() -> int:
     if not _threshold_cache:
-        from ..config import inline_threshold
         _threshold_cache.append(inline_threshold())
     return _threshold_cache[0]

@@ -16,7 +16,7 @@ REGISTERs it, with its payload, or as a promise fulfilled when the result
 comes. A result the agent must hold anyway (in shared memory, or holding
 refs) is registered by the worker itself (DIRECT_RESULT) before it answers.
 A lease is given back when the agent has work waiting (LEASE_REVOKE), when the
-driver has not used it for ``_IDLE_RETURN`` seconds, or when the driver leaves.
+driver has not used it for ``IDLE_RETURN`` seconds (lightray.client.leases), or when the driver leaves.
 """
 from __future__ import annotations
 
@@ -25,14 +25,11 @@ import time
 from .. import exceptions, serialization
 from .. import task_spec as ts
 from ..ids import return_ids
-from ..resources import shape_of
 from ..serialization import ERROR
 from ..transport import messages as m
 from ..transport import stream
-from ..worker.tasks import lease_stream_path
-
-_IDLE_RETURN = 0.05        # seconds an unused lease is kept
-_RETRY_REQUEST = 0.02      # seconds before asking again after a refusal
+from ..worker.paths import lease_stream_path
+from .leases import CANCELLED, RESUBMIT, LeaseBook, lost_task_outcome, retries_left
 
 
 class Lease:
@@ -57,20 +54,16 @@ class DirectSubmitter:
 
     def __init__(self, client):
         self.client = client
-        self.leases: dict = {}             # shape -> Lease
-        self.by_worker: dict = {}          # worker id -> Lease
+        self.book = LeaseBook(time.monotonic)   # the decisions; this class does the I/O
         self.by_socket: dict = {}          # stream socket -> Lease
-        self.requested: dict = {}          # shape -> monotonic time of the request
-        self.inflight_tasks: dict = {}     # task id -> Lease
         self.function_bytes: dict = {}     # function id -> bytes, for resubmission
 
     # ------------------------------------------------ user threads (lock held)
 
     def try_submit_locked(self, spec, function_id, function_bytes) -> bool:
         """Send spec straight to a leased worker; False if no lease is free."""
-        shape = shape_of(spec[ts.RESOURCES])
-        lease = self.leases.get(shape)
-        if lease is None or lease.inflight is not None or lease.revoked:
+        lease = self.book.free_lease(spec[ts.RESOURCES])
+        if lease is None:
             return False
         spec = spec[:ts.OWNER] + (self.client.client_id,) + spec[ts.OWNER + 1:]
         self.function_bytes[function_id] = function_bytes
@@ -78,29 +71,19 @@ class DirectSubmitter:
             function_bytes = None
         else:
             lease.functions.add(function_id)
-        lease.inflight = spec
-        lease.last_used = time.monotonic()
+        self.book.start(lease, spec)
         task_id = spec[ts.TASK_ID]
-        self.inflight_tasks[task_id] = lease
-        self.client.unregistered.update(return_ids(task_id, spec[ts.NUM_RETURNS]))
+        self.client.ledger.add_unregistered(return_ids(task_id, spec[ts.NUM_RETURNS]))
         if lease.out.send(m.encode([(m.EXEC, spec, function_bytes, [], lease.assignment)])):
             self.client.want_writable_locked(lease.sock)
         return True
 
     def lease_request_ops(self, request: dict) -> list:
         """A LEASE_REQUEST op when this shape has no lease nor a recent request."""
-        shape = shape_of(request)
-        if shape in self.leases:
-            return []
-        asked = self.requested.get(shape)
-        now = time.monotonic()
-        if asked is not None and now - asked < _RETRY_REQUEST:
-            return []
-        self.requested[shape] = now
-        return [(m.LEASE_REQUEST, request)]
+        return [(m.LEASE_REQUEST, request)] if self.book.wants_lease(request) else []
 
     def cancel_ops(self, object_id: bytes, force: bool) -> list:
-        lease = self.inflight_tasks.get(object_id[:-2])
+        lease = self.book.lease_of_task(object_id[:-2])
         if lease is None:
             return []
         return [(m.DIRECT_CANCEL, lease.worker_id, object_id[:-2], force)]
@@ -108,7 +91,7 @@ class DirectSubmitter:
     # ---------------------------------------------------------- I/O thread
 
     def on_granted(self, shape, worker_id, assignment) -> None:
-        self.requested.pop(shape, None)
+        self.book.answered(shape)
         if worker_id is None:
             return
         client = self.client
@@ -124,14 +107,13 @@ class DirectSubmitter:
                 pass
             return
         lease = Lease(worker_id, shape, assignment, sock)
-        with client._lock:
-            self.leases[shape] = lease
-            self.by_worker[worker_id] = lease
+        with client.lock:
+            self.book.add(lease)
             self.by_socket[sock] = lease
             client.add_reply_socket(sock, self.on_readable, self.on_writable)
 
     def on_writable(self, sock) -> bool:
-        with self.client._lock:
+        with self.client.lock:
             lease = self.by_socket.get(sock)
             return lease is not None and lease.out.flush()
 
@@ -142,7 +124,7 @@ class DirectSubmitter:
         frames = stream.receive(sock, lease.reader)
         if frames is None:
             # The worker is gone: the agent's WORKER_DIED settles its task.
-            with self.client._lock:
+            with self.client.lock:
                 self.by_socket.pop(sock, None)
                 self.client.retire_reply_socket(sock)
             return
@@ -153,13 +135,12 @@ class DirectSubmitter:
 
     def _on_done(self, task_id, payloads, registered, retryable) -> None:
         client = self.client
-        with client._lock:
-            lease = self.inflight_tasks.pop(task_id, None)
-            if lease is None:
+        with client.lock:
+            finished = self.book.finish(task_id)
+            if finished is None:
                 return
-            spec, lease.inflight = lease.inflight, None
-            lease.last_used = time.monotonic()
-            if retryable and spec[ts.MAX_RETRIES] > spec[ts.ATTEMPTS_MADE]:
+            lease, spec = finished
+            if retryable and retries_left(spec):
                 self._resubmit_locked(spec)
                 ops = []
                 items = []
@@ -168,31 +149,27 @@ class DirectSubmitter:
             if lease.revoked:
                 ops += self._return_locked(lease)
             if ops:
-                client._send_locked(ops)
+                client.send_locked(ops)
         if items:
-            client._on_ready(items)
+            client.objects.on_ready(items)
 
     def _resubmit_locked(self, spec) -> None:
         """Run spec again through the agent (retries and worker deaths)."""
         task_id = spec[ts.TASK_ID]
         ids = return_ids(task_id, spec[ts.NUM_RETURNS])
         client = self.client
-        for object_id in ids:
-            client.unregistered.discard(object_id)
-            client.promised.discard(object_id)
+        gone_ops = client.ledger.resubmitted(ids)
         retried = spec[:ts.OWNER] + (None, spec[ts.ATTEMPTS_MADE] + 1) + spec[ts.STRATEGY:]
         ops = self.client.export_function(spec[ts.FUNCTION_ID],
                                           self.function_bytes[spec[ts.FUNCTION_ID]])
         ops.append((m.SUBMIT, retried))
         # The agent counts our refs on SUBMIT; drop those we no longer hold.
-        gone = [i for i in ids if i not in self.client._local_counts]
-        if gone:
-            ops.append((m.DEC, gone))
-        self.client._send_locked(ops)
+        ops += gone_ops
+        client.send_locked(ops)
 
     def on_worker_died(self, worker_id, status, cancelled) -> None:
         client = self.client
-        lease = self.by_worker.get(worker_id)
+        lease = self.book.by_worker.get(worker_id)
         if lease is not None and lease.sock in self.by_socket:
             # Its answer may wait in the socket, behind the agent's notice.
             while lease.inflight is not None:
@@ -204,19 +181,19 @@ class DirectSubmitter:
                         if op[0] == m.DIRECT_DONE:
                             self._on_done(op[1], op[2], op[3], op[4])
         items = []
-        with client._lock:
-            lease = self.by_worker.get(worker_id)
+        with client.lock:
+            lease = self.book.by_worker.get(worker_id)
             if lease is None:
                 return
             self._forget_lease_locked(lease)
-            spec, lease.inflight = lease.inflight, None
+            spec = self.book.take_lost_task(lease)
             if spec is not None:
-                self.inflight_tasks.pop(spec[ts.TASK_ID], None)
                 name = spec[ts.FUNCTION_NAME]
-                if cancelled:
+                outcome = lost_task_outcome(spec, cancelled)
+                if outcome == CANCELLED:
                     error = exceptions.TaskCancelledError(
                         f"task {name}() was cancelled (force=True killed its worker)")
-                elif spec[ts.MAX_RETRIES] > spec[ts.ATTEMPTS_MADE]:
+                elif outcome == RESUBMIT:
                     error = None
                     self._resubmit_locked(spec)
                 else:
@@ -227,45 +204,42 @@ class DirectSubmitter:
                     payload = (ERROR, serialization.dumps_exception(error))
                     ops, items = client.settle_locked(spec, [payload] * spec[ts.NUM_RETURNS], False)
                     if ops:
-                        client._send_locked(ops)
+                        client.send_locked(ops)
         if items:
-            client._on_ready(items)
+            client.objects.on_ready(items)
 
     def on_revoke(self, worker_id) -> None:
         client = self.client
-        with client._lock:
-            lease = self.by_worker.get(worker_id)
+        with client.lock:
+            lease = self.book.by_worker.get(worker_id)
             if lease is None:
                 return
             lease.revoked = True
             if lease.inflight is None:
-                client._send_locked(self._return_locked(lease))
+                client.send_locked(self._return_locked(lease))
 
     def return_idle(self) -> None:
         """Give back leases unused for a while (called by the I/O thread)."""
-        if not self.by_worker:
+        book = self.book
+        if not book.by_worker:
             return
-        now = time.monotonic()
         client = self.client
-        with client._lock:
-            for lease in list(self.by_worker.values()):
-                if lease.inflight is None and (lease.revoked or now - lease.last_used > _IDLE_RETURN):
-                    if not client.closed:
-                        client._send_locked(self._return_locked(lease))
+        with client.lock:
+            for lease in book.idle_leases():
+                if not client.closed:
+                    client.send_locked(self._return_locked(lease))
 
     def _return_locked(self, lease) -> list:
         self._forget_lease_locked(lease)
         return [(m.LEASE_RETURN, lease.worker_id)]
 
     def _forget_lease_locked(self, lease) -> None:
-        self.by_worker.pop(lease.worker_id, None)
-        if self.leases.get(lease.shape) is lease:
-            del self.leases[lease.shape]
+        self.book.forget(lease)
         self.by_socket.pop(lease.sock, None)
         self.client.retire_reply_socket(lease.sock)
 
     def close(self) -> None:
         """Forget every lease (the I/O thread has stopped; the client closes
         their sockets)."""
-        for lease in list(self.by_worker.values()):
+        for lease in list(self.book.by_worker.values()):
             self._forget_lease_locked(lease)

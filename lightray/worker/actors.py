@@ -45,7 +45,8 @@ from ..object_ref import ObjectRef
 from ..runtime_context import state as context_state
 from ..serialization import ERROR, INLINE
 from ..transport import messages as m
-from .tasks import TaskRunner, _DepError, actor_stream_path
+from .paths import actor_stream_path
+from .tasks import TaskRunner, _DepError
 
 
 class ActorRunner(TaskRunner):

@@ -23,14 +23,14 @@ import traceback
 
 import zmq
 
-from .. import exceptions, runtime, serialization
+from .. import exceptions, serialization
 from .. import task_spec as ts
-from ..client.core import CoreClient
 from ..ids import return_ids
 from ..runtime_context import state as context_state
 from ..serialization import ERROR, INLINE, LOCAL
 from ..transport import messages as m
 from ..transport import stream
+from .paths import lease_stream_path
 
 
 class TaskRunner:
@@ -54,7 +54,7 @@ class TaskRunner:
         # (queued by the I/O thread, which pokes the wake socket) and tasks
         # callers send straight to this worker's stream socket (a leasing
         # driver's; an actor's callers in lightray.worker.actors).
-        context = client._context
+        context = client.zmq_context
         self._wake_address = f"inproc://wake-{id(self)}"
         self._wake_pull = context.socket(zmq.PULL)
         self._wake_pull.bind(self._wake_address)
@@ -392,30 +392,9 @@ def _should_retry(retry_exceptions, error: Exception) -> bool:
     return False
 
 
-def lease_stream_path(agent_address: str, worker_id: str) -> str:
-    """The Unix socket where a worker takes tasks from drivers leasing it."""
-    return f"{agent_address.rsplit('/', 1)[0][len('ipc://'):]}/{worker_id}.lease"
-
-
-def actor_stream_path(agent_address: str, worker_id: str) -> str:
-    """The Unix socket where an actor's worker takes calls (lightray.transport.stream)."""
-    return f"{agent_address.rsplit('/', 1)[0][len('ipc://'):]}/{worker_id}.actor"
-
-
 def worker_main(address: str, worker_id: str, agent_pid: int, actor: bool = False) -> None:
-    """Entry point of a forked worker (never returns normally); actor: the
-    worker is dedicated to one actor (lightray.worker.actors)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    client = CoreClient(address, kind="worker", worker_id=worker_id,
-                                      parent_pid=agent_pid, start=False)
-    runtime.set_current_client(client)
-    context_state.node_id = client.node_info["node_id"]
-    context_state.worker_id = worker_id
-    if actor:
-        from .actors import ActorRunner
-        runner = ActorRunner(client, client.node_info)
-    else:
-        runner = TaskRunner(client, client.node_info)
-    client.start()
-    runner.loop()
+    """Transitional: the agent server still starts workers through this name.
+    The real entry point is lightray.worker.entry.worker_main; delete this
+    function (and its import below) once the agent imports that one."""
+    from .entry import worker_main as entry_worker_main   # transitional, see above
+    entry_worker_main(address, worker_id, agent_pid, actor)
