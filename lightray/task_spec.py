@@ -41,6 +41,14 @@ TASK_ID, FUNCTION_ID, FUNCTION_NAME, ARGS, DEPS, CONTAINED, NUM_RETURNS, RESOURC
     MAX_RETRIES, RETRY_EXCEPTIONS, OWNER, ATTEMPTS_MADE, STRATEGY = range(13)
 assert TaskSpec._fields[STRATEGY] == "strategy" and len(TaskSpec._fields) == 13
 
+_new_spec = tuple.__new__
+
+
+def with_owner(spec: TaskSpec, owner: str | None) -> TaskSpec:
+    """spec answering to owner: on the direct path, per task (2.5x cheaper
+    than ``spec._replace(owner=...)``, which goes through a dict)."""
+    return _new_spec(TaskSpec, spec[:OWNER] + (owner,) + spec[OWNER + 1:])
+
 
 class Dep:
     """Placeholder for the i-th top-level ObjectRef argument of a task."""

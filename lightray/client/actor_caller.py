@@ -112,8 +112,9 @@ class ActorCaller:
         if deps or contained:
             keep += [ObjectRef(i, client) for i in deps]
             keep += [ObjectRef(i, client) for i in contained]
-        spec = (task_id, actor_id, name, args_bytes, deps, contained, num_returns, None,
-                0, False, client.client_id, 0, None)
+        spec = ts.TaskSpec(task_id, actor_id, name, args_bytes, deps, contained, num_returns,
+                           resources=None, max_retries=0, retry_exceptions=False,
+                           owner=client.client_id)
         call = Call(spec, keep)
         items = None
         with client.lock:

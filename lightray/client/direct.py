@@ -65,7 +65,7 @@ class DirectSubmitter:
         lease = self.book.free_lease(spec[ts.RESOURCES])
         if lease is None:
             return False
-        spec = spec[:ts.OWNER] + (self.client.client_id,) + spec[ts.OWNER + 1:]
+        spec = ts.with_owner(spec, self.client.client_id)
         self.function_bytes[function_id] = function_bytes
         if function_id in lease.functions:
             function_bytes = None
@@ -159,7 +159,7 @@ class DirectSubmitter:
         ids = return_ids(task_id, spec[ts.NUM_RETURNS])
         client = self.client
         gone_ops = client.ledger.resubmitted(ids)
-        retried = spec[:ts.OWNER] + (None, spec[ts.ATTEMPTS_MADE] + 1) + spec[ts.STRATEGY:]
+        retried = spec._replace(owner=None, attempts_made=spec[ts.ATTEMPTS_MADE] + 1)
         ops = self.client.export_function(spec[ts.FUNCTION_ID],
                                           self.function_bytes[spec[ts.FUNCTION_ID]])
         ops.append((m.SUBMIT, retried))
