@@ -24,7 +24,7 @@ def state():
     agent.on_hello(DRIVER, "driver", 1, "")
     agent.initial_workers(2)
     for pid, worker_id in enumerate(agent.spawn, start=100):
-        agent.set_worker_pid(worker_id, pid)
+        agent.on_spawned(worker_id, pid)
         agent.on_hello(worker_id.encode(), "worker", pid, worker_id)
     agent.spawn.clear()
     agent.outbox.clear()

@@ -10,10 +10,10 @@ import pytest
 
 from lightray import task_spec as ts
 from lightray.agent.state import AgentState
-from lightray.agent.store import RESTORING, SPILLED, SPILLING
+from lightray.states import RESTORING, SPILLED, SPILLING
 from lightray.ids import IdMaker, return_ids
 from lightray.serialization import SHARED
-from lightray.store.spill import RESTORE, SPILL
+from lightray.agent.instructions import RestoreJob as RESTORE, SpillJob as SPILL
 from lightray.transport import messages as m
 
 DRIVER = b"driver01"
@@ -30,7 +30,7 @@ def state():
     agent.on_hello(DRIVER, "driver", 1, "")
     agent.initial_workers(1)
     for pid, worker_id in enumerate(agent.spawn, start=100):
-        agent.set_worker_pid(worker_id, pid)
+        agent.on_spawned(worker_id, pid)
         agent.on_hello(worker_id.encode(), "worker", pid, worker_id)
     agent.spawn.clear()
     agent.outbox.clear()
@@ -60,8 +60,8 @@ def put(agent, size):
 
 
 def jobs(agent, kind):
-    found = [job for job in agent.io_jobs if job[0] == kind]
-    agent.io_jobs = [job for job in agent.io_jobs if job[0] != kind]
+    found = [job for job in agent.io_jobs if type(job) is kind]
+    agent.io_jobs = [job for job in agent.io_jobs if type(job) is not kind]
     return found
 
 
@@ -79,7 +79,7 @@ def test_puts_under_the_threshold_are_granted_at_once_and_nothing_spills(state):
 def test_passing_the_threshold_spills_the_least_recently_used_object(state):
     first, _second, _third = (put(state, 30 * MB) for _ in range(3))
     (job,) = jobs(state, SPILL)           # 90 MB > 80 MB: one 30 MB object must go
-    assert job[1] == first and job[3].startswith(f"/spill/{first.hex()}.")
+    assert job.object_id == first and job.path.startswith(f"/spill/{first.hex()}.")
     assert state.objects[first].spill == SPILLING
     state.on_spill_done(first, None)
     assert state.objects[first].spill == SPILLED
@@ -102,7 +102,7 @@ def test_a_reservation_that_does_not_fit_waits_for_spilling_then_is_granted(stat
     # 75 MB in memory: 40 MB more does not fit in 100 MB; the writer waits.
     assert reserve(state, 40 * MB, request_id=7) == []
     (job,) = jobs(state, SPILL)
-    assert job[1] == first
+    assert job.object_id == first
     state.on_spill_done(first, None)
     state.store_work()
     assert replies(state) == [(m.INFO_REPLY, 7, ("ok",))]
@@ -148,7 +148,7 @@ def test_restore_is_asked_for_and_answered_with_the_same_layout(state):
     state.handle(DRIVER, [(m.RESTORE, 5, first)])
     state.store_work()
     (restore,) = jobs(state, RESTORE)
-    assert restore[1] == first and restore[2] == layout[1]
+    assert restore.object_id == first and restore.layout == layout[1]
     assert state.objects[first].spill == RESTORING
     state.on_restore_done(first, None)
     assert replies(state) == [(m.INFO_REPLY, 5, ("ok", layout))]
@@ -171,14 +171,14 @@ def test_an_object_spilled_again_before_its_old_file_is_removed_gets_a_new_file(
     replies(state)
     state.store_work()                    # 90 MB: the other one goes
     (other,) = jobs(state, SPILL)
-    assert other[1] == second
+    assert other.object_id == second
     state.on_spill_done(second, None)
     put(state, 40 * MB)                   # 90 MB again: now the restored one goes
     (new_spill,) = jobs(state, SPILL)
-    assert new_spill[1] == first
-    assert old_spill[3] in state.free_files and new_spill[3] != old_spill[3]
+    assert new_spill.object_id == first
+    assert old_spill.path in state.free_files and new_spill.path != old_spill.path
     state.on_spill_done(first, None)
-    assert state.objects[first].spill_path == new_spill[3]
+    assert state.objects[first].spill_path == new_spill.path
 
 
 def test_a_task_whose_argument_was_spilled_waits_for_its_restore(state):
@@ -276,7 +276,7 @@ def test_readers_asking_back_in_spill_order_get_the_next_objects_read_ahead(stat
     for _ in range(12):
         objects.append(put(state, 10 * MB))
         for job in jobs(state, SPILL):
-            state.on_spill_done(job[1], None)
+            state.on_spill_done(job.object_id, None)
     on_disk = sorted((i for i in objects if state.objects[i].spill == SPILLED),
                      key=lambda i: state.objects[i].spill_seq)
     assert len(on_disk) >= 4
@@ -285,10 +285,10 @@ def test_readers_asking_back_in_spill_order_get_the_next_objects_read_ahead(stat
             state.handle(DRIVER, [(m.DEC, [object_id])])
     state.handle(DRIVER, [(m.RESTORE, 1, on_disk[0])])
     state.store_work()
-    assert [job[1] for job in jobs(state, RESTORE)] == [on_disk[0]]   # one ask: no pattern
+    assert [job.object_id for job in jobs(state, RESTORE)] == [on_disk[0]]   # one ask: no pattern
     state.handle(DRIVER, [(m.RESTORE, 2, on_disk[1])])
     state.store_work()
-    restored = [job[1] for job in jobs(state, RESTORE)]
+    restored = [job.object_id for job in jobs(state, RESTORE)]
     assert restored == on_disk[1:2 + min(4, len(on_disk) - 2)]   # the next ones, in order
     # Read-ahead only fills free room below the threshold: nothing was spilled for it.
     assert jobs(state, SPILL) == []

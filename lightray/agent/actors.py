@@ -20,55 +20,15 @@ created it, a detached one lives as long as the agent.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .. import exceptions, serialization
 from .. import task_spec as ts
-from ..actor import HANDLE_PAYLOAD, handle_object_id
-from .objects import ObjectEntry
+from .records import ActorEntry, ClientEntry, ObjectEntry, Task
 from ..serialization import ERROR
-from ..states import ACTOR, DEAD, DISPATCHED, FINISHED
+from ..states import (ACTOR, ALIVE, DEAD, DISPATCHED, FINISHED, HANDLE_PAYLOAD, PENDING, RESTARTING,
+                      handle_object_id)
 from ..transport import messages as m
 
-if TYPE_CHECKING:
-    from .state import ClientEntry
-
-PENDING, ALIVE, RESTARTING = "pending", "alive", "restarting"   # and DEAD
-
-
-class ActorEntry:
-    __slots__ = ("actor_id", "spec", "description", "owner", "state", "worker",
-                 "incarnation", "restarts_left", "death", "subscribers", "name_key",
-                 "allocation", "name_pinned", "home", "origin", "tcp_address",
-                 "peer_subscribers", "borrowed", "unknown_from")
-
-    def __init__(self, spec: tuple, description: dict, owner: bytes):
-        self.actor_id = spec[ts.TASK_ID]
-        self.spec = spec                  # the constructor call, run again on restart
-        self.description = description   # class name, methods, options (lightray.actor)
-        self.owner = owner
-        self.state = PENDING
-        self.worker = None
-        self.incarnation = 0
-        self.restarts_left = spec[ts.MAX_RETRIES]
-        self.death = None                 # ERROR payload once DEAD
-        self.subscribers = set()          # receive identities
-        self.name_key = None              # (namespace, name)
-        self.allocation = None            # held resources, kept across restarts
-        self.name_pinned = False          # the name holds the handle object
-        # Across nodes (lightray.agent.cluster.remote_actors):
-        self.home = None                  # node running it, when that is another one
-        self.origin = None                # node that placed it here (and owns it)
-        self.tcp_address = None           # where callers on other nodes reach it
-        self.peer_subscribers = None      # nodes told of every change
-        self.borrowed = False             # known here only to call it (no ownership)
-        self.unknown_from = None          # peers that may still answer who has it
-
-    @classmethod
-    def proxy(cls, actor_id: bytes) -> "ActorEntry":
-        """An entry for an actor running elsewhere that we only call."""
-        spec = (actor_id, None, "?", None, [], [], 0, {}, 0, False, None, 0, None)
-        return cls(spec, {"class_name": "actor", "detached": False, "held": {}}, b"")
+# Actor states (PENDING, ALIVE, RESTARTING, DEAD) are named in lightray.states.
 
 
 class ActorManagement:
@@ -115,7 +75,6 @@ class ActorManagement:
         self._submit_constructor(actor, client)
 
     def _submit_constructor(self, actor: ActorEntry, client: ClientEntry) -> None:
-        from .state import Task
         spec = actor.spec
         task = Task(spec, client.client_id)
         task.actor = actor

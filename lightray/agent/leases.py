@@ -9,16 +9,11 @@ lightray.client.direct for the driver's side.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .objects import ObjectEntry
+from .records import ClientEntry, ObjectEntry
 from ..resources import shape_of
 from ..serialization import SHARED
 from ..states import BLOCKED, IDLE, LEASED
 from ..transport import messages as m
-
-if TYPE_CHECKING:
-    from .state import ClientEntry
 
 
 

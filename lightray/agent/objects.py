@@ -15,45 +15,13 @@ uses the state's ``objects``, ``clients``, ``outbox``, ``free_segments`` and
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .. import exceptions, serialization
-from ..actor import HANDLE_PAYLOAD, is_handle_object
 from ..ids import task_of
+from .records import ClientEntry, ObjectEntry
 from ..serialization import ERROR, SHARED
+from ..states import HANDLE_PAYLOAD, is_handle_object
 from ..transport import messages as m
 
-if TYPE_CHECKING:
-    from .state import ClientEntry
-
-
-
-class ObjectEntry:
-    __slots__ = ("refs", "payload", "pending", "owner", "subscribers", "waiting_tasks",
-                 "contained", "call_site", "spill", "spill_path", "spill_cancelled",
-                 "restore_waiters", "restore_queued", "spill_seq", "location", "remote_name",
-                 "copies", "pinned_for")
-
-    def __init__(self, refs: int, payload=None, owner: bytes = b""):
-        self.refs = refs                  # holder processes + pins
-        self.payload = payload            # (kind, data) once ready
-        self.pending = payload is None    # a task will still produce it
-        self.owner = owner                # client that gets it pushed when ready
-        self.subscribers = None           # other clients waiting for it
-        self.waiting_tasks = None         # tasks waiting for it as an argument
-        self.contained = ()               # ids pinned by this object's value
-        self.call_site = None             # where the user created it ("file.py:12")
-        self.spill = None                 # lightray.agent.store: None = in memory
-        self.spill_path = None
-        self.spill_cancelled = False
-        self.restore_waiters = None       # (identity, request id) answered when restored
-        self.restore_queued = False
-        self.spill_seq = None             # its place in the order objects were spilled
-        # In a cluster (lightray.agent.cluster.membership):
-        self.location = None              # node holding the primary copy, if not this one
-        self.remote_name = None           # its segment's name there
-        self.copies = None                # nodes this owner told about it (FREE them)
-        self.pinned_for = None            # peers that pin it here (each one FREEs once)
 
 
 class ObjectDirectory:

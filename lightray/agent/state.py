@@ -22,61 +22,26 @@ its running task first, then pipelined ones.
 from __future__ import annotations
 
 import collections
-import os
 
 from .. import exceptions, serialization
 from .. import task_spec as ts
 from .actors import ActorManagement
-from .cluster.membership import ClusterManagement
+from .cluster.membership import HEAD, ClusterManagement
 from .cluster.forwarding import TaskForwarding
+from . import instructions as i
 from .cluster.pulls import ObjectPulls
 from .leases import LeaseLending
 from .cluster.remote_actors import RemoteActors
 from .workers import WorkerManagement
-from .store import NOT_IN_MEMORY, PULLING, REMOTE, SPILLED, StoreManagement
+from .store import StoreManagement
 from ..ids import return_ids, task_of
-from .objects import ObjectDirectory, ObjectEntry
-from ..resources import ResourcePool, from_units, shape_of
+from .objects import ObjectDirectory
+from .records import ClientEntry, ObjectEntry, Task
+from ..resources import ResourcePool, from_units
 from ..serialization import ERROR, SHARED
-from ..states import DEAD, DISPATCHED, FINISHED, FORWARDED, IDLE, LEASED, QUEUED, STARTING, WAITING
+from ..states import (DEAD, DISPATCHED, FINISHED, FORWARDED, IDLE, LEASED, NOT_IN_MEMORY, PULLING,
+                      QUEUED, REMOTE, SPILLED, STARTING, WAITING)
 from ..transport import messages as m
-
-
-
-class Task:
-    __slots__ = ("spec", "task_id", "request", "shape", "owner", "state", "missing_deps",
-                 "retries_left", "worker", "cancelled", "force_cancelled", "actor",
-                 "origin", "node")
-
-    def __init__(self, spec: tuple, owner: bytes):
-        self.spec = spec
-        self.task_id = spec[ts.TASK_ID]
-        self.request = spec[ts.RESOURCES]
-        self.shape = shape_of(self.request)
-        self.owner = owner
-        self.state = WAITING
-        self.missing_deps = 0
-        self.retries_left = spec[ts.MAX_RETRIES] - spec[ts.ATTEMPTS_MADE]
-        self.worker = None
-        self.cancelled = False
-        self.force_cancelled = False
-        self.actor = None                  # ActorEntry: this task runs an actor's constructor
-        self.origin = None                 # the peer that forwarded it to us
-        self.node = None                   # the peer we forwarded it to
-
-
-class ClientEntry:
-    __slots__ = ("client_id", "identity", "kind", "pid", "held", "worker", "leases", "reserved")
-
-    def __init__(self, client_id: bytes, kind: str, pid: int, worker):
-        self.client_id = client_id
-        self.identity = client_id + b"r"   # its receive socket
-        self.kind = kind
-        self.pid = pid
-        self.held = set()                  # object ids this process counts as held
-        self.worker = worker
-        self.leases = set()                # worker ids lent to it
-        self.reserved = 0                  # store bytes granted to it, not yet written
 
 
 
@@ -117,6 +82,119 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         self.spawn: list = []
         self.kill: list = []
         self.free_segments: list = []
+
+    # ========================================================= instructions
+
+    def take_instructions(self) -> list:
+        """What the I/O loop must do now, in order (lightray.agent.instructions);
+        the state forgets them once taken."""
+        out: list = []
+        if self.mesh_connect:
+            out.extend(i.MeshConnect(node_id, address) for node_id, address in self.mesh_connect)
+            self.mesh_connect = []
+        if self.mesh_rename:
+            out.extend(i.MeshRename(old, new) for old, new in self.mesh_rename)
+            self.mesh_rename = []
+        if self.pull_io:
+            out.extend(self.take_pull_io())
+        if self.peer_outbox:
+            out.extend(i.SendPeer(node_id, ops) for node_id, ops in self.peer_outbox.items())
+            self.peer_outbox.clear()
+        if self.peer_data:
+            out.extend(i.SendChunk(node_id, op, name) for node_id, op, name in self.peer_data)
+            self.peer_data = []
+        if self.mesh_disconnect:
+            out.extend(i.MeshDisconnect(node_id) for node_id in self.mesh_disconnect)
+            self.mesh_disconnect = []
+        if self.control_writes:
+            out.append(i.ControlWrites(self.control_writes))
+            self.control_writes = []
+        if self.io_jobs:
+            out.extend(self.io_jobs)
+            self.io_jobs = []
+        if self.outbox:
+            out.extend(i.Send(identity, ops) for identity, ops in self.outbox.items())
+            self.outbox.clear()
+        if self.free_segments:
+            # After the answers: giving back a large segment takes milliseconds,
+            # which the writers and the spill thread spend working meanwhile.
+            out.extend(i.FreeSegment(name) for name in self.free_segments)
+            self.free_segments = []
+        if self.spawn:
+            workers = self.workers
+            out.extend(i.Spawn(worker_id, workers[worker_id].actor is not None)
+                       for worker_id in self.spawn)
+            self.spawn = []
+        if self.kill:
+            out.extend(i.Kill(pid) for pid in self.kill)
+            self.kill = []
+        if self.free_files:
+            out.append(i.RemoveFiles(self.free_files))
+            self.free_files = []
+        return out
+
+    def take_pull_io(self) -> list:
+        """Only the OpenPull / AbortPull instructions (a FORWARD with pushed
+        arguments: their bytes are next in the same batch of mesh messages)."""
+        jobs, self.pull_io = self.pull_io, []
+        return [i.OpenPull(job[1], job[2], job[3]) if job[0] == "open" else i.AbortPull(job[1])
+                for job in jobs]
+
+    # ============================================ what the I/O loop reads
+
+    def turn(self) -> None:
+        """End of a loop turn: place queued work, then the store's work."""
+        if self.needs_schedule:
+            self.schedule()
+        if self.needs_store_work:
+            self.store_work()
+
+    def schedule_if_needed(self) -> None:
+        if self.needs_schedule:
+            self.schedule()
+
+    def load_counters(self) -> dict:
+        """This node's store and transfer counters, as heartbeats report them."""
+        return {"store_used": self.store_used, "store_capacity": self.store_capacity,
+                "spilled": self.spilled_now, "pulled": self.pulled_total,
+                "served": self.served_total, "warm": self.warm_bytes}
+
+    def warm_limit(self) -> int:
+        """Warm segments count against the capacity: what objects and
+        reservations leave of it."""
+        return self.store_capacity - self.store_used - self.reserved
+
+    def driver_pids(self) -> list:
+        """(client id, pid) of every attached driver."""
+        return [(c.client_id, c.pid) for c in self.clients.values() if c.kind == "driver"]
+
+    def worker_pids(self) -> list:
+        return [w.pid for w in self.workers.values() if w.pid]
+
+    def waiting_for_head(self) -> bool:
+        """A joining agent the head has not admitted yet."""
+        return not self.is_head and self.head_id is None
+
+    def leaving(self) -> list:
+        """SendPeer instructions that tell the peers this agent stops."""
+        out = [i.SendPeer(node_id, [(m.LEAVING,)])
+               for node_id, view in self.peers.items() if view.alive]
+        if self.head_id is None:   # not admitted yet: the head knows us already
+            out.append(i.SendPeer(HEAD, [(m.LEAVING,)]))
+        return out
+
+    def on_spawned(self, worker_id: str, pid: int) -> None:
+        """A Spawn was executed: the worker's pid."""
+        worker = self.workers[worker_id]
+        worker.pid = pid
+        self.workers_by_pid[pid] = worker
+
+    def on_io_stats(self, copy_seconds: dict, warm_bytes: int | None = None) -> None:
+        """Seconds SpillIO spent copying, by kind; bytes of warm segments kept."""
+        if copy_seconds is not None:
+            self.copy_seconds = copy_seconds
+        if warm_bytes is not None:
+            self.warm_bytes = warm_bytes
 
     # ================================================================ events
 
@@ -500,16 +578,3 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
                 if e.payload is not None and e.payload[0] == SHARED
                 and e.spill not in (SPILLED, REMOTE)]
 
-
-def describe_exit(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        import signal
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = str(sig)
-        return f"killed by signal {name}"
-    if os.WIFEXITED(status):
-        return f"exited with code {os.WEXITSTATUS(status)}"
-    return f"status {status}"

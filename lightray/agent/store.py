@@ -32,21 +32,18 @@ never evicts anything), so the copies overlap the reader's own work.
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING
+import os
 
 from .. import exceptions, serialization
 from .. import task_spec as ts
 from ..serialization import ERROR, SHARED
-from ..states import WAITING
-from ..store.spill import RESTORE, SPILL, spill_file_name
+from .records import ClientEntry
+from ..states import (PULLING, REMOTE, RESTORING, SPILLED, SPILLING, WAITING,
+                      is_handle_object)
+from .instructions import RestoreJob, SpillJob
 from ..transport import messages as m
 
-if TYPE_CHECKING:
-    from .state import ClientEntry
-
-SPILLING, SPILLED, RESTORING = "spilling", "spilled", "restoring"
-REMOTE, PULLING = "remote", "pulling"   # (lightray.agent.cluster.membership) held by another node
-NOT_IN_MEMORY = (SPILLED, RESTORING, REMOTE, PULLING)   # the bytes are not in this node's memory
+# Spill states (SPILLING, SPILLED, ...) are named in lightray.states.
 READ_AHEAD = 4    # spilled objects restored ahead of a sequential reader
 
 
@@ -69,7 +66,7 @@ class StoreManagement:
         self.warm_bytes = 0              # freed segments kept warm (set by the agent's I/O side)
         self.spill_error = None          # the last failure to write the spill directory
         self.spill_failed: list = []     # ids whose spill failed, tried again after a success
-        self.io_jobs: list = []          # (kind, object id, layout, path) for SpillIO
+        self.io_jobs: list = []          # SpillJob / RestoreJob for SpillIO
         self._io_inflight: dict = {}     # object id -> its job, until SpillIO reports
         self.free_files: list = []       # spill files to delete
         self.needs_store_work = False
@@ -226,7 +223,8 @@ class StoreManagement:
         for worker in self.workers.values():
             for task in worker.queue:
                 in_use.update(task.spec[ts.DEPS])
-        restoring = [job[1] for job in self._io_inflight.values() if job[0] == RESTORE]
+        restoring = [job.object_id for job in self._io_inflight.values()
+                     if type(job) is RestoreJob]
         restoring += [item[1] for item in self.waiting_room if item[0] == "restore"]
         for object_id in restoring:
             entry = self.objects.get(object_id)
@@ -272,10 +270,10 @@ class StoreManagement:
         entry.spill_cancelled = False
         self.spilling_bytes += layout[1]
         self.lru.pop(object_id, None)
-        self._submit_io((SPILL, object_id, layout, path))
+        self._submit_io(SpillJob(object_id, layout, path))
 
     def on_spill_done(self, object_id: bytes, error) -> None:
-        _, _, layout, path = self._io_inflight.pop(object_id)
+        _, layout, path = self._io_inflight.pop(object_id)
         size = layout[1]
         self.spilling_bytes -= size
         self.needs_store_work = True
@@ -388,15 +386,15 @@ class StoreManagement:
         layout = entry.payload[1]
         entry.spill = RESTORING
         self.reserved += layout[1]
-        self._submit_io((RESTORE, object_id, layout, entry.spill_path))
+        self._submit_io(RestoreJob(object_id, layout, entry.spill_path))
 
-    def _submit_io(self, job: tuple) -> None:
-        """(kind, object id, layout, path): for SpillIO, in flight until it reports."""
-        self._io_inflight[job[1]] = job
+    def _submit_io(self, job) -> None:
+        """A SpillJob or RestoreJob: for SpillIO, in flight until it reports."""
+        self._io_inflight[job.object_id] = job
         self.io_jobs.append(job)
 
     def on_restore_done(self, object_id: bytes, error) -> None:
-        _, _, layout, path = self._io_inflight.pop(object_id)
+        _, layout, path = self._io_inflight.pop(object_id)
         size = layout[1]
         self.reserved -= size
         self.needs_store_work = True
@@ -493,7 +491,7 @@ class StoreManagement:
                 # bytes brought from other nodes, and sent to them (a cluster)
                 "pulled_bytes": self.pulled_total, "served_bytes": self.served_total,
                 "num_objects": sum(1 for object_id in self.objects
-                                   if not _is_handle(object_id))}
+                                   if not is_handle_object(object_id))}
 
     def memory_summary(self) -> dict:
         """store_info() plus one row per object (id, size, state, call site, holders)."""
@@ -503,7 +501,7 @@ class StoreManagement:
                 holders[object_id].append(f"{client.kind} pid {client.pid}")
         rows = []
         for object_id, entry in self.objects.items():
-            if _is_handle(object_id):
+            if is_handle_object(object_id):
                 continue
             payload = entry.payload
             if entry.pending:
@@ -528,5 +526,8 @@ class StoreManagement:
         return summary
 
 
-def _is_handle(object_id: bytes) -> bool:
-    return object_id.endswith(b"\xff\xff") and len(object_id) == 16
+def spill_file_name(spill_dir: str, object_id: bytes, attempt: int) -> str:
+    """One name per spill, never reused: an object restored and spilled again
+    in one agent turn gets a new file while the old one waits for removal (a
+    reused name would be refused by O_EXCL, or deleted under the new copy)."""
+    return os.path.join(spill_dir, f"{object_id.hex()}.{attempt}")

@@ -22,12 +22,11 @@ from __future__ import annotations
 from ... import exceptions, serialization
 from ... import task_spec as ts
 from .pulls import PUSH_MAX
-from ..store import PULLING, REMOTE
 from ...ids import return_ids
-from ..objects import ObjectEntry
+from ..records import ObjectEntry, Task
 from ...scheduling import NodeView, choose_node
 from ...serialization import ERROR, SHARED
-from ...states import FORWARDED
+from ...states import FORWARDED, PULLING, REMOTE
 from ...transport import messages as m
 
 AT = "at"                    # argument / result descriptor: ("at", node id, layout there)
@@ -123,7 +122,6 @@ class TaskForwarding:
     # ======================================================= running for a peer
 
     def _on_forward(self, origin: str, spec: tuple, function_bytes, described: list) -> None:
-        from ..state import Task
         if function_bytes is not None:
             self.functions[spec[ts.FUNCTION_ID]] = function_bytes
         task = Task(spec, b"")

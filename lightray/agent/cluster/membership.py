@@ -15,9 +15,8 @@ from __future__ import annotations
 import collections
 
 from ... import task_spec as ts
-from ..store import PULLING
 from ...scheduling import NodeView, to_units
-from ...states import FORWARDED
+from ...states import FORWARDED, PULLING
 from ...transport import messages as m
 
 HEARTBEAT_INTERVAL = 0.5     # seconds between heartbeats

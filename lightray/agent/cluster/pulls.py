@@ -12,9 +12,9 @@ than spilled. A holder that spilled the object restores it first
 """
 from __future__ import annotations
 
-from ..store import PULLING, REMOTE, SPILLING
 from ...config import pull_chunk_bytes, pull_window
 from ...serialization import SHARED
+from ...states import PULLING, REMOTE, SPILLING
 from ...transport import messages as m
 
 CHUNK = pull_chunk_bytes()   # bytes per pulled chunk

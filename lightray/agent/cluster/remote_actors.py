@@ -46,11 +46,11 @@ from __future__ import annotations
 
 from ... import exceptions, serialization
 from ... import task_spec as ts
-from ..actors import ALIVE, PENDING, ActorEntry, _died_payload
+from ..actors import _died_payload
 from .forwarding import AT, PUSHED, _lost, _units
-from ..objects import ObjectEntry
+from ..records import ActorEntry, ObjectEntry, Task
 from ...serialization import ERROR
-from ...states import DEAD, FORWARDED
+from ...states import ALIVE, DEAD, FORWARDED, PENDING
 from ...transport import messages as m
 
 WAIT = "wait"   # DESCRIBED: not ready yet on the describing node, ask again
@@ -119,7 +119,6 @@ class RemoteActors:
     def _on_actor_forward(self, origin: str, spec: tuple, class_bytes: bytes, described: list,
                           description: dict) -> None:
         """A peer placed an actor here: run it, and keep the peer told."""
-        from ..state import Task
         actor_id = spec[ts.TASK_ID]
         if actor_id in self.actors:
             return
