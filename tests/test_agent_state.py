@@ -2,6 +2,7 @@
 
 These tests drive it directly, the way the agent's I/O loop does.
 """
+import logging
 import pickle
 
 import pytest
@@ -188,3 +189,28 @@ def test_no_lease_is_lent_while_tasks_are_queued(state):
     state.handle(DRIVER, [(m.LEASE_REQUEST, {"CPU": 1.0})])
     (grant,) = [op for op in state.outbox[DRIVER + b"r"] if op[0] == m.LEASE_GRANTED]
     assert grant[2] is None
+
+
+def test_task_state_changes_are_recorded_and_logged_with_their_reason(state, caplog):
+    caplog.set_level(logging.DEBUG, logger="lightray.agent")
+    task_id = submit(state)
+    state.schedule()
+    (identity, _), = sent_execs(state)
+    finish(state, identity, task_id)
+    changes = [(old, new) for _, kind, _, old, new, _ in state.transitions.of(task_id)]
+    assert changes == [("waiting", "queued"), ("queued", "dispatched"),
+                       ("dispatched", "finished")]
+    worker_id = identity[:-1].decode()
+    assert f"task {task_id.hex()[:8]}: queued -> dispatched (on worker {worker_id})" in caplog.text
+
+
+def test_instructions_come_out_typed_and_in_order(state):
+    object_id = ids.task_id() + b"\x00\x00"
+    state.handle(DRIVER, [(m.PUT, object_id, (SHARED, ("lr_s_y", 4096, 10, ())), []),
+                          (m.DEC, [object_id])])
+    submit(state)
+    state.schedule()
+    out = state.take_instructions()
+    assert [type(x).__name__ for x in out] == ["Send", "FreeSegment"]   # answers first
+    assert out[1].name == "lr_s_y"
+    assert state.take_instructions() == []

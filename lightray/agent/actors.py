@@ -112,7 +112,7 @@ class ActorManagement:
             self.pool.release(allocation)
             allocation = self.pool.try_acquire(held)
         actor.allocation = allocation
-        task.state = DISPATCHED
+        self.transitions.task(task, DISPATCHED, "the actor's own worker")
         self._start_actor_worker(actor)
         task.worker = actor.worker
         return True
@@ -150,7 +150,7 @@ class ActorManagement:
             # An exception in __init__ is final: no restart.
             self._actor_died(actor, error_payload)
             return
-        actor.state = ALIVE
+        self.transitions.actor(actor, ALIVE, "constructor ran")
         self._notify_actor(actor)
 
     # ------------------------------------------------------------- callers
@@ -237,7 +237,7 @@ class ActorManagement:
         if actor.restarts_left > 0:
             actor.restarts_left -= 1
             actor.incarnation += 1
-            actor.state = RESTARTING
+            self.transitions.actor(actor, RESTARTING, ("its worker", status))
             if actor.allocation is not None:
                 self.pool.reacquire_cpu(actor.allocation)   # lent while it waited in get
             self._notify_actor(actor)
@@ -257,7 +257,7 @@ class ActorManagement:
             return
         if actor.home is not None and tell_home:
             self._relay(actor.home, actor.actor_id, ("kill", True))
-        actor.state = DEAD
+        self.transitions.actor(actor, DEAD, "died")
         actor.death = death_payload
         self._notify_actor(actor)
         actor.subscribers = set()

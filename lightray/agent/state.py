@@ -39,6 +39,7 @@ from .objects import ObjectDirectory
 from .records import ClientEntry, ObjectEntry, Task
 from ..resources import ResourcePool, from_units
 from ..serialization import ERROR, SHARED
+from ..states import Transitions
 from ..states import (DEAD, DISPATCHED, FINISHED, FORWARDED, IDLE, LEASED, NOT_IN_MEMORY, PULLING,
                       QUEUED, REMOTE, SPILLED, STARTING, WAITING)
 from ..transport import messages as m
@@ -77,6 +78,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         self._worker_counter = 0
         self.needs_schedule = False
         self.stopping = False
+        self.transitions = Transitions()   # task, object and actor state changes, and why
         # instructions for the I/O loop
         self.outbox: dict = collections.defaultdict(list)
         self.spawn: list = []
@@ -377,7 +379,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         if task.missing_deps == 0:
             self._enqueue(task, front)
         else:
-            task.state = WAITING
+            self.transitions.task(task, WAITING, ("for", task.missing_deps, "argument(s)"))
             task.worker = None
             self._pipeline_behind_producers(task)
 
@@ -415,7 +417,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
     def _enqueue(self, task: Task, front: bool = False) -> None:
         if task.spec[ts.DEPS] and not self._arguments_fit(task):
             return
-        task.state = QUEUED
+        self.transitions.task(task, QUEUED, "arguments ready")
         task.worker = None
         queue = self.queues.get(task.shape)
         if queue is None:
@@ -447,7 +449,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         """Unpin what the task held; it is gone from the agent afterwards."""
         if task.state == FINISHED:
             return
-        task.state = FINISHED
+        self.transitions.task(task, FINISHED, "done")
         self.tasks.pop(task.task_id, None)
         if task.origin is not None:
             self._report_forwarded(task)

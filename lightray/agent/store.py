@@ -266,7 +266,7 @@ class StoreManagement:
         layout = entry.payload[1]
         self.spill_attempts += 1
         path = spill_file_name(self.spill_dir, object_id, self.spill_attempts)
-        entry.spill = SPILLING
+        self.transitions.object(object_id, entry, SPILLING, "over the spill threshold")
         entry.spill_cancelled = False
         self.spilling_bytes += layout[1]
         self.lru.pop(object_id, None)
@@ -285,13 +285,13 @@ class StoreManagement:
             # Kept in memory, and not tried again until a spill succeeds: a
             # full or vanished disk must end in an error, not a retry loop.
             self.spill_error = f"{type(error).__name__}: {error}"
-            entry.spill = None
+            self.transitions.object(object_id, entry, None, "spill failed")
             self.spill_failed.append(object_id)
             self.free_files.append(path)
             return
         if entry.spill_cancelled:
             # A task or reader wanted it while it was copied: keep it in memory.
-            entry.spill = None
+            self.transitions.object(object_id, entry, None, "wanted while spilled")
             self.free_files.append(path)
             self._track_in_memory(object_id)
             return
@@ -301,7 +301,7 @@ class StoreManagement:
                     self.lru[failed] = None
             self.spill_failed = []
         self.spill_error = None
-        entry.spill = SPILLED
+        self.transitions.object(object_id, entry, SPILLED, "spill done")
         entry.spill_path = path
         self.spill_count += 1
         entry.spill_seq = self.spill_count
@@ -384,7 +384,7 @@ class StoreManagement:
             self._start_pull(object_id, entry)
             return
         layout = entry.payload[1]
-        entry.spill = RESTORING
+        self.transitions.object(object_id, entry, RESTORING, "wanted back")
         self.reserved += layout[1]
         self._submit_io(RestoreJob(object_id, layout, entry.spill_path))
 
@@ -406,10 +406,10 @@ class StoreManagement:
             self.free_files.append(path)
             return
         if error is not None:
-            entry.spill = SPILLED
+            self.transitions.object(object_id, entry, SPILLED, "restore failed")
             self._restore_failed(object_id, entry, f"{type(error).__name__}: {error}")
             return
-        entry.spill = None
+        self.transitions.object(object_id, entry, None, "restore done")
         entry.spill_path = None
         self.spill_order.pop(entry.spill_seq, None)
         entry.spill_seq = None

@@ -213,7 +213,7 @@ class WorkerManagement:
         return worker
 
     def _dispatch(self, worker: WorkerEntry, task: Task) -> None:
-        task.state = DISPATCHED
+        self.transitions.task(task, DISPATCHED, ("on worker", worker.worker_id))
         task.worker = worker
         worker.queue.append(task)
         if worker.started:

@@ -85,7 +85,7 @@ class TaskForwarding:
             function_bytes = self.functions[function_id]
         described = [self._describe_for(node_id, object_id)
                      for object_id in spec[ts.DEPS] + spec[ts.CONTAINED]]
-        task.state = FORWARDED
+        self.transitions.task(task, FORWARDED, ("placed on", node_id))
         task.node = node_id
         task.worker = None
         view = self.peers[node_id]
@@ -240,7 +240,7 @@ class TaskForwarding:
         entry.location = holder
         entry.remote_name = layout[0]
         entry.copies = {pinned_by}
-        entry.spill = REMOTE
+        self.transitions.object(object_id, entry, REMOTE, ("ready on", holder))
         local = (self.segment_prefix + object_id.hex(),) + tuple(layout[1:])
         self._set_ready(object_id, entry, (SHARED, local), ())
 

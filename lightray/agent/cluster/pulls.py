@@ -47,7 +47,7 @@ class ObjectPulls:
             self._restore_failed(object_id, entry, why)
             return
         size = entry.payload[1][1]
-        entry.spill = PULLING
+        self.transitions.object(object_id, entry, PULLING, ("pull from", holder))
         self.reserved += size
         pull = self.pulls[object_id] = Pull(holder, entry.remote_name, size)
         self.pull_io.append(("open", object_id, entry.payload[1][0], size))
@@ -63,7 +63,7 @@ class ObjectPulls:
     def _expect_push(self, object_id: bytes, entry) -> None:
         """A peer sends this object's bytes along: a pull already under way."""
         size = entry.payload[1][1]
-        entry.spill = PULLING
+        self.transitions.object(object_id, entry, PULLING, ("pushed from", entry.location))
         self.reserved += size
         pull = self.pulls[object_id] = Pull(entry.location, entry.remote_name, size)
         pull.pushed = True
@@ -121,7 +121,7 @@ class ObjectPulls:
         self._end_pull(object_id, entry)
         if entry is None:
             return
-        entry.spill = None
+        self.transitions.object(object_id, entry, None, "pulled")
         self.store_used += pull.size
         self.pulled_total += pull.size
         self._track_in_memory(object_id)
@@ -139,7 +139,7 @@ class ObjectPulls:
         if pull.received < pull.size:
             self.pull_io.append(("abort", object_id))
         if entry is not None and entry.spill == PULLING:
-            entry.spill = REMOTE
+            self.transitions.object(object_id, entry, REMOTE, "pull ended")
 
     def _pull_failed(self, object_id: bytes, entry, why: str) -> None:
         self._end_pull(object_id, entry)
@@ -150,5 +150,5 @@ class ObjectPulls:
         self.lru.pop(object_id, None)
         self.free_segments.append(entry.payload[1][0])
         self.store_used -= entry.payload[1][1]
-        entry.spill = REMOTE
+        self.transitions.object(object_id, entry, REMOTE, "copy dropped")
         self._tell_holders_spilled(object_id)

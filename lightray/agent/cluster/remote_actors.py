@@ -63,7 +63,7 @@ class RemoteActors:
     def _forward_actor(self, actor: ActorEntry, task, node_id: str) -> None:
         spec = actor.spec
         actor.home = node_id
-        task.state = FORWARDED
+        self.transitions.task(task, FORWARDED, ("actor placed on", node_id))
         task.node = node_id
         view = self.peers[node_id]
         for name, need in _units(task).items():
@@ -159,7 +159,7 @@ class RemoteActors:
         if (incarnation, state, address) == (actor.incarnation, actor.state, actor.tcp_address):
             return
         actor.incarnation = incarnation
-        actor.state = state
+        self.transitions.actor(actor, state, ("reported by", sender))
         actor.tcp_address = address
         self._notify_actor(actor)
 
