@@ -61,7 +61,7 @@ def put(agent, size):
 
 def jobs(agent, kind):
     found = [job for job in agent.io_jobs if type(job) is kind]
-    agent.io_jobs = [job for job in agent.io_jobs if type(job) is not kind]
+    agent.io_jobs[:] = [job for job in agent.io_jobs if type(job) is not kind]
     return found
 
 

@@ -29,8 +29,9 @@ from .actors import ActorManagement
 from .cluster.membership import HEAD, ClusterManagement
 from .cluster.forwarding import TaskForwarding
 from . import instructions as i
+from .effects import Effects
 from .cluster.pulls import ObjectPulls
-from .leases import LeaseLending
+from .leases import LeaseBook
 from .cluster.remote_actors import RemoteActors
 from .workers import WorkerManagement
 from .store import StoreManagement
@@ -46,7 +47,7 @@ from ..transport import messages as m
 
 
 
-class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement,
+class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
                  ClusterManagement, TaskForwarding, ObjectPulls, RemoteActors,
                  WorkerManagement):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
@@ -60,6 +61,12 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         self.pipeline_depth = pipeline_depth
         self.max_workers = max_workers
         self.segment_prefix = segment_prefix   # where processes write segments
+        self.effects = effects = Effects()     # what the parts ask the I/O loop to do
+        # (the mixin parts reach the buffers under these names too)
+        self.outbox = effects.outbox
+        self.spawn = effects.spawn
+        self.kill = effects.kill
+        self.free_segments = effects.free_segments
         self._init_store(store_capacity, spill_dir, spill_threshold, spilling)
         self._init_cluster()
         self.objects: dict = {}
@@ -76,71 +83,34 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         # worker registers may arrive after its owner already dropped it.
         self.early_decs: dict = {}
         self._worker_counter = 0
-        self.needs_schedule = False
+        self.leases = LeaseBook(effects, self.pool, workers=self.workers,
+                                idle_workers=self.idle_workers, queues=self.queues,
+                                clients=self.clients, objects=self.objects,
+                                early_decs=self.early_decs,
+                                schedule_if_needed=self.schedule_if_needed,
+                                make_idle=self._make_idle, set_ready=self._set_ready)
         self.stopping = False
         self.transitions = Transitions()   # task, object and actor state changes, and why
-        # instructions for the I/O loop
-        self.outbox: dict = collections.defaultdict(list)
-        self.spawn: list = []
-        self.kill: list = []
-        self.free_segments: list = []
 
     # ========================================================= instructions
 
     def take_instructions(self) -> list:
-        """What the I/O loop must do now, in order (lightray.agent.instructions);
-        the state forgets them once taken."""
-        out: list = []
-        if self.mesh_connect:
-            out.extend(i.MeshConnect(node_id, address) for node_id, address in self.mesh_connect)
-            self.mesh_connect = []
-        if self.mesh_rename:
-            out.extend(i.MeshRename(old, new) for old, new in self.mesh_rename)
-            self.mesh_rename = []
-        if self.pull_io:
-            out.extend(self.take_pull_io())
-        if self.peer_outbox:
-            out.extend(i.SendPeer(node_id, ops) for node_id, ops in self.peer_outbox.items())
-            self.peer_outbox.clear()
-        if self.peer_data:
-            out.extend(i.SendChunk(node_id, op, name) for node_id, op, name in self.peer_data)
-            self.peer_data = []
-        if self.mesh_disconnect:
-            out.extend(i.MeshDisconnect(node_id) for node_id in self.mesh_disconnect)
-            self.mesh_disconnect = []
-        if self.control_writes:
-            out.append(i.ControlWrites(self.control_writes))
-            self.control_writes = []
-        if self.io_jobs:
-            out.extend(self.io_jobs)
-            self.io_jobs = []
-        if self.outbox:
-            out.extend(i.Send(identity, ops) for identity, ops in self.outbox.items())
-            self.outbox.clear()
-        if self.free_segments:
-            # After the answers: giving back a large segment takes milliseconds,
-            # which the writers and the spill thread spend working meanwhile.
-            out.extend(i.FreeSegment(name) for name in self.free_segments)
-            self.free_segments = []
-        if self.spawn:
-            workers = self.workers
-            out.extend(i.Spawn(worker_id, workers[worker_id].actor is not None)
-                       for worker_id in self.spawn)
-            self.spawn = []
-        if self.kill:
-            out.extend(i.Kill(pid) for pid in self.kill)
-            self.kill = []
-        if self.free_files:
-            out.append(i.RemoveFiles(self.free_files))
-            self.free_files = []
-        return out
+        """What the I/O loop must do now, in order (lightray.agent.instructions;
+        the order is Effects.take's); the state forgets them once taken."""
+        return self.effects.take(self.workers)
 
     def take_pull_io(self) -> list:
         """Only the OpenPull / AbortPull instructions (a FORWARD with pushed
         arguments: their bytes are next in the same batch of mesh messages)."""
-        jobs, self.pull_io = self.pull_io, []
-        return [i.OpenPull(job[1], job[2], job[3]) if job[0] == "open" else i.AbortPull(job[1])
-                for job in jobs]
+        return self.effects.take_pull_io()
+
+    @property
+    def needs_schedule(self) -> bool:
+        return self.effects.needs_schedule
+
+    @needs_schedule.setter
+    def needs_schedule(self, value: bool) -> None:
+        self.effects.needs_schedule = value
 
     # ============================================ what the I/O loop reads
 
@@ -274,21 +244,21 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
                 else:
                     self.outbox[client.identity].append((m.INFO_REPLY, op[1], self.info(what)))
             elif kind == m.LEASE_REQUEST:
-                self._on_lease_request(client, op[1])
+                self.leases.on_request(client, op[1])
             elif kind == m.LEASE_RETURN:
-                self._on_lease_return(client, op[1])
+                self.leases.on_return(client, op[1])
             elif kind == m.REGISTER:
-                self._on_register(client, op[1], op[2], op[3])
+                self.leases.on_register(client, op[1], op[2], op[3])
             elif kind == m.DIRECT_RESULT:
                 if client.reserved:
                     self._consume_reservation(client, (op[3],))
-                self._on_direct_result(op[1], op[2], op[3], op[4])
+                self.leases.on_direct_result(op[1], op[2], op[3], op[4])
             elif kind == m.RESERVE:
                 self._on_reserve(client, op[1], op[2])
             elif kind == m.RESTORE:
                 self._on_restore(client, op[1], op[2])
             elif kind == m.DIRECT_CANCEL:
-                self._on_direct_cancel(client, op[1], op[2], op[3])
+                self.leases.on_direct_cancel(client, op[1], op[2], op[3])
             elif kind == m.ACTOR_CREATE:
                 self._on_actor_create(client, op[1], op[2], op[3])
             elif kind == m.ACTOR_SUBSCRIBE:
@@ -537,7 +507,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         if client.kind == "driver" and self.mesh_address:
             self._control(("job_finish", client.client_id, None))
         for worker_id in list(client.leases):
-            self._on_lease_return(client, worker_id)
+            self.leases.on_return(client, worker_id)
         self.early_decs.pop(client.client_id, None)
         self.clients.pop(client.client_id, None)
         self._release_reservations(client)

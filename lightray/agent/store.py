@@ -66,9 +66,9 @@ class StoreManagement:
         self.warm_bytes = 0              # freed segments kept warm (set by the agent's I/O side)
         self.spill_error = None          # the last failure to write the spill directory
         self.spill_failed: list = []     # ids whose spill failed, tried again after a success
-        self.io_jobs: list = []          # SpillJob / RestoreJob for SpillIO
+        self.io_jobs = self.effects.io_jobs   # SpillJob / RestoreJob for SpillIO
         self._io_inflight: dict = {}     # object id -> its job, until SpillIO reports
-        self.free_files: list = []       # spill files to delete
+        self.free_files = self.effects.free_files   # spill files to delete
         self.needs_store_work = False
         self.copy_seconds: dict = {}     # kind -> seconds SpillIO spent copying
         self.spill_count = 0             # spills so far: each spilled object's spill_seq

@@ -33,15 +33,15 @@ class ClusterManagement:
         self.peers: dict = {}               # node id -> NodeView (dead ones stay, alive=False)
         self.peer_seen: dict = {}           # node id -> monotonic time of its last message
         self.live_peers = 0
-        self.peer_outbox: dict = collections.defaultdict(list)
-        self.peer_data: list = []           # (node id, PULL_DATA op, segment name)
-        self.mesh_connect: list = []        # (node id, address)
-        self.mesh_disconnect: list = []
-        self.mesh_rename: list = []         # (old key, node id)
-        self.control_writes: list = []      # head: commands for the control store
+        self.peer_outbox = self.effects.peer_outbox
+        self.peer_data = self.effects.peer_data
+        self.mesh_connect = self.effects.mesh_connect
+        self.mesh_disconnect = self.effects.mesh_disconnect
+        self.mesh_rename = self.effects.mesh_rename
+        self.control_writes = self.effects.control_writes
         self.peer_functions = collections.defaultdict(set)
         self.pulls: dict = {}               # object id -> Pull
-        self.pull_io: list = []             # ("open", id, name, size) / ("abort", id)
+        self.pull_io = self.effects.pull_io
         self.pull_retries: list = []        # (node id, PULL op) to send again
         self.spread_turn = 0
         self.hot = False
