@@ -128,10 +128,10 @@ def test_freeing_last_ref_unlinks_segment(state):
     object_id = ids.task_id() + b"\x00\x00"
     layout = ("lr_s_x", 4096, 10, ((64, 4000),))
     state.handle(DRIVER, [(m.PUT, object_id, (SHARED, layout), [])])
-    assert state.store_used == 4096
+    assert state.store.used == 4096
     state.handle(DRIVER, [(m.DEC, [object_id])])
     assert state.free_segments == ["lr_s_x"]
-    assert state.store_used == 0
+    assert state.store.used == 0
     assert object_id not in state.objects
 
 

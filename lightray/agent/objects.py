@@ -63,7 +63,7 @@ class ObjectDirectory:
         del self.objects[object_id]
         payload = entry.payload
         if payload is not None and payload[0] == SHARED:
-            self._forget_stored(object_id, entry)
+            self.store.forget_stored(object_id, entry)
         for inner in entry.contained:
             self._unref(inner)
         if payload is HANDLE_PAYLOAD and is_handle_object(object_id):
@@ -82,8 +82,8 @@ class ObjectDirectory:
         entry.payload = payload
         entry.pending = False
         if payload[0] == SHARED and entry.spill is None:   # (not on another node)
-            self.store_used += payload[1][1]
-            self._track_in_memory(object_id)
+            self.store.used += payload[1][1]
+            self.store.track_in_memory(object_id)
         if contained:
             entry.contained = tuple(contained)
             self._pin(contained)
@@ -99,7 +99,7 @@ class ObjectDirectory:
                 self._push_ready(identity, item)
             entry.subscribers = None
         if entry.waiting_tasks:
-            self._wake_waiting_tasks(entry, payload)
+            self.store.wake_waiting_tasks(entry, payload)
         if entry.refs <= 0:
             self._free(object_id, entry)
 

@@ -34,7 +34,7 @@ from .cluster.pulls import ObjectPulls
 from .leases import LeaseBook
 from .cluster.remote_actors import RemoteActors
 from .workers import WorkerManagement
-from .store import StoreManagement
+from .store import StoreCapacity
 from ..ids import return_ids, task_of
 from .objects import ObjectDirectory
 from .records import ClientEntry, ObjectEntry, Task
@@ -47,7 +47,7 @@ from ..transport import messages as m
 
 
 
-class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
+class AgentState(ObjectDirectory, ActorManagement,
                  ClusterManagement, TaskForwarding, ObjectPulls, RemoteActors,
                  WorkerManagement):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
@@ -67,7 +67,7 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
         self.spawn = effects.spawn
         self.kill = effects.kill
         self.free_segments = effects.free_segments
-        self._init_store(store_capacity, spill_dir, spill_threshold, spilling)
+        self.transitions = Transitions()   # task, object and actor state changes, and why
         self._init_cluster()
         self.objects: dict = {}
         self.tasks: dict = {}
@@ -83,6 +83,13 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
         # worker registers may arrive after its owner already dropped it.
         self.early_decs: dict = {}
         self._worker_counter = 0
+        self.store = StoreCapacity(effects, self.transitions, objects=self.objects,
+                                   clients=self.clients, workers=self.workers, pulls=self.pulls,
+                                   capacity=store_capacity, spill_dir=spill_dir,
+                                   threshold=spill_threshold, spilling=spilling,
+                                   start_pull=self._start_pull, drop_copy=self._drop_copy,
+                                   forget_remote=self._forget_remote, fail_task=self._fail_task,
+                                   enqueue=self._enqueue)
         self.leases = LeaseBook(effects, self.pool, workers=self.workers,
                                 idle_workers=self.idle_workers, queues=self.queues,
                                 clients=self.clients, objects=self.objects,
@@ -90,7 +97,6 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
                                 schedule_if_needed=self.schedule_if_needed,
                                 make_idle=self._make_idle, set_ready=self._set_ready)
         self.stopping = False
-        self.transitions = Transitions()   # task, object and actor state changes, and why
 
     # ========================================================= instructions
 
@@ -118,8 +124,8 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
         """End of a loop turn: place queued work, then the store's work."""
         if self.needs_schedule:
             self.schedule()
-        if self.needs_store_work:
-            self.store_work()
+        if self.store.needs_work:
+            self.store.work()
 
     def schedule_if_needed(self) -> None:
         if self.needs_schedule:
@@ -127,14 +133,14 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
 
     def load_counters(self) -> dict:
         """This node's store and transfer counters, as heartbeats report them."""
-        return {"store_used": self.store_used, "store_capacity": self.store_capacity,
-                "spilled": self.spilled_now, "pulled": self.pulled_total,
-                "served": self.served_total, "warm": self.warm_bytes}
+        return {"store_used": self.store.used, "store_capacity": self.store.capacity,
+                "spilled": self.store.spilled_now, "pulled": self.store.pulled_total,
+                "served": self.store.served_total, "warm": self.store.warm_bytes}
 
     def warm_limit(self) -> int:
         """Warm segments count against the capacity: what objects and
         reservations leave of it."""
-        return self.store_capacity - self.store_used - self.reserved
+        return self.store.capacity - self.store.used - self.store.reserved
 
     def driver_pids(self) -> list:
         """(client id, pid) of every attached driver."""
@@ -155,6 +161,12 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
             out.append(i.SendPeer(HEAD, [(m.LEAVING,)]))
         return out
 
+    def on_spill_done(self, object_id: bytes, error) -> None:
+        self.store.on_spill_done(object_id, error)
+
+    def on_restore_done(self, object_id: bytes, error) -> None:
+        self.store.on_restore_done(object_id, error)
+
     def on_spawned(self, worker_id: str, pid: int) -> None:
         """A Spawn was executed: the worker's pid."""
         worker = self.workers[worker_id]
@@ -164,9 +176,9 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
     def on_io_stats(self, copy_seconds: dict, warm_bytes: int | None = None) -> None:
         """Seconds SpillIO spent copying, by kind; bytes of warm segments kept."""
         if copy_seconds is not None:
-            self.copy_seconds = copy_seconds
+            self.store.copy_seconds = copy_seconds
         if warm_bytes is not None:
-            self.warm_bytes = warm_bytes
+            self.store.warm_bytes = warm_bytes
 
     # ================================================================ events
 
@@ -174,7 +186,7 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
         return {"node_id": self.node_id, "session": self.session,
                 "resources": self.pool.as_floats("total"),
                 "num_gpus": len(self.pool.gpu_free),
-                "store_capacity": self.store_capacity, "namespace": self.namespace,
+                "store_capacity": self.store.capacity, "namespace": self.namespace,
                 "segment_prefix": self.segment_prefix,
                 "mesh_host": self.mesh_address.rpartition(":")[0] or None}
 
@@ -216,7 +228,7 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
                 self._on_submit(client, op[1], op[2] if len(op) > 2 else None)
             elif kind == m.DONE:
                 if client.reserved:
-                    self._consume_reservation(client, op[2])
+                    self.store.consume_reservation(client, op[2])
                 self._on_done(client, op[1], op[2], op[3], op[4])
             elif kind == m.EXPORT:
                 self.functions[op[1]] = op[2]
@@ -224,7 +236,7 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
                     self._control(("function_export", op[1], op[2], None))
             elif kind == m.PUT:
                 if client.reserved:
-                    self._consume_reservation(client, (op[2],))
+                    self.store.consume_reservation(client, (op[2],))
                 self._on_put(client, op[1], op[2], op[3], op[4] if len(op) > 4 else None)
             elif kind == m.SUBSCRIBE:
                 self._on_subscribe(client, op[1])
@@ -251,12 +263,12 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
                 self.leases.on_register(client, op[1], op[2], op[3])
             elif kind == m.DIRECT_RESULT:
                 if client.reserved:
-                    self._consume_reservation(client, (op[3],))
+                    self.store.consume_reservation(client, (op[3],))
                 self.leases.on_direct_result(op[1], op[2], op[3], op[4])
             elif kind == m.RESERVE:
-                self._on_reserve(client, op[1], op[2])
+                self.store.on_reserve(client, op[1], op[2])
             elif kind == m.RESTORE:
-                self._on_restore(client, op[1], op[2])
+                self.store.on_restore(client, op[1], op[2])
             elif kind == m.DIRECT_CANCEL:
                 self.leases.on_direct_cancel(client, op[1], op[2], op[3])
             elif kind == m.ACTOR_CREATE:
@@ -336,7 +348,7 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
             spill = entry.spill
             if entry.pending or (spill is not None
                                  and (fetch or (spill != REMOTE and spill != PULLING))
-                                 and not self._want_in_memory(object_id, entry)):
+                                 and not self.store.want_in_memory(object_id, entry)):
                 # Not produced yet, or spilled: its restore is under way.
                 if entry.waiting_tasks is None:
                     entry.waiting_tasks = []
@@ -406,13 +418,13 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
             payload = objects[object_id].payload
             if payload is not None and payload[0] == SHARED:
                 total += payload[1][1]
-        if total <= self.store_capacity:
+        if total <= self.store.capacity:
             return True
         self._fail_with(task, exceptions.ObjectStoreFullError(
             f"task {task.spec[ts.FUNCTION_NAME]}() needs {total} bytes of arguments in memory "
-            f"at once, more than the object store's capacity of {self.store_capacity} bytes "
-            f"({self.store_used} bytes in memory now, {self.spilled_now} spilled to "
-            f"{self.spill_dir or '(no spill directory)'})"))
+            f"at once, more than the object store's capacity of {self.store.capacity} bytes "
+            f"({self.store.used} bytes in memory now, {self.store.spilled_now} spilled to "
+            f"{self.store.spill_dir or '(no spill directory)'})"))
         return False
 
     def _finish_task(self, task: Task) -> None:
@@ -510,7 +522,7 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
             self.leases.on_return(client, worker_id)
         self.early_decs.pop(client.client_id, None)
         self.clients.pop(client.client_id, None)
-        self._release_reservations(client)
+        self.store.release_reservations(client)
         if self.actors:
             self._drop_owned_actors(client)
         held, client.held = client.held, set()
@@ -533,11 +545,11 @@ class AgentState(ObjectDirectory, StoreManagement, ActorManagement,
         if what == "nodes":
             return self.nodes_info()
         if what == "store":
-            return self.store_info()
+            return self.store.info()
         if what == "sync":
             return True
         if what == "memory":
-            return self.memory_summary()
+            return self.store.memory_summary()
         if isinstance(what, tuple) and what[0] == "actor":
             return self.actor_lookup(what[1], what[2])
         if what == "workers":

@@ -46,8 +46,6 @@ class ClusterManagement:
         self.spread_turn = 0
         self.hot = False
         self.load: dict = {}
-        self.pulled_total = 0
-        self.served_total = 0
         self.evicted = None                 # why the head dropped this agent (it stops)
         self.actor_lookups: dict = {}       # lookup id -> [identity, request id, peers asked]
         self.lookup_counter = 0
@@ -68,8 +66,8 @@ class ClusterManagement:
     def _node_dict(self) -> dict:
         return {"node_id": self.node_id, "address": self.mesh_address,
                 "resources": self.pool.as_floats("total"), "is_head": self.is_head,
-                "load": {"store_capacity": self.store_capacity, "store_used": self.store_used,
-                         "spilled": self.spilled_now, "is_head": self.is_head}}
+                "load": {"store_capacity": self.store.capacity, "store_used": self.store.used,
+                         "spilled": self.store.spilled_now, "is_head": self.is_head}}
 
     # ============================================================ membership
 
@@ -275,10 +273,10 @@ class ClusterManagement:
                  "alive": True, "is_head": self.is_head or not self.mesh_address,
                  "resources": self.pool.as_floats("total"),
                  "available": self.pool.as_floats("available"),
-                 "store_used": self.store_used, "store_capacity": self.store_capacity,
-                 "spilled": self.spilled_now, "hot": self.hot,
-                 "pulled": self.pulled_total, "served": self.served_total,
-                 "warm": self.warm_bytes,
+                 "store_used": self.store.used, "store_capacity": self.store.capacity,
+                 "spilled": self.store.spilled_now, "hot": self.hot,
+                 "pulled": self.store.pulled_total, "served": self.store.served_total,
+                 "warm": self.store.warm_bytes,
                  "memory_fraction": self.load.get("memory_fraction", 0.0),
                  "queued": self._queued_count()}
         rows = [local]
