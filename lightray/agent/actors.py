@@ -70,8 +70,8 @@ class ActorManagement:
             self.outbox[client.identity].append((m.INFO_REPLY, request_id, ("created",)))
         # The actor pins its constructor's arguments for its whole life: a
         # restart runs the constructor again with them.
-        self._pin(spec[ts.DEPS])
-        self._pin(spec[ts.CONTAINED])
+        self.directory.pin(spec[ts.DEPS])
+        self.directory.pin(spec[ts.CONTAINED])
         self._submit_constructor(actor, client)
 
     def _submit_constructor(self, actor: ActorEntry, client: ClientEntry) -> None:
@@ -79,8 +79,8 @@ class ActorManagement:
         task = Task(spec, client.client_id)
         task.actor = actor
         self.tasks[actor.actor_id] = task
-        self._pin(spec[ts.DEPS])
-        self._pin(spec[ts.CONTAINED])
+        self.directory.pin(spec[ts.DEPS])
+        self.directory.pin(spec[ts.CONTAINED])
         unknown = [d for d in spec[ts.DEPS] if d not in self.objects]
         if unknown:
             self._fail_with(task, exceptions.ObjectLostError(
@@ -278,7 +278,7 @@ class ActorManagement:
             del self.named_actors[actor.name_key]
         if actor.name_pinned:
             actor.name_pinned = False
-            self._unref(handle_object_id(actor.actor_id))
+            self.directory.unref(handle_object_id(actor.actor_id))
 
     def _actor_creation_failed(self, actor: ActorEntry, payload) -> None:
         """Its constructor could not run (an argument failed, lost, or too
@@ -316,7 +316,7 @@ class ActorManagement:
 
     def _unref_all(self, object_ids) -> None:
         for object_id in object_ids:
-            self._unref(object_id)
+            self.directory.unref(object_id)
 
 
 def _died_payload(message: str):

@@ -1,22 +1,27 @@
 """The node agent's bookkeeping: objects, tasks, workers, resources. No I/O.
 
-    events in                                  instructions out
-    ─────────                                  ────────────────
-    handle(client_id, ops)   ──▶  AgentState ──▶ outbox: {receive identity: [ops]}
-    on_hello(...)                               spawn: [worker_id]  (fork these)
-    on_worker_exit(pid, status)                 kill:  [pid]        (SIGKILL these)
-                                                free_segments: [segment names]
+    events in                                    instructions out
+    ─────────                                    ────────────────
+    handle(client_id, ops)      ──▶ AgentState ──▶ take_instructions():
+    handle_peer(node, ops, ...)                     [Send, SendPeer, Spawn, Kill,
+    on_hello / on_worker_exit / on_spawned          FreeSegment, SpillJob, ...]
+    on_spill_done / on_restore_done / cluster_tick  (lightray.agent.instructions)
+    turn()  (end of a loop turn: schedule, store work)
 
-The agent's I/O loop (lightray.agent) feeds events in, then acts on what
-accumulated: it sends the outbox, forks, kills and unlinks.
+The agent's I/O loop (lightray.agent.server) feeds events in, then executes
+the instructions in order. It reads the state only through the small API
+below "what the I/O loop reads" (turn, load_counters, warm_limit, ...).
 
-The object table lives in lightray.agent.objects, the store's capacity
-and spilling in lightray.agent.store, placing tasks on workers and the
-workers' lives in lightray.agent.workers, the lending of workers to drivers
-in lightray.agent.leases and actors in lightray.agent.actors (mixins of
-AgentState).
+Parts composed as fields (plain objects, given their tables and callbacks):
+``directory`` (the object table, lightray.agent.objects), ``store`` (the
+store's capacity and spilling, lightray.agent.store), ``leases`` (workers lent
+to drivers, lightray.agent.leases); they and the state write instructions
+into one ``effects`` (lightray.agent.effects). Still mixins of AgentState:
+placing tasks on workers and the workers' lives (lightray.agent.workers),
+actors (lightray.agent.actors) and the cluster parts (lightray.agent.cluster).
 
-Task and worker states are named in lightray.states. A worker's queue holds
+State names are in lightray.states; every task, object and actor state
+change goes through ``transitions`` with its reason. A worker's queue holds
 its running task first, then pipelined ones.
 """
 from __future__ import annotations
@@ -47,7 +52,7 @@ from ..transport import messages as m
 
 
 
-class AgentState(ObjectDirectory, ActorManagement,
+class AgentState(ActorManagement,
                  ClusterManagement, TaskForwarding, ObjectPulls, RemoteActors,
                  WorkerManagement):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
@@ -90,12 +95,15 @@ class AgentState(ObjectDirectory, ActorManagement,
                                    start_pull=self._start_pull, drop_copy=self._drop_copy,
                                    forget_remote=self._forget_remote, fail_task=self._fail_task,
                                    enqueue=self._enqueue)
+        self.directory = ObjectDirectory(effects, objects=self.objects, clients=self.clients,
+                                         early_decs=self.early_decs, store=self.store,
+                                         handles_gone=self._on_actor_handles_gone)
         self.leases = LeaseBook(effects, self.pool, workers=self.workers,
                                 idle_workers=self.idle_workers, queues=self.queues,
                                 clients=self.clients, objects=self.objects,
                                 early_decs=self.early_decs,
                                 schedule_if_needed=self.schedule_if_needed,
-                                make_idle=self._make_idle, set_ready=self._set_ready)
+                                make_idle=self._make_idle, set_ready=self.directory.set_ready)
         self.stopping = False
 
     # ========================================================= instructions
@@ -221,9 +229,9 @@ class AgentState(ObjectDirectory, ActorManagement,
         for op in ops:
             kind = op[0]
             if kind == m.INC:
-                self._on_inc(client, op[1])
+                self.directory.on_inc(client, op[1])
             elif kind == m.DEC:
-                self._on_dec(client, op[1])
+                self.directory.on_dec(client, op[1])
             elif kind == m.SUBMIT:
                 self._on_submit(client, op[1], op[2] if len(op) > 2 else None)
             elif kind == m.DONE:
@@ -237,9 +245,9 @@ class AgentState(ObjectDirectory, ActorManagement,
             elif kind == m.PUT:
                 if client.reserved:
                     self.store.consume_reservation(client, (op[2],))
-                self._on_put(client, op[1], op[2], op[3], op[4] if len(op) > 4 else None)
+                self.directory.on_put(client, op[1], op[2], op[3], op[4] if len(op) > 4 else None)
             elif kind == m.SUBSCRIBE:
-                self._on_subscribe(client, op[1])
+                self.directory.on_subscribe(client, op[1])
             elif kind == m.BLOCKED:
                 self._on_blocked(client, op[2])
             elif kind == m.UNBLOCKED:
@@ -306,8 +314,8 @@ class AgentState(ObjectDirectory, ActorManagement,
             client.held.add(object_id)
         deps = spec[ts.DEPS]
         unknown = [d for d in deps if d not in objects]
-        self._pin(deps)
-        self._pin(spec[ts.CONTAINED])
+        self.directory.pin(deps)
+        self.directory.pin(spec[ts.CONTAINED])
         if unknown:
             # The submitter holds these refs, so we would know them unless they
             # come from another session or were lost.
@@ -437,9 +445,9 @@ class AgentState(ObjectDirectory, ActorManagement,
             self._report_forwarded(task)
         spec = task.spec
         for object_id in spec[ts.DEPS]:
-            self._unref(object_id)
+            self.directory.unref(object_id)
         for object_id in spec[ts.CONTAINED]:
-            self._unref(object_id)
+            self.directory.unref(object_id)
 
     def _fail_task(self, task: Task, payload) -> None:
         if task.state == FINISHED:
@@ -450,7 +458,7 @@ class AgentState(ObjectDirectory, ActorManagement,
         for object_id in return_ids(task.task_id, task.spec[ts.NUM_RETURNS]):
             entry = self.objects.get(object_id)
             if entry is not None and entry.pending:
-                self._set_ready(object_id, entry, payload, ())
+                self.directory.set_ready(object_id, entry, payload, ())
         self._finish_task(task)
 
     def _fail_with(self, task: Task, error: Exception) -> None:
@@ -473,7 +481,7 @@ class AgentState(ObjectDirectory, ActorManagement,
                 if entry is None:   # nobody holds the result any more
                     self._discard_payloads([payload])
                     continue
-                self._set_ready(object_id, entry, payload, inner)
+                self.directory.set_ready(object_id, entry, payload, inner)
             self._finish_task(task)
         if worker is not None:
             self._after_worker_progress(worker)
@@ -527,7 +535,7 @@ class AgentState(ObjectDirectory, ActorManagement,
             self._drop_owned_actors(client)
         held, client.held = client.held, set()
         for object_id in held:
-            self._unref(object_id)
+            self.directory.unref(object_id)
 
     # ================================================================= info
 

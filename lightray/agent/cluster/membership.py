@@ -249,7 +249,7 @@ class ClusterManagement:
         for object_id, entry in list(self.objects.items()):
             if entry.pinned_for and node_id in entry.pinned_for:
                 entry.pinned_for.discard(node_id)
-                self._unref(object_id)
+                self.directory.unref(object_id)
                 continue
             if entry.copies:
                 entry.copies.discard(node_id)

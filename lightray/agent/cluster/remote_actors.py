@@ -132,8 +132,8 @@ class RemoteActors:
         # Pinned for the actor's life (a restart runs the constructor again),
         # and for the constructor task.
         for _ in range(2):
-            self._pin(spec[ts.DEPS])
-            self._pin(spec[ts.CONTAINED])
+            self.directory.pin(spec[ts.DEPS])
+            self.directory.pin(spec[ts.CONTAINED])
         task = Task(spec, b"")
         task.actor = actor
         task.origin = origin
@@ -222,7 +222,7 @@ class RemoteActors:
             if object_id not in client.held:
                 client.held.add(object_id)
                 entry.refs += 1
-        self._on_subscribe(client, object_ids)
+        self.directory.on_subscribe(client, object_ids)
         if not ask:
             self.outbox[client.identity].append((m.INFO_REPLY, request_id, True))
             return
@@ -288,7 +288,7 @@ class RemoteActors:
                     # Pinned while pending, or handed over: an inline value
                     # (sender has it now) or bytes on sender itself.
                     entry.pinned_for.discard(sender)
-                    self._unref(object_id)
+                    self.directory.unref(object_id)
             answers.append((object_id, how))
         self.peer_outbox[sender].append((m.DESCRIBED, request_id, answers))
 
@@ -323,7 +323,7 @@ class RemoteActors:
         for object_id, entry in list(self.objects.items()):
             if entry.pending and entry.location == node_id:
                 entry.location = None
-                self._set_ready(object_id, entry, _lost(
+                self.directory.set_ready(object_id, entry, _lost(
                     object_id, f"node {node_id}, which passed a ref to it, died ({why})"), ())
 
     # ------------------------------------------------------------- failures
