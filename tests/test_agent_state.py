@@ -214,3 +214,12 @@ def test_instructions_come_out_typed_and_in_order(state):
     assert [type(x).__name__ for x in out] == ["Send", "FreeSegment"]   # answers first
     assert out[1].name == "lr_s_y"
     assert state.take_instructions() == []
+
+
+def test_a_direct_result_registered_by_its_owner_becomes_ready(state):
+    object_id = ids.task_id() + b"\x00\x00"
+    state.handle(DRIVER, [(m.REGISTER, object_id, None, [])])          # promised
+    assert state.objects[object_id].pending
+    state.handle(DRIVER, [(m.DIRECT_RESULT, DRIVER, object_id, (INLINE, b"7"), [])])
+    entry = state.objects[object_id]
+    assert not entry.pending and entry.payload == (INLINE, b"7")

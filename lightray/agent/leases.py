@@ -93,7 +93,7 @@ class LeaseBook:
             entry.owner = client.client_id
             client.held.add(object_id)
         if payload is not None and entry.pending:
-            self.directory.set_ready(object_id, entry, payload, contained, push_owner=False)
+            self._set_ready(object_id, entry, payload, contained, push_owner=False)
 
     def on_direct_result(self, owner: bytes, object_id: bytes, payload, contained) -> None:
         client = self.clients.get(owner)
@@ -109,7 +109,7 @@ class LeaseBook:
                 entry = self.objects[object_id] = ObjectEntry(1, owner=owner)
                 client.held.add(object_id)
         if entry.pending:
-            self.directory.set_ready(object_id, entry, payload, contained, push_owner=False)
+            self._set_ready(object_id, entry, payload, contained, push_owner=False)
         elif payload[0] == SHARED:
             self.effects.free_segments.append(payload[1][0])
 
