@@ -2,6 +2,7 @@
 
 These tests drive it directly, the way the agent's I/O loop does.
 """
+import logging
 import pickle
 
 import pytest
@@ -24,7 +25,7 @@ def state():
     agent.on_hello(DRIVER, "driver", 1, "")
     agent.initial_workers(2)
     for pid, worker_id in enumerate(agent.spawn, start=100):
-        agent.set_worker_pid(worker_id, pid)
+        agent.on_spawned(worker_id, pid)
         agent.on_hello(worker_id.encode(), "worker", pid, worker_id)
     agent.spawn.clear()
     agent.outbox.clear()
@@ -127,10 +128,10 @@ def test_freeing_last_ref_unlinks_segment(state):
     object_id = ids.task_id() + b"\x00\x00"
     layout = ("lr_s_x", 4096, 10, ((64, 4000),))
     state.handle(DRIVER, [(m.PUT, object_id, (SHARED, layout), [])])
-    assert state.store_used == 4096
+    assert state.store.used == 4096
     state.handle(DRIVER, [(m.DEC, [object_id])])
     assert state.free_segments == ["lr_s_x"]
-    assert state.store_used == 0
+    assert state.store.used == 0
     assert object_id not in state.objects
 
 
@@ -188,3 +189,37 @@ def test_no_lease_is_lent_while_tasks_are_queued(state):
     state.handle(DRIVER, [(m.LEASE_REQUEST, {"CPU": 1.0})])
     (grant,) = [op for op in state.outbox[DRIVER + b"r"] if op[0] == m.LEASE_GRANTED]
     assert grant[2] is None
+
+
+def test_task_state_changes_are_recorded_and_logged_with_their_reason(state, caplog):
+    caplog.set_level(logging.DEBUG, logger="lightray.agent")
+    task_id = submit(state)
+    state.schedule()
+    (identity, _), = sent_execs(state)
+    finish(state, identity, task_id)
+    changes = [(old, new) for _, kind, _, old, new, _ in state.transitions.of(task_id)]
+    assert changes == [("waiting", "queued"), ("queued", "dispatched"),
+                       ("dispatched", "finished")]
+    worker_id = identity[:-1].decode()
+    assert f"task {task_id.hex()[:8]}: queued -> dispatched (on worker {worker_id})" in caplog.text
+
+
+def test_instructions_come_out_typed_and_in_order(state):
+    object_id = ids.task_id() + b"\x00\x00"
+    state.handle(DRIVER, [(m.PUT, object_id, (SHARED, ("lr_s_y", 4096, 10, ())), []),
+                          (m.DEC, [object_id])])
+    submit(state)
+    state.schedule()
+    out = state.take_instructions()
+    assert [type(x).__name__ for x in out] == ["Send", "FreeSegment"]   # answers first
+    assert out[1].name == "lr_s_y"
+    assert state.take_instructions() == []
+
+
+def test_a_direct_result_registered_by_its_owner_becomes_ready(state):
+    object_id = ids.task_id() + b"\x00\x00"
+    state.handle(DRIVER, [(m.REGISTER, object_id, None, [])])          # promised
+    assert state.objects[object_id].pending
+    state.handle(DRIVER, [(m.DIRECT_RESULT, DRIVER, object_id, (INLINE, b"7"), [])])
+    entry = state.objects[object_id]
+    assert not entry.pending and entry.payload == (INLINE, b"7")

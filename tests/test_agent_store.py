@@ -1,4 +1,4 @@
-"""The store's bookkeeping in AgentState (lightray.agent.store), driven without sockets:
+"""The store's bookkeeping in AgentState (lightray.agent.store, state.store), driven without sockets:
 reservations, what gets spilled, restores, and freeing during copies.
 
 Segments here are only layouts: nothing is written, the SpillIO jobs the
@@ -10,10 +10,10 @@ import pytest
 
 from lightray import task_spec as ts
 from lightray.agent.state import AgentState
-from lightray.agent.store import RESTORING, SPILLED, SPILLING
+from lightray.states import RESTORING, SPILLED, SPILLING
 from lightray.ids import IdMaker, return_ids
 from lightray.serialization import SHARED
-from lightray.store.spill import RESTORE, SPILL
+from lightray.agent.instructions import RestoreJob as RESTORE, SpillJob as SPILL
 from lightray.transport import messages as m
 
 DRIVER = b"driver01"
@@ -30,7 +30,7 @@ def state():
     agent.on_hello(DRIVER, "driver", 1, "")
     agent.initial_workers(1)
     for pid, worker_id in enumerate(agent.spawn, start=100):
-        agent.set_worker_pid(worker_id, pid)
+        agent.on_spawned(worker_id, pid)
         agent.on_hello(worker_id.encode(), "worker", pid, worker_id)
     agent.spawn.clear()
     agent.outbox.clear()
@@ -45,7 +45,7 @@ def replies(agent, identity=DRIVER + b"r"):
 
 def reserve(agent, size, request_id=1):
     agent.handle(DRIVER, [(m.RESERVE, request_id, size)])
-    agent.store_work()
+    agent.store.work()
     return replies(agent)
 
 
@@ -55,13 +55,13 @@ def put(agent, size):
     object_id = ids.task_id() + b"\x00\x00"
     layout = (f"lr_s_{object_id.hex()}", size, 10, ())
     agent.handle(DRIVER, [(m.PUT, object_id, (SHARED, layout), [], "test.py:1")])
-    agent.store_work()
+    agent.store.work()
     return object_id
 
 
 def jobs(agent, kind):
-    found = [job for job in agent.io_jobs if job[0] == kind]
-    agent.io_jobs = [job for job in agent.io_jobs if job[0] != kind]
+    found = [job for job in agent.effects.io_jobs if type(job) is kind]
+    agent.effects.io_jobs[:] = [job for job in agent.effects.io_jobs if type(job) is not kind]
     return found
 
 
@@ -72,18 +72,18 @@ def spill_files_of(object_id, paths):
 def test_puts_under_the_threshold_are_granted_at_once_and_nothing_spills(state):
     for _ in range(3):
         put(state, 20 * MB)
-    assert state.store_used == 60 * MB and state.reserved == 0
-    assert state.io_jobs == []
+    assert state.store.used == 60 * MB and state.store.reserved == 0
+    assert state.effects.io_jobs == []
 
 
 def test_passing_the_threshold_spills_the_least_recently_used_object(state):
     first, _second, _third = (put(state, 30 * MB) for _ in range(3))
     (job,) = jobs(state, SPILL)           # 90 MB > 80 MB: one 30 MB object must go
-    assert job[1] == first and job[3].startswith(f"/spill/{first.hex()}.")
+    assert job.object_id == first and job.path.startswith(f"/spill/{first.hex()}.")
     assert state.objects[first].spill == SPILLING
     state.on_spill_done(first, None)
     assert state.objects[first].spill == SPILLED
-    assert state.store_used == 60 * MB and state.spilled_now == 30 * MB
+    assert state.store.used == 60 * MB and state.store.spilled_now == 30 * MB
     assert f"lr_s_{first.hex()}" in state.free_segments   # the segment is unlinked
 
 
@@ -102,11 +102,11 @@ def test_a_reservation_that_does_not_fit_waits_for_spilling_then_is_granted(stat
     # 75 MB in memory: 40 MB more does not fit in 100 MB; the writer waits.
     assert reserve(state, 40 * MB, request_id=7) == []
     (job,) = jobs(state, SPILL)
-    assert job[1] == first
+    assert job.object_id == first
     state.on_spill_done(first, None)
-    state.store_work()
+    state.store.work()
     assert replies(state) == [(m.INFO_REPLY, 7, ("ok",))]
-    assert state.reserved == 40 * MB
+    assert state.store.reserved == 40 * MB
 
 
 def test_an_object_larger_than_the_store_is_refused_with_capacity_usage_and_spill_dir(state):
@@ -119,7 +119,7 @@ def test_an_object_larger_than_the_store_is_refused_with_capacity_usage_and_spil
 
 
 def test_with_spilling_off_a_full_store_refuses_at_once(state):
-    state.spilling = False
+    state.store.spilling = False
     put(state, 60 * MB)
     (reply,) = reserve(state, 50 * MB)
     assert reply[2][0] == "full" and "spilling is turned off" in reply[2][1]
@@ -133,8 +133,8 @@ def test_a_failed_spill_write_keeps_the_object_and_refuses_waiting_writers(state
     state.on_spill_done(first, OSError(28, "No space left on device"))
     assert state.objects[first].spill is None          # still in memory, nothing lost
     assert state.free_segments == []
-    state.lru.clear()   # nothing else left to try
-    state.store_work()
+    state.store.lru.clear()   # nothing else left to try
+    state.store.work()
     (reply,) = replies(state)
     assert reply[1] == 9 and reply[2][0] == "full" and "No space left" in reply[2][1]
 
@@ -146,14 +146,14 @@ def test_restore_is_asked_for_and_answered_with_the_same_layout(state):
     state.on_spill_done(first, None)
     layout = state.objects[first].payload
     state.handle(DRIVER, [(m.RESTORE, 5, first)])
-    state.store_work()
+    state.store.work()
     (restore,) = jobs(state, RESTORE)
-    assert restore[1] == first and restore[2] == layout[1]
+    assert restore.object_id == first and restore.layout == layout[1]
     assert state.objects[first].spill == RESTORING
     state.on_restore_done(first, None)
     assert replies(state) == [(m.INFO_REPLY, 5, ("ok", layout))]
-    assert state.objects[first].spill is None and state.restored_total == 50 * MB
-    assert spill_files_of(first, state.free_files)
+    assert state.objects[first].spill is None and state.store.restored_total == 50 * MB
+    assert spill_files_of(first, state.effects.free_files)
 
 
 def test_an_object_spilled_again_before_its_old_file_is_removed_gets_a_new_file(state):
@@ -165,20 +165,20 @@ def test_an_object_spilled_again_before_its_old_file_is_removed_gets_a_new_file(
     (old_spill,) = jobs(state, SPILL)
     state.on_spill_done(first, None)
     state.handle(DRIVER, [(m.RESTORE, 5, first)])
-    state.store_work()
+    state.store.work()
     jobs(state, RESTORE)
     state.on_restore_done(first, None)
     replies(state)
-    state.store_work()                    # 90 MB: the other one goes
+    state.store.work()                    # 90 MB: the other one goes
     (other,) = jobs(state, SPILL)
-    assert other[1] == second
+    assert other.object_id == second
     state.on_spill_done(second, None)
     put(state, 40 * MB)                   # 90 MB again: now the restored one goes
     (new_spill,) = jobs(state, SPILL)
-    assert new_spill[1] == first
-    assert old_spill[3] in state.free_files and new_spill[3] != old_spill[3]
+    assert new_spill.object_id == first
+    assert old_spill.path in state.effects.free_files and new_spill.path != old_spill.path
     state.on_spill_done(first, None)
-    assert state.objects[first].spill_path == new_spill[3]
+    assert state.objects[first].spill_path == new_spill.path
 
 
 def test_a_task_whose_argument_was_spilled_waits_for_its_restore(state):
@@ -190,7 +190,7 @@ def test_a_task_whose_argument_was_spilled_waits_for_its_restore(state):
             None, 0, None)
     state.handle(DRIVER, [(m.EXPORT, b"f" * 16, b"fn"), (m.SUBMIT, spec)])
     state.schedule()
-    state.store_work()
+    state.store.work()
     assert not [op for ops in state.outbox.values() for op in ops if op[0] == m.EXEC]
     (_restore,) = jobs(state, RESTORE)
     state.on_restore_done(first, None)
@@ -205,7 +205,7 @@ def test_task_arguments_larger_than_the_store_fail_at_once(state):
     assert reserve(state, 60 * MB) == []          # b waits until a is spilled
     (_job,) = jobs(state, SPILL)
     state.on_spill_done(a, None)
-    state.store_work()
+    state.store.work()
     assert replies(state) == [(m.INFO_REPLY, 1, ("ok",))]
     b = ids.task_id() + b"\x00\x00"
     state.handle(DRIVER, [(m.PUT, b, (SHARED, (f"lr_s_{b.hex()}", 60 * MB, 10, ())), [])])
@@ -223,10 +223,10 @@ def test_freeing_an_object_while_it_is_spilled_deletes_the_file_when_the_copy_en
     put(state, 40 * MB)
     jobs(state, SPILL)
     state.handle(DRIVER, [(m.DEC, [first])])
-    assert first not in state.objects and state.store_used == 40 * MB
+    assert first not in state.objects and state.store.used == 40 * MB
     state.on_spill_done(first, None)
-    assert spill_files_of(first, state.free_files)
-    assert state.spilled_now == 0 and state.spilling_bytes == 0
+    assert spill_files_of(first, state.effects.free_files)
+    assert state.store.spilled_now == 0 and state.store.spilling_bytes == 0
 
 
 def test_freeing_a_spilled_object_deletes_its_file(state):
@@ -235,7 +235,7 @@ def test_freeing_a_spilled_object_deletes_its_file(state):
     jobs(state, SPILL)
     state.on_spill_done(first, None)
     state.handle(DRIVER, [(m.DEC, [first])])
-    assert spill_files_of(first, state.free_files) and state.spilled_now == 0
+    assert spill_files_of(first, state.effects.free_files) and state.store.spilled_now == 0
 
 
 def test_reading_an_object_being_spilled_cancels_its_spill(state):
@@ -247,14 +247,14 @@ def test_reading_an_object_being_spilled_cancels_its_spill(state):
     assert reply[2][0] == "ok"                    # still in memory: answered at once
     state.on_spill_done(first, None)
     assert state.objects[first].spill is None     # kept in memory
-    assert spill_files_of(first, state.free_files) and state.store_used == 90 * MB
+    assert spill_files_of(first, state.effects.free_files) and state.store.used == 90 * MB
 
 
 def test_a_dead_writer_gives_back_its_reservation(state):
     assert reserve(state, 30 * MB) == [(m.INFO_REPLY, 1, ("ok",))]
-    assert state.reserved == 30 * MB
+    assert state.store.reserved == 30 * MB
     state.handle(DRIVER, [(m.GOODBYE,)])
-    assert state.reserved == 0
+    assert state.store.reserved == 0
 
 
 def test_memory_summary_lists_size_state_call_site_and_holders(state):
@@ -262,7 +262,7 @@ def test_memory_summary_lists_size_state_call_site_and_holders(state):
     put(state, 40 * MB)
     jobs(state, SPILL)
     state.on_spill_done(first, None)
-    summary = state.memory_summary()
+    summary = state.store.memory_summary()
     assert summary["capacity_bytes"] == 100 * MB and summary["spilled_bytes"] == 50 * MB
     assert summary["num_objects"] == 2
     rows = {row["object_id"]: row for row in summary["objects"]}
@@ -276,7 +276,7 @@ def test_readers_asking_back_in_spill_order_get_the_next_objects_read_ahead(stat
     for _ in range(12):
         objects.append(put(state, 10 * MB))
         for job in jobs(state, SPILL):
-            state.on_spill_done(job[1], None)
+            state.on_spill_done(job.object_id, None)
     on_disk = sorted((i for i in objects if state.objects[i].spill == SPILLED),
                      key=lambda i: state.objects[i].spill_seq)
     assert len(on_disk) >= 4
@@ -284,11 +284,11 @@ def test_readers_asking_back_in_spill_order_get_the_next_objects_read_ahead(stat
         if state.objects[object_id].spill is None:
             state.handle(DRIVER, [(m.DEC, [object_id])])
     state.handle(DRIVER, [(m.RESTORE, 1, on_disk[0])])
-    state.store_work()
-    assert [job[1] for job in jobs(state, RESTORE)] == [on_disk[0]]   # one ask: no pattern
+    state.store.work()
+    assert [job.object_id for job in jobs(state, RESTORE)] == [on_disk[0]]   # one ask: no pattern
     state.handle(DRIVER, [(m.RESTORE, 2, on_disk[1])])
-    state.store_work()
-    restored = [job[1] for job in jobs(state, RESTORE)]
+    state.store.work()
+    restored = [job.object_id for job in jobs(state, RESTORE)]
     assert restored == on_disk[1:2 + min(4, len(on_disk) - 2)]   # the next ones, in order
     # Read-ahead only fills free room below the threshold: nothing was spilled for it.
     assert jobs(state, SPILL) == []

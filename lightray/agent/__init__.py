@@ -1,1 +1,25 @@
-"""lightray.agent."""
+"""lightray.agent: the node agent, one process per host (``lightray-agent``,
+``python -m lightray.agent``).
+
+    server.py         the I/O loop: the only module that touches sockets, processes, files
+    state.py          AgentState: messages and ticks in, typed instructions out (no I/O)
+    instructions.py   the instructions (Send, SendPeer, Spawn, Kill, FreeSegment, SpillJob, ...)
+    effects.py        Effects: the buffers parts write instructions to, drained in order
+    records.py        entry classes: Task, ClientEntry, WorkerEntry, ObjectEntry, ActorEntry
+    objects.py        the object table: reference counts, readiness, subscribers
+    store.py          StoreCapacity (state.store): reservations, spilling, restoring
+    workers.py        placing tasks on workers, pipelining, worker deaths
+    leases.py         LeaseBook (state.leases): workers lent to drivers, direct results
+    actors.py         actors: placement, their own worker, restarts, names
+    cluster/          agents working together (membership, forwarding, pulls, remote actors)
+    cli.py            the command line
+    session.py        the session directory and the records other processes read
+    __main__.py       ``python -m lightray.agent``
+
+May import: lightray.states, ids, resources, scheduling, serialization,
+task_spec, exceptions, config, transport, store (server.py only for shm,
+spill, pool, transfer, control) and lightray.worker (server.py: forked
+workers). state.py and its parts import no socket, process or file module
+(tests/test_agent_state_is_pure.py). Nothing here imports lightray.api or
+lightray.client; this __init__ imports nothing.
+"""

@@ -20,55 +20,15 @@ created it, a detached one lives as long as the agent.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .. import exceptions, serialization
 from .. import task_spec as ts
-from ..actor import HANDLE_PAYLOAD, handle_object_id
-from .objects import ObjectEntry
+from .records import ActorEntry, ClientEntry, ObjectEntry, Task
 from ..serialization import ERROR
-from ..states import ACTOR, DEAD, DISPATCHED, FINISHED
+from ..states import (ACTOR, ALIVE, DEAD, DISPATCHED, FINISHED, HANDLE_PAYLOAD, PENDING, RESTARTING,
+                      handle_object_id)
 from ..transport import messages as m
 
-if TYPE_CHECKING:
-    from .state import ClientEntry
-
-PENDING, ALIVE, RESTARTING = "pending", "alive", "restarting"   # and DEAD
-
-
-class ActorEntry:
-    __slots__ = ("actor_id", "spec", "description", "owner", "state", "worker",
-                 "incarnation", "restarts_left", "death", "subscribers", "name_key",
-                 "allocation", "name_pinned", "home", "origin", "tcp_address",
-                 "peer_subscribers", "borrowed", "unknown_from")
-
-    def __init__(self, spec: tuple, description: dict, owner: bytes):
-        self.actor_id = spec[ts.TASK_ID]
-        self.spec = spec                  # the constructor call, run again on restart
-        self.description = description   # class name, methods, options (lightray.actor)
-        self.owner = owner
-        self.state = PENDING
-        self.worker = None
-        self.incarnation = 0
-        self.restarts_left = spec[ts.MAX_RETRIES]
-        self.death = None                 # ERROR payload once DEAD
-        self.subscribers = set()          # receive identities
-        self.name_key = None              # (namespace, name)
-        self.allocation = None            # held resources, kept across restarts
-        self.name_pinned = False          # the name holds the handle object
-        # Across nodes (lightray.agent.cluster.remote_actors):
-        self.home = None                  # node running it, when that is another one
-        self.origin = None                # node that placed it here (and owns it)
-        self.tcp_address = None           # where callers on other nodes reach it
-        self.peer_subscribers = None      # nodes told of every change
-        self.borrowed = False             # known here only to call it (no ownership)
-        self.unknown_from = None          # peers that may still answer who has it
-
-    @classmethod
-    def proxy(cls, actor_id: bytes) -> "ActorEntry":
-        """An entry for an actor running elsewhere that we only call."""
-        spec = (actor_id, None, "?", None, [], [], 0, {}, 0, False, None, 0, None)
-        return cls(spec, {"class_name": "actor", "detached": False, "held": {}}, b"")
+# Actor states (PENDING, ALIVE, RESTARTING, DEAD) are named in lightray.states.
 
 
 class ActorManagement:
@@ -110,18 +70,17 @@ class ActorManagement:
             self.outbox[client.identity].append((m.INFO_REPLY, request_id, ("created",)))
         # The actor pins its constructor's arguments for its whole life: a
         # restart runs the constructor again with them.
-        self._pin(spec[ts.DEPS])
-        self._pin(spec[ts.CONTAINED])
+        self.directory.pin(spec[ts.DEPS])
+        self.directory.pin(spec[ts.CONTAINED])
         self._submit_constructor(actor, client)
 
     def _submit_constructor(self, actor: ActorEntry, client: ClientEntry) -> None:
-        from .state import Task
         spec = actor.spec
         task = Task(spec, client.client_id)
         task.actor = actor
         self.tasks[actor.actor_id] = task
-        self._pin(spec[ts.DEPS])
-        self._pin(spec[ts.CONTAINED])
+        self.directory.pin(spec[ts.DEPS])
+        self.directory.pin(spec[ts.CONTAINED])
         unknown = [d for d in spec[ts.DEPS] if d not in self.objects]
         if unknown:
             self._fail_with(task, exceptions.ObjectLostError(
@@ -153,7 +112,7 @@ class ActorManagement:
             self.pool.release(allocation)
             allocation = self.pool.try_acquire(held)
         actor.allocation = allocation
-        task.state = DISPATCHED
+        self.transitions.task(task, DISPATCHED, "the actor's own worker")
         self._start_actor_worker(actor)
         task.worker = actor.worker
         return True
@@ -191,7 +150,7 @@ class ActorManagement:
             # An exception in __init__ is final: no restart.
             self._actor_died(actor, error_payload)
             return
-        actor.state = ALIVE
+        self.transitions.actor(actor, ALIVE, "constructor ran")
         self._notify_actor(actor)
 
     # ------------------------------------------------------------- callers
@@ -278,7 +237,7 @@ class ActorManagement:
         if actor.restarts_left > 0:
             actor.restarts_left -= 1
             actor.incarnation += 1
-            actor.state = RESTARTING
+            self.transitions.actor(actor, RESTARTING, ("its worker", status))
             if actor.allocation is not None:
                 self.pool.reacquire_cpu(actor.allocation)   # lent while it waited in get
             self._notify_actor(actor)
@@ -298,7 +257,7 @@ class ActorManagement:
             return
         if actor.home is not None and tell_home:
             self._relay(actor.home, actor.actor_id, ("kill", True))
-        actor.state = DEAD
+        self.transitions.actor(actor, DEAD, "died")
         actor.death = death_payload
         self._notify_actor(actor)
         actor.subscribers = set()
@@ -319,7 +278,7 @@ class ActorManagement:
             del self.named_actors[actor.name_key]
         if actor.name_pinned:
             actor.name_pinned = False
-            self._unref(handle_object_id(actor.actor_id))
+            self.directory.unref(handle_object_id(actor.actor_id))
 
     def _actor_creation_failed(self, actor: ActorEntry, payload) -> None:
         """Its constructor could not run (an argument failed, lost, or too
@@ -357,7 +316,7 @@ class ActorManagement:
 
     def _unref_all(self, object_ids) -> None:
         for object_id in object_ids:
-            self._unref(object_id)
+            self.directory.unref(object_id)
 
 
 def _died_payload(message: str):

@@ -130,7 +130,7 @@ def main(argv=None) -> int:
               f"{error}", file=sys.stderr)
         shutil.rmtree(session_dir, ignore_errors=True)
         return 1
-    write_agent_record(server, session_dir)
+    write_agent_record(session_dir, **server.record())
 
     def on_term(signum, frame):
         server.running = False

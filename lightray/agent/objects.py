@@ -9,81 +9,61 @@ once, via INC/DEC) plus pins (pending tasks needing it as an argument or
 holding it inside their arguments, objects containing it). An object is freed
 when refs reaches 0 and it is not still being produced.
 
-``ObjectDirectory`` is a mixin of ``AgentState`` (lightray.agent.state): it
-uses the state's ``objects``, ``clients``, ``outbox``, ``free_segments`` and
-``store_used``, and calls its task methods when an argument becomes ready.
+``ObjectDirectory`` is a part of ``AgentState`` (lightray.agent.state, its
+``directory`` field): it works on the object table and the clients it is
+given, tells the store (StoreCapacity) what enters and leaves memory, and
+wakes tasks waiting for an argument through it; a freed actor handle object
+is reported through the callback it is given.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .. import exceptions, serialization
-from ..actor import HANDLE_PAYLOAD, is_handle_object
 from ..ids import task_of
+from .records import ClientEntry, ObjectEntry
 from ..serialization import ERROR, SHARED
+from ..states import HANDLE_PAYLOAD, is_handle_object
 from ..transport import messages as m
 
-if TYPE_CHECKING:
-    from .state import ClientEntry
-
-
-
-class ObjectEntry:
-    __slots__ = ("refs", "payload", "pending", "owner", "subscribers", "waiting_tasks",
-                 "contained", "call_site", "spill", "spill_path", "spill_cancelled",
-                 "restore_waiters", "restore_queued", "spill_seq", "location", "remote_name",
-                 "copies", "pinned_for")
-
-    def __init__(self, refs: int, payload=None, owner: bytes = b""):
-        self.refs = refs                  # holder processes + pins
-        self.payload = payload            # (kind, data) once ready
-        self.pending = payload is None    # a task will still produce it
-        self.owner = owner                # client that gets it pushed when ready
-        self.subscribers = None           # other clients waiting for it
-        self.waiting_tasks = None         # tasks waiting for it as an argument
-        self.contained = ()               # ids pinned by this object's value
-        self.call_site = None             # where the user created it ("file.py:12")
-        self.spill = None                 # lightray.agent.store: None = in memory
-        self.spill_path = None
-        self.spill_cancelled = False
-        self.restore_waiters = None       # (identity, request id) answered when restored
-        self.restore_queued = False
-        self.spill_seq = None             # its place in the order objects were spilled
-        # In a cluster (lightray.agent.cluster.membership):
-        self.location = None              # node holding the primary copy, if not this one
-        self.remote_name = None           # its segment's name there
-        self.copies = None                # nodes this owner told about it (FREE them)
-        self.pinned_for = None            # peers that pin it here (each one FREEs once)
 
 
 class ObjectDirectory:
+    __slots__ = ("effects", "objects", "clients", "early_decs", "store", "_handles_gone")
 
-    def _on_inc(self, client: ClientEntry, object_ids: list) -> None:
+    def __init__(self, effects, *, objects: dict, clients: dict, early_decs: dict, store,
+                 handles_gone):
+        self.effects = effects           # lightray.agent.effects.Effects
+        self.objects = objects           # object id -> ObjectEntry
+        self.clients = clients           # client id -> ClientEntry
+        self.early_decs = early_decs     # client id -> ids DECed before we knew them
+        self.store = store               # StoreCapacity (lightray.agent.store)
+        self._handles_gone = handles_gone   # (actor id): its handle object was freed
+
+    def on_inc(self, client: ClientEntry, object_ids: list) -> None:
         # An id we do not know yet gets an entry: its producer may be another
         # client's submission still on its way.
-        self._pin(object_ids)
+        self.pin(object_ids)
         client.held.update(object_ids)
 
-    def _on_dec(self, client: ClientEntry, object_ids: list) -> None:
+    def on_dec(self, client: ClientEntry, object_ids: list) -> None:
         held = client.held
         for object_id in object_ids:
             if object_id in held:
                 held.discard(object_id)
-                self._unref(object_id)
+                self.unref(object_id)
             elif object_id not in self.objects:
                 early = self.early_decs.setdefault(client.client_id, set())
                 if len(early) < 100_000:   # only a race leaves ids here; bound it anyway
                     early.add(object_id)
 
-    def _unref(self, object_id: bytes) -> None:
+    def unref(self, object_id: bytes) -> None:
         entry = self.objects.get(object_id)
         if entry is None:
             return
         entry.refs -= 1
         if entry.refs <= 0 and not entry.pending:
-            self._free(object_id, entry)
+            self.free(object_id, entry)
 
-    def _pin(self, object_ids) -> None:
+    def pin(self, object_ids) -> None:
         objects = self.objects
         for object_id in object_ids:
             entry = objects.get(object_id)
@@ -91,66 +71,66 @@ class ObjectDirectory:
                 entry = objects[object_id] = ObjectEntry(0)
             entry.refs += 1
 
-    def _free(self, object_id: bytes, entry: ObjectEntry) -> None:
+    def free(self, object_id: bytes, entry: ObjectEntry) -> None:
         del self.objects[object_id]
         payload = entry.payload
         if payload is not None and payload[0] == SHARED:
-            self._forget_stored(object_id, entry)
+            self.store.forget_stored(object_id, entry)
         for inner in entry.contained:
-            self._unref(inner)
+            self.unref(inner)
         if payload is HANDLE_PAYLOAD and is_handle_object(object_id):
-            self._on_actor_handles_gone(task_of(object_id))
+            self._handles_gone(task_of(object_id))
 
-    def _on_put(self, client: ClientEntry, object_id: bytes, payload, contained,
+    def on_put(self, client: ClientEntry, object_id: bytes, payload, contained,
                 call_site=None) -> None:
         entry = ObjectEntry(1, owner=client.client_id)
         entry.call_site = call_site
         self.objects[object_id] = entry
         client.held.add(object_id)
-        self._set_ready(object_id, entry, payload, contained, push_owner=False)
+        self.set_ready(object_id, entry, payload, contained, push_owner=False)
 
-    def _set_ready(self, object_id: bytes, entry: ObjectEntry, payload, contained,
+    def set_ready(self, object_id: bytes, entry: ObjectEntry, payload, contained,
                    push_owner: bool = True) -> None:
         entry.payload = payload
         entry.pending = False
         if payload[0] == SHARED and entry.spill is None:   # (not on another node)
-            self.store_used += payload[1][1]
-            self._track_in_memory(object_id)
+            self.store.used += payload[1][1]
+            self.store.track_in_memory(object_id)
         if contained:
             entry.contained = tuple(contained)
-            self._pin(contained)
+            self.pin(contained)
         item = (object_id, payload)
         if push_owner:
             owner = self.clients.get(entry.owner)
             # Only while the owner still holds a ref: an intermediate it has
             # already let go of (a Dask graph's) would be sent for nothing.
             if owner is not None and object_id in owner.held:
-                self._push_ready(owner.identity, item)
+                self.push_ready(owner.identity, item)
         if entry.subscribers:
             for identity in entry.subscribers:
-                self._push_ready(identity, item)
+                self.push_ready(identity, item)
             entry.subscribers = None
         if entry.waiting_tasks:
-            self._wake_waiting_tasks(entry, payload)
+            self.store.wake_waiting_tasks(entry, payload)
         if entry.refs <= 0:
-            self._free(object_id, entry)
+            self.free(object_id, entry)
 
-    def _push_ready(self, identity: bytes, item) -> None:
-        box = self.outbox[identity]
+    def push_ready(self, identity: bytes, item) -> None:
+        box = self.effects.outbox[identity]
         if box and box[-1][0] == m.READY:
             box[-1][1].append(item)
         else:
             box.append((m.READY, [item]))
 
-    def _on_subscribe(self, client: ClientEntry, object_ids: list) -> None:
+    def on_subscribe(self, client: ClientEntry, object_ids: list) -> None:
         for object_id in object_ids:
             entry = self.objects.get(object_id)
             if entry is None:
                 lost = exceptions.ObjectLostError(
                     f"object {object_id.hex()} is not in the store: it was freed or never existed")
-                self._push_ready(client.identity, (object_id, (ERROR, serialization.dumps_exception(lost))))
+                self.push_ready(client.identity, (object_id, (ERROR, serialization.dumps_exception(lost))))
             elif not entry.pending:
-                self._push_ready(client.identity, (object_id, entry.payload))
+                self.push_ready(client.identity, (object_id, entry.payload))
             elif entry.owner != client.client_id:
                 if entry.subscribers is None:
                     entry.subscribers = []

@@ -5,11 +5,13 @@
     fork()  ──▶ worker processes (children; die with the agent: PDEATHSIG + ppid check)
 
 One thread. Each turn: read every message waiting (up to a batch), feed it to
-AgentState, schedule, then act on the instructions: send the outbox (one
-frame per destination), fork, kill, unlink freed segments (or keep them
-warm for the next pull or restore: lightray.store.pool); reap dead
-children. All bookkeeping is in lightray.agent.state; this module only moves
-bytes and processes.
+AgentState, schedule, then execute the instructions it returns
+(lightray.agent.instructions), in order: mesh connections and peer
+messages, disk jobs, one frame per local destination, freed segments
+unlinked (or kept warm for the next pull or restore: lightray.store.pool),
+forks, kills; reap dead children. All bookkeeping is in lightray.agent.state;
+this module only moves bytes and processes, and reads the state through a
+few methods (turn, load_counters, warm_limit, driver_pids, ...).
 
 An embedded agent (started by ``lightray.init()``) watches the driver that
 started it and shuts down when it goes, so a SIGKILLed driver leaves nothing
@@ -28,13 +30,18 @@ import shutil
 import signal
 import sys
 import time
+import traceback
 
+import psutil
 import zmq
 
 from .. import config
-from ..worker import tasks as _worker_preloaded  # noqa: F401  (forked workers start warm)
-from .cluster.membership import HEAD, HEARTBEAT_INTERVAL
-from .state import AgentState, describe_exit
+from ..scheduling import is_hot
+from ..store.control import ControlStore, validate
+from ..worker.tasks import worker_main   # (imported here: forked workers start warm)
+from . import instructions as i
+from .cluster.membership import HEARTBEAT_INTERVAL
+from .state import AgentState
 from ..store.shm import shm_prefix
 from ..ids import random_hex
 from .session import forget_current_cluster, pid_alive, prepare_spill_dir
@@ -102,10 +109,15 @@ class AgentServer:
         self.started = time.monotonic()
         self.join_warned = False
         if cluster["head"] is None:
-            from ..store.control import ControlStore
             self.control = ControlStore(os.path.join(self.session_dir, "control.db"))
         self.state.start_cluster(self.mesh.address, cluster["head"], time.monotonic(),
                                  time.time())
+
+    def record(self) -> dict:
+        """What lightray.agent.session.write_agent_record publishes about this agent."""
+        return {"node_id": self.state.node_id, "ipc": self.address,
+                "mesh_address": self.mesh.address if self.mesh is not None else None,
+                "is_head": self.state.is_head, "segment_prefix": self.segment_prefix}
 
     # ------------------------------------------------------------ main loop
 
@@ -169,12 +181,9 @@ class AgentServer:
                         state.cluster_tick(now, time.time(), self._load())
                         self.chunk_reader.drop_idle()
                         self._warn_if_not_admitted(now)
-            if state.needs_schedule:
-                state.schedule()
-            if state.needs_store_work:
-                state.store_work()
+            state.turn()
             self._act()
-        if getattr(state, "evicted", None):
+        if state.evicted:
             print(f"lightray-agent: {state.evicted}", file=sys.stderr, flush=True)
         self.stop()
 
@@ -185,14 +194,13 @@ class AgentServer:
             except zmq.Again:
                 break
         state = self.state
-        state.copy_seconds = self.spill_io.busy_seconds
+        state.on_io_stats(self.spill_io.busy_seconds)
         for kind, object_id, error in self.spill_io.completed():
             if kind == SPILL:
                 state.on_spill_done(object_id, error)
             else:
                 state.on_restore_done(object_id, error)
-        if state.needs_schedule:
-            state.schedule()
+        state.schedule_if_needed()
 
     def _on_mesh(self) -> None:
         state = self.state
@@ -212,20 +220,17 @@ class AgentServer:
                         self.chunk_writer.write(ops[0][1], ops[0][2], frames[1].buffer)
                         written += ops[0][3]
                 state.handle_peer(sender, ops, now, wall)
-                if state.pull_io:
-                    # A FORWARD with pushed arguments: their bytes are next in
-                    # this batch, so open their segments now.
-                    self._do_pull_io()
+                # A FORWARD with pushed arguments: their bytes are next in
+                # this batch, so open their segments now.
+                self._execute(state.take_pull_io())
             except Exception:
-                import traceback
                 print(f"lightray-agent: error handling a message from peer {sender}:",
                       file=sys.stderr)
                 traceback.print_exc()
 
     def _warn_if_not_admitted(self, now: float) -> None:
         """Once: a joining agent the head has not answered after a while."""
-        state = self.state
-        if (not state.is_head and state.head_id is None and not self.join_warned
+        if (self.state.waiting_for_head() and not self.join_warned
                 and now - self.started > _JOIN_WARNING):
             self.join_warned = True
             print(f"lightray-agent: no answer from the head at {self.head_address} after "
@@ -234,24 +239,20 @@ class AgentServer:
 
     def _load(self) -> dict:
         """This node's load, as its heartbeats report it."""
-        import psutil
-        from ..scheduling import is_hot
-        state = self.state
+        counters = self.state.load_counters()
         memory = psutil.virtual_memory()
         fraction = (memory.total - memory.available) / memory.total
         return {"memory_fraction": fraction, "cpu_percent": psutil.cpu_percent(None),
-                "store_used": state.store_used, "store_capacity": state.store_capacity,
-                "spilled": state.spilled_now, "pulled": state.pulled_total,
-                "served": state.served_total, "warm": state.warm_bytes,
-                "hot": is_hot(fraction, self.hot_threshold, state.store_used,
-                              state.store_capacity)}
+                **counters,
+                "hot": is_hot(fraction, self.hot_threshold, counters["store_used"],
+                              counters["store_capacity"])}
 
     def _drop_dead_drivers(self) -> None:
         """A driver killed before it could say goodbye: let go of what it held
         (refs, actors it owns, leases), as if it had."""
-        for client in list(self.state.clients.values()):
-            if client.kind == "driver" and client.pid and not pid_alive(client.pid):
-                self.state.on_client_gone(client.client_id)
+        for client_id, pid in self.state.driver_pids():
+            if pid and not pid_alive(pid):
+                self.state.on_client_gone(client_id)
 
     def _dispatch(self, identity: bytes, frame: bytes) -> None:
         try:
@@ -267,105 +268,77 @@ class AgentServer:
                 self.state.handle(identity[:-1], ops)
         except Exception:
             # A bug or a malformed message must not take the whole node down.
-            import traceback
             print(f"lightray-agent: error handling a message from {identity!r}:",
                   file=sys.stderr)
             traceback.print_exc()
 
     def _act(self) -> None:
-        state = self.state
-        if self.mesh is not None:
-            self._act_on_mesh()
-        if state.io_jobs:
-            jobs, state.io_jobs = state.io_jobs, []
-            now = time.monotonic()
-            for job in jobs:
-                warm = self.warm_pool.take(job[2][1], now) if job[0] == RESTORE else None
-                self.spill_io.submit(*job, warm)
-        if state.outbox:
-            send = self.router.send_multipart
-            for identity, ops in state.outbox.items():
-                frame = m.encode(ops)
-                send([identity, frame], copy=len(frame) < m.ZERO_COPY_MIN)
-            state.outbox.clear()
-        if state.free_segments:
-            # After the answers: giving back a large segment takes milliseconds,
-            # which the writers and the spill thread spend working meanwhile.
-            free, state.free_segments = state.free_segments, []
-            now, limit = time.monotonic(), self._warm_limit()
-            for name in free:
-                self.chunk_reader.forget(name)
-                self.warm_pool.release(name, limit, now)
+        self._execute(self.state.take_instructions())
         if self.warm_pool.bytes:
-            self.warm_pool.trim(self._warm_limit())
-        state.warm_bytes = self.warm_pool.bytes
-        if state.spawn:
-            spawn, state.spawn = state.spawn, []
-            for worker_id in spawn:
-                state.set_worker_pid(worker_id, self._fork_worker(worker_id))
-        if state.kill:
-            kill, state.kill = state.kill, []
-            for pid in kill:
-                _kill(pid, signal.SIGKILL)
-        if state.free_files:
-            files, state.free_files = state.free_files, []
-            self.spill_io.remove(files)
+            self.warm_pool.trim(self.state.warm_limit())
+        self.state.on_io_stats(None, self.warm_pool.bytes)
 
-    def _warm_limit(self) -> int:
-        """Warm segments count against the capacity: what objects and
-        reservations leave of it."""
-        state = self.state
-        return state.store_capacity - state.store_used - state.reserved
-
-    def _do_pull_io(self) -> None:
-        jobs, self.state.pull_io = self.state.pull_io, []
+    def _execute(self, instructions: list) -> None:
+        """Carry out the state's instructions, in order."""
+        if not instructions:
+            return
+        mesh = self.mesh
+        send = self.router.send_multipart
         now = time.monotonic()
-        for job in jobs:
-            if job[0] == "open":
-                warm = self.warm_pool.take(job[3], now)
-                self.chunk_writer.open(job[1], job[2], job[3], warm)
-            else:
-                self.chunk_writer.abort(job[1])
-
-    def _act_on_mesh(self) -> None:
-        state, mesh = self.state, self.mesh
-        if state.mesh_connect:
-            connect, state.mesh_connect = state.mesh_connect, []
-            for node_id, address in connect:
-                mesh.connect(node_id, address)
-        if state.mesh_rename:
-            renames, state.mesh_rename = state.mesh_rename, []
-            for old, new in renames:
-                mesh.rename(old, new)
-        if state.pull_io:
-            self._do_pull_io()
-        if state.peer_outbox:
-            for node_id, ops in state.peer_outbox.items():
-                mesh.send(node_id, ops)
-            state.peer_outbox.clear()
-        if state.peer_data:
-            chunks, state.peer_data = state.peer_data, []
-            for node_id, op, name in chunks:
+        warm_limit = None
+        for instruction in instructions:
+            kind = type(instruction)
+            if kind is i.Send:
+                frame = m.encode(instruction.ops)
+                send([instruction.identity, frame], copy=len(frame) < m.ZERO_COPY_MIN)
+            elif kind is i.FreeSegment:
+                if warm_limit is None:
+                    warm_limit = self.state.warm_limit()
+                self.chunk_reader.forget(instruction.name)
+                self.warm_pool.release(instruction.name, warm_limit, now)
+            elif kind is i.SpillJob:
+                self.spill_io.submit(SPILL, *instruction, None)
+            elif kind is i.RestoreJob:
+                warm = self.warm_pool.take(instruction.layout[1], now)
+                self.spill_io.submit(RESTORE, *instruction, warm)
+            elif kind is i.Spawn:
+                self.state.on_spawned(instruction.worker_id,
+                                      self._fork_worker(instruction.worker_id, instruction.actor))
+            elif kind is i.Kill:
+                _kill(instruction.pid, getattr(signal, instruction.signal))
+            elif kind is i.RemoveFiles:
+                self.spill_io.remove(instruction.paths)
+            elif mesh is None:
+                continue   # not in a cluster: the state asks nothing of the mesh
+            elif kind is i.SendPeer:
+                mesh.send(instruction.node_id, instruction.ops)
+            elif kind is i.SendChunk:
+                node_id, op, name = instruction
                 try:
                     data = self.chunk_reader.view(name, op[2], op[3])
                 except OSError as error:
                     mesh.send(node_id, [(m.PULL_FAILED, op[1], f"cannot read it: {error}")])
                     continue
                 mesh.send(node_id, [op], data)
-        if state.mesh_disconnect:
-            gone, state.mesh_disconnect = state.mesh_disconnect, []
-            for node_id in gone:
-                mesh.disconnect(node_id)
-        if state.control_writes and self.control is not None:
-            writes, state.control_writes = state.control_writes, []
-            self._apply_control(writes)
-        elif state.control_writes:
-            state.control_writes = []
+            elif kind is i.OpenPull:
+                warm = self.warm_pool.take(instruction.size, now)
+                self.chunk_writer.open(instruction.object_id, instruction.segment,
+                                       instruction.size, warm)
+            elif kind is i.AbortPull:
+                self.chunk_writer.abort(instruction.object_id)
+            elif kind is i.MeshConnect:
+                mesh.connect(instruction.node_id, instruction.address)
+            elif kind is i.MeshRename:
+                mesh.rename(instruction.old, instruction.new)
+            elif kind is i.MeshDisconnect:
+                mesh.disconnect(instruction.node_id)
+            elif kind is i.ControlWrites:
+                if self.control is not None:
+                    self._apply_control(instruction.commands)
 
     def _apply_control(self, writes: list) -> None:
         """Apply a turn's writes to the control store in one transaction;
         a malformed one is reported and dropped, never fatal."""
-        from ..store.control import validate
         wall = time.time()
         commands = []
         for write in writes:
@@ -384,7 +357,7 @@ class AgentServer:
 
     # ------------------------------------------------------------- workers
 
-    def _fork_worker(self, worker_id: str) -> int:
+    def _fork_worker(self, worker_id: str, actor: bool) -> int:
         agent_pid = os.getpid()
         pid = os.fork()
         if pid:
@@ -395,13 +368,10 @@ class AgentServer:
             _set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != agent_pid:
                 os._exit(1)
-            from ..worker.tasks import worker_main
-            worker_main(self.address, worker_id, agent_pid,
-                        actor=self.state.workers[worker_id].actor is not None)
+            worker_main(self.address, worker_id, agent_pid, actor=actor)
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
         except BaseException:
-            import traceback
             traceback.print_exc()
             code = 1
         finally:
@@ -423,13 +393,9 @@ class AgentServer:
         self.running = False
         if self.mesh is not None:
             # Tell the peers at once rather than let them wait for silence.
-            for node_id, view in self.state.peers.items():
-                if view.alive:
-                    self.mesh.send(node_id, [(m.LEAVING,)])
-            if self.state.head_id is None:   # not admitted yet: the head knows us already
-                self.mesh.send(HEAD, [(m.LEAVING,)])
+            self._execute(self.state.leaving())
         self.spill_io.stop()
-        pids = [w.pid for w in self.state.workers.values() if w.pid]
+        pids = self.state.worker_pids()
         for pid in pids:
             _kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5.0
@@ -463,6 +429,19 @@ class AgentServer:
         shutil.rmtree(self.session_dir, ignore_errors=True)
         if self.state.is_head:
             forget_current_cluster(self.mesh.address)
+
+
+def describe_exit(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"killed by signal {name}"
+    if os.WIFEXITED(status):
+        return f"exited with code {os.WEXITSTATUS(status)}"
+    return f"status {status}"
 
 
 def _control_command(write: tuple, wall: float) -> tuple:

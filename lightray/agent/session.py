@@ -13,15 +13,11 @@ import json
 import os
 import shutil
 import time
-from typing import TYPE_CHECKING
 
 from .. import config
 from ..store.shm import shm_prefix
 from ..ids import random_hex
 from ..store import shm
-
-if TYPE_CHECKING:
-    from .server import AgentServer
 
 _SPILL_DIR_RECORD = "spill_dir"   # in the session directory: where its spill files go
 
@@ -114,16 +110,18 @@ def forget_current_cluster(address: str) -> None:
         pass
 
 
-def write_agent_record(server: "AgentServer", session_dir: str) -> None:
-    record = {"node_id": server.state.node_id, "pid": os.getpid(), "ipc": server.address,
-              "address": server.mesh.address if server.mesh is not None else None,
-              "head": server.state.is_head, "segment_prefix": server.segment_prefix}
+def write_agent_record(session_dir: str, *, node_id: str, ipc: str, mesh_address: str | None,
+                       is_head: bool, segment_prefix: str) -> None:
+    """The record other processes read to find this agent (and, for a head,
+    the host's current cluster)."""
+    record = {"node_id": node_id, "pid": os.getpid(), "ipc": ipc, "address": mesh_address,
+              "head": is_head, "segment_prefix": segment_prefix}
     path = os.path.join(session_dir, AGENT_RECORD)
     with open(path + ".tmp", "w") as f:
         json.dump(record, f)
     os.replace(path + ".tmp", path)
-    if server.state.is_head:
+    if is_head:
         current = os.path.join(config.temp_dir(), CURRENT_CLUSTER)
         with open(current + ".tmp", "w") as f:
-            f.write(server.mesh.address)
+            f.write(mesh_address)
         os.replace(current + ".tmp", current)

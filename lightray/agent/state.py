@@ -1,86 +1,58 @@
 """The node agent's bookkeeping: objects, tasks, workers, resources. No I/O.
 
-    events in                                  instructions out
-    ─────────                                  ────────────────
-    handle(client_id, ops)   ──▶  AgentState ──▶ outbox: {receive identity: [ops]}
-    on_hello(...)                               spawn: [worker_id]  (fork these)
-    on_worker_exit(pid, status)                 kill:  [pid]        (SIGKILL these)
-                                                free_segments: [segment names]
+    events in                                    instructions out
+    ─────────                                    ────────────────
+    handle(client_id, ops)      ──▶ AgentState ──▶ take_instructions():
+    handle_peer(node, ops, ...)                     [Send, SendPeer, Spawn, Kill,
+    on_hello / on_worker_exit / on_spawned          FreeSegment, SpillJob, ...]
+    on_spill_done / on_restore_done / cluster_tick  (lightray.agent.instructions)
+    turn()  (end of a loop turn: schedule, store work)
 
-The agent's I/O loop (lightray.agent) feeds events in, then acts on what
-accumulated: it sends the outbox, forks, kills and unlinks.
+The agent's I/O loop (lightray.agent.server) feeds events in, then executes
+the instructions in order. It reads the state only through the small API
+below "what the I/O loop reads" (turn, load_counters, warm_limit, ...).
 
-The object table lives in lightray.agent.objects, the store's capacity
-and spilling in lightray.agent.store, placing tasks on workers and the
-workers' lives in lightray.agent.workers, the lending of workers to drivers
-in lightray.agent.leases and actors in lightray.agent.actors (mixins of
-AgentState).
+Parts composed as fields (plain objects, given their tables and callbacks):
+``directory`` (the object table, lightray.agent.objects), ``store`` (the
+store's capacity and spilling, lightray.agent.store), ``leases`` (workers lent
+to drivers, lightray.agent.leases); they and the state write instructions
+into one ``effects`` (lightray.agent.effects). Still mixins of AgentState:
+placing tasks on workers and the workers' lives (lightray.agent.workers),
+actors (lightray.agent.actors) and the cluster parts (lightray.agent.cluster).
 
-Task and worker states are named in lightray.states. A worker's queue holds
+State names are in lightray.states; every task, object and actor state
+change goes through ``transitions`` with its reason. A worker's queue holds
 its running task first, then pipelined ones.
 """
 from __future__ import annotations
 
 import collections
-import os
 
 from .. import exceptions, serialization
 from .. import task_spec as ts
 from .actors import ActorManagement
-from .cluster.membership import ClusterManagement
+from .cluster.membership import HEAD, ClusterManagement
 from .cluster.forwarding import TaskForwarding
+from . import instructions as i
+from .effects import Effects
 from .cluster.pulls import ObjectPulls
-from .leases import LeaseLending
+from .leases import LeaseBook
 from .cluster.remote_actors import RemoteActors
 from .workers import WorkerManagement
-from .store import NOT_IN_MEMORY, PULLING, REMOTE, SPILLED, StoreManagement
+from .store import StoreCapacity
 from ..ids import return_ids, task_of
-from .objects import ObjectDirectory, ObjectEntry
-from ..resources import ResourcePool, from_units, shape_of
+from .objects import ObjectDirectory
+from .records import ClientEntry, ObjectEntry, Task
+from ..resources import ResourcePool, from_units
 from ..serialization import ERROR, SHARED
-from ..states import DEAD, DISPATCHED, FINISHED, FORWARDED, IDLE, LEASED, QUEUED, STARTING, WAITING
+from ..states import Transitions
+from ..states import (DEAD, DISPATCHED, FINISHED, FORWARDED, IDLE, LEASED, NOT_IN_MEMORY, PULLING,
+                      QUEUED, REMOTE, SPILLED, STARTING, WAITING)
 from ..transport import messages as m
 
 
 
-class Task:
-    __slots__ = ("spec", "task_id", "request", "shape", "owner", "state", "missing_deps",
-                 "retries_left", "worker", "cancelled", "force_cancelled", "actor",
-                 "origin", "node")
-
-    def __init__(self, spec: tuple, owner: bytes):
-        self.spec = spec
-        self.task_id = spec[ts.TASK_ID]
-        self.request = spec[ts.RESOURCES]
-        self.shape = shape_of(self.request)
-        self.owner = owner
-        self.state = WAITING
-        self.missing_deps = 0
-        self.retries_left = spec[ts.MAX_RETRIES] - spec[ts.ATTEMPTS_MADE]
-        self.worker = None
-        self.cancelled = False
-        self.force_cancelled = False
-        self.actor = None                  # ActorEntry: this task runs an actor's constructor
-        self.origin = None                 # the peer that forwarded it to us
-        self.node = None                   # the peer we forwarded it to
-
-
-class ClientEntry:
-    __slots__ = ("client_id", "identity", "kind", "pid", "held", "worker", "leases", "reserved")
-
-    def __init__(self, client_id: bytes, kind: str, pid: int, worker):
-        self.client_id = client_id
-        self.identity = client_id + b"r"   # its receive socket
-        self.kind = kind
-        self.pid = pid
-        self.held = set()                  # object ids this process counts as held
-        self.worker = worker
-        self.leases = set()                # worker ids lent to it
-        self.reserved = 0                  # store bytes granted to it, not yet written
-
-
-
-class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement,
+class AgentState(ActorManagement,
                  ClusterManagement, TaskForwarding, ObjectPulls, RemoteActors,
                  WorkerManagement):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
@@ -94,7 +66,13 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         self.pipeline_depth = pipeline_depth
         self.max_workers = max_workers
         self.segment_prefix = segment_prefix   # where processes write segments
-        self._init_store(store_capacity, spill_dir, spill_threshold, spilling)
+        self.effects = effects = Effects()     # what the parts ask the I/O loop to do
+        # (the mixin parts reach the buffers under these names too)
+        self.outbox = effects.outbox
+        self.spawn = effects.spawn
+        self.kill = effects.kill
+        self.free_segments = effects.free_segments
+        self.transitions = Transitions()   # task, object and actor state changes, and why
         self._init_cluster()
         self.objects: dict = {}
         self.tasks: dict = {}
@@ -110,13 +88,105 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         # worker registers may arrive after its owner already dropped it.
         self.early_decs: dict = {}
         self._worker_counter = 0
-        self.needs_schedule = False
+        self.store = StoreCapacity(effects, self.transitions, objects=self.objects,
+                                   clients=self.clients, workers=self.workers, pulls=self.pulls,
+                                   capacity=store_capacity, spill_dir=spill_dir,
+                                   threshold=spill_threshold, spilling=spilling,
+                                   start_pull=self._start_pull, drop_copy=self._drop_copy,
+                                   forget_remote=self._forget_remote, fail_task=self._fail_task,
+                                   enqueue=self._enqueue)
+        self.directory = ObjectDirectory(effects, objects=self.objects, clients=self.clients,
+                                         early_decs=self.early_decs, store=self.store,
+                                         handles_gone=self._on_actor_handles_gone)
+        self.leases = LeaseBook(effects, self.pool, workers=self.workers,
+                                idle_workers=self.idle_workers, queues=self.queues,
+                                clients=self.clients, objects=self.objects,
+                                early_decs=self.early_decs,
+                                schedule_if_needed=self.schedule_if_needed,
+                                make_idle=self._make_idle, set_ready=self.directory.set_ready)
         self.stopping = False
-        # instructions for the I/O loop
-        self.outbox: dict = collections.defaultdict(list)
-        self.spawn: list = []
-        self.kill: list = []
-        self.free_segments: list = []
+
+    # ========================================================= instructions
+
+    def take_instructions(self) -> list:
+        """What the I/O loop must do now, in order (lightray.agent.instructions;
+        the order is Effects.take's); the state forgets them once taken."""
+        return self.effects.take(self.workers)
+
+    def take_pull_io(self) -> list:
+        """Only the OpenPull / AbortPull instructions (a FORWARD with pushed
+        arguments: their bytes are next in the same batch of mesh messages)."""
+        return self.effects.take_pull_io()
+
+    @property
+    def needs_schedule(self) -> bool:
+        return self.effects.needs_schedule
+
+    @needs_schedule.setter
+    def needs_schedule(self, value: bool) -> None:
+        self.effects.needs_schedule = value
+
+    # ============================================ what the I/O loop reads
+
+    def turn(self) -> None:
+        """End of a loop turn: place queued work, then the store's work."""
+        if self.needs_schedule:
+            self.schedule()
+        if self.store.needs_work:
+            self.store.work()
+
+    def schedule_if_needed(self) -> None:
+        if self.needs_schedule:
+            self.schedule()
+
+    def load_counters(self) -> dict:
+        """This node's store and transfer counters, as heartbeats report them."""
+        return {"store_used": self.store.used, "store_capacity": self.store.capacity,
+                "spilled": self.store.spilled_now, "pulled": self.store.pulled_total,
+                "served": self.store.served_total, "warm": self.store.warm_bytes}
+
+    def warm_limit(self) -> int:
+        """Warm segments count against the capacity: what objects and
+        reservations leave of it."""
+        return self.store.capacity - self.store.used - self.store.reserved
+
+    def driver_pids(self) -> list:
+        """(client id, pid) of every attached driver."""
+        return [(c.client_id, c.pid) for c in self.clients.values() if c.kind == "driver"]
+
+    def worker_pids(self) -> list:
+        return [w.pid for w in self.workers.values() if w.pid]
+
+    def waiting_for_head(self) -> bool:
+        """A joining agent the head has not admitted yet."""
+        return not self.is_head and self.head_id is None
+
+    def leaving(self) -> list:
+        """SendPeer instructions that tell the peers this agent stops."""
+        out = [i.SendPeer(node_id, [(m.LEAVING,)])
+               for node_id, view in self.peers.items() if view.alive]
+        if self.head_id is None:   # not admitted yet: the head knows us already
+            out.append(i.SendPeer(HEAD, [(m.LEAVING,)]))
+        return out
+
+    def on_spill_done(self, object_id: bytes, error) -> None:
+        self.store.on_spill_done(object_id, error)
+
+    def on_restore_done(self, object_id: bytes, error) -> None:
+        self.store.on_restore_done(object_id, error)
+
+    def on_spawned(self, worker_id: str, pid: int) -> None:
+        """A Spawn was executed: the worker's pid."""
+        worker = self.workers[worker_id]
+        worker.pid = pid
+        self.workers_by_pid[pid] = worker
+
+    def on_io_stats(self, copy_seconds: dict, warm_bytes: int | None = None) -> None:
+        """Seconds SpillIO spent copying, by kind; bytes of warm segments kept."""
+        if copy_seconds is not None:
+            self.store.copy_seconds = copy_seconds
+        if warm_bytes is not None:
+            self.store.warm_bytes = warm_bytes
 
     # ================================================================ events
 
@@ -124,7 +194,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         return {"node_id": self.node_id, "session": self.session,
                 "resources": self.pool.as_floats("total"),
                 "num_gpus": len(self.pool.gpu_free),
-                "store_capacity": self.store_capacity, "namespace": self.namespace,
+                "store_capacity": self.store.capacity, "namespace": self.namespace,
                 "segment_prefix": self.segment_prefix,
                 "mesh_host": self.mesh_address.rpartition(":")[0] or None}
 
@@ -159,14 +229,14 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         for op in ops:
             kind = op[0]
             if kind == m.INC:
-                self._on_inc(client, op[1])
+                self.directory.on_inc(client, op[1])
             elif kind == m.DEC:
-                self._on_dec(client, op[1])
+                self.directory.on_dec(client, op[1])
             elif kind == m.SUBMIT:
                 self._on_submit(client, op[1], op[2] if len(op) > 2 else None)
             elif kind == m.DONE:
                 if client.reserved:
-                    self._consume_reservation(client, op[2])
+                    self.store.consume_reservation(client, op[2])
                 self._on_done(client, op[1], op[2], op[3], op[4])
             elif kind == m.EXPORT:
                 self.functions[op[1]] = op[2]
@@ -174,10 +244,10 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
                     self._control(("function_export", op[1], op[2], None))
             elif kind == m.PUT:
                 if client.reserved:
-                    self._consume_reservation(client, (op[2],))
-                self._on_put(client, op[1], op[2], op[3], op[4] if len(op) > 4 else None)
+                    self.store.consume_reservation(client, (op[2],))
+                self.directory.on_put(client, op[1], op[2], op[3], op[4] if len(op) > 4 else None)
             elif kind == m.SUBSCRIBE:
-                self._on_subscribe(client, op[1])
+                self.directory.on_subscribe(client, op[1])
             elif kind == m.BLOCKED:
                 self._on_blocked(client, op[2])
             elif kind == m.UNBLOCKED:
@@ -194,21 +264,21 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
                 else:
                     self.outbox[client.identity].append((m.INFO_REPLY, op[1], self.info(what)))
             elif kind == m.LEASE_REQUEST:
-                self._on_lease_request(client, op[1])
+                self.leases.on_request(client, op[1])
             elif kind == m.LEASE_RETURN:
-                self._on_lease_return(client, op[1])
+                self.leases.on_return(client, op[1])
             elif kind == m.REGISTER:
-                self._on_register(client, op[1], op[2], op[3])
+                self.leases.on_register(client, op[1], op[2], op[3])
             elif kind == m.DIRECT_RESULT:
                 if client.reserved:
-                    self._consume_reservation(client, (op[3],))
-                self._on_direct_result(op[1], op[2], op[3], op[4])
+                    self.store.consume_reservation(client, (op[3],))
+                self.leases.on_direct_result(op[1], op[2], op[3], op[4])
             elif kind == m.RESERVE:
-                self._on_reserve(client, op[1], op[2])
+                self.store.on_reserve(client, op[1], op[2])
             elif kind == m.RESTORE:
-                self._on_restore(client, op[1], op[2])
+                self.store.on_restore(client, op[1], op[2])
             elif kind == m.DIRECT_CANCEL:
-                self._on_direct_cancel(client, op[1], op[2], op[3])
+                self.leases.on_direct_cancel(client, op[1], op[2], op[3])
             elif kind == m.ACTOR_CREATE:
                 self._on_actor_create(client, op[1], op[2], op[3])
             elif kind == m.ACTOR_SUBSCRIBE:
@@ -244,8 +314,8 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
             client.held.add(object_id)
         deps = spec[ts.DEPS]
         unknown = [d for d in deps if d not in objects]
-        self._pin(deps)
-        self._pin(spec[ts.CONTAINED])
+        self.directory.pin(deps)
+        self.directory.pin(spec[ts.CONTAINED])
         if unknown:
             # The submitter holds these refs, so we would know them unless they
             # come from another session or were lost.
@@ -286,7 +356,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
             spill = entry.spill
             if entry.pending or (spill is not None
                                  and (fetch or (spill != REMOTE and spill != PULLING))
-                                 and not self._want_in_memory(object_id, entry)):
+                                 and not self.store.want_in_memory(object_id, entry)):
                 # Not produced yet, or spilled: its restore is under way.
                 if entry.waiting_tasks is None:
                     entry.waiting_tasks = []
@@ -299,7 +369,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         if task.missing_deps == 0:
             self._enqueue(task, front)
         else:
-            task.state = WAITING
+            self.transitions.task(task, WAITING, ("for", task.missing_deps, "argument(s)"))
             task.worker = None
             self._pipeline_behind_producers(task)
 
@@ -337,7 +407,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
     def _enqueue(self, task: Task, front: bool = False) -> None:
         if task.spec[ts.DEPS] and not self._arguments_fit(task):
             return
-        task.state = QUEUED
+        self.transitions.task(task, QUEUED, "arguments ready")
         task.worker = None
         queue = self.queues.get(task.shape)
         if queue is None:
@@ -356,28 +426,28 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
             payload = objects[object_id].payload
             if payload is not None and payload[0] == SHARED:
                 total += payload[1][1]
-        if total <= self.store_capacity:
+        if total <= self.store.capacity:
             return True
         self._fail_with(task, exceptions.ObjectStoreFullError(
             f"task {task.spec[ts.FUNCTION_NAME]}() needs {total} bytes of arguments in memory "
-            f"at once, more than the object store's capacity of {self.store_capacity} bytes "
-            f"({self.store_used} bytes in memory now, {self.spilled_now} spilled to "
-            f"{self.spill_dir or '(no spill directory)'})"))
+            f"at once, more than the object store's capacity of {self.store.capacity} bytes "
+            f"({self.store.used} bytes in memory now, {self.store.spilled_now} spilled to "
+            f"{self.store.spill_dir or '(no spill directory)'})"))
         return False
 
     def _finish_task(self, task: Task) -> None:
         """Unpin what the task held; it is gone from the agent afterwards."""
         if task.state == FINISHED:
             return
-        task.state = FINISHED
+        self.transitions.task(task, FINISHED, "done")
         self.tasks.pop(task.task_id, None)
         if task.origin is not None:
             self._report_forwarded(task)
         spec = task.spec
         for object_id in spec[ts.DEPS]:
-            self._unref(object_id)
+            self.directory.unref(object_id)
         for object_id in spec[ts.CONTAINED]:
-            self._unref(object_id)
+            self.directory.unref(object_id)
 
     def _fail_task(self, task: Task, payload) -> None:
         if task.state == FINISHED:
@@ -388,7 +458,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         for object_id in return_ids(task.task_id, task.spec[ts.NUM_RETURNS]):
             entry = self.objects.get(object_id)
             if entry is not None and entry.pending:
-                self._set_ready(object_id, entry, payload, ())
+                self.directory.set_ready(object_id, entry, payload, ())
         self._finish_task(task)
 
     def _fail_with(self, task: Task, error: Exception) -> None:
@@ -411,7 +481,7 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
                 if entry is None:   # nobody holds the result any more
                     self._discard_payloads([payload])
                     continue
-                self._set_ready(object_id, entry, payload, inner)
+                self.directory.set_ready(object_id, entry, payload, inner)
             self._finish_task(task)
         if worker is not None:
             self._after_worker_progress(worker)
@@ -457,15 +527,15 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         if client.kind == "driver" and self.mesh_address:
             self._control(("job_finish", client.client_id, None))
         for worker_id in list(client.leases):
-            self._on_lease_return(client, worker_id)
+            self.leases.on_return(client, worker_id)
         self.early_decs.pop(client.client_id, None)
         self.clients.pop(client.client_id, None)
-        self._release_reservations(client)
+        self.store.release_reservations(client)
         if self.actors:
             self._drop_owned_actors(client)
         held, client.held = client.held, set()
         for object_id in held:
-            self._unref(object_id)
+            self.directory.unref(object_id)
 
     # ================================================================= info
 
@@ -483,11 +553,11 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
         if what == "nodes":
             return self.nodes_info()
         if what == "store":
-            return self.store_info()
+            return self.store.info()
         if what == "sync":
             return True
         if what == "memory":
-            return self.memory_summary()
+            return self.store.memory_summary()
         if isinstance(what, tuple) and what[0] == "actor":
             return self.actor_lookup(what[1], what[2])
         if what == "workers":
@@ -500,16 +570,3 @@ class AgentState(ObjectDirectory, StoreManagement, LeaseLending, ActorManagement
                 if e.payload is not None and e.payload[0] == SHARED
                 and e.spill not in (SPILLED, REMOTE)]
 
-
-def describe_exit(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        import signal
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = str(sig)
-        return f"killed by signal {name}"
-    if os.WIFEXITED(status):
-        return f"exited with code {os.WEXITSTATUS(status)}"
-    return f"status {status}"

@@ -1,4 +1,4 @@
-"""The object store's capacity in the agent: reservations, spilling, restoring. Part of AgentState.
+"""The object store's capacity in the agent: reservations, spilling, restoring. A part of AgentState.
 
     RESERVE(size) ──▶ granted at once while it fits, else queued (FIFO) ──▶ INFO_REPLY ok | full
     usage + reservations over the threshold ──▶ least recently used objects spilled
@@ -32,30 +32,43 @@ never evicts anything), so the copies overlap the reader's own work.
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING
+import os
 
 from .. import exceptions, serialization
 from .. import task_spec as ts
 from ..serialization import ERROR, SHARED
-from ..states import WAITING
-from ..store.spill import RESTORE, SPILL, spill_file_name
+from .records import ClientEntry
+from ..states import (PULLING, REMOTE, RESTORING, SPILLED, SPILLING, WAITING,
+                      is_handle_object)
+from .instructions import RestoreJob, SpillJob
 from ..transport import messages as m
 
-if TYPE_CHECKING:
-    from .state import ClientEntry
-
-SPILLING, SPILLED, RESTORING = "spilling", "spilled", "restoring"
-REMOTE, PULLING = "remote", "pulling"   # (lightray.agent.cluster.membership) held by another node
-NOT_IN_MEMORY = (SPILLED, RESTORING, REMOTE, PULLING)   # the bytes are not in this node's memory
+# Spill states (SPILLING, SPILLED, ...) are named in lightray.states.
 READ_AHEAD = 4    # spilled objects restored ahead of a sequential reader
 
 
-class StoreManagement:
+class StoreCapacity:
+    """The store's capacity: reservations, the LRU order, spills and restores.
+    A part of AgentState (its ``store`` field); collaborators are given."""
 
-    def _init_store(self, capacity: int, spill_dir: str | None, threshold: float,
-                    spilling: bool) -> None:
-        self.store_capacity = capacity
-        self.store_used = 0              # bytes of segments in memory
+    def __init__(self, effects, transitions, *, objects: dict, clients: dict, workers: dict,
+                 pulls: dict, capacity: int, spill_dir: str | None, threshold: float,
+                 spilling: bool, start_pull, drop_copy, forget_remote, fail_task, enqueue):
+        self.effects = effects           # lightray.agent.effects.Effects
+        self.transitions = transitions   # lightray.states.Transitions
+        self.objects = objects           # the object table
+        self.clients = clients
+        self.workers = workers           # (arguments of their tasks are not spilled)
+        self.pulls = pulls               # object id -> Pull (lightray.agent.cluster.pulls)
+        # from the cluster part: (object id, entry)
+        self._start_pull = start_pull          # bring a REMOTE object here
+        self._drop_copy = drop_copy            # evict a secondary copy
+        self._forget_remote = forget_remote    # freed: tell the nodes with copies
+        # from the task part: wake or fail tasks waiting for an argument
+        self._fail_task = fail_task            # (task, error payload)
+        self._enqueue = enqueue                # (task)
+        self.capacity = capacity
+        self.used = 0                    # bytes of segments in memory
         self.reserved = 0                # granted to producers, not yet written
         self.waiting_room: collections.deque = collections.deque()  # queued reservations/restores
         self.lru: collections.OrderedDict = collections.OrderedDict()  # in-memory SHARED ids
@@ -66,13 +79,13 @@ class StoreManagement:
         self.spilled_now = 0             # bytes on disk now
         self.spilled_total = 0           # ever spilled
         self.restored_total = 0          # ever restored
-        self.warm_bytes = 0              # freed segments kept warm (set by the agent's I/O side)
+        self.pulled_total = 0            # brought from other nodes
+        self.served_total = 0            # sent to other nodes
+        self.warm_bytes = 0              # freed segments kept warm (told by the agent's I/O side)
         self.spill_error = None          # the last failure to write the spill directory
         self.spill_failed: list = []     # ids whose spill failed, tried again after a success
-        self.io_jobs: list = []          # (kind, object id, layout, path) for SpillIO
         self._io_inflight: dict = {}     # object id -> its job, until SpillIO reports
-        self.free_files: list = []       # spill files to delete
-        self.needs_store_work = False
+        self.needs_work = False
         self.copy_seconds: dict = {}     # kind -> seconds SpillIO spent copying
         self.spill_count = 0             # spills so far: each spilled object's spill_seq
         self.spill_attempts = 0          # spills started so far: each spill file's suffix
@@ -81,14 +94,14 @@ class StoreManagement:
 
     # ------------------------------------------------------- reservations
 
-    def _on_reserve(self, client: ClientEntry, request_id: int, size: int) -> None:
+    def on_reserve(self, client: ClientEntry, request_id: int, size: int) -> None:
         if size < 0:   # room given back: the segment could not be written
             taken = min(-size, client.reserved)
             client.reserved -= taken
             self.reserved -= taken
-            self.needs_store_work = True
+            self.needs_work = True
             return
-        if size > self.store_capacity:
+        if size > self.capacity:
             self._refuse(client.identity, request_id, size,
                          "the object is larger than the whole object store")
             return
@@ -99,44 +112,44 @@ class StoreManagement:
             self._refuse(client.identity, request_id, size, "spilling is turned off")
             return
         self.waiting_room.append(("reserve", client.client_id, request_id, size))
-        self.needs_store_work = True
+        self.needs_work = True
 
     def _fits(self, size: int) -> bool:
-        return self.store_used + self.reserved + size <= self.store_capacity
+        return self.used + self.reserved + size <= self.capacity
 
     def _grant(self, client: ClientEntry, request_id: int, size: int) -> None:
         client.reserved += size
         self.reserved += size
-        self.outbox[client.identity].append((m.INFO_REPLY, request_id, ("ok",)))
+        self.effects.outbox[client.identity].append((m.INFO_REPLY, request_id, ("ok",)))
 
     def _refuse(self, identity: bytes, request_id: int, size: int, why: str) -> None:
         error = (f"object store full: {why}. The object needs {size} bytes; the store holds "
-                 f"{self.store_used} of {self.store_capacity} bytes in memory, "
+                 f"{self.used} of {self.capacity} bytes in memory, "
                  f"{self.reserved} more are reserved, {self.spilled_now} bytes are spilled "
                  f"to {self.spill_dir or '(no spill directory)'}"
                  + (f"; last spill error: {self.spill_error}" if self.spill_error else ""))
-        self.outbox[identity].append((m.INFO_REPLY, request_id, ("full", error)))
+        self.effects.outbox[identity].append((m.INFO_REPLY, request_id, ("full", error)))
 
-    def _consume_reservation(self, client: ClientEntry, payloads) -> None:
+    def consume_reservation(self, client: ClientEntry, payloads) -> None:
         """Segments written under client's reservation are now stored."""
         for payload in payloads:
             if payload[0] == SHARED and client.reserved:
                 taken = min(payload[1][1], client.reserved)
                 client.reserved -= taken
                 self.reserved -= taken
-                self.needs_store_work = True
+                self.needs_work = True
 
-    def _release_reservations(self, client: ClientEntry) -> None:
+    def release_reservations(self, client: ClientEntry) -> None:
         if client.reserved:
             self.reserved -= client.reserved
             client.reserved = 0
-            self.needs_store_work = True
+            self.needs_work = True
 
     # ------------------------------------------------------ the store's turn
 
-    def store_work(self) -> None:
+    def work(self) -> None:
         """Grant what fits, spill what must go (called once per agent turn)."""
-        self.needs_store_work = False
+        self.needs_work = False
         self._grant_waiting()
         if self.spilling:
             self._spill_if_needed()
@@ -186,8 +199,8 @@ class StoreManagement:
         return total
 
     def _spill_if_needed(self) -> None:
-        target = int(self.spill_threshold * self.store_capacity)
-        excess = (self.store_used - self.spilling_bytes + self.reserved + self._waiting_bytes()
+        target = int(self.spill_threshold * self.capacity)
+        excess = (self.used - self.spilling_bytes + self.reserved + self._waiting_bytes()
                   - target)
         if excess <= 0:
             return
@@ -226,7 +239,8 @@ class StoreManagement:
         for worker in self.workers.values():
             for task in worker.queue:
                 in_use.update(task.spec[ts.DEPS])
-        restoring = [job[1] for job in self._io_inflight.values() if job[0] == RESTORE]
+        restoring = [job.object_id for job in self._io_inflight.values()
+                     if type(job) is RestoreJob]
         restoring += [item[1] for item in self.waiting_room if item[0] == "restore"]
         for object_id in restoring:
             entry = self.objects.get(object_id)
@@ -253,49 +267,49 @@ class StoreManagement:
                 entry = self.objects.get(item[1])
                 if entry is not None:
                     entry.restore_queued = False
-                    self._restore_failed(item[1], entry, "not enough room to restore it"
+                    self.restore_failed(item[1], entry, "not enough room to restore it"
                                          + (f"; last spill error: {self.spill_error}"
                                             if self.spill_error else ""))
 
     # ------------------------------------------------------------- spilling
 
-    def _track_in_memory(self, object_id: bytes) -> None:
+    def track_in_memory(self, object_id: bytes) -> None:
         self.lru[object_id] = None
         self.lru.move_to_end(object_id)
-        self.needs_store_work = True
+        self.needs_work = True
 
     def _start_spill(self, object_id: bytes, entry) -> None:
         layout = entry.payload[1]
         self.spill_attempts += 1
         path = spill_file_name(self.spill_dir, object_id, self.spill_attempts)
-        entry.spill = SPILLING
+        self.transitions.object(object_id, entry, SPILLING, "over the spill threshold")
         entry.spill_cancelled = False
         self.spilling_bytes += layout[1]
         self.lru.pop(object_id, None)
-        self._submit_io((SPILL, object_id, layout, path))
+        self._submit_io(SpillJob(object_id, layout, path))
 
     def on_spill_done(self, object_id: bytes, error) -> None:
-        _, _, layout, path = self._io_inflight.pop(object_id)
+        _, layout, path = self._io_inflight.pop(object_id)
         size = layout[1]
         self.spilling_bytes -= size
-        self.needs_store_work = True
+        self.needs_work = True
         entry = self.objects.get(object_id)
         if entry is None or entry.spill != SPILLING:
-            self.free_files.append(path)   # freed meanwhile: its segment is gone too
+            self.effects.free_files.append(path)   # freed meanwhile: its segment is gone too
             return
         if error is not None:
             # Kept in memory, and not tried again until a spill succeeds: a
             # full or vanished disk must end in an error, not a retry loop.
             self.spill_error = f"{type(error).__name__}: {error}"
-            entry.spill = None
+            self.transitions.object(object_id, entry, None, "spill failed")
             self.spill_failed.append(object_id)
-            self.free_files.append(path)
+            self.effects.free_files.append(path)
             return
         if entry.spill_cancelled:
             # A task or reader wanted it while it was copied: keep it in memory.
-            entry.spill = None
-            self.free_files.append(path)
-            self._track_in_memory(object_id)
+            self.transitions.object(object_id, entry, None, "wanted while spilled")
+            self.effects.free_files.append(path)
+            self.track_in_memory(object_id)
             return
         if self.spill_failed:   # the disk takes files again
             for failed in self.spill_failed:
@@ -303,22 +317,22 @@ class StoreManagement:
                     self.lru[failed] = None
             self.spill_failed = []
         self.spill_error = None
-        entry.spill = SPILLED
+        self.transitions.object(object_id, entry, SPILLED, "spill done")
         entry.spill_path = path
         self.spill_count += 1
         entry.spill_seq = self.spill_count
         self.spill_order[self.spill_count] = object_id
-        self.store_used -= size
+        self.used -= size
         self.spilled_now += size
         self.spilled_total += size
-        self.free_segments.append(layout[0])
-        self._tell_holders_spilled(object_id)
+        self.effects.free_segments.append(layout[0])
+        self.tell_holders_spilled(object_id)
 
-    def _tell_holders_spilled(self, object_id: bytes) -> None:
+    def tell_holders_spilled(self, object_id: bytes) -> None:
         # Holders may keep a mapping of it for quick gets: it would pin the memory.
         for client in self.clients.values():
             if object_id in client.held:
-                box = self.outbox[client.identity]
+                box = self.effects.outbox[client.identity]
                 if box and box[-1][0] == m.SPILLED:
                     box[-1][1].append(object_id)
                 else:
@@ -326,17 +340,17 @@ class StoreManagement:
 
     # ------------------------------------------------------------ restoring
 
-    def _on_restore(self, client: ClientEntry, request_id: int, object_id: bytes) -> None:
+    def on_restore(self, client: ClientEntry, request_id: int, object_id: bytes) -> None:
         """A reader found the segment gone: answer with the payload once it is back."""
         entry = self.objects.get(object_id)
         if entry is None or entry.payload is None:
             lost = exceptions.ObjectLostError(
                 f"object {object_id.hex()} is not in the store: it was freed")
-            self.outbox[client.identity].append(
+            self.effects.outbox[client.identity].append(
                 (m.INFO_REPLY, request_id, ("lost", serialization.dumps_exception(lost))))
             return
         seq = entry.spill_seq
-        self._want_in_memory(object_id, entry, (client.identity, request_id))
+        self.want_in_memory(object_id, entry, (client.identity, request_id))
         if seq is not None:
             self._read_ahead(seq)
 
@@ -347,7 +361,7 @@ class StoreManagement:
         last, self.last_read_seq = self.last_read_seq, seq
         if last is None or not last < seq <= last + READ_AHEAD + 1:
             return
-        room = (int(self.spill_threshold * self.store_capacity) - self.store_used
+        room = (int(self.spill_threshold * self.capacity) - self.used
                 - self.reserved - self._waiting_bytes())
         for following in range(seq + 1, seq + 1 + READ_AHEAD):
             object_id = self.spill_order.get(following)
@@ -358,9 +372,9 @@ class StoreManagement:
             if size > room:
                 return
             room -= size
-            self._want_in_memory(object_id, entry)
+            self.want_in_memory(object_id, entry)
 
-    def _want_in_memory(self, object_id: bytes, entry, waiter=None) -> bool:
+    def want_in_memory(self, object_id: bytes, entry, waiter=None) -> bool:
         """True if entry is readable now; else its restore is under way (waiter
         answered when done)."""
         if entry.spill is None or entry.spill == SPILLING:
@@ -369,7 +383,7 @@ class StoreManagement:
             if entry.spill is None and object_id in self.lru:
                 self.lru.move_to_end(object_id)
             if waiter is not None:
-                self.outbox[waiter[0]].append((m.INFO_REPLY, waiter[1], ("ok", entry.payload)))
+                self.effects.outbox[waiter[0]].append((m.INFO_REPLY, waiter[1], ("ok", entry.payload)))
             return True
         if waiter is not None:
             if entry.restore_waiters is None:
@@ -378,7 +392,7 @@ class StoreManagement:
         if (entry.spill == SPILLED or entry.spill == REMOTE) and not entry.restore_queued:
             entry.restore_queued = True
             self.waiting_room.append(("restore", object_id))
-            self.needs_store_work = True
+            self.needs_work = True
         return False
 
     def _start_restore(self, object_id: bytes, entry) -> None:
@@ -386,46 +400,46 @@ class StoreManagement:
             self._start_pull(object_id, entry)
             return
         layout = entry.payload[1]
-        entry.spill = RESTORING
+        self.transitions.object(object_id, entry, RESTORING, "wanted back")
         self.reserved += layout[1]
-        self._submit_io((RESTORE, object_id, layout, entry.spill_path))
+        self._submit_io(RestoreJob(object_id, layout, entry.spill_path))
 
-    def _submit_io(self, job: tuple) -> None:
-        """(kind, object id, layout, path): for SpillIO, in flight until it reports."""
-        self._io_inflight[job[1]] = job
-        self.io_jobs.append(job)
+    def _submit_io(self, job) -> None:
+        """A SpillJob or RestoreJob: for SpillIO, in flight until it reports."""
+        self._io_inflight[job.object_id] = job
+        self.effects.io_jobs.append(job)
 
     def on_restore_done(self, object_id: bytes, error) -> None:
-        _, _, layout, path = self._io_inflight.pop(object_id)
+        _, layout, path = self._io_inflight.pop(object_id)
         size = layout[1]
         self.reserved -= size
-        self.needs_store_work = True
+        self.needs_work = True
         entry = self.objects.get(object_id)
         if entry is None or entry.spill != RESTORING:
             # Freed while it was copied back.
             self.spilled_now -= size
-            self.free_segments.append(layout[0])
-            self.free_files.append(path)
+            self.effects.free_segments.append(layout[0])
+            self.effects.free_files.append(path)
             return
         if error is not None:
-            entry.spill = SPILLED
-            self._restore_failed(object_id, entry, f"{type(error).__name__}: {error}")
+            self.transitions.object(object_id, entry, SPILLED, "restore failed")
+            self.restore_failed(object_id, entry, f"{type(error).__name__}: {error}")
             return
-        entry.spill = None
+        self.transitions.object(object_id, entry, None, "restore done")
         entry.spill_path = None
         self.spill_order.pop(entry.spill_seq, None)
         entry.spill_seq = None
-        self.store_used += size
+        self.used += size
         self.spilled_now -= size
         self.restored_total += size
-        self.free_files.append(path)
-        self._track_in_memory(object_id)
+        self.effects.free_files.append(path)
+        self.track_in_memory(object_id)
         waiters, entry.restore_waiters = entry.restore_waiters, None
         for identity, request_id in waiters or ():
-            self.outbox[identity].append((m.INFO_REPLY, request_id, ("ok", entry.payload)))
-        self._wake_waiting_tasks(entry, entry.payload)
+            self.effects.outbox[identity].append((m.INFO_REPLY, request_id, ("ok", entry.payload)))
+        self.wake_waiting_tasks(entry, entry.payload)
 
-    def _restore_failed(self, object_id: bytes, entry, why: str) -> None:
+    def restore_failed(self, object_id: bytes, entry, why: str) -> None:
         """Readers and tasks waiting for an object that cannot be brought back
         (from the spill directory, or from another node) get ObjectLostError."""
         if entry.location is not None:
@@ -436,10 +450,10 @@ class StoreManagement:
         payload = (ERROR, serialization.dumps_exception(lost))
         waiters, entry.restore_waiters = entry.restore_waiters, None
         for identity, request_id in waiters or ():
-            self.outbox[identity].append((m.INFO_REPLY, request_id, ("lost", payload[1])))
-        self._wake_waiting_tasks(entry, payload)
+            self.effects.outbox[identity].append((m.INFO_REPLY, request_id, ("lost", payload[1])))
+        self.wake_waiting_tasks(entry, payload)
 
-    def _wake_waiting_tasks(self, entry, payload) -> None:
+    def wake_waiting_tasks(self, entry, payload) -> None:
         if not entry.waiting_tasks:
             return
         waiting, entry.waiting_tasks = entry.waiting_tasks, None
@@ -455,7 +469,7 @@ class StoreManagement:
 
     # -------------------------------------------------------------- freeing
 
-    def _forget_stored(self, object_id: bytes, entry) -> None:
+    def forget_stored(self, object_id: bytes, entry) -> None:
         """The object is freed: give back its memory or its spill file."""
         payload = entry.payload
         if payload is None or payload[0] != SHARED:
@@ -470,18 +484,18 @@ class StoreManagement:
         spill = entry.spill
         if spill is None or spill == SPILLING:
             # (A spill under way finds the entry gone and deletes its file.)
-            self.free_segments.append(payload[1][0])
-            self.store_used -= payload[1][1]
-            self.needs_store_work = True
+            self.effects.free_segments.append(payload[1][0])
+            self.used -= payload[1][1]
+            self.needs_work = True
         elif spill == SPILLED:
-            self.free_files.append(entry.spill_path)
+            self.effects.free_files.append(entry.spill_path)
             self.spilled_now -= payload[1][1]
         # RESTORING: the restore finds the entry gone and removes both copies.
 
     # ---------------------------------------------------------------- info
 
-    def store_info(self) -> dict:
-        return {"used_bytes": self.store_used, "capacity_bytes": self.store_capacity,
+    def info(self) -> dict:
+        return {"used_bytes": self.used, "capacity_bytes": self.capacity,
                 "reserved_bytes": self.reserved, "spilled_bytes": self.spilled_now,
                 "spilled_bytes_total": self.spilled_total,
                 "restored_bytes": self.restored_total, "spill_dir": self.spill_dir,
@@ -493,17 +507,17 @@ class StoreManagement:
                 # bytes brought from other nodes, and sent to them (a cluster)
                 "pulled_bytes": self.pulled_total, "served_bytes": self.served_total,
                 "num_objects": sum(1 for object_id in self.objects
-                                   if not _is_handle(object_id))}
+                                   if not is_handle_object(object_id))}
 
     def memory_summary(self) -> dict:
-        """store_info() plus one row per object (id, size, state, call site, holders)."""
+        """info() plus one row per object (id, size, state, call site, holders)."""
         holders: dict = collections.defaultdict(list)
         for client in self.clients.values():
             for object_id in client.held:
                 holders[object_id].append(f"{client.kind} pid {client.pid}")
         rows = []
         for object_id, entry in self.objects.items():
-            if _is_handle(object_id):
+            if is_handle_object(object_id):
                 continue
             payload = entry.payload
             if entry.pending:
@@ -523,10 +537,13 @@ class StoreManagement:
             rows.append({"object_id": object_id.hex(), "size": size, "state": state,
                          "call_site": entry.call_site or "", "holders": held_by,
                          "pins": max(pins, 0)})
-        summary = self.store_info()
+        summary = self.info()
         summary["objects"] = rows
         return summary
 
 
-def _is_handle(object_id: bytes) -> bool:
-    return object_id.endswith(b"\xff\xff") and len(object_id) == 16
+def spill_file_name(spill_dir: str, object_id: bytes, attempt: int) -> str:
+    """One name per spill, never reused: an object restored and spilled again
+    in one agent turn gets a new file while the old one waits for removal (a
+    reused name would be refused by O_EXCL, or deleted under the new copy)."""
+    return os.path.join(spill_dir, f"{object_id.hex()}.{attempt}")

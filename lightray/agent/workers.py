@@ -14,42 +14,18 @@ A worker's queue holds its running task first, then pipelined ones.
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING
 
 from .. import exceptions
 from .. import task_spec as ts
-from .store import NOT_IN_MEMORY
 from ..ids import return_ids
+from .records import ClientEntry, Task, WorkerEntry
 from ..serialization import LOCAL
-from ..states import BLOCKED, DEAD, DISPATCHED, IDLE, LEASED, QUEUED, STARTING, WAITING
+from ..states import (BLOCKED, DEAD, DISPATCHED, IDLE, LEASED, NOT_IN_MEMORY, QUEUED, STARTING,
+                      WAITING)
 from ..transport import messages as m
-
-if TYPE_CHECKING:
-    from .state import ClientEntry, Task
 
 # An argument the worker itself is producing, ahead in its own queue.
 LOCAL_PAYLOAD = (LOCAL, None)
-
-
-class WorkerEntry:
-    __slots__ = ("worker_id", "pid", "state", "allocation", "shape", "queue", "functions",
-                 "started", "steal_asked", "lessee", "revoke_sent", "cancel_requested",
-                 "actor")
-
-    def __init__(self, worker_id: str):
-        self.worker_id = worker_id
-        self.pid = 0
-        self.state = STARTING
-        self.allocation = None
-        self.shape = None
-        self.queue = collections.deque()   # Tasks: running first, then pipelined
-        self.functions = set()             # function ids this worker has loaded
-        self.started = False               # said hello: EXECs can be sent
-        self.steal_asked = False           # STEAL sent, RETURNED not yet seen
-        self.lessee = None                 # client id holding a direct lease on it
-        self.revoke_sent = False
-        self.cancel_requested = False      # its lessee force-cancelled the running task
-        self.actor = None                  # ActorEntry: this worker runs only that actor
 
 
 class WorkerManagement:
@@ -237,7 +213,7 @@ class WorkerManagement:
         return worker
 
     def _dispatch(self, worker: WorkerEntry, task: Task) -> None:
-        task.state = DISPATCHED
+        self.transitions.task(task, DISPATCHED, ("on worker", worker.worker_id))
         task.worker = worker
         worker.queue.append(task)
         if worker.started:
@@ -268,11 +244,6 @@ class WorkerManagement:
     def initial_workers(self, count: int) -> None:
         for _ in range(count):
             self._start_worker()
-
-    def set_worker_pid(self, worker_id: str, pid: int) -> None:
-        worker = self.workers[worker_id]
-        worker.pid = pid
-        self.workers_by_pid[pid] = worker
 
     # ============================================================= failures
 

@@ -1,1 +1,13 @@
-"""lightray.agent.cluster."""
+"""lightray.agent.cluster: the agent's side of a cluster of agents (parts of
+AgentState, no I/O; lightray.transport.mesh carries their messages).
+
+    membership.py     JOIN/MEMBERS, heartbeats, dead peers, writes for the control store
+    forwarding.py     tasks placed on a peer, their results, objects pinned across nodes
+    pulls.py          object bytes moving between nodes in chunks
+    remote_actors.py  actors created, run and called across nodes
+
+May import: lightray.agent's records, instructions-free parts (actors,
+for a payload helper), lightray.states, scheduling, serialization, task_spec,
+exceptions, config, transport.messages. Never lightray.agent.state or server.
+This __init__ imports nothing.
+"""

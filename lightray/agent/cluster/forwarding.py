@@ -22,12 +22,11 @@ from __future__ import annotations
 from ... import exceptions, serialization
 from ... import task_spec as ts
 from .pulls import PUSH_MAX
-from ..store import PULLING, REMOTE
 from ...ids import return_ids
-from ..objects import ObjectEntry
+from ..records import ObjectEntry, Task
 from ...scheduling import NodeView, choose_node
 from ...serialization import ERROR, SHARED
-from ...states import FORWARDED
+from ...states import FORWARDED, PULLING, REMOTE
 from ...transport import messages as m
 
 AT = "at"                    # argument / result descriptor: ("at", node id, layout there)
@@ -86,7 +85,7 @@ class TaskForwarding:
             function_bytes = self.functions[function_id]
         described = [self._describe_for(node_id, object_id)
                      for object_id in spec[ts.DEPS] + spec[ts.CONTAINED]]
-        task.state = FORWARDED
+        self.transitions.task(task, FORWARDED, ("placed on", node_id))
         task.node = node_id
         task.worker = None
         view = self.peers[node_id]
@@ -123,7 +122,6 @@ class TaskForwarding:
     # ======================================================= running for a peer
 
     def _on_forward(self, origin: str, spec: tuple, function_bytes, described: list) -> None:
-        from ..state import Task
         if function_bytes is not None:
             self.functions[spec[ts.FUNCTION_ID]] = function_bytes
         task = Task(spec, b"")
@@ -135,8 +133,8 @@ class TaskForwarding:
             entry.pinned_for = {origin}
         for object_id, how in zip(spec[ts.DEPS] + spec[ts.CONTAINED], described):
             self._adopt(origin, object_id, how)
-        self._pin(spec[ts.DEPS])
-        self._pin(spec[ts.CONTAINED])
+        self.directory.pin(spec[ts.DEPS])
+        self.directory.pin(spec[ts.CONTAINED])
         if self._check_satisfiable(task):
             self._await_deps(task)
 
@@ -198,7 +196,7 @@ class TaskForwarding:
             entry = objects.get(object_id)
             if entry is not None and entry.pinned_for and origin in entry.pinned_for:
                 entry.pinned_for.discard(origin)
-                self._unref(object_id)
+                self.directory.unref(object_id)
 
     def _describe_pinned(self, node_id: str, object_id: bytes):
         """_describe_for, and keep the object here until node_id FREEs it."""
@@ -225,11 +223,11 @@ class TaskForwarding:
                 self.peer_outbox[sender].append((m.FREE, [object_id]))
             return
         if how is None:
-            self._set_ready(object_id, entry, _lost(
+            self.directory.set_ready(object_id, entry, _lost(
                 object_id, f"it was not ready on node {sender} when a result holding it "
                 "was sent here"), ())
         elif how[0] != AT and how[0] != PUSHED:
-            self._set_ready(object_id, entry, how, ())
+            self.directory.set_ready(object_id, entry, how, ())
         else:
             self._set_ready_elsewhere(object_id, entry, how[1], how[2], sender)
             if how[0] == PUSHED and object_id in self.objects:
@@ -242,9 +240,9 @@ class TaskForwarding:
         entry.location = holder
         entry.remote_name = layout[0]
         entry.copies = {pinned_by}
-        entry.spill = REMOTE
+        self.transitions.object(object_id, entry, REMOTE, ("ready on", holder))
         local = (self.segment_prefix + object_id.hex(),) + tuple(layout[1:])
-        self._set_ready(object_id, entry, (SHARED, local), ())
+        self.directory.set_ready(object_id, entry, (SHARED, local), ())
 
     def _on_result(self, sender: str, task_id: bytes, described: list, inner=None) -> None:
         task = self.tasks.get(task_id)
@@ -267,7 +265,7 @@ class TaskForwarding:
                              and h[0] in (AT, PUSHED) and h[1] == sender]
             elif refs_inside:
                 contained = [i for i, _ in refs_inside]
-                self._pin(contained)           # held by the result, as on any node
+                self.directory.pin(contained)           # held by the result, as on any node
                 entry.contained = tuple(contained)
                 for inner_id, inner_how in refs_inside:
                     self._adopt_inner(sender, inner_id, inner_how)
@@ -277,7 +275,7 @@ class TaskForwarding:
                     continue
                 self._set_ready_elsewhere(object_id, entry, how[1], how[2], sender)
             elif entry is not None and entry.pending:
-                self._set_ready(object_id, entry, how, ())
+                self.directory.set_ready(object_id, entry, how, ())
         if unwanted:
             self.peer_outbox[sender].append((m.FREE, unwanted))
         self._finish_task(task)
@@ -287,7 +285,7 @@ class TaskForwarding:
             entry = self.objects.get(object_id)
             if entry is not None and entry.pinned_for and sender in entry.pinned_for:
                 entry.pinned_for.discard(sender)
-                self._unref(object_id)
+                self.directory.unref(object_id)
 
     def _forget_remote(self, object_id: bytes, entry) -> None:
         """Freed here: tell the nodes we described it to; stop pulling it."""

@@ -15,9 +15,8 @@ from __future__ import annotations
 import collections
 
 from ... import task_spec as ts
-from ..store import PULLING
 from ...scheduling import NodeView, to_units
-from ...states import FORWARDED
+from ...states import FORWARDED, PULLING
 from ...transport import messages as m
 
 HEARTBEAT_INTERVAL = 0.5     # seconds between heartbeats
@@ -34,21 +33,19 @@ class ClusterManagement:
         self.peers: dict = {}               # node id -> NodeView (dead ones stay, alive=False)
         self.peer_seen: dict = {}           # node id -> monotonic time of its last message
         self.live_peers = 0
-        self.peer_outbox: dict = collections.defaultdict(list)
-        self.peer_data: list = []           # (node id, PULL_DATA op, segment name)
-        self.mesh_connect: list = []        # (node id, address)
-        self.mesh_disconnect: list = []
-        self.mesh_rename: list = []         # (old key, node id)
-        self.control_writes: list = []      # head: commands for the control store
+        self.peer_outbox = self.effects.peer_outbox
+        self.peer_data = self.effects.peer_data
+        self.mesh_connect = self.effects.mesh_connect
+        self.mesh_disconnect = self.effects.mesh_disconnect
+        self.mesh_rename = self.effects.mesh_rename
+        self.control_writes = self.effects.control_writes
         self.peer_functions = collections.defaultdict(set)
         self.pulls: dict = {}               # object id -> Pull
-        self.pull_io: list = []             # ("open", id, name, size) / ("abort", id)
+        self.pull_io = self.effects.pull_io
         self.pull_retries: list = []        # (node id, PULL op) to send again
         self.spread_turn = 0
         self.hot = False
         self.load: dict = {}
-        self.pulled_total = 0
-        self.served_total = 0
         self.evicted = None                 # why the head dropped this agent (it stops)
         self.actor_lookups: dict = {}       # lookup id -> [identity, request id, peers asked]
         self.lookup_counter = 0
@@ -69,8 +66,8 @@ class ClusterManagement:
     def _node_dict(self) -> dict:
         return {"node_id": self.node_id, "address": self.mesh_address,
                 "resources": self.pool.as_floats("total"), "is_head": self.is_head,
-                "load": {"store_capacity": self.store_capacity, "store_used": self.store_used,
-                         "spilled": self.spilled_now, "is_head": self.is_head}}
+                "load": {"store_capacity": self.store.capacity, "store_used": self.store.used,
+                         "spilled": self.store.spilled_now, "is_head": self.is_head}}
 
     # ============================================================ membership
 
@@ -252,7 +249,7 @@ class ClusterManagement:
         for object_id, entry in list(self.objects.items()):
             if entry.pinned_for and node_id in entry.pinned_for:
                 entry.pinned_for.discard(node_id)
-                self._unref(object_id)
+                self.directory.unref(object_id)
                 continue
             if entry.copies:
                 entry.copies.discard(node_id)
@@ -276,10 +273,10 @@ class ClusterManagement:
                  "alive": True, "is_head": self.is_head or not self.mesh_address,
                  "resources": self.pool.as_floats("total"),
                  "available": self.pool.as_floats("available"),
-                 "store_used": self.store_used, "store_capacity": self.store_capacity,
-                 "spilled": self.spilled_now, "hot": self.hot,
-                 "pulled": self.pulled_total, "served": self.served_total,
-                 "warm": self.warm_bytes,
+                 "store_used": self.store.used, "store_capacity": self.store.capacity,
+                 "spilled": self.store.spilled_now, "hot": self.hot,
+                 "pulled": self.store.pulled_total, "served": self.store.served_total,
+                 "warm": self.store.warm_bytes,
                  "memory_fraction": self.load.get("memory_fraction", 0.0),
                  "queued": self._queued_count()}
         rows = [local]

@@ -12,9 +12,9 @@ than spilled. A holder that spilled the object restores it first
 """
 from __future__ import annotations
 
-from ..store import PULLING, REMOTE, SPILLING
 from ...config import pull_chunk_bytes, pull_window
 from ...serialization import SHARED
+from ...states import PULLING, REMOTE, SPILLING
 from ...transport import messages as m
 
 CHUNK = pull_chunk_bytes()   # bytes per pulled chunk
@@ -44,11 +44,11 @@ class ObjectPulls:
         if view is None or not view.alive:
             why = (f"node {holder} holding it died ({view.load.get('died', 'unknown')})"
                    if view is not None else f"node {holder} holding it is unknown")
-            self._restore_failed(object_id, entry, why)
+            self.store.restore_failed(object_id, entry, why)
             return
         size = entry.payload[1][1]
-        entry.spill = PULLING
-        self.reserved += size
+        self.transitions.object(object_id, entry, PULLING, ("pull from", holder))
+        self.store.reserved += size
         pull = self.pulls[object_id] = Pull(holder, entry.remote_name, size)
         self.pull_io.append(("open", object_id, entry.payload[1][0], size))
         self._request_chunks(object_id, pull)
@@ -56,15 +56,15 @@ class ObjectPulls:
     def _push(self, node_id: str, object_id: bytes, layout) -> None:
         """Send a small object's bytes to node_id unasked (after the message
         that tells it to expect them: peer_data goes out after the outbox)."""
-        self.served_total += layout[1]
+        self.store.served_total += layout[1]
         self.peer_data.append((node_id, (m.PULL_DATA, object_id, 0, layout[1], True),
                                layout[0]))
 
     def _expect_push(self, object_id: bytes, entry) -> None:
         """A peer sends this object's bytes along: a pull already under way."""
         size = entry.payload[1][1]
-        entry.spill = PULLING
-        self.reserved += size
+        self.transitions.object(object_id, entry, PULLING, ("pushed from", entry.location))
+        self.store.reserved += size
         pull = self.pulls[object_id] = Pull(entry.location, entry.remote_name, size)
         pull.pushed = True
         pull.next_offset = size
@@ -98,12 +98,12 @@ class ObjectPulls:
                 (m.PULL_FAILED, object_id, f"node {self.node_id} does not hold it any more"))
             return
         if entry.spill is not None and entry.spill != SPILLING:
-            self._want_in_memory(object_id, entry)      # on disk here: restore first
+            self.store.want_in_memory(object_id, entry)      # on disk here: restore first
             self.peer_outbox[sender].append((m.PULL_RETRY, object_id, offset, length))
             return
-        if object_id in self.lru:
-            self.lru.move_to_end(object_id)
-        self.served_total += length
+        if object_id in self.store.lru:
+            self.store.lru.move_to_end(object_id)
+        self.store.served_total += length
         self.peer_data.append((sender, (m.PULL_DATA, object_id, offset, length),
                                entry.payload[1][0]))
 
@@ -121,34 +121,34 @@ class ObjectPulls:
         self._end_pull(object_id, entry)
         if entry is None:
             return
-        entry.spill = None
-        self.store_used += pull.size
-        self.pulled_total += pull.size
-        self._track_in_memory(object_id)
+        self.transitions.object(object_id, entry, None, "pulled")
+        self.store.used += pull.size
+        self.store.pulled_total += pull.size
+        self.store.track_in_memory(object_id)
         waiters, entry.restore_waiters = entry.restore_waiters, None
         for identity, request_id in waiters or ():
             self.outbox[identity].append((m.INFO_REPLY, request_id, ("ok", entry.payload)))
-        self._wake_waiting_tasks(entry, entry.payload)
+        self.store.wake_waiting_tasks(entry, entry.payload)
 
     def _end_pull(self, object_id: bytes, entry) -> None:
         pull = self.pulls.pop(object_id, None)
         if pull is None:
             return
-        self.reserved -= pull.size
-        self.needs_store_work = True
+        self.store.reserved -= pull.size
+        self.store.needs_work = True
         if pull.received < pull.size:
             self.pull_io.append(("abort", object_id))
         if entry is not None and entry.spill == PULLING:
-            entry.spill = REMOTE
+            self.transitions.object(object_id, entry, REMOTE, "pull ended")
 
     def _pull_failed(self, object_id: bytes, entry, why: str) -> None:
         self._end_pull(object_id, entry)
-        self._restore_failed(object_id, entry, why)
+        self.store.restore_failed(object_id, entry, why)
 
     def _drop_copy(self, object_id: bytes, entry) -> None:
         """Evict a secondary copy: the primary is on entry.location."""
-        self.lru.pop(object_id, None)
+        self.store.lru.pop(object_id, None)
         self.free_segments.append(entry.payload[1][0])
-        self.store_used -= entry.payload[1][1]
-        entry.spill = REMOTE
-        self._tell_holders_spilled(object_id)
+        self.store.used -= entry.payload[1][1]
+        self.transitions.object(object_id, entry, REMOTE, "copy dropped")
+        self.store.tell_holders_spilled(object_id)

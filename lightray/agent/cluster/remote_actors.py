@@ -46,11 +46,11 @@ from __future__ import annotations
 
 from ... import exceptions, serialization
 from ... import task_spec as ts
-from ..actors import ALIVE, PENDING, ActorEntry, _died_payload
+from ..actors import _died_payload
 from .forwarding import AT, PUSHED, _lost, _units
-from ..objects import ObjectEntry
+from ..records import ActorEntry, ObjectEntry, Task
 from ...serialization import ERROR
-from ...states import DEAD, FORWARDED
+from ...states import ALIVE, DEAD, FORWARDED, PENDING
 from ...transport import messages as m
 
 WAIT = "wait"   # DESCRIBED: not ready yet on the describing node, ask again
@@ -63,7 +63,7 @@ class RemoteActors:
     def _forward_actor(self, actor: ActorEntry, task, node_id: str) -> None:
         spec = actor.spec
         actor.home = node_id
-        task.state = FORWARDED
+        self.transitions.task(task, FORWARDED, ("actor placed on", node_id))
         task.node = node_id
         view = self.peers[node_id]
         for name, need in _units(task).items():
@@ -119,7 +119,6 @@ class RemoteActors:
     def _on_actor_forward(self, origin: str, spec: tuple, class_bytes: bytes, described: list,
                           description: dict) -> None:
         """A peer placed an actor here: run it, and keep the peer told."""
-        from ..state import Task
         actor_id = spec[ts.TASK_ID]
         if actor_id in self.actors:
             return
@@ -133,8 +132,8 @@ class RemoteActors:
         # Pinned for the actor's life (a restart runs the constructor again),
         # and for the constructor task.
         for _ in range(2):
-            self._pin(spec[ts.DEPS])
-            self._pin(spec[ts.CONTAINED])
+            self.directory.pin(spec[ts.DEPS])
+            self.directory.pin(spec[ts.CONTAINED])
         task = Task(spec, b"")
         task.actor = actor
         task.origin = origin
@@ -160,7 +159,7 @@ class RemoteActors:
         if (incarnation, state, address) == (actor.incarnation, actor.state, actor.tcp_address):
             return
         actor.incarnation = incarnation
-        actor.state = state
+        self.transitions.actor(actor, state, ("reported by", sender))
         actor.tcp_address = address
         self._notify_actor(actor)
 
@@ -223,7 +222,7 @@ class RemoteActors:
             if object_id not in client.held:
                 client.held.add(object_id)
                 entry.refs += 1
-        self._on_subscribe(client, object_ids)
+        self.directory.on_subscribe(client, object_ids)
         if not ask:
             self.outbox[client.identity].append((m.INFO_REPLY, request_id, True))
             return
@@ -289,7 +288,7 @@ class RemoteActors:
                     # Pinned while pending, or handed over: an inline value
                     # (sender has it now) or bytes on sender itself.
                     entry.pinned_for.discard(sender)
-                    self._unref(object_id)
+                    self.directory.unref(object_id)
             answers.append((object_id, how))
         self.peer_outbox[sender].append((m.DESCRIBED, request_id, answers))
 
@@ -324,7 +323,7 @@ class RemoteActors:
         for object_id, entry in list(self.objects.items()):
             if entry.pending and entry.location == node_id:
                 entry.location = None
-                self._set_ready(object_id, entry, _lost(
+                self.directory.set_ready(object_id, entry, _lost(
                     object_id, f"node {node_id}, which passed a ref to it, died ({why})"), ())
 
     # ------------------------------------------------------------- failures

@@ -55,6 +55,8 @@ from __future__ import annotations
 import json
 import math
 
+from ... import states
+
 NODE_REGISTER = "node_register"
 NODE_HEARTBEAT = "node_heartbeat"
 NODE_DEAD = "node_dead"
@@ -90,9 +92,9 @@ class _AlreadyApplied:
 
 ALREADY_APPLIED = _AlreadyApplied()
 
-# Actor states, as in lightray.agent.actors. Every state but DEAD holds the name.
+# Actor states, named in lightray.states (the agent's). Every state but DEAD holds the name.
 ACTOR_PENDING, ACTOR_ALIVE, ACTOR_RESTARTING, ACTOR_DEAD = (
-    "pending", "alive", "restarting", "dead")
+    states.PENDING, states.ALIVE, states.RESTARTING, states.DEAD)
 ACTOR_STATES = frozenset((ACTOR_PENDING, ACTOR_ALIVE, ACTOR_RESTARTING, ACTOR_DEAD))
 
 _INT64_MAX = 2 ** 63 - 1   # SQLite's INTEGER range
