@@ -15,9 +15,6 @@ from __future__ import annotations
 import inspect
 
 from .exceptions import RuntimeNotRunningError
-# The handle-object ids live in lightray.ids (the agent needs them too);
-# they stay importable from here.
-from .ids import HANDLE_PAYLOAD, HANDLE_SUFFIX, handle_object_id, is_handle_object  # noqa: F401
 from .object_ref import ObjectRef
 from .options import check_option_names
 from .remote_function import _ExportedFunction, _serialize_arguments

@@ -43,22 +43,6 @@ NOT_IN_MEMORY = (SPILLED, RESTORING, REMOTE, PULLING)   # the bytes are not in t
 PENDING, ALIVE, RESTARTING = "pending", "alive", "restarting"   # and DEAD
 ACTOR_STATES = (PENDING, ALIVE, RESTARTING, DEAD)
 
-# --------------------------------------------------- actor handle objects
-# The handle object of an actor is "return" 0xFFFF of the actor's id: no task
-# has that many returns (num_returns is checked against it).
-HANDLE_SUFFIX = b"\xff\xff"
-# The payload of every handle object in the agent's table (it has no value).
-HANDLE_PAYLOAD = (0, b"")
-
-
-def handle_object_id(actor_id: bytes) -> bytes:
-    return actor_id + HANDLE_SUFFIX
-
-
-def is_handle_object(object_id: bytes) -> bool:
-    return object_id[-2:] == HANDLE_SUFFIX and len(object_id) == 16
-
-
 # ------------------------------------------------------------ transitions
 HISTORY = 2000              # state changes kept per agent
 

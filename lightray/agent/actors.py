@@ -12,7 +12,7 @@ Method calls never pass through here: callers send them to the actor's
 worker directly (lightray.client.actor_caller). The agent tells subscribers (every
 process that called the actor) where it runs and when that changes.
 
-Lifetime: the actor's handle object (lightray.actor.handle_object_id) is an
+Lifetime: the actor's handle object (lightray.ids.handle_object_id) is an
 entry of the object table counted like any ref; when it is freed, an actor
 that is neither named nor detached is stopped. A name pins the handle object
 until the actor dies; a non-detached named actor dies with the process that
@@ -24,8 +24,8 @@ from .. import exceptions, serialization
 from .. import task_spec as ts
 from .records import ActorEntry, ClientEntry, ObjectEntry, Task
 from ..serialization import ERROR
-from ..states import (ACTOR, ALIVE, DEAD, DISPATCHED, FINISHED, HANDLE_PAYLOAD, PENDING, RESTARTING,
-                      handle_object_id)
+from ..ids import HANDLE_PAYLOAD, handle_object_id
+from ..states import ACTOR, ALIVE, DEAD, DISPATCHED, FINISHED, PENDING, RESTARTING
 from ..transport import messages as m
 
 # Actor states (PENDING, ALIVE, RESTARTING, DEAD) are named in lightray.states.

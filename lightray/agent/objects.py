@@ -21,7 +21,7 @@ from .. import exceptions, serialization
 from ..ids import task_of
 from .records import ClientEntry, ObjectEntry
 from ..serialization import ERROR, SHARED
-from ..states import HANDLE_PAYLOAD, is_handle_object
+from ..ids import HANDLE_PAYLOAD, is_handle_object
 from ..transport import messages as m
 
 

@@ -38,7 +38,7 @@ import zmq
 from .. import config
 from ..scheduling import is_hot
 from ..store.control import ControlStore, validate
-from ..worker.tasks import worker_main   # (imported here: forked workers start warm)
+from ..worker.entry import worker_main   # (imported here: forked workers start warm)
 from . import instructions as i
 from .cluster.membership import HEARTBEAT_INTERVAL
 from .state import AgentState

@@ -38,8 +38,8 @@ from .. import exceptions, serialization
 from .. import task_spec as ts
 from ..serialization import ERROR, SHARED
 from .records import ClientEntry
-from ..states import (PULLING, REMOTE, RESTORING, SPILLED, SPILLING, WAITING,
-                      is_handle_object)
+from ..ids import is_handle_object
+from ..states import PULLING, REMOTE, RESTORING, SPILLED, SPILLING, WAITING
 from .instructions import RestoreJob, SpillJob
 from ..transport import messages as m
 

@@ -8,7 +8,9 @@ Modules:
 * ledger: RefLedger, pure reference counting (INC/DEC, escape, promise).
 * objects: ObjectTable, ready values, futures and callbacks, mapped segments.
 * direct: DirectSubmitter, tasks sent straight to leased workers.
+* leases: LeaseBook, the pure decisions of direct submission (ask, use, give back).
 * actor_caller: ActorCaller, actor calls sent straight to the actor's worker.
+* channels: ActorChannel, the pure state of one caller's channel to an actor.
 
 May import: lightray.transport, lightray.store, lightray.worker.paths and the
 user-facing floor (object_ref, actor, remote_function, serialization, ids,

@@ -46,7 +46,8 @@ import threading
 
 from .. import exceptions, serialization
 from .. import task_spec as ts
-from ..actor import ActorHandle, handle_object_id
+from ..actor import ActorHandle
+from ..ids import handle_object_id
 from ..ids import return_ids
 from ..object_ref import ObjectRef
 from ..remote_function import _serialize_arguments

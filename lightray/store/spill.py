@@ -29,13 +29,6 @@ _STEP = 64 << 20
 SPILL, RESTORE, REMOVE, STOP = "spill", "restore", "remove", "stop"
 
 
-def spill_file_name(spill_dir: str, object_id: bytes, attempt: int) -> str:
-    """One name per spill, never reused: an object restored and spilled again
-    in one agent turn gets a new file while the old one waits for removal (a
-    reused name would be refused by O_EXCL, or deleted under the new copy)."""
-    return os.path.join(spill_dir, f"{object_id.hex()}.{attempt}")
-
-
 def copy_segment_to_file(layout, path: str) -> None:
     name, size = layout[0], layout[1]
     source = shm.open_segment(name, os.O_RDONLY, 0)

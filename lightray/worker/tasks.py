@@ -391,10 +391,3 @@ def _should_retry(retry_exceptions, error: Exception) -> bool:
         return isinstance(error, tuple(retry_exceptions))
     return False
 
-
-def worker_main(address: str, worker_id: str, agent_pid: int, actor: bool = False) -> None:
-    """Transitional: the agent server still starts workers through this name.
-    The real entry point is lightray.worker.entry.worker_main; delete this
-    function (and its import below) once the agent imports that one."""
-    from .entry import worker_main as entry_worker_main   # transitional, see above
-    entry_worker_main(address, worker_id, agent_pid, actor)

@@ -8,6 +8,18 @@
 Writes are command tuples (lightray.store.control.commands lists them and their
 results); reads are methods. lightray.store.control.store explains why the store
 is a deterministic state machine and what that promises.
+
+Modules:
+
+    store.py      ControlStore: opens the SQLite file, applies commands, reads
+    commands.py   the command kinds, their fields, validate() and the results
+    writes.py     how each command changes the database (one function per kind)
+    records.py    what reads return: NodeRecord, ActorRecord, JobRecord
+    schema.py     the schema, its version and the checks made on opening
+    snapshot.py   a whole database image as bytes, for a new replica
+
+May import: lightray.states (actor state names) and the standard library
+(sqlite3, json). Never the agent, the client or the API: the agent drives it.
 """
 from .commands import (
     ACTOR_ALIVE,
