@@ -21,7 +21,7 @@ from .remote_function import _ExportedFunction, _serialize_arguments
 from .resources import make_request
 from .runtime import client_for_submission, namespace_for
 from .scheduling import encode_strategy
-from .task_spec import TaskSpec
+from .task_spec import new_task_spec
 
 ACTOR_OPTIONS = ("num_cpus", "num_gpus", "resources", "max_concurrency", "max_restarts",
                  "max_task_retries", "name", "namespace", "lifetime", "get_if_exists",
@@ -155,9 +155,10 @@ class ActorClass:
             client, f"{name}.__init__", args, kwargs)
         actor_id = client.ids.task_id()
         max_restarts = (1 << 30) if options.max_restarts == -1 else options.max_restarts
-        spec = TaskSpec(actor_id, exported.function_id, name, args_bytes, deps, contained,
-                        num_returns=0, resources=options.placement, max_retries=max_restarts,
-                        retry_exceptions=False, strategy=options.strategy)
+        spec = new_task_spec(actor_id, exported.function_id, name, args_bytes, deps, contained,
+                             num_returns=0, resources=options.placement,
+                             max_retries=max_restarts, retry_exceptions=False,
+                             strategy=options.strategy)
         description = {
             "class_name": name, "methods": self._methods, "is_async": self._is_async,
             "max_concurrency": options.max_concurrency, "held": options.held,

@@ -17,7 +17,7 @@ from .config import inline_threshold
 from .object_ref import ObjectRef
 from .options import TaskOptions
 from .runtime import client_for_submission
-from .task_spec import Dep, TaskSpec
+from .task_spec import Dep, new_task_spec
 
 
 class _ExportedFunction:
@@ -73,10 +73,10 @@ class RemoteFunction:
         retry = options.retry_exceptions
         if isinstance(retry, tuple):
             retry = serialization.dumps_function(retry)
-        spec = TaskSpec(task_id, exported.function_id, exported.name, args_bytes, deps,
-                        contained, num_returns=options.num_returns, resources=options.request,
-                        max_retries=options.max_retries, retry_exceptions=retry,
-                        strategy=options.strategy)
+        spec = new_task_spec(task_id, exported.function_id, exported.name, args_bytes, deps,
+                             contained, num_returns=options.num_returns,
+                             resources=options.request, max_retries=options.max_retries,
+                             retry_exceptions=retry, strategy=options.strategy)
         refs = client.submit(spec, exported.function_id, exported.function_bytes)
         del keep_alive  # implicit puts: the agent pinned them on SUBMIT
         if options.num_returns == 1:

@@ -130,3 +130,4 @@ def test_every_package_init_says_what_lives_there():
         if unnamed:
             missing.append(f"{init.relative_to(PACKAGE.parent)} does not name {unnamed}")
     assert not missing, "\n".join(missing)
+

@@ -113,9 +113,9 @@ class ActorCaller:
         if deps or contained:
             keep += [ObjectRef(i, client) for i in deps]
             keep += [ObjectRef(i, client) for i in contained]
-        spec = ts.TaskSpec(task_id, actor_id, name, args_bytes, deps, contained, num_returns,
-                           resources=None, max_retries=0, retry_exceptions=False,
-                           owner=client.client_id)
+        spec = ts.new_task_spec(task_id, actor_id, name, args_bytes, deps, contained,
+                                num_returns=num_returns, resources=None, max_retries=0,
+                                retry_exceptions=False, owner=client.client_id)
         call = Call(spec, keep)
         items = None
         with client.lock:

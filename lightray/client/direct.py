@@ -159,7 +159,7 @@ class DirectSubmitter:
         ids = return_ids(task_id, spec[ts.NUM_RETURNS])
         client = self.client
         gone_ops = client.ledger.resubmitted(ids)
-        retried = spec._replace(owner=None, attempts_made=spec[ts.ATTEMPTS_MADE] + 1)
+        retried = ts.for_retry_through_agent(spec)
         ops = self.client.export_function(spec[ts.FUNCTION_ID],
                                           self.function_bytes[spec[ts.FUNCTION_ID]])
         ops.append((m.SUBMIT, retried))
