@@ -118,7 +118,7 @@ class ActorManagement:
         return True
 
     def _start_actor_worker(self, actor: ActorEntry) -> None:
-        worker = self._new_worker()
+        worker = self.worker_pool.new_worker()
         worker.state = ACTOR
         worker.actor = actor
         worker.allocation = None   # the actor holds it, across restarts

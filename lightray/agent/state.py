@@ -15,10 +15,11 @@ below "what the I/O loop reads" (turn, load_counters, warm_limit, ...).
 Parts composed as fields (plain objects, given their tables and callbacks):
 ``directory`` (the object table, lightray.agent.objects), ``store`` (the
 store's capacity and spilling, lightray.agent.store), ``leases`` (workers lent
-to drivers, lightray.agent.leases); they and the state write instructions
-into one ``effects`` (lightray.agent.effects). Still mixins of AgentState:
-placing tasks on workers and the workers' lives (lightray.agent.workers),
-actors (lightray.agent.actors) and the cluster parts (lightray.agent.cluster).
+to drivers, lightray.agent.leases), ``worker_pool`` (placing tasks on workers,
+pipelining and the workers' lives, lightray.agent.workers); they and the state
+write instructions into one ``effects`` (lightray.agent.effects). Still mixins
+of AgentState: actors (lightray.agent.actors) and the cluster parts
+(lightray.agent.cluster).
 
 State names are in lightray.states; every task, object and actor state
 change goes through ``transitions`` with its reason. A worker's queue holds
@@ -38,7 +39,7 @@ from .effects import Effects
 from .cluster.pulls import ObjectPulls
 from .leases import LeaseBook
 from .cluster.remote_actors import RemoteActors
-from .workers import WorkerManagement
+from .workers import WorkerPool
 from .store import StoreCapacity
 from ..ids import return_ids, task_of
 from .objects import ObjectDirectory
@@ -46,15 +47,14 @@ from .records import ClientEntry, ObjectEntry, Task
 from ..resources import ResourcePool, from_units
 from ..serialization import ERROR, SHARED
 from ..states import Transitions
-from ..states import (DEAD, DISPATCHED, FINISHED, FORWARDED, IDLE, LEASED, NOT_IN_MEMORY, PULLING,
-                      QUEUED, REMOTE, SPILLED, STARTING, WAITING)
+from ..states import (DEAD, FINISHED, FORWARDED, IDLE, LEASED, PULLING, QUEUED, REMOTE, SPILLED,
+                      STARTING, WAITING)
 from ..transport import messages as m
 
 
 
 class AgentState(ActorManagement,
-                 ClusterManagement, TaskForwarding, ObjectPulls, RemoteActors,
-                 WorkerManagement):
+                 ClusterManagement, TaskForwarding, ObjectPulls, RemoteActors):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
                  max_workers: int, store_capacity: int, namespace: str = "default",
                  spill_dir: str | None = None, spill_threshold: float = 0.8,
@@ -63,8 +63,6 @@ class AgentState(ActorManagement,
         self.session = session
         self.namespace = namespace         # of named actors, for processes that name none
         self.pool = ResourcePool(resources)
-        self.pipeline_depth = pipeline_depth
-        self.max_workers = max_workers
         self.segment_prefix = segment_prefix   # where processes write segments
         self.effects = effects = Effects()     # what the parts ask the I/O loop to do
         # (the mixin parts reach the buffers under these names too)
@@ -87,7 +85,6 @@ class AgentState(ActorManagement,
         # DECs of ids we did not know yet, by client: a direct result that a
         # worker registers may arrive after its owner already dropped it.
         self.early_decs: dict = {}
-        self._worker_counter = 0
         self.store = StoreCapacity(effects, self.transitions, objects=self.objects,
                                    clients=self.clients, workers=self.workers, pulls=self.pulls,
                                    capacity=store_capacity, spill_dir=spill_dir,
@@ -98,12 +95,24 @@ class AgentState(ActorManagement,
         self.directory = ObjectDirectory(effects, objects=self.objects, clients=self.clients,
                                          early_decs=self.early_decs, store=self.store,
                                          handles_gone=self._on_actor_handles_gone)
+        self.worker_pool = WorkerPool(
+            effects, self.transitions, self.pool, workers=self.workers,
+            workers_by_pid=self.workers_by_pid, idle_workers=self.idle_workers,
+            queues=self.queues, clients=self.clients, tasks=self.tasks, objects=self.objects,
+            functions=self.functions, node_id=node_id, pipeline_depth=pipeline_depth,
+            max_workers=max_workers, live_peers=lambda: self.live_peers,
+            mesh_address=lambda: self.mesh_address, await_deps=self._await_deps,
+            enqueue=self._enqueue, fail_with=self._fail_with,
+            check_satisfiable=self._check_satisfiable, place_actor=self._place_actor,
+            place_in_cluster=self._place_in_cluster,
+            actor_worker_exit=self._on_actor_worker_exit, drop_client=self._drop_client)
         self.leases = LeaseBook(effects, self.pool, workers=self.workers,
                                 idle_workers=self.idle_workers, queues=self.queues,
                                 clients=self.clients, objects=self.objects,
                                 early_decs=self.early_decs,
                                 schedule_if_needed=self.schedule_if_needed,
-                                make_idle=self._make_idle, set_ready=self.directory.set_ready)
+                                make_idle=self.worker_pool.make_idle,
+                                set_ready=self.directory.set_ready)
         self.stopping = False
 
     # ========================================================= instructions
@@ -138,6 +147,17 @@ class AgentState(ActorManagement,
     def schedule_if_needed(self) -> None:
         if self.needs_schedule:
             self.schedule()
+
+    def schedule(self) -> None:
+        """Dispatch every queued task that fits, in FIFO order per resource shape."""
+        self.worker_pool.schedule()
+
+    def initial_workers(self, count: int) -> None:
+        self.worker_pool.initial_workers(count)
+
+    def on_worker_exit(self, pid: int, status: str) -> None:
+        """A worker process exited (its pid and how)."""
+        self.worker_pool.on_worker_exit(pid, status)
 
     def load_counters(self) -> dict:
         """This node's store and transfer counters, as heartbeats report them."""
@@ -214,11 +234,11 @@ class AgentState(ActorManagement,
         elif worker is not None and worker.state != DEAD:
             worker.started = True
             for task in worker.queue:
-                self._send_exec(worker, task)
+                self.worker_pool.send_exec(worker, task)
             if worker.state == STARTING:
                 worker.state = LEASED if worker.queue else IDLE
                 if worker.state == IDLE:
-                    self._release_lease(worker)
+                    self.worker_pool.release_lease(worker)
                     self.idle_workers.append(worker)
                     self.needs_schedule = True
 
@@ -249,11 +269,11 @@ class AgentState(ActorManagement,
             elif kind == m.SUBSCRIBE:
                 self.directory.on_subscribe(client, op[1])
             elif kind == m.BLOCKED:
-                self._on_blocked(client, op[2])
+                self.worker_pool.on_blocked(client, op[2])
             elif kind == m.UNBLOCKED:
-                self._on_unblocked(client)
+                self.worker_pool.on_unblocked(client)
             elif kind == m.RETURNED:
-                self._on_returned(client, op[1])
+                self.worker_pool.on_returned(client, op[1])
             elif kind == m.CANCEL:
                 self._on_cancel(op[1], op[2])
             elif kind == m.INFO:
@@ -371,38 +391,7 @@ class AgentState(ActorManagement,
         else:
             self.transitions.task(task, WAITING, ("for", task.missing_deps, "argument(s)"))
             task.worker = None
-            self._pipeline_behind_producers(task)
-
-    def _pipeline_behind_producers(self, task: Task) -> bool:
-        """Dispatch a waiting task to the worker that is producing all of its
-        missing arguments, behind them: the worker hands it their results
-        itself (LOCAL payloads), so a chain of tasks never waits for the agent
-        between two links."""
-        if task.actor is not None:
-            return False
-        strategy = task.spec[ts.STRATEGY]
-        if strategy is not None and self.live_peers and task.origin is None and not (
-                type(strategy) is tuple and strategy[1] == self.node_id):
-            return False   # it must be placed first: SPREAD, or pinned to another node
-        worker = None
-        objects = self.objects
-        for object_id in task.spec[ts.DEPS]:
-            if not objects[object_id].pending:
-                if objects[object_id].spill in NOT_IN_MEMORY:
-                    return False
-                continue
-            producer = self.tasks.get(task_of(object_id))
-            if producer is None or producer.state != DISPATCHED:
-                return False
-            if worker is None:
-                worker = producer.worker
-            elif producer.worker is not worker:
-                return False
-        if (worker is None or worker.state != LEASED or worker.lessee is not None
-                or worker.shape != task.shape or len(worker.queue) >= self.pipeline_depth):
-            return False
-        self._dispatch(worker, task)
-        return True
+            self.worker_pool.pipeline_behind_producers(task)
 
     def _enqueue(self, task: Task, front: bool = False) -> None:
         if task.spec[ts.DEPS] and not self._arguments_fit(task):
@@ -468,7 +457,7 @@ class AgentState(ActorManagement,
         worker = client.worker
         task = self.tasks.get(task_id)
         if worker is not None:
-            self._remove_from_worker(worker, task_id)
+            self.worker_pool.remove_from_worker(worker, task_id)
         if task is None or task.state == FINISHED:
             self._discard_payloads(payloads)
         elif retryable and task.retries_left > 0 and not task.cancelled:
@@ -484,7 +473,7 @@ class AgentState(ActorManagement,
                 self.directory.set_ready(object_id, entry, payload, inner)
             self._finish_task(task)
         if worker is not None:
-            self._after_worker_progress(worker)
+            self.worker_pool.after_worker_progress(worker)
 
     def _discard_payloads(self, payloads) -> None:
         for payload in payloads:
@@ -513,9 +502,9 @@ class AgentState(ActorManagement,
         elif worker.started:
             self.outbox[worker.worker_id.encode() + b"r"].append((m.CANCEL_TASK, task.task_id))
         else:
-            self._remove_from_worker(worker, task.task_id)
+            self.worker_pool.remove_from_worker(worker, task.task_id)
             self._fail_with(task, exceptions.TaskCancelledError(f"task {name}() was cancelled"))
-            self._after_worker_progress(worker)
+            self.worker_pool.after_worker_progress(worker)
 
     def on_client_gone(self, client_id: bytes) -> None:
         """A process left without GOODBYE (its pid is gone)."""

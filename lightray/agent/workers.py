@@ -1,5 +1,5 @@
 """Workers in the agent: placing queued tasks on them, pipelining, leases
-given back, blocked workers, worker deaths. Part of AgentState (no I/O).
+given back, blocked workers, worker deaths. No I/O.
 
     schedule() ──▶ per resource shape, FIFO: _place(task)
         a peer (cluster placement), or arguments brought here first, or
@@ -10,6 +10,11 @@ given back, blocked workers, worker deaths. Part of AgentState (no I/O).
     a worker exits ──▶ its running task retried (max_retries) or failed
 
 A worker's queue holds its running task first, then pipelined ones.
+
+``WorkerPool`` is a part of ``AgentState`` (lightray.agent.state, its
+``worker_pool`` field): it works on the tables and the Effects it is given,
+and reaches tasks, actors and the cluster only through the functions passed
+to it (await_deps, enqueue, fail_with, place_actor, place_in_cluster, ...).
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import collections
 
 from .. import exceptions
 from .. import task_spec as ts
-from ..ids import return_ids
+from ..ids import return_ids, task_of
 from .records import ClientEntry, Task, WorkerEntry
 from ..serialization import LOCAL
 from ..states import (BLOCKED, DEAD, DISPATCHED, IDLE, LEASED, NOT_IN_MEMORY, QUEUED, STARTING,
@@ -28,9 +33,45 @@ from ..transport import messages as m
 LOCAL_PAYLOAD = (LOCAL, None)
 
 
-class WorkerManagement:
+class WorkerPool:
+    __slots__ = ("effects", "transitions", "pool", "workers", "workers_by_pid", "idle_workers",
+                 "queues", "clients", "tasks", "objects", "functions", "node_id",
+                 "pipeline_depth", "max_workers", "worker_counter", "_live_peers",
+                 "_mesh_address", "_await_deps", "_enqueue", "_fail_with", "_check_satisfiable",
+                 "_place_actor", "_place_in_cluster", "_on_actor_worker_exit", "_drop_client")
 
-    def _remove_from_worker(self, worker: WorkerEntry, task_id: bytes) -> None:
+    def __init__(self, effects, transitions, pool, *, workers: dict, workers_by_pid: dict,
+                 idle_workers: list, queues: dict, clients: dict, tasks: dict, objects: dict,
+                 functions: dict, node_id: str, pipeline_depth: int, max_workers: int,
+                 live_peers, mesh_address, await_deps, enqueue, fail_with, check_satisfiable,
+                 place_actor, place_in_cluster, actor_worker_exit, drop_client):
+        self.effects = effects           # lightray.agent.effects.Effects
+        self.transitions = transitions   # lightray.states.Transitions
+        self.pool = pool                 # the node's ResourcePool
+        self.workers = workers           # worker id -> WorkerEntry
+        self.workers_by_pid = workers_by_pid
+        self.idle_workers = idle_workers
+        self.queues = queues             # shape -> deque of QUEUED tasks
+        self.clients = clients
+        self.tasks = tasks
+        self.objects = objects           # the object table
+        self.functions = functions       # function id -> its pickled bytes
+        self.node_id = node_id
+        self.pipeline_depth = pipeline_depth
+        self.max_workers = max_workers
+        self.worker_counter = 0
+        self._live_peers = live_peers          # () -> how many peers are alive
+        self._mesh_address = mesh_address      # () -> this node's mesh address, "" if none
+        self._await_deps = await_deps          # (task, front=, fetch=)
+        self._enqueue = enqueue                # (task, front=)
+        self._fail_with = fail_with            # (task, exception)
+        self._check_satisfiable = check_satisfiable   # (task) -> False if it failed it
+        self._place_actor = place_actor        # (actor creation task) -> placed
+        self._place_in_cluster = place_in_cluster     # (task) -> placed, None: here
+        self._on_actor_worker_exit = actor_worker_exit   # (worker, status)
+        self._drop_client = drop_client        # (client)
+
+    def remove_from_worker(self, worker: WorkerEntry, task_id: bytes) -> None:
         queue = worker.queue
         if queue and queue[0].task_id == task_id:
             queue.popleft()
@@ -40,14 +81,14 @@ class WorkerManagement:
                 queue.remove(task)
                 return
 
-    def _after_worker_progress(self, worker: WorkerEntry) -> None:
+    def after_worker_progress(self, worker: WorkerEntry) -> None:
         if not worker.queue and worker.state in (LEASED, BLOCKED) and worker.lessee is None:
-            self._make_idle(worker)
-        self.needs_schedule = True
+            self.make_idle(worker)
+        self.effects.needs_schedule = True
 
-    def _make_idle(self, worker: WorkerEntry) -> None:
+    def make_idle(self, worker: WorkerEntry) -> None:
         """The worker's lease ends: free its resources, give it work again."""
-        self._release_lease(worker)
+        self.release_lease(worker)
         worker.state = IDLE
         self.idle_workers.append(worker)
         if not self.queues:
@@ -62,15 +103,15 @@ class WorkerManagement:
                 busiest = other
         if busiest is not None:
             busiest.steal_asked = True
-            self.outbox[busiest.worker_id.encode() + b"r"].append((m.STEAL,))
+            self.effects.outbox[busiest.worker_id.encode() + b"r"].append((m.STEAL,))
 
-    def _release_lease(self, worker: WorkerEntry) -> None:
+    def release_lease(self, worker: WorkerEntry) -> None:
         if worker.allocation is not None:
             self.pool.release(worker.allocation)
             worker.allocation = None
             worker.shape = None
 
-    def _on_blocked(self, client: ClientEntry, handed_back: list) -> None:
+    def on_blocked(self, client: ClientEntry, handed_back: list) -> None:
         worker = client.worker
         if worker is None or worker.state == DEAD:
             return
@@ -79,15 +120,15 @@ class WorkerManagement:
             allocation = worker.actor.allocation
             if allocation is not None:
                 self.pool.release_cpu(allocation)
-                self.needs_schedule = True
+                self.effects.needs_schedule = True
             return
         worker.state = BLOCKED
         if worker.allocation is not None:
             self.pool.release_cpu(worker.allocation)
-        self._requeue_handed_back(worker, handed_back)
-        self.needs_schedule = True
+        self.requeue_handed_back(worker, handed_back)
+        self.effects.needs_schedule = True
 
-    def _on_unblocked(self, client: ClientEntry) -> None:
+    def on_unblocked(self, client: ClientEntry) -> None:
         worker = client.worker
         if worker is not None and worker.actor is not None:
             if worker.actor.allocation is not None:
@@ -99,16 +140,16 @@ class WorkerManagement:
         if worker.allocation is not None:
             self.pool.reacquire_cpu(worker.allocation)
 
-    def _on_returned(self, client: ClientEntry, task_ids: list) -> None:
+    def on_returned(self, client: ClientEntry, task_ids: list) -> None:
         worker = client.worker
         if worker is not None:
             worker.steal_asked = False
-            self._requeue_handed_back(worker, task_ids)
-            self._after_worker_progress(worker)
+            self.requeue_handed_back(worker, task_ids)
+            self.after_worker_progress(worker)
 
-    def _requeue_handed_back(self, worker: WorkerEntry, task_ids: list) -> None:
+    def requeue_handed_back(self, worker: WorkerEntry, task_ids: list) -> None:
         for task_id in reversed(task_ids):
-            self._remove_from_worker(worker, task_id)
+            self.remove_from_worker(worker, task_id)
             task = self.tasks.get(task_id)
             if task is not None and task.state == DISPATCHED:
                 if task.cancelled:
@@ -121,7 +162,7 @@ class WorkerManagement:
 
     def schedule(self) -> None:
         """Dispatch every queued task that fits, in FIFO order per resource shape."""
-        self.needs_schedule = False
+        self.effects.needs_schedule = False
         for shape, queue in list(self.queues.items()):
             while queue:
                 task = queue[0]
@@ -143,16 +184,16 @@ class WorkerManagement:
                 client = self.clients.get(worker.lessee)
                 if client is not None:
                     worker.revoke_sent = True
-                    self.outbox[client.identity].append((m.LEASE_REVOKE, worker.worker_id))
+                    self.effects.outbox[client.identity].append((m.LEASE_REVOKE, worker.worker_id))
 
     def _place(self, task: Task) -> bool:
         if task.actor is not None:
             return self._place_actor(task)
-        if self.live_peers and task.origin is None:
+        if self._live_peers() and task.origin is None:
             placed = self._place_in_cluster(task)
             if placed is not None:
                 return placed
-        elif self.mesh_address and not self._check_satisfiable(task):
+        elif self._mesh_address() and not self._check_satisfiable(task):
             return True   # the peers that could run it are gone
         if task.spec[ts.DEPS] and any(self.objects[d].spill in NOT_IN_MEMORY
                                       for d in task.spec[ts.DEPS]):
@@ -170,7 +211,7 @@ class WorkerManagement:
             worker.allocation = allocation
             worker.shape = task.shape
             worker.state = LEASED
-            self._dispatch(worker, task)
+            self.dispatch(worker, task)
             return True
         return self._pipeline(task)
 
@@ -186,7 +227,38 @@ class WorkerManagement:
                 best = worker
         if best is None:
             return False
-        self._dispatch(best, task)
+        self.dispatch(best, task)
+        return True
+
+    def pipeline_behind_producers(self, task: Task) -> bool:
+        """Dispatch a waiting task to the worker that is producing all of its
+        missing arguments, behind them: the worker hands it their results
+        itself (LOCAL payloads), so a chain of tasks never waits for the agent
+        between two links."""
+        if task.actor is not None:
+            return False
+        strategy = task.spec[ts.STRATEGY]
+        if strategy is not None and self._live_peers() and task.origin is None and not (
+                type(strategy) is tuple and strategy[1] == self.node_id):
+            return False   # it must be placed first: SPREAD, or pinned to another node
+        worker = None
+        objects = self.objects
+        for object_id in task.spec[ts.DEPS]:
+            if not objects[object_id].pending:
+                if objects[object_id].spill in NOT_IN_MEMORY:
+                    return False
+                continue
+            producer = self.tasks.get(task_of(object_id))
+            if producer is None or producer.state != DISPATCHED:
+                return False
+            if worker is None:
+                worker = producer.worker
+            elif producer.worker is not worker:
+                return False
+        if (worker is None or worker.state != LEASED or worker.lessee is not None
+                or worker.shape != task.shape or len(worker.queue) >= self.pipeline_depth):
+            return False
+        self.dispatch(worker, task)
         return True
 
     def _idle_worker(self):
@@ -203,30 +275,30 @@ class WorkerManagement:
         live = sum(1 for w in self.workers.values() if w.state != DEAD and w.actor is None)
         if live >= self.max_workers:
             return None
-        return self._new_worker()
+        return self.new_worker()
 
-    def _new_worker(self) -> WorkerEntry:
-        self._worker_counter += 1
-        worker = WorkerEntry(f"{self.node_id[:8]}w{self._worker_counter:05d}")
+    def new_worker(self) -> WorkerEntry:
+        self.worker_counter += 1
+        worker = WorkerEntry(f"{self.node_id[:8]}w{self.worker_counter:05d}")
         self.workers[worker.worker_id] = worker
-        self.spawn.append(worker.worker_id)
+        self.effects.spawn.append(worker.worker_id)
         return worker
 
-    def _dispatch(self, worker: WorkerEntry, task: Task) -> None:
+    def dispatch(self, worker: WorkerEntry, task: Task) -> None:
         self.transitions.task(task, DISPATCHED, ("on worker", worker.worker_id))
         task.worker = worker
         worker.queue.append(task)
         if worker.started:
-            self._send_exec(worker, task)
+            self.send_exec(worker, task)
         # Tasks waiting only for this one's results can follow it there.
         for object_id in return_ids(task.task_id, task.spec[ts.NUM_RETURNS]):
             entry = self.objects.get(object_id)
             if entry is not None and entry.waiting_tasks:
                 for waiting in list(entry.waiting_tasks):
                     if waiting.state == WAITING and len(worker.queue) < self.pipeline_depth:
-                        self._pipeline_behind_producers(waiting)
+                        self.pipeline_behind_producers(waiting)
 
-    def _send_exec(self, worker: WorkerEntry, task: Task) -> None:
+    def send_exec(self, worker: WorkerEntry, task: Task) -> None:
         spec = task.spec
         function_id = spec[ts.FUNCTION_ID]
         function_bytes = None
@@ -238,7 +310,7 @@ class WorkerManagement:
                         for d in spec[ts.DEPS]]
         allocation = worker.allocation
         assignment = (task.request, allocation.gpu_ids if allocation else [])
-        self.outbox[worker.worker_id.encode() + b"r"].append(
+        self.effects.outbox[worker.worker_id.encode() + b"r"].append(
             (m.EXEC, spec, function_bytes, dep_payloads, assignment))
 
     def initial_workers(self, count: int) -> None:
@@ -257,7 +329,7 @@ class WorkerManagement:
             lessee = self.clients.get(worker.lessee)
             if lessee is not None:
                 lessee.leases.discard(worker.worker_id)
-                self.outbox[lessee.identity].append(
+                self.effects.outbox[lessee.identity].append(
                     (m.WORKER_DIED, worker.worker_id, status, worker.cancel_requested))
             worker.lessee = None
         client = self.clients.get(worker.worker_id.encode())
@@ -266,7 +338,7 @@ class WorkerManagement:
         if worker.actor is not None:
             self._on_actor_worker_exit(worker, status)
             return
-        self._release_lease(worker)
+        self.release_lease(worker)
         queue, worker.queue = worker.queue, collections.deque()
         if worker.started and queue:
             running = queue.popleft()
@@ -274,17 +346,17 @@ class WorkerManagement:
         for task in reversed(queue):
             if task.state == DISPATCHED:
                 self._await_deps(task, front=True)
-        self.needs_schedule = True
+        self.effects.needs_schedule = True
 
     def _on_running_task_lost(self, task: Task, worker: WorkerEntry, status: str) -> None:
         if task.state != DISPATCHED:
             return
-        self._retry_or_fail_lost(
+        self.retry_or_fail_lost(
             task, f" (force=True killed worker pid {worker.pid})",
             f"the worker running task {task.spec[ts.FUNCTION_NAME]}() (pid {worker.pid}, "
             f"node {self.node_id}) died: {status}")
 
-    def _retry_or_fail_lost(self, task: Task, cancelled_detail: str, died: str) -> None:
+    def retry_or_fail_lost(self, task: Task, cancelled_detail: str, died: str) -> None:
         """Its worker (or the node it was sent to) died while it ran: fail it if
         it was cancelled, else run it again while it has retries."""
         if task.cancelled:

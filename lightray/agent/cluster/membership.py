@@ -262,7 +262,7 @@ class ClusterManagement:
 
     def _forwarded_task_lost(self, task, node_id: str, why: str) -> None:
         task.node = None
-        self._retry_or_fail_lost(
+        self.worker_pool.retry_or_fail_lost(
             task, "", f"node {node_id} running task {task.spec[ts.FUNCTION_NAME]}() "
                       f"died ({why})")
 
