@@ -6,8 +6,9 @@ AgentState, no I/O; lightray.transport.mesh carries their messages).
     pulls.py          object bytes moving between nodes in chunks
     remote_actors.py  actors created, run and called across nodes
 
-May import: lightray.agent's records, instructions-free parts (actors,
-for a payload helper), lightray.states, scheduling, serialization, task_spec,
-exceptions, config, transport.messages. Never lightray.agent.state or server.
+May import: lightray.agent.records, lightray.agent.actors (one helper that
+builds an actor's death payload), lightray.states, ids, scheduling,
+serialization, task_spec, exceptions, config, transport.messages. Never
+lightray.agent.state or server.
 This __init__ imports nothing.
 """
