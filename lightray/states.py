@@ -64,24 +64,23 @@ class Transitions:
         """Task or actor constructor task (anything with .task_id and .state)."""
         old = task.state
         task.state = new
-        self.history.append((time.monotonic(), "task", task.task_id, old, new, reason))
-        if _log.isEnabledFor(_DEBUG):
-            _log_change("task", task.task_id, old, new, reason)
+        self._record("task", task.task_id, old, new, reason)
 
     def actor(self, actor, new: str, reason) -> None:
         old = actor.state
         actor.state = new
-        self.history.append((time.monotonic(), "actor", actor.actor_id, old, new, reason))
-        if _log.isEnabledFor(_DEBUG):
-            _log_change("actor", actor.actor_id, old, new, reason)
+        self._record("actor", actor.actor_id, old, new, reason)
 
     def object(self, object_id: bytes, entry, new, reason) -> None:
         """An object's spill state (IN_MEMORY is None)."""
         old = entry.spill
         entry.spill = new
-        self.history.append((time.monotonic(), "object", object_id, old, new, reason))
+        self._record("object", object_id, old, new, reason)
+
+    def _record(self, kind: str, ident: bytes, old, new, reason) -> None:
+        self.history.append((time.monotonic(), kind, ident, old, new, reason))
         if _log.isEnabledFor(_DEBUG):
-            _log_change("object", object_id, old or "in memory", new or "in memory", reason)
+            _log_change(kind, ident, old, new, reason)
 
     def of(self, ident: bytes) -> list:
         """The recorded changes of one task, object or actor, oldest first."""
@@ -91,4 +90,6 @@ class Transitions:
 def _log_change(kind: str, ident: bytes, old, new, reason) -> None:
     if type(reason) is tuple:
         reason = " ".join(str(part) for part in reason)
+    if kind == "object":     # an object's spill state None means in memory
+        old, new = old or "in memory", new or "in memory"
     _log.debug("%s %s: %s -> %s (%s)", kind, ident.hex()[:8], old, new, reason)
