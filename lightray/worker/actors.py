@@ -30,8 +30,8 @@ the caller has ask ours (lightray.agent.cluster.remote_actors).
 """
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
+import inspect
 import os
 import queue
 import socket
@@ -203,6 +203,10 @@ class ActorRunner(TaskRunner):
     def _set_mode(self, description: dict) -> None:
         limit = description["max_concurrency"]
         if description["is_async"]:
+            # Imported here, not at the top: the agent imports this module
+            # before it forks its workers, and asyncio (with ssl) is about a
+            # tenth of the agent's start-up; only async actors need it.
+            import asyncio
             self._mode = "async"
             self._loop = asyncio.new_event_loop()
             ready = threading.Event()
@@ -270,7 +274,7 @@ class ActorRunner(TaskRunner):
                 method = getattr(self.instance, spec[ts.FUNCTION_NAME].rsplit(".", 1)[1])
                 args, kwargs = self._arguments(spec, dep_payloads)
                 result = method(*args, **kwargs)
-                if asyncio.iscoroutine(result):
+                if inspect.iscoroutine(result):
                     result = await result
                 outcome = self._store_results(spec, result)
             except _DepError as dep_error:
