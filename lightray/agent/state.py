@@ -16,10 +16,11 @@ Parts composed as fields (plain objects, given their tables and callbacks):
 ``directory`` (the object table, lightray.agent.objects), ``store`` (the
 store's capacity and spilling, lightray.agent.store), ``leases`` (workers lent
 to drivers, lightray.agent.leases), ``worker_pool`` (placing tasks on workers,
-pipelining and the workers' lives, lightray.agent.workers); they and the state
-write instructions into one ``effects`` (lightray.agent.effects). Still mixins
-of AgentState: actors (lightray.agent.actors) and the cluster parts
-(lightray.agent.cluster).
+pipelining and the workers' lives, lightray.agent.workers), ``object_pulls``
+(object bytes moving between nodes, lightray.agent.cluster.pulls); they and
+the state write instructions into one ``effects`` (lightray.agent.effects).
+Still mixins of AgentState: actors (lightray.agent.actors) and the other
+cluster parts (lightray.agent.cluster).
 
 State names are in lightray.states; every task, object and actor state
 change goes through ``transitions`` with its reason. A worker's queue holds
@@ -53,8 +54,7 @@ from ..transport import messages as m
 
 
 
-class AgentState(ActorManagement,
-                 ClusterManagement, TaskForwarding, ObjectPulls, RemoteActors):
+class AgentState(ActorManagement, ClusterManagement, TaskForwarding, RemoteActors):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
                  max_workers: int, store_capacity: int, namespace: str = "default",
                  spill_dir: str | None = None, spill_threshold: float = 0.8,
@@ -85,13 +85,18 @@ class AgentState(ActorManagement,
         # DECs of ids we did not know yet, by client: a direct result that a
         # worker registers may arrive after its owner already dropped it.
         self.early_decs: dict = {}
-        self.store = StoreCapacity(effects, self.transitions, objects=self.objects,
-                                   clients=self.clients, workers=self.workers, pulls=self.pulls,
-                                   capacity=store_capacity, spill_dir=spill_dir,
-                                   threshold=spill_threshold, spilling=spilling,
-                                   start_pull=self._start_pull, drop_copy=self._drop_copy,
-                                   forget_remote=self._forget_remote, fail_task=self._fail_task,
-                                   enqueue=self._enqueue)
+        pulls: dict = {}                   # object id -> Pull (object_pulls' own)
+        # (a lambda for a part built further down)
+        self.store = StoreCapacity(
+            effects, self.transitions, objects=self.objects, clients=self.clients,
+            workers=self.workers, pulls=pulls, capacity=store_capacity, spill_dir=spill_dir,
+            threshold=spill_threshold, spilling=spilling,
+            start_pull=lambda object_id, entry: self.object_pulls.start_pull(object_id, entry),
+            drop_copy=lambda object_id, entry: self.object_pulls.drop_copy(object_id, entry),
+            forget_remote=self._forget_remote, fail_task=self._fail_task, enqueue=self._enqueue)
+        self.object_pulls = ObjectPulls(effects, self.transitions, store=self.store,
+                                        objects=self.objects, peers=self.peers, pulls=pulls,
+                                        node_id=node_id)
         self.directory = ObjectDirectory(effects, objects=self.objects, clients=self.clients,
                                          early_decs=self.early_decs, store=self.store,
                                          handles_gone=self._on_actor_handles_gone)
@@ -126,6 +131,10 @@ class AgentState(ActorManagement,
         """Only the OpenPull / AbortPull instructions (a FORWARD with pushed
         arguments: their bytes are next in the same batch of mesh messages)."""
         return self.effects.take_pull_io()
+
+    def accepts_chunk(self, op: tuple) -> bool:
+        """Whether a PULL_DATA is for a pull under way here."""
+        return self.object_pulls.accepts_chunk(op)
 
     @property
     def needs_schedule(self) -> bool:

@@ -115,7 +115,7 @@ class TaskForwarding:
                 and payload[1][1] <= PUSH_MAX):
             # Small and here: send its bytes right behind the task instead of
             # waiting to be asked (saves a round trip per small argument).
-            self._push(node_id, object_id, payload[1])
+            self.object_pulls.push(node_id, object_id, payload[1])
             return (PUSHED, holder, layout)
         return (AT, holder, layout)
 
@@ -160,7 +160,7 @@ class TaskForwarding:
             entry.location = holder
             entry.remote_name = layout[0]
             if kind == PUSHED:
-                self._expect_push(object_id, entry)
+                self.object_pulls.expect_push(object_id, entry)
         if entry.pinned_for is None:
             entry.pinned_for = set()
         if origin not in entry.pinned_for:
@@ -231,7 +231,7 @@ class TaskForwarding:
         else:
             self._set_ready_elsewhere(object_id, entry, how[1], how[2], sender)
             if how[0] == PUSHED and object_id in self.objects:
-                self._expect_push(object_id, entry)
+                self.object_pulls.expect_push(object_id, entry)
 
     def _set_ready_elsewhere(self, object_id: bytes, entry, holder: str, layout,
                              pinned_by: str) -> None:
@@ -299,7 +299,7 @@ class TaskForwarding:
                     else:
                         box.append((m.FREE, [object_id]))
         if entry.spill == PULLING:
-            self._end_pull(object_id, entry)
+            self.object_pulls.end_pull(object_id, entry)
 
 
 def _units(task) -> dict:

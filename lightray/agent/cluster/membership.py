@@ -34,14 +34,11 @@ class ClusterManagement:
         self.peer_seen: dict = {}           # node id -> monotonic time of its last message
         self.live_peers = 0
         self.peer_outbox = self.effects.peer_outbox
-        self.peer_data = self.effects.peer_data
         self.mesh_connect = self.effects.mesh_connect
         self.mesh_disconnect = self.effects.mesh_disconnect
         self.mesh_rename = self.effects.mesh_rename
         self.control_writes = self.effects.control_writes
         self.peer_functions = collections.defaultdict(set)
-        self.pulls: dict = {}               # object id -> Pull
-        self.pull_io = self.effects.pull_io
         self.pull_retries: list = []        # (node id, PULL op) to send again
         self.spread_turn = 0
         self.hot = False
@@ -96,15 +93,16 @@ class ClusterManagement:
             elif kind == m.FREE:
                 self._on_free(sender, op[1])
             elif kind == m.PULL:
-                self._on_pull(sender, op[1], op[3], op[4])
+                self.object_pulls.on_pull(sender, op[1], op[3], op[4])
             elif kind == m.PULL_DATA:
-                self._on_pull_data(op[1], op[3], len(op) > 4 and op[4])
+                self.object_pulls.on_pull_data(op[1], op[3], len(op) > 4 and op[4])
             elif kind == m.PULL_RETRY:
-                self.pull_retries.append((sender, (m.PULL,) + self._pull_args(op[1], op[2], op[3])))
+                self.pull_retries.append(
+                    (sender, (m.PULL,) + self.object_pulls.pull_args(op[1], op[2], op[3])))
             elif kind == m.PULL_FAILED:
                 entry = self.objects.get(op[1])
                 if entry is not None and entry.spill == PULLING:
-                    self._pull_failed(op[1], entry, op[2])
+                    self.object_pulls.pull_failed(op[1], entry, op[2])
             elif kind == m.FORWARD_CANCEL:
                 self._on_cancel(op[1], op[2])
             elif kind == m.JOIN:
@@ -255,7 +253,8 @@ class ClusterManagement:
                 entry.copies.discard(node_id)
             if entry.location == node_id:
                 if entry.spill == PULLING:
-                    self._pull_failed(object_id, entry, f"node {node_id} died ({why})")
+                    self.object_pulls.pull_failed(object_id, entry,
+                                                  f"node {node_id} died ({why})")
                 elif entry.spill is None:
                     entry.location = None      # our copy is the only one left
         self.needs_schedule = True
