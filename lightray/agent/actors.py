@@ -100,7 +100,7 @@ class ActorManagement:
             if node_id is None:
                 return True       # failed: it can never run anywhere
             if node_id != self.node_id:
-                self._forward_actor(actor, task, node_id)
+                self.remote_actors.forward_actor(actor, task, node_id)
                 return True
         elif self.mesh_address and not self._check_satisfiable(task):
             return True           # the peers that could run it are gone
@@ -158,7 +158,7 @@ class ActorManagement:
     def _on_actor_subscribe(self, client: ClientEntry, actor_id: bytes) -> None:
         actor = self.actors.get(actor_id)
         if actor is None and self.live_peers:
-            self._subscribe_remote(client, actor_id)
+            self.remote_actors.subscribe_remote(client, actor_id)
             return
         if actor is None:
             error = exceptions.ActorDiedError(
@@ -187,9 +187,9 @@ class ActorManagement:
         if not actor.borrowed and self.mesh_address:
             self._record_actor(actor)
         if actor.peer_subscribers:
-            relayed = self._relay_state(actor)
+            relayed = self.remote_actors.relay_state(actor)
             for node_id in actor.peer_subscribers:
-                self._relay(node_id, actor.actor_id, relayed)
+                self.remote_actors.relay(node_id, actor.actor_id, relayed)
 
     def _record_actor(self, actor: ActorEntry) -> None:
         """Its state in the control store (from the node running it, and from
@@ -220,7 +220,7 @@ class ActorManagement:
         if actor is None or actor.state == DEAD:
             return
         if actor.home is not None and not no_restart:
-            self._relay(actor.home, actor_id, ("kill", False))   # it restarts there
+            self.remote_actors.relay(actor.home, actor_id, ("kill", False))   # it restarts there
             return
         if no_restart or actor.restarts_left <= 0:
             self._actor_died(actor, _died_payload(
@@ -256,7 +256,7 @@ class ActorManagement:
         if actor.state == DEAD:
             return
         if actor.home is not None and tell_home:
-            self._relay(actor.home, actor.actor_id, ("kill", True))
+            self.remote_actors.relay(actor.home, actor.actor_id, ("kill", True))
         self.transitions.actor(actor, DEAD, "died")
         actor.death = death_payload
         self._notify_actor(actor)

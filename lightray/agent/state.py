@@ -17,10 +17,11 @@ Parts composed as fields (plain objects, given their tables and callbacks):
 store's capacity and spilling, lightray.agent.store), ``leases`` (workers lent
 to drivers, lightray.agent.leases), ``worker_pool`` (placing tasks on workers,
 pipelining and the workers' lives, lightray.agent.workers), ``object_pulls``
-(object bytes moving between nodes, lightray.agent.cluster.pulls); they and
-the state write instructions into one ``effects`` (lightray.agent.effects).
-Still mixins of AgentState: actors (lightray.agent.actors) and the other
-cluster parts (lightray.agent.cluster).
+(object bytes moving between nodes, lightray.agent.cluster.pulls),
+``remote_actors`` (actors across nodes, lightray.agent.cluster.remote_actors);
+they and the state write instructions into one ``effects``
+(lightray.agent.effects). Still mixins of AgentState: actors
+(lightray.agent.actors), membership and forwarding (lightray.agent.cluster).
 
 State names are in lightray.states; every task, object and actor state
 change goes through ``transitions`` with its reason. A worker's queue holds
@@ -54,7 +55,7 @@ from ..transport import messages as m
 
 
 
-class AgentState(ActorManagement, ClusterManagement, TaskForwarding, RemoteActors):
+class AgentState(ActorManagement, ClusterManagement, TaskForwarding):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
                  max_workers: int, store_capacity: int, namespace: str = "default",
                  spill_dir: str | None = None, spill_threshold: float = 0.8,
@@ -100,6 +101,14 @@ class AgentState(ActorManagement, ClusterManagement, TaskForwarding, RemoteActor
         self.directory = ObjectDirectory(effects, objects=self.objects, clients=self.clients,
                                          early_decs=self.early_decs, store=self.store,
                                          handles_gone=self._on_actor_handles_gone)
+        self.remote_actors = RemoteActors(
+            effects, self.transitions, peers=self.peers, actors=self.actors, tasks=self.tasks,
+            objects=self.objects, functions=self.functions, pull_retries=self.pull_retries,
+            directory=self.directory, node_id=node_id, describe_for=self._describe_for,
+            adopt=self._adopt, adopt_inner=self._adopt_inner,
+            check_satisfiable=self._check_satisfiable, await_deps=self._await_deps,
+            actor_died=self._actor_died, kill_actor=self._on_actor_kill,
+            actor_lookup=self.actor_lookup, notify_actor=self._notify_actor)
         self.worker_pool = WorkerPool(
             effects, self.transitions, self.pool, workers=self.workers,
             workers_by_pid=self.workers_by_pid, idle_workers=self.idle_workers,
@@ -289,7 +298,7 @@ class AgentState(ActorManagement, ClusterManagement, TaskForwarding, RemoteActor
                 what = op[2]
                 if (self.live_peers and type(what) is tuple and what[0] == "actor"
                         and self.actor_lookup(what[1], what[2]) is None):
-                    self._lookup_named_remote(client, op[1], what[1], what[2])
+                    self.remote_actors.lookup_named_remote(client, op[1], what[1], what[2])
                 else:
                     self.outbox[client.identity].append((m.INFO_REPLY, op[1], self.info(what)))
             elif kind == m.LEASE_REQUEST:
@@ -318,11 +327,11 @@ class AgentState(ActorManagement, ClusterManagement, TaskForwarding, RemoteActor
                 self._on_actor_ready(client, op[1], op[2], op[3] if len(op) > 3 else None)
             elif kind == m.ADOPT_FROM:
                 if len(op) > 4:
-                    self._on_adopt_handed_over(op[2], op[3])
+                    self.remote_actors.on_adopt_handed_over(op[2], op[3])
                 else:
-                    self._on_adopt_from(client, op[1], op[2], op[3])
+                    self.remote_actors.on_adopt_from(client, op[1], op[2], op[3])
             elif kind == m.HAND_OVER:
-                self._on_hand_over(op[1], op[2])
+                self.remote_actors.on_hand_over(op[1], op[2])
             elif kind == m.GOODBYE:
                 self._drop_client(client)
             elif kind == m.SHUTDOWN:

@@ -202,17 +202,8 @@ class TaskForwarding:
         """_describe_for, and keep the object here until node_id FREEs it."""
         how = self._describe_for(node_id, object_id)
         if how is not None and how[0] in (AT, PUSHED) and how[1] == self.node_id:
-            self._pin_for(node_id, self.objects[object_id])
+            pin_for(node_id, self.objects[object_id])
         return how
-
-    @staticmethod
-    def _pin_for(node_id: str, entry) -> None:
-        """Keep entry here until node_id sends FREE (once however often asked)."""
-        if entry.pinned_for is None:
-            entry.pinned_for = set()
-        if node_id not in entry.pinned_for:
-            entry.pinned_for.add(node_id)
-            entry.refs += 1
 
     def _adopt_inner(self, sender: str, object_id: bytes, how) -> None:
         """A ref inside a result from sender: know where its object is (the
@@ -300,6 +291,15 @@ class TaskForwarding:
                         box.append((m.FREE, [object_id]))
         if entry.spill == PULLING:
             self.object_pulls.end_pull(object_id, entry)
+
+
+def pin_for(node_id: str, entry) -> None:
+    """Keep entry here until node_id sends FREE (once however often asked)."""
+    if entry.pinned_for is None:
+        entry.pinned_for = set()
+    if node_id not in entry.pinned_for:
+        entry.pinned_for.add(node_id)
+        entry.refs += 1
 
 
 def _units(task) -> dict:

@@ -44,8 +44,6 @@ class ClusterManagement:
         self.hot = False
         self.load: dict = {}
         self.evicted = None                 # why the head dropped this agent (it stops)
-        self.actor_lookups: dict = {}       # lookup id -> [identity, request id, peers asked]
-        self.lookup_counter = 0
 
     def start_cluster(self, mesh_address: str, head_address: str | None, now: float,
                       wall: float) -> None:
@@ -119,11 +117,11 @@ class ClusterManagement:
             elif kind == m.LEAVING:
                 self._peer_died(sender, "it stopped", wall)
             elif kind == m.ACTOR_RELAY:
-                self._on_peer_actor_op(sender, op)
+                self.remote_actors.on_actor_relay(sender, op)
             elif kind == m.DESCRIBE:
-                self._on_describe(sender, op[1], op[2])
+                self.remote_actors.on_describe(sender, op[1], op[2])
             elif kind == m.DESCRIBED:
-                self._on_described(sender, op[1], op[2])
+                self.remote_actors.on_described(sender, op[1], op[2])
             elif kind == m.CONTROL:
                 if self.is_head:
                     self.control_writes.extend(op[1])
@@ -212,9 +210,9 @@ class ClusterManagement:
                 self._peer_died(node_id, f"no heartbeat for {DEAD_AFTER:g} s", wall)
 
     def flush_pull_retries(self) -> None:
-        retries, self.pull_retries = self.pull_retries, []
-        for node_id, op in retries:
+        for node_id, op in self.pull_retries:
             self.peer_outbox[node_id].append(op)
+        self.pull_retries.clear()   # (in place: the remote actors part appends to it too)
 
     def _evicted(self, why: str) -> None:
         """This agent was dropped from the cluster: stop (restart it to join again)."""
@@ -239,7 +237,7 @@ class ClusterManagement:
             for other, other_view in self.peers.items():
                 if other_view.alive:
                     self.peer_outbox[other].append((m.NODE_DEAD, node_id, why))
-        self._actors_on_dead_node(node_id, why)
+        self.remote_actors.on_node_died(node_id, why)
         # Work sent there runs again elsewhere (or fails without retries left).
         for task in list(self.tasks.values()):
             if task.state == FORWARDED and task.node == node_id:
