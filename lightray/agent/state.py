@@ -18,10 +18,11 @@ store's capacity and spilling, lightray.agent.store), ``leases`` (workers lent
 to drivers, lightray.agent.leases), ``worker_pool`` (placing tasks on workers,
 pipelining and the workers' lives, lightray.agent.workers), ``object_pulls``
 (object bytes moving between nodes, lightray.agent.cluster.pulls),
-``remote_actors`` (actors across nodes, lightray.agent.cluster.remote_actors);
-they and the state write instructions into one ``effects``
-(lightray.agent.effects). Still mixins of AgentState: actors
-(lightray.agent.actors), membership and forwarding (lightray.agent.cluster).
+``actor_book`` (actors: placement, their workers, restarts, names,
+lightray.agent.actors), ``remote_actors`` (actors across nodes,
+lightray.agent.cluster.remote_actors); they and the state write instructions
+into one ``effects`` (lightray.agent.effects). Still mixins of AgentState:
+membership and forwarding (lightray.agent.cluster).
 
 State names are in lightray.states; every task, object and actor state
 change goes through ``transitions`` with its reason. A worker's queue holds
@@ -33,7 +34,7 @@ import collections
 
 from .. import exceptions, serialization
 from .. import task_spec as ts
-from .actors import ActorManagement
+from .actors import ActorBook
 from .cluster.membership import HEAD, ClusterManagement
 from .cluster.forwarding import TaskForwarding
 from . import instructions as i
@@ -55,7 +56,7 @@ from ..transport import messages as m
 
 
 
-class AgentState(ActorManagement, ClusterManagement, TaskForwarding):
+class AgentState(ClusterManagement, TaskForwarding):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
                  max_workers: int, store_capacity: int, namespace: str = "default",
                  spill_dir: str | None = None, spill_threshold: float = 0.8,
@@ -87,7 +88,8 @@ class AgentState(ActorManagement, ClusterManagement, TaskForwarding):
         # worker registers may arrive after its owner already dropped it.
         self.early_decs: dict = {}
         pulls: dict = {}                   # object id -> Pull (object_pulls' own)
-        # (a lambda for a part built further down)
+        # The parts, each given its tables, the Effects and callbacks; a lambda
+        # stands for a part built further down.
         self.store = StoreCapacity(
             effects, self.transitions, objects=self.objects, clients=self.clients,
             workers=self.workers, pulls=pulls, capacity=store_capacity, spill_dir=spill_dir,
@@ -98,17 +100,34 @@ class AgentState(ActorManagement, ClusterManagement, TaskForwarding):
         self.object_pulls = ObjectPulls(effects, self.transitions, store=self.store,
                                         objects=self.objects, peers=self.peers, pulls=pulls,
                                         node_id=node_id)
-        self.directory = ObjectDirectory(effects, objects=self.objects, clients=self.clients,
-                                         early_decs=self.early_decs, store=self.store,
-                                         handles_gone=self._on_actor_handles_gone)
+        self.directory = ObjectDirectory(
+            effects, objects=self.objects, clients=self.clients, early_decs=self.early_decs,
+            store=self.store,
+            handles_gone=lambda actor_id: self.actor_book.on_actor_handles_gone(actor_id))
         self.remote_actors = RemoteActors(
             effects, self.transitions, peers=self.peers, actors=self.actors, tasks=self.tasks,
             objects=self.objects, functions=self.functions, pull_retries=self.pull_retries,
             directory=self.directory, node_id=node_id, describe_for=self._describe_for,
             adopt=self._adopt, adopt_inner=self._adopt_inner,
             check_satisfiable=self._check_satisfiable, await_deps=self._await_deps,
-            actor_died=self._actor_died, kill_actor=self._on_actor_kill,
-            actor_lookup=self.actor_lookup, notify_actor=self._notify_actor)
+            actor_died=lambda actor, death, tell_home=True: self.actor_book.actor_died(
+                actor, death, tell_home),
+            kill_actor=lambda actor_id, no_restart: self.actor_book.on_actor_kill(
+                actor_id, no_restart),
+            actor_lookup=lambda namespace, name: self.actor_book.actor_lookup(namespace, name),
+            notify_actor=lambda actor: self.actor_book.notify_actor(actor))
+        self.actor_book = ActorBook(
+            effects, self.transitions, self.pool, actors=self.actors,
+            named_actors=self.named_actors, objects=self.objects, tasks=self.tasks,
+            functions=self.functions, clients=self.clients, directory=self.directory,
+            node_id=node_id, live_peers=lambda: self.live_peers,
+            mesh_address=lambda: self.mesh_address, control=self._control,
+            new_worker=lambda: self.worker_pool.new_worker(), fail_with=self._fail_with,
+            check_satisfiable=self._check_satisfiable, await_deps=self._await_deps,
+            finish_task=self._finish_task, cluster_target=self._cluster_target,
+            forward_actor=self.remote_actors.forward_actor,
+            subscribe_remote=self.remote_actors.subscribe_remote,
+            relay=self.remote_actors.relay, relay_state=self.remote_actors.relay_state)
         self.worker_pool = WorkerPool(
             effects, self.transitions, self.pool, workers=self.workers,
             workers_by_pid=self.workers_by_pid, idle_workers=self.idle_workers,
@@ -117,9 +136,9 @@ class AgentState(ActorManagement, ClusterManagement, TaskForwarding):
             max_workers=max_workers, live_peers=lambda: self.live_peers,
             mesh_address=lambda: self.mesh_address, await_deps=self._await_deps,
             enqueue=self._enqueue, fail_with=self._fail_with,
-            check_satisfiable=self._check_satisfiable, place_actor=self._place_actor,
+            check_satisfiable=self._check_satisfiable, place_actor=self.actor_book.place_actor,
             place_in_cluster=self._place_in_cluster,
-            actor_worker_exit=self._on_actor_worker_exit, drop_client=self._drop_client)
+            actor_worker_exit=self.actor_book.on_actor_worker_exit, drop_client=self._drop_client)
         self.leases = LeaseBook(effects, self.pool, workers=self.workers,
                                 idle_workers=self.idle_workers, queues=self.queues,
                                 clients=self.clients, objects=self.objects,
@@ -248,7 +267,7 @@ class AgentState(ActorManagement, ClusterManagement, TaskForwarding):
                 self.kill.append(worker.pid)   # its actor died before it started
             elif worker.state != DEAD:
                 worker.started = True
-                self._send_actor_start(worker)
+                self.actor_book.send_actor_start(worker)
         elif worker is not None and worker.state != DEAD:
             worker.started = True
             for task in worker.queue:
@@ -297,7 +316,7 @@ class AgentState(ActorManagement, ClusterManagement, TaskForwarding):
             elif kind == m.INFO:
                 what = op[2]
                 if (self.live_peers and type(what) is tuple and what[0] == "actor"
-                        and self.actor_lookup(what[1], what[2]) is None):
+                        and self.actor_book.actor_lookup(what[1], what[2]) is None):
                     self.remote_actors.lookup_named_remote(client, op[1], what[1], what[2])
                 else:
                     self.outbox[client.identity].append((m.INFO_REPLY, op[1], self.info(what)))
@@ -318,13 +337,14 @@ class AgentState(ActorManagement, ClusterManagement, TaskForwarding):
             elif kind == m.DIRECT_CANCEL:
                 self.leases.on_direct_cancel(client, op[1], op[2], op[3])
             elif kind == m.ACTOR_CREATE:
-                self._on_actor_create(client, op[1], op[2], op[3])
+                self.actor_book.on_actor_create(client, op[1], op[2], op[3])
             elif kind == m.ACTOR_SUBSCRIBE:
-                self._on_actor_subscribe(client, op[1])
+                self.actor_book.on_actor_subscribe(client, op[1])
             elif kind == m.ACTOR_KILL:
-                self._on_actor_kill(op[1], op[2])
+                self.actor_book.on_actor_kill(op[1], op[2])
             elif kind == m.ACTOR_READY:
-                self._on_actor_ready(client, op[1], op[2], op[3] if len(op) > 3 else None)
+                self.actor_book.on_actor_ready(client, op[1], op[2],
+                                               op[3] if len(op) > 3 else None)
             elif kind == m.ADOPT_FROM:
                 if len(op) > 4:
                     self.remote_actors.on_adopt_handed_over(op[2], op[3])
@@ -461,7 +481,7 @@ class AgentState(ActorManagement, ClusterManagement, TaskForwarding):
             return
         if task.actor is not None:
             actor, task.actor = task.actor, None
-            self._actor_creation_failed(actor, payload)
+            self.actor_book.actor_creation_failed(actor, payload)
         for object_id in return_ids(task.task_id, task.spec[ts.NUM_RETURNS]):
             entry = self.objects.get(object_id)
             if entry is not None and entry.pending:
@@ -539,7 +559,7 @@ class AgentState(ActorManagement, ClusterManagement, TaskForwarding):
         self.clients.pop(client.client_id, None)
         self.store.release_reservations(client)
         if self.actors:
-            self._drop_owned_actors(client)
+            self.actor_book.drop_owned_actors(client)
         held, client.held = client.held, set()
         for object_id in held:
             self.directory.unref(object_id)
@@ -566,7 +586,7 @@ class AgentState(ActorManagement, ClusterManagement, TaskForwarding):
         if what == "memory":
             return self.store.memory_summary()
         if isinstance(what, tuple) and what[0] == "actor":
-            return self.actor_lookup(what[1], what[2])
+            return self.actor_book.actor_lookup(what[1], what[2])
         if what == "workers":
             return {w.worker_id: {"pid": w.pid, "state": w.state, "queued": len(w.queue)}
                     for w in self.workers.values()}
