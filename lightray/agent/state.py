@@ -18,11 +18,12 @@ store's capacity and spilling, lightray.agent.store), ``leases`` (workers lent
 to drivers, lightray.agent.leases), ``worker_pool`` (placing tasks on workers,
 pipelining and the workers' lives, lightray.agent.workers), ``object_pulls``
 (object bytes moving between nodes, lightray.agent.cluster.pulls),
-``actor_book`` (actors: placement, their workers, restarts, names,
-lightray.agent.actors), ``remote_actors`` (actors across nodes,
-lightray.agent.cluster.remote_actors); they and the state write instructions
-into one ``effects`` (lightray.agent.effects). Still mixins of AgentState:
-membership and forwarding (lightray.agent.cluster).
+``forwarding`` (tasks placed on peers, pins across nodes,
+lightray.agent.cluster.forwarding), ``actor_book`` (actors: placement, their
+workers, restarts, names, lightray.agent.actors), ``remote_actors`` (actors
+across nodes, lightray.agent.cluster.remote_actors); they and the state write
+instructions into one ``effects`` (lightray.agent.effects). Still a mixin of
+AgentState: membership (lightray.agent.cluster.membership).
 
 State names are in lightray.states; every task, object and actor state
 change goes through ``transitions`` with its reason. A worker's queue holds
@@ -56,7 +57,7 @@ from ..transport import messages as m
 
 
 
-class AgentState(ClusterManagement, TaskForwarding):
+class AgentState(ClusterManagement):
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
                  max_workers: int, store_capacity: int, namespace: str = "default",
                  spill_dir: str | None = None, spill_threshold: float = 0.8,
@@ -67,11 +68,6 @@ class AgentState(ClusterManagement, TaskForwarding):
         self.pool = ResourcePool(resources)
         self.segment_prefix = segment_prefix   # where processes write segments
         self.effects = effects = Effects()     # what the parts ask the I/O loop to do
-        # (the mixin parts reach the buffers under these names too)
-        self.outbox = effects.outbox
-        self.spawn = effects.spawn
-        self.kill = effects.kill
-        self.free_segments = effects.free_segments
         self.transitions = Transitions()   # task, object and actor state changes, and why
         self._init_cluster()
         self.objects: dict = {}
@@ -96,7 +92,8 @@ class AgentState(ClusterManagement, TaskForwarding):
             threshold=spill_threshold, spilling=spilling,
             start_pull=lambda object_id, entry: self.object_pulls.start_pull(object_id, entry),
             drop_copy=lambda object_id, entry: self.object_pulls.drop_copy(object_id, entry),
-            forget_remote=self._forget_remote, fail_task=self._fail_task, enqueue=self._enqueue)
+            forget_remote=lambda object_id, entry: self.forwarding.forget_remote(object_id, entry),
+            fail_task=self._fail_task, enqueue=self._enqueue)
         self.object_pulls = ObjectPulls(effects, self.transitions, store=self.store,
                                         objects=self.objects, peers=self.peers, pulls=pulls,
                                         node_id=node_id)
@@ -104,11 +101,20 @@ class AgentState(ClusterManagement, TaskForwarding):
             effects, objects=self.objects, clients=self.clients, early_decs=self.early_decs,
             store=self.store,
             handles_gone=lambda actor_id: self.actor_book.on_actor_handles_gone(actor_id))
+        self.forwarding = TaskForwarding(
+            effects, self.transitions, self.pool, peers=self.peers, objects=self.objects,
+            tasks=self.tasks, functions=self.functions, directory=self.directory,
+            node_id=node_id, segment_prefix=segment_prefix,
+            mesh_address=lambda: self.mesh_address, hot=lambda: self.hot,
+            push=self.object_pulls.push, expect_push=self.object_pulls.expect_push,
+            end_pull=self.object_pulls.end_pull, fail_with=self._fail_with,
+            check_satisfiable=self._check_satisfiable, await_deps=self._await_deps,
+            finish_task=self._finish_task)
         self.remote_actors = RemoteActors(
             effects, self.transitions, peers=self.peers, actors=self.actors, tasks=self.tasks,
             objects=self.objects, functions=self.functions, pull_retries=self.pull_retries,
-            directory=self.directory, node_id=node_id, describe_for=self._describe_for,
-            adopt=self._adopt, adopt_inner=self._adopt_inner,
+            directory=self.directory, node_id=node_id, describe_for=self.forwarding.describe_for,
+            adopt=self.forwarding.adopt, adopt_inner=self.forwarding.adopt_inner,
             check_satisfiable=self._check_satisfiable, await_deps=self._await_deps,
             actor_died=lambda actor, death, tell_home=True: self.actor_book.actor_died(
                 actor, death, tell_home),
@@ -124,7 +130,7 @@ class AgentState(ClusterManagement, TaskForwarding):
             mesh_address=lambda: self.mesh_address, control=self._control,
             new_worker=lambda: self.worker_pool.new_worker(), fail_with=self._fail_with,
             check_satisfiable=self._check_satisfiable, await_deps=self._await_deps,
-            finish_task=self._finish_task, cluster_target=self._cluster_target,
+            finish_task=self._finish_task, cluster_target=self.forwarding.cluster_target,
             forward_actor=self.remote_actors.forward_actor,
             subscribe_remote=self.remote_actors.subscribe_remote,
             relay=self.remote_actors.relay, relay_state=self.remote_actors.relay_state)
@@ -137,7 +143,7 @@ class AgentState(ClusterManagement, TaskForwarding):
             mesh_address=lambda: self.mesh_address, await_deps=self._await_deps,
             enqueue=self._enqueue, fail_with=self._fail_with,
             check_satisfiable=self._check_satisfiable, place_actor=self.actor_book.place_actor,
-            place_in_cluster=self._place_in_cluster,
+            place_in_cluster=self.forwarding.place_in_cluster,
             actor_worker_exit=self.actor_book.on_actor_worker_exit, drop_client=self._drop_client)
         self.leases = LeaseBook(effects, self.pool, workers=self.workers,
                                 idle_workers=self.idle_workers, queues=self.queues,
@@ -164,25 +170,17 @@ class AgentState(ClusterManagement, TaskForwarding):
         """Whether a PULL_DATA is for a pull under way here."""
         return self.object_pulls.accepts_chunk(op)
 
-    @property
-    def needs_schedule(self) -> bool:
-        return self.effects.needs_schedule
-
-    @needs_schedule.setter
-    def needs_schedule(self, value: bool) -> None:
-        self.effects.needs_schedule = value
-
     # ============================================ what the I/O loop reads
 
     def turn(self) -> None:
         """End of a loop turn: place queued work, then the store's work."""
-        if self.needs_schedule:
+        if self.effects.needs_schedule:
             self.schedule()
         if self.store.needs_work:
             self.store.work()
 
     def schedule_if_needed(self) -> None:
-        if self.needs_schedule:
+        if self.effects.needs_schedule:
             self.schedule()
 
     def schedule(self) -> None:
@@ -261,10 +259,10 @@ class AgentState(ClusterManagement, TaskForwarding):
         self.clients[client_id] = client
         if kind == "driver" and self.mesh_address:
             self._control(("job_start", client_id, self.mesh_address, pid, self.namespace, None))
-        self.outbox[client.identity].append((m.WELCOME, self.node_info()))
+        self.effects.outbox[client.identity].append((m.WELCOME, self.node_info()))
         if worker is not None and worker.actor is not None:
             if worker.actor.state == DEAD or worker.actor.worker is not worker:
-                self.kill.append(worker.pid)   # its actor died before it started
+                self.effects.kill.append(worker.pid)   # its actor died before it started
             elif worker.state != DEAD:
                 worker.started = True
                 self.actor_book.send_actor_start(worker)
@@ -277,7 +275,7 @@ class AgentState(ClusterManagement, TaskForwarding):
                 if worker.state == IDLE:
                     self.worker_pool.release_lease(worker)
                     self.idle_workers.append(worker)
-                    self.needs_schedule = True
+                    self.effects.needs_schedule = True
 
     def handle(self, client_id: bytes, ops: list) -> None:
         client = self.clients.get(client_id)
@@ -319,7 +317,8 @@ class AgentState(ClusterManagement, TaskForwarding):
                         and self.actor_book.actor_lookup(what[1], what[2]) is None):
                     self.remote_actors.lookup_named_remote(client, op[1], what[1], what[2])
                 else:
-                    self.outbox[client.identity].append((m.INFO_REPLY, op[1], self.info(what)))
+                    self.effects.outbox[client.identity].append(
+                        (m.INFO_REPLY, op[1], self.info(what)))
             elif kind == m.LEASE_REQUEST:
                 self.leases.on_request(client, op[1])
             elif kind == m.LEASE_RETURN:
@@ -443,7 +442,7 @@ class AgentState(ClusterManagement, TaskForwarding):
             queue.appendleft(task)
         else:
             queue.append(task)
-        self.needs_schedule = True
+        self.effects.needs_schedule = True
 
     def _arguments_fit(self, task: Task) -> bool:
         """Fail a task whose arguments can never be in memory together."""
@@ -469,7 +468,7 @@ class AgentState(ClusterManagement, TaskForwarding):
         self.transitions.task(task, FINISHED, "done")
         self.tasks.pop(task.task_id, None)
         if task.origin is not None:
-            self._report_forwarded(task)
+            self.forwarding.report_forwarded(task)
         spec = task.spec
         for object_id in spec[ts.DEPS]:
             self.directory.unref(object_id)
@@ -516,7 +515,7 @@ class AgentState(ClusterManagement, TaskForwarding):
     def _discard_payloads(self, payloads) -> None:
         for payload in payloads:
             if payload[0] == SHARED:
-                self.free_segments.append(payload[1][0])
+                self.effects.free_segments.append(payload[1][0])
 
     def _on_cancel(self, object_id: bytes, force: bool) -> None:
         task = self.tasks.get(task_of(object_id))
@@ -529,16 +528,17 @@ class AgentState(ClusterManagement, TaskForwarding):
             self._fail_with(task, exceptions.TaskCancelledError(f"task {name}() was cancelled"))
             return
         if task.state == FORWARDED:
-            self.peer_outbox[task.node].append((m.FORWARD_CANCEL, object_id, force))
+            self.effects.peer_outbox[task.node].append((m.FORWARD_CANCEL, object_id, force))
             return
         worker = task.worker
         running = worker.queue and worker.queue[0] is task and worker.started
         if running and force:
             task.force_cancelled = True
             if worker.pid:
-                self.kill.append(worker.pid)
+                self.effects.kill.append(worker.pid)
         elif worker.started:
-            self.outbox[worker.worker_id.encode() + b"r"].append((m.CANCEL_TASK, task.task_id))
+            self.effects.outbox[worker.worker_id.encode() + b"r"].append(
+                (m.CANCEL_TASK, task.task_id))
         else:
             self.worker_pool.remove_from_worker(worker, task.task_id)
             self._fail_with(task, exceptions.TaskCancelledError(f"task {name}() was cancelled"))

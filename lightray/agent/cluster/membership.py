@@ -12,8 +12,6 @@ bytes moving between nodes); actors in lightray.agent.cluster.remote_actors.
 """
 from __future__ import annotations
 
-import collections
-
 from ... import task_spec as ts
 from ...scheduling import NodeView, to_units
 from ...states import FORWARDED, PULLING
@@ -38,9 +36,7 @@ class ClusterManagement:
         self.mesh_disconnect = self.effects.mesh_disconnect
         self.mesh_rename = self.effects.mesh_rename
         self.control_writes = self.effects.control_writes
-        self.peer_functions = collections.defaultdict(set)
         self.pull_retries: list = []        # (node id, PULL op) to send again
-        self.spread_turn = 0
         self.hot = False
         self.load: dict = {}
         self.evicted = None                 # why the head dropped this agent (it stops)
@@ -85,11 +81,11 @@ class ClusterManagement:
             if kind == m.HEARTBEAT:
                 self._on_heartbeat(sender, op[1], wall)
             elif kind == m.FORWARD:
-                self._on_forward(sender, op[1], op[2], op[3])
+                self.forwarding.on_forward(sender, op[1], op[2], op[3])
             elif kind == m.RESULT:
-                self._on_result(sender, op[1], op[2], op[3] if len(op) > 3 else None)
+                self.forwarding.on_result(sender, op[1], op[2], op[3] if len(op) > 3 else None)
             elif kind == m.FREE:
-                self._on_free(sender, op[1])
+                self.forwarding.on_free(sender, op[1])
             elif kind == m.PULL:
                 self.object_pulls.on_pull(sender, op[1], op[3], op[4])
             elif kind == m.PULL_DATA:
@@ -173,7 +169,7 @@ class ClusterManagement:
         self.live_peers += 1
         if not connected:
             self.mesh_connect.append((node_id, node["address"]))
-        self.needs_schedule = True
+        self.effects.needs_schedule = True
 
     @staticmethod
     def _peer_dict(view: NodeView) -> dict:
@@ -190,7 +186,7 @@ class ClusterManagement:
         view.hot = load["hot"]
         view.load = load
         if self.queues:
-            self.needs_schedule = True     # room may have opened there
+            self.effects.needs_schedule = True     # room may have opened there
         if self.is_head:
             self.control_writes.append(("node_heartbeat", sender, _public_load(load), wall))
 
@@ -255,7 +251,7 @@ class ClusterManagement:
                                                   f"node {node_id} died ({why})")
                 elif entry.spill is None:
                     entry.location = None      # our copy is the only one left
-        self.needs_schedule = True
+        self.effects.needs_schedule = True
 
     def _forwarded_task_lost(self, task, node_id: str, why: str) -> None:
         task.node = None
