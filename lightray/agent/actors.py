@@ -81,7 +81,7 @@ class ActorBook:
     # ------------------------------------------------------------ creation
 
     def on_actor_create(self, client: ClientEntry, request_id: int, spec: tuple,
-                         description: dict) -> None:
+                        description: dict) -> None:
         actor_id = spec[ts.TASK_ID]
         name = description["name"]
         key = None
@@ -169,7 +169,15 @@ class ActorBook:
         worker.allocation = None   # the actor holds it, across restarts
         actor.worker = worker
 
-    def send_actor_start(self, worker) -> None:
+    def on_worker_hello(self, worker) -> None:
+        """The actor's worker process said hello: run the constructor there."""
+        if worker.actor.state == DEAD or worker.actor.worker is not worker:
+            self.effects.kill.append(worker.pid)   # its actor died before it started
+        elif worker.state != DEAD:
+            worker.started = True
+            self._send_actor_start(worker)
+
+    def _send_actor_start(self, worker) -> None:
         actor = worker.actor
         spec = actor.spec
         function_id = spec[ts.FUNCTION_ID]
@@ -183,7 +191,7 @@ class ActorBook:
              actor.description))
 
     def on_actor_ready(self, client: ClientEntry, actor_id: bytes, error_payload,
-                        tcp_address=None) -> None:
+                       tcp_address=None) -> None:
         actor = self.actors.get(actor_id)
         if actor is None or actor.worker is not client.worker or actor.state == DEAD:
             return
