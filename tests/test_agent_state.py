@@ -24,11 +24,11 @@ def state():
                        pipeline_depth=4, max_workers=8, store_capacity=1 << 30)
     agent.on_hello(DRIVER, "driver", 1, "")
     agent.initial_workers(2)
-    for pid, worker_id in enumerate(agent.spawn, start=100):
+    for pid, worker_id in enumerate(agent.effects.spawn, start=100):
         agent.on_spawned(worker_id, pid)
         agent.on_hello(worker_id.encode(), "worker", pid, worker_id)
-    agent.spawn.clear()
-    agent.outbox.clear()
+    agent.effects.spawn.clear()
+    agent.effects.outbox.clear()
     return agent
 
 
@@ -45,8 +45,9 @@ def submit(agent, *, function_id=b"f" * 16, deps=(), request=None, max_retries=3
 
 def sent_execs(agent):
     """(worker identity, EXEC op) for every EXEC in the outbox, then clears it."""
-    out = [(identity, op) for identity, ops in agent.outbox.items() for op in ops if op[0] == m.EXEC]
-    agent.outbox.clear()
+    out = [(identity, op) for identity, ops in agent.effects.outbox.items() for op in ops
+           if op[0] == m.EXEC]
+    agent.effects.outbox.clear()
     return out
 
 
@@ -101,7 +102,7 @@ def test_owner_gets_result_pushed(state):
     state.schedule()
     (identity, _), = sent_execs(state)
     finish(state, identity, task_id, value=b"42")
-    ready = [op for op in state.outbox[DRIVER + b"r"] if op[0] == m.READY]
+    ready = [op for op in state.effects.outbox[DRIVER + b"r"] if op[0] == m.READY]
     assert ready == [(m.READY, [(return_ids(task_id, 1)[0], (INLINE, b"42"))])]
 
 
@@ -118,7 +119,7 @@ def test_tasks_beyond_free_cpus_are_pipelined_and_handed_back_when_blocked(state
     state.schedule()
     # The freed CPU goes to a new worker (none is idle), which gets the task
     # handed back as soon as it says hello.
-    (new_worker,) = state.spawn
+    (new_worker,) = state.effects.spawn
     queued = [t.task_id for t in state.workers[new_worker].queue]
     assert queued == behind[:1]
     assert len(tasks) == 4
@@ -130,7 +131,7 @@ def test_freeing_last_ref_unlinks_segment(state):
     state.handle(DRIVER, [(m.PUT, object_id, (SHARED, layout), [])])
     assert state.store.used == 4096
     state.handle(DRIVER, [(m.DEC, [object_id])])
-    assert state.free_segments == ["lr_s_x"]
+    assert state.effects.free_segments == ["lr_s_x"]
     assert state.store.used == 0
     assert object_id not in state.objects
 
@@ -170,13 +171,13 @@ def test_worker_death_retries_running_task_and_requeues_the_rest(state):
 
 def test_lease_lends_an_idle_worker_and_is_revoked_when_work_waits(state):
     state.handle(DRIVER, [(m.LEASE_REQUEST, {"CPU": 1.0})])
-    (grant,) = [op for op in state.outbox[DRIVER + b"r"] if op[0] == m.LEASE_GRANTED]
+    (grant,) = [op for op in state.effects.outbox[DRIVER + b"r"] if op[0] == m.LEASE_GRANTED]
     lent = grant[2]
     assert lent is not None and state.workers[lent].lessee == DRIVER
-    state.outbox.clear()
+    state.effects.outbox.clear()
     submit(state, request={"CPU": 2.0})       # cannot fit while the lease holds a CPU
     state.schedule()
-    assert (m.LEASE_REVOKE, lent) in state.outbox[DRIVER + b"r"]
+    assert (m.LEASE_REVOKE, lent) in state.effects.outbox[DRIVER + b"r"]
     state.handle(DRIVER, [(m.LEASE_RETURN, lent)])
     state.schedule()
     assert state.workers[lent].lessee is None
@@ -187,7 +188,7 @@ def test_no_lease_is_lent_while_tasks_are_queued(state):
     submit(state, request={"CPU": 2.0})
     submit(state, request={"CPU": 2.0})          # queued behind the first
     state.handle(DRIVER, [(m.LEASE_REQUEST, {"CPU": 1.0})])
-    (grant,) = [op for op in state.outbox[DRIVER + b"r"] if op[0] == m.LEASE_GRANTED]
+    (grant,) = [op for op in state.effects.outbox[DRIVER + b"r"] if op[0] == m.LEASE_GRANTED]
     assert grant[2] is None
 
 

@@ -29,17 +29,17 @@ def state():
                        segment_prefix="lr_s_")
     agent.on_hello(DRIVER, "driver", 1, "")
     agent.initial_workers(1)
-    for pid, worker_id in enumerate(agent.spawn, start=100):
+    for pid, worker_id in enumerate(agent.effects.spawn, start=100):
         agent.on_spawned(worker_id, pid)
         agent.on_hello(worker_id.encode(), "worker", pid, worker_id)
-    agent.spawn.clear()
-    agent.outbox.clear()
+    agent.effects.spawn.clear()
+    agent.effects.outbox.clear()
     return agent
 
 
 def replies(agent, identity=DRIVER + b"r"):
-    out = [op for op in agent.outbox.get(identity, []) if op[0] == m.INFO_REPLY]
-    agent.outbox.clear()
+    out = [op for op in agent.effects.outbox.get(identity, []) if op[0] == m.INFO_REPLY]
+    agent.effects.outbox.clear()
     return out
 
 
@@ -84,16 +84,16 @@ def test_passing_the_threshold_spills_the_least_recently_used_object(state):
     state.on_spill_done(first, None)
     assert state.objects[first].spill == SPILLED
     assert state.store.used == 60 * MB and state.store.spilled_now == 30 * MB
-    assert f"lr_s_{first.hex()}" in state.free_segments   # the segment is unlinked
+    assert f"lr_s_{first.hex()}" in state.effects.free_segments   # the segment is unlinked
 
 
 def test_holders_are_told_to_drop_their_mappings_of_a_spilled_object(state):
     first = put(state, 50 * MB)
     put(state, 40 * MB)
     (_job,) = jobs(state, SPILL)
-    state.outbox.clear()
+    state.effects.outbox.clear()
     state.on_spill_done(first, None)
-    assert (m.SPILLED, [first]) in state.outbox[DRIVER + b"r"]
+    assert (m.SPILLED, [first]) in state.effects.outbox[DRIVER + b"r"]
 
 
 def test_a_reservation_that_does_not_fit_waits_for_spilling_then_is_granted(state):
@@ -132,7 +132,7 @@ def test_a_failed_spill_write_keeps_the_object_and_refuses_waiting_writers(state
     (_job,) = jobs(state, SPILL)
     state.on_spill_done(first, OSError(28, "No space left on device"))
     assert state.objects[first].spill is None          # still in memory, nothing lost
-    assert state.free_segments == []
+    assert state.effects.free_segments == []
     state.store.lru.clear()   # nothing else left to try
     state.store.work()
     (reply,) = replies(state)
@@ -191,11 +191,11 @@ def test_a_task_whose_argument_was_spilled_waits_for_its_restore(state):
     state.handle(DRIVER, [(m.EXPORT, b"f" * 16, b"fn"), (m.SUBMIT, spec)])
     state.schedule()
     state.store.work()
-    assert not [op for ops in state.outbox.values() for op in ops if op[0] == m.EXEC]
+    assert not [op for ops in state.effects.outbox.values() for op in ops if op[0] == m.EXEC]
     (_restore,) = jobs(state, RESTORE)
     state.on_restore_done(first, None)
     state.schedule()
-    execs = [op for ops in state.outbox.values() for op in ops if op[0] == m.EXEC]
+    execs = [op for ops in state.effects.outbox.values() for op in ops if op[0] == m.EXEC]
     assert len(execs) == 1 and execs[0][1][ts.TASK_ID] == spec[ts.TASK_ID]
     assert execs[0][3] == [state.objects[first].payload]
 

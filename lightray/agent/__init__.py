@@ -2,15 +2,16 @@
 ``python -m lightray.agent``).
 
     server.py         the I/O loop: the only module that touches sockets, processes, files
-    state.py          AgentState: messages and ticks in, typed instructions out (no I/O)
+    state.py          AgentState: messages and ticks in, typed instructions out (no I/O);
+                      composed of plain parts, one per module below, each in a field
     instructions.py   the instructions (Send, SendPeer, Spawn, Kill, FreeSegment, SpillJob, ...)
-    effects.py        Effects: the buffers parts write instructions to, drained in order
+    effects.py        Effects: the buffers the parts write instructions to, drained in order
     records.py        entry classes: Task, ClientEntry, WorkerEntry, ObjectEntry, ActorEntry
-    objects.py        the object table: reference counts, readiness, subscribers
+    objects.py        ObjectDirectory (state.directory): the object table, refs, readiness
     store.py          StoreCapacity (state.store): reservations, spilling, restoring
-    workers.py        placing tasks on workers, pipelining, worker deaths
+    workers.py        WorkerPool (state.worker_pool): placing tasks on workers, worker deaths
     leases.py         LeaseBook (state.leases): workers lent to drivers, direct results
-    actors.py         actors: placement, their own worker, restarts, names
+    actors.py         ActorBook (state.actor_book): actors' placement, own worker, restarts, names
     cluster/          agents working together (membership, forwarding, pulls, remote actors)
     cli.py            the command line
     session.py        the session directory and the records other processes read

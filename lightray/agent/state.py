@@ -12,14 +12,23 @@ The agent's I/O loop (lightray.agent.server) feeds events in, then executes
 the instructions in order. It reads the state only through the small API
 below "what the I/O loop reads" (turn, load_counters, warm_limit, ...).
 
-Parts composed as fields (plain objects, given their tables and callbacks):
-``directory`` (the object table, lightray.agent.objects), ``store`` (the
-store's capacity and spilling, lightray.agent.store), ``leases`` (workers lent
-to drivers, lightray.agent.leases), ``worker_pool`` (placing tasks on workers,
-pipelining and the workers' lives, lightray.agent.workers); they and the state
-write instructions into one ``effects`` (lightray.agent.effects). Still mixins
-of AgentState: actors (lightray.agent.actors) and the cluster parts
-(lightray.agent.cluster).
+Parts, each a plain object in a field of the state (modules of
+lightray.agent), built in ``__init__`` with its tables, the one ``effects``
+they all write instructions into (effects.py) and callbacks for what lives
+in other parts:
+
+    store          store.py                  StoreCapacity: capacity, spilling, restoring
+    directory      objects.py                ObjectDirectory: the object table
+    worker_pool    workers.py                WorkerPool: tasks on workers, the workers' lives
+    leases         leases.py                 LeaseBook: workers lent to drivers
+    actor_book     actors.py                 ActorBook: actors, their workers, restarts, names
+    object_pulls   cluster/pulls.py          ObjectPulls: object bytes between nodes
+    forwarding     cluster/forwarding.py     TaskForwarding: tasks on peers, pins across nodes
+    remote_actors  cluster/remote_actors.py  RemoteActors: actors across nodes
+    membership     cluster/membership.py     ClusterMembership: peers, heartbeats, deaths
+
+The task path (submit, arguments, queues, results, failures, cancels) is the
+state's own: the parts reach it through its bound methods.
 
 State names are in lightray.states; every task, object and actor state
 change goes through ``transitions`` with its reason. A worker's queue holds
@@ -31,10 +40,9 @@ import collections
 
 from .. import exceptions, serialization
 from .. import task_spec as ts
-from .actors import ActorManagement
-from .cluster.membership import HEAD, ClusterManagement
+from .actors import ActorBook
+from .cluster.membership import ClusterMembership
 from .cluster.forwarding import TaskForwarding
-from . import instructions as i
 from .effects import Effects
 from .cluster.pulls import ObjectPulls
 from .leases import LeaseBook
@@ -46,15 +54,12 @@ from .objects import ObjectDirectory
 from .records import ClientEntry, ObjectEntry, Task
 from ..resources import ResourcePool, from_units
 from ..serialization import ERROR, SHARED
-from ..states import Transitions
-from ..states import (DEAD, FINISHED, FORWARDED, IDLE, LEASED, PULLING, QUEUED, REMOTE, SPILLED,
-                      STARTING, WAITING)
+from ..states import (FINISHED, FORWARDED, PULLING, QUEUED, REMOTE, SPILLED, WAITING,
+                      Transitions)
 from ..transport import messages as m
 
 
-
-class AgentState(ActorManagement,
-                 ClusterManagement, TaskForwarding, ObjectPulls, RemoteActors):
+class AgentState:
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
                  max_workers: int, store_capacity: int, namespace: str = "default",
                  spill_dir: str | None = None, spill_threshold: float = 0.8,
@@ -65,13 +70,7 @@ class AgentState(ActorManagement,
         self.pool = ResourcePool(resources)
         self.segment_prefix = segment_prefix   # where processes write segments
         self.effects = effects = Effects()     # what the parts ask the I/O loop to do
-        # (the mixin parts reach the buffers under these names too)
-        self.outbox = effects.outbox
-        self.spawn = effects.spawn
-        self.kill = effects.kill
-        self.free_segments = effects.free_segments
         self.transitions = Transitions()   # task, object and actor state changes, and why
-        self._init_cluster()
         self.objects: dict = {}
         self.tasks: dict = {}
         self.functions: dict = {}
@@ -85,35 +84,94 @@ class AgentState(ActorManagement,
         # DECs of ids we did not know yet, by client: a direct result that a
         # worker registers may arrive after its owner already dropped it.
         self.early_decs: dict = {}
-        self.store = StoreCapacity(effects, self.transitions, objects=self.objects,
-                                   clients=self.clients, workers=self.workers, pulls=self.pulls,
-                                   capacity=store_capacity, spill_dir=spill_dir,
-                                   threshold=spill_threshold, spilling=spilling,
-                                   start_pull=self._start_pull, drop_copy=self._drop_copy,
-                                   forget_remote=self._forget_remote, fail_task=self._fail_task,
-                                   enqueue=self._enqueue)
-        self.directory = ObjectDirectory(effects, objects=self.objects, clients=self.clients,
-                                         early_decs=self.early_decs, store=self.store,
-                                         handles_gone=self._on_actor_handles_gone)
+        # Cluster tables: the membership writes peers and flushes pull_retries,
+        # the object pulls own pulls; the other parts read or append.
+        peers: dict = {}                   # node id -> NodeView
+        pull_retries: list = []            # (node id, op) to send again at the next tick
+        pulls: dict = {}                   # object id -> Pull
+        # The parts, each given its tables, the Effects and callbacks; a lambda
+        # stands for a part built further down.
+        self.store = StoreCapacity(
+            effects, self.transitions, objects=self.objects, clients=self.clients,
+            workers=self.workers, pulls=pulls, capacity=store_capacity, spill_dir=spill_dir,
+            threshold=spill_threshold, spilling=spilling,
+            start_pull=lambda object_id, entry: self.object_pulls.start_pull(object_id, entry),
+            drop_copy=lambda object_id, entry: self.object_pulls.drop_copy(object_id, entry),
+            forget_remote=lambda object_id, entry: self.forwarding.forget_remote(object_id, entry),
+            fail_task=self._fail_task, enqueue=self._enqueue)
+        self.object_pulls = ObjectPulls(effects, self.transitions, store=self.store,
+                                        objects=self.objects, peers=peers, pulls=pulls,
+                                        node_id=node_id)
+        self.directory = ObjectDirectory(
+            effects, objects=self.objects, clients=self.clients, early_decs=self.early_decs,
+            store=self.store,
+            handles_gone=lambda actor_id: self.actor_book.on_actor_handles_gone(actor_id))
+        self.forwarding = TaskForwarding(
+            effects, self.transitions, self.pool, peers=peers, objects=self.objects,
+            tasks=self.tasks, functions=self.functions, directory=self.directory,
+            node_id=node_id, segment_prefix=segment_prefix,
+            mesh_address=lambda: self.membership.mesh_address,
+            hot=lambda: self.membership.hot,
+            push=self.object_pulls.push, expect_push=self.object_pulls.expect_push,
+            end_pull=self.object_pulls.end_pull, fail_with=self._fail_with,
+            check_satisfiable=self._check_satisfiable, await_deps=self._await_deps,
+            finish_task=self._finish_task)
+        self.remote_actors = RemoteActors(
+            effects, self.transitions, peers=peers, actors=self.actors, tasks=self.tasks,
+            objects=self.objects, functions=self.functions, pull_retries=pull_retries,
+            directory=self.directory, node_id=node_id, describe_for=self.forwarding.describe_for,
+            adopt=self.forwarding.adopt, adopt_inner=self.forwarding.adopt_inner,
+            check_satisfiable=self._check_satisfiable, await_deps=self._await_deps,
+            actor_died=lambda actor, death, tell_home=True: self.actor_book.actor_died(
+                actor, death, tell_home),
+            kill_actor=lambda actor_id, no_restart: self.actor_book.on_actor_kill(
+                actor_id, no_restart),
+            actor_lookup=lambda namespace, name: self.actor_book.actor_lookup(namespace, name),
+            notify_actor=lambda actor: self.actor_book.notify_actor(actor))
+        self.actor_book = ActorBook(
+            effects, self.transitions, self.pool, actors=self.actors,
+            named_actors=self.named_actors, objects=self.objects, tasks=self.tasks,
+            functions=self.functions, clients=self.clients, directory=self.directory,
+            node_id=node_id, live_peers=lambda: self.membership.live_peers,
+            mesh_address=lambda: self.membership.mesh_address,
+            control=lambda command: self.membership.control(command),
+            new_worker=lambda: self.worker_pool.new_worker(), fail_with=self._fail_with,
+            check_satisfiable=self._check_satisfiable, await_deps=self._await_deps,
+            finish_task=self._finish_task, cluster_target=self.forwarding.cluster_target,
+            forward_actor=self.remote_actors.forward_actor,
+            subscribe_remote=self.remote_actors.subscribe_remote,
+            relay=self.remote_actors.relay, relay_state=self.remote_actors.relay_state)
         self.worker_pool = WorkerPool(
             effects, self.transitions, self.pool, workers=self.workers,
             workers_by_pid=self.workers_by_pid, idle_workers=self.idle_workers,
             queues=self.queues, clients=self.clients, tasks=self.tasks, objects=self.objects,
             functions=self.functions, node_id=node_id, pipeline_depth=pipeline_depth,
-            max_workers=max_workers, live_peers=lambda: self.live_peers,
-            mesh_address=lambda: self.mesh_address, await_deps=self._await_deps,
+            max_workers=max_workers, live_peers=lambda: self.membership.live_peers,
+            mesh_address=lambda: self.membership.mesh_address, await_deps=self._await_deps,
             enqueue=self._enqueue, fail_with=self._fail_with,
-            check_satisfiable=self._check_satisfiable, place_actor=self._place_actor,
-            place_in_cluster=self._place_in_cluster,
-            actor_worker_exit=self._on_actor_worker_exit, drop_client=self._drop_client)
-        self.leases = LeaseBook(effects, self.pool, workers=self.workers,
-                                idle_workers=self.idle_workers, queues=self.queues,
-                                clients=self.clients, objects=self.objects,
-                                early_decs=self.early_decs,
-                                schedule_if_needed=self.schedule_if_needed,
-                                make_idle=self.worker_pool.make_idle,
-                                set_ready=self.directory.set_ready)
+            check_satisfiable=self._check_satisfiable, place_actor=self.actor_book.place_actor,
+            place_in_cluster=self.forwarding.place_in_cluster,
+            actor_worker_exit=self.actor_book.on_actor_worker_exit, drop_client=self._drop_client)
+        self.leases = LeaseBook(
+            effects, self.pool, workers=self.workers, idle_workers=self.idle_workers,
+            queues=self.queues, clients=self.clients, objects=self.objects,
+            early_decs=self.early_decs, schedule_if_needed=self.schedule_if_needed,
+            make_idle=self.worker_pool.make_idle, set_ready=self.directory.set_ready)
+        self.membership = ClusterMembership(
+            effects, self.pool, peers=peers, pull_retries=pull_retries, queues=self.queues,
+            tasks=self.tasks, objects=self.objects, store=self.store, directory=self.directory,
+            node_id=node_id, on_forward=self.forwarding.on_forward,
+            on_result=self.forwarding.on_result, on_free=self.forwarding.on_free,
+            on_pull=self.object_pulls.on_pull, on_pull_data=self.object_pulls.on_pull_data,
+            pull_args=self.object_pulls.pull_args, pull_failed=self.object_pulls.pull_failed,
+            on_actor_relay=self.remote_actors.on_actor_relay,
+            on_describe=self.remote_actors.on_describe,
+            on_described=self.remote_actors.on_described,
+            actors_on_dead_node=self.remote_actors.on_node_died,
+            retry_or_fail_lost=self.worker_pool.retry_or_fail_lost, cancel=self._on_cancel,
+            dropped=self._dropped_from_cluster)
         self.stopping = False
+        self.evicted = None                # why the head dropped this agent (it stops)
 
     # ========================================================= instructions
 
@@ -127,25 +185,21 @@ class AgentState(ActorManagement,
         arguments: their bytes are next in the same batch of mesh messages)."""
         return self.effects.take_pull_io()
 
-    @property
-    def needs_schedule(self) -> bool:
-        return self.effects.needs_schedule
-
-    @needs_schedule.setter
-    def needs_schedule(self, value: bool) -> None:
-        self.effects.needs_schedule = value
+    def accepts_chunk(self, op: tuple) -> bool:
+        """Whether a PULL_DATA is for a pull under way here."""
+        return self.object_pulls.accepts_chunk(op)
 
     # ============================================ what the I/O loop reads
 
     def turn(self) -> None:
         """End of a loop turn: place queued work, then the store's work."""
-        if self.needs_schedule:
+        if self.effects.needs_schedule:
             self.schedule()
         if self.store.needs_work:
             self.store.work()
 
     def schedule_if_needed(self) -> None:
-        if self.needs_schedule:
+        if self.effects.needs_schedule:
             self.schedule()
 
     def schedule(self) -> None:
@@ -177,17 +231,36 @@ class AgentState(ActorManagement,
     def worker_pids(self) -> list:
         return [w.pid for w in self.workers.values() if w.pid]
 
+    @property
+    def is_head(self) -> bool:
+        return self.membership.is_head
+
     def waiting_for_head(self) -> bool:
         """A joining agent the head has not admitted yet."""
-        return not self.is_head and self.head_id is None
+        return self.membership.waiting_for_head()
 
     def leaving(self) -> list:
         """SendPeer instructions that tell the peers this agent stops."""
-        out = [i.SendPeer(node_id, [(m.LEAVING,)])
-               for node_id, view in self.peers.items() if view.alive]
-        if self.head_id is None:   # not admitted yet: the head knows us already
-            out.append(i.SendPeer(HEAD, [(m.LEAVING,)]))
-        return out
+        return self.membership.leaving()
+
+    def start_cluster(self, mesh_address: str, head_address: str | None, now: float,
+                      wall: float) -> None:
+        """Join the cluster at head_address, or be its head (None)."""
+        self.membership.start_cluster(mesh_address, head_address, now, wall)
+
+    def cluster_tick(self, now: float, wall: float, load: dict) -> None:
+        """Every HEARTBEAT_INTERVAL: tell peers how we are; notice the silent ones."""
+        self.membership.cluster_tick(now, wall, load)
+
+    def flush_pull_retries(self) -> None:
+        self.membership.flush_pull_retries()
+
+    def _dropped_from_cluster(self, why: str) -> None:
+        """The head dropped this agent: stop (restart it to join again)."""
+        if not self.stopping:
+            self.evicted = (f"this agent was dropped from the cluster: {why}; "
+                            "restart it to join again")
+            self.stopping = True
 
     def on_spill_done(self, object_id: bytes, error) -> None:
         self.store.on_spill_done(object_id, error)
@@ -216,31 +289,21 @@ class AgentState(ActorManagement,
                 "num_gpus": len(self.pool.gpu_free),
                 "store_capacity": self.store.capacity, "namespace": self.namespace,
                 "segment_prefix": self.segment_prefix,
-                "mesh_host": self.mesh_address.rpartition(":")[0] or None}
+                "mesh_host": self.membership.mesh_address.rpartition(":")[0] or None}
 
     def on_hello(self, client_id: bytes, kind: str, pid: int, worker_id: str) -> None:
         worker = self.workers.get(worker_id) if kind == "worker" else None
         client = ClientEntry(client_id, kind, pid, worker)
         self.clients[client_id] = client
-        if kind == "driver" and self.mesh_address:
-            self._control(("job_start", client_id, self.mesh_address, pid, self.namespace, None))
-        self.outbox[client.identity].append((m.WELCOME, self.node_info()))
+        membership = self.membership
+        if kind == "driver" and membership.mesh_address:
+            membership.control(("job_start", client_id, membership.mesh_address, pid,
+                                self.namespace, None))
+        self.effects.outbox[client.identity].append((m.WELCOME, self.node_info()))
         if worker is not None and worker.actor is not None:
-            if worker.actor.state == DEAD or worker.actor.worker is not worker:
-                self.kill.append(worker.pid)   # its actor died before it started
-            elif worker.state != DEAD:
-                worker.started = True
-                self._send_actor_start(worker)
-        elif worker is not None and worker.state != DEAD:
-            worker.started = True
-            for task in worker.queue:
-                self.worker_pool.send_exec(worker, task)
-            if worker.state == STARTING:
-                worker.state = LEASED if worker.queue else IDLE
-                if worker.state == IDLE:
-                    self.worker_pool.release_lease(worker)
-                    self.idle_workers.append(worker)
-                    self.needs_schedule = True
+            self.actor_book.on_worker_hello(worker)
+        elif worker is not None:
+            self.worker_pool.on_worker_hello(worker)
 
     def handle(self, client_id: bytes, ops: list) -> None:
         client = self.clients.get(client_id)
@@ -260,8 +323,8 @@ class AgentState(ActorManagement,
                 self._on_done(client, op[1], op[2], op[3], op[4])
             elif kind == m.EXPORT:
                 self.functions[op[1]] = op[2]
-                if self.mesh_address:
-                    self._control(("function_export", op[1], op[2], None))
+                if self.membership.mesh_address:
+                    self.membership.control(("function_export", op[1], op[2], None))
             elif kind == m.PUT:
                 if client.reserved:
                     self.store.consume_reservation(client, (op[2],))
@@ -278,11 +341,12 @@ class AgentState(ActorManagement,
                 self._on_cancel(op[1], op[2])
             elif kind == m.INFO:
                 what = op[2]
-                if (self.live_peers and type(what) is tuple and what[0] == "actor"
-                        and self.actor_lookup(what[1], what[2]) is None):
-                    self._lookup_named_remote(client, op[1], what[1], what[2])
+                if (self.membership.live_peers and type(what) is tuple and what[0] == "actor"
+                        and self.actor_book.actor_lookup(what[1], what[2]) is None):
+                    self.remote_actors.lookup_named_remote(client, op[1], what[1], what[2])
                 else:
-                    self.outbox[client.identity].append((m.INFO_REPLY, op[1], self.info(what)))
+                    self.effects.outbox[client.identity].append(
+                        (m.INFO_REPLY, op[1], self.info(what)))
             elif kind == m.LEASE_REQUEST:
                 self.leases.on_request(client, op[1])
             elif kind == m.LEASE_RETURN:
@@ -300,24 +364,29 @@ class AgentState(ActorManagement,
             elif kind == m.DIRECT_CANCEL:
                 self.leases.on_direct_cancel(client, op[1], op[2], op[3])
             elif kind == m.ACTOR_CREATE:
-                self._on_actor_create(client, op[1], op[2], op[3])
+                self.actor_book.on_actor_create(client, op[1], op[2], op[3])
             elif kind == m.ACTOR_SUBSCRIBE:
-                self._on_actor_subscribe(client, op[1])
+                self.actor_book.on_actor_subscribe(client, op[1])
             elif kind == m.ACTOR_KILL:
-                self._on_actor_kill(op[1], op[2])
+                self.actor_book.on_actor_kill(op[1], op[2])
             elif kind == m.ACTOR_READY:
-                self._on_actor_ready(client, op[1], op[2], op[3] if len(op) > 3 else None)
+                self.actor_book.on_actor_ready(client, op[1], op[2],
+                                               op[3] if len(op) > 3 else None)
             elif kind == m.ADOPT_FROM:
                 if len(op) > 4:
-                    self._on_adopt_handed_over(op[2], op[3])
+                    self.remote_actors.on_adopt_handed_over(op[2], op[3])
                 else:
-                    self._on_adopt_from(client, op[1], op[2], op[3])
+                    self.remote_actors.on_adopt_from(client, op[1], op[2], op[3])
             elif kind == m.HAND_OVER:
-                self._on_hand_over(op[1], op[2])
+                self.remote_actors.on_hand_over(op[1], op[2])
             elif kind == m.GOODBYE:
                 self._drop_client(client)
             elif kind == m.SHUTDOWN:
                 self.stopping = True
+
+    def handle_peer(self, sender: str, ops: list, now: float, wall: float) -> None:
+        """Messages from another agent of the cluster."""
+        self.membership.handle_peer(sender, ops, now, wall)
 
     # ================================================================ tasks
 
@@ -351,7 +420,7 @@ class AgentState(ActorManagement,
         missing = self.pool.unsatisfiable(task.request)
         if missing is None:
             return True
-        if self.live_peers and task.origin is None:
+        if self.membership.live_peers and task.origin is None:
             return True   # another node may have it: placement decides (and fails it if not)
         total = from_units(self.pool.total.get(missing, 0))
         what = (f"actor {task.spec[ts.FUNCTION_NAME]}" if task.actor is not None
@@ -369,7 +438,7 @@ class AgentState(ActorManagement,
         then they are pulled here first."""
         objects = self.objects
         task.missing_deps = 0
-        if task.spec[ts.DEPS] and not self._arguments_fit(task):
+        if task.spec[ts.DEPS] and not self.store.arguments_fit(task):
             return
         for object_id in task.spec[ts.DEPS]:
             entry = objects[object_id]
@@ -394,7 +463,7 @@ class AgentState(ActorManagement,
             self.worker_pool.pipeline_behind_producers(task)
 
     def _enqueue(self, task: Task, front: bool = False) -> None:
-        if task.spec[ts.DEPS] and not self._arguments_fit(task):
+        if task.spec[ts.DEPS] and not self.store.arguments_fit(task):
             return
         self.transitions.task(task, QUEUED, "arguments ready")
         task.worker = None
@@ -405,24 +474,7 @@ class AgentState(ActorManagement,
             queue.appendleft(task)
         else:
             queue.append(task)
-        self.needs_schedule = True
-
-    def _arguments_fit(self, task: Task) -> bool:
-        """Fail a task whose arguments can never be in memory together."""
-        objects = self.objects
-        total = 0
-        for object_id in task.spec[ts.DEPS]:
-            payload = objects[object_id].payload
-            if payload is not None and payload[0] == SHARED:
-                total += payload[1][1]
-        if total <= self.store.capacity:
-            return True
-        self._fail_with(task, exceptions.ObjectStoreFullError(
-            f"task {task.spec[ts.FUNCTION_NAME]}() needs {total} bytes of arguments in memory "
-            f"at once, more than the object store's capacity of {self.store.capacity} bytes "
-            f"({self.store.used} bytes in memory now, {self.store.spilled_now} spilled to "
-            f"{self.store.spill_dir or '(no spill directory)'})"))
-        return False
+        self.effects.needs_schedule = True
 
     def _finish_task(self, task: Task) -> None:
         """Unpin what the task held; it is gone from the agent afterwards."""
@@ -431,7 +483,7 @@ class AgentState(ActorManagement,
         self.transitions.task(task, FINISHED, "done")
         self.tasks.pop(task.task_id, None)
         if task.origin is not None:
-            self._report_forwarded(task)
+            self.forwarding.report_forwarded(task)
         spec = task.spec
         for object_id in spec[ts.DEPS]:
             self.directory.unref(object_id)
@@ -443,7 +495,7 @@ class AgentState(ActorManagement,
             return
         if task.actor is not None:
             actor, task.actor = task.actor, None
-            self._actor_creation_failed(actor, payload)
+            self.actor_book.actor_creation_failed(actor, payload)
         for object_id in return_ids(task.task_id, task.spec[ts.NUM_RETURNS]):
             entry = self.objects.get(object_id)
             if entry is not None and entry.pending:
@@ -478,7 +530,7 @@ class AgentState(ActorManagement,
     def _discard_payloads(self, payloads) -> None:
         for payload in payloads:
             if payload[0] == SHARED:
-                self.free_segments.append(payload[1][0])
+                self.effects.free_segments.append(payload[1][0])
 
     def _on_cancel(self, object_id: bytes, force: bool) -> None:
         task = self.tasks.get(task_of(object_id))
@@ -491,20 +543,9 @@ class AgentState(ActorManagement,
             self._fail_with(task, exceptions.TaskCancelledError(f"task {name}() was cancelled"))
             return
         if task.state == FORWARDED:
-            self.peer_outbox[task.node].append((m.FORWARD_CANCEL, object_id, force))
+            self.effects.peer_outbox[task.node].append((m.FORWARD_CANCEL, object_id, force))
             return
-        worker = task.worker
-        running = worker.queue and worker.queue[0] is task and worker.started
-        if running and force:
-            task.force_cancelled = True
-            if worker.pid:
-                self.kill.append(worker.pid)
-        elif worker.started:
-            self.outbox[worker.worker_id.encode() + b"r"].append((m.CANCEL_TASK, task.task_id))
-        else:
-            self.worker_pool.remove_from_worker(worker, task.task_id)
-            self._fail_with(task, exceptions.TaskCancelledError(f"task {name}() was cancelled"))
-            self.worker_pool.after_worker_progress(worker)
+        self.worker_pool.cancel_dispatched(task, force)
 
     def on_client_gone(self, client_id: bytes) -> None:
         """A process left without GOODBYE (its pid is gone)."""
@@ -513,15 +554,15 @@ class AgentState(ActorManagement,
             self._drop_client(client)
 
     def _drop_client(self, client: ClientEntry) -> None:
-        if client.kind == "driver" and self.mesh_address:
-            self._control(("job_finish", client.client_id, None))
+        if client.kind == "driver" and self.membership.mesh_address:
+            self.membership.control(("job_finish", client.client_id, None))
         for worker_id in list(client.leases):
             self.leases.on_return(client, worker_id)
         self.early_decs.pop(client.client_id, None)
         self.clients.pop(client.client_id, None)
         self.store.release_reservations(client)
         if self.actors:
-            self._drop_owned_actors(client)
+            self.actor_book.drop_owned_actors(client)
         held, client.held = client.held, set()
         for object_id in held:
             self.directory.unref(object_id)
@@ -530,17 +571,9 @@ class AgentState(ActorManagement,
 
     def info(self, what: str):
         if what == "resources":
-            total: dict = {}
-            available: dict = {}
-            for node in self.nodes_info():
-                if node["alive"]:
-                    for name, amount in node["resources"].items():
-                        total[name] = total.get(name, 0) + amount
-                    for name, amount in node["available"].items():
-                        available[name] = available.get(name, 0) + amount
-            return {"total": total, "available": available}
+            return self.membership.resources()
         if what == "nodes":
-            return self.nodes_info()
+            return self.membership.nodes_info()
         if what == "store":
             return self.store.info()
         if what == "sync":
@@ -548,7 +581,7 @@ class AgentState(ActorManagement,
         if what == "memory":
             return self.store.memory_summary()
         if isinstance(what, tuple) and what[0] == "actor":
-            return self.actor_lookup(what[1], what[2])
+            return self.actor_book.actor_lookup(what[1], what[2])
         if what == "workers":
             return {w.worker_id: {"pid": w.pid, "state": w.state, "queued": len(w.queue)}
                     for w in self.workers.values()}

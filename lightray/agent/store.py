@@ -10,8 +10,8 @@ Every process reserves room before it writes a segment (a put, a task's
 return, an implicit put of a large argument), so the store never overshoots
 its capacity and a producer waits (back-pressure) instead of failing while
 spilling makes room. ``ObjectStoreFullError`` only when waiting cannot help:
-one object larger than the whole store, spilling turned off, or the spill
-disk failing.
+one object larger than the whole store (or a task's arguments, which must be
+in memory together), spilling turned off, or the spill disk failing.
 
 Spill state of an object (ObjectEntry.spill): None (in memory) -> SPILLING
 (being copied out, still readable) -> SPILLED (only on disk) -> RESTORING
@@ -452,6 +452,24 @@ class StoreCapacity:
         for identity, request_id in waiters or ():
             self.effects.outbox[identity].append((m.INFO_REPLY, request_id, ("lost", payload[1])))
         self.wake_waiting_tasks(entry, payload)
+
+    def arguments_fit(self, task) -> bool:
+        """Fail a task whose arguments can never be in memory together."""
+        objects = self.objects
+        total = 0
+        for object_id in task.spec[ts.DEPS]:
+            payload = objects[object_id].payload
+            if payload is not None and payload[0] == SHARED:
+                total += payload[1][1]
+        if total <= self.capacity:
+            return True
+        error = exceptions.ObjectStoreFullError(
+            f"task {task.spec[ts.FUNCTION_NAME]}() needs {total} bytes of arguments in memory "
+            f"at once, more than the object store's capacity of {self.capacity} bytes "
+            f"({self.used} bytes in memory now, {self.spilled_now} spilled to "
+            f"{self.spill_dir or '(no spill directory)'})")
+        self._fail_task(task, (ERROR, serialization.dumps_exception(error)))
+        return False
 
     def wake_waiting_tasks(self, entry, payload) -> None:
         if not entry.waiting_tasks:

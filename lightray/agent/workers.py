@@ -1,5 +1,5 @@
 """Workers in the agent: placing queued tasks on them, pipelining, leases
-given back, blocked workers, worker deaths. No I/O.
+given back, blocked workers, cancels, worker deaths. No I/O.
 
     schedule() ──▶ per resource shape, FIFO: _place(task)
         a peer (cluster placement), or arguments brought here first, or
@@ -312,6 +312,40 @@ class WorkerPool:
         assignment = (task.request, allocation.gpu_ids if allocation else [])
         self.effects.outbox[worker.worker_id.encode() + b"r"].append(
             (m.EXEC, spec, function_bytes, dep_payloads, assignment))
+
+    def on_worker_hello(self, worker: WorkerEntry) -> None:
+        """A task worker's process said hello: it gets the tasks queued for it
+        meanwhile, or becomes idle."""
+        if worker.state == DEAD:
+            return
+        worker.started = True
+        for task in worker.queue:
+            self.send_exec(worker, task)
+        if worker.state == STARTING:
+            worker.state = LEASED if worker.queue else IDLE
+            if worker.state == IDLE:
+                self.release_lease(worker)
+                self.idle_workers.append(worker)
+                self.effects.needs_schedule = True
+
+    def cancel_dispatched(self, task: Task, force: bool) -> None:
+        """Cancel a task given to one of our workers: kill the worker (force,
+        while the task runs), ask the worker to cancel it, or take it back
+        from a worker not started yet."""
+        worker = task.worker
+        running = worker.queue and worker.queue[0] is task and worker.started
+        if running and force:
+            task.force_cancelled = True
+            if worker.pid:
+                self.effects.kill.append(worker.pid)
+        elif worker.started:
+            self.effects.outbox[worker.worker_id.encode() + b"r"].append(
+                (m.CANCEL_TASK, task.task_id))
+        else:
+            self.remove_from_worker(worker, task.task_id)
+            self._fail_with(task, exceptions.TaskCancelledError(
+                f"task {task.spec[ts.FUNCTION_NAME]}() was cancelled"))
+            self.after_worker_progress(worker)
 
     def initial_workers(self, count: int) -> None:
         for _ in range(count):

@@ -1,13 +1,18 @@
-"""lightray.agent.cluster: the agent's side of a cluster of agents (parts of
-AgentState, no I/O; lightray.transport.mesh carries their messages).
+"""lightray.agent.cluster: the agent's side of a cluster of agents (plain
+parts of AgentState, each in a field; no I/O; lightray.transport.mesh carries
+their messages).
 
-    membership.py     JOIN/MEMBERS, heartbeats, dead peers, writes for the control store
-    forwarding.py     tasks placed on a peer, their results, objects pinned across nodes
-    pulls.py          object bytes moving between nodes in chunks
-    remote_actors.py  actors created, run and called across nodes
+    membership.py     ClusterMembership (state.membership): JOIN/MEMBERS, heartbeats,
+                      dead peers, writes for the control store; peer messages to their part
+    forwarding.py     TaskForwarding (state.forwarding): tasks placed on a peer, their
+                      results, objects pinned across nodes
+    pulls.py          ObjectPulls (state.object_pulls): object bytes moving between nodes
+    remote_actors.py  RemoteActors (state.remote_actors): actors created, run and called
+                      across nodes
 
-May import: lightray.agent.records, lightray.agent.actors (one helper that
-builds an actor's death payload), lightray.states, ids, scheduling,
+May import: lightray.agent.records, lightray.agent.instructions (the
+LEAVING messages), lightray.agent.actors (one helper that builds an actor's
+death payload), lightray.states, ids, scheduling,
 serialization, task_spec, exceptions, config, transport.messages. Never
 lightray.agent.state or server.
 This __init__ imports nothing.

@@ -1,4 +1,4 @@
-"""Tasks sent to other nodes, their results, and pins across nodes. Part of AgentState.
+"""Tasks sent to other nodes, their results, and pins across nodes. No I/O.
 
     task submitted here ──choose_node (lightray.scheduling)──▶ here, or
         ──FORWARD(spec, function once, argument descriptors)──▶ peer runs it
@@ -16,8 +16,16 @@ of a forwarded task's result, a copy of a forwarded task's argument, a ref
 inside a result) keeps one pin per node that told it about the object
 (``pinned_for``); that node sends FREE when it lets go (every node it
 described the object to is in its ``copies``).
+
+``TaskForwarding`` is a part of ``AgentState`` (lightray.agent.state, its
+``forwarding`` field): it owns which functions each peer has been sent and
+the SPREAD turn, works on the tables and the Effects it is given (the peers'
+views: only their resources in flight), moves bytes through the object pulls
+part and reaches the task path only through the functions passed to it.
 """
 from __future__ import annotations
+
+import collections
 
 from ... import exceptions, serialization
 from ... import task_spec as ts
@@ -34,10 +42,43 @@ PUSHED = "pushed"            # ... the same, its bytes following (lightray.agent
 
 
 class TaskForwarding:
+    __slots__ = ("effects", "transitions", "pool", "peers", "objects", "tasks", "functions",
+                 "directory", "node_id", "segment_prefix", "peer_functions", "spread_turn",
+                 "_mesh_address", "_hot", "_push", "_expect_push", "_end_pull", "_fail_with",
+                 "_check_satisfiable", "_await_deps", "_finish_task")
 
-    def _place_in_cluster(self, task):
+    def __init__(self, effects, transitions, pool, *, peers: dict, objects: dict, tasks: dict,
+                 functions: dict, directory, node_id: str, segment_prefix: str, mesh_address,
+                 hot, push, expect_push, end_pull, fail_with, check_satisfiable, await_deps,
+                 finish_task):
+        self.effects = effects           # lightray.agent.effects.Effects
+        self.transitions = transitions   # lightray.states.Transitions
+        self.pool = pool                 # the node's ResourcePool
+        self.peers = peers               # node id -> NodeView (the cluster membership's)
+        self.objects = objects           # the object table
+        self.tasks = tasks
+        self.functions = functions       # function id -> its pickled bytes
+        self.directory = directory       # ObjectDirectory (lightray.agent.objects)
+        self.node_id = node_id
+        self.segment_prefix = segment_prefix   # where processes here write segments
+        self.peer_functions = collections.defaultdict(set)   # node id -> function ids sent
+        self.spread_turn = 0             # SPREAD tasks placed so far
+        # the cluster membership
+        self._mesh_address = mesh_address      # () -> this node's mesh address
+        self._hot = hot                        # () -> whether this node's memory is hot
+        # object bytes (lightray.agent.cluster.pulls)
+        self._push = push                      # (node id, object id, layout): send unasked
+        self._expect_push = expect_push        # (object id, entry): its bytes are coming
+        self._end_pull = end_pull              # (object id, entry): stop pulling it
+        # the task path (lightray.agent.state)
+        self._fail_with = fail_with            # (task, exception)
+        self._check_satisfiable = check_satisfiable   # (task) -> False if it failed it
+        self._await_deps = await_deps          # (task)
+        self._finish_task = finish_task        # (task)
+
+    def place_in_cluster(self, task):
         """None: run it here. True: forwarded to a peer, or failed."""
-        node_id = self._cluster_target(task)
+        node_id = self.cluster_target(task)
         if node_id is None:
             return True
         if node_id == self.node_id:
@@ -45,14 +86,14 @@ class TaskForwarding:
         self._forward(task, node_id)
         return True
 
-    def _cluster_target(self, task):
+    def cluster_target(self, task):
         """The node a task (or an actor's constructor) should run on; None
         after failing it, when no node can ever run it."""
         spec = task.spec
         arg_bytes = (self._argument_bytes(spec[ts.DEPS])
                      if spec[ts.DEPS] and task.actor is None else None)
-        local = NodeView(self.node_id, self.mesh_address, self.pool.total, self.pool.available,
-                         hot=self.hot)
+        local = NodeView(self.node_id, self._mesh_address(), self.pool.total, self.pool.available,
+                         hot=self._hot())
         strategy = spec[ts.STRATEGY]
         node_id, why = choose_node(_units(task), strategy, local, self.peers.values(),
                                    arg_bytes, self.spread_turn)
@@ -83,7 +124,7 @@ class TaskForwarding:
         if function_id not in sent:
             sent.add(function_id)
             function_bytes = self.functions[function_id]
-        described = [self._describe_for(node_id, object_id)
+        described = [self.describe_for(node_id, object_id)
                      for object_id in spec[ts.DEPS] + spec[ts.CONTAINED]]
         self.transitions.task(task, FORWARDED, ("placed on", node_id))
         task.node = node_id
@@ -91,9 +132,9 @@ class TaskForwarding:
         view = self.peers[node_id]
         for name, need in _units(task).items():   # until its next heartbeat says
             view.available[name] = view.available.get(name, 0) - need
-        self.peer_outbox[node_id].append((m.FORWARD, spec, function_bytes, described))
+        self.effects.peer_outbox[node_id].append((m.FORWARD, spec, function_bytes, described))
 
-    def _describe_for(self, node_id: str, object_id: bytes):
+    def describe_for(self, node_id: str, object_id: bytes):
         """How node_id finds an object: its payload, or where its segment is."""
         entry = self.objects.get(object_id)
         if entry is None or entry.pending:
@@ -121,7 +162,7 @@ class TaskForwarding:
 
     # ======================================================= running for a peer
 
-    def _on_forward(self, origin: str, spec: tuple, function_bytes, described: list) -> None:
+    def on_forward(self, origin: str, spec: tuple, function_bytes, described: list) -> None:
         if function_bytes is not None:
             self.functions[spec[ts.FUNCTION_ID]] = function_bytes
         task = Task(spec, b"")
@@ -132,13 +173,13 @@ class TaskForwarding:
             entry = objects[object_id] = ObjectEntry(1)
             entry.pinned_for = {origin}
         for object_id, how in zip(spec[ts.DEPS] + spec[ts.CONTAINED], described):
-            self._adopt(origin, object_id, how)
+            self.adopt(origin, object_id, how)
         self.directory.pin(spec[ts.DEPS])
         self.directory.pin(spec[ts.CONTAINED])
         if self._check_satisfiable(task):
             self._await_deps(task)
 
-    def _adopt(self, origin: str, object_id: bytes, how) -> None:
+    def adopt(self, origin: str, object_id: bytes, how) -> None:
         """Know an object a peer described (an argument of a task it sent us)."""
         entry = self.objects.get(object_id)
         if how is None or (how[0] != AT and how[0] != PUSHED):
@@ -167,7 +208,7 @@ class TaskForwarding:
             entry.pinned_for.add(origin)
             entry.refs += 1
 
-    def _report_forwarded(self, task) -> None:
+    def report_forwarded(self, task) -> None:
         """A task a peer sent us is over: send its results back (called on finish)."""
         origin = task.origin
         objects = self.objects
@@ -189,7 +230,7 @@ class TaskForwarding:
             inner.append([(i, self._describe_pinned(origin, i)) for i in entry.contained])
         view = self.peers.get(origin)
         if view is not None and view.alive:
-            self.peer_outbox[origin].append((m.RESULT, task.task_id, described, inner))
+            self.effects.peer_outbox[origin].append((m.RESULT, task.task_id, described, inner))
         else:
             done_with = [i for i in return_ids(task.task_id, task.spec[ts.NUM_RETURNS])]
         for object_id in done_with:         # the owner has the value (or is gone)
@@ -200,27 +241,18 @@ class TaskForwarding:
 
     def _describe_pinned(self, node_id: str, object_id: bytes):
         """_describe_for, and keep the object here until node_id FREEs it."""
-        how = self._describe_for(node_id, object_id)
+        how = self.describe_for(node_id, object_id)
         if how is not None and how[0] in (AT, PUSHED) and how[1] == self.node_id:
-            self._pin_for(node_id, self.objects[object_id])
+            pin_for(node_id, self.objects[object_id])
         return how
 
-    @staticmethod
-    def _pin_for(node_id: str, entry) -> None:
-        """Keep entry here until node_id sends FREE (once however often asked)."""
-        if entry.pinned_for is None:
-            entry.pinned_for = set()
-        if node_id not in entry.pinned_for:
-            entry.pinned_for.add(node_id)
-            entry.refs += 1
-
-    def _adopt_inner(self, sender: str, object_id: bytes, how) -> None:
+    def adopt_inner(self, sender: str, object_id: bytes, how) -> None:
         """A ref inside a result from sender: know where its object is (the
         entry exists, pinned by the result)."""
         entry = self.objects[object_id]
         if not entry.pending:          # known here already: sender need not keep it
             if how is not None and how[0] in (AT, PUSHED) and how[1] == sender:
-                self.peer_outbox[sender].append((m.FREE, [object_id]))
+                self.effects.peer_outbox[sender].append((m.FREE, [object_id]))
             return
         if how is None:
             self.directory.set_ready(object_id, entry, _lost(
@@ -244,13 +276,13 @@ class TaskForwarding:
         local = (self.segment_prefix + object_id.hex(),) + tuple(layout[1:])
         self.directory.set_ready(object_id, entry, (SHARED, local), ())
 
-    def _on_result(self, sender: str, task_id: bytes, described: list, inner=None) -> None:
+    def on_result(self, sender: str, task_id: bytes, described: list, inner=None) -> None:
         task = self.tasks.get(task_id)
         ids = return_ids(task_id, len(described))
         if task is None or task.state != FORWARDED or task.node != sender:
             stale = [i for i, how in zip(ids, described) if how[0] == AT]
             if stale:
-                self.peer_outbox[sender].append((m.FREE, stale))
+                self.effects.peer_outbox[sender].append((m.FREE, stale))
             return
         view = self.peers.get(sender)
         if view is not None:
@@ -268,7 +300,7 @@ class TaskForwarding:
                 self.directory.pin(contained)           # held by the result, as on any node
                 entry.contained = tuple(contained)
                 for inner_id, inner_how in refs_inside:
-                    self._adopt_inner(sender, inner_id, inner_how)
+                    self.adopt_inner(sender, inner_id, inner_how)
             if how[0] == AT:
                 if entry is None or not entry.pending:
                     unwanted.append(object_id)
@@ -277,29 +309,38 @@ class TaskForwarding:
             elif entry is not None and entry.pending:
                 self.directory.set_ready(object_id, entry, how, ())
         if unwanted:
-            self.peer_outbox[sender].append((m.FREE, unwanted))
+            self.effects.peer_outbox[sender].append((m.FREE, unwanted))
         self._finish_task(task)
 
-    def _on_free(self, sender: str, object_ids: list) -> None:
+    def on_free(self, sender: str, object_ids: list) -> None:
         for object_id in object_ids:
             entry = self.objects.get(object_id)
             if entry is not None and entry.pinned_for and sender in entry.pinned_for:
                 entry.pinned_for.discard(sender)
                 self.directory.unref(object_id)
 
-    def _forget_remote(self, object_id: bytes, entry) -> None:
+    def forget_remote(self, object_id: bytes, entry) -> None:
         """Freed here: tell the nodes we described it to; stop pulling it."""
         if entry.copies:
             for node_id in entry.copies:
                 view = self.peers.get(node_id)
                 if view is not None and view.alive:
-                    box = self.peer_outbox[node_id]
+                    box = self.effects.peer_outbox[node_id]
                     if box and box[-1][0] == m.FREE:
                         box[-1][1].append(object_id)
                     else:
                         box.append((m.FREE, [object_id]))
         if entry.spill == PULLING:
             self._end_pull(object_id, entry)
+
+
+def pin_for(node_id: str, entry) -> None:
+    """Keep entry here until node_id sends FREE (once however often asked)."""
+    if entry.pinned_for is None:
+        entry.pinned_for = set()
+    if node_id not in entry.pinned_for:
+        entry.pinned_for.add(node_id)
+        entry.refs += 1
 
 
 def _units(task) -> dict:

@@ -1,4 +1,4 @@
-"""Agents working together: membership, heartbeats, deaths, the control store. Part of AgentState.
+"""Agents working together: membership, heartbeats, deaths, the control store. No I/O.
 
     new agent ──JOIN──▶ head ──MEMBERS──▶ new agent (connects to everyone)
                         head ──NODE_JOINED──▶ the others (connect to it)
@@ -9,12 +9,19 @@
 Work and objects across nodes are in lightray.agent.cluster.forwarding (tasks sent to
 a peer, their results, pins across nodes) and lightray.agent.cluster.pulls (object
 bytes moving between nodes); actors in lightray.agent.cluster.remote_actors.
+
+``ClusterMembership`` is a part of ``AgentState`` (lightray.agent.state, its
+``membership`` field): it owns the peers' views (node id -> NodeView, which
+the other cluster parts read), this node's place in the cluster (mesh
+address, head or not, live peers, hot) and the ops sent again at the next
+tick. It hands each peer message to the part it is for, and reaches those
+parts, the task path and the state's stop only through the functions passed
+to it.
 """
 from __future__ import annotations
 
-import collections
-
 from ... import task_spec as ts
+from .. import instructions as i
 from ...scheduling import NodeView, to_units
 from ...states import FORWARDED, PULLING
 from ...transport import messages as m
@@ -24,31 +31,52 @@ DEAD_AFTER = 3.0             # seconds of silence after which a peer is dead
 HEAD = "head"                # the head's mesh connection until its node id is known
 
 
-class ClusterManagement:
+class ClusterMembership:
+    __slots__ = ("effects", "pool", "store", "peers", "peer_seen", "pull_retries", "queues",
+                 "tasks", "objects", "directory", "node_id", "mesh_address", "is_head",
+                 "head_id", "live_peers", "hot", "load", "_on_forward", "_on_result", "_on_free",
+                 "_on_pull", "_on_pull_data", "_pull_args", "_pull_failed", "_on_actor_relay",
+                 "_on_describe", "_on_described", "_actors_on_dead_node", "_retry_or_fail_lost",
+                 "_cancel", "_dropped")
 
-    def _init_cluster(self) -> None:
-        self.mesh_address = ""
+    def __init__(self, effects, pool, *, peers: dict, pull_retries: list, queues: dict,
+                 tasks: dict, objects: dict, store, directory, node_id: str, on_forward,
+                 on_result, on_free, on_pull, on_pull_data, pull_args, pull_failed,
+                 on_actor_relay, on_describe, on_described, actors_on_dead_node,
+                 retry_or_fail_lost, cancel, dropped):
+        self.effects = effects           # lightray.agent.effects.Effects
+        self.pool = pool                 # the node's ResourcePool
+        self.store = store               # StoreCapacity (its figures go out with heartbeats)
+        self.peers = peers               # node id -> NodeView (dead ones stay, alive=False)
+        self.peer_seen: dict = {}        # node id -> monotonic time of its last message
+        self.pull_retries = pull_retries   # (node id, op) to send again at the next tick
+        self.queues = queues             # shape -> queued tasks
+        self.tasks = tasks
+        self.objects = objects           # the object table
+        self.directory = directory       # ObjectDirectory (lightray.agent.objects)
+        self.node_id = node_id
+        self.mesh_address = ""           # set by start_cluster; "" when not in a cluster
         self.is_head = False
         self.head_id = None
-        self.peers: dict = {}               # node id -> NodeView (dead ones stay, alive=False)
-        self.peer_seen: dict = {}           # node id -> monotonic time of its last message
         self.live_peers = 0
-        self.peer_outbox = self.effects.peer_outbox
-        self.peer_data = self.effects.peer_data
-        self.mesh_connect = self.effects.mesh_connect
-        self.mesh_disconnect = self.effects.mesh_disconnect
-        self.mesh_rename = self.effects.mesh_rename
-        self.control_writes = self.effects.control_writes
-        self.peer_functions = collections.defaultdict(set)
-        self.pulls: dict = {}               # object id -> Pull
-        self.pull_io = self.effects.pull_io
-        self.pull_retries: list = []        # (node id, PULL op) to send again
-        self.spread_turn = 0
         self.hot = False
         self.load: dict = {}
-        self.evicted = None                 # why the head dropped this agent (it stops)
-        self.actor_lookups: dict = {}       # lookup id -> [identity, request id, peers asked]
-        self.lookup_counter = 0
+        # peer messages (lightray.agent.cluster.forwarding, pulls, remote_actors)
+        self._on_forward = on_forward
+        self._on_result = on_result
+        self._on_free = on_free
+        self._on_pull = on_pull
+        self._on_pull_data = on_pull_data
+        self._pull_args = pull_args
+        self._pull_failed = pull_failed        # (object id, entry, why)
+        self._on_actor_relay = on_actor_relay
+        self._on_describe = on_describe
+        self._on_described = on_described
+        self._actors_on_dead_node = actors_on_dead_node   # (node id, why)
+        # the task path and the state
+        self._retry_or_fail_lost = retry_or_fail_lost   # (task, cancelled detail, why)
+        self._cancel = cancel                  # (object id, force): FORWARD_CANCEL
+        self._dropped = dropped                # (why): the head dropped this agent; stop
 
     def start_cluster(self, mesh_address: str, head_address: str | None, now: float,
                       wall: float) -> None:
@@ -57,11 +85,11 @@ class ClusterManagement:
         if head_address is None:
             self.is_head = True
             self.head_id = self.node_id
-            self.control_writes.append(("node_register", self.node_id, mesh_address,
-                                        self.pool.as_floats("total"), {}, wall))
+            self.effects.control_writes.append(("node_register", self.node_id, mesh_address,
+                                                self.pool.as_floats("total"), {}, wall))
         else:
-            self.mesh_connect.append((HEAD, head_address))
-            self.peer_outbox[HEAD].append((m.JOIN, self._node_dict()))
+            self.effects.mesh_connect.append((HEAD, head_address))
+            self.effects.peer_outbox[HEAD].append((m.JOIN, self._node_dict()))
 
     def _node_dict(self) -> dict:
         return {"node_id": self.node_id, "address": self.mesh_address,
@@ -78,11 +106,12 @@ class ClusterManagement:
             # came back learns it was dropped; one that hears from the head it
             # had given up on knows the head dropped it too.
             if self.is_head:
-                self.peer_outbox[sender].append((m.NODE_DEAD, sender, view.load.get("died")))
-                self.mesh_connect.append((sender, view.address))
-                self.mesh_disconnect.append(sender)
+                self.effects.peer_outbox[sender].append(
+                    (m.NODE_DEAD, sender, view.load.get("died")))
+                self.effects.mesh_connect.append((sender, view.address))
+                self.effects.mesh_disconnect.append(sender)
             elif sender == self.head_id:
-                self._evicted(f"it lost contact with the head for more than {DEAD_AFTER:g} s")
+                self._dropped(f"it lost contact with the head for more than {DEAD_AFTER:g} s")
             return
         self.peer_seen[sender] = now
         for op in ops:
@@ -100,13 +129,14 @@ class ClusterManagement:
             elif kind == m.PULL_DATA:
                 self._on_pull_data(op[1], op[3], len(op) > 4 and op[4])
             elif kind == m.PULL_RETRY:
-                self.pull_retries.append((sender, (m.PULL,) + self._pull_args(op[1], op[2], op[3])))
+                self.pull_retries.append(
+                    (sender, (m.PULL,) + self._pull_args(op[1], op[2], op[3])))
             elif kind == m.PULL_FAILED:
                 entry = self.objects.get(op[1])
                 if entry is not None and entry.spill == PULLING:
                     self._pull_failed(op[1], entry, op[2])
             elif kind == m.FORWARD_CANCEL:
-                self._on_cancel(op[1], op[2])
+                self._cancel(op[1], op[2])
             elif kind == m.JOIN:
                 self._on_join(sender, op[1], now, wall)
             elif kind == m.MEMBERS:
@@ -117,18 +147,18 @@ class ClusterManagement:
                 if op[1] != self.node_id:
                     self._peer_died(op[1], op[2], wall)
                 elif sender == self.head_id:
-                    self._evicted(f"the head declared it dead ({op[2]})")
+                    self._dropped(f"the head declared it dead ({op[2]})")
             elif kind == m.LEAVING:
                 self._peer_died(sender, "it stopped", wall)
             elif kind == m.ACTOR_RELAY:
-                self._on_peer_actor_op(sender, op)
+                self._on_actor_relay(sender, op)
             elif kind == m.DESCRIBE:
                 self._on_describe(sender, op[1], op[2])
             elif kind == m.DESCRIBED:
                 self._on_described(sender, op[1], op[2])
             elif kind == m.CONTROL:
                 if self.is_head:
-                    self.control_writes.extend(op[1])
+                    self.effects.control_writes.extend(op[1])
 
     def _on_join(self, sender: str, node: dict, now: float, wall: float) -> None:
         if not self.is_head:
@@ -137,23 +167,23 @@ class ClusterManagement:
                                          if v.alive and v.node_id != sender]
         for view in self.peers.values():
             if view.alive and view.node_id != sender:
-                self.peer_outbox[view.node_id].append((m.NODE_JOINED, node))
+                self.effects.peer_outbox[view.node_id].append((m.NODE_JOINED, node))
         self._add_peer(node, now)
-        self.peer_outbox[sender].append((m.MEMBERS, members))
-        self.control_writes.append(("node_register", sender, node["address"],
-                                    node["resources"], {}, wall))
+        self.effects.peer_outbox[sender].append((m.MEMBERS, members))
+        self.effects.control_writes.append(("node_register", sender, node["address"],
+                                            node["resources"], {}, wall))
 
-    def _control(self, command: tuple) -> None:
+    def control(self, command: tuple) -> None:
         """A write for the cluster's control store, held by the head. The last
         field, the timestamp, may be None: the head's agent fills it in when it
         applies the command (the writer picks it, as replication requires)."""
         if not self.mesh_address:
             return                          # not in a cluster
         if self.is_head:
-            self.control_writes.append(command)
+            self.effects.control_writes.append(command)
             return
         head = self.head_id or HEAD
-        box = self.peer_outbox[head]
+        box = self.effects.peer_outbox[head]
         if box and box[-1][0] == m.CONTROL:
             box[-1][1].append(command)
         else:
@@ -161,9 +191,9 @@ class ClusterManagement:
 
     def _on_members(self, sender: str, members: list, now: float) -> None:
         self.head_id = sender
-        self.mesh_rename.append((HEAD, sender))
-        if HEAD in self.peer_outbox:
-            self.peer_outbox[sender].extend(self.peer_outbox.pop(HEAD))
+        self.effects.mesh_rename.append((HEAD, sender))
+        if HEAD in self.effects.peer_outbox:
+            self.effects.peer_outbox[sender].extend(self.effects.peer_outbox.pop(HEAD))
         for node in members:
             self._add_peer(node, now, connected=node["node_id"] == sender)
 
@@ -176,8 +206,8 @@ class ClusterManagement:
         self.peer_seen[node_id] = now
         self.live_peers += 1
         if not connected:
-            self.mesh_connect.append((node_id, node["address"]))
-        self.needs_schedule = True
+            self.effects.mesh_connect.append((node_id, node["address"]))
+        self.effects.needs_schedule = True
 
     @staticmethod
     def _peer_dict(view: NodeView) -> dict:
@@ -194,9 +224,9 @@ class ClusterManagement:
         view.hot = load["hot"]
         view.load = load
         if self.queues:
-            self.needs_schedule = True     # room may have opened there
+            self.effects.needs_schedule = True     # room may have opened there
         if self.is_head:
-            self.control_writes.append(("node_heartbeat", sender, _public_load(load), wall))
+            self.effects.control_writes.append(("node_heartbeat", sender, _public_load(load), wall))
 
     def cluster_tick(self, now: float, wall: float, load: dict) -> None:
         """Every HEARTBEAT_INTERVAL: tell peers how we are; notice the silent ones."""
@@ -206,23 +236,18 @@ class ClusterManagement:
                     is_head=self.is_head)
         for node_id, view in self.peers.items():
             if view.alive:
-                self.peer_outbox[node_id].append((m.HEARTBEAT, load))
+                self.effects.peer_outbox[node_id].append((m.HEARTBEAT, load))
         if self.is_head:
-            self.control_writes.append(("node_heartbeat", self.node_id, _public_load(load), wall))
+            self.effects.control_writes.append(
+                ("node_heartbeat", self.node_id, _public_load(load), wall))
         for node_id, view in list(self.peers.items()):
             if view.alive and now - self.peer_seen.get(node_id, now) > DEAD_AFTER:
                 self._peer_died(node_id, f"no heartbeat for {DEAD_AFTER:g} s", wall)
 
     def flush_pull_retries(self) -> None:
-        retries, self.pull_retries = self.pull_retries, []
-        for node_id, op in retries:
-            self.peer_outbox[node_id].append(op)
-
-    def _evicted(self, why: str) -> None:
-        """This agent was dropped from the cluster: stop (restart it to join again)."""
-        if not self.stopping:
-            self.evicted = f"this agent was dropped from the cluster: {why}; restart it to join again"
-            self.stopping = True
+        for node_id, op in self.pull_retries:
+            self.effects.peer_outbox[node_id].append(op)
+        self.pull_retries.clear()   # (in place: the remote actors part appends to it too)
 
     def _queued_count(self) -> int:
         return sum(len(q) for q in self.queues.values())
@@ -234,13 +259,13 @@ class ClusterManagement:
         view.alive = False
         view.load = dict(view.load, died=why)
         self.live_peers -= 1
-        self.mesh_disconnect.append(node_id)
-        self.peer_outbox.pop(node_id, None)
+        self.effects.mesh_disconnect.append(node_id)
+        self.effects.peer_outbox.pop(node_id, None)
         if self.is_head:
-            self.control_writes.append(("node_dead", node_id, wall))
+            self.effects.control_writes.append(("node_dead", node_id, wall))
             for other, other_view in self.peers.items():
                 if other_view.alive:
-                    self.peer_outbox[other].append((m.NODE_DEAD, node_id, why))
+                    self.effects.peer_outbox[other].append((m.NODE_DEAD, node_id, why))
         self._actors_on_dead_node(node_id, why)
         # Work sent there runs again elsewhere (or fails without retries left).
         for task in list(self.tasks.values()):
@@ -258,15 +283,39 @@ class ClusterManagement:
                     self._pull_failed(object_id, entry, f"node {node_id} died ({why})")
                 elif entry.spill is None:
                     entry.location = None      # our copy is the only one left
-        self.needs_schedule = True
+        self.effects.needs_schedule = True
 
     def _forwarded_task_lost(self, task, node_id: str, why: str) -> None:
         task.node = None
-        self.worker_pool.retry_or_fail_lost(
+        self._retry_or_fail_lost(
             task, "", f"node {node_id} running task {task.spec[ts.FUNCTION_NAME]}() "
                       f"died ({why})")
 
+    def waiting_for_head(self) -> bool:
+        """A joining agent the head has not admitted yet."""
+        return not self.is_head and self.head_id is None
+
+    def leaving(self) -> list:
+        """SendPeer instructions that tell the peers this agent stops."""
+        out = [i.SendPeer(node_id, [(m.LEAVING,)])
+               for node_id, view in self.peers.items() if view.alive]
+        if self.head_id is None:   # not admitted yet: the head knows us already
+            out.append(i.SendPeer(HEAD, [(m.LEAVING,)]))
+        return out
+
     # ================================================================ info
+
+    def resources(self) -> dict:
+        """The resources of the live nodes, summed: total and available."""
+        total: dict = {}
+        available: dict = {}
+        for node in self.nodes_info():
+            if node["alive"]:
+                for name, amount in node["resources"].items():
+                    total[name] = total.get(name, 0) + amount
+                for name, amount in node["available"].items():
+                    available[name] = available.get(name, 0) + amount
+        return {"total": total, "available": available}
 
     def nodes_info(self) -> list:
         local = {"node_id": self.node_id, "address": self.mesh_address or "(embedded)",
@@ -296,8 +345,6 @@ class ClusterManagement:
                          "queued": load.get("queued", 0),
                          "died": load.get("died")})
         return rows
-
-
 
 
 def _public_load(load: dict) -> dict:

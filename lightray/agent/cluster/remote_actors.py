@@ -1,4 +1,4 @@
-"""Actors on other nodes. Part of AgentState (with lightray.agent.actors).
+"""Actors on other nodes. No I/O.
 
     creator's agent A ──ACTOR_RELAY create(spec, class, argument descriptors)──▶ B
     B runs it (its worker also listens on TCP)
@@ -41,13 +41,20 @@ The actor's worker sends ADOPT_FROM on the socket its later GETs use, so its
 agent has the entries before the method can read them. It answers the call
 only once A has pinned the objects for B: the caller, answered, may drop its
 own refs at once.
+
+``RemoteActors`` is a part of ``AgentState`` (lightray.agent.state, its
+``remote_actors`` field), the cluster side of lightray.agent.actors: it owns
+the lookups of named actors asked of the peers, works on the tables and the
+Effects it is given, and reaches an actor's life (death, kill, lookup,
+notices to callers), object descriptions across nodes and the task path only
+through the functions passed to it.
 """
 from __future__ import annotations
 
 from ... import exceptions, serialization
 from ... import task_spec as ts
 from ..actors import _died_payload
-from .forwarding import AT, PUSHED, _lost, _units
+from .forwarding import AT, PUSHED, _lost, _units, pin_for
 from ..records import ActorEntry, ObjectEntry, Task
 from ...serialization import ERROR
 from ...states import ALIVE, DEAD, FORWARDED, PENDING
@@ -57,10 +64,43 @@ WAIT = "wait"   # DESCRIBED: not ready yet on the describing node, ask again
 
 
 class RemoteActors:
+    __slots__ = ("effects", "transitions", "peers", "actors", "tasks", "objects", "functions",
+                 "pull_retries", "directory", "node_id", "actor_lookups", "lookup_counter",
+                 "_describe_for", "_adopt", "_adopt_inner", "_check_satisfiable", "_await_deps",
+                 "_actor_died", "_kill_actor", "_actor_lookup", "_notify_actor")
+
+    def __init__(self, effects, transitions, *, peers: dict, actors: dict, tasks: dict,
+                 objects: dict, functions: dict, pull_retries: list, directory, node_id: str,
+                 describe_for, adopt, adopt_inner, check_satisfiable, await_deps, actor_died,
+                 kill_actor, actor_lookup, notify_actor):
+        self.effects = effects           # lightray.agent.effects.Effects
+        self.transitions = transitions   # lightray.states.Transitions
+        self.peers = peers               # node id -> NodeView (the cluster membership's)
+        self.actors = actors             # actor id -> ActorEntry
+        self.tasks = tasks
+        self.objects = objects           # the object table
+        self.functions = functions       # function id -> its pickled bytes
+        self.pull_retries = pull_retries   # (node id, op) sent again at the next tick
+        self.directory = directory       # ObjectDirectory (lightray.agent.objects)
+        self.node_id = node_id
+        self.actor_lookups: dict = {}    # lookup id -> [identity, request id, peers asked]
+        self.lookup_counter = 0
+        # objects across nodes (lightray.agent.cluster.forwarding)
+        self._describe_for = describe_for      # (node id, object id) -> descriptor
+        self._adopt = adopt                    # (origin, object id, descriptor)
+        self._adopt_inner = adopt_inner        # (sender, object id, descriptor)
+        # the task path (lightray.agent.state)
+        self._check_satisfiable = check_satisfiable   # (task) -> False if it failed it
+        self._await_deps = await_deps          # (task)
+        # an actor's life (lightray.agent.actors)
+        self._actor_died = actor_died          # (actor, death payload, tell_home=)
+        self._kill_actor = kill_actor          # (actor id, no_restart)
+        self._actor_lookup = actor_lookup      # (namespace, name) -> (id, description) | None
+        self._notify_actor = notify_actor      # (actor): its state to its callers
 
     # ---------------------------------------------------------- placement
 
-    def _forward_actor(self, actor: ActorEntry, task, node_id: str) -> None:
+    def forward_actor(self, actor: ActorEntry, task, node_id: str) -> None:
         spec = actor.spec
         actor.home = node_id
         self.transitions.task(task, FORWARDED, ("actor placed on", node_id))
@@ -70,20 +110,20 @@ class RemoteActors:
             view.available[name] = view.available.get(name, 0) - need
         described = [self._describe_for(node_id, object_id)
                      for object_id in spec[ts.DEPS] + spec[ts.CONTAINED]]
-        self._relay(node_id, actor.actor_id, ("create", spec, self.functions[spec[ts.FUNCTION_ID]],
-                                              described, actor.description))
+        self.relay(node_id, actor.actor_id, ("create", spec, self.functions[spec[ts.FUNCTION_ID]],
+                                             described, actor.description))
 
-    def _relay(self, node_id: str, actor_id: bytes, message: tuple) -> None:
-        self.peer_outbox[node_id].append((m.ACTOR_RELAY, actor_id, message))
+    def relay(self, node_id: str, actor_id: bytes, message: tuple) -> None:
+        self.effects.peer_outbox[node_id].append((m.ACTOR_RELAY, actor_id, message))
 
-    def _relay_state(self, actor: ActorEntry) -> tuple:
+    def relay_state(self, actor: ActorEntry) -> tuple:
         address = actor.tcp_address if actor.state == ALIVE else None
         return ("state", actor.incarnation, actor.state, address, actor.death,
                 actor.description["class_name"])
 
     # ------------------------------------------------------------- relays
 
-    def _on_peer_actor_op(self, sender: str, op: tuple) -> None:
+    def on_actor_relay(self, sender: str, op: tuple) -> None:
         actor_id, message = op[1], op[2]
         kind = message[0]
         actor = self.actors.get(actor_id)
@@ -94,12 +134,12 @@ class RemoteActors:
                 self._on_home_state(actor, sender, message)
         elif kind == "subscribe":
             if actor is None or (actor.borrowed and actor.state == PENDING):
-                self._relay(sender, actor_id, ("unknown",))
+                self.relay(sender, actor_id, ("unknown",))
                 return
             if actor.peer_subscribers is None:
                 actor.peer_subscribers = set()
             actor.peer_subscribers.add(sender)
-            self._relay(sender, actor_id, self._relay_state(actor))
+            self.relay(sender, actor_id, self.relay_state(actor))
         elif kind == "unknown":
             if actor is not None and actor.borrowed and actor.unknown_from is not None:
                 actor.unknown_from.discard(sender)
@@ -109,10 +149,10 @@ class RemoteActors:
                         tell_home=False)
         elif kind == "kill":            # from its owner, or any node holding a handle
             if actor is not None and not actor.borrowed:
-                self._on_actor_kill(actor_id, message[1])
+                self._kill_actor(actor_id, message[1])
         elif kind == "lookup":
-            found = self.actor_lookup(message[2], message[3])
-            self._relay(sender, b"", ("found", message[1], found))
+            found = self._actor_lookup(message[2], message[3])
+            self.relay(sender, b"", ("found", message[1], found))
         elif kind == "found":
             self._on_lookup_answer(sender, message[1], message[2])
 
@@ -163,7 +203,7 @@ class RemoteActors:
         actor.tcp_address = address
         self._notify_actor(actor)
 
-    def _subscribe_remote(self, client, actor_id: bytes) -> None:
+    def subscribe_remote(self, client, actor_id: bytes) -> None:
         """A process here calls an actor this node does not know: ask the peers."""
         actor = ActorEntry.proxy(actor_id)
         actor.borrowed = True
@@ -171,16 +211,16 @@ class RemoteActors:
         actor.unknown_from = {n for n, v in self.peers.items() if v.alive}
         self.actors[actor_id] = actor
         for node_id in actor.unknown_from:
-            self._relay(node_id, actor_id, ("subscribe",))
+            self.relay(node_id, actor_id, ("subscribe",))
 
     # -------------------------------------------------------------- names
 
-    def _lookup_named_remote(self, client, request_id: int, namespace: str, name: str) -> None:
+    def lookup_named_remote(self, client, request_id: int, namespace: str, name: str) -> None:
         self.lookup_counter += 1
         asked = {n for n, v in self.peers.items() if v.alive}
         self.actor_lookups[self.lookup_counter] = [client.identity, request_id, asked]
         for node_id in asked:
-            self._relay(node_id, b"", ("lookup", self.lookup_counter, namespace, name))
+            self.relay(node_id, b"", ("lookup", self.lookup_counter, namespace, name))
 
     def _on_lookup_answer(self, sender: str, lookup_id: int, found) -> None:
         pending = self.actor_lookups.get(lookup_id)
@@ -189,11 +229,11 @@ class RemoteActors:
         pending[2].discard(sender)
         if found is not None or not pending[2]:
             del self.actor_lookups[lookup_id]
-            self.outbox[pending[0]].append((m.INFO_REPLY, pending[1], found))
+            self.effects.outbox[pending[0]].append((m.INFO_REPLY, pending[1], found))
 
     # ------------------------------------------- refs in calls from other nodes
 
-    def _on_adopt_from(self, client, request_id: int, origin: str, object_ids: list) -> None:
+    def on_adopt_from(self, client, request_id: int, origin: str, object_ids: list) -> None:
         """A call from origin's side brought these refs to client (an actor's
         worker). It holds them from now on, and is told when each is ready
         (this stands for its INC and SUBSCRIBE: an entry made here is never
@@ -224,14 +264,14 @@ class RemoteActors:
                 entry.refs += 1
         self.directory.on_subscribe(client, object_ids)
         if not ask:
-            self.outbox[client.identity].append((m.INFO_REPLY, request_id, True))
+            self.effects.outbox[client.identity].append((m.INFO_REPLY, request_id, True))
             return
         # Answered like a lookup: when origin answers, or dies.
         self.lookup_counter += 1
         self.actor_lookups[self.lookup_counter] = [client.identity, request_id, {origin}]
-        self.peer_outbox[origin].append((m.DESCRIBE, self.lookup_counter, ask))
+        self.effects.peer_outbox[origin].append((m.DESCRIBE, self.lookup_counter, ask))
 
-    def _on_adopt_handed_over(self, origin: str, object_ids: list) -> None:
+    def on_adopt_handed_over(self, origin: str, object_ids: list) -> None:
         """A caller here got results from an actor on origin holding these
         refs; origin keeps each for us (HAND_OVER) until we ask. Every one is
         asked, known here or not, so origin can let go of those we do not need
@@ -251,9 +291,9 @@ class RemoteActors:
                                                      "to it, is gone")
                     entry.pending = False
         if reachable:
-            self.peer_outbox[origin].append((m.DESCRIBE, 0, list(object_ids)))
+            self.effects.peer_outbox[origin].append((m.DESCRIBE, 0, list(object_ids)))
 
-    def _on_hand_over(self, node_id: str, object_ids: list) -> None:
+    def on_hand_over(self, node_id: str, object_ids: list) -> None:
         """An actor's worker here sends results holding these refs to a caller
         on node_id: keep each for node_id until it asks (DESCRIBE), says FREE,
         or dies. Not those whose bytes are on node_id: it needs nothing here."""
@@ -264,9 +304,9 @@ class RemoteActors:
         for object_id in object_ids:
             entry = objects.get(object_id)
             if entry is not None and entry.location != node_id:
-                self._pin_for(node_id, entry)
+                pin_for(node_id, entry)
 
-    def _on_describe(self, sender: str, request_id: int, object_ids: list) -> None:
+    def on_describe(self, sender: str, request_id: int, object_ids: list) -> None:
         """Where the objects of refs our processes passed to sender's side are;
         each is pinned here for sender until its FREE (inline values excepted:
         sender has them then)."""
@@ -279,20 +319,20 @@ class RemoteActors:
                                        "no longer holds it")
             elif entry.pending:
                 how = (WAIT,)
-                self._pin_for(sender, entry)
+                pin_for(sender, entry)
             else:
                 how = self._describe_for(sender, object_id)
                 if (how[0] == AT or how[0] == PUSHED) and how[1] != sender:
-                    self._pin_for(sender, entry)
+                    pin_for(sender, entry)
                 elif entry.pinned_for and sender in entry.pinned_for:
                     # Pinned while pending, or handed over: an inline value
                     # (sender has it now) or bytes on sender itself.
                     entry.pinned_for.discard(sender)
                     self.directory.unref(object_id)
             answers.append((object_id, how))
-        self.peer_outbox[sender].append((m.DESCRIBED, request_id, answers))
+        self.effects.peer_outbox[sender].append((m.DESCRIBED, request_id, answers))
 
-    def _on_described(self, sender: str, request_id: int, answers: list) -> None:
+    def on_described(self, sender: str, request_id: int, answers: list) -> None:
         objects = self.objects
         again = []
         unwanted = []
@@ -310,7 +350,7 @@ class RemoteActors:
                 # through sender's pin: sender need not keep it for us.
                 unwanted.append(object_id)
         if unwanted:
-            self.peer_outbox[sender].append((m.FREE, unwanted))
+            self.effects.peer_outbox[sender].append((m.FREE, unwanted))
         if again:
             # Sent within one housekeeping tick (50 ms): the owner's node
             # cannot tell us when it is ready without a hook in every
@@ -328,7 +368,7 @@ class RemoteActors:
 
     # ------------------------------------------------------------- failures
 
-    def _actors_on_dead_node(self, node_id: str, why: str) -> None:
+    def on_node_died(self, node_id: str, why: str) -> None:
         self._refs_from_dead_node(node_id, why)
         for actor in list(self.actors.values()):
             if actor.state == DEAD:
