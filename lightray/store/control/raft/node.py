@@ -91,8 +91,10 @@ class _PendingRead:
 
 
 class RaftNode:
-    """One replica. voters: the bootstrap voter set (the same on every first start;
-    () for a replica that will be added later and learns the set from the log)."""
+    """One replica. voters: the bootstrap voter set, the same on every first member
+    (used only when persisted is empty: it becomes log entry 1); () for a replica that
+    is added later and learns the set from the log. applied: the last index the
+    application's state machine holds (at least persisted.snapshot's index)."""
 
     def __init__(self, node_id: str, voters=(), *, persisted: PersistedState | None = None,
                  applied: int = 0, rng: random.Random | None = None,
@@ -101,15 +103,23 @@ class RaftNode:
         if heartbeat_ticks < 1 or election_ticks <= heartbeat_ticks:
             raise ValueError("need 1 <= heartbeat_ticks < election_ticks")
         persisted = persisted or PersistedState()
-        snapshot = persisted.snapshot or Snapshot(0, 0, tuple(sorted(voters)))
+        snapshot = persisted.snapshot or Snapshot(0, 0, ())
         hard = persisted.hard_state or HardState(0, None, 0)
+        entries = persisted.entries
+        fresh = persisted.snapshot is None and not entries and persisted.hard_state is None
+        if fresh and voters:
+            # Bootstrap: the first voter set is entry 1 (term 0, the same on every first
+            # member), so a replica added later learns it from the log like any change.
+            entries = [Entry(0, 1, CONFIG, encode_voters(voters))]
         self.id = node_id
         self.rng = rng or random.Random()
         self.election_ticks = election_ticks
         self.heartbeat_ticks = heartbeat_ticks
         self.pre_vote = pre_vote
         self.check_quorum = check_quorum
-        self.log = RaftLog(snapshot, persisted.entries, hard.commit, applied)
+        self.log = RaftLog(snapshot, entries, hard.commit, applied)
+        if fresh and voters:
+            self.log.stable_to = 0          # the bootstrap entry goes out in the first Ready
         self.term = hard.term
         self.vote = hard.vote
         self.role = FOLLOWER
@@ -340,7 +350,7 @@ class RaftNode:
         self.heartbeat_elapsed = 0
         self.election_elapsed = 0
         last = self.log.last_index()
-        for voter in set(self.voters) | {self.id}:
+        for voter in sorted(set(self.voters) | {self.id}):   # sorted: deterministic
             self.progress[voter] = Progress(last + 1)
         self.progress[self.id].match = last
         self._append([Entry(self.term, last + 1, NOOP)])
