@@ -36,8 +36,11 @@ import json
 import random
 import sys
 
-from lightray.store.control.raft import (LEADER, NORMAL, MemoryStorage, NotLeader,
+from collections import Counter
+
+from lightray.store.control.raft import (CONFIG, LEADER, NORMAL, MemoryStorage, NotLeader,
                                          ProposalRefused, RaftNode, decode, encode)
+from lightray.store.control.raft.types import TYPE_NAMES
 
 
 class SafetyViolation(AssertionError):
@@ -84,6 +87,7 @@ class Simulation:
         self.applied: dict = {}         # index -> (term, kind, data)
         self.read_floor: dict = {}      # read context -> highest committed index when asked
         self.was_leader: set = set()
+        self.stats: Counter = Counter()   # what the schedule exercised
 
     # ------------------------------------------------------------ replicas
 
@@ -122,13 +126,16 @@ class Simulation:
         self.check_new_entries(replica, ready)
         self.storage[node].save(ready)           # persist before sending
         for message in ready.messages:
+            self.stats[f"sent_{TYPE_NAMES[message.type]}"] += 1
             self.send(encode(message), message.src, message.dst)
         if ready.snapshot is not None and ready.restore_snapshot:
+            self.stats["snapshots_installed"] += 1
             self.state[node] = [(i, d.encode()) for i, d in json.loads(ready.snapshot.data)]
             self.applied_index[node] = ready.snapshot.index
         for entry in ready.committed:
             self.apply(replica, entry)
         for read in ready.read_states:
+            self.stats["reads_answered"] += 1
             floor = self.read_floor.get(read.context, 0)
             if read.index < floor:
                 raise SafetyViolation(f"read {read.context!r} answered at {read.index}, "
@@ -148,6 +155,8 @@ class Simulation:
                                   f"applied {known}")
         if entry.kind == NORMAL:
             self.state[node].append((entry.index, entry.data))
+        elif entry.kind == CONFIG and entry.index > 1 and known is not None:
+            self.stats["membership_changes_applied"] += 1
 
     def send(self, data: bytes, src: str, dst: str) -> None:
         if self.rng.random() < self.loss:
@@ -190,6 +199,7 @@ class Simulation:
             live = [r.id for r in self.live()]
             if len(live) > 1:
                 victim = rng.choice(live)
+                self.stats["crashes"] += 1
                 self.trace(f"crash {victim}")
                 self.nodes[victim] = None
         if rng.random() < 0.05:
@@ -275,6 +285,7 @@ class Simulation:
                                   f"{replica.id}")
         if (replica.id, replica.term) not in self.was_leader:
             self.was_leader.add((replica.id, replica.term))
+            self.stats["leaders_elected"] += 1
             self.check_leader_complete(replica)
 
     def check_leader_complete(self, leader: RaftNode) -> None:

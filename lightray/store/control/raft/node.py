@@ -478,9 +478,8 @@ class RaftNode:
         for voter in voters:
             if voter not in self.progress:
                 self.progress[voter] = Progress(self.log.last_index())
-        for node in list(self.progress):
-            if node not in voters and node != self.id:
-                del self.progress[node]
+        # A removed voter keeps its progress (and gets the change) until the change
+        # commits, so it learns it was removed and stops campaigning; it no longer counts.
         if self.lead_transferee is not None and self.lead_transferee not in voters:
             self.lead_transferee = None
 
@@ -494,6 +493,9 @@ class RaftNode:
             return      # only an entry of this term commits by counting (Figure 8)
         first_of_term = self.log.term(self.log.commit) != self.term
         self.log.commit_to(quorum_index)
+        if self.log.commit >= self.log.last_config_index():
+            for node in [n for n in self.progress if n not in self.voters and n != self.id]:
+                del self.progress[node]
         if first_of_term:
             for context, origin in self.reads_before_commit:
                 self._leader_read(context, origin)
