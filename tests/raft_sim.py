@@ -8,8 +8,9 @@
 Every message goes through the codec (encode on send, decode on delivery), and
 every Ready is handled as the real I/O side must: persist to the replica's
 MemoryStorage (which survives a crash), then send, then apply. A crash drops
-the replica's memory; a restart builds it again from its storage, its state
-machine from its snapshot.
+the replica's memory (sometimes with a Ready taken but not yet fsync'd: its
+entries and messages are lost, as a crash before fsync loses them); a restart
+builds it again from its storage, its state machine from its snapshot.
 
 Checked after every step (a Ready handled), raising SafetyViolation:
 - election safety: at most one leader per term;
@@ -200,8 +201,13 @@ class Simulation:
             if len(live) > 1:
                 victim = rng.choice(live)
                 self.stats["crashes"] += 1
+                if rng.random() < 0.5 and self.propose(self.nodes[victim], handle=False):
+                    # Crash before the fsync: the Ready's entries and messages are lost.
+                    self.nodes[victim].ready()
+                    self.stats["crashes_before_fsync"] += 1
                 self.trace(f"crash {victim}")
                 self.nodes[victim] = None
+                leader = self.leader()          # never drive a crashed replica
         if rng.random() < 0.05:
             down = [n for n in self.NODES if self.nodes.get(n) is None]
             if down:
@@ -231,14 +237,15 @@ class Simulation:
             if rng.random() < 0.03:
                 self.read(replica)
 
-    def propose(self, replica: RaftNode) -> int | None:
+    def propose(self, replica: RaftNode, handle: bool = True) -> int | None:
         self.proposed += 1
         data = f"s{self.seed}-c{self.proposed}".encode()
         try:
             index = replica.propose(data)
         except (NotLeader, ProposalRefused):
             return None
-        self.handle_ready(replica)
+        if handle:
+            self.handle_ready(replica)
         return index
 
     def change_membership(self, leader: RaftNode) -> None:
