@@ -17,8 +17,10 @@ Checked after every step (a Ready handled), raising SafetyViolation:
 - log matching: an (index, term) pair always names the same entry with the
   same previous term (so, by induction, two logs agreeing on an entry agree
   on everything before it);
-- committed entries are never changed: no replica ever stores, at a committed
-  index, an entry other than the committed one;
+- committed entries are never changed: no replica stores, at a committed index,
+  an entry other than the committed one once it knows that index committed or
+  is in a later term (a replica still in an older term may hold a deposed
+  leader's entry there until it is repaired);
 - leader completeness: a leader of a later term holds every committed entry;
 - state machine safety: no two replicas apply different entries at an index;
 - read index: a read is answered at an index no older than every entry known
@@ -320,7 +322,12 @@ class Simulation:
                                       f"{previous}, elsewhere ({entry.index}, {entry.term}) "
                                       f"is {known}")
             committed = self.committed.get(entry.index)
-            if committed is not None and committed != (entry.term, entry.kind, entry.data):
+            # A replica still in an older term may hold a deposed leader's entry there
+            # (it is repaired later); one that knows the commit, or is in a later term
+            # (its leader holds the committed entry), may not.
+            if committed is not None and committed != (entry.term, entry.kind, entry.data) \
+                    and (entry.index <= log.commit
+                         or replica.term > self.committed_seen_in_term[entry.index]):
                 raise SafetyViolation(f"{replica.id} overwrites committed entry {entry.index} "
                                       f"{committed} with {entry}")
 
