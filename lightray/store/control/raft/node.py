@@ -18,76 +18,26 @@ Roles and terms:
         └──── a message of a higher term, or a leader of this term ◀──────┘
                                                      candidate ──quorum──▶ leader
 
-Safety rules kept here (Raft, Ongaro & Ousterhout, with its thesis' extensions):
-- one vote per term, recorded (in the hard state) before the vote is sent;
-  a vote only for a candidate whose log is at least as up to date;
-- an append is accepted only if the log holds its previous (index, term);
-  a conflicting suffix is cut, a committed entry never (the log asserts it);
-- a leader commits by counting replicas only an entry of its own term
-  (older ones commit with it: the Figure 8 rule), and starts its term with a
-  NOOP entry so that happens soon;
-- membership changes one voter at a time, a CONFIG entry taking effect when
-  appended; a new one only once the previous is committed (and not before the
-  leader committed an entry of its term). A leader that removed itself steps
-  down once the change is committed;
-- pre-vote: a replica campaigns only after a quorum said it would vote for it,
-  so a node coming back from a partition does not raise everyone's term;
-- check-quorum: a leader that heard from no quorum within an election timeout
-  steps down; a replica that heard from a leader within one ignores votes
-  (except a leader transfer's), so a stable leader is never deposed;
-- read index: a read is answered at the commit index once a quorum answered a
-  heartbeat sent after the read arrived, and only after the leader committed
-  an entry of its term (its commit index is then the cluster's).
+The safety rules it keeps are listed in the package docstring
+(lightray.store.control.raft).
 """
 from __future__ import annotations
 
 import random
 
 from .log import RaftLog
+from .reads import ReadQueue
+from .storage import PersistedState
 from .progress import PROBE, REPLICATE, SNAPSHOT, Progress
 from .types import (APPEND, APPEND_RESP, CANDIDATE, CONFIG, FOLLOWER, HEARTBEAT,
                     HEARTBEAT_RESP, LEADER, NOOP, NORMAL, PRE_CANDIDATE, PRE_VOTE,
                     PRE_VOTE_RESP, READ_INDEX, READ_INDEX_RESP, TIMEOUT_NOW, VOTE, VOTE_RESP,
-                    Entry, HardState, Message, Ready, ReadState, Snapshot, encode_voters)
+                    Entry, HardState, Message, NotLeader, ProposalRefused, Ready, ReadState,
+                    Snapshot, encode_voters)
 from .types import SNAPSHOT as SNAPSHOT_MSG
 
 MAX_ENTRIES_PER_APPEND = 256
 MAX_BYTES_PER_APPEND = 1 << 20
-
-
-class NotLeader(Exception):
-    """This replica is not the leader; leader is the one it knows (None: unknown)."""
-
-    def __init__(self, leader: str | None):
-        super().__init__(f"not the leader (leader: {leader or 'unknown'})")
-        self.leader = leader
-
-
-class ProposalRefused(Exception):
-    """The leader cannot take this proposal now (a change pending, a transfer under way)."""
-
-
-class PersistedState:
-    """What a replica stored durably, given back to RaftNode on restart."""
-
-    __slots__ = ("hard_state", "snapshot", "entries")
-
-    def __init__(self, hard_state: HardState | None = None, snapshot: Snapshot | None = None,
-                 entries=()):
-        self.hard_state = hard_state
-        self.snapshot = snapshot
-        self.entries = list(entries)
-
-
-class _PendingRead:
-    __slots__ = ("seq", "context", "origin", "index", "acks")
-
-    def __init__(self, seq: int, context: bytes, origin: str, index: int, acks: set):
-        self.seq = seq
-        self.context = context
-        self.origin = origin
-        self.index = index
-        self.acks = acks
 
 
 class RaftNode:
@@ -132,9 +82,8 @@ class RaftNode:
         self.randomized_timeout = 0
         self.lead_transferee: str | None = None
         self.pending_config_index = 0
-        self.pending_reads: list = []        # leader: _PendingRead, oldest first
+        self.reads = ReadQueue()             # leader: reads waiting for a quorum's answer
         self.reads_before_commit: list = []  # leader: (context, origin) until its term commits
-        self.read_seq = 0
         self._outbox: list = []
         self._read_states: list = []
         self._snapshot_out: Snapshot | None = None
@@ -302,7 +251,7 @@ class RaftNode:
         self.progress = {}
         self.votes = {}
         self.lead_transferee = None
-        self.pending_reads = []
+        self.reads.clear()
         self.reads_before_commit = []
 
     def _start_election(self, skip_pre_vote: bool = False, transfer: bool = False) -> None:
@@ -531,7 +480,7 @@ class RaftNode:
         return active >= len(self.voters) // 2 + 1
 
     def _broadcast_heartbeat(self) -> None:
-        context = self.read_seq.to_bytes(8, "big") if self.pending_reads else b""
+        context = self.reads.heartbeat_context()
         for node, pr in self.progress.items():
             if node != self.id:
                 self._send(Message(HEARTBEAT, self.id, node, self.term,
@@ -585,8 +534,9 @@ class RaftNode:
                 pr.inflight.popleft()      # an answer lost on the way must not stall us
             if pr.match < self.log.last_index():
                 self._send_append(m.src)
-            if m.context and len(m.context) == 8:
-                self._read_acknowledged(m.src, int.from_bytes(m.context, "big"))
+            if m.context:
+                self.reads.acknowledge(m.src, m.context)
+                self._release_confirmed_reads()
 
     def _append_rejected(self, m: Message, pr: Progress) -> None:
         if m.index <= pr.match:
@@ -626,27 +576,13 @@ class RaftNode:
         if self.log.term(self.log.commit) != self.term:
             self.reads_before_commit.append((context, origin))
             return
-        self.read_seq += 1
-        read = _PendingRead(self.read_seq, context, origin, self.log.commit, {self.id})
-        self.pending_reads.append(read)
+        self.reads.add(context, origin, self.log.commit, self.id)
         self._release_confirmed_reads()
-        if self.pending_reads:
+        if self.reads:
             self._broadcast_heartbeat()
 
-    def _read_acknowledged(self, node: str, seq: int) -> None:
-        for read in self.pending_reads:
-            if read.seq > seq:
-                break
-            read.acks.add(node)
-        self._release_confirmed_reads()
-
     def _release_confirmed_reads(self) -> None:
-        quorum = len(self.voters) // 2 + 1
-        while self.pending_reads:
-            read = self.pending_reads[0]
-            if sum(1 for v in self.voters if v in read.acks) < quorum:
-                return
-            self.pending_reads.pop(0)
+        for read in self.reads.confirmed(self.voters):
             if read.origin == self.id:
                 self._read_states.append(ReadState(read.context, read.index))
             else:

@@ -14,8 +14,19 @@ it as the "disk" that survives a crash):
 """
 from __future__ import annotations
 
-from .node import PersistedState
-from .types import Ready
+from .types import HardState, Ready, Snapshot
+
+
+class PersistedState:
+    """What a replica stored durably, given back to RaftNode on restart."""
+
+    __slots__ = ("hard_state", "snapshot", "entries")
+
+    def __init__(self, hard_state: HardState | None = None, snapshot: Snapshot | None = None,
+                 entries=()):
+        self.hard_state = hard_state
+        self.snapshot = snapshot
+        self.entries = list(entries)
 
 
 class MemoryStorage:

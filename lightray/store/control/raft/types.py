@@ -181,3 +181,15 @@ class Ready:
                 f"snapshot={self.snapshot.index if self.snapshot else None}, "
                 f"messages={len(self.messages)}, committed={len(self.committed)}, "
                 f"read_states={len(self.read_states)})")
+
+
+class NotLeader(Exception):
+    """This replica is not the leader; leader is the one it knows (None: unknown)."""
+
+    def __init__(self, leader: str | None):
+        super().__init__(f"not the leader (leader: {leader or 'unknown'})")
+        self.leader = leader
+
+
+class ProposalRefused(Exception):
+    """The leader cannot take this proposal now (a change pending, a transfer under way)."""
