@@ -17,6 +17,8 @@ Modules:
     records.py    what reads return: NodeRecord, ActorRecord, JobRecord
     schema.py     the schema, its version and the checks made on opening
     snapshot.py   a whole database image as bytes, for a new replica
+    raft/         a pure Raft core (elections, log replication, membership changes,
+                  snapshots, read index) that will replicate these commands; not wired yet
 
 May import: lightray.states (actor state names) and the standard library
 (sqlite3, json). Never the agent, the client or the API: the agent drives it.
