@@ -334,14 +334,16 @@ def connect(path: str, key: bytes, hello: bytes, lock, want_writable) -> CallerS
 class Peer:
     """One accepted connection of a StreamServer."""
 
-    __slots__ = ("sock", "reader", "out", "identity", "name", "shake", "nonce", "since")
+    __slots__ = ("sock", "reader", "out", "identity", "name", "where", "shake", "nonce",
+                 "since")
 
-    def __init__(self, sock: socket.socket, name: str):
+    def __init__(self, sock: socket.socket, name: str, where: str):
         self.sock = sock
         self.reader = FrameReader()
         self.out = OutBuffer(sock)
         self.identity = None           # set by the owner from the peer's hello
         self.name = name               # for reports: "uid 1000" or a TCP peer's host
+        self.where = where             # the listener it came to (a path or tcp://host:port)
         self.shake = bytearray()       # its proof so far; None once it proved the key
         self.nonce = os.urandom(_NONCE)
         self.since = time.monotonic()
@@ -421,7 +423,7 @@ class StreamServer:
             name = describe_peer(address[0])
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
-        peer = Peer(sock, name)
+        peer = Peer(sock, name, self.path if sock.family == socket.AF_UNIX else self.tcp_address)
         try:
             sock.send(_MAGIC + bytes((PROTOCOL_VERSION,)) + peer.nonce, socket.MSG_DONTWAIT)
         except OSError:
@@ -511,7 +513,7 @@ class StreamServer:
             return
         if why:
             self.log.note((kind or why, peer.name),
-                          f"dropped a connection to {self.path} from {peer.name}: {why}")
+                          f"dropped a connection to {peer.where} from {peer.name}: {why}")
         self.peers.pop(fileno, None)
         self.handshaking.pop(fileno, None)
         if self.forget is not None:

@@ -219,6 +219,9 @@ class TaskRunner:
         """A leasing driver's task: run it, answer on its connection."""
         if op[0] == m.EXEC:
             check_spec(op[1])
+            if not (type(op[3]) is list and isinstance(op[4], (list, tuple))
+                    and len(op[4]) == 2 and (op[2] is None or type(op[2]) is bytes)):
+                raise ValueError("not a well-formed EXEC")
             if op[2] is not None:
                 self.function_bytes[op[1][ts.FUNCTION_ID]] = op[2]
             self.run(op, lambda spec, payloads, contained, retryable:
@@ -403,7 +406,8 @@ def check_spec(spec) -> None:
             and type(spec[ts.TASK_ID]) is bytes and type(spec[ts.FUNCTION_NAME]) is str
             and type(spec[ts.NUM_RETURNS]) is int and 0 <= spec[ts.NUM_RETURNS] <= _MAX_RETURNS
             and isinstance(spec[ts.DEPS], (list, tuple))
-            and isinstance(spec[ts.CONTAINED], (list, tuple))):
+            and isinstance(spec[ts.CONTAINED], (list, tuple))
+            and (spec[ts.OWNER] is None or type(spec[ts.OWNER]) in (bytes, str))):
         raise ValueError("not a well-formed task spec")
 
 
