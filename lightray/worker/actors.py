@@ -136,6 +136,8 @@ class ActorRunner(TaskRunner):
             else:
                 self._dispatch(op)
         elif op[0] == m.DIRECT_HELLO:
+            if type(op[1]) is not bytes:
+                raise ValueError("a caller's id must be bytes")
             peer.identity = op[1]
             self._peers_by_owner[op[1]] = peer
             if peer.sock.family == socket.AF_INET:

@@ -227,6 +227,8 @@ class TaskRunner:
             self.run(op, lambda spec, payloads, contained, retryable:
                      self._reply_direct(peer, spec, payloads, contained, retryable))
         elif op[0] == m.DIRECT_HELLO:
+            if type(op[1]) is not bytes:
+                raise ValueError("a caller's id must be bytes")
             peer.identity = op[1]
 
     def _send_to_peer(self, peer, frame: bytes) -> None:
