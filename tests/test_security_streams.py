@@ -87,16 +87,31 @@ def mac(key: bytes, role: bytes, listener_nonce: bytes, caller_nonce: bytes) -> 
                     hashlib.sha256).digest()
 
 
-def prove(sock: socket.socket, key: bytes) -> bool:
-    """Answer the listener's challenge with key; True if it confirmed with its own proof."""
+def prove(sock: socket.socket, key: bytes, nonces: list | None = None) -> bool:
+    """Answer the listener's challenge with key; True if it confirmed with its
+    own proof. nonces, if given, gets (the listener's, ours)."""
     challenge = recv_exactly(sock, CHALLENGE)
     assert challenge[:5] == b"LRST" + bytes((stream.PROTOCOL_VERSION,)), challenge
     caller_nonce = os.urandom(32)
     sock.sendall(bytes((stream.PROTOCOL_VERSION,)) + caller_nonce
                  + mac(key, b"caller", challenge[5:], caller_nonce))
     confirm = recv_exactly(sock, CONFIRM)
+    if nonces is not None:
+        nonces += [challenge[5:], caller_nonce]
     return len(confirm) == CONFIRM and hmac.compare_digest(
         confirm, mac(key, b"listener", challenge[5:], caller_nonce))
+
+
+def sealed(key: bytes, sequence: int, payload: bytes) -> bytes:
+    """A frame as it travels on a TCP stream: payload, then HMAC(key, sequence + payload)."""
+    tag = hmac.new(key, sequence.to_bytes(8, "little") + payload, hashlib.sha256).digest()
+    return framed(payload + tag)
+
+
+def call_spec(actor, method: str, args: tuple, owner: bytes) -> tuple:
+    return (os.urandom(14), actor._lr_actor_id, f"Counter.{method}",
+            serialization.serialize((args, {})).inband, [], [], 1, None, 0, False, owner, 0,
+            None)
 
 
 def dropped(sock: socket.socket, timeout: float = 10.0) -> bool:
@@ -244,6 +259,38 @@ def test_a_keyless_client_of_an_actors_tcp_listener_gets_nothing_unpickled(
     assert lightray.get([counter.add.remote(2) for _ in range(5)]) == [2, 4, 6, 8, 10]
     assert not os.path.exists(marker)
     assert_reported_once(capfd.readouterr().err, address)
+    check_tcp_frames_are_sealed(address, counter)
+
+
+def check_tcp_frames_are_sealed(address: str, counter) -> None:
+    """After the handshake, each frame on a TCP stream carries a seal bound to the
+    connection and its place in it: an unsealed frame (injected into the
+    connection) or a replayed one drops it; a sealed call is answered, sealed."""
+    key = stream_key()
+    hello = m.encode([(m.DIRECT_HELLO, b"sealed", "elsewhere")])
+    injected = dial(address)
+    assert prove(injected, key)
+    injected.sendall(framed(hello))
+    assert dropped(injected)
+    injected.close()
+
+    nonces = []
+    caller = dial(address)
+    assert prove(caller, key, nonces)
+    ours = mac(key, b"caller frames", *nonces)
+    theirs = mac(key, b"listener frames", *nonces)
+    spec = call_spec(counter, "add", (100,), b"sealed")
+    caller.sendall(sealed(ours, 0, hello) + sealed(ours, 1, m.encode([(m.ACTOR_CALL, spec, [])])))
+    size = HEADER.unpack(recv_exactly(caller, 4))[0]
+    answer = recv_exactly(caller, size)
+    payload, tag = answer[:-32], answer[-32:]
+    assert hmac.compare_digest(tag, hmac.new(theirs, (0).to_bytes(8, "little") + payload,
+                                             hashlib.sha256).digest())
+    assert m.decode(payload)[0][:2] == (m.DIRECT_DONE, spec[0])
+    caller.sendall(sealed(ours, 1, m.encode([(m.ACTOR_CALL, spec, [])])))   # a replay
+    assert dropped(caller)
+    caller.close()
+    assert lightray.get(counter.add.remote(1)) == 111
 
 
 def keyed_agent_site(directory) -> None:
@@ -287,9 +334,7 @@ def test_bad_frames_after_a_valid_handshake_drop_only_that_connection(runtime, b
     # The other connection still works: a call made on it by hand is answered.
     client = current_client_or_none()
     bystander.sendall(framed(m.encode([(m.DIRECT_HELLO, b"bystander")])))
-    spec = (os.urandom(14), counter._lr_actor_id, "Counter.add",
-            serialization.serialize(((5,), {})).inband, [], [], 1, None, 0, False,
-            b"bystander", 0, None)
+    spec = call_spec(counter, "add", (5,), b"bystander")
     bystander.sendall(framed(m.encode([(m.ACTOR_CALL, spec, [])])))
     size = HEADER.unpack(recv_exactly(bystander, 4))[0]
     answer = m.decode(recv_exactly(bystander, size))

@@ -52,6 +52,7 @@ _NONCE = 32
 _CHALLENGE_SIZE = len(_MAGIC) + 1 + _NONCE      # magic, version, listener's nonce
 _PROOF_SIZE = 1 + _NONCE + 32                   # version, caller's nonce, caller's MAC
 _CONFIRM_SIZE = 32                              # listener's MAC
+_TAG_SIZE = 32                                  # a sealed frame's HMAC-SHA256
 _LABEL = b"lightray stream handshake\x00"
 HANDSHAKE_TIMEOUT = 10.0       # seconds an accepted peer has to prove the key
 MAX_HANDSHAKING = 64           # peers proving at once; a new one evicts the oldest
@@ -77,18 +78,38 @@ def _mac(key: bytes, role: bytes, listener_nonce: bytes, caller_nonce: bytes) ->
                     hashlib.sha256).digest()
 
 
+def _sealing_keys(key: bytes, listener_nonce: bytes, caller_nonce: bytes) -> tuple:
+    """(the caller's, the listener's) keys sealing the frames of one TCP connection."""
+    return (_mac(key, b"caller frames", listener_nonce, caller_nonce),
+            _mac(key, b"listener frames", listener_nonce, caller_nonce))
+
+
+class BadSeal(ValueError):
+    """A sealed frame whose tag is wrong: altered, replayed or injected on the way."""
+
+
+def _tag(key: bytes, sequence: int, payload) -> bytes:
+    mac = hmac.new(key, sequence.to_bytes(8, "little"), hashlib.sha256)
+    mac.update(payload)
+    return mac.digest()
+
+
 class FrameReader:
     """Cuts the frames out of the bytes of one stream. It holds at most one
-    partial frame (of at most MAX_FRAME bytes) and one read."""
+    partial frame (of at most MAX_FRAME bytes) and one read. Given a ``key``
+    (TCP streams, after the handshake) each frame ends in its seal, checked
+    and cut off here (BadSeal)."""
 
-    __slots__ = ("buffer",)
+    __slots__ = ("buffer", "key", "sequence")
 
     def __init__(self):
         self.buffer = bytearray()
+        self.key = None                # the peer's sealing key, or None: unsealed
+        self.sequence = 0              # of the next sealed frame
 
     def feed(self, data: bytes) -> list:
         buffer = self.buffer
-        if not buffer and len(data) >= 4:
+        if not buffer and len(data) >= 4 and self.key is None:
             # The common case: the data holds exactly one whole frame.
             size = HEADER.unpack_from(data)[0]
             if len(data) == size + 4:
@@ -109,26 +130,45 @@ class FrameReader:
             position = end
         if position:
             del buffer[:position]
+        if self.key is not None and frames:
+            return self._unseal(frames)
         return frames
+
+    def _unseal(self, frames: list) -> list:
+        opened = []
+        for sealed in frames:
+            view = memoryview(sealed)
+            if len(view) < _TAG_SIZE or not hmac.compare_digest(
+                    view[-_TAG_SIZE:], _tag(self.key, self.sequence, view[:-_TAG_SIZE])):
+                raise BadSeal("a frame's seal is wrong (altered, replayed or injected)")
+            self.sequence += 1
+            opened.append(view[:-_TAG_SIZE])
+        return opened
 
 
 class OutBuffer:
     """Non-blocking writes of frames to one socket, with what is left over.
-    While ``held`` (the caller's handshake is not done) frames only queue."""
+    While ``held`` (the caller's handshake is not done) frames only queue.
+    Given a ``key`` (TCP streams, after the handshake) each frame is sealed."""
 
-    __slots__ = ("sock", "pending", "held")
+    __slots__ = ("sock", "pending", "held", "key", "sequence")
 
     def __init__(self, sock: socket.socket, held: bytes = b""):
         self.sock = sock
         self.pending = bytearray(held)
         self.held = bool(held)        # then pending is never empty: send() only queues
+        self.key = None               # our sealing key, or None: unsealed
+        self.sequence = 0             # of the next sealed frame
 
     def send(self, payload) -> bool:
         """Write a frame, or queue it; True if something waits for writability."""
-        if len(payload) > MAX_FRAME:
+        if len(payload) > MAX_FRAME - _TAG_SIZE:
             raise FrameTooLarge(f"a message of {len(payload)} bytes is over the "
                                 f"{MAX_FRAME}-byte limit of a stream frame")
-        data = HEADER.pack(len(payload)) + payload
+        if self.key is None or self.held:
+            data = HEADER.pack(len(payload)) + payload
+        else:
+            data = self._sealed(payload)
         if self.pending:
             self.pending += data
             return True
@@ -157,8 +197,22 @@ class OutBuffer:
         del self.pending[:sent]
         return bool(self.pending)
 
-    def release(self) -> bool:
-        """The handshake is done: write what queued; True while some still waits."""
+    def _sealed(self, payload) -> bytes:
+        tag = _tag(self.key, self.sequence, payload)
+        self.sequence += 1
+        return HEADER.pack(len(payload) + _TAG_SIZE) + payload + tag
+
+    def release(self, key: bytes | None = None) -> bool:
+        """The handshake is done: write what queued (sealed now, given key);
+        True while some still waits."""
+        if key is not None:
+            held, self.pending = self.pending, bytearray()
+            self.key = key
+            position = 0
+            while position < len(held):
+                size = HEADER.unpack_from(held, position)[0]
+                self.pending += self._sealed(held[position + 4:position + 4 + size])
+                position += 4 + size
         self.held = False
         return self.flush()
 
@@ -207,8 +261,8 @@ class CallerStream:
     listener's proof, then frames. Written under ``lock`` by any thread,
     read by one thread (the client's I/O thread)."""
 
-    __slots__ = ("sock", "path", "reader", "out", "key", "expected", "shake", "confirming",
-                 "lock", "want_writable")
+    __slots__ = ("sock", "path", "reader", "out", "key", "expected", "sealing", "shake",
+                 "confirming", "lock", "want_writable")
 
     def __init__(self, sock, path: str, key: bytes, hello: bytes, lock, want_writable):
         self.sock = sock
@@ -217,6 +271,7 @@ class CallerStream:
         self.out = OutBuffer(sock, held=frame(hello))
         self.key = key
         self.expected = b""               # the listener's proof, once we know its nonce
+        self.sealing = None               # (ours, the listener's) frame keys over TCP
         self.shake = bytearray()          # handshake bytes so far; None once confirmed
         self.confirming = False           # our proof is sent: the listener's is next
         self.lock = lock                  # the client's lock (writes to out)
@@ -233,8 +288,8 @@ class CallerStream:
             return []
         try:
             frames = receive(self.sock, self.reader)
-        except FrameTooLarge as error:
-            _caller_log.note(("oversized", self.path), f"dropped {self.path}: {error}")
+        except (FrameTooLarge, BadSeal) as error:
+            _caller_log.note((type(error).__name__, self.path), f"dropped {self.path}: {error}")
             return None
         if not frames:
             return frames
@@ -280,8 +335,11 @@ class CallerStream:
                 raise HandshakeError(f"{self.path} did not prove the stream key: it is "
                                      "not a worker of this cluster")
             self.shake = None
+            ours = None
+            if self.sealing is not None:
+                ours, self.reader.key = self.sealing
             with self.lock:
-                if self.out.release():
+                if self.out.release(ours):
                     self.want_writable(self.sock)
             return True
 
@@ -296,6 +354,8 @@ class CallerStream:
         nonce = os.urandom(_NONCE)
         proof = bytes((PROTOCOL_VERSION,)) + nonce + _mac(self.key, b"caller", listener_nonce, nonce)
         self.expected = _mac(self.key, b"listener", listener_nonce, nonce)
+        if self.sock.family != socket.AF_UNIX:
+            self.sealing = _sealing_keys(self.key, listener_nonce, nonce)
         try:
             # The first bytes we write: an empty socket buffer takes them whole.
             sent = self.sock.send(proof, socket.MSG_DONTWAIT)
@@ -447,6 +507,9 @@ class StreamServer:
         except FrameTooLarge as error:
             self.drop(peer, str(error), "oversized")
             return None
+        except BadSeal as error:
+            self.drop(peer, str(error), "seal")
+            return None
         if frames is None:
             self.drop(peer)
         return frames
@@ -475,6 +538,8 @@ class StreamServer:
             self.drop(peer, "did not prove the stream key (a wrong key, or none)", "proof")
             return False
         del self.handshaking[peer.sock.fileno()]
+        if peer.sock.family != socket.AF_UNIX:
+            peer.reader.key, peer.out.key = _sealing_keys(self.key, peer.nonce, caller_nonce)
         try:
             peer.sock.send(_mac(self.key, b"listener", peer.nonce, caller_nonce),
                            socket.MSG_DONTWAIT)
