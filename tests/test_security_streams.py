@@ -102,10 +102,15 @@ def prove(sock: socket.socket, key: bytes, nonces: list | None = None) -> bool:
         confirm, mac(key, b"listener", challenge[5:], caller_nonce))
 
 
+def seal(key: bytes, sequence: int, payload: bytes) -> bytes:
+    """The seal of a small frame on a TCP stream: keyed BLAKE2b of sequence + payload."""
+    return hashlib.blake2b(sequence.to_bytes(8, "little") + payload, key=key,
+                           digest_size=32).digest()
+
+
 def sealed(key: bytes, sequence: int, payload: bytes) -> bytes:
-    """A frame as it travels on a TCP stream: payload, then HMAC(key, sequence + payload)."""
-    tag = hmac.new(key, sequence.to_bytes(8, "little") + payload, hashlib.sha256).digest()
-    return framed(payload + tag)
+    """A small frame as it travels on a TCP stream: payload, then its seal."""
+    return framed(payload + seal(key, sequence, payload))
 
 
 def call_spec(actor, method: str, args: tuple, owner: bytes) -> tuple:
@@ -284,8 +289,7 @@ def check_tcp_frames_are_sealed(address: str, counter) -> None:
     size = HEADER.unpack(recv_exactly(caller, 4))[0]
     answer = recv_exactly(caller, size)
     payload, tag = answer[:-32], answer[-32:]
-    assert hmac.compare_digest(tag, hmac.new(theirs, (0).to_bytes(8, "little") + payload,
-                                             hashlib.sha256).digest())
+    assert hmac.compare_digest(tag, seal(theirs, 0, payload))
     assert m.decode(payload)[0][:2] == (m.DIRECT_DONE, spec[0])
     caller.sendall(sealed(ours, 1, m.encode([(m.ACTOR_CALL, spec, [])])))   # a replay
     assert dropped(caller)

@@ -52,7 +52,9 @@ _NONCE = 32
 _CHALLENGE_SIZE = len(_MAGIC) + 1 + _NONCE      # magic, version, listener's nonce
 _PROOF_SIZE = 1 + _NONCE + 32                   # version, caller's nonce, caller's MAC
 _CONFIRM_SIZE = 32                              # listener's MAC
-_TAG_SIZE = 32                                  # a sealed frame's HMAC-SHA256
+_TAG_SIZE = 32                                  # a sealed frame's MAC
+_SEQUENCE = struct.Struct("<Q")
+_LARGE_FRAME = 64 << 10                         # from here on frames are sealed by HMAC-SHA256
 _LABEL = b"lightray stream handshake\x00"
 HANDSHAKE_TIMEOUT = 10.0       # seconds an accepted peer has to prove the key
 MAX_HANDSHAKING = 64           # peers proving at once; a new one evicts the oldest
@@ -79,19 +81,35 @@ def _mac(key: bytes, role: bytes, listener_nonce: bytes, caller_nonce: bytes) ->
 
 
 def _sealing_keys(key: bytes, listener_nonce: bytes, caller_nonce: bytes) -> tuple:
-    """(the caller's, the listener's) keys sealing the frames of one TCP connection."""
-    return (_mac(key, b"caller frames", listener_nonce, caller_nonce),
-            _mac(key, b"listener frames", listener_nonce, caller_nonce))
+    """(the caller's, the listener's) Sealers of the frames of one TCP connection."""
+    return (Sealer(_mac(key, b"caller frames", listener_nonce, caller_nonce)),
+            Sealer(_mac(key, b"listener frames", listener_nonce, caller_nonce)))
 
 
 class BadSeal(ValueError):
     """A sealed frame whose tag is wrong: altered, replayed or injected on the way."""
 
 
-def _tag(key: bytes, sequence: int, payload) -> bytes:
-    mac = hmac.new(key, sequence.to_bytes(8, "little"), hashlib.sha256)
-    mac.update(payload)
-    return mac.digest()
+class Sealer:
+    """Makes the seal of frames in one direction of one connection: a MAC
+    under that direction's key, over the frame's sequence number and payload.
+    Keyed BLAKE2b for small frames (0.7 us, against 1.8 us for HMAC-SHA256
+    here), HMAC-SHA256 for large ones (60 ms per 100 MB with the CPU's SHA
+    instructions, against 116 ms), under a key of its own derived from the
+    direction's key."""
+
+    __slots__ = ("small", "large")
+
+    def __init__(self, key: bytes):
+        self.small = hashlib.blake2b(key=key, digest_size=_TAG_SIZE)
+        self.large = hmac.new(hashlib.sha256(b"large frames" + key).digest(),
+                              digestmod=hashlib.sha256)
+
+    def tag(self, sequence: int, payload) -> bytes:
+        mac = (self.small if len(payload) < _LARGE_FRAME else self.large).copy()
+        mac.update(_SEQUENCE.pack(sequence))
+        mac.update(payload)
+        return mac.digest()
 
 
 class FrameReader:
@@ -104,16 +122,18 @@ class FrameReader:
 
     def __init__(self):
         self.buffer = bytearray()
-        self.key = None                # the peer's sealing key, or None: unsealed
+        self.key = None                # the peer's Sealer, or None: unsealed
         self.sequence = 0              # of the next sealed frame
 
     def feed(self, data: bytes) -> list:
         buffer = self.buffer
-        if not buffer and len(data) >= 4 and self.key is None:
+        if not buffer and len(data) >= 4:
             # The common case: the data holds exactly one whole frame.
             size = HEADER.unpack_from(data)[0]
             if len(data) == size + 4:
-                return [memoryview(data)[4:]]
+                if self.key is None:
+                    return [memoryview(data)[4:]]
+                return self._unseal([memoryview(data)[4:]])
         buffer += data
         frames = []
         position = 0
@@ -138,11 +158,12 @@ class FrameReader:
         opened = []
         for sealed in frames:
             view = memoryview(sealed)
+            payload = view[:-_TAG_SIZE]
             if len(view) < _TAG_SIZE or not hmac.compare_digest(
-                    view[-_TAG_SIZE:], _tag(self.key, self.sequence, view[:-_TAG_SIZE])):
+                    view[-_TAG_SIZE:], self.key.tag(self.sequence, payload)):
                 raise BadSeal("a frame's seal is wrong (altered, replayed or injected)")
             self.sequence += 1
-            opened.append(view[:-_TAG_SIZE])
+            opened.append(payload)
         return opened
 
 
@@ -157,7 +178,7 @@ class OutBuffer:
         self.sock = sock
         self.pending = bytearray(held)
         self.held = bool(held)        # then pending is never empty: send() only queues
-        self.key = None               # our sealing key, or None: unsealed
+        self.key = None               # our Sealer, or None: unsealed
         self.sequence = 0             # of the next sealed frame
 
     def send(self, payload) -> bool:
@@ -198,11 +219,11 @@ class OutBuffer:
         return bool(self.pending)
 
     def _sealed(self, payload) -> bytes:
-        tag = _tag(self.key, self.sequence, payload)
+        tag = self.key.tag(self.sequence, payload)
         self.sequence += 1
-        return HEADER.pack(len(payload) + _TAG_SIZE) + payload + tag
+        return b"".join((HEADER.pack(len(payload) + _TAG_SIZE), payload, tag))
 
-    def release(self, key: bytes | None = None) -> bool:
+    def release(self, key: Sealer | None = None) -> bool:
         """The handshake is done: write what queued (sealed now, given key);
         True while some still waits."""
         if key is not None:
