@@ -5,6 +5,7 @@
                                ◀──PROOF────     version nonce_c HMAC(key, caller…)
       compare_digest, then     ──CONFIRM──▶     HMAC(key, listener…): checked before
       frames both ways                          any frame is read or written
+      (TCP: each sealed)
 
     frame := 4-byte little-endian length (at most MAX_FRAME), then that many
              bytes (a message of lightray.transport.messages: a pickled list of ops)
@@ -22,8 +23,12 @@ Nothing a peer sends is unpickled before it has proved the key (the agent's
 lone agent; None for an --insecure cluster, where the proof uses an empty
 key, so anyone can make it): the handshake costs one round trip per
 connection, never per frame. A Unix socket's file is 0600 and a peer of
-another uid is refused before the challenge. TCP streams are authenticated,
-not encrypted (see docs/architecture.md, "Stream sockets").
+another uid is refused before the challenge. On TCP every frame after the
+handshake is sealed (a MAC under per-connection keys over its sequence
+number and bytes: injected, altered or replayed frames drop the connection);
+TCP streams are not encrypted (docs/architecture.md, "Stream sockets").
+
+    sealed frame := length (payload + 32), payload, MAC(direction key, sequence, payload)
 
 Neither side ever blocks on the other: reads and writes are non-blocking,
 and what a busy peer cannot take yet waits in an OutBuffer, written when the
