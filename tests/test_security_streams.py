@@ -486,3 +486,36 @@ def test_ten_thousand_bad_frames_to_an_actor_socket_leave_the_actor_serving(runt
     assert lightray.get(counter.pid.remote()) == worker
     assert worker_pids() == workers
     assert rss(worker) - before < 64 << 20
+
+
+# ------------------------------------------------------- the caller's side
+
+@pytest.mark.timeout(60)
+def test_a_caller_with_a_wrong_key_gets_a_clear_error_from_an_actor_not_a_hang(runtime):
+    current_client_or_none().node_info["stream_key"] = os.urandom(32)
+    counter = Counter.remote()
+    with pytest.raises(lightray.exceptions.ActorDiedError, match="refused our proof"):
+        lightray.get(counter.add.remote(1), timeout=30)
+
+
+@pytest.mark.timeout(60)
+def test_a_driver_with_a_wrong_key_runs_its_tasks_through_the_agent(runtime):
+    current_client_or_none().node_info["stream_key"] = os.urandom(32)
+    assert [lightray.get(pid_and_next.remote(i))[1] for i in range(30)] == list(range(1, 31))
+
+
+@pytest.mark.timeout(60)
+def test_connections_that_never_prove_the_key_cannot_lock_callers_out(runtime):
+    counter = Counter.remote()
+    path = actor_socket(counter)
+    silent = [dial(path) for _ in range(stream.MAX_HANDSHAKING + 20)]
+    try:
+        caller = dial(path)
+        assert prove(caller, stream_key())
+        caller.close()
+        assert lightray.get(counter.add.remote(7)) == 7
+        # The oldest silent ones were dropped to make room.
+        assert dropped(silent[0])
+    finally:
+        for sock in silent:
+            sock.close()
