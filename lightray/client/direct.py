@@ -45,8 +45,8 @@ class Lease:
         self.shape = shape
         self.assignment = assignment       # (request, gpu ids) for the worker
         self.stream = caller_stream        # to the worker; read by the I/O thread only
-        self.sock = caller_stream.sock
-        self.out = caller_stream.out       # written under the client lock
+        self.sock = caller_stream and caller_stream.sock
+        self.out = caller_stream and caller_stream.out   # written under the client lock
         self.inflight = None               # spec of the task running there
         self.functions = set()             # function ids this worker has from us
         self.revoked = False
