@@ -93,6 +93,11 @@ class AgentServer:
         self.chunk_reader = ChunkReader()
         self.chunk_writer = ChunkWriter()
         self.warm_pool = WarmPool(self.segment_prefix)
+        # What callers prove to workers' stream sockets (lightray.transport.stream),
+        # in the WELCOME's node info: the cluster's (None: --insecure), or this
+        # lone agent's own.
+        self.state.stream_key = (cluster.get("stream_key") if cluster is not None
+                                 else os.urandom(32))
         if cluster is not None:
             self._start_mesh(cluster)
         if initial_workers is None:

@@ -69,6 +69,7 @@ class AgentState:
         self.namespace = namespace         # of named actors, for processes that name none
         self.pool = ResourcePool(resources)
         self.segment_prefix = segment_prefix   # where processes write segments
+        self.stream_key = None             # bytes proved on stream sockets (AgentServer sets it)
         self.effects = effects = Effects()     # what the parts ask the I/O loop to do
         self.transitions = Transitions()   # task, object and actor state changes, and why
         self.objects: dict = {}
@@ -289,7 +290,8 @@ class AgentState:
                 "num_gpus": len(self.pool.gpu_free),
                 "store_capacity": self.store.capacity, "namespace": self.namespace,
                 "segment_prefix": self.segment_prefix,
-                "mesh_host": self.membership.mesh_address.rpartition(":")[0] or None}
+                "mesh_host": self.membership.mesh_address.rpartition(":")[0] or None,
+                "stream_key": self.stream_key}
 
     def on_hello(self, client_id: bytes, kind: str, pid: int, worker_id: str) -> None:
         worker = self.workers.get(worker_id) if kind == "worker" else None

@@ -5,7 +5,8 @@
     ready table ◀── settle ◀── I/O thread ◀── same socket ◀─── DIRECT_DONE ───┘ (actor's worker)
 
 The channel is a plain Unix stream socket to the actor's worker
-(lightray.transport.stream), not ZeroMQ: a call then wakes three threads,
+(lightray.transport.stream; TCP for an actor on another node; either way
+the key is proved once per connection, before any call leaves), not ZeroMQ: a call then wakes three threads,
 not seven; any thread writes to it under the client's lock, only the I/O
 thread reads it.
     agent ── ACTOR_STATE (ALIVE at worker w / RESTARTING / DEAD) ──▶ channel state
@@ -252,7 +253,11 @@ class ActorCaller:
         channel = self.by_socket.get(sock)
         if channel is None:
             return
-        frames = stream.receive(sock, channel.reader)
+        try:
+            frames = channel.stream.receive()
+        except stream.HandshakeError as error:
+            self._refused(channel, sock, error)
+            return
         if frames is None:
             # The actor's process is gone; the agent tells us what comes next
             # (restart or death) and settles the calls it had.
@@ -270,11 +275,25 @@ class ActorCaller:
             client.objects.on_ready(items)
         del answered   # drops the refs the calls kept, after the results are stored
 
+    def _refused(self, channel: ActorChannel, sock, error) -> None:
+        """The actor's worker refused our proof of the key, or could not prove
+        it (it got none of our calls: they wait for the handshake). Not a
+        state that passes: every call to it fails, saying why."""
+        client = self.client
+        death = (ERROR, serialization.dumps_exception(exceptions.ActorDiedError(
+            f"cannot call the actor {channel.class_name} ({channel.actor_id.hex()}): {error}")))
+        with client.lock:
+            if channel.sock is not sock:
+                return
+            items = self._kill_channel_locked(channel, death)
+        if items:
+            client.objects.on_ready(items)
+
     def _settle_replies_locked(self, channel: ActorChannel, frames, items: list,
                                answered: list) -> None:
         client = self.client
-        for frame in frames:
-            for op in m.decode(frame):
+        for ops in frames:   # each a well-formed list of answers (CallerStream.receive)
+            for op in ops:
                 if op[0] != m.DIRECT_DONE:
                     continue
                 call = channel.inflight.pop(op[1], None)
@@ -309,8 +328,8 @@ class ActorCaller:
         """Take the answers a dead actor sent before it died: they wait in the
         socket, and the agent's notice may well come first (I/O thread)."""
         sock = channel.sock
-        while sock is not None and channel.inflight:
-            frames = stream.receive(sock, channel.reader)
+        while sock is not None and channel.inflight and not channel.stream.handshaking:
+            frames = channel.stream.receive()
             if not frames:   # nothing more ([]), or the end of the stream (None)
                 return
             self._settle_replies_locked(channel, frames, items, answered)
@@ -359,7 +378,9 @@ class ActorCaller:
         hello = ((m.DIRECT_HELLO, client.client_id, self.node_id) if remote
                  else (m.DIRECT_HELLO, client.client_id))
         try:
-            sock = stream.connect(path, m.encode([hello]))
+            caller_stream = stream.connect(path, stream.stream_key(client.node_info),
+                                           m.encode([hello]), client.lock,
+                                           client.want_writable_locked)
         except OSError:
             # Died between saying it was ready and now: the agent's next
             # notice (restart or death) follows; calls wait in the queue.
@@ -367,9 +388,9 @@ class ActorCaller:
             return
         channel.worker_id = worker_id
         channel.remote = remote
-        channel.sock = sock
-        channel.reader = stream.FrameReader()
-        channel.out = stream.OutBuffer(sock)
+        sock = channel.sock = caller_stream.sock
+        channel.stream = caller_stream
+        channel.out = caller_stream.out
         self.by_socket[sock] = channel
         client.add_reply_socket(sock, self.on_readable, self.on_writable)
 
@@ -377,7 +398,7 @@ class ActorCaller:
         if channel.sock is not None:
             self.by_socket.pop(channel.sock, None)
             self.client.retire_reply_socket(channel.sock)
-            channel.sock = channel.reader = channel.out = None
+            channel.sock = channel.stream = channel.out = None
 
     def _retry_or_fail_inflight_locked(self, channel: ActorChannel) -> list:
         """Calls the dead incarnation had: back to the queue's front while they

@@ -31,7 +31,7 @@ class ActorChannel:
     """This process's line to one actor: where it runs and the calls on their way."""
 
     __slots__ = ("actor_id", "class_name", "max_task_retries", "state", "incarnation",
-                 "worker_id", "sock", "reader", "out", "queued", "inflight",
+                 "worker_id", "sock", "stream", "out", "queued", "inflight",
                  "death", "killed", "remote", "fetching")
 
     def __init__(self, actor_id: bytes, description: dict):
@@ -43,7 +43,7 @@ class ActorChannel:
         self.incarnation = -1
         self.worker_id = None
         self.sock = None                     # stream socket to the actor's worker
-        self.reader = None
+        self.stream = None                   # its lightray.transport.stream.CallerStream
         self.out = None
         self.queued = collections.deque()    # Calls not sent yet, in order
         self.inflight: dict = {}             # task id -> Call sent, not answered

@@ -28,21 +28,25 @@ from ..ids import return_ids
 from ..serialization import ERROR
 from ..transport import messages as m
 from ..transport import stream
+from ..transport.guard import RefusalLog
 from ..worker.paths import lease_stream_path
 from .leases import CANCELLED, RESUBMIT, LeaseBook, lost_task_outcome, retries_left
 
 
+_refusals = RefusalLog("lightray")
+
+
 class Lease:
-    __slots__ = ("worker_id", "shape", "assignment", "sock", "reader", "out",
+    __slots__ = ("worker_id", "shape", "assignment", "stream", "sock", "out",
                  "inflight", "functions", "revoked", "last_used")
 
-    def __init__(self, worker_id, shape, assignment, sock):
+    def __init__(self, worker_id, shape, assignment, caller_stream):
         self.worker_id = worker_id
         self.shape = shape
         self.assignment = assignment       # (request, gpu ids) for the worker
-        self.sock = sock                   # stream socket to the worker
-        self.reader = stream.FrameReader()  # read by the I/O thread only
-        self.out = stream.OutBuffer(sock)  # written under the client lock
+        self.stream = caller_stream        # to the worker; read by the I/O thread only
+        self.sock = caller_stream and caller_stream.sock
+        self.out = caller_stream and caller_stream.out   # written under the client lock
         self.inflight = None               # spec of the task running there
         self.functions = set()             # function ids this worker has from us
         self.revoked = False
@@ -96,8 +100,11 @@ class DirectSubmitter:
             return
         client = self.client
         try:
-            sock = stream.connect(lease_stream_path(client.address, worker_id),
-                                  m.encode([(m.DIRECT_HELLO, client.client_id)]))
+            caller_stream = stream.connect(
+                lease_stream_path(client.address, worker_id),
+                stream.stream_key(client.node_info),
+                m.encode([(m.DIRECT_HELLO, client.client_id)]),
+                client.lock, client.want_writable_locked)
         except OSError:
             # It died meanwhile (the agent knows), or cannot be reached: give it
             # back (unless we are shutting down: then nobody needs it).
@@ -106,7 +113,8 @@ class DirectSubmitter:
             except exceptions.RuntimeNotRunningError:
                 pass
             return
-        lease = Lease(worker_id, shape, assignment, sock)
+        lease = Lease(worker_id, shape, assignment, caller_stream)
+        sock = caller_stream.sock
         with client.lock:
             self.book.add(lease)
             self.by_socket[sock] = lease
@@ -121,17 +129,37 @@ class DirectSubmitter:
         lease = self.by_socket.get(sock)
         if lease is None:
             return
-        frames = stream.receive(sock, lease.reader)
-        if frames is None:
+        try:
+            answers = lease.stream.receive()
+        except stream.HandshakeError as error:
+            self._refused(lease, error)
+            return
+        if answers is None:
             # The worker is gone: the agent's WORKER_DIED settles its task.
             with self.client.lock:
                 self.by_socket.pop(sock, None)
                 self.client.retire_reply_socket(sock)
             return
-        for frame in frames:
-            for op in m.decode(frame):
+        self._on_answers(answers)
+
+    def _on_answers(self, answers) -> None:
+        for ops in answers:
+            for op in ops:
                 if op[0] == m.DIRECT_DONE:
                     self._on_done(op[1], op[2], op[3], op[4])
+
+    def _refused(self, lease, error) -> None:
+        """The worker refused our proof of the key, or could not prove it: it
+        got nothing from us (frames wait for the handshake). Its task goes
+        the agent's way; the lease goes back."""
+        _refusals.note(("handshake", str(error)), f"lightray driver: {error}; "
+                       "tasks take the agent's path")
+        with self.client.lock:
+            spec = self.book.take_lost_task(lease)
+            if spec is not None:
+                self._resubmit_locked(spec)
+            if self.book.by_worker.get(lease.worker_id) is lease:
+                self.client.send_locked(self._return_locked(lease))
 
     def _on_done(self, task_id, payloads, registered, retryable) -> None:
         client = self.client
@@ -172,14 +200,11 @@ class DirectSubmitter:
         lease = self.book.by_worker.get(worker_id)
         if lease is not None and lease.sock in self.by_socket:
             # Its answer may wait in the socket, behind the agent's notice.
-            while lease.inflight is not None:
-                frames = stream.receive(lease.sock, lease.reader)
-                if not frames:
+            while lease.inflight is not None and not lease.stream.handshaking:
+                answers = lease.stream.receive()
+                if not answers:
                     break
-                for frame in frames:
-                    for op in m.decode(frame):
-                        if op[0] == m.DIRECT_DONE:
-                            self._on_done(op[1], op[2], op[3], op[4])
+                self._on_answers(answers)
         items = []
         with client.lock:
             lease = self.book.by_worker.get(worker_id)

@@ -46,10 +46,13 @@ from ..runtime_context import state as context_state
 from ..serialization import ERROR, INLINE
 from ..transport import messages as m
 from .paths import actor_stream_path
-from .tasks import TaskRunner, _DepError
+from .tasks import TaskRunner, _DepError, check_spec
 
 
 class ActorRunner(TaskRunner):
+    # What a caller may send on the stream: kind -> (fewest, most) items.
+    STREAM_OPS = {m.ACTOR_CALL: (3, 5), m.DIRECT_HELLO: (2, 3)}
+
     def __init__(self, client, node_info: dict):
         super().__init__(client, node_info)
         self._peers_by_owner: dict = {}    # caller client id -> stream.Peer
@@ -123,6 +126,9 @@ class ActorRunner(TaskRunner):
 
     def _on_peer_op(self, peer, op) -> None:
         if op[0] == m.ACTOR_CALL:
+            check_spec(op[1])
+            if type(op[2]) is not list or len(op[2]) != len(op[1][ts.DEPS]):
+                raise ValueError("the payloads of a call do not match its arguments")
             if len(op) > 3 and not self.failed:
                 self._adopt_refs(op[1], op[3], op[4] if len(op) > 4 else ())
             if self.instance is None and not self.failed:
@@ -130,6 +136,8 @@ class ActorRunner(TaskRunner):
             else:
                 self._dispatch(op)
         elif op[0] == m.DIRECT_HELLO:
+            if type(op[1]) is not bytes:
+                raise ValueError("a caller's id must be bytes")
             peer.identity = op[1]
             self._peers_by_owner[op[1]] = peer
             if peer.sock.family == socket.AF_INET:

@@ -19,6 +19,7 @@ import os
 import queue
 import signal
 import threading
+import time
 import traceback
 
 import zmq
@@ -30,11 +31,15 @@ from ..runtime_context import state as context_state
 from ..serialization import ERROR, INLINE, LOCAL
 from ..transport import messages as m
 from ..transport import stream
+from ..transport.guard import RefusalLog
 from .paths import lease_stream_path
 
 
 class TaskRunner:
     """Executes EXEC ops for one worker process."""
+
+    # What a leasing driver may send on the stream: kind -> (fewest, most) items.
+    STREAM_OPS = {m.EXEC: (5, 5), m.DIRECT_HELLO: (2, 3)}
 
     def __init__(self, client, node_info: dict):
         self.client = client
@@ -60,8 +65,10 @@ class TaskRunner:
         self._wake_pull.bind(self._wake_address)
         self._wake_push = context.socket(zmq.PUSH)
         self._wake_push.connect(self._wake_address)
-        self._server = stream.StreamServer(self.stream_path(client),
-                                           self.stream_tcp_host(node_info))
+        self._server = stream.StreamServer(
+            self.stream_path(client), self.stream_tcp_host(node_info),
+            key=stream.stream_key(node_info), arities=self.STREAM_OPS,
+            log=RefusalLog(f"lightray worker {client.worker_id}"))
         self._poller = None
         # Recent results, for tasks the agent queued right behind their
         # producer here (their arguments arrive as LOCAL payloads).
@@ -139,9 +146,13 @@ class TaskRunner:
         for listener in listeners:
             poller.register(listener, zmq.POLLIN)
         self._register_extra(poller)
+        server.forget = lambda fileno: _unregister(poller, fileno)
         peers = server.peers
+        handshaking = server.handshaking
         try:
             while not self.client.closed:
+                if handshaking:
+                    server.expire(time.monotonic())
                 for item, event in poller.poll(500):
                     if item is self._wake_pull:
                         self._on_wake()
@@ -185,23 +196,39 @@ class TaskRunner:
     # ------------------------------------------------ callers on the stream
 
     def _serve_peer(self, peer) -> None:
-        frames = stream.receive(peer.sock, peer.reader)
-        if frames is None:   # the caller left
-            self._poller.unregister(peer.fileno())
-            self._server.drop(peer)
+        """Run what one caller sent. Nothing it sends can stop this worker:
+        a frame that is not a list of well-formed ops, or an op that fails
+        to be handled, drops that caller's connection (the server logs it)."""
+        server = self._server
+        frames = server.read(peer)
+        if not frames:   # nothing yet, or the caller left (dropped)
             return
         for frame in frames:
-            for op in m.decode(frame):
-                self._on_peer_op(peer, op)
+            ops = server.decode(peer, frame)
+            if ops is None:
+                return
+            try:
+                for op in ops:
+                    self._on_peer_op(peer, op)
+            except Exception as error:
+                server.drop(peer, f"sent an op that could not be handled "
+                            f"({type(error).__name__}: {str(error)[:200]})", "bad op")
+                return
 
     def _on_peer_op(self, peer, op) -> None:
         """A leasing driver's task: run it, answer on its connection."""
         if op[0] == m.EXEC:
+            check_spec(op[1])
+            if not (type(op[3]) is list and isinstance(op[4], (list, tuple))
+                    and len(op[4]) == 2 and (op[2] is None or type(op[2]) is bytes)):
+                raise ValueError("not a well-formed EXEC")
             if op[2] is not None:
                 self.function_bytes[op[1][ts.FUNCTION_ID]] = op[2]
             self.run(op, lambda spec, payloads, contained, retryable:
                      self._reply_direct(peer, spec, payloads, contained, retryable))
         elif op[0] == m.DIRECT_HELLO:
+            if type(op[1]) is not bytes:
+                raise ValueError("a caller's id must be bytes")
             peer.identity = op[1]
 
     def _send_to_peer(self, peer, frame: bytes) -> None:
@@ -369,6 +396,28 @@ class TaskRunner:
 
 
 _LOCAL_RESULTS_KEPT = 256
+
+
+_MAX_RETURNS = 1 << 20   # a sanity bound: [payload] * num_returns is built for errors
+
+
+def check_spec(spec) -> None:
+    """Raise ValueError unless spec (from a stream peer) has the shape of a
+    TaskSpec where this worker reads it before running anything."""
+    if not (type(spec) is tuple and len(spec) == len(ts.TaskSpec._fields)
+            and type(spec[ts.TASK_ID]) is bytes and type(spec[ts.FUNCTION_NAME]) is str
+            and type(spec[ts.NUM_RETURNS]) is int and 0 <= spec[ts.NUM_RETURNS] <= _MAX_RETURNS
+            and isinstance(spec[ts.DEPS], (list, tuple))
+            and isinstance(spec[ts.CONTAINED], (list, tuple))
+            and (spec[ts.OWNER] is None or type(spec[ts.OWNER]) in (bytes, str))):
+        raise ValueError("not a well-formed task spec")
+
+
+def _unregister(poller, fileno: int) -> None:
+    try:
+        poller.unregister(fileno)
+    except KeyError:
+        pass   # never polled (refused at once)
 
 
 class _NotProducedHere(Exception):
