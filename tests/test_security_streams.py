@@ -29,7 +29,7 @@ import lightray
 from lightray import NodeAffinity, api, serialization
 from lightray.runtime import current_client_or_none
 from lightray.transport import messages as m
-from lightray.transport import stream
+from lightray.transport import stream, stream_proof
 from lightray.worker.paths import actor_stream_path, lease_stream_path
 
 HEADER = struct.Struct("<I")
@@ -83,7 +83,7 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 def mac(key: bytes, role: bytes, listener_nonce: bytes, caller_nonce: bytes) -> bytes:
-    return hmac.new(key, stream._LABEL + role + listener_nonce + caller_nonce,
+    return hmac.new(key, stream_proof.LABEL + role + listener_nonce + caller_nonce,
                     hashlib.sha256).digest()
 
 

@@ -4,6 +4,7 @@
     sockets    ZeroMQ sockets built with lightray's settings, the agent's ipc address
     mesh       the agents' peer mesh: one ROUTER per agent, one DEALER per peer
     stream     length-prefixed frames over a local stream socket (caller -> actor)
+    stream_proof  the stream sockets' key handshake and the seals of TCP frames
     guard      rate-limited reports of refused peers and malformed messages
 
 May import: nothing of lightray outside this package (mesh uses messages);

@@ -39,7 +39,6 @@ writes from any thread under its client's lock and reads in one thread only.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import socket
@@ -48,19 +47,12 @@ import time
 
 from . import messages as m
 from .guard import RefusalLog, describe_peer
+from .stream_proof import (CHALLENGE_SIZE, CONFIRM_SIZE, MAGIC, NONCE, PROOF_SIZE,
+                           PROTOCOL_VERSION, TAG_SIZE, BadSeal, HandshakeError, Sealer,
+                           proof_mac, sealing_keys, stream_key)  # noqa: F401 (callers: stream.stream_key)
 
 HEADER = struct.Struct("<I")
 MAX_FRAME = 1 << 30            # bytes a frame may declare; more drops the connection
-PROTOCOL_VERSION = 1           # of the handshake and the frames after it
-_MAGIC = b"LRST"
-_NONCE = 32
-_CHALLENGE_SIZE = len(_MAGIC) + 1 + _NONCE      # magic, version, listener's nonce
-_PROOF_SIZE = 1 + _NONCE + 32                   # version, caller's nonce, caller's MAC
-_CONFIRM_SIZE = 32                              # listener's MAC
-_TAG_SIZE = 32                                  # a sealed frame's MAC
-_SEQUENCE = struct.Struct("<Q")
-_LARGE_FRAME = 64 << 10                         # from here on frames are sealed by HMAC-SHA256
-_LABEL = b"lightray stream handshake\x00"
 HANDSHAKE_TIMEOUT = 10.0       # seconds an accepted peer has to prove the key
 MAX_HANDSHAKING = 256          # peers proving at once; a new one evicts the oldest
                                # (as many as the listen backlog: only a flood evicts)
@@ -70,52 +62,6 @@ _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
 class FrameTooLarge(ValueError):
     """A frame longer than MAX_FRAME: the stream cannot be trusted any more."""
-
-
-class HandshakeError(ConnectionError):
-    """The listener refused our proof, or could not prove the key itself."""
-
-
-def stream_key(node_info: dict) -> bytes:
-    """The key this process proves on stream sockets (b"": an --insecure cluster)."""
-    return node_info.get("stream_key") or b""
-
-
-def _mac(key: bytes, role: bytes, listener_nonce: bytes, caller_nonce: bytes) -> bytes:
-    return hmac.new(key, _LABEL + role + listener_nonce + caller_nonce,
-                    hashlib.sha256).digest()
-
-
-def _sealing_keys(key: bytes, listener_nonce: bytes, caller_nonce: bytes) -> tuple:
-    """(the caller's, the listener's) Sealers of the frames of one TCP connection."""
-    return (Sealer(_mac(key, b"caller frames", listener_nonce, caller_nonce)),
-            Sealer(_mac(key, b"listener frames", listener_nonce, caller_nonce)))
-
-
-class BadSeal(ValueError):
-    """A sealed frame whose tag is wrong: altered, replayed or injected on the way."""
-
-
-class Sealer:
-    """Makes the seal of frames in one direction of one connection: a MAC
-    under that direction's key, over the frame's sequence number and payload.
-    Keyed BLAKE2b for small frames (0.7 us, against 1.8 us for HMAC-SHA256
-    here), HMAC-SHA256 for large ones (60 ms per 100 MB with the CPU's SHA
-    instructions, against 116 ms), under a key of its own derived from the
-    direction's key."""
-
-    __slots__ = ("small", "large")
-
-    def __init__(self, key: bytes):
-        self.small = hashlib.blake2b(key=key, digest_size=_TAG_SIZE)
-        self.large = hmac.new(hashlib.sha256(b"large frames" + key).digest(),
-                              digestmod=hashlib.sha256)
-
-    def tag(self, sequence: int, payload) -> bytes:
-        mac = (self.small if len(payload) < _LARGE_FRAME else self.large).copy()
-        mac.update(_SEQUENCE.pack(sequence))
-        mac.update(payload)
-        return mac.digest()
 
 
 class FrameReader:
@@ -164,9 +110,9 @@ class FrameReader:
         opened = []
         for sealed in frames:
             view = memoryview(sealed)
-            payload = view[:-_TAG_SIZE]
-            if len(view) < _TAG_SIZE or not hmac.compare_digest(
-                    view[-_TAG_SIZE:], self.key.tag(self.sequence, payload)):
+            payload = view[:-TAG_SIZE]
+            if len(view) < TAG_SIZE or not hmac.compare_digest(
+                    view[-TAG_SIZE:], self.key.tag(self.sequence, payload)):
                 raise BadSeal("a frame's seal is wrong (altered, replayed or injected)")
             self.sequence += 1
             opened.append(payload)
@@ -189,7 +135,7 @@ class OutBuffer:
 
     def send(self, payload) -> bool:
         """Write a frame, or queue it; True if something waits for writability."""
-        if len(payload) > MAX_FRAME - _TAG_SIZE:
+        if len(payload) > MAX_FRAME - TAG_SIZE:
             raise FrameTooLarge(f"a message of {len(payload)} bytes is over the "
                                 f"{MAX_FRAME}-byte limit of a stream frame")
         if self.key is None or self.held:
@@ -227,7 +173,7 @@ class OutBuffer:
     def _sealed(self, payload) -> bytes:
         tag = self.key.tag(self.sequence, payload)
         self.sequence += 1
-        return b"".join((HEADER.pack(len(payload) + _TAG_SIZE), payload, tag))
+        return b"".join((HEADER.pack(len(payload) + TAG_SIZE), payload, tag))
 
     def release(self, key: Sealer | None = None) -> bool:
         """The handshake is done: write what queued (sealed now, given key);
@@ -338,7 +284,7 @@ class CallerStream:
     def _handshake(self) -> bool:
         """Read what the listener sent of the handshake; True once it is done."""
         while True:
-            size = _CONFIRM_SIZE if self.confirming else _CHALLENGE_SIZE
+            size = CONFIRM_SIZE if self.confirming else CHALLENGE_SIZE
             try:
                 data = self.sock.recv(size - len(self.shake), socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
@@ -371,18 +317,18 @@ class CallerStream:
             return True
 
     def _answer_challenge(self, challenge: bytes) -> None:
-        if challenge[:len(_MAGIC)] != _MAGIC:
+        if challenge[:len(MAGIC)] != MAGIC:
             raise HandshakeError(f"{self.path} is not a lightray stream socket")
-        version = challenge[len(_MAGIC)]
+        version = challenge[len(MAGIC)]
         if version != PROTOCOL_VERSION:
             raise HandshakeError(f"{self.path} speaks stream protocol version {version}; "
                                  f"this lightray speaks {PROTOCOL_VERSION}")
-        listener_nonce = challenge[len(_MAGIC) + 1:]
-        nonce = os.urandom(_NONCE)
-        proof = bytes((PROTOCOL_VERSION,)) + nonce + _mac(self.key, b"caller", listener_nonce, nonce)
-        self.expected = _mac(self.key, b"listener", listener_nonce, nonce)
+        listener_nonce = challenge[len(MAGIC) + 1:]
+        nonce = os.urandom(NONCE)
+        proof = bytes((PROTOCOL_VERSION,)) + nonce + proof_mac(self.key, b"caller", listener_nonce, nonce)
+        self.expected = proof_mac(self.key, b"listener", listener_nonce, nonce)
         if self.sock.family != socket.AF_UNIX:
-            self.sealing = _sealing_keys(self.key, listener_nonce, nonce)
+            self.sealing = sealing_keys(self.key, listener_nonce, nonce)
         try:
             # The first bytes we write: an empty socket buffer takes them whole.
             sent = self.sock.send(proof, socket.MSG_DONTWAIT)
@@ -432,7 +378,7 @@ class Peer:
         self.name = name               # for reports: "uid 1000" or a TCP peer's host
         self.where = where             # the listener it came to (a path or tcp://host:port)
         self.shake = bytearray()       # its proof so far; None once it proved the key
-        self.nonce = os.urandom(_NONCE)
+        self.nonce = os.urandom(NONCE)
         self.since = time.monotonic()
 
     def fileno(self) -> int:
@@ -512,7 +458,7 @@ class StreamServer:
         sock.setblocking(False)
         peer = Peer(sock, name, self.path if sock.family == socket.AF_UNIX else self.tcp_address)
         try:
-            sock.send(_MAGIC + bytes((PROTOCOL_VERSION,)) + peer.nonce, socket.MSG_DONTWAIT)
+            sock.send(MAGIC + bytes((PROTOCOL_VERSION,)) + peer.nonce, socket.MSG_DONTWAIT)
         except OSError:
             sock.close()
             return None
@@ -543,7 +489,7 @@ class StreamServer:
 
     def _check_proof(self, peer: Peer) -> bool:
         try:
-            data = peer.sock.recv(_PROOF_SIZE - len(peer.shake), socket.MSG_DONTWAIT)
+            data = peer.sock.recv(PROOF_SIZE - len(peer.shake), socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
@@ -552,23 +498,23 @@ class StreamServer:
             self.drop(peer, "left before proving the stream key", "no proof")
             return False
         peer.shake += data
-        if len(peer.shake) < _PROOF_SIZE:
+        if len(peer.shake) < PROOF_SIZE:
             return False
         proof, peer.shake = bytes(peer.shake), None
         if proof[0] != PROTOCOL_VERSION:
             self.drop(peer, f"speaks stream protocol version {proof[0]}, we speak "
                       f"{PROTOCOL_VERSION}", "version")
             return False
-        caller_nonce = proof[1:1 + _NONCE]
-        if not hmac.compare_digest(proof[1 + _NONCE:],
-                                   _mac(self.key, b"caller", peer.nonce, caller_nonce)):
+        caller_nonce = proof[1:1 + NONCE]
+        if not hmac.compare_digest(proof[1 + NONCE:],
+                                   proof_mac(self.key, b"caller", peer.nonce, caller_nonce)):
             self.drop(peer, "did not prove the stream key (a wrong key, or none)", "proof")
             return False
         del self.handshaking[peer.sock.fileno()]
         if peer.sock.family != socket.AF_UNIX:
-            peer.reader.key, peer.out.key = _sealing_keys(self.key, peer.nonce, caller_nonce)
+            peer.reader.key, peer.out.key = sealing_keys(self.key, peer.nonce, caller_nonce)
         try:
-            peer.sock.send(_mac(self.key, b"listener", peer.nonce, caller_nonce),
+            peer.sock.send(proof_mac(self.key, b"listener", peer.nonce, caller_nonce),
                            socket.MSG_DONTWAIT)
         except OSError:
             self.drop(peer)
