@@ -33,7 +33,9 @@ DIRECT_SUBMIT_ENV = "LIGHTRAY_DIRECT_SUBMIT"
 # requests can need more workers than CPUs).
 MAX_WORKERS_ENV = "LIGHTRAY_MAX_WORKERS"
 
-# Where session directories (sockets, logs) are created.
+# Where session directories (sockets, logs) are created: one directory per
+# user (default /tmp/lightray-<uid>), mode 0700; lightray.agent.session
+# refuses one that another user owns or may write into.
 TEMP_DIR_ENV = "LIGHTRAY_TEMP_DIR"
 
 # Seconds init() waits for its agent to answer before giving up.
@@ -87,7 +89,8 @@ def direct_submit() -> bool:
 
 
 def temp_dir() -> str:
-    return os.environ.get(TEMP_DIR_ENV) or os.path.join(tempfile.gettempdir(), "lightray")
+    return (os.environ.get(TEMP_DIR_ENV)
+            or os.path.join(tempfile.gettempdir(), f"lightray-{os.geteuid()}"))
 
 
 def start_timeout() -> float:

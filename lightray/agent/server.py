@@ -43,7 +43,7 @@ from .cluster.membership import HEARTBEAT_INTERVAL
 from .state import AgentState
 from ..store.shm import shm_prefix
 from ..ids import random_hex
-from .session import forget_current_cluster, pid_alive, prepare_spill_dir
+from .session import forget_current_cluster, pid_alive, prepare_spill_dir, private_dir
 from ..store import shm
 from ..store.pool import WarmPool
 from ..store.spill import RESTORE, SPILL, SpillIO
@@ -82,7 +82,7 @@ class AgentServer:
                                 spilling=config.spilling_enabled(),
                                 segment_prefix=self.segment_prefix)
         self.context = zmq.Context(io_threads=1)
-        self.router = sockets.router(self.context, self.address)
+        self.router = sockets.private_router(self.context, self.address)
         # SpillIO's thread says "done" on this socket; the loop polls it.
         self.spill_wake = self.context.socket(zmq.PULL)
         self.spill_wake.bind(f"inproc://spill-{session}")
@@ -127,8 +127,7 @@ class AgentServer:
         free = shm.shm_free_bytes()
         if free and capacity <= free:
             return prefix
-        directory = os.path.join(self.session_dir, "objects")
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        directory = private_dir(os.path.join(self.session_dir, "objects"), "the object directory")
         print(f"lightray-agent: warning: /dev/shm has {free} bytes free, less than the object "
               f"store's capacity of {capacity}; objects are kept in files under {directory} "
               "(slower; give the container a larger /dev/shm, e.g. docker --shm-size)",

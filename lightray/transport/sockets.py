@@ -6,6 +6,8 @@ so closing never waits on a dead peer.
 """
 from __future__ import annotations
 
+import os
+
 import zmq
 
 
@@ -21,6 +23,20 @@ def router(context: zmq.Context, address: str) -> zmq.Socket:
     socket = _tune(context.socket(zmq.ROUTER))
     socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
     socket.bind(address)
+    return socket
+
+
+def private_router(context: zmq.Context, address: str) -> zmq.Socket:
+    """A ROUTER bound on ipc://PATH whose socket file is 0600: only this user
+    may connect. The umask is narrowed around the bind (the file is created
+    by it, with the umask's mode) and the mode then set explicitly."""
+    path = address[len("ipc://"):]
+    previous = os.umask(0o177)
+    try:
+        socket = router(context, address)
+    finally:
+        os.umask(previous)
+    os.chmod(path, 0o600)
     return socket
 
 
