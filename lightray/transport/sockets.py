@@ -2,7 +2,10 @@
 
 High-water marks are off: lightray never drops a message, and back-pressure
 belongs to the scheduler (it only sends what workers can take). Linger is 0
-so closing never waits on a dead peer.
+so closing never waits on a dead peer. Frames are capped
+(ZMQ_MAXMSGSIZE, lightray.config.max_message_bytes): a larger one closes the
+sender's connection before it is held in memory, so one frame cannot
+exhaust the receiver's memory.
 """
 from __future__ import annotations
 
@@ -10,12 +13,15 @@ import os
 
 import zmq
 
+from .. import config
+
 
 def _tune(socket: zmq.Socket) -> zmq.Socket:
     socket.setsockopt(zmq.LINGER, 0)
     socket.setsockopt(zmq.SNDHWM, 0)
     socket.setsockopt(zmq.RCVHWM, 0)
     socket.setsockopt(zmq.RECONNECT_IVL, 20)
+    socket.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes())
     return socket
 
 
