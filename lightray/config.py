@@ -33,8 +33,18 @@ DIRECT_SUBMIT_ENV = "LIGHTRAY_DIRECT_SUBMIT"
 # requests can need more workers than CPUs).
 MAX_WORKERS_ENV = "LIGHTRAY_MAX_WORKERS"
 
-# Where session directories (sockets, logs) are created.
+# Where session directories (sockets, logs) are created: one directory per
+# user (default /tmp/lightray-<uid>), mode 0700; lightray.agent.session
+# refuses one that another user owns or may write into.
 TEMP_DIR_ENV = "LIGHTRAY_TEMP_DIR"
+
+# The largest frame a lightray ZeroMQ socket accepts (ZMQ_MAXMSGSIZE): a
+# bigger one closes the sender's connection before the frame is held in
+# memory. Legitimate frames are batches of ops whose values are each below
+# the inline threshold; the largest single item is a function or class pickled
+# by value (rarely above a few MB). The default leaves wide room above both.
+MAX_MESSAGE_BYTES_ENV = "LIGHTRAY_MAX_MESSAGE_BYTES"
+MAX_MESSAGE_BYTES_DEFAULT = 1 << 30
 
 # Seconds init() waits for its agent to answer before giving up.
 START_TIMEOUT_ENV = "LIGHTRAY_START_TIMEOUT"
@@ -87,7 +97,18 @@ def direct_submit() -> bool:
 
 
 def temp_dir() -> str:
-    return os.environ.get(TEMP_DIR_ENV) or os.path.join(tempfile.gettempdir(), "lightray")
+    return (os.environ.get(TEMP_DIR_ENV)
+            or os.path.join(tempfile.gettempdir(), f"lightray-{os.geteuid()}"))
+
+
+def max_message_bytes() -> int:
+    """The frame cap: LIGHTRAY_MAX_MESSAGE_BYTES, else 1 GiB (at least 16
+    inline values, if the inline threshold was raised that far)."""
+    default = max(MAX_MESSAGE_BYTES_DEFAULT, 16 * inline_threshold())
+    value = _env_number(MAX_MESSAGE_BYTES_ENV, default, int)
+    if value < 1 << 20:
+        raise ValueError(f"{MAX_MESSAGE_BYTES_ENV} must be at least 1 MiB, got {value}")
+    return value
 
 
 def start_timeout() -> float:

@@ -17,7 +17,7 @@ import json
 import os
 
 from . import config
-from .agent.session import AGENT_RECORD, CURRENT_CLUSTER, pid_alive
+from .agent.session import AGENT_RECORD, CURRENT_CLUSTER, pid_alive, temp_root
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "")
 
@@ -28,7 +28,9 @@ class NoClusterError(ConnectionError):
 
 def running_agent_records() -> list:
     """The agent.json records (plus session_dir) of the agents running on this host."""
-    root = config.temp_dir()
+    root = temp_root(create=False)   # refuses one another user could have planted records in
+    if root is None:
+        return []
     try:
         names = sorted(os.listdir(root))
     except FileNotFoundError:

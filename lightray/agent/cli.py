@@ -13,7 +13,8 @@ import zmq
 from .. import config
 from .server import DEFAULT_PORT, AgentServer
 from ..resources import detect_num_cpus
-from .session import new_session_dir, reclaim_dead_sessions, write_agent_record
+from .session import (UnsafeDirectoryError, claim_session_dir, new_session_dir,
+                      reclaim_dead_sessions, write_agent_record, write_pid_file)
 from ..store import shm
 from ..transport.mesh import make_cluster_key, read_cluster_key
 
@@ -112,14 +113,17 @@ def main(argv=None) -> int:
     resources = dict(custom)
     resources["CPU"] = args.num_cpus if args.num_cpus is not None else detect_num_cpus()
     resources["GPU"] = args.num_gpus or 0
-    if args.session_dir:
-        session_dir = args.session_dir
-        session = os.path.basename(session_dir).rsplit("_", 1)[-1]
-    else:
-        reclaim_dead_sessions()
-        session, session_dir = new_session_dir()
-    with open(os.path.join(session_dir, "agent.pid"), "w") as f:
-        f.write(str(os.getpid()))
+    try:
+        if args.session_dir:
+            session_dir = claim_session_dir(args.session_dir)
+            session = os.path.basename(session_dir).rsplit("_", 1)[-1]
+        else:
+            reclaim_dead_sessions()
+            session, session_dir = new_session_dir()
+        write_pid_file(session_dir)
+    except UnsafeDirectoryError as error:
+        print(f"lightray-agent: {error}", file=sys.stderr)
+        return 2
     try:
         server = AgentServer(session_dir=session_dir, session=session, resources=resources,
                              store_capacity=args.object_store_memory or default_store_capacity(),

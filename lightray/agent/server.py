@@ -39,17 +39,19 @@ from ..scheduling import is_hot
 from ..store.control import ControlStore, validate
 from ..worker.entry import worker_main   # (imported here: forked workers start warm)
 from . import instructions as i
+from .intake import Intake
 from .cluster.membership import HEARTBEAT_INTERVAL
 from .state import AgentState
 from ..store.shm import shm_prefix
 from ..ids import random_hex
-from .session import forget_current_cluster, pid_alive, prepare_spill_dir
+from .session import forget_current_cluster, pid_alive, prepare_spill_dir, private_dir
 from ..store import shm
 from ..store.pool import WarmPool
 from ..store.spill import RESTORE, SPILL, SpillIO
 from ..store.transfer import ChunkReader, ChunkWriter
 from ..transport import messages as m
 from ..transport import sockets
+from ..transport.guard import describe_peer
 from ..transport.mesh import Mesh
 
 _BATCH = 512                # messages handled per turn before acting
@@ -82,7 +84,8 @@ class AgentServer:
                                 spilling=config.spilling_enabled(),
                                 segment_prefix=self.segment_prefix)
         self.context = zmq.Context(io_threads=1)
-        self.router = sockets.router(self.context, self.address)
+        self.router = sockets.private_router(self.context, self.address)
+        self.intake = Intake(self.segment_prefix)
         # SpillIO's thread says "done" on this socket; the loop polls it.
         self.spill_wake = self.context.socket(zmq.PULL)
         self.spill_wake.bind(f"inproc://spill-{session}")
@@ -132,8 +135,7 @@ class AgentServer:
         free = shm.shm_free_bytes()
         if free and capacity <= free:
             return prefix
-        directory = os.path.join(self.session_dir, "objects")
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        directory = private_dir(os.path.join(self.session_dir, "objects"), "the object directory")
         print(f"lightray-agent: warning: /dev/shm has {free} bytes free, less than the object "
               f"store's capacity of {capacity}; objects are kept in files under {directory} "
               "(slower; give the container a larger /dev/shm, e.g. docker --shm-size)",
@@ -260,10 +262,9 @@ class AgentServer:
                 self.state.on_client_gone(client_id)
 
     def _dispatch(self, identity: bytes, frame: bytes) -> None:
-        try:
-            ops = m.decode(frame)
-        except Exception:
-            return  # not ours to unpickle further; drop it
+        ops = self.intake.read(identity, frame)   # checked shapes (lightray.agent.intake)
+        if not ops:
+            return
         try:
             if identity.endswith(b"r"):
                 for op in ops:
@@ -271,11 +272,11 @@ class AgentServer:
                         self.state.on_hello(op[1], op[2], op[3], op[4])
             else:
                 self.state.handle(identity[:-1], ops)
-        except Exception:
-            # A bug or a malformed message must not take the whole node down.
-            print(f"lightray-agent: error handling a message from {identity!r}:",
-                  file=sys.stderr)
-            traceback.print_exc()
+        except Exception as error:
+            # A bug must not take the whole node down; one line per kind and minute.
+            self.intake.log.note(("error", type(error).__name__),
+                                 f"error handling a message from {describe_peer(identity)}: "
+                                 f"{type(error).__name__}: {error}")
 
     def _act(self) -> None:
         self._execute(self.state.take_instructions())

@@ -1,17 +1,26 @@
 """A session on disk: its directory, the records other processes read, and
 reclaiming what a dead agent left behind.
 
-    <temp dir>/session_<time>_<pid>_<id>/   mode 0700, one per agent
-        agent.pid     the agent's pid (a dead pid: the session can be reclaimed)
-        agent.json    how to reach it: node id, ipc and mesh addresses, head, segment prefix
-        spill_dir     where its spill files go
-    <temp dir>/current_cluster               the mesh address of the head started last here
+    <temp dir>/                              mode 0700, this user's (default /tmp/lightray-<uid>)
+        session_<time>_<pid>_<id>/           mode 0700, one per agent
+            agent.pid     the agent's pid (a dead pid: the session can be reclaimed)   0600
+            agent.json    how to reach it: node id, ipc and mesh addresses, head, ...  0600
+            agent.sock    the agent's ZeroMQ ipc socket                               0600
+            spill_dir     where its spill files go                                    0600
+        current_cluster   the mesh address of the head started last here             0600
+
+On a shared host another user could create the temp directory first (or a
+symlink in its place) and read or plant what the agents write there, so
+every directory lightray writes into is checked before use: a real directory
+(not a symlink), owned by this user, writable by nobody else
+(``private_dir``); files are created 0600 whatever the umask says.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import stat
 import time
 
 from .. import config
@@ -31,25 +40,92 @@ def prepare_spill_dir(session_dir: str, session: str, spill_dir: str | None) -> 
         path = os.path.join(os.path.abspath(spill_dir), f"lightray-spill-{session}")
     else:
         path = os.path.join(session_dir, "spill")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    with open(os.path.join(session_dir, _SPILL_DIR_RECORD), "w") as f:
-        f.write(path)
+    private_dir(path, "the spill directory")
+    write_private_file(os.path.join(session_dir, _SPILL_DIR_RECORD), path)
     return path
+
+
+class UnsafeDirectoryError(PermissionError):
+    """A directory lightray would write into could be read or changed by another user."""
+
+
+def private_dir(path: str, what: str, *, create: bool = True) -> str:
+    """path as a directory only this user can enter: created 0700 if missing
+    (its parents too), else checked. Raises UnsafeDirectoryError for a
+    symlink, a non-directory, another user's directory, or one that others
+    may write into; one merely readable by others is narrowed to 0700."""
+    if create:
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+    info = os.lstat(path)
+    problem = None
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory"
+    elif info.st_uid != os.geteuid():
+        problem = f"belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()})"
+    elif info.st_mode & 0o022:
+        problem = f"is writable by other users (mode {stat.S_IMODE(info.st_mode):04o})"
+    if problem:
+        raise UnsafeDirectoryError(
+            f"{what} {path} {problem}: another user could read or replace lightray's "
+            f"sockets and files there; remove it, or choose another with "
+            f"{config.TEMP_DIR_ENV}")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+def temp_root(create: bool = True) -> str | None:
+    """The checked temp directory (config.temp_dir); None if it does not
+    exist and create is False."""
+    root = config.temp_dir()
+    if not create and not os.path.lexists(root):
+        return None
+    return private_dir(root, "the lightray temp directory", create=create)
+
+
+def write_private_file(path: str, text: str) -> None:
+    """Replace path's content by text, atomically, in a file of mode 0600."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)      # the umask only ever removes bits; be explicit anyway
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
 
 
 def new_session_dir() -> tuple:
     """(session id, directory) of a fresh session, mode 0700."""
-    root = config.temp_dir()
-    os.makedirs(root, exist_ok=True)
+    root = temp_root()
     session = random_hex(4)
     path = os.path.join(root, f"session_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}_{session}")
-    os.makedirs(path, mode=0o700)
+    os.mkdir(path, 0o700)
+    os.chmod(path, 0o700)
     return session, path
+
+
+def claim_session_dir(path: str) -> str:
+    """A session directory given on the command line: this user's, 0700."""
+    return private_dir(path, "the session directory")
+
+
+def write_pid_file(session_dir: str) -> None:
+    write_private_file(os.path.join(session_dir, "agent.pid"), str(os.getpid()))
 
 
 def reclaim_dead_sessions() -> None:
     """Remove segments and directories of sessions whose agent is gone."""
-    root = config.temp_dir()
+    root = temp_root(create=False)
+    if root is None:
+        return
     try:
         names = os.listdir(root)
     except FileNotFoundError:
@@ -116,12 +192,6 @@ def write_agent_record(session_dir: str, *, node_id: str, ipc: str, mesh_address
     the host's current cluster)."""
     record = {"node_id": node_id, "pid": os.getpid(), "ipc": ipc, "address": mesh_address,
               "head": is_head, "segment_prefix": segment_prefix}
-    path = os.path.join(session_dir, AGENT_RECORD)
-    with open(path + ".tmp", "w") as f:
-        json.dump(record, f)
-    os.replace(path + ".tmp", path)
+    write_private_file(os.path.join(session_dir, AGENT_RECORD), json.dumps(record))
     if is_head:
-        current = os.path.join(config.temp_dir(), CURRENT_CLUSTER)
-        with open(current + ".tmp", "w") as f:
-            f.write(mesh_address)
-        os.replace(current + ".tmp", current)
+        write_private_file(os.path.join(temp_root(), CURRENT_CLUSTER), mesh_address)

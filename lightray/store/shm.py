@@ -73,10 +73,26 @@ def _write_all(fd: int, data, offset: int) -> None:
 
 
 def open_segment(name: str, flags: int, mode: int = 0o600) -> int:
-    """A file descriptor on the segment (shared memory, or a file for a path)."""
+    """A file descriptor on the segment (shared memory, or a file for a path).
+    Opening with O_CREAT makes sure the segment is this user's and 0600
+    (/dev/shm is writable by every user: one could have made the name first)."""
     if "/" in name:
-        return os.open(name, flags, mode)
-    return _posixshmem.shm_open("/" + name, flags, mode)
+        fd = os.open(name, flags | os.O_NOFOLLOW, mode)
+    else:
+        fd = _posixshmem.shm_open("/" + name, flags, mode)
+    if flags & os.O_CREAT:
+        _make_private(fd, name)
+    return fd
+
+
+def _make_private(fd: int, name: str) -> None:
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid():
+        os.close(fd)
+        raise PermissionError(f"segment {name} belongs to uid {info.st_uid}, not to this "
+                              "user: another user made it first; not writing into it")
+    if info.st_mode & 0o777 != 0o600:
+        os.fchmod(fd, 0o600)
 
 
 def create_segment(name: str, inband, buffers) -> tuple:

@@ -33,7 +33,8 @@ def copy_segment_to_file(layout, path: str) -> None:
     name, size = layout[0], layout[1]
     source = shm.open_segment(name, os.O_RDONLY, 0)
     try:
-        target = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        target = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+        os.fchmod(target, 0o600)    # explicit: never what the umask happens to leave
         try:
             _copy(source, target, size)
         except BaseException:

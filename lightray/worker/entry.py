@@ -1,9 +1,19 @@
 """The entry point of a forked worker process: connect, pick a runner, serve.
 
-    agent (fork) ──▶ worker_main ──▶ CoreClient (HELLO) ──▶ TaskRunner or ActorRunner ──▶ loop()
+    agent (fork) ──▶ worker_main ──▶ drop the agent's fds ──▶ CoreClient (HELLO)
+                 ──▶ TaskRunner or ActorRunner ──▶ loop()
+
+A worker is forked without exec, so it starts with every file descriptor of
+the agent: its listening sockets (the ipc socket, the mesh port), its
+connections to peers and the control store's database. Close-on-exec does
+nothing without an exec, so the worker closes them all (stdio stays) before
+it opens its own; it never touches the agent's ZeroMQ context, whose I/O
+thread was not forked.
 """
 from __future__ import annotations
 
+import gc
+import os
 import signal
 
 from .. import runtime
@@ -16,6 +26,7 @@ from .tasks import TaskRunner
 def worker_main(address: str, worker_id: str, agent_pid: int, actor: bool = False) -> None:
     """Entry point of a forked worker (never returns normally); actor: the
     worker is dedicated to one actor (lightray.worker.actors)."""
+    drop_inherited_fds()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     client = CoreClient(address, kind="worker", worker_id=worker_id,
@@ -27,3 +38,24 @@ def worker_main(address: str, worker_id: str, agent_pid: int, actor: bool = Fals
     runner = runner_class(client, client.node_info)
     client.start()
     runner.loop()
+
+
+KEPT_FDS = (0, 1, 2)    # stdin, stdout, stderr: a worker's output goes where the agent's does
+
+
+def drop_inherited_fds() -> None:
+    """Close every descriptor inherited from the agent except stdio.
+
+    The agent's Python objects that own those descriptors (sockets, files,
+    mmaps) stay alive, unused, in this process; frozen first, so that no
+    garbage collection here finalizes one later and closes a descriptor
+    number this worker has reused by then."""
+    gc.freeze()
+    os.closerange(max(KEPT_FDS) + 1, _max_fd())
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 65536

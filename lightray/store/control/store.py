@@ -47,6 +47,7 @@ class ControlStore:
 
     def __init__(self, path: str | os.PathLike = ":memory:"):
         self.path = os.fspath(path)
+        _create_private(self.path)
         # isolation_level=None: the store opens and ends every transaction itself.
         db = sqlite3.connect(self.path, isolation_level=None)
         try:
@@ -321,3 +322,16 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     if not stripped:
         return None
     return stripped[:-1] + bytes((stripped[-1] + 1,))
+
+
+def _create_private(path: str) -> None:
+    """Create the database file 0600 before SQLite opens it: SQLite makes it
+    with the umask's mode (0644 usually) and gives its -wal and -shm files the
+    database file's mode, so this covers all three."""
+    if path == ":memory:" or path.startswith("file:") or not path:
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
