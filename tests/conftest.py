@@ -7,8 +7,9 @@
   after 10 s.
 * ``runtime``: a fresh ``lightray.init(num_cpus=2)`` runtime per test.
 
-Unless ``LIGHTRAY_TEMP_DIR`` is set, the run keeps its session directories in a
-private temporary folder, removed at the end.
+Unless ``LIGHTRAY_TEMP_DIR`` / ``LIGHTRAY_HOME`` are set, the run keeps its
+session directories and the cluster keys its heads make in private temporary
+folders, removed at the end.
 """
 import os
 import shutil
@@ -27,11 +28,20 @@ if not os.environ.get("LIGHTRAY_TEMP_DIR"):
     os.environ["LIGHTRAY_TEMP_DIR"] = _PRIVATE_TEMP_DIR
 else:
     _PRIVATE_TEMP_DIR = None
+# Cluster keys that heads of this run make go to a private home too, never
+# into the user's ~/.lightray.
+if not os.environ.get("LIGHTRAY_HOME"):
+    _PRIVATE_HOME = tempfile.mkdtemp(prefix="lightray-tests-home-")
+    os.environ["LIGHTRAY_HOME"] = _PRIVATE_HOME
+else:
+    _PRIVATE_HOME = None
+os.environ.pop("LIGHTRAY_CLUSTER_KEY", None)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _PRIVATE_TEMP_DIR is not None:
-        shutil.rmtree(_PRIVATE_TEMP_DIR, ignore_errors=True)
+    for private in (_PRIVATE_TEMP_DIR, _PRIVATE_HOME):
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
 
 SHM_DIR = "/dev/shm"
 # This run's segments start with their own prefix (still "lr_..."), so that the

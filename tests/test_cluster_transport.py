@@ -20,7 +20,7 @@ from conftest import wait_for
 
 import lightray
 from lightray import NodeAffinity
-from lightray.transport.mesh import make_cluster_key, read_cluster_key
+from lightray.transport.keys import make_cluster_key, read_cluster_key
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -156,19 +156,21 @@ def test_a_put_object_crosses_an_encrypted_mesh(nodes, key_file):
                                                       data.nbytes, joiner.node_id)
 
 
-@pytest.mark.parametrize("rogue_key", ["another key", "no key"])
-def test_an_agent_without_the_cluster_key_is_never_admitted(nodes, key_file, tmp_path,
-                                                            rogue_key):
+def test_an_agent_without_any_key_stops_at_once_saying_it_needs_the_key(nodes, key_file):
+    head = nodes.add_node(head=True, args=["--cluster-key", key_file])
+    result = run_agent("--address", head.address, "--num-cpus", "1")
+    assert not result.started and result.returncode == 2, result
+    assert "needs the cluster's key" in result.stderr and "--cluster-key" in result.stderr
+
+
+def test_an_agent_with_another_clusters_key_is_never_admitted(nodes, key_file, tmp_path):
     head = nodes.add_node(head=True, args=["--cluster-key", key_file])
     joiner = nodes.add_node(args=["--cluster-key", key_file])
     lightray.init(address=head.address)
     nodes.wait_for_nodes(2)
-    if rogue_key == "another key":
-        other = str(tmp_path / "other.key")
-        make_cluster_key(other)
-        rogue = nodes.add_node(args=["--cluster-key", other])
-    else:
-        rogue = nodes.add_node()
+    other = str(tmp_path / "other.key")
+    make_cluster_key(other)
+    rogue = nodes.add_node(args=["--cluster-key", other])
     keyed = {head.node_id, joiner.node_id}
     # Give it every chance to join (heartbeats are every 0.5 s).
     deadline = time.monotonic() + ADMISSION_WAIT_S
@@ -187,9 +189,9 @@ def test_an_agent_without_the_cluster_key_is_never_admitted(nodes, key_file, tmp
     assert alive_ids() == keyed
 
 
-def test_a_keyed_agent_is_not_admitted_to_a_cluster_without_a_key(nodes, key_file):
-    head = nodes.add_node(head=True)
-    plain = nodes.add_node()
+def test_a_keyed_agent_is_not_admitted_to_an_insecure_cluster(nodes, key_file):
+    head = nodes.add_node(head=True, args=["--insecure"])
+    plain = nodes.add_node(args=["--insecure"])
     lightray.init(address=head.address)
     nodes.wait_for_nodes(2)
     keyed = nodes.add_node(args=["--cluster-key", key_file])
@@ -202,7 +204,7 @@ def test_a_keyed_agent_is_not_admitted_to_a_cluster_without_a_key(nodes, key_fil
 
 # -------------------------------------------------------------- key files
 
-def test_make_cluster_key_writes_a_private_file_of_two_40_character_lines(tmp_path):
+def test_make_cluster_key_writes_a_private_file_of_a_key_pair_and_a_secret(tmp_path):
     path = tmp_path / "made.key"
     result = run_agent("--make-cluster-key", str(path))
     assert result.returncode == 0, result.stderr
@@ -210,9 +212,9 @@ def test_make_cluster_key_writes_a_private_file_of_two_40_character_lines(tmp_pa
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     text = path.read_text()
     lines = text.splitlines()
-    assert len(lines) == 2 and all(len(line) == 40 for line in lines), text
-    assert lines[0] != lines[1]
-    public, secret = read_cluster_key(str(path))
+    assert len(lines) == 3 and all(len(line) == 40 for line in lines[:2]), text
+    assert lines[0] != lines[1] and len(bytes.fromhex(lines[2])) == 32
+    public, secret, _ = read_cluster_key(str(path))
     assert (public, secret) == (lines[0].encode(), lines[1].encode())
     import zmq
     assert zmq.curve_public(secret) == public      # a real key pair
@@ -279,7 +281,7 @@ def test_a_key_file_whose_lines_are_not_one_key_pair_stops_the_agent_with_code_2
     public, _ = zmq.curve_keypair()
     _, secret = zmq.curve_keypair()
     path = tmp_path / "mismatched.key"
-    path.write_text(public.decode() + "\n" + secret.decode() + "\n")
+    path.write_text(public.decode() + "\n" + secret.decode() + "\n" + "ab" * 32 + "\n")
     # Its own temp dir: a head that does start must not leave a stale
     # current_cluster behind for the tests of address="auto".
     result = run_agent("--head", "--port", "0", "--num-cpus", "1",

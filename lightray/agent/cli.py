@@ -16,7 +16,8 @@ from ..resources import detect_num_cpus
 from .session import (UnsafeDirectoryError, claim_session_dir, new_session_dir,
                       reclaim_dead_sessions, write_agent_record, write_pid_file)
 from ..store import shm
-from ..transport.mesh import make_cluster_key, read_cluster_key
+from ..transport.keys import (KEY_ENV, cluster_key_path, derive_stream_key, find_cluster_key,
+                              make_cluster_key, new_cluster_key, store_head_key)
 
 
 def default_store_capacity() -> int:
@@ -48,8 +49,10 @@ def _parse_args(argv):
                         help="the address peers reach this agent at (default: --bind, or "
                              "this host's address when --bind is 0.0.0.0)")
     parser.add_argument("--cluster-key", type=str, default=None,
-                        help="encrypt and authenticate the mesh with ZeroMQ CURVE using this "
-                             "key file (every agent of the cluster needs the same one)")
+                        help="the cluster's key file (default: $LIGHTRAY_CLUSTER_KEY; a head "
+                             "without one makes one, and agents on its host find it)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="no key, no authentication, no encryption: loopback binds only")
     parser.add_argument("--make-cluster-key", type=str, default=None, metavar="FILE",
                         help="write a new cluster key to FILE and exit")
     parser.add_argument("--num-cpus", type=float, default=None)
@@ -71,10 +74,10 @@ def _parse_args(argv):
 def _cluster_options(args):
     """The mesh settings from the flags, None for a lone agent; ValueError if wrong."""
     if not args.head and not args.address:
-        if args.port is not None or args.cluster_key:
-            raise ValueError("--port and --cluster-key need --head or --address HOST:PORT")
+        if args.port is not None or args.cluster_key or args.insecure:
+            raise ValueError("--port, --cluster-key and --insecure need --head or "
+                             "--address HOST:PORT")
         return None
-    key = read_cluster_key(args.cluster_key) if args.cluster_key else None
     head = None
     if args.address:
         host, _, port = args.address.rpartition(":")
@@ -82,8 +85,29 @@ def _cluster_options(args):
             raise ValueError(f"--address must be HOST:PORT, got {args.address!r}")
         head = args.address
     port = args.port if args.port is not None else (DEFAULT_PORT if args.head else 0)
-    return {"head": head, "bind": args.bind, "port": port, "cluster_key": key,
-            "advertise": args.node_ip_address}
+    options = {"head": head, "bind": args.bind, "port": port, "cluster_key": None,
+               "advertise": args.node_ip_address, "stream_key": None, "key_path": None,
+               "generated_key": False}
+    if args.insecure:
+        if args.bind not in _LOOPBACK:
+            raise ValueError(f"--insecure is refused with --bind {args.bind}: an unauthenticated "
+                             "mesh may only listen on loopback (127.0.0.1)")
+        if args.cluster_key:
+            raise ValueError("--insecure and --cluster-key contradict each other")
+        return options
+    key, path = find_cluster_key(head, args.cluster_key)
+    if key is None and head is not None:
+        raise ValueError(f"joining {head} needs the cluster's key: copy the head's "
+                         f"{cluster_key_path(head)} here and give it with --cluster-key FILE "
+                         f"or {KEY_ENV}=FILE")
+    if key is None:
+        key = new_cluster_key()
+        options["generated_key"] = True
+    options.update(cluster_key=key, stream_key=derive_stream_key(key), key_path=path)
+    return options
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def main(argv=None) -> int:
@@ -134,6 +158,10 @@ def main(argv=None) -> int:
               f"{error}", file=sys.stderr)
         shutil.rmtree(session_dir, ignore_errors=True)
         return 1
+    if cluster is not None and cluster["generated_key"]:
+        # Kept after the head stops, so that it may restart on the same port
+        # with the same key; removed only by the user.
+        cluster["key_path"] = store_head_key(server.mesh.address, cluster["cluster_key"])
     write_agent_record(session_dir, **server.record())
 
     def on_term(signum, frame):
@@ -147,7 +175,17 @@ def main(argv=None) -> int:
             address = server.mesh.address
             print(f"lightray agent {node_id} listening on {address}", flush=True)
             head = address if cluster["head"] is None else cluster["head"]
-            print(f"  join it from another host: lightray-agent --address {head}\n"
+            if cluster["cluster_key"] is None:
+                print("  INSECURE: no key, no authentication (loopback only)", flush=True)
+                key_hint = ""
+            else:
+                key_hint = f" --cluster-key FILE (a copy of {cluster['key_path']})"
+                print(f"  cluster key: {cluster['key_path']} (agents of this user on this host "
+                      "find it; copy it, mode 0600, to other hosts)", flush=True)
+            if cluster["bind"] not in _LOOPBACK:
+                print(f"  exposed on {cluster['bind']}:{server.mesh.port} (reached as "
+                      f"{address}); only holders of the key are admitted", flush=True)
+            print(f"  join it from another host: lightray-agent --address {head}{key_hint}\n"
                   f"  attach a driver on this host: lightray.init(address=\"{address}\")",
                   flush=True)
     try:

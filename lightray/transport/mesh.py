@@ -10,51 +10,44 @@ message is one frame of pickled operations (lightray.transport.messages),
 optionally followed by one raw data frame (a chunk of an object being pulled),
 which is sent without a copy.
 
-CURVE: with a cluster key (``--cluster-key FILE``: two lines, the z85 public
-and secret keys of ``lightray-agent --make-cluster-key FILE``) every mesh
-socket encrypts, and only agents holding the key can connect: the ROUTER is a
-CURVE server with the cluster's secret key and every DEALER a CURVE client
-that must know the cluster's public key.
+CURVE + ZAP: with a cluster key (lightray.transport.keys; every cluster has
+one unless started --insecure on loopback) every mesh socket encrypts, the
+ROUTER is a CURVE server with the cluster's key pair, every DEALER a CURVE
+client presenting that same pair, and a ZAP handler admits only clients whose
+public key is the cluster's: anyone else is refused in the handshake, before
+any frame reaches lightray (and is logged once per key and minute).
 """
 from __future__ import annotations
 
-import os
 import socket
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from . import messages as m
+from .guard import RefusalLog, describe_peer
 
 _HWM = 0              # no high-water mark: peers are few and must not drop messages
 _SEND_TIMEOUT_MS = 0  # never block the agent's loop on a slow peer
+# Largest mesh message accepted: well above a pulled chunk (tens of MB) plus
+# its ops frame; anything larger is a broken or hostile peer.
+MAX_MESSAGE_BYTES = 512 << 20
 
 
-def make_cluster_key(path: str) -> None:
-    """Write a new cluster key (public and secret, z85) to path, mode 0600."""
-    public, secret = zmq.curve_keypair()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(public.decode() + "\n" + secret.decode() + "\n")
+class _ClusterKeyOnly:
+    """ZAP credentials check: the client must present the cluster's public key."""
 
+    def __init__(self, public: bytes, refusals: RefusalLog):
+        self.public = public
+        self.refusals = refusals
 
-def read_cluster_key(path: str) -> tuple:
-    """(public, secret) z85 bytes from a key file; ValueError if malformed."""
-    with open(path) as f:
-        lines = [line.strip() for line in f if line.strip()]
-    problem = None
-    if len(lines) != 2 or any(len(line) != 40 for line in lines):
-        problem = "it does not hold two lines of 40 characters"
-    else:
-        public, secret = lines[0].encode(), lines[1].encode()
-        try:
-            if zmq.curve_public(secret) != public:
-                problem = "its first line is not the public key of its second"
-        except (zmq.ZMQError, ValueError):
-            problem = "its lines are not z85-encoded keys"
-    if problem:
-        raise ValueError(f"{path} is not a lightray cluster key: {problem} (make one with "
-                         "lightray-agent --make-cluster-key FILE)")
-    return public, secret
+    def callback(self, domain, client_key) -> bool:
+        if client_key == self.public:
+            return True
+        self.refusals.note(("curve", bytes(client_key)),
+                           f"refused a mesh peer presenting the key "
+                           f"{describe_peer(client_key)} (not this cluster's)")
+        return False
 
 
 class Mesh:
@@ -68,7 +61,15 @@ class Mesh:
         self.router.setsockopt(zmq.RCVHWM, _HWM)
         self.router.setsockopt(zmq.SNDHWM, _HWM)
         self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self.authenticator = None
         if cluster_key is not None:
+            self.refusals = RefusalLog(f"lightray-agent {node_id}")
+            self.authenticator = ThreadAuthenticator(context)
+            self.authenticator.start()
+            self.authenticator.configure_curve_callback(
+                "lightray", _ClusterKeyOnly(cluster_key[0], self.refusals))
+            self.router.zap_domain = b"lightray"
             self.router.curve_server = True
             self.router.curve_secretkey = cluster_key[1]
             self.router.curve_publickey = cluster_key[0]
@@ -95,7 +96,7 @@ class Mesh:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 0)
         if self.cluster_key is not None:
-            public, secret = self.cluster_key
+            public, secret = self.cluster_key[0], self.cluster_key[1]
             sock.curve_serverkey = public
             sock.curve_publickey = public
             sock.curve_secretkey = secret
@@ -141,3 +142,6 @@ class Mesh:
             sock.close(linger=linger_ms)
         self.peers.clear()
         self.router.close(linger=0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
+            self.authenticator = None
