@@ -146,11 +146,12 @@ class ClusterMembership:
                 self._cancel(op[1], op[2])
             elif kind == m.JOIN:
                 self._on_join(sender, op[1], now, wall)
-            elif sender != self.head_id:
-                continue        # what follows only the head may say
             elif kind == m.NODE_JOINED:
-                self._add_peer(op[1], now)
+                if sender == self.head_id:      # only the head admits nodes
+                    self._add_peer(op[1], now)
             elif kind == m.NODE_DEAD:
+                if sender != self.head_id:
+                    continue                    # only the head declares deaths
                 if op[1] != self.node_id:
                     self._peer_died(op[1], op[2], wall)
                 elif sender == self.head_id:
