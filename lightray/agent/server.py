@@ -226,7 +226,7 @@ class AgentServer:
                               f"cluster version {m.PROTOCOL_VERSION} (run the same lightray "
                               "version on every node)")
                 self._refuse_peer(sender, f"dropped a message from peer {sender}: {error}",
-                                  answer)
+                                  answer, "malformed")
                 continue
             try:
                 if data is not None:
@@ -246,10 +246,12 @@ class AgentServer:
                                         f"error handling a message from peer {sender}: "
                                         f"{type(error).__name__}: {error}")
 
-    def _refuse_peer(self, sender: str, why: str, answer) -> None:
-        """Report a dropped message (once per peer a minute); answer: the
-        text of a JOIN_REFUSED to send back (with that first report only)."""
-        if self.mesh_refusals.note(("peer", sender), why) and answer:
+    def _refuse_peer(self, sender: str, why: str, answer, kind: str = "dropped") -> None:
+        """Report a dropped message (once per peer and kind a minute); answer:
+        the text of a JOIN_REFUSED to send back (with that first report only)."""
+        if answer:
+            kind = "refused"
+        if self.mesh_refusals.note((kind, sender), why) and answer:
             try:
                 self.mesh.router.send_multipart(
                     [sender.encode(), m.encode([(m.JOIN_REFUSED, answer)])], zmq.NOBLOCK)
