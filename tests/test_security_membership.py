@@ -72,7 +72,7 @@ def test_a_frame_of_another_protocol_version_names_both_versions():
 
 
 def test_a_refusal_reads_whatever_its_version():
-    frame = bytearray(m.encode([(m.JOIN_REFUSED, "you are too new")]))
+    frame = bytearray(m.encode_refusal("you are too new"))
     frame[2] = 200
     assert m.decode(bytes(frame)) == [(m.JOIN_REFUSED, "you are too new")]
 

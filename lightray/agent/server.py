@@ -254,7 +254,7 @@ class AgentServer:
         if self.mesh_refusals.note((kind, sender), why) and answer:
             try:
                 self.mesh.router.send_multipart(
-                    [sender.encode(), m.encode([(m.JOIN_REFUSED, answer)])], zmq.NOBLOCK)
+                    [sender.encode(), m.encode_refusal(answer)], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
 

@@ -129,7 +129,7 @@ DESCRIBED = 320      # (DESCRIBED, request id or 0, [(object_id, descriptor)])  
                      #   ("wait",): not ready yet there, ask again
 JOIN_REFUSED = 321   # (JOIN_REFUSED, why)  the head will not admit this agent (another
                      #   protocol version, say): it prints why and exits; sent as a
-                     #   REFUSAL frame, which every version reads
+                     #   REFUSAL frame (encode_refusal), which every version reads
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
 # reference to the bytes until they are sent); smaller ones are cheaper to copy.
@@ -163,10 +163,13 @@ class BadMessage(ValueError):
 
 
 def encode(ops: list) -> bytes:
-    """One frame: the header and ops pickled (a JOIN_REFUSED alone: its text)."""
-    if len(ops) == 1 and ops[0][0] == JOIN_REFUSED:
-        return _REFUSAL_HEADER + str(ops[0][1])[:_MAX_REFUSAL].encode("utf-8", "replace")
+    """One frame: the header and ops pickled."""
     return _HEADER + _dumps(ops, 5)
+
+
+def encode_refusal(why: str) -> bytes:
+    """A REFUSAL frame, which decodes as [(JOIN_REFUSED, why)] in every version."""
+    return _REFUSAL_HEADER + why[:_MAX_REFUSAL].encode("utf-8", "replace")
 
 
 def decode(frame) -> list:
