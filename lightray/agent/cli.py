@@ -192,4 +192,4 @@ def main(argv=None) -> int:
         server.serve()
     except KeyboardInterrupt:
         server.stop()
-    return 0
+    return 1 if server.state.membership.refused else 0   # refused: the head said why

@@ -40,7 +40,8 @@ from ..store.control import ControlStore, validate
 from ..worker.entry import worker_main   # (imported here: forked workers start warm)
 from . import instructions as i
 from .intake import Intake
-from .cluster.membership import HEARTBEAT_INTERVAL
+from .cluster.admission import check_ops
+from .cluster.membership import HEAD, HEARTBEAT_INTERVAL
 from .state import AgentState
 from ..store.shm import shm_prefix
 from ..ids import random_hex
@@ -51,7 +52,7 @@ from ..store.spill import RESTORE, SPILL, SpillIO
 from ..store.transfer import ChunkReader, ChunkWriter
 from ..transport import messages as m
 from ..transport import sockets
-from ..transport.guard import describe_peer
+from ..transport.guard import RefusalLog, describe_peer
 from ..transport.mesh import Mesh
 
 _BATCH = 512                # messages handled per turn before acting
@@ -92,6 +93,7 @@ class AgentServer:
         self.spill_io = SpillIO(self.context, f"inproc://spill-{session}")
         self.running = True
         self.mesh = None
+        self.mesh_refusals = RefusalLog("lightray-agent")   # peers' messages dropped
         self.control = None
         self.chunk_reader = ChunkReader()
         self.chunk_writer = ChunkWriter()
@@ -219,25 +221,61 @@ class AgentServer:
             if received is None:
                 break
             sender, frames = received
+            data = frames[1] if len(frames) > 1 else None
             try:
                 ops = m.decode(frames[0].buffer)
-                if len(frames) > 1 and ops and ops[0][0] == m.PULL_DATA:
-                    if state.accepts_chunk(ops[0]):
-                        self.chunk_writer.write(ops[0][1], ops[0][2], frames[1].buffer)
+                check_ops(ops, None if data is None else len(data))
+            except m.BadMessage as error:
+                answer = None
+                if error.version is not None:
+                    answer = (f"it speaks lightray protocol version {error.version}, this "
+                              f"cluster version {m.PROTOCOL_VERSION} (run the same lightray "
+                              "version on every node)")
+                self._refuse_peer(sender, f"dropped a message from peer {sender}: {error}",
+                                  answer, "malformed")
+                continue
+            try:
+                if data is not None:
+                    if state.accepts_chunk(ops[0], sender):
+                        self.chunk_writer.write(ops[0][1], ops[0][2], data.buffer)
                         written += ops[0][3]
-                state.handle_peer(sender, ops, now, wall)
+                    else:
+                        ops = ops[1:]   # not for a pull from it under way: ignored
+                refused = state.handle_peer(sender, ops, now, wall)
+                if refused is not None:
+                    self._refuse_peer(sender, *refused)
                 # A FORWARD with pushed arguments: their bytes are next in
                 # this batch, so open their segments now.
                 self._execute(state.take_pull_io())
-            except Exception:
-                print(f"lightray-agent: error handling a message from peer {sender}:",
-                      file=sys.stderr)
-                traceback.print_exc()
+            except Exception as error:   # a bug must not take the node down, nor flood the log
+                self.mesh_refusals.note(("error", sender, type(error).__name__),
+                                        f"error handling a message from peer {sender}: "
+                                        f"{type(error).__name__}: {error}")
+
+    def _refuse_peer(self, sender: str, why: str, answer, kind: str = "dropped") -> None:
+        """Report a dropped message (once per peer and kind a minute); answer:
+        the text of a JOIN_REFUSED to send back (with that first report only)."""
+        if answer:
+            kind = "refused"
+        if self.mesh_refusals.note((kind, sender), why) and answer:
+            try:
+                self.mesh.router.send_multipart(
+                    [sender.encode(), m.encode_refusal(answer)], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
 
     def _warn_if_not_admitted(self, now: float) -> None:
-        """Once: a joining agent the head has not answered after a while."""
-        if (self.state.waiting_for_head() and not self.join_warned
-                and now - self.started > _JOIN_WARNING):
+        """A joining agent the head has not answered after a while (once), or
+        that the head refused (the answer comes back on our connection to it)."""
+        if not self.state.waiting_for_head():
+            return
+        received = self.mesh.receive(peer=HEAD)
+        if received is not None:
+            try:
+                self.state.handle_peer(HEAD, m.decode(received[1][0].buffer), now, time.time())
+            except m.BadMessage as error:
+                self.mesh_refusals.note(("peer", HEAD), f"the head answered: {error}")
+        if not self.join_warned and now - self.started > _JOIN_WARNING:
             self.join_warned = True
             print(f"lightray-agent: no answer from the head at {self.head_address} after "
                   f"{_JOIN_WARNING:g} s (is it running, reachable, and using the same "

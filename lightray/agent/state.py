@@ -186,9 +186,9 @@ class AgentState:
         arguments: their bytes are next in the same batch of mesh messages)."""
         return self.effects.take_pull_io()
 
-    def accepts_chunk(self, op: tuple) -> bool:
-        """Whether a PULL_DATA is for a pull under way here."""
-        return self.object_pulls.accepts_chunk(op)
+    def accepts_chunk(self, op: tuple, sender: str) -> bool:
+        """Whether a PULL_DATA from sender is for a pull from it under way here."""
+        return self.object_pulls.accepts_chunk(op, sender)
 
     # ============================================ what the I/O loop reads
 
@@ -256,11 +256,12 @@ class AgentState:
     def flush_pull_retries(self) -> None:
         self.membership.flush_pull_retries()
 
-    def _dropped_from_cluster(self, why: str) -> None:
-        """The head dropped this agent: stop (restart it to join again)."""
+    def _dropped_from_cluster(self, why: str, rejoin: bool = True) -> None:
+        """The head dropped this agent (or refused it: rejoin False): stop."""
         if not self.stopping:
             self.evicted = (f"this agent was dropped from the cluster: {why}; "
-                            "restart it to join again")
+                            "restart it to join again" if rejoin
+                            else f"this agent cannot join the cluster: {why}")
             self.stopping = True
 
     def on_spill_done(self, object_id: bytes, error) -> None:
@@ -386,9 +387,10 @@ class AgentState:
             elif kind == m.SHUTDOWN:
                 self.stopping = True
 
-    def handle_peer(self, sender: str, ops: list, now: float, wall: float) -> None:
-        """Messages from another agent of the cluster."""
-        self.membership.handle_peer(sender, ops, now, wall)
+    def handle_peer(self, sender: str, ops: list, now: float, wall: float):
+        """Messages from another agent of the cluster; None, or (why they were
+        dropped, the text of a JOIN_REFUSED to answer or None)."""
+        return self.membership.handle_peer(sender, ops, now, wall)
 
     # ================================================================ tasks
 

@@ -19,6 +19,7 @@ any frame reaches lightray (and is logged once per key and minute).
 """
 from __future__ import annotations
 
+import re
 import socket
 
 import zmq
@@ -128,13 +129,49 @@ class Mesh:
             return False
         return True
 
-    def receive(self):
-        """(sender node id, frames) of the next message, or None if none waits."""
-        try:
-            frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
+    def receive(self, peer: str | None = None):
+        """(sender node id, frames) of the next well-formed message, or None if
+        none waits. Never raises on what arrives: a message whose identity is
+        not a node id, or that is not one frame of ops plus at most one data
+        frame, is dropped and reported (once per peer a minute). With peer:
+        the next message that peer's ROUTER sent back on our connection to it
+        (a refusal of our JOIN), as (peer, frames)."""
+        if peer is not None:
+            sock = self.peers.get(peer)
+            if sock is None:
+                return None
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return None
+            except zmq.ZMQError:
+                return None
+            if len(frames) == 1:
+                return peer, frames
+            _refusals.note(("frames", peer), f"dropped a message of {len(frames)} "
+                               f"frames from peer {describe_peer(peer)} on our connection")
             return None
-        return frames[0].bytes.decode(), frames[1:]
+        for _ in range(_DROPPED_PER_CALL):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return None
+            except zmq.ZMQError as error:   # e.g. a message over the size limit
+                _refusals.note(("error", str(error)), f"a mesh message was lost: {error}")
+                continue
+            identity = frames[0].bytes
+            sender = _node_id(identity)
+            if sender is None:
+                _refusals.note(("identity", identity[:64]),
+                                   f"dropped a message from a peer whose identity "
+                                   f"{describe_peer(identity)} is not a node id")
+            elif not 2 <= len(frames) <= 3:
+                _refusals.note(("frames", sender),
+                                   f"dropped a message of {len(frames) - 1} frames (not 1 or 2)"
+                                   f" from peer {describe_peer(sender)}")
+            else:
+                return sender, frames[1:]
+        return None   # a flood of bad messages: let the loop serve others first
 
     def close(self, linger_ms: int = 0) -> None:
         """Close every socket, giving queued messages (a goodbye) linger_ms to leave."""
@@ -145,3 +182,17 @@ class Mesh:
         if self.authenticator is not None:
             self.authenticator.stop()
             self.authenticator = None
+
+
+# What Mesh.receive drops: reported once per peer (or kind of problem) a minute.
+_refusals = RefusalLog("lightray-agent: mesh")
+_DROPPED_PER_CALL = 256       # bad messages skipped in one receive call at most
+_NODE_ID = re.compile(rb"[A-Za-z0-9_.-]{1,64}")
+
+
+def _node_id(identity: bytes) -> str | None:
+    """The node id a DEALER's identity names, None if it is not one (a node
+    id is ASCII: lightray.ids.random_hex)."""
+    if _NODE_ID.fullmatch(identity) is None:
+        return None
+    return identity.decode("ascii")

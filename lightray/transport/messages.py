@@ -1,7 +1,7 @@
 """Message kinds and their encoding.
 
-A message is one ZeroMQ frame: a pickled list of operations, each a tuple
-whose first item is one of the op codes below. Every sender batches what it
+A message is one ZeroMQ frame: a 4-byte header, then a pickled list of
+operations, each a tuple whose first item is one of the op codes below. Every sender batches what it
 has to say into one message per wake-up, so under load one frame carries many
 submissions, results or reference-count changes.
 
@@ -17,6 +17,18 @@ names actors (see lightray.agent.actors).
 
 Values larger than the inline threshold never travel here on one host: they
 are in shared memory, and only their segment layout moves.
+
+The header, checked before anything is unpickled:
+
+    byte 0-1  MAGIC b"LR"          not a lightray frame otherwise
+    byte 2    protocol version     PROTOCOL_VERSION; ops of another version are refused
+    byte 3    kind                 OPS: a pickled list of ops follows
+                                   REFUSAL: UTF-8 text follows, why the sender refuses
+                                   us (JOIN_REFUSED); readable whatever the version, so
+                                   an agent of another version learns why it was refused
+
+``decode`` raises ``BadMessage`` (and only that) for a frame it will not
+hand on; callers catch it and report the sender (lightray.transport.guard).
 """
 from __future__ import annotations
 
@@ -115,15 +127,81 @@ DESCRIBE = 319       # (DESCRIBE, request id or 0, [object_id])  where are these
                      #   process here got from the peer's side); pins them there for us
 DESCRIBED = 320      # (DESCRIBED, request id or 0, [(object_id, descriptor)])  the answer;
                      #   ("wait",): not ready yet there, ask again
+JOIN_REFUSED = 321   # (JOIN_REFUSED, why)  the head will not admit this agent (another
+                     #   protocol version, say): it prints why and exits; sent as a
+                     #   REFUSAL frame (encode_refusal), which every version reads
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
 # reference to the bytes until they are sent); smaller ones are cheaper to copy.
 ZERO_COPY_MIN = 64 * 1024
 
 
+# The layout of the header is fixed for every version; the version byte
+# changes whenever the ops (their codes, shapes or meaning) do.
+PROTOCOL_VERSION = 1
+MAGIC = b"LR"
+OPS = 0
+REFUSAL = 1
+HEADER_SIZE = 4
+_HEADER = MAGIC + bytes((PROTOCOL_VERSION, OPS))
+_REFUSAL_HEADER = MAGIC + bytes((PROTOCOL_VERSION, REFUSAL))
+_COPY_BELOW = 64 * 1024   # smaller bodies are sliced (a copy, cheaper than a memoryview)
+_MAX_REFUSAL = 4096       # characters of a refusal's text kept
+
+_dumps = pickle.dumps
+_loads = pickle.loads
+
+
+class BadMessage(ValueError):
+    """A frame that is not a message of this protocol; str() names the problem.
+    ``version`` is the sender's protocol version when the header said one
+    (another than ours), else None."""
+
+    def __init__(self, problem: str, version: int | None = None):
+        super().__init__(problem)
+        self.version = version
+
+
 def encode(ops: list) -> bytes:
-    return pickle.dumps(ops, protocol=5)
+    """One frame: the header and ops pickled."""
+    return _HEADER + _dumps(ops, 5)
+
+
+def encode_refusal(why: str) -> bytes:
+    """A REFUSAL frame, which decodes as [(JOIN_REFUSED, why)] in every version."""
+    return _REFUSAL_HEADER + why[:_MAX_REFUSAL].encode("utf-8", "replace")
 
 
 def decode(frame) -> list:
-    return pickle.loads(frame)
+    """The ops of a frame (bytes, or any buffer: a memoryview of a ZeroMQ frame);
+    BadMessage if it has no header, another version, or does not unpickle to a list."""
+    if frame[:HEADER_SIZE] != _HEADER:
+        return _decode_other(frame)
+    if len(frame) < _COPY_BELOW:
+        body = frame[HEADER_SIZE:]
+    else:
+        body = memoryview(frame)[HEADER_SIZE:]   # large: no copy of its bytes
+    try:
+        ops = _loads(body)
+    except Exception as error:   # garbage may raise nearly anything while unpickling
+        raise BadMessage(f"its body does not unpickle ({type(error).__name__})") from None
+    if type(ops) is not list:
+        raise BadMessage(f"its body is a {type(ops).__name__}, not a list of ops")
+    return ops
+
+
+def _decode_other(frame) -> list:
+    """A frame whose first bytes are not our OPS header: a refusal (readable
+    whatever its version), else BadMessage saying why."""
+    head = bytes(frame[:HEADER_SIZE])
+    if len(head) < HEADER_SIZE or head[:2] != MAGIC:
+        raise BadMessage(f"it has no lightray header ({len(frame)} bytes starting "
+                         f"{head[:HEADER_SIZE]!r}: not lightray, or a version before "
+                         f"{PROTOCOL_VERSION})")
+    if head[3] == REFUSAL:
+        text = bytes(frame[HEADER_SIZE:HEADER_SIZE + 4 * _MAX_REFUSAL])
+        return [(JOIN_REFUSED, text.decode("utf-8", "replace")[:_MAX_REFUSAL])]
+    if head[2] != PROTOCOL_VERSION:
+        raise BadMessage(f"it speaks lightray protocol version {head[2]}, this process "
+                         f"version {PROTOCOL_VERSION}", version=head[2])
+    raise BadMessage(f"its header names an unknown kind of frame ({head[3]})")

@@ -37,7 +37,7 @@ class ClusterMembership:
                  "head_id", "live_peers", "hot", "load", "_on_forward", "_on_result", "_on_free",
                  "_on_pull", "_on_pull_data", "_pull_args", "_pull_failed", "_on_actor_relay",
                  "_on_describe", "_on_described", "_actors_on_dead_node", "_retry_or_fail_lost",
-                 "_cancel", "_dropped")
+                 "_cancel", "_dropped", "refused")
 
     def __init__(self, effects, pool, *, peers: dict, pull_retries: list, queues: dict,
                  tasks: dict, objects: dict, store, directory, node_id: str, on_forward,
@@ -76,7 +76,8 @@ class ClusterMembership:
         # the task path and the state
         self._retry_or_fail_lost = retry_or_fail_lost   # (task, cancelled detail, why)
         self._cancel = cancel                  # (object id, force): FORWARD_CANCEL
-        self._dropped = dropped                # (why): the head dropped this agent; stop
+        self._dropped = dropped                # (why, rejoin): the head dropped this agent; stop
+        self.refused = None              # why the head refused to admit this agent
 
     def start_cluster(self, mesh_address: str, head_address: str | None, now: float,
                       wall: float) -> None:
@@ -93,15 +94,21 @@ class ClusterMembership:
 
     def _node_dict(self) -> dict:
         return {"node_id": self.node_id, "address": self.mesh_address,
+                "protocol": m.PROTOCOL_VERSION,
                 "resources": self.pool.as_floats("total"), "is_head": self.is_head,
                 "load": {"store_capacity": self.store.capacity, "store_used": self.store.used,
                          "spilled": self.store.spilled_now, "is_head": self.is_head}}
 
     # ============================================================ membership
 
-    def handle_peer(self, sender: str, ops: list, now: float, wall: float) -> None:
+    def handle_peer(self, sender: str, ops: list, now: float, wall: float):
+        """Ops from sender (their shapes checked: lightray.agent.cluster.admission).
+        None when taken; (why, answer) when dropped: why for the log, answer
+        None or the text of a JOIN_REFUSED to send back."""
         view = self.peers.get(sender)
-        if view is not None and not view.alive:
+        if view is None:
+            return self._from_stranger(sender, ops, now, wall)
+        if not view.alive:
             # Declared dead: for good. A node that stalled past DEAD_AFTER and
             # came back learns it was dropped; one that hears from the head it
             # had given up on knows the head dropped it too.
@@ -139,11 +146,12 @@ class ClusterMembership:
                 self._cancel(op[1], op[2])
             elif kind == m.JOIN:
                 self._on_join(sender, op[1], now, wall)
-            elif kind == m.MEMBERS:
-                self._on_members(sender, op[1], now)
             elif kind == m.NODE_JOINED:
-                self._add_peer(op[1], now)
+                if sender == self.head_id:      # only the head admits nodes
+                    self._add_peer(op[1], now)
             elif kind == m.NODE_DEAD:
+                if sender != self.head_id:
+                    continue                    # only the head declares deaths
                 if op[1] != self.node_id:
                     self._peer_died(op[1], op[2], wall)
                 elif sender == self.head_id:
@@ -159,6 +167,35 @@ class ClusterMembership:
             elif kind == m.CONTROL:
                 if self.is_head:
                     self.effects.control_writes.extend(op[1])
+        return None
+
+    def _from_stranger(self, sender: str, ops: list, now: float, wall: float):
+        """A node that has not joined may only JOIN (the head admits it if it
+        speaks our protocol); an agent still joining also takes the head's
+        answer, MEMBERS or JOIN_REFUSED, from whoever the head turns out to be."""
+        kinds = {op[0] for op in ops}
+        if kinds <= {m.JOIN, m.LEAVING}:
+            if not self.is_head or m.JOIN not in kinds:
+                return None       # LEAVING: it gave up before it was admitted
+            node = next(op[1] for op in ops if op[0] == m.JOIN)
+            problem = _join_problem(sender, node)
+            if problem is not None:
+                return (f"refused node {sender} at {node['address']}: {problem}", problem)
+            self._on_join(sender, node, now, wall)
+            return None
+        if self.waiting_for_head():
+            for op in ops:
+                if op[0] == m.JOIN_REFUSED:
+                    self.refused = op[1]
+                    self._dropped(f"the head refused it: {op[1]}", False)
+                    return None
+                if op[0] == m.MEMBERS:
+                    self._on_members(sender, op[1], now)
+                    # The head is a member now: the rest of its message counts.
+                    return self.handle_peer(sender, [o for o in ops if o[0] != m.MEMBERS],
+                                            now, wall) if len(ops) > 1 else None
+        names = ", ".join(sorted(_OP_NAMES.get(k, str(k)) for k in kinds))
+        return (f"dropped {names} from node {sender}, which has not joined the cluster", None)
 
     def _on_join(self, sender: str, node: dict, now: float, wall: float) -> None:
         if not self.is_head:
@@ -345,6 +382,21 @@ class ClusterMembership:
                          "queued": load.get("queued", 0),
                          "died": load.get("died")})
         return rows
+
+
+def _join_problem(sender: str, node: dict):
+    """Why the head will not admit a JOIN, None if it will."""
+    version = node.get("protocol")
+    if version != m.PROTOCOL_VERSION:
+        return (f"it speaks lightray protocol version {version}, this cluster version "
+                f"{m.PROTOCOL_VERSION} (run the same lightray version on every node)")
+    if node["node_id"] != sender:
+        return f"its JOIN names another node id ({node['node_id']!r:.40})"
+    return None
+
+
+_OP_NAMES = {code: name for name, code in vars(m).items()
+             if name.isupper() and type(code) is int and 300 < code < 400}
 
 
 def _public_load(load: dict) -> dict:

@@ -88,11 +88,14 @@ class ObjectPulls:
         pull.inflight = 1
         self.effects.pull_io.append(("open", object_id, entry.payload[1][0], size))
 
-    def accepts_chunk(self, op: tuple) -> bool:
-        """Whether a PULL_DATA is for a pull under way here (a push may come for
-        an object this node got meanwhile another way)."""
+    def accepts_chunk(self, op: tuple, sender: str) -> bool:
+        """Whether a PULL_DATA is for a pull from sender under way here (a push
+        may come for an object this node got meanwhile another way), and its
+        bytes fall inside the object."""
         pull = self.pulls.get(op[1])
-        return pull is not None and pull.pushed == (len(op) > 4 and op[4])
+        return (pull is not None and pull.holder == sender
+                and pull.pushed == (len(op) > 4 and op[4])
+                and op[2] + op[3] <= pull.size)
 
     def _request_chunks(self, object_id: bytes, pull: Pull) -> None:
         box = self.effects.peer_outbox[pull.holder]
