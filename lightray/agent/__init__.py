@@ -12,6 +12,8 @@
     workers.py        WorkerPool (state.worker_pool): placing tasks on workers, worker deaths
     leases.py         LeaseBook (state.leases): workers lent to drivers, direct results
     actors.py         ActorBook (state.actor_book): actors' placement, own worker, restarts, names
+    intake.py         Intake: the shape checks of every driver/worker message before the state
+                      sees it (bad ones dropped, reported once per kind a minute)
     cluster/          agents working together (membership, forwarding, pulls, remote actors)
     cli.py            the command line
     session.py        the session directory and the records other processes read

@@ -2,6 +2,7 @@
 
     messages   the op codes of every message and their one-frame encoding
     sockets    ZeroMQ sockets built with lightray's settings, the agent's ipc address
+    keys       the cluster key file (CURVE pair + secret) and the stream key derived from it
     mesh       the agents' peer mesh: one ROUTER per agent, one DEALER per peer
     stream     length-prefixed frames over a local stream socket (caller -> actor)
     stream_proof  the stream sockets' key handshake and the seals of TCP frames

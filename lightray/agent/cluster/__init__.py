@@ -7,6 +7,8 @@ their messages).
     forwarding.py     TaskForwarding (state.forwarding): tasks placed on a peer, their
                       results, objects pinned across nodes
     pulls.py          ObjectPulls (state.object_pulls): object bytes moving between nodes
+    admission.py      what a peer may send: only JOIN from a node that has not joined,
+                      the shape of every mesh op checked before a part touches it
     remote_actors.py  RemoteActors (state.remote_actors): actors created, run and called
                       across nodes
 
