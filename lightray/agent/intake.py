@@ -19,8 +19,6 @@ op; loops only over lists of ids (each id is stored, so each is checked).
 """
 from __future__ import annotations
 
-import pickle
-
 from .. import task_spec as ts
 from ..ids import OBJECT_ID_BYTES, TASK_ID_BYTES
 from ..serialization import ERROR, INLINE, SHARED
@@ -170,17 +168,13 @@ class Intake:
 
     def read(self, identity: bytes, frame) -> list | None:
         """The frame's valid ops (a new list only if some were dropped), or
-        None when the frame is not a pickled list of tuples."""
+        None when the frame is not a message of this protocol (messages.decode)."""
         try:
-            ops = pickle.loads(frame)
-        except Exception as error:
-            self.log.note(("unpickle", type(error).__name__),
-                          f"dropped a frame from {describe_peer(identity)} that does not "
-                          f"unpickle ({type(error).__name__})")
-            return None
-        if type(ops) is not list:
-            self.log.note("not a list", f"dropped a frame from {describe_peer(identity)}: "
-                          f"a {type(ops).__name__}, not a list of ops")
+            ops = m.decode(frame)
+        except m.BadMessage as error:
+            problem = str(error)
+            self.log.note(("bad frame", problem.split(" (")[0]),
+                          f"dropped a frame from {describe_peer(identity)}: {problem}")
             return None
         valid = self.valid
         for position, op in enumerate(ops):
