@@ -224,3 +224,70 @@ def test_a_direct_result_registered_by_its_owner_becomes_ready(state):
     state.handle(DRIVER, [(m.DIRECT_RESULT, DRIVER, object_id, (INLINE, b"7"), [])])
     entry = state.objects[object_id]
     assert not entry.pending and entry.payload == (INLINE, b"7")
+
+
+PEER = "peer0000"
+
+
+def _with_peer(agent):
+    agent.membership._add_peer({"node_id": PEER, "address": "tcp://127.0.0.1:1",
+                                "resources": {"CPU": 1.0}}, 0.0)
+    agent.effects.peer_outbox.clear()
+
+
+def _described_answers(agent, sender=PEER):
+    answers = [op for op in agent.effects.peer_outbox.get(sender, []) if op[0] == m.DESCRIBED]
+    agent.effects.peer_outbox.clear()
+    return answers
+
+
+def _adopt_from_peer(agent, object_id):
+    """An actor's worker here got a ref created on PEER inside a call's arguments."""
+    worker = next(w for w in agent.workers)
+    agent.handle(worker.encode(), [(m.ADOPT_FROM, 7, PEER, [object_id])])
+    describes = [op for op in agent.effects.peer_outbox[PEER] if op[0] == m.DESCRIBE]
+    agent.effects.peer_outbox.clear()
+    assert describes and object_id in describes[0][2]
+    return describes[0][1]
+
+
+def test_a_describe_of_an_id_not_yet_registered_is_answered_unknown_not_lost(state):
+    # The creator of a ref may pass it straight to an actor elsewhere before
+    # its own REGISTER reaches this agent (different sockets): no entry yet.
+    _with_peer(state)
+    object_id = ids.task_id() + b"\x00\x00"
+    state.handle_peer(PEER, [(m.DESCRIBE, 3, [object_id])], 0.0, 0.0)
+    [(_, request, answers)] = _described_answers(state)
+    assert request == 3 and answers == [(object_id, ("unknown",))]
+
+
+def test_an_unknown_answer_is_asked_again_then_the_value_resolves(state):
+    _with_peer(state)
+    object_id = ids.task_id() + b"\x00\x00"
+    request = _adopt_from_peer(state, object_id)
+    state.handle_peer(PEER, [(m.DESCRIBED, request, [(object_id, ("unknown",))])], 0.0, 0.0)
+    assert state.objects[object_id].pending           # not lost: asked again
+    retries = state.remote_actors.pull_retries
+    assert (PEER, (m.DESCRIBE, 0, [object_id])) in retries
+    retries.clear()
+    value = (INLINE, pickle.dumps(5))
+    state.handle_peer(PEER, [(m.DESCRIBED, 0, [(object_id, value)])], 0.0, 0.0)
+    entry = state.objects[object_id]
+    assert not entry.pending and entry.payload == value
+
+
+def test_an_id_unknown_to_its_node_for_every_retry_is_lost_with_a_reason(state):
+    from lightray.agent.cluster.remote_actors import UNKNOWN_RETRIES
+    _with_peer(state)
+    object_id = ids.task_id() + b"\x00\x00"
+    request = _adopt_from_peer(state, object_id)
+    for _ in range(UNKNOWN_RETRIES):
+        assert state.objects[object_id].pending
+        state.handle_peer(PEER, [(m.DESCRIBED, request, [(object_id, ("unknown",))])],
+                          0.0, 0.0)
+        request = 0
+    entry = state.objects[object_id]
+    assert not entry.pending and entry.payload[0] == ERROR
+    with pytest.raises(exceptions.ObjectLostError, match="does not hold it"):
+        raise pickle.loads(entry.payload[1])
+    assert object_id not in state.remote_actors.unknown_asks

@@ -95,7 +95,7 @@ def _payload(value, what: str) -> None:
             _fail(f"{what} is not a descriptor (kind, holder, layout)")
         _text(value[1], f"{what}'s holder")
         _layout(value[2], f"{what}'s layout")
-    elif kind == "wait" and len(value) == 1:
+    elif kind in ("wait", "unknown") and len(value) == 1:
         return
     elif kind in (0, 2):        # INLINE, ERROR (lightray.serialization)
         if len(value) != 2 or type(value[1]) not in (bytes, bytearray):

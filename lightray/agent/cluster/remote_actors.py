@@ -15,8 +15,9 @@ straight to the actor's worker on B, so B's agent never saw them):
     actor's worker ──ADOPT_FROM(request, A, [ids]) (before running the method)──▶ B
     B: an unknown id gets a pending entry located at A ──DESCRIBE──▶ A
     A pins each for B (until B's FREE) ──DESCRIBED([(id, inline value, "at"
-      <node> layout, or "wait")])──▶ B: ready (inline), or REMOTE (pulled when
-      read), or asked again shortly ("wait": not ready on A yet)
+      <node> layout, "wait" or "unknown")])──▶ B: ready (inline), or REMOTE
+      (pulled when read), or asked again shortly ("wait": not ready on A yet;
+      "unknown": A has no entry yet, for a bounded number of asks, then lost)
     B ──INFO_REPLY──▶ actor's worker, which answers the call only then
 
 Refs inside a call's results (the answer goes from B's worker straight to
@@ -61,12 +62,20 @@ from ...states import ALIVE, DEAD, FORWARDED, PENDING
 from ...transport import messages as m
 
 WAIT = "wait"   # DESCRIBED: not ready yet on the describing node, ask again
+# DESCRIBED: the describing node has no entry for the id. Either it let go of
+# it, or the id's creator on that node passed the ref on (a direct actor
+# call) before its own REGISTER reached its agent: the two travel on
+# different sockets. So the asker asks again, for a bounded number of
+# housekeeping ticks, before it calls the object lost.
+UNKNOWN = "unknown"
+UNKNOWN_RETRIES = 60   # about 3 s at the 50 ms housekeeping tick
 
 
 class RemoteActors:
     __slots__ = ("effects", "transitions", "peers", "actors", "tasks", "objects", "functions",
                  "pull_retries", "directory", "node_id", "actor_lookups", "lookup_counter",
-                 "_describe_for", "_adopt", "_adopt_inner", "_check_satisfiable", "_await_deps",
+                 "unknown_asks", "_describe_for", "_adopt", "_adopt_inner",
+                 "_check_satisfiable", "_await_deps",
                  "_actor_died", "_kill_actor", "_actor_lookup", "_notify_actor")
 
     def __init__(self, effects, transitions, *, peers: dict, actors: dict, tasks: dict,
@@ -85,6 +94,7 @@ class RemoteActors:
         self.node_id = node_id
         self.actor_lookups: dict = {}    # lookup id -> [identity, request id, peers asked]
         self.lookup_counter = 0
+        self.unknown_asks: dict = {}     # object id -> DESCRIBEs answered "unknown" so far
         # objects across nodes (lightray.agent.cluster.forwarding)
         self._describe_for = describe_for      # (node id, object id) -> descriptor
         self._adopt = adopt                    # (origin, object id, descriptor)
@@ -315,8 +325,7 @@ class RemoteActors:
         for object_id in object_ids:
             entry = objects.get(object_id)
             if entry is None:
-                how = _lost(object_id, f"node {self.node_id}, which passed a ref to it, "
-                                       "no longer holds it")
+                how = (UNKNOWN,)
             elif entry.pending:
                 how = (WAIT,)
                 pin_for(sender, entry)
@@ -340,10 +349,22 @@ class RemoteActors:
             entry = objects.get(object_id)
             if entry is not None and entry.pending and entry.location == sender:
                 if how[0] == WAIT:
+                    self.unknown_asks.pop(object_id, None)
                     again.append(object_id)
                     continue
+                if how[0] == UNKNOWN:
+                    asked = self.unknown_asks.get(object_id, 0) + 1
+                    if asked < UNKNOWN_RETRIES:
+                        self.unknown_asks[object_id] = asked
+                        again.append(object_id)
+                        continue
+                    how = _lost(object_id, f"node {sender}, which passed a ref to it, "
+                                           "does not hold it")
+                self.unknown_asks.pop(object_id, None)
                 entry.location = None
                 self._adopt_inner(sender, object_id, how)
+            elif how[0] == UNKNOWN:
+                self.unknown_asks.pop(object_id, None)   # nothing pinned there for us
             elif (how[0] == WAIT or (how[0] in (AT, PUSHED) and how[1] != self.node_id)) and not (
                     entry is not None and entry.copies and sender in entry.copies):
                 # Known here another way (or let go of) meanwhile, and not
@@ -362,6 +383,7 @@ class RemoteActors:
         """Objects we were asking node_id about are lost with it."""
         for object_id, entry in list(self.objects.items()):
             if entry.pending and entry.location == node_id:
+                self.unknown_asks.pop(object_id, None)
                 entry.location = None
                 self.directory.set_ready(object_id, entry, _lost(
                     object_id, f"node {node_id}, which passed a ref to it, died ({why})"), ())
