@@ -18,7 +18,11 @@ Modules:
     schema.py     the schema, its version and the checks made on opening
     snapshot.py   a whole database image as bytes, for a new replica
     raft/         a pure Raft core (elections, log replication, membership changes,
-                  snapshots, read index) that will replicate these commands; not wired yet
+                  snapshots, read index) that replicates these commands
+    command_codec.py  commands as log-entry bytes (a tagged format, no pickle)
+    replica_storage.py  SqliteRaftStorage: a replica's Raft log in raft.db, fsync'd
+    replica.py    ControlReplica: RaftNode + raft.db + the ControlStore it builds,
+                  driven by the agent's I/O side (not wired into the agent yet)
 
 May import: lightray.states (actor state names) and the standard library
 (sqlite3, json). Never the agent, the client or the API: the agent drives it.

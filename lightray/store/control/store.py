@@ -94,9 +94,16 @@ class ControlStore:
         Every command is validated first: if one is malformed, the error
         names its position and nothing is applied. One commit for the whole
         batch is what makes a thousand heartbeats cheap.
+
+        A None in commands is a log entry that is not a command (a replicated
+        log's leader NOOP or membership change): it takes its index, changes
+        nothing, and its result is None.
         """
         checked = []
         for position, command in enumerate(commands):
+            if command is None:
+                checked.append(None)
+                continue
             try:
                 checked.append(validate(command))
             except (TypeError, ValueError) as exc:
@@ -109,7 +116,8 @@ class ControlStore:
         db = self._db
         with self._transaction(first + len(checked) - 1):
             for command in checked[skip:]:
-                results.append(BY_KIND[command[0]](db, *command[1:]))
+                results.append(None if command is None
+                               else BY_KIND[command[0]](db, *command[1:]))
         return results
 
     def last_applied_index(self) -> int:

@@ -1,0 +1,240 @@
+"""A control replica: the Raft core, its durable log and the ControlStore it builds.
+
+    I/O side (the agent)                    ControlReplica
+    ────────────────────                    ──────────────
+    every tick ─────────────── tick() ────▶ RaftNode.tick
+    bytes from a replica ───── receive() ─▶ raft codec ─ RaftNode.step  (bad bytes: dropped)
+    a write ─────────────────── propose(command, token) ─▶ command codec ─ RaftNode.propose
+    a consistent read ───────── read(token) ─▶ RaftNode.read_index
+                ◀────────────── process() ── Output:
+      messages  (replica id, bytes) to send     results  (token, result) of committed writes
+      reads     tokens whose read may be served  dropped  (token, why) never committed
+
+`process` runs each Ready in the contract's order (lightray.store.control.raft):
+the log, hard state and snapshot are saved and fsync'd (replica_storage),
+only then do the messages go into the Output, then the committed entries
+are applied to the ControlStore in one transaction per Ready, their log
+index with them (NOOP and membership entries take their index and change
+nothing). A write's result is handed out only once its entry is committed
+(stored by a majority) and applied here: the caller is acknowledged then.
+
+Everything is in the agent's one thread and deterministic given the inputs
+(the rng of the elections is passed in), so the same class runs in the
+tests' simulated network and in the agent.
+
+Files (0600, in the replica's directory): control.db (the state, its last
+applied index inside) and raft.db (the log). On restart both are read back:
+control.db says how far the state got, raft.db what is left to apply. A
+control.db that is behind the log's snapshot (deleted, or damaged and
+removed) is rebuilt from that snapshot.
+"""
+from __future__ import annotations
+
+import os
+import random
+
+from . import command_codec
+from .raft import (LEADER, NORMAL, NotLeader, RaftCodecError, RaftNode, decode, encode)
+from .replica_storage import SqliteRaftStorage
+from .store import ControlStore
+
+COMPACT_EVERY = 10_000   # applied entries between snapshots (a snapshot is the whole db)
+
+
+class Output:
+    """What one process() call asks of the I/O side."""
+
+    __slots__ = ("messages", "results", "reads", "dropped", "undecodable")
+
+    def __init__(self):
+        self.messages: list = []      # (replica id, bytes)
+        self.results: list = []       # (token, result) of writes committed and applied
+        self.reads: list = []         # tokens of reads that may be served now (locally)
+        self.dropped: list = []       # (token, why): writes that will never commit
+        self.undecodable: list = []   # (index, why): committed entries that were no command
+
+    def __bool__(self) -> bool:
+        return bool(self.messages or self.results or self.reads or self.dropped)
+
+
+class ControlReplica:
+    """One replica of the control store, kept in directory (created 0700)."""
+
+    __slots__ = ("node_id", "directory", "store", "storage", "node", "compact_every",
+                 "_pending", "_reads", "_read_tokens", "_read_counter")
+
+    def __init__(self, node_id: str, directory: str, voters=(), *,
+                 rng: random.Random | None = None, election_ticks: int = 10,
+                 heartbeat_ticks: int = 1, compact_every: int = COMPACT_EVERY):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.node_id = node_id
+        self.directory = directory
+        self.compact_every = compact_every
+        self.storage = SqliteRaftStorage(os.path.join(directory, "raft.db"))
+        try:
+            self.store = ControlStore(os.path.join(directory, "control.db"))
+        except BaseException:
+            self.storage.close()
+            raise
+        persisted = self.storage.persisted()
+        snapshot = persisted.snapshot
+        if snapshot is not None and self.store.last_applied_index() < snapshot.index:
+            self.store.restore(snapshot.data)
+        self.node = RaftNode(node_id, tuple(voters), persisted=persisted,
+                             applied=self.store.last_applied_index(), rng=rng,
+                             election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks)
+        self._pending: dict = {}       # log index -> (term, token) of our proposals
+        self._reads: list = []         # (index, token): read states awaiting that applied index
+        self._read_tokens: dict = {}   # read context bytes -> token
+        self._read_counter = 0
+
+    # ------------------------------------------------------------ inputs
+
+    def tick(self) -> None:
+        self.node.tick()
+
+    def receive(self, data) -> str | None:
+        """A message from another replica; None if taken, else why it was dropped
+        (bytes that are not a Raft message, or one addressed to another replica)."""
+        try:
+            message = decode(data)
+        except RaftCodecError as error:
+            return f"not a Raft message: {error}"
+        if message.dst != self.node_id:
+            return f"addressed to {message.dst!r:.40}, not to this replica"
+        self.node.step(message)
+        return None
+
+    def propose(self, command, token) -> int:
+        """Appends a write to the log (leader only); its result comes out of a later
+        process() with token. TypeError/ValueError for a malformed command (nothing
+        appended), NotLeader naming the leader if this replica is not it."""
+        data = command_codec.encode(command)
+        index = self.node.propose(data)
+        self._pending[index] = (self.node.term, token)
+        return index
+
+    def read(self, token) -> None:
+        """Asks for a linearizable read: token comes out of a later process() (in
+        reads) once this replica's store is as new as the leader's commit when the
+        read was asked. NotLeader when no leader is known."""
+        self._read_counter += 1
+        context = self._read_counter.to_bytes(8, "big")
+        self.node.read_index(context)
+        self._read_tokens[context] = token
+
+    def add_voter(self, node_id: str) -> int:
+        return self.node.propose_add_voter(node_id)
+
+    def remove_voter(self, node_id: str) -> int:
+        return self.node.propose_remove_voter(node_id)
+
+    def hand_over(self) -> str | None:
+        """Before a graceful stop: leadership to the most up-to-date other voter
+        (None when this replica is not the leader or is alone)."""
+        node = self.node
+        if node.role != LEADER:
+            return None
+        others = [(progress.match, peer) for peer, progress in node.progress.items()
+                  if peer != self.node_id and peer in node.voters]
+        if not others:
+            return None
+        target = max(others)[1]
+        node.transfer_leadership(target)
+        return target
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def leader(self) -> str | None:
+        return self.node.leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self.node.role == LEADER
+
+    @property
+    def voters(self) -> tuple:
+        return self.node.voters
+
+    # ------------------------------------------------------------ outputs
+
+    def process(self) -> Output:
+        """Runs every Ready the core has (see the module docstring)."""
+        out = Output()
+        while True:
+            ready = self.node.ready()
+            if not (ready.snapshot or ready.hard_state or ready.entries or ready.messages
+                    or ready.committed or ready.read_states):
+                break
+            self._run(ready, out)
+        self._serve_reads(out)
+        return out
+
+    def _run(self, ready, out: Output) -> None:
+        if ready.snapshot is not None and ready.restore_snapshot:
+            self.store.restore(ready.snapshot.data)
+            self._fail_pending_up_to(ready.snapshot.index, out)
+        self.storage.save(ready)                       # fsync'd before anything leaves
+        out.messages.extend((m.dst, encode(m)) for m in ready.messages)
+        if ready.committed:
+            self._apply(ready.committed, out)
+        for state in ready.read_states:
+            token = self._read_tokens.pop(state.context, None)
+            if token is not None:
+                self._reads.append((state.index, token))
+        applied = self.store.last_applied_index()
+        if applied - self.storage.snapshot_index >= self.compact_every:
+            self.node.compact(applied, self.store.snapshot())
+
+    def _apply(self, entries: list, out: Output) -> None:
+        commands = []
+        for entry in entries:
+            if entry.kind != NORMAL:
+                commands.append(None)
+                continue
+            try:
+                commands.append(command_codec.decode(entry.data))
+            except command_codec.CommandCodecError as error:
+                # Every replica decodes alike (decode is pure), so every one
+                # skips the entry: the stores stay equal.
+                commands.append(None)
+                out.undecodable.append((entry.index, str(error)))
+        results = self.store.apply_batch(commands, first_index=entries[0].index)
+        for entry, result in zip(entries, results):
+            pending = self._pending.pop(entry.index, None)
+            if pending is None:
+                continue
+            term, token = pending
+            if entry.term == term:
+                out.results.append((token, result))
+            else:
+                out.dropped.append((token, f"a new leader (term {entry.term}) replaced the "
+                                           f"write at log index {entry.index}"))
+
+    def _fail_pending_up_to(self, index: int, out: Output) -> None:
+        # A snapshot replaced our log: proposals it covers cannot be told apart
+        # from others' entries any more, so their callers hear they are unknown.
+        for pending_index in sorted(i for i in self._pending if i <= index):
+            _, token = self._pending.pop(pending_index)
+            out.dropped.append((token, "the replica was replaced by a snapshot; the write "
+                                       "may or may not have been applied"))
+
+    def _serve_reads(self, out: Output) -> None:
+        if not self._reads:
+            return
+        applied = self.store.last_applied_index()
+        waiting = []
+        for index, token in self._reads:
+            if index <= applied:
+                out.reads.append(token)
+            else:
+                waiting.append((index, token))
+        self._reads = waiting
+
+    def close(self) -> None:
+        self.store.close()
+        self.storage.close()
+
+
+__all__ = ["ControlReplica", "NotLeader", "Output"]
