@@ -291,3 +291,34 @@ def test_an_id_unknown_to_its_node_for_every_retry_is_lost_with_a_reason(state):
     with pytest.raises(exceptions.ObjectLostError, match="does not hold it"):
         raise pickle.loads(entry.payload[1])
     assert object_id not in state.remote_actors.unknown_asks
+
+
+def _ticks(agent, start, stop, load):
+    now = start
+    while now <= stop:
+        agent.cluster_tick(now, 0.0, load)
+        now += 0.5
+
+
+def test_a_silent_peer_is_declared_dead_after_the_deadline(state):
+    from lightray.agent.cluster.membership import DEAD_AFTER
+    _with_peer(state)
+    load = {"hot": False}
+    _ticks(state, 0.5, DEAD_AFTER - 0.5, load)
+    assert state.membership.peers[PEER].alive
+    _ticks(state, DEAD_AFTER, DEAD_AFTER + 1.0, load)
+    assert not state.membership.peers[PEER].alive
+
+
+def test_an_agent_that_was_itself_stopped_does_not_declare_its_peers_dead_on_waking(state):
+    # SIGSTOP for 10 s: the silence was ours. Declaring the head dead would cut
+    # us off; the head's answer to our next heartbeat tells us if we were dropped.
+    from lightray.agent.cluster.membership import DEAD_AFTER
+    _with_peer(state)
+    load = {"hot": False}
+    _ticks(state, 0.5, 1.0, load)
+    _ticks(state, 11.0, 11.0 + DEAD_AFTER - 0.5, load)
+    assert state.membership.peers[PEER].alive
+    assert any(op[0] == m.HEARTBEAT for op in state.effects.peer_outbox[PEER])
+    _ticks(state, 11.0 + DEAD_AFTER, 11.0 + DEAD_AFTER + 1.0, load)   # still silent: dead
+    assert not state.membership.peers[PEER].alive

@@ -37,7 +37,7 @@ class ClusterMembership:
                  "head_id", "live_peers", "hot", "load", "_on_forward", "_on_result", "_on_free",
                  "_on_pull", "_on_pull_data", "_pull_args", "_pull_failed", "_on_actor_relay",
                  "_on_describe", "_on_described", "_actors_on_dead_node", "_retry_or_fail_lost",
-                 "_cancel", "_dropped", "refused")
+                 "_cancel", "_dropped", "refused", "last_tick")
 
     def __init__(self, effects, pool, *, peers: dict, pull_retries: list, queues: dict,
                  tasks: dict, objects: dict, store, directory, node_id: str, on_forward,
@@ -78,6 +78,7 @@ class ClusterMembership:
         self._cancel = cancel                  # (object id, force): FORWARD_CANCEL
         self._dropped = dropped                # (why, rejoin): the head dropped this agent; stop
         self.refused = None              # why the head refused to admit this agent
+        self.last_tick = None            # monotonic time of the last cluster_tick
 
     def start_cluster(self, mesh_address: str, head_address: str | None, now: float,
                       wall: float) -> None:
@@ -267,6 +268,15 @@ class ClusterMembership:
 
     def cluster_tick(self, now: float, wall: float, load: dict) -> None:
         """Every HEARTBEAT_INTERVAL: tell peers how we are; notice the silent ones."""
+        if self.last_tick is not None and now - self.last_tick > DEAD_AFTER / 2:
+            # This agent itself was stopped (SIGSTOP, swapping): the silence was
+            # ours, not the peers'. Declaring them dead now would cut us off for
+            # good (we would stop sending, so nobody would ever tell us the head
+            # dropped us meanwhile). Give each a fresh DEAD_AFTER instead: the
+            # head answers our next heartbeat with NODE_DEAD if it dropped us.
+            for node_id in self.peer_seen:
+                self.peer_seen[node_id] = now
+        self.last_tick = now
         self.load = load
         self.hot = load["hot"]
         load = dict(load, available=dict(self.pool.available), queued=self._queued_count(),
