@@ -192,4 +192,6 @@ def main(argv=None) -> int:
         server.serve()
     except KeyboardInterrupt:
         server.stop()
-    return 1 if server.state.membership.refused else 0   # refused: the head said why
+    # Refused (by the head's answer, or our key in the handshake): it was said why.
+    refused = server.state.membership.refused or server.join_refused
+    return 1 if refused else 0
