@@ -15,7 +15,8 @@ from conftest import wait_for
 from test_cluster_transport import agent_env, nodes, run_agent  # noqa: F401  (fixture, helpers)
 
 import lightray
-from lightray.transport.keys import cluster_key_path, make_cluster_key, new_cluster_key
+from lightray.transport.keys import (KEY_ENV, KEY_FILE, cluster_key_path, derive_stream_key,
+                                     make_cluster_key, new_cluster_key, read_cluster_key)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -172,3 +173,82 @@ def test_an_agent_the_head_refuses_in_the_handshake_exits_with_one_line_saying_w
     lightray.init(address=head.address)
     assert lightray.get(add.remote(2, 3), timeout=30) == 5
     assert [n["node_id"] for n in lightray.nodes()] == [head.node_id]
+
+
+# ------------------------------------------------ drivers and the cluster key
+
+def _status(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "lightray.cli", "status", *args],
+                          capture_output=True, text=True, timeout=60,
+                          env={**agent_env(), **(env or {})})
+
+
+@pytest.mark.parametrize("how", ["cluster_key=", KEY_ENV])
+def test_a_driver_given_another_clusters_key_fails_at_once_naming_both_files(
+        nodes, tmp_path, monkeypatch, how):  # noqa: F811
+    head = nodes.add_node(head=True)
+    other = str(tmp_path / "other.key")
+    make_cluster_key(other)
+    options = {}
+    if how == KEY_ENV:
+        monkeypatch.setenv(KEY_ENV, other)
+    else:
+        options["cluster_key"] = other
+    with pytest.raises(ValueError) as raised:
+        lightray.init(address=head.address, **options)
+    message = str(raised.value)
+    assert f"the cluster key {other} (" in message and f"agent at {head.address}" in message
+    assert cluster_key_path(head.address) in message       # where the right one is
+    assert (KEY_ENV in message) == (how == KEY_ENV)
+    assert not lightray.is_initialized()
+
+
+def test_a_missing_key_file_named_by_the_environment_is_a_clear_error(
+        nodes, tmp_path, monkeypatch):  # noqa: F811
+    head = nodes.add_node(head=True)
+    missing = str(tmp_path / "missing.key")
+    monkeypatch.setenv(KEY_ENV, missing)
+    with pytest.raises(ValueError, match=f"cannot read the cluster key file {missing}: "
+                                         f"No such file or directory .*named by {KEY_ENV}"):
+        lightray.init(address=head.address)
+    result = _status("--address", head.address)
+    assert result.returncode == 1 and missing in result.stderr, result
+
+
+def test_a_driver_given_the_clusters_own_key_attaches(nodes):  # noqa: F811
+    head = nodes.add_node(head=True)
+    lightray.init(address=head.address, cluster_key=cluster_key_path(head.address))
+    assert lightray.get(add.remote(1, 2), timeout=30) == 3
+
+
+def test_a_key_given_for_an_insecure_cluster_is_refused(nodes, tmp_path):  # noqa: F811
+    head = nodes.add_node(head=True, args=["--insecure"])
+    key = str(tmp_path / "some.key")
+    make_cluster_key(key)
+    with pytest.raises(ValueError, match="runs --insecure"):
+        lightray.init(address=head.address, cluster_key=key)
+
+
+def test_lightray_status_checks_the_key_it_is_given(nodes, tmp_path):  # noqa: F811
+    head = nodes.add_node(head=True)
+    other = str(tmp_path / "other.key")
+    make_cluster_key(other)
+    for flags, env in ((["--cluster-key", other], None), ([], {KEY_ENV: other})):
+        result = _status("--address", head.address, *flags, env=env)
+        assert result.returncode == 1, result
+        assert result.stderr.startswith("lightray status: the cluster key " + other)
+        assert cluster_key_path(head.address) in result.stderr
+    right = _status("--address", head.address, "--cluster-key", cluster_key_path(head.address))
+    assert right.returncode == 0 and head.node_id in right.stdout, right
+
+
+def test_the_embedded_runtime_keeps_its_own_key_in_its_session_directory():
+    lightray.init(num_cpus=1)
+    runtime = lightray.api._runtime
+    path = os.path.join(runtime.session_dir, KEY_FILE)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(runtime.session_dir).st_mode) == 0o700
+    key = read_cluster_key(path)
+    # It is the key the agent's stream sockets use.
+    assert runtime.client.node_info["stream_key"] == derive_stream_key(key)
+    assert lightray.get(add.remote(1, 1), timeout=30) == 2

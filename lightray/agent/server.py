@@ -68,7 +68,7 @@ class AgentServer:
     def __init__(self, *, session_dir: str, session: str, resources: dict, store_capacity: int,
                  parent_pid: int = 0, initial_workers: int | None = None,
                  namespace: str = "default", spill_dir: str | None = None,
-                 cluster: dict | None = None):
+                 cluster: dict | None = None, stream_key: bytes | None = None):
         self.session_dir = session_dir
         self.session = session
         self.parent_pid = parent_pid
@@ -101,9 +101,10 @@ class AgentServer:
         self.warm_pool = WarmPool(self.segment_prefix)
         # What callers prove to workers' stream sockets (lightray.transport.stream),
         # in the WELCOME's node info: the cluster's (None: --insecure), or this
-        # lone agent's own.
+        # lone agent's own (stream_key: derived from the key in its session
+        # directory; lightray.agent.cli).
         self.state.stream_key = (cluster.get("stream_key") if cluster is not None
-                                 else os.urandom(32))
+                                 else stream_key or os.urandom(32))
         if cluster is not None:
             self._start_mesh(cluster)
         if initial_workers is None:

@@ -117,4 +117,4 @@ def find_cluster_key(address: str | None, given: str | None = None):
             path = candidate
     if path is None:
         return None, None
-    return read_cluster_key(path), path
+    return read_cluster_key(path), os.path.abspath(path)
