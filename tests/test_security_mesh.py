@@ -252,3 +252,13 @@ def test_the_embedded_runtime_keeps_its_own_key_in_its_session_directory():
     # It is the key the agent's stream sockets use.
     assert runtime.client.node_info["stream_key"] == derive_stream_key(key)
     assert lightray.get(add.remote(1, 1), timeout=30) == 2
+
+
+def test_an_agent_whose_key_file_named_by_the_environment_is_missing_says_so(
+        nodes, tmp_path):  # noqa: F811
+    head = nodes.add_node(head=True)
+    missing = str(tmp_path / "missing.key")
+    result = run_agent("--address", head.address, env={KEY_ENV: missing})
+    assert not result.started and result.returncode == 2, result
+    assert f"cannot read the cluster key file {missing}" in result.stderr
+    assert f"named by {KEY_ENV}" in result.stderr
