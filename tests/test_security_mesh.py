@@ -1,5 +1,8 @@
-"""Attacks on the mesh port of real agents on 127.0.0.1: without the cluster's
-key nothing reaches lightray, the agent keeps serving, and the bind rules hold."""
+"""Attacks on the mesh port of real agents on 127.0.0.1 and the cluster key's
+rules: without the key nothing reaches lightray, the agent keeps serving and
+logs the refusal once; an agent of another cluster exits saying why; a driver
+or `lightray status` given a wrong key fails at once saying where the right
+one is; the bind rules hold."""
 import os
 import pickle
 import socket
@@ -10,8 +13,8 @@ import sys
 import pytest
 import zmq
 import zmq.utils.monitor
-from cluster_utils import Node, _read_line
 from conftest import wait_for
+from mesh_attack_utils import logged_node
 from test_cluster_transport import agent_env, nodes, run_agent  # noqa: F401  (fixture, helpers)
 
 import lightray
@@ -32,20 +35,6 @@ class MakesMarker:
 @lightray.remote
 def add(a, b):
     return a + b
-
-
-def _add_logged_head(cluster, log_path):
-    """A head like cluster.add_node(head=True), its stderr going to log_path."""
-    command = [sys.executable, "-m", "lightray.agent", "--num-cpus", "1",
-               "--object-store-memory", str(cluster.object_store_memory), "--head", "--port", "0"]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log,
-                                   stdin=subprocess.DEVNULL, env=agent_env(), text=True)
-    words = _read_line(process, 20.0).split()
-    node = Node(process, words[2], words[-1])
-    cluster.nodes.append(node)
-    cluster.head = node
-    return node
 
 
 ATTACKS = 50      # connections, each sending one pickle frame
@@ -94,7 +83,7 @@ def _refusal_lines(log_path):
 def test_a_pickle_sent_to_the_mesh_without_the_key_is_never_unpickled_and_logged_once(
         nodes, tmp_path, client):  # noqa: F811
     log_path = str(tmp_path / "head.log")
-    head = _add_logged_head(nodes, log_path)
+    head = logged_node(nodes, log_path, head=True)
     marker = str(tmp_path / "marker")
     with open(cluster_key_path(head.address)) as f:
         head_public = f.readline().strip().encode()
