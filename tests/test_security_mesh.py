@@ -55,7 +55,9 @@ def _attack_once(address, frame, client, own_key, head_public):
         return
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    if client == "wrong curve key":
+    if client.startswith("wrong curve key"):
+        if client.endswith("a new pair each time"):
+            own_key = new_cluster_key()
         sock.curve_serverkey = head_public
         sock.curve_publickey, sock.curve_secretkey = own_key.public, own_key.secret
     monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -79,7 +81,8 @@ def _refusal_lines(log_path):
         return [line for line in f if "refused a mesh" in line]
 
 
-@pytest.mark.parametrize("client", ["keyless", "wrong curve key", "raw tcp"])
+@pytest.mark.parametrize("client", ["keyless", "wrong curve key", "raw tcp",
+                                    "wrong curve key, a new pair each time"])
 def test_a_pickle_sent_to_the_mesh_without_the_key_is_never_unpickled_and_logged_once(
         nodes, tmp_path, client):  # noqa: F811
     log_path = str(tmp_path / "head.log")
@@ -88,7 +91,7 @@ def test_a_pickle_sent_to_the_mesh_without_the_key_is_never_unpickled_and_logged
     with open(cluster_key_path(head.address)) as f:
         head_public = f.readline().strip().encode()
     frame = pickle.dumps([MakesMarker(marker)])
-    own_key = new_cluster_key()        # the same pair every time: one peer retrying
+    own_key = new_cluster_key()        # the same pair every time unless the client says
     for _ in range(ATTACKS):
         _attack_once(head.address, frame, client, own_key, head_public)
     if client != "raw tcp":
