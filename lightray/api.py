@@ -6,7 +6,9 @@ it; ``"auto"`` finds it, ``"ipc://..."`` names its socket); shutdown() then
 only detaches. It needs no key on the agent's host (the agent's socket admits
 only its own user); a key given (``cluster_key=FILE`` or
 LIGHTRAY_CLUSTER_KEY) must be the cluster's, or init fails at once saying
-where the right one is (lightray.discovery.check_cluster_key). ``init()`` with no address starts an embedded runtime: a node agent process
+where the right one is (lightray.discovery.check_cluster_key).
+
+``init()`` with no address starts an embedded runtime: a node agent process
 (``python -m lightray.agent``, a child of this process in its own session so a
 terminal's Ctrl-C reaches only the driver) which forks the worker pool. The
 agent watches this process and cleans everything up when it exits, even by

@@ -254,3 +254,9 @@ def test_an_agent_whose_key_file_named_by_the_environment_is_missing_says_so(
     assert not result.started and result.returncode == 2, result
     assert f"cannot read the cluster key file {missing}" in result.stderr
     assert f"named by {KEY_ENV}" in result.stderr
+
+
+def test_a_cluster_key_without_an_address_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="init\\(\\) without an address makes its own key"):
+        lightray.init(cluster_key=str(tmp_path / "any.key"))
+    assert not lightray.is_initialized()

@@ -15,7 +15,7 @@ one unless started --insecure on loopback) every mesh socket encrypts, the
 ROUTER is a CURVE server with the cluster's key pair, every DEALER a CURVE
 client presenting that same pair, and a ZAP handler admits only clients whose
 public key is the cluster's: anyone else is refused in the handshake, before
-any frame reaches lightray (and is logged once per key and minute).
+any frame reaches lightray (and is logged once a minute, the rest counted).
 Connections refused before the ZAP check (a client that does not speak CURVE,
 or does not know the cluster's public key) are seen on a socket monitor and
 logged the same way (lightray.transport.handshakes); so is a joining agent's
@@ -138,7 +138,7 @@ class Mesh:
 
     def note_refused_handshakes(self) -> None:
         """Report the connections the ROUTER refused in the handshake since the
-        last call (once per kind of refusal a minute)."""
+        last call (one line a minute, the rest counted)."""
         for event, value in self.router_watch.events():
             key, what = server_refusal(event, value, self.cluster_key is not None)
             self.refusals.note(key, what)
