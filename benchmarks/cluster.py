@@ -7,6 +7,7 @@ Usage::
     python benchmarks/cluster.py --vs ray           # lightray and Ray, ratios
     python benchmarks/cluster.py --vs ray --cases transfer --quick
     python benchmarks/cluster.py --vs ray --json cluster.json
+    python benchmarks/cluster.py --vs insecure --quick   # the cost of keys (CURVE)
 
 What runs
 ---------
@@ -17,7 +18,12 @@ Each system gets a cluster of two nodes on this host (loopback), 1 CPU and a
   (``--head --port 0``, then ``--address <head>``), with a private
   ``LIGHTRAY_TEMP_DIR``; the benchmark attaches with
   ``lightray.init(address=<head>)``. Afterwards: ``lightray.shutdown()``,
-  SIGTERM to each agent, wait for them.
+  SIGTERM to each agent, wait for them. The head makes a cluster key and the
+  other agent finds it: the mesh authenticates and encrypts (CURVE).
+* lightray-insecure (``--vs insecure``): the same two agents started with
+  ``--insecure`` (no key, no authentication, no encryption); the ratio
+  column is then keyed / insecure, and "cost" the extra time of the keyed
+  cluster (the issue's targets: under 10% on tasks, under 30% on 1 GB).
 * Ray: ``ray.cluster_utils.Cluster`` with a head node and one added node,
   ``ray.init(address=cluster.address)``; afterwards ``ray.shutdown()`` and
   ``cluster.shutdown()``.
@@ -47,6 +53,10 @@ What is measured
   (untimed), then one consumer per object pinned to B, all submitted at once,
   and one ``get`` of all; GB/s = 100 MB / time, the median of 3 trials
   (``--quick``: 1 trial of 50).
+* ``tasks_async`` (``--cases tasks``): ``N`` no-op tasks with the default
+  strategy (they run on A, the driver's node), all submitted, then one
+  ``get`` of all; tasks/s, the median of 3 trials of 10,000 after a warm-up
+  of 500 (``--quick``: 1 trial of 2,000 after 100).
 * ``spread_tasks_async`` (``--cases spread``): ``N`` no-op tasks (each
   returns its node id) with ``scheduling_strategy="SPREAD"``, all submitted,
   then one ``get`` of all; tasks/s, the median of 3 trials of 5,000 after a
@@ -97,6 +107,7 @@ TRANSFERS = {
 # case -> object size, (objects in flight, quick), trials: all sent to B at once
 PIPELINED = {"transfer_1MB_pipelined": (10**6, (100, 50), 3)}
 SPREAD = {"warmup": (500, 100), "tasks": (5000, 1000), "trials": (3, 1)}
+LOCAL_TASKS = {"warmup": (500, 100), "tasks": (10000, 2000), "trials": (3, 1)}
 
 # case -> unit (all are throughputs: higher is better)
 CASES = {
@@ -104,10 +115,14 @@ CASES = {
     "transfer_100MB": "GB/s",
     "transfer_1GB": "GB/s",
     "transfer_1MB_pipelined": "GB/s",
+    "tasks_async": "tasks/s",
     "spread_tasks_async": "tasks/s",
 }
-CASE_GROUPS = {"transfer": list(TRANSFERS) + list(PIPELINED), "spread": ["spread_tasks_async"]}
-SYSTEMS = ["lightray", "ray"]
+CASE_GROUPS = {"transfer": list(TRANSFERS) + list(PIPELINED), "tasks": ["tasks_async"],
+               "spread": ["spread_tasks_async"]}
+SYSTEMS = ["lightray", "lightray-insecure", "ray"]
+# --vs X: the system compared with lightray, its column name, the ratio's name
+BASELINES = {"ray": ("Ray", "lightray/Ray"), "lightray-insecure": ("insecure", "keyed/insecure")}
 PACKAGES = {"Ray": "ray", "NumPy": "numpy"}
 
 
@@ -186,15 +201,17 @@ def wait_for_nodes(list_alive: Callable[[], list], count: int = 2) -> list:
 
 
 @contextmanager
-def lightray_cluster():
+def lightray_cluster(insecure: bool = False):
     import lightray
 
     log_dir = os.environ["LIGHTRAY_TEMP_DIR"]  # set by the parent (see run_lightray)
+    security = ["--insecure"] if insecure else []   # else: the head's key, found by node 2
     agents = []
     try:
-        head = Agent(["--head", "--port", "0"], os.path.join(log_dir, "head.log"))
+        head = Agent(["--head", "--port", "0", *security], os.path.join(log_dir, "head.log"))
         agents.append(head)
-        other = Agent(["--address", head.address], os.path.join(log_dir, "node2.log"))
+        other = Agent(["--address", head.address, *security],
+                      os.path.join(log_dir, "node2.log"))
         agents.append(other)
         lightray.init(address=head.address)
         try:
@@ -231,7 +248,8 @@ def ray_cluster():
         cluster.shutdown()
 
 
-CLUSTERS = {"lightray": lightray_cluster, "ray": ray_cluster}
+CLUSTERS = {"lightray": lightray_cluster, "ray": ray_cluster,
+            "lightray-insecure": lambda: lightray_cluster(insecure=True)}
 
 
 # --------------------------------------------------------------------------
@@ -360,6 +378,25 @@ def case_spread(cl: TwoNodes, quick: bool) -> tuple:
     return statistics.median(rates), {"tasks": n, "trial_rates": rates, "splits": splits}
 
 
+def case_local_tasks(cl: TwoNodes, quick: bool) -> tuple:
+    """No-op tasks with the default strategy: they stay on A, the driver's node."""
+    rt = cl.rt
+    noop = rt.remote(_noop)
+    pick = 1 if quick else 0
+    rt.get([noop.remote() for _ in range(LOCAL_TASKS["warmup"][pick])], timeout=GET_TIMEOUT)
+    n = LOCAL_TASKS["tasks"][pick]
+    rates = []
+    for _ in range(LOCAL_TASKS["trials"][pick]):
+        t0 = time.perf_counter()
+        rt.get([noop.remote() for _ in range(n)], timeout=GET_TIMEOUT)
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates), {"tasks": n, "trial_rates": rates}
+
+
+def _noop():
+    return None
+
+
 def run_case(cl: TwoNodes, case: str, quick: bool) -> tuple:
     if case in TRANSFERS:
         nbytes, reps = TRANSFERS[case]
@@ -368,6 +405,8 @@ def run_case(cl: TwoNodes, case: str, quick: bool) -> tuple:
         nbytes, counts, trials = PIPELINED[case]
         return case_transfer_pipelined(cl, nbytes, counts[1 if quick else 0],
                                        1 if quick else trials)
+    if case == "tasks_async":
+        return case_local_tasks(cl, quick)
     return case_spread(cl, quick)
 
 
@@ -410,7 +449,7 @@ WORKER = harness.WorkerSpec(SCRIPT, START_TAG, RESULT_TAG, error_result, log_res
                             startup="cluster start-up")
 
 
-def run_lightray(cases: list, quick: bool, timeout: float) -> dict:
+def run_lightray(system: str, cases: list, quick: bool, timeout: float) -> dict:
     """lightray's worker with a private temp dir, reclaimed and removed after.
 
     A worker killed after a timeout takes its agents with it (same process
@@ -419,7 +458,7 @@ def run_lightray(cases: list, quick: bool, timeout: float) -> dict:
     temp_dir = tempfile.mkdtemp(prefix="lightray-cluster-bench-")
     os.environ["LIGHTRAY_TEMP_DIR"] = temp_dir
     try:
-        return harness.run_system(WORKER, "lightray", cases, quick, timeout)
+        return harness.run_system(WORKER, system, cases, quick, timeout)
     finally:
         subprocess.run([sys.executable, "-c",
                         "from lightray.agent.session import reclaim_dead_sessions as r; r()"],
@@ -429,21 +468,29 @@ def run_lightray(cases: list, quick: bool, timeout: float) -> dict:
 
 
 def run_system(system: str, cases: list, quick: bool, timeout: float) -> dict:
-    if system == "lightray":
-        return run_lightray(cases, quick, timeout)
+    if system.startswith("lightray"):
+        return run_lightray(system, cases, quick, timeout)
     return harness.run_system(WORKER, system, cases, quick, timeout)
 
 
-def target(case: str, lr: float | None, ray: float | None) -> tuple:
+def target(case: str, lr: float | None, ray: float | None, baseline: str | None) -> tuple:
     """(target text, whether lightray meets it: yes / no / -)."""
+    if baseline == "lightray-insecure":
+        # The cost of keys: the keyed cluster's extra time over the insecure one's.
+        limit = 0.30 if case in ("transfer_1GB", "transfer_100MB") else 0.10
+        text = f"cost < {limit:.0%}"
+        if lr is None or ray is None:
+            return text, "-"
+        cost = ray / lr - 1
+        return f"{text} (is {cost:+.0%})", "yes" if cost < limit else "no"
     if case in TRANSFERS or case in PIPELINED:
         text = "≥ 1 GB/s, > Ray"
         if lr is None:
             return text, "-"
         ok = lr >= 1.0 and (ray is None or lr > ray)
         return text, ("yes" if ok else "no") + ("" if ray is not None else " (no Ray)")
-    text = "≥ 3x Ray"
-    if lr is None or ray is None:
+    text = "≥ 3x Ray" if case == "spread_tasks_async" else "-"
+    if lr is None or ray is None or text == "-":
         return text, "-"
     return text, "yes" if lr >= 3 * ray else "no"
 
@@ -453,20 +500,20 @@ def cell(res: dict) -> str:
 
 
 def render_table(cases: list, results: dict) -> str:
-    with_ray = "ray" in results
-    header = ["case", "unit", "lightray"] + (["Ray", "lightray/Ray"] if with_ray else [])
+    baseline = next((s for s in results if s != "lightray"), None)
+    header = ["case", "unit", "lightray"] + (list(BASELINES[baseline]) if baseline else [])
     rows = [header + ["target", "met"]]
     for case in cases:
         a = results["lightray"].get(case, {})
-        b = results.get("ray", {}).get(case, {})
+        b = results.get(baseline, {}).get(case, {})
         row = [case, CASES[case] + " ↑", cell(a)]
-        if with_ray:
+        if baseline:
             ratio = "-"
             if a.get("value") and b.get("value"):
                 ratio = f"{a['value'] / b['value']:.2f}x"
             row += [cell(b), ratio]
-        rows.append(row + list(target(case, a.get("value"), b.get("value"))))
-    return harness.markdown_table(rows, right_aligned={2, 3, 4} if with_ray else {2})
+        rows.append(row + list(target(case, a.get("value"), b.get("value"), baseline)))
+    return harness.markdown_table(rows, right_aligned={2, 3, 4} if baseline else {2})
 
 
 def detail_rows(case: str, system: str, res: dict) -> list | None:
@@ -487,7 +534,7 @@ def detail_rows(case: str, system: str, res: dict) -> list | None:
     rates = x["trial_rates"]
     return [case, system, f"{len(rates)} x {x['tasks']}", "-", "-",
             f"{fmt(min(rates))}-{fmt(max(rates))}",
-            ", ".join(f"{a}/{b}" for a, b in x["splits"])]
+            ", ".join(f"{a}/{b}" for a, b in x.get("splits", [])) or "-"]
 
 
 def render_details(cases: list, results: dict) -> str:
@@ -508,7 +555,9 @@ def parse_args(argv=None):
         description="Two-node cluster benchmark of lightray (optionally vs Ray).",
         epilog="cases: " + ", ".join(CASES) + "; groups: "
                + ", ".join(f"{g} ({', '.join(cs)})" for g, cs in CASE_GROUPS.items()))
-    p.add_argument("--vs", choices=["ray"], help="also run Ray's local multi-node cluster")
+    p.add_argument("--vs", choices=["ray", "insecure"],
+                   help="also run Ray's local multi-node cluster, or the same lightray "
+                        "cluster started --insecure (the cost of keys and encryption)")
     p.add_argument("--cases", help="comma-separated cases or groups, e.g. transfer,spread")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--json", metavar="PATH", help="also write every result as JSON")
@@ -526,7 +575,10 @@ def main(argv=None) -> int:
         worker_main(args.system, cases, args.quick)
         return 0
 
-    systems = harness.with_ray_if_asked(["lightray"], args.vs)
+    if args.vs == "insecure":
+        systems = ["lightray", "lightray-insecure"]
+    else:
+        systems = harness.with_ray_if_asked(["lightray"], args.vs)
     info = harness.machine_info(PACKAGES.values())
     log(f"machine: {harness.describe_machine(info, PACKAGES)}")
     started = time.perf_counter()

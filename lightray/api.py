@@ -3,11 +3,16 @@
 ``init(address="HOST:PORT")`` attaches this process to the agent of a
 cluster running on this host at that mesh address (``lightray-agent`` prints
 it; ``"auto"`` finds it, ``"ipc://..."`` names its socket); shutdown() then
-only detaches. ``init()`` with no address starts an embedded runtime: a node agent process
+only detaches. It needs no key on the agent's host (the agent's socket admits
+only its own user); a key given (``cluster_key=FILE`` or
+LIGHTRAY_CLUSTER_KEY) must be the cluster's, or init fails at once saying
+where the right one is (lightray.discovery.check_cluster_key).
+
+``init()`` with no address starts an embedded runtime: a node agent process
 (``python -m lightray.agent``, a child of this process in its own session so a
 terminal's Ctrl-C reaches only the driver) which forks the worker pool. The
 agent watches this process and cleans everything up when it exits, even by
-SIGKILL.
+SIGKILL. The embedded agent makes its own key, in its session directory.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from . import exceptions, runtime, serialization
 from .actor import ActorClass, ActorHandle
 from .agent.session import new_session_dir, pid_alive, reclaim_dead_sessions
 from .client import core as client_module
-from .discovery import agent_at, auto_agent
+from .discovery import agent_at, auto_agent, check_cluster_key
 from .ids import handle_object_id
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
@@ -33,7 +38,7 @@ from .runtime_context import get_runtime_context, state as runtime_state
 from .transport import messages, sockets
 
 _INIT_OPTIONS = ("address", "num_cpus", "num_gpus", "resources", "object_store_memory",
-                 "spill_dir", "namespace", "ignore_reinit_error")
+                 "spill_dir", "namespace", "cluster_key", "ignore_reinit_error")
 
 _lock = threading.RLock()
 _runtime = None
@@ -51,13 +56,15 @@ class _Runtime:
 
 
 def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
-         object_store_memory=None, spill_dir=None, namespace=None,
+         object_store_memory=None, spill_dir=None, namespace=None, cluster_key=None,
          ignore_reinit_error: bool = False, **unknown):
     """Start an embedded runtime, or attach to a running agent, and attach this process.
 
     object_store_memory: the store's capacity in bytes (default 30% of RAM,
     at most the free space of /dev/shm); spill_dir: where objects beyond it
     go (default: inside the session directory; env LIGHTRAY_SPILL_DIR).
+    cluster_key: with address, the cluster's key file to check the agent
+    against (default: LIGHTRAY_CLUSTER_KEY; neither: no check is needed).
     """
     global _runtime
     if unknown:
@@ -77,8 +84,13 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                 raise ValueError("num_cpus, num_gpus, resources, object_store_memory and "
                                  "spill_dir belong to the agent; init(address=...) attaches to "
                                  "a running one")
-            _runtime = _connect_local(address, namespace)
+            if cluster_key is not None and not isinstance(cluster_key, (str, os.PathLike)):
+                raise TypeError(f"cluster_key must be a path, got {cluster_key!r}")
+            _runtime = _connect_local(address, namespace, cluster_key and os.fspath(cluster_key))
             return _context()
+        if cluster_key is not None:
+            raise ValueError("cluster_key names the key of a running cluster, for "
+                             "init(address=...); init() without an address makes its own key")
         request = make_request(num_cpus if num_cpus is not None else detect_num_cpus(),
                                num_gpus, resources)
         if num_gpus is not None and num_gpus != int(num_gpus):
@@ -130,10 +142,11 @@ def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=Non
     return _Runtime(client, process, session_dir, session, namespace)
 
 
-def _connect_local(address: str, namespace) -> _Runtime:
+def _connect_local(address: str, namespace, cluster_key: str | None = None) -> _Runtime:
     """Attach to an agent on this host: the HOST:PORT its mesh listens on,
     ipc://<session dir>/agent.sock, or "auto" (lightray.discovery)."""
     record = auto_agent() if address == "auto" else agent_at(address)
+    check_cluster_key(record, cluster_key)
     agent_pid = record["pid"]
     session = os.path.basename(record["session_dir"]).rsplit("_", 1)[-1]
     client = client_module.CoreClient(record["ipc"], kind="driver",

@@ -3,7 +3,7 @@
     lightray version
     lightray memory [--address ipc://...] [--limit N] [--json]
         what the object store of a running runtime holds
-    lightray status [--address HOST:PORT | ipc://...] [--json]
+    lightray status [--address HOST:PORT | ipc://...] [--cluster-key FILE] [--json]
         every node of the cluster (dead ones too): address, alive or dead and
         why, head, resources used/total, store use and spilled bytes
     lightray stop [--force] [--timeout SECONDS]
@@ -13,7 +13,9 @@
 
 Without --address, status picks the cluster as ``init(address="auto")``
 does: LIGHTRAY_ADDRESS, else the cluster last started on this host, else the
-one cluster agent running here.
+one cluster agent running here. A key given (--cluster-key, else
+LIGHTRAY_CLUSTER_KEY) must be that cluster's: otherwise status fails at once
+saying where the right one is; none is needed on the agent's host.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ import time
 from . import __version__, exceptions
 from .agent.session import pid_alive, reclaim_dead_sessions
 from .client.core import CoreClient
-from .discovery import NoClusterError, agent_at, auto_agent, describe, running_agent_records
+from .discovery import (NoClusterError, agent_at, auto_agent, check_cluster_key, describe,
+                        running_agent_records)
 
 STOP_TIMEOUT = 10.0      # seconds `lightray stop` waits after SIGTERM before SIGKILL
 KILL_WAIT = 5.0          # seconds it then waits for SIGKILLed agents to go
@@ -49,6 +52,9 @@ def main(argv=None) -> int:
     status.add_argument("--address", help="HOST:PORT of any agent of the cluster running on "
                                           "this host, or the ipc:// address of an embedded "
                                           "runtime (default: as init(address=\"auto\"))")
+    status.add_argument("--cluster-key", metavar="FILE",
+                        help="the cluster's key file, checked against the agent's "
+                             "(default: $LIGHTRAY_CLUSTER_KEY; not needed on its host)")
     status.add_argument("--json", action="store_true", help="print the nodes as JSON")
     stop = sub.add_parser("stop", help="stop the lightray-agent processes of this host")
     stop.add_argument("--force", action="store_true",
@@ -139,7 +145,7 @@ class _CliError(Exception):
 
 def _status(args) -> int:
     try:
-        ipc, pid, label = _status_target(args.address)
+        ipc, pid, label = _status_target(args.address, args.cluster_key)
         nodes = _ask_nodes(ipc, pid)
     except _CliError as error:
         print(f"lightray status: {error}", file=sys.stderr)
@@ -151,8 +157,9 @@ def _status(args) -> int:
     return 0
 
 
-def _status_target(address) -> tuple:
-    """(ipc address, agent pid, what the user named) of the agent to ask."""
+def _status_target(address, cluster_key=None) -> tuple:
+    """(ipc address, agent pid, what the user named) of the agent to ask,
+    once a key given is found to be its cluster's."""
     try:
         record = agent_at(address) if address else auto_agent()
     except NoClusterError as error:
@@ -163,6 +170,10 @@ def _status_target(address) -> tuple:
                         + "\n  ".join(describe(r) for r in embedded))
         raise _CliError(message) from None
     except (ConnectionError, ValueError) as error:
+        raise _CliError(str(error)) from None
+    try:
+        check_cluster_key(record, cluster_key)
+    except ValueError as error:
         raise _CliError(str(error)) from None
     return record["ipc"], record["pid"], address or record.get("address") or record["ipc"]
 

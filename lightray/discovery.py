@@ -7,9 +7,16 @@
                                  else the one cluster (one head, or one agent) running here
 
 Every agent writes ``<session dir>/agent.json`` (node id, pid, ipc address,
-mesh address or None, head or not) when it starts; a record counts while its
-pid lives. Errors: ValueError for a malformed address, ConnectionError when
-no agent answers to it.
+mesh address or None, head or not, its cluster's public key and where that
+key is kept) when it starts; a record counts while its pid lives. Errors:
+ValueError for a malformed address or a wrong key, ConnectionError when no
+agent answers to it.
+
+Keys: a driver on the agent's host, of the agent's user, needs no key (the
+agent's socket admits only its own user; the agent's key is in its record).
+A key it is given anyway (``init(cluster_key=...)``, ``lightray status
+--cluster-key``, ``LIGHTRAY_CLUSTER_KEY``) must be the cluster's:
+``check_cluster_key`` says at once when it is not, and where the right one is.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import os
 
 from . import config
 from .agent.session import AGENT_RECORD, CURRENT_CLUSTER, pid_alive, temp_root
+from .transport.keys import KEY_ENV, read_cluster_key
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "")
 
@@ -69,7 +77,13 @@ def agent_at(address: str) -> dict:
             pid = 0
         if not pid or not pid_alive(pid):
             raise ConnectionError(f"no lightray agent is running at {address!r}")
-        return {"ipc": address, "pid": pid, "session_dir": session_dir, "address": None}
+        record = {"address": None}
+        try:
+            with open(os.path.join(session_dir, AGENT_RECORD)) as f:
+                record = json.load(f)    # (its key: check_cluster_key)
+        except (OSError, ValueError):
+            pass
+        return {**record, "ipc": address, "pid": pid, "session_dir": session_dir}
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"cannot connect to {address!r}: give \"HOST:PORT\" of an agent on "
@@ -117,3 +131,30 @@ def auto_agent() -> dict:
             + "\n  ".join(describe(r) for r in cluster))
     raise NoClusterError("no lightray cluster is running on this host (no lightray agent was "
                          "started with --head or --address here)")
+
+
+def check_cluster_key(record: dict, given: str | None = None) -> None:
+    """The key file given (else the one LIGHTRAY_CLUSTER_KEY names, if any)
+    must hold the key of the agent whose record this is: ValueError naming
+    the file, what is wrong and where the right key is otherwise. No key given
+    at all: nothing to check (see the module's docstring)."""
+    source = "given" if given else f"named by {KEY_ENV}"
+    path = given or os.environ.get(KEY_ENV) or None
+    if path is None:
+        return
+    try:
+        key = read_cluster_key(path)
+    except ValueError as error:
+        raise ValueError(f"{error} (the cluster key file {source})") from None
+    where = record.get("address") or record.get("ipc")
+    public = record.get("cluster_public")
+    if public is None:
+        if record.get("address"):
+            raise ValueError(f"the cluster at {where} runs --insecure (no key), but a cluster "
+                             f"key was {source}: {path}")
+        return    # a record of an older lightray, without its key: nothing to compare
+    if key.public.decode() != public:
+        right = record.get("cluster_key_file") or "the key file its agents were started with"
+        raise ValueError(f"the cluster key {path} ({source}) is not the key of the agent at "
+                         f"{where}: its key is {right} (give that file, or no key: on this "
+                         "host the agent's own key is used)")

@@ -16,8 +16,8 @@ from ..resources import detect_num_cpus
 from .session import (UnsafeDirectoryError, claim_session_dir, new_session_dir,
                       reclaim_dead_sessions, write_agent_record, write_pid_file)
 from ..store import shm
-from ..transport.keys import (KEY_ENV, cluster_key_path, derive_stream_key, find_cluster_key,
-                              make_cluster_key, new_cluster_key, store_head_key)
+from ..transport.keys import (KEY_ENV, KEY_FILE, cluster_key_path, derive_stream_key,
+                              find_cluster_key, make_cluster_key, new_cluster_key, store_head_key)
 
 
 def default_store_capacity() -> int:
@@ -145,14 +145,25 @@ def main(argv=None) -> int:
             reclaim_dead_sessions()
             session, session_dir = new_session_dir()
         write_pid_file(session_dir)
+        # A lone agent (the embedded runtime's) keeps its own key in its
+        # session directory, mode 0600: its stream sockets' key derives from it.
+        lone_key = None
+        if cluster is None:
+            lone_key = make_cluster_key(os.path.join(session_dir, KEY_FILE))
     except UnsafeDirectoryError as error:
         print(f"lightray-agent: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"lightray-agent: cannot write a key into {session_dir}: {error.strerror}",
+              file=sys.stderr)
+        shutil.rmtree(session_dir, ignore_errors=True)
         return 2
     try:
         server = AgentServer(session_dir=session_dir, session=session, resources=resources,
                              store_capacity=args.object_store_memory or default_store_capacity(),
                              parent_pid=args.parent_pid, namespace=args.namespace,
-                             spill_dir=args.spill_dir, cluster=cluster)
+                             spill_dir=args.spill_dir, cluster=cluster,
+                             stream_key=lone_key and derive_stream_key(lone_key))
     except zmq.ZMQError as error:
         print(f"lightray-agent: cannot listen on {args.bind}:{cluster and cluster['port']}: "
               f"{error}", file=sys.stderr)
@@ -162,7 +173,13 @@ def main(argv=None) -> int:
         # Kept after the head stops, so that it may restart on the same port
         # with the same key; removed only by the user.
         cluster["key_path"] = store_head_key(server.mesh.address, cluster["cluster_key"])
-    write_agent_record(session_dir, **server.record())
+    if cluster is None:
+        key, key_path = lone_key, os.path.join(session_dir, KEY_FILE)
+    else:
+        key, key_path = cluster["cluster_key"], cluster["key_path"]
+    write_agent_record(session_dir, **server.record(),
+                       cluster_public=key.public.decode() if key is not None else None,
+                       cluster_key_file=key_path)
 
     def on_term(signum, frame):
         server.running = False
@@ -192,4 +209,6 @@ def main(argv=None) -> int:
         server.serve()
     except KeyboardInterrupt:
         server.stop()
-    return 1 if server.state.membership.refused else 0   # refused: the head said why
+    # Refused (by the head's answer, or our key in the handshake): it was said why.
+    refused = server.state.membership.refused or server.join_refused
+    return 1 if refused else 0

@@ -68,7 +68,7 @@ class AgentServer:
     def __init__(self, *, session_dir: str, session: str, resources: dict, store_capacity: int,
                  parent_pid: int = 0, initial_workers: int | None = None,
                  namespace: str = "default", spill_dir: str | None = None,
-                 cluster: dict | None = None):
+                 cluster: dict | None = None, stream_key: bytes | None = None):
         self.session_dir = session_dir
         self.session = session
         self.parent_pid = parent_pid
@@ -93,6 +93,7 @@ class AgentServer:
         self.spill_io = SpillIO(self.context, f"inproc://spill-{session}")
         self.running = True
         self.mesh = None
+        self.join_refused = None      # why the head refused our key in the handshake
         self.mesh_refusals = RefusalLog("lightray-agent")   # peers' messages dropped
         self.control = None
         self.chunk_reader = ChunkReader()
@@ -100,9 +101,10 @@ class AgentServer:
         self.warm_pool = WarmPool(self.segment_prefix)
         # What callers prove to workers' stream sockets (lightray.transport.stream),
         # in the WELCOME's node info: the cluster's (None: --insecure), or this
-        # lone agent's own.
+        # lone agent's own (stream_key: derived from the key in its session
+        # directory; lightray.agent.cli).
         self.state.stream_key = (cluster.get("stream_key") if cluster is not None
-                                 else os.urandom(32))
+                                 else stream_key or os.urandom(32))
         if cluster is not None:
             self._start_mesh(cluster)
         if initial_workers is None:
@@ -112,7 +114,8 @@ class AgentServer:
     def _start_mesh(self, cluster: dict) -> None:
         """Listen for peers; join the head at cluster["head"] or be the head."""
         self.mesh = Mesh(self.context, self.state.node_id, cluster["bind"], cluster["port"],
-                         cluster.get("cluster_key"), cluster.get("advertise"))
+                         cluster.get("cluster_key"), cluster.get("advertise"),
+                         key_path=cluster.get("key_path"))
         self.hot_threshold = config.hot_node_threshold()
         self.head_address = cluster["head"]
         self.started = time.monotonic()
@@ -188,6 +191,7 @@ class AgentServer:
                         next_heartbeat = now + HEARTBEAT_INTERVAL
                         state.cluster_tick(now, time.time(), self._load())
                         self.chunk_reader.drop_idle()
+                        self.mesh.note_refused_handshakes()
                         self._warn_if_not_admitted(now)
             state.turn()
             self._act()
@@ -266,8 +270,18 @@ class AgentServer:
 
     def _warn_if_not_admitted(self, now: float) -> None:
         """A joining agent the head has not answered after a while (once), or
-        that the head refused (the answer comes back on our connection to it)."""
+        that the head refused: in the handshake (another cluster's key: stop
+        with one line saying so, since retrying cannot help), or with a
+        JOIN_REFUSED (the answer comes back on our connection to it)."""
         if not self.state.waiting_for_head():
+            self.mesh.stop_watching_join()
+            return
+        why = self.mesh.join_refused()
+        if why is not None:
+            self.join_refused = why
+            print(f"lightray-agent: this agent cannot join the cluster: {why}",
+                  file=sys.stderr, flush=True)
+            self.running = False
             return
         received = self.mesh.receive(peer=HEAD)
         if received is not None:
@@ -371,7 +385,8 @@ class AgentServer:
             elif kind is i.AbortPull:
                 self.chunk_writer.abort(instruction.object_id)
             elif kind is i.MeshConnect:
-                mesh.connect(instruction.node_id, instruction.address)
+                mesh.connect(instruction.node_id, instruction.address,
+                             joining=instruction.node_id == HEAD)
             elif kind is i.MeshRename:
                 mesh.rename(instruction.old, instruction.new)
             elif kind is i.MeshDisconnect:

@@ -187,11 +187,16 @@ def forget_current_cluster(address: str) -> None:
 
 
 def write_agent_record(session_dir: str, *, node_id: str, ipc: str, mesh_address: str | None,
-                       is_head: bool, segment_prefix: str) -> None:
+                       is_head: bool, segment_prefix: str, cluster_public: str | None = None,
+                       cluster_key_file: str | None = None) -> None:
     """The record other processes read to find this agent (and, for a head,
-    the host's current cluster)."""
+    the host's current cluster). cluster_public: the z85 public key of its
+    cluster key (None: --insecure), which a driver given a key checks its
+    key against (lightray.discovery.check_cluster_key); cluster_key_file:
+    where that key is kept on this host."""
     record = {"node_id": node_id, "pid": os.getpid(), "ipc": ipc, "address": mesh_address,
-              "head": is_head, "segment_prefix": segment_prefix}
+              "head": is_head, "segment_prefix": segment_prefix,
+              "cluster_public": cluster_public, "cluster_key_file": cluster_key_file}
     write_private_file(os.path.join(session_dir, AGENT_RECORD), json.dumps(record))
     if is_head:
         write_private_file(os.path.join(temp_root(), CURRENT_CLUSTER), mesh_address)

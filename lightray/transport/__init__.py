@@ -4,6 +4,7 @@
     sockets    ZeroMQ sockets built with lightray's settings, the agent's ipc address
     keys       the cluster key file (CURVE pair + secret) and the stream key derived from it
     mesh       the agents' peer mesh: one ROUTER per agent, one DEALER per peer
+    handshakes the mesh's refused CURVE handshakes (socket monitors), in words
     stream     length-prefixed frames over a local stream socket (caller -> actor)
     stream_proof  the stream sockets' key handshake and the seals of TCP frames
     guard      rate-limited reports of refused peers and malformed messages

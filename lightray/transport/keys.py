@@ -111,10 +111,16 @@ def find_cluster_key(address: str | None, given: str | None = None):
     """(key, path) from a file given, LIGHTRAY_CLUSTER_KEY, or the head's key on
     this host; (None, None) when there is none. ValueError if a file is bad."""
     path = given or os.environ.get(KEY_ENV) or None
+    from_env = path is not None and not given
     if path is None and address:
         candidate = cluster_key_path(address)
         if os.path.exists(candidate):
             path = candidate
     if path is None:
         return None, None
-    return read_cluster_key(path), path
+    try:
+        return read_cluster_key(path), os.path.abspath(path)
+    except ValueError as error:
+        if from_env:
+            raise ValueError(f"{error} (the file named by {KEY_ENV})") from None
+        raise

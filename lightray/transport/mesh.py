@@ -15,7 +15,11 @@ one unless started --insecure on loopback) every mesh socket encrypts, the
 ROUTER is a CURVE server with the cluster's key pair, every DEALER a CURVE
 client presenting that same pair, and a ZAP handler admits only clients whose
 public key is the cluster's: anyone else is refused in the handshake, before
-any frame reaches lightray (and is logged once per key and minute).
+any frame reaches lightray (and is logged once a minute, the rest counted).
+Connections refused before the ZAP check (a client that does not speak CURVE,
+or does not know the cluster's public key) are seen on a socket monitor and
+logged the same way (lightray.transport.handshakes); so is a joining agent's
+refusal by the head, which ends its join (``join_refused``).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from . import messages as m
 from .guard import RefusalLog, describe_peer
+from .handshakes import HandshakeWatch, JoinRefusal, server_refusal
 
 _HWM = 0              # no high-water mark: peers are few and must not drop messages
 _SEND_TIMEOUT_MS = 0  # never block the agent's loop on a slow peer
@@ -45,19 +50,24 @@ class _ClusterKeyOnly:
     def callback(self, domain, client_key) -> bool:
         if client_key == self.public:
             return True
-        self.refusals.note(("curve", bytes(client_key)),
-                           f"refused a mesh peer presenting the key "
-                           f"{describe_peer(client_key)} (not this cluster's)")
+        # One key for all: a new key pair costs an attacker microseconds, so
+        # a key per presented key would let it write a line per connection.
+        self.refusals.note(("curve",), f"refused a mesh peer presenting the key "
+                                       f"{describe_peer(client_key)} (not this cluster's)")
         return False
 
 
 class Mesh:
     def __init__(self, context: zmq.Context, node_id: str, bind: str, port: int,
-                 cluster_key: tuple | None = None, advertise: str | None = None):
+                 cluster_key: tuple | None = None, advertise: str | None = None,
+                 key_path: str | None = None):
         self.context = context
         self.node_id = node_id
         self.identity = node_id.encode()
         self.cluster_key = cluster_key
+        self.key_path = key_path      # where cluster_key was read from (for messages)
+        self.refusals = RefusalLog(f"lightray-agent {node_id}")
+        self.join_watch = None        # JoinRefusal of the connection to the head, while joining
         self.router = context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.RCVHWM, _HWM)
         self.router.setsockopt(zmq.SNDHWM, _HWM)
@@ -65,7 +75,6 @@ class Mesh:
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self.authenticator = None
         if cluster_key is not None:
-            self.refusals = RefusalLog(f"lightray-agent {node_id}")
             self.authenticator = ThreadAuthenticator(context)
             self.authenticator.start()
             self.authenticator.configure_curve_callback(
@@ -74,6 +83,7 @@ class Mesh:
             self.router.curve_server = True
             self.router.curve_secretkey = cluster_key[1]
             self.router.curve_publickey = cluster_key[0]
+        self.router_watch = HandshakeWatch.for_server(self.router)
         if port:
             self.router.bind(f"tcp://{bind}:{port}")
             self.port = port
@@ -88,7 +98,9 @@ class Mesh:
         self.address = f"{advertise}:{self.port}"
         self.peers: dict = {}         # node id -> DEALER socket
 
-    def connect(self, node_id: str, address: str) -> None:
+    def connect(self, node_id: str, address: str, joining: bool = False) -> None:
+        """A DEALER to the peer at address; joining: it is the head we ask to
+        admit us, whose refusal of our key join_refused() then tells."""
         if node_id in self.peers or node_id == self.node_id:
             return
         sock = self.context.socket(zmq.DEALER)
@@ -101,8 +113,35 @@ class Mesh:
             sock.curve_serverkey = public
             sock.curve_publickey = public
             sock.curve_secretkey = secret
+        if joining:
+            self.stop_watching_join()
+            self.join_watch = JoinRefusal(HandshakeWatch.for_client(sock), address,
+                                          self.cluster_key is not None, self.key_path)
         sock.connect(f"tcp://{address}")
         self.peers[node_id] = sock
+
+    def join_refused(self):
+        """Why the head refused this agent's key in the handshake (its join
+        cannot succeed), or None while nothing says so."""
+        if self.join_watch is None:
+            return None
+        why = self.join_watch.check()
+        if self.join_watch.watch is None:   # the handshake succeeded: our key is right
+            self.join_watch = None
+        return why
+
+    def stop_watching_join(self) -> None:
+        """Admitted (or leaving): the head's handshakes need no more watching."""
+        if self.join_watch is not None:
+            self.join_watch.close()
+            self.join_watch = None
+
+    def note_refused_handshakes(self) -> None:
+        """Report the connections the ROUTER refused in the handshake since the
+        last call (one line a minute, the rest counted)."""
+        for event, value in self.router_watch.events():
+            key, what = server_refusal(event, value, self.cluster_key is not None)
+            self.refusals.note(key, what)
 
     def rename(self, old: str, new: str) -> None:
         """Key a connection by the node id learned after connecting (the head's)."""
@@ -112,6 +151,8 @@ class Mesh:
     def disconnect(self, node_id: str) -> None:
         sock = self.peers.pop(node_id, None)
         if sock is not None:
+            if self.join_watch is not None and self.join_watch.watch.sock is sock:
+                self.stop_watching_join()
             sock.close(linger=200)   # a last word (NODE_DEAD to a dropped node) may be queued
 
     def send(self, node_id: str, ops: list, data=None) -> bool:
@@ -175,6 +216,8 @@ class Mesh:
 
     def close(self, linger_ms: int = 0) -> None:
         """Close every socket, giving queued messages (a goodbye) linger_ms to leave."""
+        self.stop_watching_join()
+        self.router_watch.close()
         for sock in self.peers.values():
             sock.close(linger=linger_ms)
         self.peers.clear()
