@@ -52,9 +52,9 @@ import time
 from . import messages as m
 from .guard import RefusalLog, describe_peer
 from .stream_cipher import Cipher, encrypts
-from .stream_proof import (CHALLENGE_SIZE, CONFIRM_SIZE, MAGIC, NONCE, PROOF_SIZE,
-                           PROTOCOL_VERSION, TAG_SIZE, BadSeal, HandshakeError, Sealer,
-                           cipher_keys, proof_mac, sealing_keys,
+from .stream_proof import (CHALLENGE_SIZE, CONFIRM_SIZE, LARGE_FRAME, MAGIC, NONCE,
+                           PROOF_SIZE, PROTOCOL_VERSION, TAG_SIZE, BadSeal, HandshakeError,
+                           Sealer, cipher_keys, proof_mac, sealing_keys,
                            stream_key)  # noqa: F401 (callers: stream.stream_key)
 
 HEADER = struct.Struct("<I")
@@ -127,9 +127,7 @@ class FrameReader:
             if self.cipher is not None:
                 # Only now, its seal checked: the ciphertext is the sender's.
                 if payload.readonly:
-                    plain = bytearray(len(payload))
-                    self.cipher.apply(self.sequence, payload, plain)
-                    payload = memoryview(plain)
+                    payload = memoryview(self.cipher.applied(self.sequence, payload))
                 else:
                     self.cipher.apply(self.sequence, payload, payload)
             self.sequence += 1
@@ -193,10 +191,17 @@ class OutBuffer:
     def _sealed(self, payload):
         sequence = self.sequence
         self.sequence += 1
-        if self.cipher is None:
-            tag = self.key.tag(sequence, payload)
-            return b"".join((HEADER.pack(len(payload) + TAG_SIZE), payload, tag))
-        # Encrypted straight into the frame that goes out, then sealed there.
+        size = len(payload)
+        if self.cipher is not None and size < LARGE_FRAME:
+            payload = self.cipher.applied(sequence, payload)
+        elif self.cipher is not None:
+            return self._encrypted_in_place(sequence, payload)
+        tag = self.key.tag(sequence, payload)
+        return b"".join((HEADER.pack(size + TAG_SIZE), payload, tag))
+
+    def _encrypted_in_place(self, sequence: int, payload) -> bytearray:
+        # Encrypted straight into the frame that goes out, then sealed there:
+        # no second copy of a large frame.
         size = len(payload)
         data = bytearray(4 + size + TAG_SIZE)
         HEADER.pack_into(data, 0, size + TAG_SIZE)

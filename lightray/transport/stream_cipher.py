@@ -36,7 +36,7 @@ import numpy as np
 KEY_SIZE = 32
 BLOCK = 1 << 20                 # bytes of keystream per SHAKE-256 call
 _POSITION = struct.Struct("<QQ")  # the frame's sequence number, the block's index
-_SMALL = 1024                   # below: XOR as Python ints (1.3 us against 2.2 us
+_SMALL = 512                    # below: XOR as Python ints (1.4 us against 2.2 us
                                 # through numpy for a 64-byte frame, measured here)
 
 # Tests only: encrypt loopback connections too (there is no other way to get
@@ -86,9 +86,7 @@ class Cipher:
         target (a writable buffer as long as source; it may be source itself)."""
         size = len(source)
         if size < _SMALL:
-            stream = self.keystream(sequence, 0, size)
-            target[:] = (int.from_bytes(source, "little")
-                         ^ int.from_bytes(stream, "little")).to_bytes(size, "little")
+            target[:] = self._small(sequence, source)
             return
         plain = np.frombuffer(source, np.uint8)
         out = np.frombuffer(target, np.uint8)
@@ -96,3 +94,18 @@ class Cipher:
             end = min(size, start + BLOCK)
             stream = np.frombuffer(self.keystream(sequence, block, end - start), np.uint8)
             np.bitwise_xor(plain[start:end], stream, out=out[start:end])
+
+    def applied(self, sequence: int, source):
+        """The bytes of source XORed with the keystream of frame ``sequence``,
+        in a new buffer (bytes, or a bytearray for a large frame)."""
+        if len(source) < _SMALL:
+            return self._small(sequence, source)
+        target = bytearray(len(source))
+        self.apply(sequence, source, target)
+        return target
+
+    def _small(self, sequence: int, source) -> bytes:
+        size = len(source)
+        stream = self.keystream(sequence, 0, size)
+        return (int.from_bytes(source, "little")
+                ^ int.from_bytes(stream, "little")).to_bytes(size, "little")
