@@ -47,8 +47,10 @@ _ENCRYPT_LOOPBACK = False
 def encrypts(sock: socket.socket) -> bool:
     """Whether the frames of a connected stream socket are encrypted: on TCP,
     unless both of its ends are loopback addresses. Both ends of a connection
-    see the same two addresses (lightray does not cross NAT), so they agree;
-    traffic between loopback addresses never leaves the host (the kernel
+    see the same two addresses (lightray does not cross NAT), so they agree
+    (were they to disagree, the first frame would not decode and the
+    connection would drop; neither end ever sends plaintext off the host).
+    Traffic between loopback addresses never leaves the host (the kernel
     drops packets for 127.0.0.0/8 arriving on any other interface)."""
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return False
