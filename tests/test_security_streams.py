@@ -633,6 +633,32 @@ def test_loopback_tcp_is_sealed_only_and_both_ends_agree():
         assert not stream_cipher.encrypts(unix_near)
 
 
+def a_non_loopback_address_of_this_host() -> str:
+    """The source address of this host's route out (a UDP connect sends nothing)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("203.0.113.1", 9))
+            host = probe.getsockname()[0]
+    except OSError as error:
+        pytest.skip(f"this host has no route out, so no non-loopback address: {error}")
+    if host.startswith("127."):
+        pytest.skip("this host has no non-loopback address")
+    return host
+
+
+def test_tcp_with_one_end_off_loopback_is_encrypted_and_both_ends_agree():
+    host = a_non_loopback_address_of_this_host()
+    with socket.create_server((host, 0)) as server:
+        # The caller's own end loopback, the listener's not: each end still sees
+        # one non-loopback address, so both encrypt (a rule on the peer's
+        # address alone would have them disagree).
+        for source in (host, "127.0.0.1"):
+            near = socket.create_connection(server.getsockname(), source_address=(source, 0))
+            far, _ = server.accept()
+            with near, far:
+                assert stream_cipher.encrypts(near) and stream_cipher.encrypts(far), source
+
+
 def encrypting_site(directory) -> None:
     """A sitecustomize that makes the agents of a test (and their workers)
     encrypt loopback TCP streams too, as if their nodes were two hosts."""
@@ -664,6 +690,10 @@ def test_an_actor_called_from_another_node_over_an_encrypted_stream(
     blob = os.urandom(3 << 20)
     assert lightray.get(big.echo.remote(blob)) == blob
     check_tcp_frames_are_encrypted(address, counter)
+    marker = str(tmp_path / "unpickled")
+    check_a_flipped_bit_drops_an_encrypted_stream(address, marker)
+    assert lightray.get(counter.add.remote(1)) == 112
+    assert not os.path.exists(marker)
 
 
 @lightray.remote
@@ -709,3 +739,20 @@ def check_tcp_frames_are_encrypted(address: str, counter) -> None:
     theirs.apply(0, ciphertext, payload)
     assert m.decode(bytes(payload))[0][:2] == (m.DIRECT_DONE, spec[0])
     assert lightray.get(counter.add.remote(1)) == 111
+
+
+def check_a_flipped_bit_drops_an_encrypted_stream(address: str, marker: str) -> None:
+    """A pickle that would create marker, encrypted and sealed as the caller's
+    first frame, one ciphertext bit flipped on the way: dropped, never unpickled."""
+    key = stream_key()
+    nonces = []
+    caller = dial(address)
+    assert prove(caller, key, nonces)
+    payload = m.encode([(m.DIRECT_HELLO, CreatesMarker(marker), "elsewhere")])
+    ciphertext = bytearray(len(payload))
+    stream_proof.cipher_keys(key, *nonces)[0].apply(0, payload, ciphertext)
+    frame = bytearray(sealed(mac(key, b"caller frames", *nonces), 0, bytes(ciphertext)))
+    frame[4 + len(payload) // 3] ^= 0x10
+    caller.sendall(bytes(frame))
+    assert dropped(caller)
+    caller.close()
