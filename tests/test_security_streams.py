@@ -4,7 +4,10 @@ A leased worker's ``<worker>.lease``, an actor's ``<worker>.actor`` and, in a
 cluster, an actor's TCP listener: a peer that cannot prove the stream key
 gets nothing unpickled and is dropped; a peer of another uid cannot connect
 to the Unix sockets; garbage after a valid handshake drops only that
-connection; the worker keeps serving its other callers throughout.
+connection; the worker keeps serving its other callers throughout. Between
+hosts every TCP frame is encrypted, then sealed: the cipher's own tests, and
+an actor called across nodes with the cipher forced on loopback (the real
+thing, two hosts, is tests/test_security_netns.py).
 
 The attackers here are raw sockets of the test process, speaking the
 handshake by hand (or not at all).
