@@ -4,7 +4,10 @@ A leased worker's ``<worker>.lease``, an actor's ``<worker>.actor`` and, in a
 cluster, an actor's TCP listener: a peer that cannot prove the stream key
 gets nothing unpickled and is dropped; a peer of another uid cannot connect
 to the Unix sockets; garbage after a valid handshake drops only that
-connection; the worker keeps serving its other callers throughout.
+connection; the worker keeps serving its other callers throughout. Between
+hosts every TCP frame is encrypted, then sealed: the cipher's own tests, and
+an actor called across nodes with the cipher forced on loopback (the real
+thing, two hosts, is tests/test_security_netns.py).
 
 The attackers here are raw sockets of the test process, speaking the
 handshake by hand (or not at all).
@@ -14,10 +17,12 @@ import hmac
 import os
 import pickle
 import pwd
+import select
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -29,7 +34,7 @@ import lightray
 from lightray import NodeAffinity, api, serialization
 from lightray.runtime import current_client_or_none
 from lightray.transport import messages as m
-from lightray.transport import stream, stream_proof
+from lightray.transport import stream, stream_cipher, stream_proof
 from lightray.worker.paths import actor_stream_path, lease_stream_path
 
 HEADER = struct.Struct("<I")
@@ -519,3 +524,238 @@ def test_connections_that_never_prove_the_key_cannot_lock_callers_out(runtime):
     finally:
         for sock in silent:
             sock.close()
+
+
+# ------------------------------------------------- encryption between hosts
+
+def tcp_pair():
+    """Two ends of one TCP connection on loopback: (the connecting one, the accepted one)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        near = socket.create_connection(server.getsockname())
+        far, _ = server.accept()
+    return near, far
+
+
+def encrypted_link(near: socket.socket):
+    """An OutBuffer on near and the FrameReader of its peer, under the seal and
+    cipher keys of the caller's direction of a connection with fresh nonces."""
+    key, nonces = os.urandom(32), (os.urandom(32), os.urandom(32))
+    seal_key = stream_proof.sealing_keys(key, *nonces)[0]
+    cipher = stream_proof.cipher_keys(key, *nonces)[0]
+    out = stream.OutBuffer(near)
+    out.key, out.cipher = seal_key, cipher
+    reader = stream.FrameReader()
+    reader.key, reader.cipher = seal_key, cipher
+    return out, reader
+
+
+def on_the_wire(sock: socket.socket, size: int) -> bytes:
+    sock.settimeout(10)
+    return recv_exactly(sock, size)
+
+
+@pytest.mark.parametrize("size", [40, 5000, (2 << 20) + 17])   # one block, several blocks
+def test_an_encrypted_frame_is_not_its_plaintext_and_round_trips(size):
+    near, far = tcp_pair()
+    try:
+        out, reader = encrypted_link(near)
+        marker = os.urandom(16).hex().encode()
+        payloads = [marker + os.urandom(size - len(marker)) for _ in range(3)]
+        wire = []
+        receiving = threading.Thread(target=lambda: wire.append(
+            on_the_wire(far, 3 * (4 + size + stream.TAG_SIZE))))
+        receiving.start()
+        for payload in payloads:
+            out.send(payload)
+        while out.flush():
+            select.select([], [near], [], 10)
+        receiving.join()
+        wire = wire[0]
+        assert marker not in wire
+        assert not any(payload[:64] in wire for payload in payloads)
+        # Fed all at once and byte by byte in pieces: the same plaintexts.
+        assert [bytes(frame) for frame in reader.feed(wire)] == payloads
+        _, again = encrypted_link(near)
+        again.key, again.cipher = reader.key, reader.cipher
+        pieces = []
+        for start in range(0, len(wire), 7919):
+            pieces += again.feed(wire[start:start + 7919])
+        assert [bytes(frame) for frame in pieces] == payloads
+    finally:
+        near.close()
+        far.close()
+
+
+def test_a_flipped_ciphertext_bit_is_refused_by_the_seal_before_anything_is_unpickled(tmp_path):
+    near, far = tcp_pair()
+    try:
+        out, reader = encrypted_link(near)
+        marker = str(tmp_path / "unpickled")
+        payload = m.encode([(m.ACTOR_CALL, CreatesMarker(marker), [])])
+        out.send(payload)
+        wire = bytearray(on_the_wire(far, 4 + len(payload) + stream.TAG_SIZE))
+        wire[4 + len(payload) // 2] ^= 0x01
+        with pytest.raises(stream.BadSeal):
+            reader.feed(bytes(wire))
+        assert not os.path.exists(marker)
+    finally:
+        near.close()
+        far.close()
+
+
+def test_no_two_frames_share_keystream():
+    """The same plaintext (zeros: its ciphertext is the keystream itself) in
+    many frames, both directions of two connections: no 32-byte piece of
+    keystream appears twice, within a frame, across frames or connections."""
+    key = os.urandom(32)
+    pieces = set()
+    count = 0
+    for _connection in range(2):
+        nonces = (os.urandom(32), os.urandom(32))
+        for cipher in stream_proof.cipher_keys(key, *nonces):
+            for sequence, size in enumerate([64, 64, 4096, (1 << 20) + 4096]):
+                zeros = bytes(size)
+                ciphertext = bytearray(size)
+                cipher.apply(sequence, zeros, ciphertext)
+                assert ciphertext != zeros
+                for start in range(0, size - 31, 32):
+                    pieces.add(bytes(ciphertext[start:start + 32]))
+                    count += 1
+    assert len(pieces) == count
+
+
+def test_loopback_tcp_is_sealed_only_and_both_ends_agree():
+    near, far = tcp_pair()
+    try:
+        assert not stream_cipher.encrypts(near) and not stream_cipher.encrypts(far)
+    finally:
+        near.close()
+        far.close()
+    unix_near, unix_far = socket.socketpair()
+    with unix_near, unix_far:
+        assert not stream_cipher.encrypts(unix_near)
+
+
+def a_non_loopback_address_of_this_host() -> str:
+    """The source address of this host's route out (a UDP connect sends nothing)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("203.0.113.1", 9))
+            host = probe.getsockname()[0]
+    except OSError as error:
+        pytest.skip(f"this host has no route out, so no non-loopback address: {error}")
+    if host.startswith("127."):
+        pytest.skip("this host has no non-loopback address")
+    return host
+
+
+def test_tcp_with_one_end_off_loopback_is_encrypted_and_both_ends_agree():
+    host = a_non_loopback_address_of_this_host()
+    with socket.create_server((host, 0)) as server:
+        # The caller's own end loopback, the listener's not: each end still sees
+        # one non-loopback address, so both encrypt (a rule on the peer's
+        # address alone would have them disagree).
+        for source in (host, "127.0.0.1"):
+            near = socket.create_connection(server.getsockname(), source_address=(source, 0))
+            far, _ = server.accept()
+            with near, far:
+                assert stream_cipher.encrypts(near) and stream_cipher.encrypts(far), source
+
+
+def encrypting_site(directory) -> None:
+    """A sitecustomize that makes the agents of a test (and their workers)
+    encrypt loopback TCP streams too, as if their nodes were two hosts."""
+    directory.mkdir()
+    (directory / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('LIGHTRAY_TEST_ENCRYPT_LOOPBACK'):\n"
+        "    from lightray.transport import stream_cipher\n"
+        "    stream_cipher._ENCRYPT_LOOPBACK = True\n")
+
+
+@pytest.mark.timeout(90)
+def test_an_actor_called_from_another_node_over_an_encrypted_stream(
+        own_cluster, tmp_path, monkeypatch):
+    site = tmp_path / "encrypting"
+    encrypting_site(site)
+    env = {"PYTHONPATH": os.pathsep.join([str(site)] + sys.path),
+           "LIGHTRAY_TEST_ENCRYPT_LOOPBACK": "1"}
+    monkeypatch.setattr(stream_cipher, "_ENCRYPT_LOOPBACK", True)
+    own_cluster.add_node(head=True, env=env)
+    other = own_cluster.add_node(env=env)
+    lightray.init(address=own_cluster.head.address)
+    own_cluster.wait_for_nodes(2)
+    counter = Counter.options(scheduling_strategy=NodeAffinity(other.node_id)).remote()
+    address = actor_socket(counter)
+    assert address.startswith("tcp://")
+    assert lightray.get([counter.add.remote(2) for _ in range(5)]) == [2, 4, 6, 8, 10]
+    big = Echo.options(scheduling_strategy=NodeAffinity(other.node_id)).remote()
+    blob = os.urandom(3 << 20)
+    assert lightray.get(big.echo.remote(blob)) == blob
+    check_tcp_frames_are_encrypted(address, counter)
+    marker = str(tmp_path / "unpickled")
+    check_a_flipped_bit_drops_an_encrypted_stream(address, marker)
+    assert lightray.get(counter.add.remote(1)) == 112
+    assert not os.path.exists(marker)
+
+
+@lightray.remote
+class Echo:
+    def echo(self, value):
+        return value
+
+
+def check_tcp_frames_are_encrypted(address: str, counter) -> None:
+    """The listener decrypts what it takes and encrypts what it answers: a
+    call sealed but not encrypted is dropped (its plaintext decrypts to
+    garbage); the same call encrypted by hand is answered, encrypted."""
+    key = stream_key()
+    hello = m.encode([(m.DIRECT_HELLO, b"encrypted", "elsewhere")])
+    nonces = []
+    plain = dial(address)
+    assert prove(plain, key, nonces)
+    plain.sendall(sealed(mac(key, b"caller frames", *nonces), 0, hello))
+    assert dropped(plain)
+    plain.close()
+
+    nonces = []
+    caller = dial(address)
+    assert prove(caller, key, nonces)
+    ours, theirs = stream_proof.cipher_keys(key, *nonces)
+    seal_ours = mac(key, b"caller frames", *nonces)
+    seal_theirs = mac(key, b"listener frames", *nonces)
+    spec = call_spec(counter, "add", (100,), b"encrypted")
+    frames = b""
+    for sequence, payload in enumerate([hello, m.encode([(m.ACTOR_CALL, spec, [])])]):
+        ciphertext = bytearray(len(payload))
+        ours.apply(sequence, payload, ciphertext)
+        frames += sealed(seal_ours, sequence, bytes(ciphertext))
+    caller.sendall(frames)
+    size = HEADER.unpack(recv_exactly(caller, 4))[0]
+    answer = recv_exactly(caller, size)
+    caller.close()
+    ciphertext, tag = answer[:-32], answer[-32:]
+    assert hmac.compare_digest(tag, seal(seal_theirs, 0, ciphertext))
+    with pytest.raises(m.BadMessage):
+        m.decode(ciphertext)
+    payload = bytearray(len(ciphertext))
+    theirs.apply(0, ciphertext, payload)
+    assert m.decode(bytes(payload))[0][:2] == (m.DIRECT_DONE, spec[0])
+    assert lightray.get(counter.add.remote(1)) == 111
+
+
+def check_a_flipped_bit_drops_an_encrypted_stream(address: str, marker: str) -> None:
+    """A pickle that would create marker, encrypted and sealed as the caller's
+    first frame, one ciphertext bit flipped on the way: dropped, never unpickled."""
+    key = stream_key()
+    nonces = []
+    caller = dial(address)
+    assert prove(caller, key, nonces)
+    payload = m.encode([(m.DIRECT_HELLO, CreatesMarker(marker), "elsewhere")])
+    ciphertext = bytearray(len(payload))
+    stream_proof.cipher_keys(key, *nonces)[0].apply(0, payload, ciphertext)
+    frame = bytearray(sealed(mac(key, b"caller frames", *nonces), 0, bytes(ciphertext)))
+    frame[4 + len(payload) // 3] ^= 0x10
+    caller.sendall(bytes(frame))
+    assert dropped(caller)
+    caller.close()

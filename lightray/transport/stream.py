@@ -5,7 +5,7 @@
                                ◀──PROOF────     version nonce_c HMAC(key, caller…)
       compare_digest, then     ──CONFIRM──▶     HMAC(key, listener…): checked before
       frames both ways                          any frame is read or written
-      (TCP: each sealed)
+      (TCP: each sealed; between hosts encrypted, then sealed)
 
     frame := 4-byte little-endian length (at most MAX_FRAME), then that many
              bytes (a message of lightray.transport.messages: a pickled list of ops)
@@ -25,10 +25,14 @@ key, so anyone can make it): the handshake costs one round trip per
 connection, never per frame. A Unix socket's file is 0600 and a peer of
 another uid is refused before the challenge. On TCP every frame after the
 handshake is sealed (a MAC under per-connection keys over its sequence
-number and bytes: injected, altered or replayed frames drop the connection);
-TCP streams are not encrypted (docs/architecture.md, "Stream sockets").
+number and bytes: injected, altered or replayed frames drop the connection).
+A TCP connection that is not loopback at both ends (stream_cipher.encrypts:
+an actor's callers on other nodes) also encrypts every frame before sealing
+it, and the receiver checks the seal before it decrypts
+(lightray.transport.stream_cipher; docs/architecture.md, "Stream sockets").
 
     sealed frame := length (payload + 32), payload, MAC(direction key, sequence, payload)
+    between hosts:  the same, the payload encrypted under the direction's cipher key
 
 Neither side ever blocks on the other: reads and writes are non-blocking,
 and what a busy peer cannot take yet waits in an OutBuffer, written when the
@@ -47,9 +51,11 @@ import time
 
 from . import messages as m
 from .guard import RefusalLog, describe_peer
-from .stream_proof import (CHALLENGE_SIZE, CONFIRM_SIZE, MAGIC, NONCE, PROOF_SIZE,
-                           PROTOCOL_VERSION, TAG_SIZE, BadSeal, HandshakeError, Sealer,
-                           proof_mac, sealing_keys, stream_key)  # noqa: F401 (callers: stream.stream_key)
+from .stream_cipher import Cipher, encrypts
+from .stream_proof import (CHALLENGE_SIZE, CONFIRM_SIZE, LARGE_FRAME, MAGIC, NONCE,
+                           PROOF_SIZE, PROTOCOL_VERSION, TAG_SIZE, BadSeal, HandshakeError,
+                           Sealer, cipher_keys, proof_mac, sealing_keys,
+                           stream_key)  # noqa: F401 (callers: stream.stream_key)
 
 HEADER = struct.Struct("<I")
 MAX_FRAME = 1 << 30            # bytes a frame may declare; more drops the connection
@@ -68,13 +74,15 @@ class FrameReader:
     """Cuts the frames out of the bytes of one stream. It holds at most one
     partial frame (of at most MAX_FRAME bytes) and one read. Given a ``key``
     (TCP streams, after the handshake) each frame ends in its seal, checked
-    and cut off here (BadSeal)."""
+    and cut off here (BadSeal); given a ``cipher`` too (between hosts), a
+    frame whose seal is right is then decrypted."""
 
-    __slots__ = ("buffer", "key", "sequence")
+    __slots__ = ("buffer", "key", "cipher", "sequence")
 
     def __init__(self):
         self.buffer = bytearray()
         self.key = None                # the peer's Sealer, or None: unsealed
+        self.cipher = None             # the peer's Cipher, or None: not encrypted
         self.sequence = 0              # of the next sealed frame
 
     def feed(self, data: bytes) -> list:
@@ -98,7 +106,9 @@ class FrameReader:
             end = position + 4 + size
             if end > available:
                 break
-            frames.append(bytes(buffer[position + 4:end]))
+            # An encrypted frame is decrypted in place: a bytearray of its own.
+            frames.append(bytes(buffer[position + 4:end]) if self.cipher is None
+                          else buffer[position + 4:end])
             position = end
         if position:
             del buffer[:position]
@@ -114,6 +124,12 @@ class FrameReader:
             if len(view) < TAG_SIZE or not hmac.compare_digest(
                     view[-TAG_SIZE:], self.key.tag(self.sequence, payload)):
                 raise BadSeal("a frame's seal is wrong (altered, replayed or injected)")
+            if self.cipher is not None:
+                # Only now, its seal checked: the ciphertext is the sender's.
+                if payload.readonly:
+                    payload = memoryview(self.cipher.applied(self.sequence, payload))
+                else:
+                    self.cipher.apply(self.sequence, payload, payload)
             self.sequence += 1
             opened.append(payload)
         return opened
@@ -122,15 +138,17 @@ class FrameReader:
 class OutBuffer:
     """Non-blocking writes of frames to one socket, with what is left over.
     While ``held`` (the caller's handshake is not done) frames only queue.
-    Given a ``key`` (TCP streams, after the handshake) each frame is sealed."""
+    Given a ``key`` (TCP streams, after the handshake) each frame is sealed;
+    given a ``cipher`` too (between hosts), encrypted first."""
 
-    __slots__ = ("sock", "pending", "held", "key", "sequence")
+    __slots__ = ("sock", "pending", "held", "key", "cipher", "sequence")
 
     def __init__(self, sock: socket.socket, held: bytes = b""):
         self.sock = sock
         self.pending = bytearray(held)
         self.held = bool(held)        # then pending is never empty: send() only queues
         self.key = None               # our Sealer, or None: unsealed
+        self.cipher = None            # our Cipher, or None: not encrypted
         self.sequence = 0             # of the next sealed frame
 
     def send(self, payload) -> bool:
@@ -170,17 +188,36 @@ class OutBuffer:
         del self.pending[:sent]
         return bool(self.pending)
 
-    def _sealed(self, payload) -> bytes:
-        tag = self.key.tag(self.sequence, payload)
+    def _sealed(self, payload):
+        sequence = self.sequence
         self.sequence += 1
-        return b"".join((HEADER.pack(len(payload) + TAG_SIZE), payload, tag))
+        size = len(payload)
+        if self.cipher is not None and size < LARGE_FRAME:
+            payload = self.cipher.applied(sequence, payload)
+        elif self.cipher is not None:
+            return self._encrypted_in_place(sequence, payload)
+        tag = self.key.tag(sequence, payload)
+        return b"".join((HEADER.pack(size + TAG_SIZE), payload, tag))
 
-    def release(self, key: Sealer | None = None) -> bool:
-        """The handshake is done: write what queued (sealed now, given key);
-        True while some still waits."""
+    def _encrypted_in_place(self, sequence: int, payload) -> bytearray:
+        # Encrypted straight into the frame that goes out, then sealed there:
+        # no second copy of a large frame.
+        size = len(payload)
+        data = bytearray(4 + size + TAG_SIZE)
+        HEADER.pack_into(data, 0, size + TAG_SIZE)
+        ciphertext = memoryview(data)[4:4 + size]
+        self.cipher.apply(sequence, payload, ciphertext)
+        data[4 + size:] = self.key.tag(sequence, ciphertext)
+        ciphertext.release()
+        return data
+
+    def release(self, key: Sealer | None = None, cipher: Cipher | None = None) -> bool:
+        """The handshake is done: write what queued (sealed now, given key;
+        encrypted first, given cipher); True while some still waits."""
         if key is not None:
             held, self.pending = self.pending, bytearray()
             self.key = key
+            self.cipher = cipher
             position = 0
             while position < len(held):
                 size = HEADER.unpack_from(held, position)[0]
@@ -244,7 +281,7 @@ class CallerStream:
         self.out = OutBuffer(sock, held=frame(hello))
         self.key = key
         self.expected = b""               # the listener's proof, once we know its nonce
-        self.sealing = None               # (ours, the listener's) frame keys over TCP
+        self.sealing = None               # over TCP: ((our Sealer, Cipher), the listener's)
         self.shake = bytearray()          # handshake bytes so far; None once confirmed
         self.confirming = False           # our proof is sent: the listener's is next
         self.lock = lock                  # the client's lock (writes to out)
@@ -308,11 +345,11 @@ class CallerStream:
                 raise HandshakeError(f"{self.path} did not prove the stream key: it is "
                                      "not a worker of this cluster")
             self.shake = None
-            ours = None
+            ours = (None, None)
             if self.sealing is not None:
-                ours, self.reader.key = self.sealing
+                ours, (self.reader.key, self.reader.cipher) = self.sealing
             with self.lock:
-                if self.out.release(ours):
+                if self.out.release(*ours):
                     self.want_writable(self.sock)
             return True
 
@@ -328,7 +365,10 @@ class CallerStream:
         proof = bytes((PROTOCOL_VERSION,)) + nonce + proof_mac(self.key, b"caller", listener_nonce, nonce)
         self.expected = proof_mac(self.key, b"listener", listener_nonce, nonce)
         if self.sock.family != socket.AF_UNIX:
-            self.sealing = sealing_keys(self.key, listener_nonce, nonce)
+            seals = sealing_keys(self.key, listener_nonce, nonce)
+            ciphers = (cipher_keys(self.key, listener_nonce, nonce) if encrypts(self.sock)
+                       else (None, None))
+            self.sealing = tuple(zip(seals, ciphers))
         try:
             # The first bytes we write: an empty socket buffer takes them whole.
             sent = self.sock.send(proof, socket.MSG_DONTWAIT)
@@ -513,6 +553,9 @@ class StreamServer:
         del self.handshaking[peer.sock.fileno()]
         if peer.sock.family != socket.AF_UNIX:
             peer.reader.key, peer.out.key = sealing_keys(self.key, peer.nonce, caller_nonce)
+            if encrypts(peer.sock):
+                peer.reader.cipher, peer.out.cipher = cipher_keys(self.key, peer.nonce,
+                                                                  caller_nonce)
         try:
             peer.sock.send(proof_mac(self.key, b"listener", peer.nonce, caller_nonce),
                            socket.MSG_DONTWAIT)

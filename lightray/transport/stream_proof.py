@@ -9,7 +9,11 @@ holds what is cryptographic about them, so it can be read (and reviewed) alone:
 
 Both MACs cover both nonces, so neither side's proof can be replayed on
 another connection. On TCP each direction then gets a sealing key of its own
-(sealing_keys) and every frame a tag over its sequence number and bytes.
+(sealing_keys) and every frame a tag over its sequence number and bytes; off
+loopback also a cipher key of its own (cipher_keys, for
+lightray.transport.stream_cipher), the frame encrypted before it is sealed.
+Every key is a MAC of both nonces under the stream key with a label of its
+own, so no two keys of a connection, nor of two connections, are the same.
 """
 from __future__ import annotations
 
@@ -17,7 +21,10 @@ import hashlib
 import hmac
 import struct
 
-PROTOCOL_VERSION = 1           # of the handshake and the frames after it
+from .stream_cipher import Cipher
+
+PROTOCOL_VERSION = 2           # of the handshake and the frames after it
+                               # (2: frames between hosts are encrypted)
 MAGIC = b"LRST"
 NONCE = 32
 CHALLENGE_SIZE = len(MAGIC) + 1 + NONCE      # magic, version, listener's nonce
@@ -47,6 +54,12 @@ def sealing_keys(key: bytes, listener_nonce: bytes, caller_nonce: bytes) -> tupl
     """(the caller's, the listener's) Sealers of the frames of one TCP connection."""
     return (Sealer(proof_mac(key, b"caller frames", listener_nonce, caller_nonce)),
             Sealer(proof_mac(key, b"listener frames", listener_nonce, caller_nonce)))
+
+
+def cipher_keys(key: bytes, listener_nonce: bytes, caller_nonce: bytes) -> tuple:
+    """(the caller's, the listener's) Ciphers of the frames of one TCP connection."""
+    return (Cipher(proof_mac(key, b"caller cipher", listener_nonce, caller_nonce)),
+            Cipher(proof_mac(key, b"listener cipher", listener_nonce, caller_nonce)))
 
 
 class BadSeal(ValueError):
