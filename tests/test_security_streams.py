@@ -251,12 +251,10 @@ def test_stream_socket_files_are_0600(runtime):
 @pytest.mark.timeout(90)
 def test_a_keyless_client_of_an_actors_tcp_listener_gets_nothing_unpickled(
         capfd, own_cluster, tmp_path):
-    key_dir = tmp_path / "keyed"
-    keyed_agent_site(key_dir)
-    env = {"PYTHONPATH": os.pathsep.join([str(key_dir)] + sys.path),
-           "LIGHTRAY_TEST_STREAM_KEY": os.urandom(32).hex()}
-    own_cluster.add_node(head=True, env=env)
-    other = own_cluster.add_node(env=env)
+    # Agents make and share the cluster's key by default; its stream key
+    # (transport.keys.derive_stream_key) is what the listener demands.
+    own_cluster.add_node(head=True)
+    other = own_cluster.add_node()
     lightray.init(address=own_cluster.head.address)
     own_cluster.wait_for_nodes(2)
     assert stream_key(), "the cluster runs with no stream key"
@@ -300,24 +298,6 @@ def check_tcp_frames_are_sealed(address: str, counter) -> None:
     assert dropped(caller)
     caller.close()
     assert lightray.get(counter.add.remote(1)) == 111
-
-
-def keyed_agent_site(directory) -> None:
-    """A sitecustomize that gives agents of this test the cluster stream key
-    LIGHTRAY_TEST_STREAM_KEY, as agent/cli.py does from the cluster key
-    (contract 2 of issue 12: the cluster dict's "stream_key")."""
-    directory.mkdir()
-    (directory / "sitecustomize.py").write_text(
-        "import os\n"
-        "if os.environ.get('LIGHTRAY_TEST_STREAM_KEY'):\n"
-        "    from lightray.agent import server\n"
-        "    _init = server.AgentServer.__init__\n"
-        "    def __init__(self, *args, cluster=None, **kwargs):\n"
-        "        if cluster is not None and not cluster.get('stream_key'):\n"
-        "            cluster = dict(cluster, stream_key=bytes.fromhex(\n"
-        "                os.environ['LIGHTRAY_TEST_STREAM_KEY']))\n"
-        "        _init(self, *args, cluster=cluster, **kwargs)\n"
-        "    server.AgentServer.__init__ = __init__\n")
 
 
 # ------------------------------------------------- after a valid handshake
