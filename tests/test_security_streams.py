@@ -543,7 +543,7 @@ def test_an_encrypted_frame_is_not_its_plaintext_and_round_trips(size):
         payloads = [marker + os.urandom(size - len(marker)) for _ in range(3)]
         wire = []
         receiving = threading.Thread(target=lambda: wire.append(
-            on_the_wire(far, 3 * (4 + size + stream.TAG_SIZE))))
+            on_the_wire(far, 3 * (4 + size + stream_proof.TAG_SIZE))))
         receiving.start()
         for payload in payloads:
             out.send(payload)
@@ -573,7 +573,7 @@ def test_a_flipped_ciphertext_bit_is_refused_by_the_seal_before_anything_is_unpi
         marker = str(tmp_path / "unpickled")
         payload = m.encode([(m.ACTOR_CALL, CreatesMarker(marker), [])])
         out.send(payload)
-        wire = bytearray(on_the_wire(far, 4 + len(payload) + stream.TAG_SIZE))
+        wire = bytearray(on_the_wire(far, 4 + len(payload) + stream_proof.TAG_SIZE))
         wire[4 + len(payload) // 2] ^= 0x01
         with pytest.raises(stream.BadSeal):
             reader.feed(bytes(wire))

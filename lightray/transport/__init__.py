@@ -5,7 +5,9 @@
     keys       the cluster key file (CURVE pair + secret) and the stream key derived from it
     mesh       the agents' peer mesh: one ROUTER per agent, one DEALER per peer
     handshakes the mesh's refused CURVE handshakes (socket monitors), in words
-    stream     length-prefixed frames over a local stream socket (caller -> actor)
+    stream     the stream sockets (caller -> leased worker or actor): handshakes, connections
+    stream_frames  their frames: FrameReader (seal check, decryption), OutBuffer (queued writes)
+    stream_cipher  the encryption of TCP stream frames between hosts (a SHAKE-256 keystream)
     stream_proof  the stream sockets' key handshake and the seals of TCP frames
     guard      rate-limited reports of refused peers and malformed messages
 
