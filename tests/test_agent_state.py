@@ -322,3 +322,19 @@ def test_an_agent_that_was_itself_stopped_does_not_declare_its_peers_dead_on_wak
     assert any(op[0] == m.HEARTBEAT for op in state.effects.peer_outbox[PEER])
     _ticks(state, 11.0 + DEAD_AFTER, 11.0 + DEAD_AFTER + 1.0, load)   # still silent: dead
     assert not state.membership.peers[PEER].alive
+
+
+def test_a_submit_of_a_function_never_exported_fails_that_task_and_the_agent_serves_on(state):
+    task_id = ids.task_id()
+    spec = (task_id, b"n" * 16, "ghost", None, [], [], 1, {"CPU": 1.0}, 0, False, None, 0, None)
+    state.handle(DRIVER, [(m.SUBMIT, spec)])
+    [result] = return_ids(task_id, 1)
+    entry = state.objects[result]
+    assert not entry.pending and entry.payload[0] == ERROR
+    with pytest.raises(exceptions.LightrayError, match="never exported"):
+        raise pickle.loads(entry.payload[1])
+    state.schedule()
+    assert not sent_execs(state)
+    submit(state)                       # an exported one still runs
+    state.schedule()
+    assert len(sent_execs(state)) == 1

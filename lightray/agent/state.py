@@ -416,6 +416,13 @@ class AgentState:
                 f"argument {unknown[0].hex()} of task {spec[ts.FUNCTION_NAME]}() is not in this "
                 "runtime's object store (an ObjectRef from an earlier session?)"))
             return
+        if spec[ts.FUNCTION_ID] not in self.functions:
+            # Every client EXPORTs a function before its first SUBMIT on the same
+            # socket, so this is a broken client: fail the task, keep serving.
+            self._fail_with(task, exceptions.LightrayError(
+                f"task {spec[ts.FUNCTION_NAME]}() names function "
+                f"{spec[ts.FUNCTION_ID].hex()}, which its submitter never exported"))
+            return
         if self._check_satisfiable(task):
             self._await_deps(task)
 
