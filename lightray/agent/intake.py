@@ -39,6 +39,10 @@ def _task_ids(value) -> bool:
                                        for i in value)
 
 
+def _nonempty_bytes(value) -> bool:
+    return type(value) is bytes and len(value) > 0
+
+
 def _object_id(value) -> bool:
     return type(value) is bytes and len(value) == OBJECT_ID_BYTES
 
@@ -92,13 +96,15 @@ class Checks:
 
         # op code -> (shortest, longest, test of the whole op)
         self.table = {
-            m.HELLO: (5, 5, lambda op: type(op[1]) is bytes and op[2] in ("driver", "worker")
+            # Ids the control store keeps (job, function) must not be empty: it
+            # would refuse them, with a line per message.
+            m.HELLO: (5, 5, lambda op: _nonempty_bytes(op[1]) and op[2] in ("driver", "worker")
                       and type(op[3]) is int and (op[4] is None or type(op[4]) is str)),
             m.INC: (2, 2, lambda op: _object_ids(op[1])),
             m.DEC: (2, 2, lambda op: _object_ids(op[1])),
             m.SUBSCRIBE: (2, 2, lambda op: _object_ids(op[1])),
             m.SUBMIT: (2, 3, lambda op: task_spec(op[1])),
-            m.EXPORT: (3, 3, lambda op: type(op[1]) is bytes and type(op[2]) is bytes),
+            m.EXPORT: (3, 3, lambda op: _nonempty_bytes(op[1]) and type(op[2]) is bytes),
             m.PUT: (4, 5, lambda op: _object_id(op[1]) and payload(op[2])
                     and contained(op[3])),
             m.CANCEL: (3, 3, lambda op: _object_id(op[1]) and type(op[2]) is bool),
@@ -173,7 +179,10 @@ class Intake:
             ops = m.decode(frame)
         except m.BadMessage as error:
             problem = str(error)
-            self.log.note(("bad frame", problem.split(" (")[0]),
+            # One key per kind of problem, not per value: a frame's version
+            # byte takes 255 values other than ours.
+            kind = "another version" if error.version is not None else problem.split(" (")[0]
+            self.log.note(("bad frame", kind),
                           f"dropped a frame from {describe_peer(identity)}: {problem}")
             return None
         valid = self.valid
