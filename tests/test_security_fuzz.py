@@ -199,8 +199,12 @@ PEER_SHAPED = st.one_of(
 )
 MESH_FRAMES = st.one_of(garbage_frames(PEER_OPS, 4 << 20), PEER_OPS.map(m.encode),
                         st.lists(PEER_SHAPED, min_size=1, max_size=4).map(m.encode))
-# Messages of 1 to 4 frames: a data frame may follow only a PULL_DATA of its length.
-MESH_MESSAGES = st.lists(MESH_FRAMES, min_size=1, max_size=1) | st.lists(
+# Messages of 1 to 4 frames: a data frame may follow only a PULL_DATA of its
+# length (then it is a chunk of a pull the head never asked for).
+_pushed = st.tuples(object_id, st.integers(0, 1 << 30), st.binary(max_size=256),
+                    st.booleans()).map(lambda p: [m.encode([(m.PULL_DATA, p[0], p[1], len(p[2]),
+                                                             p[3])]), p[2]])
+MESH_MESSAGES = st.lists(MESH_FRAMES, min_size=1, max_size=1) | _pushed | st.lists(
     st.binary(max_size=64) | MESH_FRAMES, min_size=2, max_size=4)
 
 
