@@ -4,11 +4,14 @@
     stranger = dealer(head.address, b"nobody", key)                 # never joined
     peer = FakePeer(head.address, key)                              # joins properly
     rows = control_rows(head)                                       # control.db, read-only
+    raw = zmtp_client(head.address, "CURVE")                        # a raw TCP socket after
+                                                                    # a ZMTP greeting, no key
 """
 from __future__ import annotations
 
 import glob
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -51,15 +54,17 @@ def agent_env(extra: dict | None = None) -> dict:
     return env
 
 
-def logged_node(cluster, log_path: str, head: bool = False, args=(), command=None) -> Node:
-    """cluster.add_node, with the agent's stderr written to log_path."""
+def logged_node(cluster, log_path: str, head: bool = False, args=(), command=None,
+                env: dict | None = None) -> Node:
+    """cluster.add_node, with the agent's stderr written to log_path (and env
+    added to its environment)."""
     command = list(command or [sys.executable, "-m", "lightray.agent"])
     command += ["--num-cpus", "1", "--object-store-memory", str(cluster.object_store_memory)]
     command += ["--head", "--port", "0"] if head else ["--address", cluster.head.address]
     command += list(args)
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                   stderr=log, env=agent_env(), text=True)
+                                   stderr=log, env=agent_env(env), text=True)
     line = _read_line(process, START_TIMEOUT)
     words = line.split()
     if len(words) < 6 or words[:2] != ["lightray", "agent"]:
@@ -151,3 +156,26 @@ class FakePeer:
         self.send([(m.LEAVING,)])
         self.sock.close(linger=200)
         self.router.close(linger=0)
+
+
+# ------------------------------------------------------------ raw ZMTP
+
+def zmtp_greeting(mechanism: str, major: int = 3, minor: int = 0, as_server: bool = False) -> bytes:
+    """The 64-byte greeting a ZeroMQ 3.x peer opens a TCP connection with."""
+    name = mechanism.encode()[:20]
+    return (b"\xff" + b"\x00" * 8 + b"\x7f" + bytes((major, minor)) + name
+            + b"\x00" * (20 - len(name)) + bytes((int(as_server),)) + b"\x00" * 31)
+
+
+def zmtp_client(address: str, mechanism: str | None, timeout: float = 5.0) -> socket.socket:
+    """A plain TCP connection to address that sent a ZMTP greeting of mechanism
+    (None: nothing yet); whatever follows is the caller's."""
+    host, _, port = address.rpartition(":")
+    sock = socket.create_connection((host, int(port)), timeout)
+    if mechanism is not None:
+        sock.sendall(zmtp_greeting(mechanism))
+    return sock
+
+
+def log_lines(path: str) -> list:
+    return read_log(path).splitlines()

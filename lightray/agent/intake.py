@@ -27,6 +27,7 @@ from ..transport.guard import RefusalLog, describe_peer
 
 _MAX_RETURNS = 0xFFFF     # num_returns below the actor-handle suffix (lightray.ids)
 _NUMBER = (int, float)
+_INFINITY = float("inf")
 
 
 def _object_ids(value) -> bool:
@@ -37,6 +38,10 @@ def _object_ids(value) -> bool:
 def _task_ids(value) -> bool:
     return type(value) is list and all(type(i) is bytes and len(i) == TASK_ID_BYTES
                                        for i in value)
+
+
+def _nonempty_bytes(value) -> bool:
+    return type(value) is bytes and len(value) > 0
 
 
 def _object_id(value) -> bool:
@@ -51,9 +56,10 @@ def _optional_task_id(value) -> bool:
     return value is None or (type(value) is bytes and len(value) == TASK_ID_BYTES)
 
 
-def _resources(value) -> bool:
-    return value is None or (type(value) is dict and all(
-        type(k) is str and type(v) in _NUMBER and v >= 0 for k, v in value.items()))
+def _request(value) -> bool:
+    """{name: amount}, amounts finite and >= 0 (NaN fails both comparisons)."""
+    return type(value) is dict and all(
+        type(k) is str and type(v) in _NUMBER and 0 <= v < _INFINITY for k, v in value.items())
 
 
 def _strategy(value) -> bool:
@@ -70,7 +76,7 @@ def task_spec(spec) -> bool:
             and (spec[ts.ARGS] is None or type(spec[ts.ARGS]) is bytes)
             and _object_ids(spec[ts.DEPS]) and _object_ids(spec[ts.CONTAINED])
             and type(spec[ts.NUM_RETURNS]) is int and 0 <= spec[ts.NUM_RETURNS] < _MAX_RETURNS
-            and _resources(spec[ts.RESOURCES])
+            and _request(spec[ts.RESOURCES])     # a task's or actor's is a dict, maybe empty
             and type(spec[ts.MAX_RETRIES]) is int
             and (spec[ts.OWNER] is None or type(spec[ts.OWNER]) is str)
             and type(spec[ts.ATTEMPTS_MADE]) is int
@@ -92,13 +98,15 @@ class Checks:
 
         # op code -> (shortest, longest, test of the whole op)
         self.table = {
-            m.HELLO: (5, 5, lambda op: type(op[1]) is bytes and op[2] in ("driver", "worker")
+            # Ids the control store keeps (job, function) must not be empty: it
+            # would refuse them, with a line per message.
+            m.HELLO: (5, 5, lambda op: _nonempty_bytes(op[1]) and op[2] in ("driver", "worker")
                       and type(op[3]) is int and (op[4] is None or type(op[4]) is str)),
             m.INC: (2, 2, lambda op: _object_ids(op[1])),
             m.DEC: (2, 2, lambda op: _object_ids(op[1])),
             m.SUBSCRIBE: (2, 2, lambda op: _object_ids(op[1])),
             m.SUBMIT: (2, 3, lambda op: task_spec(op[1])),
-            m.EXPORT: (3, 3, lambda op: type(op[1]) is bytes and type(op[2]) is bytes),
+            m.EXPORT: (3, 3, lambda op: _nonempty_bytes(op[1]) and type(op[2]) is bytes),
             m.PUT: (4, 5, lambda op: _object_id(op[1]) and payload(op[2])
                     and contained(op[3])),
             m.CANCEL: (3, 3, lambda op: _object_id(op[1]) and type(op[2]) is bool),
@@ -110,7 +118,7 @@ class Checks:
             m.INFO: (3, 3, lambda op: type(op[1]) is int and _info_request(op[2])),
             m.SHUTDOWN: (1, 1, None),
             m.GOODBYE: (1, 1, None),
-            m.LEASE_REQUEST: (2, 2, lambda op: _resources(op[1]) and op[1] is not None),
+            m.LEASE_REQUEST: (2, 2, lambda op: _request(op[1])),
             m.LEASE_RETURN: (2, 2, lambda op: type(op[1]) is str),
             m.REGISTER: (4, 4, lambda op: _object_id(op[1]) and optional_payload(op[2])
                          and contained(op[3])),
@@ -173,7 +181,10 @@ class Intake:
             ops = m.decode(frame)
         except m.BadMessage as error:
             problem = str(error)
-            self.log.note(("bad frame", problem.split(" (")[0]),
+            # One key per kind of problem, not per value: a frame's version
+            # byte takes 255 values other than ours.
+            kind = "another version" if error.version is not None else problem.split(" (")[0]
+            self.log.note(("bad frame", kind),
                           f"dropped a frame from {describe_peer(identity)}: {problem}")
             return None
         valid = self.valid

@@ -15,6 +15,8 @@ and iterate what it gets without a guard.
 """
 from __future__ import annotations
 
+import re
+
 from ...store.control.commands import FIELDS as CONTROL_FIELDS
 from ...store.control.commands import validate as validate_command
 from ...transport import messages as m
@@ -25,6 +27,13 @@ MAX_ID_BYTES = 64            # an object, task or actor id is 14-18 bytes
 MAX_NAME = 256               # a node id, address, segment name, reason
 MAX_SIZE = 1 << 48           # offsets and lengths of object bytes
 SPEC_FIELDS = 13             # lightray.task_spec.TaskSpec
+
+# A node's mesh address: HOST:PORT, HOST a DNS name (RFC 1123 labels), a
+# dotted IPv4 address or an IPv6 address in brackets. Narrower than what
+# ZeroMQ takes on purpose: an address it refuses (a space, a leading "_")
+# would raise in the agent's loop when it connects to the node.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ADDRESS = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]{{2,45}}\]):([0-9]{{1,5}})")
 
 # Control-store commands a member may send the head; the node_* ones the head
 # writes itself, from JOINs, heartbeats and deaths it saw.
@@ -120,7 +129,9 @@ def _layout(value, what: str) -> None:
             _fail(f"{what}'s offsets are not (offset, length) pairs")
 
 
-def _descriptors(value, what: str, count: int | None = None) -> None:
+def _descriptors(value, what: str, count: int | None = None, holes: bool = True) -> None:
+    """A list of payloads or descriptors; holes: None items allowed (an
+    argument the sender did not describe; a result always is described)."""
     if type(value) is not list or len(value) > MAX_IDS:
         _fail(f"{what} is not a list")
     if count is not None and len(value) != count:
@@ -128,6 +139,8 @@ def _descriptors(value, what: str, count: int | None = None) -> None:
     for item in value:
         if item is not None:
             _payload(item, what)
+        elif not holes:
+            _fail(f"{what} has an item that is None")
 
 
 def _spec(spec, what: str = "the task spec") -> None:
@@ -158,9 +171,9 @@ def _node(node, what: str = "the node") -> None:
     _text(node.get("node_id"), f"{what}'s node_id")
     address = node.get("address")
     _text(address, f"{what}'s address")
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        _fail(f"{what}'s address is not HOST:PORT")
+    shape = _ADDRESS.fullmatch(address)
+    if shape is None or not 0 < int(shape.group(1)) < 65536:
+        _fail(f"{what}'s address is not HOST:PORT ({address!r:.60})")
     _amounts(node.get("resources"), f"{what}'s resources")
     if node.get("load") is not None:
         _flat_dict(node["load"], f"{what}'s load")
@@ -187,7 +200,7 @@ def _forward(op):
 def _result(op):
     _arity(op, 3, 4)
     _id(op[1], "the task id")
-    _descriptors(op[2], "the result descriptors")
+    _descriptors(op[2], "the result descriptors", holes=False)
     if len(op) > 3 and op[3] is not None:
         inner = op[3]
         if type(inner) is not list or len(inner) != len(op[2]):
