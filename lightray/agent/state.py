@@ -409,21 +409,18 @@ class AgentState:
         unknown = [d for d in deps if d not in objects]
         self.directory.pin(deps)
         self.directory.pin(spec[ts.CONTAINED])
+        # The submitter holds its refs (we would know them unless they come from
+        # another session or were lost), and EXPORTs a function before its first
+        # SUBMIT on the same socket (else it is a broken client: fail, serve on).
         if unknown:
-            # The submitter holds these refs, so we would know them unless they
-            # come from another session or were lost.
             self._fail_with(task, exceptions.ObjectLostError(
                 f"argument {unknown[0].hex()} of task {spec[ts.FUNCTION_NAME]}() is not in this "
                 "runtime's object store (an ObjectRef from an earlier session?)"))
-            return
-        if spec[ts.FUNCTION_ID] not in self.functions:
-            # Every client EXPORTs a function before its first SUBMIT on the same
-            # socket, so this is a broken client: fail the task, keep serving.
+        elif spec[ts.FUNCTION_ID] not in self.functions:
             self._fail_with(task, exceptions.LightrayError(
                 f"task {spec[ts.FUNCTION_NAME]}() names function "
                 f"{spec[ts.FUNCTION_ID].hex()}, which its submitter never exported"))
-            return
-        if self._check_satisfiable(task):
+        elif self._check_satisfiable(task):
             self._await_deps(task)
 
     def _check_satisfiable(self, task: Task) -> bool:
@@ -581,22 +578,14 @@ class AgentState:
     # ================================================================= info
 
     def info(self, what: str):
-        if what == "resources":
-            return self.membership.resources()
-        if what == "nodes":
-            return self.membership.nodes_info()
-        if what == "store":
-            return self.store.info()
-        if what == "sync":
-            return True
-        if what == "memory":
-            return self.store.memory_summary()
         if isinstance(what, tuple) and what[0] == "actor":
             return self.actor_book.actor_lookup(what[1], what[2])
-        if what == "workers":
-            return {w.worker_id: {"pid": w.pid, "state": w.state, "queued": len(w.queue)}
-                    for w in self.workers.values()}
-        return None
+        answer = {"resources": self.membership.resources, "nodes": self.membership.nodes_info,
+                  "store": self.store.info, "sync": lambda: True,
+                  "memory": self.store.memory_summary, "workers": lambda: {
+                      w.worker_id: {"pid": w.pid, "state": w.state, "queued": len(w.queue)}
+                      for w in self.workers.values()}}.get(what if type(what) is str else None)
+        return None if answer is None else answer()
 
     def all_segments(self) -> list:
         return [e.payload[1][0] for e in self.objects.values()
