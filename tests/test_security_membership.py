@@ -93,7 +93,9 @@ def test_a_large_frame_decodes_from_a_memoryview():
 
 @pytest.mark.parametrize("op, problem", [
     ((m.CONTROL, [()]), "non-empty"),
-    ((m.CONTROL, [("node_register", "n", "a:1", "{}", "{}", None)]), "may not send"),
+    ((m.CONTROL, [("no_such_command", "n")]), "may not send"),
+    ((m.RAFT, "not bytes"), "not bytes"),
+    ((m.RAFT, b"x", b"y"), "fields"),
     ((m.CONTROL, [("kv_put", "ns", "not bytes", b"v", False, None)]), "malformed"),
     ((m.FORWARD, ()), "fields"),
     ((m.PULL, b"id", "seg", -1, 10), "offset"),
