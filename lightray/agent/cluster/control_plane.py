@@ -51,18 +51,20 @@ def role(has_replica: bool, is_leader: bool, is_voter: bool):
 def next_voter_change(voters, members, wanted: int):
     """The next membership change a leader should propose, or None.
 
-    voters: the current voter ids. members: (node id, alive) for every node
-    this agent knows, in join order (the head first). A voter declared dead is
-    removed first (a dead voter counts against the quorum, and adding a
+    voters: the current voter ids. members: (node id, alive, heard) for every
+    node this agent knows, in join order (the head first); heard: its
+    heartbeats come in (an agent that has only just joined is not added yet: a
+    voter that never answers would stall every commit). A voter declared dead
+    is removed first (a dead voter counts against the quorum, and adding a
     member before removing it would make the quorum larger, not safer); then
     live non-voters are added, one at a time, until there are wanted voters."""
-    alive = {node_id: is_alive for node_id, is_alive in members}
+    alive = {member[0]: member[1] for member in members}
     for voter in voters:
         if alive.get(voter) is False and len(voters) > 1:
             return ("remove", voter)
     if len(voters) < wanted:
-        for node_id, is_alive in members:
-            if is_alive and node_id not in voters:
+        for node_id, is_alive, heard in members:
+            if is_alive and heard and node_id not in voters:
                 return ("add", node_id)
     return None
 

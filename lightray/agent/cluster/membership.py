@@ -231,8 +231,10 @@ class ClusterMembership:
         self.effects.control_writes.append(command)
 
     def control_members(self) -> list:
-        """(node id, alive) of every node known, in join order, this one first."""
-        return [(self.node_id, True)] + [(v.node_id, v.alive) for v in self.peers.values()]
+        """(node id, alive, heard) of every node known, in join order, this one
+        first; heard: a heartbeat of it came (it says its control role in them)."""
+        return [(self.node_id, True, True)] + [(v.node_id, v.alive, "control" in v.load)
+                                               for v in self.peers.values()]
 
     def control_roles(self) -> list:
         """(node id, alive, control role) of the peers, from their heartbeats."""
