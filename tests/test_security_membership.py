@@ -208,7 +208,7 @@ def test_an_agent_that_is_not_the_head_drops_garbage_of_every_shape(keyed, tmp_p
     cluster, head, other, key, log = keyed
     other_log = str(tmp_path / "other.log")
     sock = dealer(other.address, STRANGER.encode(), key)
-    for frame in (b"", b"\x00", os.urandom(64), m.encode([])[:3], b"LR\x01\x00" + b"\xff" * 9,
+    for frame in (b"", b"\x00", os.urandom(64), m.encode([])[:3], m.encode([])[:4] + b"\xff" * 9,
                   m.encode([(m.FORWARD,)]), m.encode([("not an op",)]),
                   m.encode([(m.JOIN, {"node_id": STRANGER})])):
         sock.send(frame)
