@@ -79,13 +79,13 @@ def test_a_replica_stopped_for_a_while_catches_up_when_it_resumes(own_cluster):
     os.kill(stalled.pid, signal.SIGSTOP)
     try:
         # Heartbeats keep the leader writing while the replica is stopped. The
-        # stop stays under the 3 s after which the head drops a silent agent
-        # for good (it would stop, not catch up).
-        assert wait_for(lambda: stored(head)[1] > before + 5)
-        time.sleep(1.0)
+        # stop stays well under the 3 s after which the head drops a silent
+        # agent for good (it would then stop, not catch up).
+        time.sleep(1.2)
         missed = stored(head)[1]
     finally:
         os.kill(stalled.pid, signal.SIGCONT)
+    assert missed > before
     assert wait_for(lambda: stored(stalled)[1] >= missed)
     assert roles().get(stalled.node_id) == "replica"
     assert stalled.process.poll() is None

@@ -38,7 +38,8 @@ def _parse_args(argv):
                "others; drivers attach with lightray.init(address=\"HOST:PORT\").")
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument("--head", action="store_true",
-                         help="start a cluster: this agent holds its control store")
+                         help="start a cluster: this agent admits the others and "
+                              "leads its control store")
     cluster.add_argument("--address", type=str, default=None,
                          help="HOST:PORT of the head agent to join")
     parser.add_argument("--port", type=int, default=None,
@@ -59,7 +60,8 @@ def _parse_args(argv):
     parser.add_argument("--control-replicas", type=str, default=None, metavar="N",
                         help="how many agents hold a replica of the control store "
                              f"(default {control_plane.DEFAULT_REPLICAS}; 1: the head "
-                             "alone); the control leader (usually the head) adds them")
+                             "alone); the control leader (usually the head) adds them, so "
+                             "give every agent the same value")
     parser.add_argument("--num-cpus", type=float, default=None)
     parser.add_argument("--num-gpus", type=float, default=0)
     parser.add_argument("--resources", type=str, default="{}", help="JSON object of custom resources")
