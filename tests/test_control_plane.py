@@ -40,29 +40,39 @@ def stored(node) -> tuple:
         return ({r.node_id: r.alive for r in store.nodes()}, store.last_applied_index())
 
 
-def start(cluster, count: int, args=()) -> list:
+def start(cluster, count: int, args=(), attach: int = 0) -> list:
+    """count agents (the head first); the test attaches to the attach-th."""
     cluster.add_node(head=True, args=args)
     for _ in range(count - 1):
         cluster.add_node(args=args)
-    lightray.init(address=cluster.head.address)
+    lightray.init(address=cluster.nodes[attach].address)
     cluster.wait_for_nodes(count)
     return cluster.nodes
 
 
+def jobs(node) -> list:
+    with ControlStore(control_db(node)) as store:
+        return store.jobs()
+
+
 def test_three_agents_make_three_replicas_with_one_leader_and_each_holds_the_nodes(
         own_cluster):
-    nodes = start(own_cluster, 3)
+    nodes = start(own_cluster, 3, attach=1)    # this driver's writes start at a follower
     ids = {n.node_id for n in nodes}
     assert wait_for(lambda: role_counts() == ["leader", "replica", "replica"])
     assert roles()[own_cluster.head.node_id] == "leader"
     for node in nodes:
         assert wait_for(lambda: stored(node)[0] == dict.fromkeys(ids, True)), node
+        assert wait_for(lambda: any(job.running for job in jobs(node)))
 
 
 def test_a_killed_replica_is_replaced_by_a_live_agent_that_catches_up(own_cluster):
-    head, first, second, spare = start(own_cluster, 4, ["--control-replicas", "3"])
-    assert wait_for(lambda: roles() == {head.node_id: "leader", first.node_id: "replica",
-                                        second.node_id: "replica", spare.node_id: None})
+    head, *others = start(own_cluster, 4, ["--control-replicas", "3"])
+    assert wait_for(lambda: role_counts() == ["None", "leader", "replica", "replica"])
+    assert roles()[head.node_id] == "leader"
+    # (agents become voters in join order once their heartbeats come in)
+    spare = next(n for n in others if roles()[n.node_id] is None)
+    first, second = [n for n in others if n is not spare]
     own_cluster.kill(first)
     assert wait_for(lambda: roles().get(spare.node_id) == "replica", timeout=20), roles()
     assert role_counts() == ["leader", "replica", "replica"]
@@ -91,10 +101,31 @@ def test_a_replica_stopped_for_a_while_catches_up_when_it_resumes(own_cluster):
     assert stalled.process.poll() is None
 
 
+def test_when_another_replica_leads_the_head_s_writes_still_reach_every_store(own_cluster):
+    head, first, second = start(own_cluster, 3)
+    assert wait_for(lambda: role_counts() == ["leader", "replica", "replica"])
+    for _ in range(5):
+        # A short stall of the head (under the 3 s drop deadline): the others,
+        # hearing no leader, elect one of themselves.
+        os.kill(head.pid, signal.SIGSTOP)
+        time.sleep(1.2)
+        os.kill(head.pid, signal.SIGCONT)
+        if wait_for(lambda: roles()[head.node_id] == "replica", timeout=3):
+            break
+    assert roles()[head.node_id] == "replica"
+    # (the peers' roles come with their heartbeats: the new leader's may lag)
+    assert wait_for(lambda: role_counts() == ["leader", "replica", "replica"]), roles()
+    own_cluster.add_node()         # the head registers it, through the new leader
+    expected = {n.node_id: True for n in own_cluster.nodes}
+    for node in (head, first, second):
+        assert wait_for(lambda: stored(node)[0] == expected), (node, stored(node))
+
+
 def test_one_control_replica_is_the_head_alone(own_cluster):
-    head, *others = start(own_cluster, 3, ["--control-replicas", "1"])
+    head, *others = start(own_cluster, 3, ["--control-replicas", "1"], attach=2)
     assert wait_for(lambda: roles()[head.node_id] == "leader")
     assert wait_for(lambda: stored(head)[0] == {n.node_id: True for n in own_cluster.nodes})
+    assert wait_for(lambda: any(job.running for job in jobs(head)))   # sent by others[1]
     assert all(roles()[n.node_id] is None for n in others)
     for node in others:
         assert not os.path.exists(control_db(node))

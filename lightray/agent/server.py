@@ -66,6 +66,7 @@ _DRIVER_CHECK = 0.5         # seconds between checks that attached drivers still
 DEFAULT_PORT = 6380         # the head's mesh port unless told otherwise
 _CHUNK_BYTES_PER_TURN = 64 << 20   # pulled bytes written per turn at most
 _JOIN_WARNING = 5.0         # seconds without the head's answer before saying so
+_MAX_UNSENT_WRITES = 10_000   # control writes kept while no leader is known
 _RAFT_TICK = 0.05           # seconds per Raft tick (elections after 10-20, heartbeats every one)
 _log = logging.getLogger("lightray.control")
 _PR_SET_PDEATHSIG = 1
@@ -104,6 +105,7 @@ class AgentServer:
         self.mesh_refusals = RefusalLog("lightray-agent")   # peers' messages dropped
         self.replica = None           # this node's ControlReplica (a control replica's)
         self.control_replicas = control_plane.DEFAULT_REPLICAS
+        self.control_unsent: list = []   # writes made here while nobody could take them
         self.chunk_reader = ChunkReader()
         self.chunk_writer = ChunkWriter()
         self.warm_pool = WarmPool(self.segment_prefix)
@@ -204,6 +206,9 @@ class AgentServer:
                     self._drop_dead_drivers()
                 if self.mesh is not None:
                     state.flush_pull_retries()
+                    if self.control_unsent:
+                        unsent, self.control_unsent = self.control_unsent, []
+                        self._control_writes(unsent, False)
                     if now >= next_heartbeat:
                         next_heartbeat = now + HEARTBEAT_INTERVAL
                         state.cluster_tick(now, time.time(), self._load())
@@ -418,6 +423,10 @@ class AgentServer:
 
     def _open_replica(self, voters: tuple) -> None:
         directory = os.path.join(self.session_dir, "control")
+        # Node ids are new at every start, so what a reused session directory
+        # holds is another node's replica (or a damaged one): start empty and
+        # catch up from the leader.
+        shutil.rmtree(directory, ignore_errors=True)
         self.replica = ControlReplica(self.state.node_id, directory, voters,
                                       election_ticks=10, heartbeat_ticks=1)
 
@@ -525,9 +534,19 @@ class AgentServer:
                                                       membership.head_id, forwarded)
         wall = time.time()
         commands = [_control_command(write, wall) for write in writes]
-        if destination is None or not self.mesh.send(destination, [(m.CONTROL, commands)]):
-            _log.debug("control plane: %d write(s) dropped: no leader to take them",
-                       len(writes))
+        if destination is not None and self.mesh.send(destination, [(m.CONTROL, commands)]):
+            return
+        if forwarded:
+            _log.debug("control plane: %d forwarded write(s) dropped: no leader known",
+                       len(commands))
+            return
+        # Our own: kept until a leader (or the head, once it admitted us) can take
+        # them, the oldest dropped past a bound.
+        self.control_unsent.extend(commands)
+        excess = len(self.control_unsent) - _MAX_UNSENT_WRITES
+        if excess > 0:
+            del self.control_unsent[:excess]
+            _log.debug("control plane: %d write(s) dropped: no leader for too long", excess)
 
     # ------------------------------------------------------------- workers
 
