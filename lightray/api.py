@@ -331,7 +331,9 @@ def memory_summary() -> dict:
 
 def nodes() -> list:
     """Every node of the cluster this process is attached to, dead ones included:
-    dicts with node_id, address, alive, resources, available (and store use)."""
+    dicts with node_id, address, alive, resources, available (and store use), and
+    control: the node's part in the replicated control store ("leader", "replica"
+    or None)."""
     return _client_for_submission().info("nodes")
 
 

@@ -199,7 +199,7 @@ def format_status(nodes: list, label: str) -> str:
     header = (f"lightray cluster at {label}: {len(nodes)} node(s), {alive} alive, "
               f"{len(nodes) - alive} dead")
     lines = [header]
-    rows = [("NODE", "ADDRESS", "STATE", "HEAD", "RESOURCES (used/total)",
+    rows = [("NODE", "ADDRESS", "STATE", "HEAD", "CONTROL", "RESOURCES (used/total)",
              "STORE MiB (used/capacity)", "SPILLED MiB")]
     ordered = sorted(nodes, key=lambda n: (not n.get("is_head"), not n.get("alive"),
                                            str(n.get("address")), n.get("node_id", "")))
@@ -210,7 +210,7 @@ def format_status(nodes: list, label: str) -> str:
             state = f"dead ({node['died']})" if node.get("died") else "dead"
         rows.append((
             str(node.get("node_id", "?")), str(node.get("address") or "-"), state,
-            "head" if node.get("is_head") else "",
+            "head" if node.get("is_head") else "", node.get("control") or "",
             format_resources(node),
             _store(node), f"{node.get('spilled', 0) / mib:,.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -98,7 +98,7 @@ def session_dir_of(node: Node) -> str:
 
 def control_rows(head: Node) -> str:
     """Every row of the head's control store, as one text to search."""
-    path = os.path.join(session_dir_of(head), "control.db")
+    path = os.path.join(session_dir_of(head), "control", "control.db")
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rows = []

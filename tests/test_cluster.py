@@ -238,7 +238,7 @@ def test_the_head_records_nodes_and_deaths_in_its_control_store(cluster):
     from lightray.store.control import ControlStore
 
     head = [r for r in running_agent_records() if r["node_id"] == cluster.head.node_id][0]
-    path = os.path.join(head["session_dir"], "control.db")
+    path = os.path.join(head["session_dir"], "control", "control.db")
 
     def recorded():
         with ControlStore(path) as store:

@@ -148,7 +148,7 @@ def test_the_head_control_store_records_actors_functions_and_jobs(cluster):
     counter = Counter.options(name="recorded", scheduling_strategy=NodeAffinity(b.node_id)).remote()
     lightray.get(counter.add.remote(1), timeout=30)
     head = [r for r in running_agent_records() if r["node_id"] == cluster.head.node_id][0]
-    path = os.path.join(head["session_dir"], "control.db")
+    path = os.path.join(head["session_dir"], "control", "control.db")
 
     def record():
         with ControlStore(path) as store:

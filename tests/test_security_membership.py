@@ -93,7 +93,9 @@ def test_a_large_frame_decodes_from_a_memoryview():
 
 @pytest.mark.parametrize("op, problem", [
     ((m.CONTROL, [()]), "non-empty"),
-    ((m.CONTROL, [("node_register", "n", "a:1", "{}", "{}", None)]), "may not send"),
+    ((m.CONTROL, [("no_such_command", "n")]), "may not send"),
+    ((m.RAFT, "not bytes"), "not bytes"),
+    ((m.RAFT, b"x", b"y"), "fields"),
     ((m.CONTROL, [("kv_put", "ns", "not bytes", b"v", False, None)]), "malformed"),
     ((m.FORWARD, ()), "fields"),
     ((m.PULL, b"id", "seg", -1, 10), "offset"),
@@ -206,7 +208,7 @@ def test_an_agent_that_is_not_the_head_drops_garbage_of_every_shape(keyed, tmp_p
     cluster, head, other, key, log = keyed
     other_log = str(tmp_path / "other.log")
     sock = dealer(other.address, STRANGER.encode(), key)
-    for frame in (b"", b"\x00", os.urandom(64), m.encode([])[:3], b"LR\x01\x00" + b"\xff" * 9,
+    for frame in (b"", b"\x00", os.urandom(64), m.encode([])[:3], m.encode([])[:4] + b"\xff" * 9,
                   m.encode([(m.FORWARD,)]), m.encode([("not an op",)]),
                   m.encode([(m.JOIN, {"node_id": STRANGER})])):
         sock.send(frame)

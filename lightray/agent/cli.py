@@ -11,6 +11,7 @@ import sys
 import zmq
 
 from .. import config
+from .cluster import control_plane
 from .server import DEFAULT_PORT, AgentServer
 from ..resources import detect_num_cpus
 from .session import (UnsafeDirectoryError, claim_session_dir, new_session_dir,
@@ -37,7 +38,8 @@ def _parse_args(argv):
                "others; drivers attach with lightray.init(address=\"HOST:PORT\").")
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument("--head", action="store_true",
-                         help="start a cluster: this agent holds its control store")
+                         help="start a cluster: this agent admits the others and "
+                              "leads its control store")
     cluster.add_argument("--address", type=str, default=None,
                          help="HOST:PORT of the head agent to join")
     parser.add_argument("--port", type=int, default=None,
@@ -55,6 +57,11 @@ def _parse_args(argv):
                         help="no key, no authentication, no encryption: loopback binds only")
     parser.add_argument("--make-cluster-key", type=str, default=None, metavar="FILE",
                         help="write a new cluster key to FILE and exit")
+    parser.add_argument("--control-replicas", type=str, default=None, metavar="N",
+                        help="how many agents hold a replica of the control store "
+                             f"(default {control_plane.DEFAULT_REPLICAS}; 1: the head "
+                             "alone); the control leader (usually the head) adds them, so "
+                             "give every agent the same value")
     parser.add_argument("--num-cpus", type=float, default=None)
     parser.add_argument("--num-gpus", type=float, default=0)
     parser.add_argument("--resources", type=str, default="{}", help="JSON object of custom resources")
@@ -74,10 +81,13 @@ def _parse_args(argv):
 def _cluster_options(args):
     """The mesh settings from the flags, None for a lone agent; ValueError if wrong."""
     if not args.head and not args.address:
-        if args.port is not None or args.cluster_key or args.insecure:
-            raise ValueError("--port, --cluster-key and --insecure need --head or "
-                             "--address HOST:PORT")
+        if (args.port is not None or args.cluster_key or args.insecure
+                or args.control_replicas is not None):
+            raise ValueError("--port, --cluster-key, --insecure and --control-replicas need "
+                             "--head or --address HOST:PORT")
         return None
+    replicas = (control_plane.replica_count(args.control_replicas)
+                if args.control_replicas is not None else control_plane.DEFAULT_REPLICAS)
     head = None
     if args.address:
         host, _, port = args.address.rpartition(":")
@@ -87,7 +97,7 @@ def _cluster_options(args):
     port = args.port if args.port is not None else (DEFAULT_PORT if args.head else 0)
     options = {"head": head, "bind": args.bind, "port": port, "cluster_key": None,
                "advertise": args.node_ip_address, "stream_key": None, "key_path": None,
-               "generated_key": False}
+               "generated_key": False, "control_replicas": replicas}
     if args.insecure:
         if args.bind not in _LOOPBACK:
             raise ValueError(f"--insecure is refused with --bind {args.bind}: an unauthenticated "

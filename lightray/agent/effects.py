@@ -5,7 +5,8 @@
 
 One Effects per AgentState, passed to each part that emits something. The
 buffers coalesce what one turn produces: one frame per destination (an
-identity's ops list), one CONTROL op per turn to the head. ``take`` turns
+identity's ops list), one ControlWrites per turn (the I/O side proposes them to the
+control leader or sends them to it). ``take`` turns
 them into the instructions of lightray.agent.instructions, in the order the
 I/O loop must carry them out, and empties them (in place: parts keep their
 references). ``needs_schedule`` asks the state to place queued work at the
@@ -21,7 +22,7 @@ from . import instructions as i
 class Effects:
     __slots__ = ("outbox", "spawn", "kill", "free_segments", "free_files", "io_jobs",
                  "peer_outbox", "peer_data", "mesh_connect", "mesh_disconnect", "mesh_rename",
-                 "control_writes", "pull_io", "needs_schedule")
+                 "control_writes", "control_forwarded", "raft_in", "pull_io", "needs_schedule")
 
     def __init__(self):
         self.outbox: dict = collections.defaultdict(list)   # receive identity -> [ops]
@@ -36,7 +37,9 @@ class Effects:
         self.mesh_connect: list = []      # (node id, address)
         self.mesh_disconnect: list = []   # node ids
         self.mesh_rename: list = []       # (old key, node id)
-        self.control_writes: list = []    # head: commands for the control store
+        self.control_writes: list = []    # commands for the control store, made here
+        self.control_forwarded: list = []   # ... and sent here by peers (CONTROL)
+        self.raft_in: list = []           # (node id, bytes): RAFT messages from peers
         self.pull_io: list = []           # ("open", id, name, size) / ("abort", id)
         self.needs_schedule = False
 
@@ -64,9 +67,13 @@ class Effects:
         if self.mesh_disconnect:
             out.extend(i.MeshDisconnect(node_id) for node_id in self.mesh_disconnect)
             self.mesh_disconnect.clear()
-        if self.control_writes:
-            out.append(i.ControlWrites(list(self.control_writes)))
+        if self.raft_in:
+            out.append(i.RaftMessages(list(self.raft_in)))
+            self.raft_in.clear()
+        if self.control_writes or self.control_forwarded:
+            out.append(i.ControlWrites(list(self.control_writes), list(self.control_forwarded)))
             self.control_writes.clear()
+            self.control_forwarded.clear()
         if self.io_jobs:
             out.extend(self.io_jobs)
             self.io_jobs.clear()

@@ -66,8 +66,17 @@ class AbortPull(NamedTuple):
 
 
 class ControlWrites(NamedTuple):
-    """Commands for the cluster's control store (the head applies them)."""
+    """Commands for the cluster's control store: proposed to this node's control
+    replica if it leads, else sent to the leader (lightray.agent.cluster.control_plane).
+    forwarded: those another agent sent here (CONTROL)."""
     commands: list
+    forwarded: list = []
+
+
+class RaftMessages(NamedTuple):
+    """(sender node id, bytes) of RAFT ops, for this node's control replica
+    (created on the first one addressed to it)."""
+    messages: list
 
 
 class SpillJob(NamedTuple):

@@ -122,7 +122,8 @@ PULL_RETRY = 312     # (PULL_RETRY, object_id, offset, length)  not in memory ye
 PULL_FAILED = 313    # (PULL_FAILED, object_id, why)
 FORWARD_CANCEL = 314  # (FORWARD_CANCEL, object_id, force)
 ACTOR_RELAY = 317    # (ACTOR_RELAY, actor_id, message)  actors across nodes (agent_remote_actors)
-CONTROL = 318        # (CONTROL, [command])  writes for the head's control store
+CONTROL = 318        # (CONTROL, [command])  writes for the control store, to its Raft leader
+                     #   (to the head while no leader is known)
 DESCRIBE = 319       # (DESCRIBE, request id or 0, [object_id])  where are these? (refs a
                      #   process here got from the peer's side); pins them there for us
 DESCRIBED = 320      # (DESCRIBED, request id or 0, [(object_id, descriptor)])  the answer;
@@ -130,6 +131,8 @@ DESCRIBED = 320      # (DESCRIBED, request id or 0, [(object_id, descriptor)])  
 JOIN_REFUSED = 321   # (JOIN_REFUSED, why)  the head will not admit this agent (another
                      #   protocol version, say): it prints why and exits; sent as a
                      #   REFUSAL frame (encode_refusal), which every version reads
+RAFT = 322           # (RAFT, bytes)  a message between control replicas, in the Raft
+                     #   codec's format (lightray.store.control.raft.codec; never pickled)
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
 # reference to the bytes until they are sent); smaller ones are cheaper to copy.
@@ -138,7 +141,7 @@ ZERO_COPY_MIN = 64 * 1024
 
 # The layout of the header is fixed for every version; the version byte
 # changes whenever the ops (their codes, shapes or meaning) do.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2   # 2: RAFT, and CONTROL goes to the control leader
 MAGIC = b"LR"
 OPS = 0
 REFUSAL = 1

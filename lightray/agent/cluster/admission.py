@@ -19,6 +19,7 @@ import re
 
 from ...store.control.commands import FIELDS as CONTROL_FIELDS
 from ...store.control.commands import validate as validate_command
+from ...store.control.raft.codec import MAX_MESSAGE_BYTES as MAX_RAFT_BYTES
 from ...transport import messages as m
 from ...transport.messages import BadMessage
 
@@ -35,9 +36,9 @@ SPEC_FIELDS = 13             # lightray.task_spec.TaskSpec
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ADDRESS = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]{{2,45}}\]):([0-9]{{1,5}})")
 
-# Control-store commands a member may send the head; the node_* ones the head
-# writes itself, from JOINs, heartbeats and deaths it saw.
-PEER_COMMANDS = frozenset(CONTROL_FIELDS) - {"node_register", "node_heartbeat", "node_dead"}
+# CONTROL may carry any control-store command; the node_* ones only from the
+# head (the membership authority), which ClusterMembership checks: admission
+# cannot, as it does not know who the head is.
 
 
 class _Bad(Exception):
@@ -358,13 +359,22 @@ def _control(op):
     for command in op[1]:
         if type(command) not in (tuple, list) or not command:
             _fail("a command is not a non-empty tuple")
-        if command[0] not in PEER_COMMANDS:
+        if command[0] not in CONTROL_FIELDS:
             _fail(f"a peer may not send the command {command[0]!r:.40}")
         stamped = tuple(command) if command[-1] is not None else tuple(command[:-1]) + (0.0,)
         try:
             validate_command(stamped)
         except (TypeError, ValueError) as error:
             _fail(f"a command is malformed: {error}")
+
+
+def _raft(op):
+    # Only the shape: the bytes are decoded (and garbage dropped) by the replica.
+    _arity(op, 2)
+    if type(op[1]) is not bytes:
+        _fail("the Raft message is not bytes")
+    if len(op[1]) > MAX_RAFT_BYTES:
+        _fail(f"the Raft message has {len(op[1])} bytes, over {MAX_RAFT_BYTES}")
 
 
 def _join_refused(op):
@@ -383,7 +393,8 @@ CHECKS = {m.HEARTBEAT: _heartbeat, m.FORWARD: _forward, m.RESULT: _result, m.FRE
           m.PULL_FAILED: _pull_failed, m.FORWARD_CANCEL: _forward_cancel, m.JOIN: _join,
           m.MEMBERS: _members, m.NODE_JOINED: _node_joined, m.NODE_DEAD: _node_dead,
           m.LEAVING: _leaving, m.ACTOR_RELAY: _actor_relay, m.DESCRIBE: _describe,
-          m.DESCRIBED: _described, m.CONTROL: _control, m.JOIN_REFUSED: _join_refused}
+          m.DESCRIBED: _described, m.CONTROL: _control, m.JOIN_REFUSED: _join_refused,
+          m.RAFT: _raft}
 """op code -> its shape check: the only ops a peer may send."""
 
 _NAMES = {code: name for name, code in vars(m).items()

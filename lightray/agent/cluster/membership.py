@@ -4,7 +4,9 @@
                         head ──NODE_JOINED──▶ the others (connect to it)
     every agent ──HEARTBEAT (load, available resources) every 0.5 s──▶ every peer
     a peer silent for DEAD_AFTER s: dead (the head records it and tells the others)
-    any agent ──CONTROL [commands]──▶ head ──▶ control store (applied by the agent's I/O side)
+    any agent ──CONTROL [commands]──▶ control leader (the head while none is known) ──▶
+        the replicated log (lightray.agent.cluster.control_plane; the I/O side holds the replica)
+    control replicas ──RAFT bytes──▶ each other (the I/O side feeds them to its replica)
 
 Work and objects across nodes are in lightray.agent.cluster.forwarding (tasks sent to
 a peer, their results, pins across nodes) and lightray.agent.cluster.pulls (object
@@ -25,6 +27,7 @@ from .. import instructions as i
 from ...scheduling import NodeView, to_units
 from ...states import FORWARDED, PULLING
 from ...transport import messages as m
+from .control_plane import HEAD_COMMANDS
 
 HEARTBEAT_INTERVAL = 0.5     # seconds between heartbeats
 DEAD_AFTER = 3.0             # seconds of silence after which a peer is dead
@@ -166,8 +169,14 @@ class ClusterMembership:
             elif kind == m.DESCRIBED:
                 self._on_described(sender, op[1], op[2])
             elif kind == m.CONTROL:
-                if self.is_head:
-                    self.effects.control_writes.extend(op[1])
+                if sender != self.head_id:
+                    refused = next((c[0] for c in op[1] if c[0] in HEAD_COMMANDS), None)
+                    if refused is not None:
+                        return (f"dropped CONTROL from peer {sender}: a peer other than the "
+                                f"head may not send the command {refused!r}", None)
+                self.effects.control_forwarded.extend(op[1])
+            elif kind == m.RAFT:
+                self.effects.raft_in.append((sender, op[1]))
         return None
 
     def _from_stranger(self, sender: str, ops: list, now: float, wall: float):
@@ -212,20 +221,24 @@ class ClusterMembership:
                                             node["resources"], {}, wall))
 
     def control(self, command: tuple) -> None:
-        """A write for the cluster's control store, held by the head. The last
-        field, the timestamp, may be None: the head's agent fills it in when it
-        applies the command (the writer picks it, as replication requires)."""
+        """A write for the cluster's control store. The I/O side proposes it to
+        this node's replica if it leads, or sends it to the leader
+        (lightray.agent.cluster.control_plane). The last field, the timestamp,
+        may be None: the leader's agent fills it in before the write is
+        logged (the writer picks it, as replication requires)."""
         if not self.mesh_address:
             return                          # not in a cluster
-        if self.is_head:
-            self.effects.control_writes.append(command)
-            return
-        head = self.head_id or HEAD
-        box = self.effects.peer_outbox[head]
-        if box and box[-1][0] == m.CONTROL:
-            box[-1][1].append(command)
-        else:
-            box.append((m.CONTROL, [command]))
+        self.effects.control_writes.append(command)
+
+    def control_members(self) -> list:
+        """(node id, alive, heard) of every node known, in join order, this one
+        first; heard: a heartbeat of it came (it says its control role in them)."""
+        return [(self.node_id, True, True)] + [(v.node_id, v.alive, "control" in v.load)
+                                               for v in self.peers.values()]
+
+    def control_roles(self) -> list:
+        """(node id, alive, control role) of the peers, from their heartbeats."""
+        return [(v.node_id, v.alive, v.load.get("control")) for v in self.peers.values()]
 
     def _on_members(self, sender: str, members: list, now: float) -> None:
         self.head_id = sender
@@ -374,7 +387,7 @@ class ClusterMembership:
                  "pulled": self.store.pulled_total, "served": self.store.served_total,
                  "warm": self.store.warm_bytes,
                  "memory_fraction": self.load.get("memory_fraction", 0.0),
-                 "queued": self._queued_count()}
+                 "queued": self._queued_count(), "control": self.load.get("control")}
         rows = [local]
         for view in self.peers.values():
             load = view.load
@@ -390,6 +403,7 @@ class ClusterMembership:
                          "warm": load.get("warm", 0),
                          "memory_fraction": load.get("memory_fraction", 0.0),
                          "queued": load.get("queued", 0),
+                         "control": load.get("control") if view.alive else None,
                          "died": load.get("died")})
         return rows
 

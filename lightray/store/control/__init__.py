@@ -22,7 +22,7 @@ Modules:
     command_codec.py  commands as log-entry bytes (a tagged format, no pickle)
     replica_storage.py  SqliteRaftStorage: a replica's Raft log in raft.db, fsync'd
     replica.py    ControlReplica: RaftNode + raft.db + the ControlStore it builds,
-                  driven by the agent's I/O side (not wired into the agent yet)
+                  driven by the agent's I/O side (lightray.agent.server)
 
 May import: lightray.states (actor state names) and the standard library
 (sqlite3, json). Never the agent, the client or the API: the agent drives it.

@@ -93,15 +93,18 @@ class ControlReplica:
     def tick(self) -> None:
         self.node.tick()
 
-    def receive(self, data) -> str | None:
+    def receive(self, data, sender: str | None = None) -> str | None:
         """A message from another replica; None if taken, else why it was dropped
-        (bytes that are not a Raft message, or one addressed to another replica)."""
+        (bytes that are not a Raft message, one addressed to another replica, or,
+        given the sender the transport authenticated, one that claims another)."""
         try:
             message = decode(data)
         except RaftCodecError as error:
             return f"not a Raft message: {error}"
         if message.dst != self.node_id:
             return f"addressed to {message.dst!r:.40}, not to this replica"
+        if sender is not None and message.src != sender:
+            return f"sent by {sender!r:.40} but says it is from {message.src!r:.40}"
         self.node.step(message)
         return None
 
