@@ -24,8 +24,6 @@ records other processes read, in lightray.agent.session.
 from __future__ import annotations
 
 import ctypes
-import json
-import logging
 import os
 import shutil
 import signal
@@ -37,14 +35,11 @@ import zmq
 
 from .. import config
 from ..scheduling import is_hot
-from ..store.control import validate
-from ..store.control.raft import NotLeader, ProposalRefused, RaftCodecError
-from ..store.control.raft import decode as decode_raft
-from ..store.control.replica import ControlReplica
 from ..worker.entry import worker_main   # (imported here: forked workers start warm)
 from . import instructions as i
 from .intake import Intake
 from .cluster import control_plane
+from .control_link import RAFT_TICK, ControlLink
 from .cluster.admission import check_ops
 from .cluster.membership import HEAD, HEARTBEAT_INTERVAL
 from .state import AgentState
@@ -66,9 +61,6 @@ _DRIVER_CHECK = 0.5         # seconds between checks that attached drivers still
 DEFAULT_PORT = 6380         # the head's mesh port unless told otherwise
 _CHUNK_BYTES_PER_TURN = 64 << 20   # pulled bytes written per turn at most
 _JOIN_WARNING = 5.0         # seconds without the head's answer before saying so
-_MAX_UNSENT_WRITES = 10_000   # control writes kept while no leader is known
-_RAFT_TICK = 0.05           # seconds per Raft tick (elections after 10-20, heartbeats every one)
-_log = logging.getLogger("lightray.control")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -103,9 +95,7 @@ class AgentServer:
         self.mesh = None
         self.join_refused = None      # why the head refused our key in the handshake
         self.mesh_refusals = RefusalLog("lightray-agent")   # peers' messages dropped
-        self.replica = None           # this node's ControlReplica (a control replica's)
-        self.control_replicas = control_plane.DEFAULT_REPLICAS
-        self.control_unsent: list = []   # writes made here while nobody could take them
+        self.control = None           # ControlLink: this node's part in the control plane
         self.chunk_reader = ChunkReader()
         self.chunk_writer = ChunkWriter()
         self.warm_pool = WarmPool(self.segment_prefix)
@@ -130,13 +120,12 @@ class AgentServer:
         self.head_address = cluster["head"]
         self.started = time.monotonic()
         self.join_warned = False
-        self.control_replicas = cluster.get("control_replicas") or control_plane.DEFAULT_REPLICAS
+        self.control = ControlLink(
+            self.state, self.mesh, os.path.join(self.session_dir, "control"),
+            self.mesh_refusals,
+            cluster.get("control_replicas") or control_plane.DEFAULT_REPLICAS)
         if cluster["head"] is None:
-            # The first replica, a lone voter: it leads at once, and the leader
-            # adds the agents that join as voters (_change_voters).
-            self._open_replica((self.state.node_id,))
-            self.replica.node.campaign()
-            self._process_replica()
+            self.control.start_as_first_replica()
         self.state.start_cluster(self.mesh.address, cluster["head"], time.monotonic(),
                                  time.time())
 
@@ -192,9 +181,9 @@ class AgentServer:
             if mesh_socket is not None and mesh_socket in events:
                 self._on_mesh()
             now = time.monotonic()
-            if self.replica is not None and now >= next_raft_tick:
-                next_raft_tick = now + _RAFT_TICK
-                self._tick_replica()
+            if self.control is not None and now >= next_raft_tick:
+                next_raft_tick = now + RAFT_TICK
+                self.control.tick()
             if now >= next_housekeeping:
                 next_housekeeping = now + _HOUSEKEEPING
                 self._reap_children()
@@ -206,9 +195,7 @@ class AgentServer:
                     self._drop_dead_drivers()
                 if self.mesh is not None:
                     state.flush_pull_retries()
-                    if self.control_unsent:
-                        unsent, self.control_unsent = self.control_unsent, []
-                        self._control_writes(unsent, False)
+                    self.control.send_unsent()
                     if now >= next_heartbeat:
                         next_heartbeat = now + HEARTBEAT_INTERVAL
                         state.cluster_tick(now, time.time(), self._load())
@@ -324,7 +311,7 @@ class AgentServer:
         memory = psutil.virtual_memory()
         fraction = (memory.total - memory.available) / memory.total
         return {"memory_fraction": fraction, "cpu_percent": psutil.cpu_percent(None),
-                **counters, "control": self._control_role(),
+                **counters, "control": self.control.role() if self.control else None,
                 "hot": is_hot(fraction, self.hot_threshold, counters["store_used"],
                               counters["store_capacity"])}
 
@@ -414,139 +401,11 @@ class AgentServer:
             elif kind is i.MeshDisconnect:
                 mesh.disconnect(instruction.node_id)
             elif kind is i.RaftMessages:
-                self._on_raft(instruction.messages)
-            elif kind is i.ControlWrites:
-                self._control_writes(instruction.commands, False)
-                self._control_writes(instruction.forwarded, True)
-
-    # ------------------------------------------------------------ control plane
-
-    def _open_replica(self, voters: tuple) -> None:
-        directory = os.path.join(self.session_dir, "control")
-        # Node ids are new at every start, so what a reused session directory
-        # holds is another node's replica (or a damaged one): start empty and
-        # catch up from the leader.
-        shutil.rmtree(directory, ignore_errors=True)
-        self.replica = ControlReplica(self.state.node_id, directory, voters,
-                                      election_ticks=10, heartbeat_ticks=1)
-
-    def _on_raft(self, messages: list) -> None:
-        """RAFT ops from peers (their shape checked by admission): to the replica,
-        created on the first message addressed to this node. Garbage is dropped
-        and reported once per peer and kind a minute."""
-        for sender, data in messages:
-            if self.replica is None:
-                try:
-                    addressed = decode_raft(data).dst == self.state.node_id
-                except RaftCodecError as error:
-                    self._refuse_raft(sender, f"not a Raft message: {error}")
-                    continue
-                if not addressed:
-                    self._refuse_raft(sender, "addressed to another replica")
-                    continue
-                try:
-                    self._open_replica(())
-                except Exception as error:   # a damaged file: say which, serve on without it
-                    self.mesh_refusals.note(("replica", type(error).__name__),
-                                            f"cannot open the control replica: {error}")
-                    return
-            why = self.replica.receive(data, sender)
-            if why is not None:
-                self._refuse_raft(sender, why)
-        if self.replica is not None:
-            self._process_replica()
-
-    def _refuse_raft(self, sender: str, why: str) -> None:
-        kind = why.partition(":")[0].split(" ", 2)[:2]
-        self.mesh_refusals.note(("raft", sender, tuple(kind)),
-                                f"dropped a RAFT message from peer {sender}: {why}")
-
-    def _tick_replica(self) -> None:
-        self.replica.tick()
-        if self.replica.is_leader:
-            self._change_voters()
-        self._process_replica()
-
-    def _change_voters(self) -> None:
-        """The leader adds and removes voters (control_plane decides which)."""
-        replica = self.replica
-        change = control_plane.next_voter_change(
-            replica.voters, self.state.membership.control_members(), self.control_replicas)
-        if change is None:
-            return
-        try:
-            if change[0] == "add":
-                replica.add_voter(change[1])
-            else:
-                replica.remove_voter(change[1])
-        except (ProposalRefused, NotLeader):
-            return      # one change at a time: the previous is not committed yet
-        _log.info("control plane: %s voter %s", change[0], change[1])
-
-    def _process_replica(self) -> None:
-        """Run the replica's Ready (saved and fsync'd first), send its messages."""
-        try:
-            out = self.replica.process()
-        except Exception as error:   # a full disk, say: report, the agent serves on
-            self.mesh_refusals.note(("replica", type(error).__name__),
-                                    f"control replica: {type(error).__name__}: {error}")
-            return
-        mesh = self.mesh
-        for destination, data in out.messages:
-            mesh.send(destination, [(m.RAFT, data)])
-        for token, why in out.dropped:
-            _log.debug("control plane: a write was dropped: %s", why)
-        for index, why in out.undecodable:
-            self.mesh_refusals.note(("undecodable",), f"control log entry {index} is no "
-                                                      f"command: {why}")
-
-    def _control_role(self):
-        replica = self.replica
-        if replica is None:
-            return None
-        return control_plane.role(True, replica.is_leader,
-                                  self.state.node_id in replica.voters)
-
-    def _control_writes(self, writes: list, forwarded: bool) -> None:
-        """Propose writes if this node's replica leads, else send them to the
-        leader (control_plane.write_destination); none is ever fatal."""
-        if not writes:
-            return
-        replica = self.replica
-        if replica is not None and replica.is_leader:
-            wall = time.time()
-            for write in writes:
-                command = _control_command(write, wall)
-                try:
-                    replica.propose(validate(command), None)
-                except (TypeError, ValueError) as error:
-                    print(f"lightray-agent: control store: dropped {command[0]!r}: {error}",
-                          file=sys.stderr)
-                except (NotLeader, ProposalRefused) as error:
-                    # Leadership is moving: this write is lost (nobody waits for it yet).
-                    _log.debug("control plane: dropped %r: %s", command[0], error)
-            self._process_replica()
-            return
-        membership = self.state.membership
-        leader = control_plane.known_leader(replica.leader if replica is not None else None,
-                                            membership.control_roles())
-        destination = control_plane.write_destination(self.state.node_id, leader,
-                                                      membership.head_id, forwarded)
-        wall = time.time()
-        commands = [_control_command(write, wall) for write in writes]
-        if destination is not None and self.mesh.send(destination, [(m.CONTROL, commands)]):
-            return
-        if forwarded:
-            _log.debug("control plane: %d forwarded write(s) dropped: no leader known",
-                       len(commands))
-            return
-        # Our own: kept until a leader (or the head, once it admitted us) can take
-        # them, the oldest dropped past a bound.
-        self.control_unsent.extend(commands)
-        excess = len(self.control_unsent) - _MAX_UNSENT_WRITES
-        if excess > 0:
-            del self.control_unsent[:excess]
-            _log.debug("control plane: %d write(s) dropped: no leader for too long", excess)
+                if self.control is not None:
+                    self.control.on_raft(instruction.messages)
+            elif kind is i.ControlWrites and self.control is not None:
+                self.control.writes(instruction.commands, False)
+                self.control.writes(instruction.forwarded, True)
 
     # ------------------------------------------------------------- workers
 
@@ -607,8 +466,8 @@ class AgentServer:
         # Segments written by a process that died before it could report them.
         shm.unlink_all(self.segment_prefix)
         self.chunk_writer.abort_all()
-        if self.replica is not None:
-            self.replica.close()
+        if self.control is not None:
+            self.control.close()
         try:
             if self.mesh is not None:
                 self.mesh.close(linger_ms=500)
@@ -635,15 +494,6 @@ def describe_exit(status: int) -> str:
     if os.WIFEXITED(status):
         return f"exited with code {os.WEXITSTATUS(status)}"
     return f"status {status}"
-
-
-def _control_command(write: tuple, wall: float) -> tuple:
-    """A control-store command from the state's write: dicts become JSON
-    text, and a timestamp left None becomes now."""
-    command = tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for v in write)
-    if command[-1] is None:
-        command = command[:-1] + (wall,)
-    return command
 
 
 def _kill(pid: int, sig: int) -> None:

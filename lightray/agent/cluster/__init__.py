@@ -11,6 +11,8 @@ their messages).
                       the shape of every mesh op checked before a part touches it
     remote_actors.py  RemoteActors (state.remote_actors): actors created, run and called
                       across nodes
+    control_plane.py  the control plane's rules, pure: which agent to add or remove as a
+                      voter, where a control write goes, a node's control role
 
 May import: lightray.agent.records, lightray.agent.instructions (the
 LEAVING messages), lightray.agent.actors (one helper that builds an actor's

@@ -1,0 +1,204 @@
+"""The agent's part in the control plane: its ControlReplica, and where writes go.
+
+    AgentServer loop ── every RAFT_TICK ──▶ ControlLink.tick ──▶ replica.tick, voter changes
+    RAFT ops (admission checked) ─────────▶ on_raft ──▶ replica.receive (garbage: reported)
+    the state's control writes ───────────▶ writes ──▶ replica.propose (this node leads)
+                                                      or CONTROL ──▶ the leader (the head
+                                                      while none is known), or kept
+    replica.process() (each Ready fsync'd first) ──▶ RAFT ops to the other replicas
+
+The decisions (which voter to add or remove, where a write goes) are the pure
+functions of lightray.agent.cluster.control_plane; this module is their I/O.
+Nothing here blocks or raises into the agent's loop: a full disk or a damaged
+replica file is reported (RefusalLog, once per kind a minute) and the agent
+serves on. Nobody waits for a write's result yet (a dropped write is logged
+at DEBUG on "lightray.control").
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+
+from ..store.control import validate
+from ..store.control.raft import NotLeader, ProposalRefused, RaftCodecError
+from ..store.control.raft import decode as decode_raft
+from ..store.control.replica import ControlReplica
+from ..transport import messages as m
+from .cluster import control_plane
+
+RAFT_TICK = 0.05              # seconds per Raft tick (elections after 10-20, heartbeats every one)
+MAX_UNSENT_WRITES = 10_000    # control writes kept while no leader is known
+_log = logging.getLogger("lightray.control")
+
+
+class ControlLink:
+    __slots__ = ("state", "mesh", "directory", "refusals", "control_replicas", "replica",
+                 "unsent")
+
+    def __init__(self, state, mesh, directory: str, refusals, control_replicas: int):
+        self.state = state                 # AgentState (its membership: peers, roles, head)
+        self.mesh = mesh                   # transport.mesh.Mesh
+        self.directory = directory         # <session>/control: control.db and raft.db
+        self.refusals = refusals           # RefusalLog of the agent's mesh
+        self.control_replicas = control_replicas
+        self.replica = None                # this node's ControlReplica, once it is one
+        self.unsent: list = []             # writes made here while nobody could take them
+
+    def start_as_first_replica(self) -> None:
+        """The head: a lone voter that leads at once; the leader then adds the
+        agents that join as voters (_change_voters)."""
+        self._open_replica((self.state.node_id,))
+        self.replica.node.campaign()
+        self._process()
+
+    def _open_replica(self, voters: tuple) -> None:
+        # Node ids are new at every start, so what a reused session directory
+        # holds is another node's replica (or a damaged one): start empty and
+        # catch up from the leader.
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.replica = ControlReplica(self.state.node_id, self.directory, voters,
+                                      election_ticks=10, heartbeat_ticks=1)
+
+    # ------------------------------------------------------------ inputs
+
+    def on_raft(self, messages: list) -> None:
+        """RAFT ops from peers (their shape checked by admission): to the replica,
+        created on the first message addressed to this node. Garbage is dropped
+        and reported once per peer and kind a minute."""
+        for sender, data in messages:
+            if self.replica is None:
+                try:
+                    addressed = decode_raft(data).dst == self.state.node_id
+                except RaftCodecError as error:
+                    self._refuse(sender, f"not a Raft message: {error}")
+                    continue
+                if not addressed:
+                    self._refuse(sender, "addressed to another replica")
+                    continue
+                try:
+                    self._open_replica(())
+                except Exception as error:   # a damaged file: say which, serve on without it
+                    self.refusals.note(("replica", type(error).__name__),
+                                       f"cannot open the control replica: {error}")
+                    return
+            why = self.replica.receive(data, sender)
+            if why is not None:
+                self._refuse(sender, why)
+        if self.replica is not None:
+            self._process()
+
+    def _refuse(self, sender: str, why: str) -> None:
+        kind = why.partition(":")[0].split(" ", 2)[:2]
+        self.refusals.note(("raft", sender, tuple(kind)),
+                           f"dropped a RAFT message from peer {sender}: {why}")
+
+    def tick(self) -> None:
+        if self.replica is None:
+            return
+        self.replica.tick()
+        if self.replica.is_leader:
+            self._change_voters()
+        self._process()
+
+    def _change_voters(self) -> None:
+        """The leader adds and removes voters (control_plane decides which)."""
+        replica = self.replica
+        change = control_plane.next_voter_change(
+            replica.voters, self.state.membership.control_members(), self.control_replicas)
+        if change is None:
+            return
+        try:
+            if change[0] == "add":
+                replica.add_voter(change[1])
+            else:
+                replica.remove_voter(change[1])
+        except (ProposalRefused, NotLeader):
+            return      # one change at a time: the previous is not committed yet
+        _log.info("control plane: %s voter %s", change[0], change[1])
+
+    # ------------------------------------------------------------ outputs
+
+    def _process(self) -> None:
+        """Run the replica's Ready (saved and fsync'd first), send its messages."""
+        try:
+            out = self.replica.process()
+        except Exception as error:   # a full disk, say: report, the agent serves on
+            self.refusals.note(("replica", type(error).__name__),
+                               f"control replica: {type(error).__name__}: {error}")
+            return
+        mesh = self.mesh
+        for destination, data in out.messages:
+            mesh.send(destination, [(m.RAFT, data)])
+        for token, why in out.dropped:
+            _log.debug("control plane: a write was dropped: %s", why)
+        for index, why in out.undecodable:
+            self.refusals.note(("undecodable",), f"control log entry {index} is no "
+                                                 f"command: {why}")
+
+    def role(self):
+        replica = self.replica
+        if replica is None:
+            return None
+        return control_plane.role(True, replica.is_leader,
+                                  self.state.node_id in replica.voters)
+
+    def writes(self, writes: list, forwarded: bool) -> None:
+        """Propose writes if this node's replica leads, else send them to the
+        leader (control_plane.write_destination); none is ever fatal."""
+        if not writes:
+            return
+        replica = self.replica
+        if replica is not None and replica.is_leader:
+            wall = time.time()
+            for write in writes:
+                command = control_command(write, wall)
+                try:
+                    replica.propose(validate(command), None)
+                except (TypeError, ValueError) as error:
+                    self.refusals.note(("control write", command[0]),
+                                       f"control store: dropped {command[0]!r}: {error}")
+                except (NotLeader, ProposalRefused) as error:
+                    # Leadership is moving: this write is lost (nobody waits for it yet).
+                    _log.debug("control plane: dropped %r: %s", command[0], error)
+            self._process()
+            return
+        membership = self.state.membership
+        leader = control_plane.known_leader(replica.leader if replica is not None else None,
+                                            membership.control_roles())
+        destination = control_plane.write_destination(self.state.node_id, leader,
+                                                      membership.head_id, forwarded)
+        wall = time.time()
+        commands = [control_command(write, wall) for write in writes]
+        if destination is not None and self.mesh.send(destination, [(m.CONTROL, commands)]):
+            return
+        if forwarded:
+            _log.debug("control plane: %d forwarded write(s) dropped: no leader known",
+                       len(commands))
+            return
+        # Our own: kept until a leader (or the head, once it admitted us) can take
+        # them, the oldest dropped past a bound.
+        self.unsent.extend(commands)
+        excess = len(self.unsent) - MAX_UNSENT_WRITES
+        if excess > 0:
+            del self.unsent[:excess]
+            _log.debug("control plane: %d write(s) dropped: no leader for too long", excess)
+
+    def send_unsent(self) -> None:
+        if self.unsent:
+            unsent, self.unsent = self.unsent, []
+            self.writes(unsent, False)
+
+    def close(self) -> None:
+        if self.replica is not None:
+            self.replica.close()
+
+
+def control_command(write: tuple, wall: float) -> tuple:
+    """A control-store command from the state's write: dicts become JSON
+    text, and a timestamp left None becomes now."""
+    command = tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for v in write)
+    if command[-1] is None:
+        command = command[:-1] + (wall,)
+    return command
