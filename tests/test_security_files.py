@@ -122,10 +122,13 @@ def test_a_heads_control_store_and_cluster_key_are_private(own_cluster):
     own_cluster.add_node()
     lightray.init(address=head.address)
     own_cluster.wait_for_nodes(2)
-    database = os.path.join(session_dir_of(head), "control.db")
-    assert wait_for(lambda: os.path.exists(database + "-wal"))
-    files = [path for path in glob.glob(database + "*") if not path.endswith(".tmp")]
-    assert database in files and database + "-wal" in files
+    replica = os.path.join(session_dir_of(head), "control")    # its control replica
+    database, log = os.path.join(replica, "control.db"), os.path.join(replica, "raft.db")
+    assert wait_for(lambda: os.path.exists(database + "-wal") and os.path.exists(log + "-wal"))
+    assert _mode(replica) == 0o700
+    files = [path for path in glob.glob(os.path.join(replica, "*"))
+             if not path.endswith(".tmp")]
+    assert {database, database + "-wal", log, log + "-wal"} <= set(files)
     for path in files:
         assert _mode(path) == 0o600, (path, oct(_mode(path)))
     key = cluster_key_path(head.address)
