@@ -59,8 +59,12 @@ class Cluster:
             [REPO, os.path.dirname(os.path.abspath(__file__))]
             + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p])
         environment.update(env or {})
+        return self.start(command, environment, head)
+
+    def start(self, command: list, env: dict, head: bool, stderr=None) -> Node:
+        """Run an agent command; its Node once it printed its listening line."""
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                   env=environment, text=True)
+                                   stderr=stderr, env=env, text=True)
         line = _read_line(process, START_TIMEOUT)
         words = line.split()
         if len(words) < 6 or words[:2] != ["lightray", "agent"]:

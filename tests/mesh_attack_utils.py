@@ -18,7 +18,7 @@ import sys
 import time
 
 import zmq
-from cluster_utils import REPO, START_TIMEOUT, Node, _read_line
+from cluster_utils import REPO, Node
 
 from lightray import config
 from lightray.transport import messages as m
@@ -44,6 +44,16 @@ def curve_keys(path: str) -> tuple:
     return key.public, key.secret
 
 
+class MakesMarker:
+    """Unpickling this creates a file: proof that a pickle was loaded."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 def agent_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
@@ -63,19 +73,7 @@ def logged_node(cluster, log_path: str, head: bool = False, args=(), command=Non
     command += ["--head", "--port", "0"] if head else ["--address", cluster.head.address]
     command += list(args)
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                   stderr=log, env=agent_env(env), text=True)
-    line = _read_line(process, START_TIMEOUT)
-    words = line.split()
-    if len(words) < 6 or words[:2] != ["lightray", "agent"]:
-        process.kill()
-        process.wait()
-        raise RuntimeError(f"lightray-agent did not start: {line!r}")
-    node = Node(process, words[2], words[-1])
-    cluster.nodes.append(node)
-    if head:
-        cluster.head = node
-    return node
+        return cluster.start(command, agent_env(env), head, stderr=log)
 
 
 def dealer(address: str, identity: bytes, key: tuple | None) -> zmq.Socket:

@@ -22,7 +22,7 @@ import numpy as np
 import psutil
 import pytest
 from conftest import wait_for
-from mesh_attack_utils import session_dir_of, zmtp_greeting
+from mesh_attack_utils import MakesMarker, session_dir_of, zmtp_greeting
 
 import lightray
 from lightray import NodeAffinity
@@ -284,13 +284,6 @@ def _mesh_attack(address: str, hostile: bytes) -> str:
             sock.close()
     return "hung up" if len(said) <= 64 else f"sent {len(said)} bytes"   # its greeting at most
 
-
-class MakesMarker:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 @pytest.mark.timeout(120)

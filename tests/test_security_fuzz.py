@@ -24,8 +24,8 @@ import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mesh_attack_utils import (CONTEXT, FakePeer, curve_keys, dealer, log_lines, logged_node,
-                               make_key, read_log, session_dir_of, zmtp_client)
+from mesh_attack_utils import (CONTEXT, FakePeer, MakesMarker, curve_keys, dealer, log_lines,
+                               logged_node, make_key, read_log, session_dir_of, zmtp_client)
 
 import lightray
 from lightray.agent.cluster.admission import check_ops
@@ -55,15 +55,6 @@ ALL_CODES = sorted(v for k, v in vars(m).items() if k.isupper() and type(v) is i
                    and 0 < v < 400)
 MARKER_DIR_ENV = "LIGHTRAY_FUZZ_MARKER"
 
-
-class MakesMarker:
-    """Unpickling this creates a file: proof that a pickle was loaded."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 @lightray.remote

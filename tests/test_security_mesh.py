@@ -14,7 +14,7 @@ import pytest
 import zmq
 import zmq.utils.monitor
 from conftest import wait_for
-from mesh_attack_utils import logged_node
+from mesh_attack_utils import MakesMarker, logged_node
 from test_cluster_transport import agent_env, nodes, run_agent  # noqa: F401  (fixture, helpers)
 
 import lightray
@@ -23,13 +23,6 @@ from lightray.transport.keys import (KEY_ENV, KEY_FILE, cluster_key_path, derive
 
 pytestmark = pytest.mark.timeout(120)
 
-
-class MakesMarker:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 @lightray.remote
