@@ -156,9 +156,13 @@ def test_a_put_object_crosses_an_encrypted_mesh(nodes, key_file):
                                                       data.nbytes, joiner.node_id)
 
 
-def test_an_agent_without_any_key_stops_at_once_saying_it_needs_the_key(nodes, key_file):
+def test_an_agent_without_any_key_stops_at_once_saying_it_needs_the_key(
+        nodes, key_file, tmp_path):
     head = nodes.add_node(head=True, args=["--cluster-key", key_file])
-    result = run_agent("--address", head.address, "--num-cpus", "1")
+    # Its own LIGHTRAY_HOME: the run's is shared, and a head of an earlier test
+    # on the same port may have left the key it made there (keys are kept).
+    result = run_agent("--address", head.address, "--num-cpus", "1",
+                       env={"LIGHTRAY_HOME": str(tmp_path / "home")})
     assert not result.started and result.returncode == 2, result
     assert "needs the cluster's key" in result.stderr and "--cluster-key" in result.stderr
 
