@@ -204,7 +204,9 @@ def format_status(nodes: list, label: str) -> str:
     ordered = sorted(nodes, key=lambda n: (not n.get("is_head"), not n.get("alive"),
                                            str(n.get("address")), n.get("node_id", "")))
     for node in ordered:
-        if node.get("alive"):
+        if node.get("alive") and node.get("suspect") is not None:
+            state = f"suspect (silent {node['suspect']:g} s)"
+        elif node.get("alive"):
             state = "alive, hot" if node.get("hot") else "alive"
         else:
             state = f"dead ({node['died']})" if node.get("died") else "dead"

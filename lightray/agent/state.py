@@ -245,9 +245,9 @@ class AgentState:
         return self.membership.leaving()
 
     def start_cluster(self, mesh_address: str, head_address: str | None, now: float,
-                      wall: float) -> None:
+                      wall: float, **liveness) -> None:
         """Join the cluster at head_address, or be its head (None)."""
-        self.membership.start_cluster(mesh_address, head_address, now, wall)
+        self.membership.start_cluster(mesh_address, head_address, now, wall, **liveness)
 
     def cluster_tick(self, now: float, wall: float, load: dict) -> None:
         """Every HEARTBEAT_INTERVAL: tell peers how we are; notice the silent ones."""

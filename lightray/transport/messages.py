@@ -106,11 +106,14 @@ ACTOR_CALL = 203     # (ACTOR_CALL, TaskSpec, [dep payloads][, caller's node id[
                      #   values of ObjectRef arguments (not in the spec's contained)
 
 # agent <-> agent, over the mesh (lightray.transport.mesh, lightray.agent.cluster.membership)
-JOIN = 301           # (JOIN, node dict)  a new agent to the head
-MEMBERS = 302        # (MEMBERS, [node dict, ...])  the head to a new agent: everyone
-NODE_JOINED = 303    # (NODE_JOINED, node dict)  the head to the others
+JOIN = 301           # (JOIN, node dict)  a new agent to any member (its incarnation in
+                     #   the dict: 0, or one more than the one declared dead)
+MEMBERS = 302        # (MEMBERS, [node dict, ...])  the membership authority (the control
+                     #   leader; the head while none is known) to a new agent: everyone
+NODE_JOINED = 303    # (NODE_JOINED, node dict)  the authority to the others
 HEARTBEAT = 304      # (HEARTBEAT, load dict)  every agent to every peer, twice a second
-NODE_DEAD = 305      # (NODE_DEAD, node_id, why)  the head to the others
+NODE_DEAD = 305      # (NODE_DEAD, node_id, why, incarnation)  the membership authority to
+                     # the others (and to the dead node itself, should it speak again)
 LEAVING = 306        # (LEAVING,)  an agent stopping cleanly
 FORWARD = 307        # (FORWARD, TaskSpec, function bytes or None, [argument descriptor])
 RESULT = 308         # (RESULT, task_id, [result descriptor], [[(id, descriptor)] of refs
@@ -133,6 +136,8 @@ JOIN_REFUSED = 321   # (JOIN_REFUSED, why)  the head will not admit this agent (
                      #   REFUSAL frame (encode_refusal), which every version reads
 RAFT = 322           # (RAFT, bytes)  a message between control replicas, in the Raft
                      #   codec's format (lightray.store.control.raft.codec; never pickled)
+JOIN_VIA = 323       # (JOIN_VIA, node dict)  a member that is not the authority relays a
+                     #   JOIN to it; the authority answers the joiner itself (MEMBERS)
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
 # reference to the bytes until they are sent); smaller ones are cheaper to copy.
@@ -141,7 +146,8 @@ ZERO_COPY_MIN = 64 * 1024
 
 # The layout of the header is fixed for every version; the version byte
 # changes whenever the ops (their codes, shapes or meaning) do.
-PROTOCOL_VERSION = 2   # 2: RAFT, and CONTROL goes to the control leader
+PROTOCOL_VERSION = 3   # 2: RAFT, and CONTROL goes to the control leader; 3: JOIN_VIA,
+                       # incarnations (NODE_DEAD names one; a dead node joins again)
 MAGIC = b"LR"
 OPS = 0
 REFUSAL = 1
