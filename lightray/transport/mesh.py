@@ -74,6 +74,12 @@ class Mesh:
         self.router.setsockopt(zmq.SNDHWM, _HWM)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        # A peer that connects again (a new DEALER after it had closed ours,
+        # e.g. the authority answering a node it declared dead) takes its node
+        # id over from the old connection. Without this ZeroMQ ignores the new
+        # connection while the old one lingers (a stalled agent has not read
+        # its end yet), and every message on it is lost.
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.authenticator = None
         if cluster_key is not None:
             self.authenticator = ThreadAuthenticator(context)
