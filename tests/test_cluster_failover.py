@@ -201,6 +201,15 @@ def test_an_address_list_whose_first_agent_is_dead_joins_through_the_next(own_cl
     assert wait_for(lambda: rows().get(joined.node_id, {}).get("alive"), timeout=30)
     assert lightray.get(where.options(scheduling_strategy=NodeAffinity(joined.node_id))
                         .remote(), timeout=60) == joined.node_id
+    lightray.shutdown()                  # a driver given a list takes the first that runs
+    lightray.init(address=f"{gone.address},{joined.address}")
+    assert lightray.get_runtime_context().node_id == joined.node_id
+
+
+@pytest.mark.parametrize("text", ["", "a:1,", "a:1,b", "a:1,a:1", "a:99999"])
+def test_a_bad_address_list_is_refused_naming_the_bad_part(text):
+    with pytest.raises(ValueError, match="HOST:PORT|twice"):
+        lightray.init(address=text)
 
 
 @pytest.mark.parametrize("value", ["0", "soon", "100000"])

@@ -193,7 +193,8 @@ class ClusterMembership:
             elif kind == m.FORWARD_CANCEL:
                 self._cancel(op[1], op[2])
             elif kind == m.JOIN:
-                self._on_join(sender, op[1], now, wall)      # asked again: answered again
+                if _join_problem(sender, op[1]) is None:    # asked again: answered again
+                    self._on_join(sender, op[1], now, wall)
             elif kind == m.JOIN_VIA:
                 if _join_problem(op[1]["node_id"], op[1]) is None:
                     self._on_join(op[1]["node_id"], op[1], now, wall)
