@@ -175,6 +175,25 @@ def test_a_stall_past_the_deadline_rejoins_as_a_new_incarnation_and_its_driver_w
     assert stalled.process.poll() is None
 
 
+def test_a_stalled_leader_is_replaced_and_rejoins_when_it_resumes(own_cluster):
+    env = {"LIGHTRAY_NODE_DEAD_AFTER_S": "3"}
+    head, first, second = start(own_cluster, 3, env=env, attach=1)
+    assert wait_for(lambda: leader() == head.node_id, timeout=20)
+    os.kill(head.pid, signal.SIGSTOP)
+    try:
+        assert wait_for(lambda: not rows()[head.node_id]["alive"], timeout=20)
+        assert wait_for(lambda: leader() in (first.node_id, second.node_id), timeout=20)
+        assert works()                  # the cluster runs on without its head meanwhile
+    finally:
+        os.kill(head.pid, signal.SIGCONT)
+    assert wait_for(lambda: rows()[head.node_id]["alive"]
+                    and rows()[head.node_id]["incarnation"] == 1, timeout=30), rows()
+    assert leader() in (first.node_id, second.node_id)
+    assert lightray.get(where.options(scheduling_strategy=NodeAffinity(head.node_id)).remote(),
+                        timeout=60) == head.node_id
+    assert head.process.poll() is None
+
+
 def _status_line(address: str, node_id: str) -> str:
     return next((line for line in status(address).splitlines() if line.startswith(node_id)), "")
 
