@@ -163,3 +163,56 @@ def test_a_node_declared_dead_that_speaks_again_rejoins_as_its_next_incarnation(
     [members] = _ops(head, stalled.node_id, m.MEMBERS)
     stalled.handle_peer(head.node_id, [members], 4.1, 4.1)
     assert stalled.membership.rejoining is None
+
+
+def test_only_the_authority_turns_silence_into_death():
+    head, other, third = _agent("node1", None), _agent("node2", "x:1"), _agent("node3", "x:1")
+    _admitted(head, other)
+    _admitted(head, third)
+    other.handle_peer(head.node_id, [(m.NODE_JOINED, _node(third))], 0.0, 0.0)
+    for now in (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5):
+        other.cluster_tick(now, now, {"hot": False})     # the head leads: other only waits
+    assert all(v.alive for v in other.membership.peers.values())
+    assert other.membership.nodes_info()[1]["suspect"] == 3.5   # but shows the silence
+
+
+def test_a_new_leader_logs_the_deaths_it_knows_of():
+    head, other = _agent("node1", None), _agent("node2", "x:1")
+    _admitted(head, other)
+    other.membership.peer_gone(head.node_id, 1.0)       # the head was killed
+    other.effects.control_writes.clear()
+    other.membership.set_leader(other.node_id, 2.0)     # ... and other won the election
+    assert ("node_dead", head.node_id, 2.0) in other.effects.control_writes
+    other.effects.control_writes.clear()
+    other.membership.set_leader(other.node_id, 3.0)     # once, on taking over
+    assert not other.effects.control_writes
+
+
+def test_news_about_a_peer_s_earlier_incarnation_is_ignored_and_a_later_one_revives_it():
+    head, other, third = _agent("node1", None), _agent("node2", "x:1"), _agent("node3", "x:1")
+    _admitted(head, other)
+    other.handle_peer(head.node_id, [(m.NODE_JOINED, _node(third))], 0.0, 0.0)
+    other.handle_peer(head.node_id, [(m.NODE_DEAD, third.node_id, "silent", 0)], 1.0, 1.0)
+    assert not other.membership.peers[third.node_id].alive
+    third.membership.incarnation = 1
+    other.handle_peer(head.node_id, [(m.NODE_JOINED, _node(third))], 2.0, 2.0)
+    assert other.membership.peers[third.node_id].alive
+    other.handle_peer(head.node_id, [(m.NODE_DEAD, third.node_id, "silent", 0)], 3.0, 3.0)
+    assert other.membership.peers[third.node_id].alive           # stale: about incarnation 0
+
+
+def test_an_agent_still_joining_itself_neither_admits_nor_relays_a_join():
+    lone = _agent("node2", "x:1")
+    lone.effects.peer_outbox.clear()
+    stranger = _agent("node3", "x:1")
+    assert lone.handle_peer(stranger.node_id, [stranger.membership.join_op()], 0.0, 0.0) is None
+    assert not lone.effects.peer_outbox and stranger.node_id not in lone.membership.peers
+
+
+def test_a_member_with_no_live_authority_drops_a_join_saying_so():
+    head, other = _agent("node1", None), _agent("node2", "x:1")
+    _admitted(head, other)
+    other.membership.peer_gone(head.node_id, 1.0)
+    stranger = _agent("node3", "x:1")
+    why, answer = other.handle_peer(stranger.node_id, [stranger.membership.join_op()], 2.0, 2.0)
+    assert "no membership authority" in why and answer is None
