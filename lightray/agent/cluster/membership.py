@@ -359,6 +359,12 @@ class ClusterMembership:
             if task.state == FORWARDED and task.node is not None:
                 self._forwarded_task_lost(task, task.node, f"this node was declared dead "
                                                            f"({why}) and joined again")
+        # The peers let go of what they held here when we died (they never FREE it).
+        for object_id, entry in list(self.objects.items()):
+            if entry.pinned_for:
+                for _ in range(len(entry.pinned_for)):
+                    self.directory.unref(object_id)
+                entry.pinned_for.clear()
         self.rejoining = (authority, now)
         self.effects.peer_outbox[authority].append(self.join_op())
 
