@@ -373,9 +373,11 @@ def memory_summary() -> dict:
 
 def nodes() -> list:
     """Every node of the cluster this process is attached to, dead ones included:
-    dicts with node_id, address, alive, resources, available (and store use), and
+    dicts with node_id, address, alive, resources, available (and store use),
     control: the node's part in the replicated control store ("leader", "replica"
-    or None)."""
+    or None), suspect: seconds a live node has been silent once that is 2 s or
+    more (else None), and incarnation: how many times it joined again after
+    being declared dead."""
     return _client_for_submission().info("nodes")
 
 
