@@ -216,3 +216,19 @@ def test_a_member_with_no_live_authority_drops_a_join_saying_so():
     stranger = _agent("node3", "x:1")
     why, answer = other.handle_peer(stranger.node_id, [stranger.membership.join_op()], 2.0, 2.0)
     assert "no membership authority" in why and answer is None
+
+
+def test_a_live_peer_s_later_incarnation_replaces_it_on_the_same_connection():
+    # The authority had not seen it die (a new leader, say): the JOIN as
+    # incarnation 1 ends incarnation 0 there, and MEMBERS goes out on the
+    # connection it already has, which must stay open.
+    head, other = _agent("node1", None), _agent("node2", "x:1")
+    _admitted(head, other)
+    other.membership.incarnation = 1
+    head.handle_peer(other.node_id, [other.membership.join_op()], 1.0, 1.0)
+    assert other.node_id not in head.effects.mesh_disconnect
+    assert _ops(head, other.node_id, m.MEMBERS)
+    assert head.membership.peers[other.node_id].alive
+    assert head.membership.nodes.incarnation(other.node_id) == 1
+    writes = [w[0] for w in head.effects.control_writes]
+    assert writes[-2:] == ["node_dead", "node_rejoin"]

@@ -309,9 +309,7 @@ class ClusterMembership:
                 if view.alive:      # a JOIN asked again: the same answer
                     self.effects.peer_outbox[sender].append((m.MEMBERS, self._members(sender)))
                 return
-            # A later incarnation: the earlier one is dead, whatever it left.
-            self._peer_died(sender, f"it joined again as incarnation {incarnation}", wall)
-            del self.peers[sender]
+            self._end_incarnation(sender, incarnation, wall)
             rejoined = True
         for other in self.peers.values():
             if other.alive and other.node_id != sender:
@@ -334,10 +332,20 @@ class ClusterMembership:
         if view is not None:
             if not self.nodes.is_newer(node_id, node.get("incarnation") or 0):
                 return
-            self._peer_died(node_id, f"it joined again as incarnation "
-                                     f"{node.get('incarnation')}", wall)
-            del self.peers[node_id]
+            self._end_incarnation(node_id, node.get("incarnation"), wall)
         self._add_peer(node, now)
+
+    def _end_incarnation(self, node_id: str, incarnation, wall: float) -> None:
+        """A later incarnation of node_id joined: the earlier one is dead,
+        whatever it left, and its view goes (the new one is added next). The
+        connection to it stays: the same process listens at the same address
+        (closing it now would close it after the new incarnation's first
+        messages went out on it)."""
+        disconnect = node_id not in self.effects.mesh_disconnect
+        self._peer_died(node_id, f"it joined again as incarnation {incarnation}", wall)
+        if disconnect and node_id in self.effects.mesh_disconnect:
+            self.effects.mesh_disconnect.remove(node_id)
+        del self.peers[node_id]
 
     def _on_node_dead(self, sender: str, node_id: str, why, incarnation: int, now: float,
                       wall: float) -> None:
