@@ -39,7 +39,7 @@ from ...scheduling import NodeView, to_units
 from ...states import FORWARDED, PULLING
 from ...transport import messages as m
 from ...config import NODE_DEAD_AFTER_DEFAULT
-from .control_plane import HEAD_COMMANDS, LEADER
+from .control_plane import HEAD_COMMANDS, LEADER, REPLICA
 from . import node_rows
 from .node_table import NodeTable
 
@@ -47,6 +47,7 @@ HEARTBEAT_INTERVAL = 0.5     # seconds between heartbeats
 HEAD = "head"                # the join connection until the node id behind it is known
                              # (lightray.transport.mesh knows this key too)
 REJOIN_AGAIN = 3.0           # seconds before a rejoining agent asks again
+CONTROL_ROLES = (LEADER, REPLICA)
 
 
 class ClusterMembership:
@@ -202,10 +203,11 @@ class ClusterMembership:
                 if self._speaks_for_cluster(sender):    # only the authority admits nodes
                     self._on_node_joined(op[1], now, wall)
             elif kind == m.NODE_DEAD:
-                # Only the authority judges silence; about this node itself any
-                # member is believed (a stalled leader does not know it was
-                # replaced, and rejoining needlessly costs little).
-                if op[1] == self.node_id or self._speaks_for_cluster(sender):
+                # Only the authority judges silence. About this node itself a
+                # control replica is believed too: a stalled leader does not
+                # know the replica that now leads was elected.
+                if self._speaks_for_cluster(sender) or (
+                        op[1] == self.node_id and view.load.get("control") in CONTROL_ROLES):
                     self._on_node_dead(sender, op[1], op[2], op[3], now, wall)
             elif kind == m.MEMBERS:
                 if self.rejoining is not None:          # admitted again
