@@ -19,7 +19,8 @@ from .session import (UnsafeDirectoryError, claim_session_dir, new_session_dir,
                       reclaim_dead_sessions, write_agent_record, write_pid_file)
 from ..store import shm
 from ..transport.keys import (KEY_ENV, KEY_FILE, cluster_key_path, derive_stream_key,
-                              find_cluster_key, make_cluster_key, new_cluster_key, store_head_key)
+                              find_cluster_key, lightray_home, make_cluster_key,
+                              new_cluster_key, store_head_key)
 
 
 def default_store_capacity() -> int:
@@ -128,16 +129,19 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _key_of_a_member_here(addresses: list) -> tuple:
-    """(key, path) of the cluster key an agent running on this host at one of
-    these addresses uses (joining through a member that is not the head);
-    (None, None) if none does."""
+    """(key, path) of the key a head made (kept under LIGHTRAY_HOME, where
+    agents of this host find it) that an agent running here at one of these
+    addresses uses: joining through a member that is not the head finds it
+    as joining through the head does. (None, None) if none does; a key file
+    given to the cluster's agents by hand is never picked up this way."""
+    home = os.path.join(lightray_home(), "clusters") + os.sep
     for address in addresses:
         try:
             record = agent_at(address)
         except (ConnectionError, ValueError):
             continue
         path = record.get("cluster_key_file")
-        if path:
+        if path and os.path.abspath(path).startswith(home):
             key, path = find_cluster_key(None, path)
             if key is not None:
                 return key, path
