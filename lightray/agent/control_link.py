@@ -6,13 +6,16 @@
                                                       or CONTROL ──▶ the leader (the head
                                                       while none is known), or kept
     replica.process() (each Ready fsync'd first) ──▶ RAFT ops to the other replicas
+    lightray.kv requests (ipc KV, mesh KV_REQUEST/KV_REPLY) ──▶ self.kv (control_kv)
 
 The decisions (which voter to add or remove, where a write goes) are the pure
 functions of lightray.agent.cluster.control_plane; this module is their I/O.
 Nothing here blocks or raises into the agent's loop: a full disk or a damaged
 replica file is reported (RefusalLog, once per kind a minute) and the agent
 serves on. Nobody waits for a write's result yet (a dropped write is logged
-at DEBUG on "lightray.control").
+at DEBUG on "lightray.control"); lightray.kv's writes are waited for
+(lightray.agent.control_kv). An agent outside a cluster (lightray.init()'s
+embedded one) holds a lone replica (mesh None), so lightray.kv works there too.
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ from ..store.control.raft import decode as decode_raft
 from ..store.control.replica import ControlReplica
 from ..transport import messages as m
 from .cluster import control_plane
+from .control_kv import KVRequests
 
+KV_MESH_OPS = frozenset((m.KV_REQUEST, m.KV_REPLY))
 RAFT_TICK = 0.05              # seconds per Raft tick (elections after 10-20, heartbeats every one)
 MAX_UNSENT_WRITES = 10_000    # control writes kept while no leader is known
 _log = logging.getLogger("lightray.control")
@@ -35,16 +40,18 @@ _log = logging.getLogger("lightray.control")
 
 class ControlLink:
     __slots__ = ("state", "mesh", "directory", "refusals", "control_replicas", "replica",
-                 "unsent")
+                 "unsent", "kv", "needs_process")
 
     def __init__(self, state, mesh, directory: str, refusals, control_replicas: int):
         self.state = state                 # AgentState (its membership: peers, roles, head)
-        self.mesh = mesh                   # transport.mesh.Mesh
+        self.mesh = mesh                   # transport.mesh.Mesh (None: no cluster)
         self.directory = directory         # <session>/control: control.db and raft.db
         self.refusals = refusals           # RefusalLog of the agent's mesh
         self.control_replicas = control_replicas
         self.replica = None                # this node's ControlReplica, once it is one
         self.unsent: list = []             # writes made here while nobody could take them
+        self.kv = KVRequests(self)         # lightray.kv's requests under way here
+        self.needs_process = False         # a kv request reached the replica this turn
 
     def start_as_first_replica(self) -> None:
         """The head: a lone voter that leads at once; the leader then adds the
@@ -89,16 +96,46 @@ class ControlLink:
         if self.replica is not None:
             self._process()
 
+    def take_kv_ops(self, sender: str, ops: list) -> list:
+        """The mesh ops of lightray.kv (from a live peer) are served here; the others
+        are returned for the state."""
+        if not any(op[0] in KV_MESH_OPS for op in ops):
+            return ops
+        view = self.state.membership.peers.get(sender)
+        rest = []
+        for op in ops:
+            if op[0] not in KV_MESH_OPS:
+                rest.append(op)
+            elif view is not None and view.alive:
+                self.kv.from_peer(sender, op)
+        return rest
+
+    def kv_from_client(self, identity: bytes, request_id: int, request) -> None:
+        self.kv.from_client(identity, request_id, request)
+
+    def end_of_turn(self) -> None:
+        if self.needs_process:
+            self.needs_process = False
+            self._process()
+
+    def leader(self) -> str | None:
+        replica = self.replica
+        if self.mesh is None:
+            return replica.leader if replica is not None else None
+        return control_plane.known_leader(replica.leader if replica is not None else None,
+                                          self.state.membership.control_roles())
+
     def _refuse(self, sender: str, why: str) -> None:
         kind = why.partition(":")[0].split(" ", 2)[:2]
         self.refusals.note(("raft", sender, tuple(kind)),
                            f"dropped a RAFT message from peer {sender}: {why}")
 
     def tick(self) -> None:
+        self.kv.tick(time.monotonic())
         if self.replica is None:
             return
         self.replica.tick()
-        if self.replica.is_leader:
+        if self.replica.is_leader and self.mesh is not None:
             self._change_voters()
         self._process()
 
@@ -129,8 +166,10 @@ class ControlLink:
                                f"control replica: {type(error).__name__}: {error}")
             return
         mesh = self.mesh
-        for destination, data in out.messages:
-            mesh.send(destination, [(m.RAFT, data)])
+        if mesh is not None:
+            for destination, data in out.messages:
+                mesh.send(destination, [(m.RAFT, data)])
+        self.kv.on_output(out)
         for token, why in out.dropped:
             _log.debug("control plane: a write was dropped: %s", why)
         for index, why in out.undecodable:

@@ -1,0 +1,154 @@
+"""lightray.kv's requests inside an agent: served here, or sent to the control leader.
+
+    local process ── (KV, id, request) ──▶ KVRequests.from_client
+    peer agent ───── (KV_REQUEST, id, request) ──▶ KVRequests.from_peer
+        write            this replica leads: propose a kv_write, answer once it is
+                         committed and applied; else KV_REQUEST to the leader
+        read             a replica here: from its SQLite (consistent: after the
+                         leader's ReadIndex); none here: KV_REQUEST to the leader
+    the leader's ── (KV_REPLY, id, answer) ──▶ KVRequests.from_peer ──▶ the origin
+    answers ──▶ a local process: INFO_REPLY (through the state's outbox); a peer: KV_REPLY
+
+An attempt that cannot finish (no leader known, the leader changed, nobody
+answered in ATTEMPT seconds) is answered ("retry", why): the client sends
+it again with the same token, and the store applies a token once
+(lightray.store.control.kv_requests). A request from a peer is never sent
+on again (two agents each thinking the other leads would bounce it).
+"""
+from __future__ import annotations
+
+import itertools
+import time
+
+from ..store.control import kv_requests as kv
+from ..store.control.raft import NotLeader, ProposalRefused
+from ..transport import messages as m
+
+ATTEMPT = 2.0     # seconds an attempt may wait here before it is answered "retry"
+
+
+class _Waiting:
+    __slots__ = ("origin", "request", "leader", "started")
+
+    def __init__(self, origin, request, leader, started):
+        self.origin = origin      # ("client", identity, request id) or ("peer", node id, id)
+        self.request = request
+        self.leader = leader      # who led when it started: a change means it is lost
+        self.started = started
+
+
+class KVRequests:
+    __slots__ = ("link", "waiting", "_ids")
+
+    def __init__(self, link):
+        self.link = link          # the agent's ControlLink (its replica, state, mesh)
+        self.waiting: dict = {}   # our id -> _Waiting (proposed, read asked, or sent on)
+        self._ids = itertools.count(1)
+
+    # ------------------------------------------------------------ inputs
+
+    def from_client(self, identity: bytes, request_id: int, request) -> None:
+        self._serve(("client", identity, request_id), request)
+
+    def from_peer(self, sender: str, op: tuple) -> None:
+        if op[0] == m.KV_REQUEST:
+            self._serve(("peer", sender, op[1]), op[2])
+            return
+        waiting = self.waiting.get(op[1])          # KV_REPLY to a request we sent on
+        if waiting is not None and waiting.leader == sender:
+            del self.waiting[op[1]]
+            self._answer(waiting.origin, op[2])
+
+    def _serve(self, origin, request) -> None:
+        why = kv.problem(request)
+        if why is not None:
+            self._answer(origin, (kv.ERROR, why))
+            return
+        link = self.link
+        replica = link.replica
+        leader = link.leader()
+        if replica is not None and replica.is_leader and kv.is_write(request):
+            self._propose(origin, request)
+        elif replica is not None and not kv.is_write(request):
+            self._read(origin, request, replica, leader)
+        elif origin[0] == "peer":
+            self._answer(origin, (kv.RETRY, f"node {link.state.node_id} does not lead "
+                                            f"the control plane (leader: {leader})"))
+        elif leader is None or leader == link.state.node_id or link.mesh is None:
+            self._answer(origin, (kv.RETRY, "no control plane leader is known"))
+        else:
+            request_id = next(self._ids)
+            self.waiting[request_id] = _Waiting(origin, request, leader, time.monotonic())
+            link.mesh.send(leader, [(m.KV_REQUEST, request_id, request)])
+
+    def _propose(self, origin, request) -> None:
+        replica = self.link.replica
+        request_id = next(self._ids)
+        try:
+            replica.propose(kv.command_for(request, time.time()), ("kv", request_id))
+        except (TypeError, ValueError) as error:
+            self._answer(origin, (kv.ERROR, f"lightray.kv: {error}"))
+            return
+        except (NotLeader, ProposalRefused) as error:
+            self._answer(origin, (kv.RETRY, f"the control leader cannot take it: {error}"))
+            return
+        self.waiting[request_id] = _Waiting(origin, request, replica.node.id, time.monotonic())
+        self.link.needs_process = True
+
+    def _read(self, origin, request, replica, leader) -> None:
+        if not kv.is_consistent(request):
+            self._answer(origin, kv.serve_read(replica.store, request))
+            return
+        request_id = next(self._ids)
+        try:
+            replica.read(("kv", request_id))
+        except NotLeader:
+            self._answer(origin, (kv.RETRY, "no control plane leader is known"))
+            return
+        self.waiting[request_id] = _Waiting(origin, request, leader, time.monotonic())
+        self.link.needs_process = True
+
+    # ------------------------------------------------------------ the replica's output
+
+    def on_output(self, out) -> None:
+        """Writes committed, reads that may be served, writes that never will commit."""
+        for token, result in out.results:
+            waiting = self._take(token)
+            if waiting is not None:
+                self._answer(waiting.origin, (kv.OK, result))
+        for token in out.reads:
+            waiting = self._take(token)
+            if waiting is not None:
+                self._answer(waiting.origin, kv.serve_read(self.link.replica.store,
+                                                           waiting.request))
+        for token, why in out.dropped:
+            waiting = self._take(token)
+            if waiting is not None:
+                self._answer(waiting.origin, (kv.RETRY, why))
+
+    def _take(self, token):
+        if type(token) is tuple and token[0] == "kv":
+            return self.waiting.pop(token[1], None)
+        return None
+
+    def tick(self, now: float) -> None:
+        """Attempts lost to a leader change or waiting too long: answered "retry"."""
+        if not self.waiting:
+            return
+        leader = self.link.leader()
+        lost = [request_id for request_id, waiting in self.waiting.items()
+                if waiting.leader != leader or now - waiting.started > ATTEMPT]
+        for request_id in lost:
+            waiting = self.waiting.pop(request_id)
+            why = (f"the control leader changed ({waiting.leader} -> {leader})"
+                   if waiting.leader != leader else f"no answer in {ATTEMPT:g} s")
+            self._answer(waiting.origin, (kv.RETRY, why))
+
+    # ------------------------------------------------------------ answers
+
+    def _answer(self, origin, answer) -> None:
+        link = self.link
+        if origin[0] == "client":
+            link.state.effects.outbox[origin[1]].append((m.INFO_REPLY, origin[2], answer))
+        elif link.mesh is not None:
+            link.mesh.send(origin[1], [(m.KV_REPLY, origin[2], answer)])
