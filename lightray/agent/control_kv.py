@@ -7,7 +7,7 @@
         read             a replica here: from its SQLite (consistent: after the
                          leader's ReadIndex); none here: KV_REQUEST to the leader
     the leader's ── (KV_REPLY, id, answer) ──▶ KVRequests.from_peer ──▶ the origin
-    answers ──▶ a local process: INFO_REPLY (through the state's outbox); a peer: KV_REPLY
+    answers ──▶ a local process: INFO_REPLY (link.send_to_client); a peer: KV_REPLY
 
 An attempt that cannot finish (no leader known, the leader changed, nobody
 answered in ATTEMPT seconds) is answered ("retry", why): the client sends
@@ -149,6 +149,8 @@ class KVRequests:
     def _answer(self, origin, answer) -> None:
         link = self.link
         if origin[0] == "client":
-            link.state.effects.outbox[origin[1]].append((m.INFO_REPLY, origin[2], answer))
+            # Straight to the socket: an answer made while the loop carries out
+            # instructions would otherwise wait in the outbox for the next turn.
+            link.send_to_client(origin[1], [(m.INFO_REPLY, origin[2], answer)])
         elif link.mesh is not None:
             link.mesh.send(origin[1], [(m.KV_REPLY, origin[2], answer)])

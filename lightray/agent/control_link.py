@@ -40,7 +40,7 @@ _log = logging.getLogger("lightray.control")
 
 class ControlLink:
     __slots__ = ("state", "mesh", "directory", "refusals", "control_replicas", "replica",
-                 "unsent", "kv", "needs_process")
+                 "unsent", "kv", "needs_process", "send_to_client")
 
     def __init__(self, state, mesh, directory: str, refusals, control_replicas: int):
         self.state = state                 # AgentState (its membership: peers, roles, head)
@@ -52,6 +52,7 @@ class ControlLink:
         self.unsent: list = []             # writes made here while nobody could take them
         self.kv = KVRequests(self)         # lightray.kv's requests under way here
         self.needs_process = False         # a kv request reached the replica this turn
+        self.send_to_client = None         # (receive identity, ops): the server's socket
 
     def start_as_first_replica(self) -> None:
         """The head: a lone voter that leads at once; the leader then adds the
@@ -160,21 +161,23 @@ class ControlLink:
     def _process(self) -> None:
         """Run the replica's Ready (saved and fsync'd first), send its messages."""
         try:
-            out = self.replica.process()
+            out = self.replica.process(self._send_raft if self.mesh is not None else None)
         except Exception as error:   # a full disk, say: report, the agent serves on
             self.refusals.note(("replica", type(error).__name__),
                                f"control replica: {type(error).__name__}: {error}")
             return
-        mesh = self.mesh
-        if mesh is not None:
-            for destination, data in out.messages:
-                mesh.send(destination, [(m.RAFT, data)])
+        for destination, data in out.messages:
+            self._send_raft(destination, data)
         self.kv.on_output(out)
         for token, why in out.dropped:
             _log.debug("control plane: a write was dropped: %s", why)
         for index, why in out.undecodable:
             self.refusals.note(("undecodable",), f"control log entry {index} is no "
                                                  f"command: {why}")
+
+    def _send_raft(self, destination: str, data: bytes) -> None:
+        if self.mesh is not None:
+            self.mesh.send(destination, [(m.RAFT, data)])
 
     def role(self):
         replica = self.replica

@@ -111,6 +111,7 @@ class AgentServer:
             self.control = ControlLink(self.state, None, os.path.join(session_dir, "control"),
                                        self.mesh_refusals, 1)
             self.control.start_as_first_replica()
+        self.control.send_to_client = self._send_to_client
         if initial_workers is None:
             initial_workers = max(1, int(num_cpus))
         self.state.initial_workers(initial_workers)
@@ -355,6 +356,9 @@ class AgentServer:
             if op[0] == m.KV and client is not None:
                 self.control.kv_from_client(client.identity, op[1], op[2])
         return [op for op in ops if op[0] != m.KV]
+
+    def _send_to_client(self, identity: bytes, ops: list) -> None:
+        self.router.send_multipart([identity, m.encode(ops)])
 
     def _act(self) -> None:
         self._execute(self.state.take_instructions())

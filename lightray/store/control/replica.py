@@ -162,24 +162,35 @@ class ControlReplica:
 
     # ------------------------------------------------------------ outputs
 
-    def process(self) -> Output:
-        """Runs every Ready the core has (see the module docstring)."""
+    def process(self, send=None) -> Output:
+        """Runs every Ready the core has (see the module docstring). send(replica
+        id, bytes), if given, takes a leader's messages before its fsync."""
         out = Output()
         while True:
             ready = self.node.ready()
             if not (ready.snapshot or ready.hard_state or ready.entries or ready.messages
                     or ready.committed or ready.read_states):
                 break
-            self._run(ready, out)
+            self._run(ready, out, send)
         self._serve_reads(out)
         return out
 
-    def _run(self, ready, out: Output) -> None:
+    def _run(self, ready, out: Output, send=None) -> None:
         if ready.snapshot is not None and ready.restore_snapshot:
             self.store.restore(ready.snapshot.data)
             self._fail_pending_up_to(ready.snapshot.index, out)
-        self.storage.save(ready)                       # fsync'd before anything leaves
-        out.messages.extend((m.dst, encode(m)) for m in ready.messages)
+        # A leader's appends may leave before its own fsync (Raft thesis 10.2.1):
+        # it counts itself towards a commit only once an answer comes back, and
+        # an answer is handled after this save returns (one thread). Anything
+        # promising a term or a vote waits for the disk, as the Ready contract says.
+        early = (send is not None and self.node.role == LEADER and ready.snapshot is None
+                 and self.storage.keeps_vote(ready.hard_state))
+        if early:
+            for message in ready.messages:
+                send(message.dst, encode(message))
+        self.storage.save(ready)                       # fsync'd before anything else leaves
+        if not early:
+            out.messages.extend((m.dst, encode(m)) for m in ready.messages)
         if ready.committed:
             self._apply(ready.committed, out)
         for state in ready.read_states:
