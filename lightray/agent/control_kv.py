@@ -22,6 +22,7 @@ import time
 
 from ..store.control import kv_requests as kv
 from ..store.control.raft import NotLeader, ProposalRefused
+from ..store.control.replica import ReplicaDamaged
 from ..transport import messages as m
 
 ATTEMPT = 2.0     # seconds an attempt may wait here before it is answered "retry"
@@ -97,7 +98,7 @@ class KVRequests:
 
     def _read(self, origin, request, replica, leader) -> None:
         if not kv.is_consistent(request):
-            self._answer(origin, kv.serve_read(replica.store, request))
+            self._serve_read(origin, request)
             return
         request_id = next(self._ids)
         try:
@@ -119,12 +120,24 @@ class KVRequests:
         for token in out.reads:
             waiting = self._take(token)
             if waiting is not None:
-                self._answer(waiting.origin, kv.serve_read(self.link.replica.store,
-                                                           waiting.request))
+                self._serve_read(waiting.origin, waiting.request)
         for token, why in out.dropped:
             waiting = self._take(token)
             if waiting is not None:
                 self._answer(waiting.origin, (kv.RETRY, why))
+
+    def _serve_read(self, origin, request) -> None:
+        replica = self.link.replica
+        if replica is None:
+            self._answer(origin, (kv.RETRY, "this agent's control replica is gone"))
+            return
+        try:
+            answer = replica.query(lambda store: kv.serve_read(store, request))
+        except ReplicaDamaged as error:
+            self._answer(origin, (kv.RETRY, f"this agent's control replica: {error}"))
+            self.link.replica_damaged(error)
+            return
+        self._answer(origin, answer)
 
     def _take(self, token):
         if type(token) is tuple and token[0] == "kv":

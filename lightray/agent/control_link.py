@@ -27,7 +27,7 @@ import time
 from ..store.control import validate
 from ..store.control.raft import NotLeader, ProposalRefused, RaftCodecError
 from ..store.control.raft import decode as decode_raft
-from ..store.control.replica import ControlReplica
+from ..store.control.replica import ControlReplica, ReplicaDamaged
 from ..transport import messages as m
 from .cluster import control_plane
 from .control_kv import KVRequests
@@ -162,6 +162,9 @@ class ControlLink:
         """Run the replica's Ready (saved and fsync'd first), send its messages."""
         try:
             out = self.replica.process(self._send_raft if self.mesh is not None else None)
+        except ReplicaDamaged as error:
+            self.replica_damaged(error)
+            return
         except Exception as error:   # a full disk, say: report, the agent serves on
             self.refusals.note(("replica", type(error).__name__),
                                f"control replica: {type(error).__name__}: {error}")
@@ -174,6 +177,29 @@ class ControlLink:
         for index, why in out.undecodable:
             self.refusals.note(("undecodable",), f"control log entry {index} is no "
                                                  f"command: {why}")
+
+    def replica_damaged(self, error: ReplicaDamaged) -> None:
+        """SQLite found control.db damaged: the replica stops serving it and is
+        reopened from its files, which sets the file aside and rebuilds the state
+        from raft.db (and the leader). A replica that cannot be reopened (raft.db
+        damaged too) takes no further part: this agent then serves no control data."""
+        self.refusals.note(("replica", "damaged"),
+                           f"control replica: {error}; it no longer serves that file and "
+                           "is rebuilt from its Raft log and the leader")
+        try:
+            self.replica.close()
+        except Exception:
+            pass
+        self.replica = None
+        try:
+            self.replica = ControlReplica(self.state.node_id, self.directory, (),
+                                          election_ticks=10, heartbeat_ticks=1)
+        except Exception as reopen_error:
+            self.refusals.note(("replica", "unusable"),
+                               f"control replica: cannot be rebuilt ({reopen_error}); "
+                               "this agent takes no further part in the control plane")
+            return
+        self._process()
 
     def _send_raft(self, destination: str, data: bytes) -> None:
         if self.mesh is not None:
