@@ -5,6 +5,9 @@ command a write becomes, and how a read is served. Pure: no I/O.
     request:  ("write", mode, namespace, key, expected, value, client, seq, done_below)
               ("get", namespace, key, consistent)
               ("list", namespace, prefix, consistent)
+              ("locate",)   this agent's own replica file, for local reads in the
+                            client's process (lightray.store.control.kv_reader); never
+                            sent on
     answer:   ("ok", result)   bool for a write, bytes or None for get, [bytes] for list
               ("retry", why)   not served now (no leader, a leader change): send it again,
                                the same token (client, seq) with it (applied once)
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 from .commands import KV_MODES, KV_WRITE
 
-WRITE, GET, LIST = "write", "get", "list"
+WRITE, GET, LIST, LOCATE = "write", "get", "list", "locate"
 OK, RETRY, ERROR = "ok", "retry", "error"
 MAX_KEY_BYTES = 1 << 16          # a key (or prefix) in bytes, UTF-8 encoded
 MAX_VALUE_BYTES = 8 << 20        # a value: the mesh's messages stay well under its limits
@@ -32,6 +35,8 @@ def problem(request) -> str | None:
     if type(request) is not tuple or not request or type(request[0]) is not str:
         return "a kv request is a tuple (kind, ...)"
     kind = request[0]
+    if kind == LOCATE:
+        return None if len(request) == 1 else "a kv locate has no fields"
     if kind == WRITE:
         if len(request) != 9:
             return "a kv write has 8 fields"
