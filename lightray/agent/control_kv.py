@@ -17,6 +17,7 @@ on again (two agents each thinking the other leads would bounce it).
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import time
 
@@ -39,12 +40,15 @@ class _Waiting:
 
 
 class KVRequests:
-    __slots__ = ("link", "waiting", "_ids")
+    __slots__ = ("link", "waiting", "_ids", "proposals", "peer_out")
 
     def __init__(self, link):
         self.link = link          # the agent's ControlLink (its replica, state, mesh)
         self.waiting: dict = {}   # our id -> _Waiting (proposed, read asked, or sent on)
         self._ids = itertools.count(1)
+        # Batched per loop turn (flush): one log append, one message per peer.
+        self.proposals: list = []  # (our id, origin, request) to propose
+        self.peer_out: dict = collections.defaultdict(list)   # node id -> [ops]
 
     # ------------------------------------------------------------ inputs
 
@@ -83,7 +87,8 @@ class KVRequests:
         else:
             request_id = next(self._ids)
             self.waiting[request_id] = _Waiting(origin, request, leader, time.monotonic())
-            link.mesh.send(leader, [(m.KV_REQUEST, request_id, request)])
+            self.peer_out[leader].append((m.KV_REQUEST, request_id, request))
+            link.needs_process = True
 
     def _local_file(self, origin):
         """control.db for a local process to read itself, while this replica is a
@@ -96,18 +101,41 @@ class KVRequests:
         return replica.store.path
 
     def _propose(self, origin, request) -> None:
-        replica = self.link.replica
-        request_id = next(self._ids)
-        try:
-            replica.propose(kv.command_for(request, time.time()), ("kv", request_id))
-        except (TypeError, ValueError) as error:
-            self._answer(origin, (kv.ERROR, f"lightray.kv: {error}"))
-            return
-        except (NotLeader, ProposalRefused) as error:
-            self._answer(origin, (kv.RETRY, f"the control leader cannot take it: {error}"))
-            return
-        self.waiting[request_id] = _Waiting(origin, request, replica.node.id, time.monotonic())
+        self.proposals.append((next(self._ids), origin, request))
         self.link.needs_process = True
+
+    def flush_proposals(self) -> None:
+        """This turn's writes, proposed as one batch (before the replica's process)."""
+        if not self.proposals:
+            return
+        proposals, self.proposals = self.proposals, []
+        replica = self.link.replica
+        if replica is None or not replica.is_leader:
+            for _, origin, _ in proposals:
+                self._answer(origin, (kv.RETRY, "this replica no longer leads"))
+            return
+        wall = time.time()
+        try:
+            problems = replica.propose_many([(kv.command_for(request, wall), ("kv", rid))
+                                             for rid, _, request in proposals])
+        except (NotLeader, ProposalRefused) as error:
+            for _, origin, _ in proposals:
+                self._answer(origin, (kv.RETRY, f"the control leader cannot take it: {error}"))
+            return
+        now = time.monotonic()
+        for (request_id, origin, request), problem in zip(proposals, problems):
+            if problem is not None:
+                self._answer(origin, (kv.ERROR, f"lightray.kv: {problem}"))
+            else:
+                self.waiting[request_id] = _Waiting(origin, request, replica.node.id, now)
+
+    def flush_peers(self) -> None:
+        if not self.peer_out:
+            return
+        out, self.peer_out = self.peer_out, collections.defaultdict(list)
+        if self.link.mesh is not None:
+            for node_id, ops in out.items():
+                self.link.mesh.send(node_id, ops)
 
     def _read(self, origin, request, replica, leader) -> None:
         if not kv.is_consistent(request):
@@ -178,5 +206,6 @@ class KVRequests:
             # Straight to the socket: an answer made while the loop carries out
             # instructions would otherwise wait in the outbox for the next turn.
             link.send_to_client(origin[1], [(m.INFO_REPLY, origin[2], answer)])
-        elif link.mesh is not None:
-            link.mesh.send(origin[1], [(m.KV_REPLY, origin[2], answer)])
+        else:
+            self.peer_out[origin[1]].append((m.KV_REPLY, origin[2], answer))
+            link.needs_process = True

@@ -115,9 +115,14 @@ class ControlLink:
         self.kv.from_client(identity, request_id, request)
 
     def end_of_turn(self) -> None:
+        """Once per loop turn: this turn's kv writes proposed as one batch, the
+        replica's Ready run, kv messages to peers sent (one per peer)."""
         if self.needs_process:
             self.needs_process = False
-            self._process()
+            self.kv.flush_proposals()
+            if self.replica is not None:
+                self._process()
+            self.kv.flush_peers()
 
     def leader(self) -> str | None:
         replica = self.replica
@@ -169,9 +174,9 @@ class ControlLink:
             self.refusals.note(("replica", type(error).__name__),
                                f"control replica: {type(error).__name__}: {error}")
             return
-        for destination, data in out.messages:
-            self._send_raft(destination, data)
+        self._send_raft(out.messages)
         self.kv.on_output(out)
+        self.kv.flush_peers()
         for token, why in out.dropped:
             _log.debug("control plane: a write was dropped: %s", why)
         for index, why in out.undecodable:
@@ -201,9 +206,15 @@ class ControlLink:
             return
         self._process()
 
-    def _send_raft(self, destination: str, data: bytes) -> None:
-        if self.mesh is not None:
-            self.mesh.send(destination, [(m.RAFT, data)])
+    def _send_raft(self, messages: list) -> None:
+        """[(replica id, bytes)]: one mesh message per replica."""
+        if self.mesh is None or not messages:
+            return
+        by_destination: dict = {}
+        for destination, data in messages:
+            by_destination.setdefault(destination, []).append((m.RAFT, data))
+        for destination, ops in by_destination.items():
+            self.mesh.send(destination, ops)
 
     def role(self):
         replica = self.replica

@@ -158,6 +158,25 @@ class ControlReplica:
         self._pending[index] = (self.node.term, token)
         return index
 
+    def propose_many(self, proposals: list) -> list:
+        """Appends writes [(command, token), ...] to the log in one batch (one
+        append message per follower); returns, in order, None for each write
+        appended or the TypeError/ValueError of a malformed one (not appended).
+        NotLeader/ProposalRefused as propose (nothing appended)."""
+        problems, encoded, tokens = [], [], []
+        for command, token in proposals:
+            try:
+                encoded.append(command_codec.encode(command))
+                tokens.append(token)
+                problems.append(None)
+            except (TypeError, ValueError) as error:
+                problems.append(error)
+        if encoded:
+            term = self.node.term
+            for index, token in zip(self.node.propose_batch(encoded), tokens):
+                self._pending[index] = (term, token)
+        return problems
+
     def read(self, token) -> None:
         """Asks for a linearizable read: token comes out of a later process() (in
         reads) once this replica's store is as new as the leader's commit when the
@@ -204,8 +223,8 @@ class ControlReplica:
     # ------------------------------------------------------------ outputs
 
     def process(self, send=None) -> Output:
-        """Runs every Ready the core has (see the module docstring). send(replica
-        id, bytes), if given, takes a leader's messages before its fsync."""
+        """Runs every Ready the core has (see the module docstring). send([(replica
+        id, bytes), ...]), if given, takes a leader's messages before its fsync."""
         out = Output()
         while True:
             ready = self.node.ready()
@@ -226,9 +245,8 @@ class ControlReplica:
         # promising a term or a vote waits for the disk, as the Ready contract says.
         early = (send is not None and self.node.role == LEADER and ready.snapshot is None
                  and self.storage.keeps_vote(ready.hard_state))
-        if early:
-            for message in ready.messages:
-                send(message.dst, encode(message))
+        if early and ready.messages:
+            send([(message.dst, encode(message)) for message in ready.messages])
         self.storage.save(ready)                       # fsync'd before anything else leaves
         if not early:
             out.messages.extend((m.dst, encode(m)) for m in ready.messages)
