@@ -312,3 +312,79 @@ def test_a_replica_whose_state_file_is_damaged_while_stopped_rebuilds_it_and_cat
     assert wait_for(lambda: stored_kv(victim) == stored_kv(leader), timeout=20)
     assert stored_kv(victim)["k39"] == b"after"
     assert victim.process.poll() is None and roles()[victim.node_id] == "replica"
+
+
+# ------------------------------------------------------------------ actor names
+
+RACER = r"""
+import sys, time
+import lightray
+
+@lightray.remote
+class Service:
+    def node(self):
+        return lightray.get_runtime_context().get_node_id()
+
+lightray.init(address=sys.argv[1])
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+service = Service.options(name="svc", lifetime="detached", get_if_exists=True).remote()
+print(service._lr_actor_id.hex(), lightray.get(service.node.remote(), timeout=60), flush=True)
+lightray.shutdown()
+"""
+
+
+def test_two_drivers_racing_for_one_actor_name_on_two_nodes_end_up_with_one_actor(
+        own_cluster):
+    import subprocess
+    import sys
+    nodes = start(own_cluster, 3)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    at = time.time() + 4.0     # both drivers start, then ask at the same moment
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, node.address, repr(at)],
+                               stdout=subprocess.PIPE, env=env, text=True)
+              for node in nodes[1:]]
+    outputs = []
+    for racer in racers:
+        out, _ = racer.communicate(timeout=90)
+        assert racer.returncode == 0
+        outputs.append(out.split())
+    assert outputs[0] == outputs[1], outputs            # one actor, on one node
+    found = lightray.get_actor("svc", namespace="default")
+    assert found._lr_actor_id.hex() == outputs[0][0]
+    lightray.kill(found)
+
+
+def test_a_detached_actors_record_survives_the_node_that_created_it(own_cluster):
+    from lightray.scheduling import NodeAffinity
+    nodes = start(own_cluster, 3)
+    host = next(n for n in nodes if roles()[n.node_id] == "replica")
+
+    @lightray.remote
+    class Keeper:
+        def ping(self):
+            return "pong"
+
+    keeper = Keeper.options(name="keeper", lifetime="detached",
+                            scheduling_strategy=NodeAffinity(host.node_id)).remote()
+    assert lightray.get(keeper.ping.remote(), timeout=30) == "pong"
+    survivors = [n for n in nodes if n is not host]
+
+    def record(node):
+        path = next(os.path.join(r["session_dir"], "control", "control.db")
+                    for r in running_agent_records() if r["node_id"] == node.node_id)
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT actor_id, detached FROM actors WHERE name = ?",
+                              ("keeper",)).fetchone()
+        except sqlite3.Error:
+            return None
+        finally:
+            db.close()
+
+    assert all(wait_for(lambda: record(n) is not None) for n in survivors)
+    own_cluster.kill(host)
+    for node in survivors:
+        assert record(node) == (keeper._lr_actor_id, 1)

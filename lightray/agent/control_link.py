@@ -24,7 +24,7 @@ import logging
 import shutil
 import time
 
-from ..store.control import validate
+from ..store.control import kv_requests, validate
 from ..store.control.raft import NotLeader, ProposalRefused, RaftCodecError
 from ..store.control.raft import decode as decode_raft
 from ..store.control.replica import ControlReplica, ReplicaDamaged
@@ -276,7 +276,11 @@ class ControlLink:
 
 def control_command(write: tuple, wall: float) -> tuple:
     """A control-store command from the state's write: dicts become JSON
-    text, and a timestamp left None becomes now."""
+    text, and a timestamp left None becomes now. ("actor_name_release", actor
+    id, namespace, name), from the actor book (which imports no store), becomes
+    the kv_write that frees the name's cluster-wide claim."""
+    if write[0] == "actor_name_release":
+        write = kv_requests.name_release(*write[1:])
     command = tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for v in write)
     if command[-1] is None:
         command = command[:-1] + (wall,)

@@ -29,6 +29,22 @@ MAX_KEY_BYTES = 1 << 16          # a key (or prefix) in bytes, UTF-8 encoded
 MAX_VALUE_BYTES = 8 << 20        # a value: the mesh's messages stay well under its limits
 MAX_ID_BYTES = 64
 
+# Actor names held across the cluster (lightray.client.actor_names): key
+# namespace + "\0" + name, value the holder's actor id. Reserved: no user kv here.
+ACTOR_NAMES = "lightray/actor-names"
+
+
+def actor_name_key(namespace: str, name: str) -> bytes:
+    return f"{namespace}\0{name}".encode("utf-8")
+
+
+def name_release(actor_id: bytes, namespace: str, name: str) -> tuple:
+    """The kv_write an agent sends (fire and forget) when a named actor dies: the
+    name is freed if this actor still holds it. Its token is the actor's own (one
+    release per actor); the timestamp None is chosen by the leader."""
+    return (KV_WRITE, b"name-release:" + actor_id, 0, 0, ACTOR_NAMES,
+            actor_name_key(namespace, name), "cas", actor_id, None, None)
+
 
 def problem(request) -> str | None:
     """None when request is a kv request of the right shape, else what is wrong."""
