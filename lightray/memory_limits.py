@@ -137,6 +137,16 @@ def read_memory_limit(root: str = CGROUP_ROOT, proc_cgroup: str = PROC_CGROUP) -
     return MemoryLimit(None, None, None, 0, "")
 
 
+def prefer_for_oom_killer() -> None:
+    """Ask the kernel's OOM killer to pick this process first (a worker: its
+    task can be retried; the agent and drivers keep their default score)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass   # not Linux, or not allowed: the default score stays
+
+
 def physical_memory() -> int:
     """Bytes of RAM on this machine."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

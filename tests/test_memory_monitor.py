@@ -10,6 +10,9 @@ whose monitor has a small budget (LIGHTRAY_MEMORY_LIMIT_BYTES), so the
 machine is never at risk: a task holding more than that is really killed.
 """
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -21,6 +24,7 @@ from lightray.ids import IdMaker, return_ids
 from lightray.serialization import ERROR, deserialize
 from lightray.states import QUEUED, WAITING
 from lightray.transport import messages as m
+from cluster_utils import REPO
 from conftest import attempts, wait_for, wait_for_file
 
 DRIVER = b"driver01"
@@ -68,6 +72,14 @@ def test_a_memory_knob_set_to_a_value_it_does_not_take_is_refused_by_name(monkey
         config.memory_usage_threshold()
         config.memory_limit_bytes()
         config.memory_monitor_interval()
+
+
+def test_an_agent_started_with_a_bad_memory_knob_exits_naming_it():
+    env = dict(os.environ, PYTHONPATH=REPO, LIGHTRAY_MEMORY_USAGE_THRESHOLD="2")
+    out = subprocess.run([sys.executable, "-m", "lightray.agent", "--num-cpus", "1"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 2
+    assert "LIGHTRAY_MEMORY_USAGE_THRESHOLD must be in (0, 1], got 2.0" in out.stderr
 
 
 # ------------------------------------------------- on a real AgentState
@@ -250,7 +262,6 @@ def budget_agent(own_cluster, monkeypatch):
 @lightray.remote(max_retries=2)
 def hog(path, step=16 * MB, total=480 * MB):
     """Takes memory step by step past the budget, then holds it: only a kill ends it."""
-    import time
     with open(path, "a") as f:
         f.write("x")
     held = []
@@ -309,14 +320,30 @@ def test_a_task_on_its_last_attempt_and_an_actor_are_spared_while_a_retriable_ta
     assert wait_for(lambda: attempts(str(tmp_path / "attempts")) == 2)
 
 
+@lightray.remote(max_restarts=0)
+class Hoarder:
+    def hoard(self, step=16 * MB, total=480 * MB):
+        import time
+        self.held = []
+        while sum(len(b) for b in self.held) < total:
+            self.held.append(b"\x01" * step)
+            time.sleep(0.01)
+        time.sleep(300)
+
+
+@pytest.mark.timeout(120)
+def test_an_actor_is_killed_when_nothing_else_is_left_and_its_death_names_memory(budget_agent):
+    hoarder = Hoarder.remote()
+    with pytest.raises(exceptions.ActorDiedError) as raised:
+        lightray.get(hoarder.hoard.remote(), timeout=100)
+    assert "out of memory" in str(raised.value) and "memory monitor" in str(raised.value)
+    assert budget_agent.process.poll() is None
+
+
 # ------------------------------------------------------- lightray status
 
 @pytest.mark.timeout(120)
 def test_status_shows_each_nodes_memory_use_as_its_heartbeats_tell_it(own_cluster):
-    import subprocess
-    import sys
-
-    from cluster_utils import REPO
 
     head = own_cluster.add_node(head=True)
     other = own_cluster.add_node()
@@ -335,3 +362,93 @@ def test_status_shows_each_nodes_memory_use_as_its_heartbeats_tell_it(own_cluste
         (line,) = [x for x in lines if x.startswith(node.node_id)]
         shown = line.split()[-1]
         assert shown.endswith("%") and 0 <= int(shown[:-1]) <= 100
+
+
+# ------------------------------------------- an agent in a real memory cgroup
+
+def _writable_memory_cgroup():
+    """This process's cgroup v1 memory directory, if we may make children in it."""
+    from lightray import memory_limits
+    _, v1 = memory_limits.cgroup_paths()
+    base = os.path.join(memory_limits.CGROUP_ROOT, "memory")
+    if v1 is None or not os.path.isdir(base):
+        return None
+    directory = os.path.join(base, v1.strip("/"))
+    return directory if os.access(directory, os.W_OK) else None
+
+
+needs_cgroup = pytest.mark.skipif(
+    _writable_memory_cgroup() is None,
+    reason="no writable cgroup v1 memory controller for this process here")
+
+
+@pytest.fixture
+def cgroup_agent(own_cluster, monkeypatch):
+    """start(limit, **env): a real agent (2 CPUs, default store size) run
+    inside a new memory cgroup of limit bytes; this process attaches to it
+    from outside. The cgroup is removed afterwards."""
+    monkeypatch.setenv("LIGHTRAY_DIRECT_SUBMIT", "0")
+    made = []
+
+    def start(limit, **env):
+        directory = os.path.join(_writable_memory_cgroup(), f"lightray-test-{os.getpid()}")
+        os.mkdir(directory)
+        made.append(directory)
+        with open(os.path.join(directory, "memory.limit_in_bytes"), "w") as f:
+            f.write(str(limit))
+        agent = [sys.executable, "-m", "lightray.agent", "--num-cpus", "2", "--head",
+                 "--port", "0"]
+        command = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', directory] + agent
+        environment = dict(os.environ, PYTHONPATH=REPO, **env)
+        environment.pop("LIGHTRAY_OBJECT_STORE_MEMORY", None)
+        node = own_cluster.start(command, environment, head=True)
+        lightray.init(address=node.address)
+        return node
+
+    yield start
+    if lightray.is_initialized():
+        lightray.shutdown()
+    own_cluster.shutdown()
+    for directory in made:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                os.rmdir(directory)
+                break
+            except OSError:      # EBUSY until its last process is gone
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
+@needs_cgroup
+@pytest.mark.timeout(120)
+def test_in_a_memory_cgroup_the_store_is_sized_from_its_limit_and_the_monitor_watches_it(
+        cgroup_agent, tmp_path):
+    from lightray.config import OBJECT_STORE_FRACTION
+    limit = 800 * MB
+    node = cgroup_agent(limit, LIGHTRAY_MEMORY_USAGE_THRESHOLD="0.5")
+    (info,) = [n for n in lightray.nodes() if n["node_id"] == node.node_id]
+    assert info["store_capacity"] == int(limit * OBJECT_STORE_FRACTION)
+    path = str(tmp_path / "attempts")
+    # 480 MB held stays under the cgroup's limit: only the monitor (at 50 %) acts.
+    with pytest.raises(exceptions.OutOfMemoryError) as raised:
+        lightray.get(hog.options(max_retries=1).remote(path), timeout=100)
+    assert "memory monitor" in str(raised.value) and "threshold of 0.5" in str(raised.value)
+    assert attempts(path) == 2
+    assert node.process.poll() is None
+
+
+@needs_cgroup
+@pytest.mark.timeout(120)
+def test_a_worker_killed_by_the_kernels_oom_killer_is_named_out_of_memory(cgroup_agent, tmp_path):
+    # The monitor is off: the kernel acts at the cgroup's limit, and picks the
+    # worker (its OOM score is raised), not the agent.
+    node = cgroup_agent(400 * MB, LIGHTRAY_MEMORY_MONITOR_INTERVAL_S="0")
+    path = str(tmp_path / "attempts")
+    with pytest.raises(exceptions.OutOfMemoryError) as raised:
+        lightray.get(hog.options(max_retries=1).remote(path), timeout=100)
+    assert "OOM killer" in str(raised.value) and "oom_kill count rose" in str(raised.value)
+    assert attempts(path) == 2
+    assert node.process.poll() is None
+    assert lightray.get(lightray.remote(lambda: 7).remote(), timeout=30) == 7

@@ -441,6 +441,7 @@ class AgentServer:
             _set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != agent_pid:
                 os._exit(1)
+            memory_limits.prefer_for_oom_killer()   # a worker, never the agent
             worker_main(self.address, worker_id, agent_pid, actor=actor)
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
