@@ -19,8 +19,15 @@ import pytest
 import lightray
 from conftest import wait_for, wait_for_file
 from cluster_utils import REPO
+from lightray.agent import instructions as i
+from lightray.agent.state import AgentState
+from lightray.ids import IdMaker
+from lightray.serialization import SHARED
+from lightray.transport import messages as m
 
 MB = 1 << 20
+PREFIX = "lr_s_"
+ids = IdMaker()
 
 # A driver that attaches to the agent and puts arrays of SIZE bytes. With
 # HOLD set, its first put stops half way through writing its segment (the
@@ -174,3 +181,63 @@ def test_a_sweep_period_that_is_not_a_positive_number_is_refused_at_start(monkey
         monkeypatch.setenv("LIGHTRAY_SEGMENT_SWEEP_S", bad)
         with pytest.raises(ValueError, match="LIGHTRAY_SEGMENT_SWEEP_S"):
             config.segment_sweep_seconds()
+
+
+# ------------------------------------------- the bookkeeping, without processes
+
+@pytest.fixture
+def state():
+    agent = AgentState(node_id="node0000", session="s", resources={"CPU": 1.0},
+                       pipeline_depth=1, max_workers=2, store_capacity=100 * MB,
+                       spill_dir="/spill", spill_threshold=0.8, spilling=True,
+                       segment_prefix=PREFIX)
+    for n, client in enumerate((b"writer01", b"writer02")):
+        agent.on_hello(client, "driver", 10 + n, "")
+    agent.take_instructions()
+    return agent
+
+
+def granted(agent, client, size=10 * MB):
+    object_id = ids.task_id() + b"\x00\x00"
+    agent.handle(client, [(m.RESERVE, 1, size, object_id)])
+    agent.turn()
+    return object_id
+
+
+def freed(agent):
+    return [x.name for x in agent.take_instructions() if type(x) is i.FreeSegment]
+
+
+def test_a_writers_death_unlinks_the_segments_it_was_granted_and_never_sealed(state):
+    sealed, unsealed = granted(state, b"writer01"), granted(state, b"writer01")
+    layout = (PREFIX + sealed.hex(), 10 * MB, 10, ())
+    state.handle(b"writer01", [(m.PUT, sealed, (SHARED, layout), [], None)])
+    state.take_instructions()
+    assert state.store.reserved == 10 * MB
+    state.on_client_gone(b"writer01")
+    # (the sealed one goes too: its only holder died)
+    assert sorted(freed(state)) == sorted([PREFIX + unsealed.hex(), PREFIX + sealed.hex()])
+    assert state.store.reserved == 0
+
+
+def test_room_given_back_by_a_writer_that_could_not_write_is_no_longer_its_segment(state):
+    object_id = granted(state, b"writer01")
+    state.handle(b"writer01", [(m.RESERVE, 0, -10 * MB, object_id)])
+    state.on_client_gone(b"writer01")
+    assert freed(state) == [] and state.store.reserved == 0
+
+
+def test_the_sweep_takes_only_names_nobody_holds_writes_or_copies(state):
+    stored = granted(state, b"writer01")
+    layout = (PREFIX + stored.hex(), 10 * MB, 10, ())
+    state.handle(b"writer01", [(m.PUT, stored, (SHARED, layout), [], None)])
+    writing = granted(state, b"writer02")
+    orphan, orphan_pull = os.urandom(16).hex(), os.urandom(16).hex()
+    names = [PREFIX + stored.hex(), PREFIX + writing.hex(), PREFIX + orphan,
+             PREFIX + orphan_pull + ".pulling", PREFIX + stored.hex() + ".restoring",
+             PREFIX + "pool7", PREFIX + "not-an-object"]
+    assert sorted(state.store.orphan_segments(names)) == sorted(
+        [PREFIX + orphan, PREFIX + orphan_pull + ".pulling"])
+    # Once its writer is gone, what it was writing is no one's either.
+    state.on_client_gone(b"writer02")
+    assert freed(state) == [PREFIX + writing.hex()]

@@ -54,14 +54,18 @@ def _stored_name(objects: dict, object_id: bytes) -> str | None:
     return payload[1][0]
 
 
-def unsealed_names(client, objects: dict, prefix: str) -> list:
+def unsealed_names(client, objects: dict, prefix: str, clients: dict) -> list:
     """The segments client was granted room for and never reported: to unlink
-    now that it is gone (one the object table holds under that name is kept)."""
+    now that it is gone. One the object table holds under that name is kept,
+    and so is one another live client was granted too (ids are unique per
+    writer: only a confused client names another's object)."""
     names = []
     for object_id in client.writing:
         name = prefix + object_id.hex()
-        if _stored_name(objects, object_id) != name:
-            names.append(name)
+        if _stored_name(objects, object_id) == name or any(
+                object_id in other.writing for other in clients.values() if other is not client):
+            continue
+        names.append(name)
     client.writing = {}
     return names
 

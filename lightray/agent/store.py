@@ -160,7 +160,7 @@ class StoreCapacity:
             self.needs_work = True
         if client.writing:
             self.effects.free_segments.extend(
-                segments.unsealed_names(client, self.objects, self.segment_prefix))
+                segments.unsealed_names(client, self.objects, self.segment_prefix, self.clients))
 
     def orphan_segments(self, names) -> list:
         """Of the segment names found in the store's directory, those to unlink
