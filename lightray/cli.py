@@ -221,8 +221,9 @@ def format_status(nodes: list, label: str) -> str:
 
 def _memory(node: dict) -> str:
     """The node's memory use (its cgroup's where it has a limit, else RAM) as
-    its last heartbeat told it; "?" for a dead node or before one."""
-    if not node.get("alive") or not node.get("store_capacity"):
+    its last heartbeat told it; "?" for a dead node or before one (an agent
+    outside a cluster sends none: its fraction stays exactly 0)."""
+    if not node.get("alive") or not node.get("store_capacity") or not node.get("memory_fraction"):
         return "?"
     return f"{node.get('memory_fraction', 0.0):.0%}"
 
