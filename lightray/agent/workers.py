@@ -7,7 +7,8 @@ given back, blocked workers, cancels, worker deaths. No I/O.
         or no worker: queued behind a busy worker of the same shape
         (up to pipeline_depth), else it waits in its shape's queue
     EXEC ──▶ worker ──DONE──▶ _on_done (lightray.agent.state) ──▶ next in its queue
-    a worker exits ──▶ its running task retried (max_retries) or failed
+    a worker exits ──▶ its running task retried (max_retries) or failed; killed
+        for memory (lightray.agent.memory_monitor): retried after a backoff, or OutOfMemoryError
 
 A worker's queue holds its running task first, then pipelined ones.
 
