@@ -287,6 +287,23 @@ def test_a_task_taking_memory_past_the_threshold_is_killed_retried_then_out_of_m
     assert lightray.get(lightray.remote(lambda: os.getpid()).remote(), timeout=30) != os.getpid()
 
 
+@pytest.mark.timeout(120)
+def test_with_direct_submission_a_task_killed_for_memory_also_ends_in_out_of_memory_error(
+        own_cluster, tmp_path):
+    # Whether it ran on a worker lent to this driver or through the agent.
+    node = own_cluster.add_node(head=True, num_cpus=2, env={
+        "LIGHTRAY_MEMORY_LIMIT_BYTES": str(BUDGET),
+        "LIGHTRAY_MEMORY_USAGE_THRESHOLD": str(THRESHOLD)})
+    lightray.init(address=node.address)
+    lightray.get(lightray.remote(lambda: 1).remote(), timeout=30)    # a lease, likely
+    path = str(tmp_path / "attempts")
+    with pytest.raises(exceptions.OutOfMemoryError) as raised:
+        lightray.get(hog.options(max_retries=0).remote(path), timeout=100)
+    assert "hog()" in str(raised.value) and "memory monitor" in str(raised.value)
+    assert attempts(path) == 1
+    assert node.process.poll() is None
+
+
 @lightray.remote(max_retries=0)
 def last_attempt(path):
     import time
