@@ -175,3 +175,12 @@ def pull_chunk_bytes() -> int:
 
 def pull_window() -> int:
     return max(1, _env_number(PULL_WINDOW_ENV, 8, int))
+
+
+# init() with no local_mode argument runs in local mode (lightray.local) when
+# this is "1" (or "true", "yes").
+LOCAL_MODE_ENV = "LIGHTRAY_LOCAL_MODE"
+
+
+def local_mode_from_env() -> bool:
+    return os.environ.get(LOCAL_MODE_ENV, "0").lower() in ("1", "true", "yes")
