@@ -25,6 +25,18 @@ from .running import (Call, DepFailed, Interruptible, arguments, fail_all, guard
 from .threads import ThreadContext, set_thread_context
 
 PENDING, ALIVE, DEAD = "PENDING", "ALIVE", "DEAD"
+# Queued behind an actor's calls when its last handle goes: the calls
+# already made still run, then it dies.
+RETIRE = "retire"
+
+
+class _Stop:
+    """Queued to end the threads of one instance (generation) of an actor."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self, generation: int):
+        self.generation = generation
 
 
 class _Killed(BaseException):
@@ -44,6 +56,7 @@ class LocalActor:
         self.placement = description["held"]      # what must be free to start it
         self.state = PENDING
         self.death = None                         # the ActorDiedError of its calls
+        self.retire_error = None                  # the one once it retires (RETIRE)
         self.allocation = None
         self.instance = None
         self.calls: queue.SimpleQueue = queue.SimpleQueue()
@@ -118,10 +131,16 @@ class LocalActor:
         set_thread_context(self._context())
         while True:
             item = self.calls.get()
-            if item is None or generation != self.generation:
-                if item is not None:
-                    self.calls.put(item)   # for the next instance (a restart)
-                self.calls.put(None)       # wakes the next thread of this instance
+            if type(item) is _Stop:
+                if item.generation != generation:
+                    continue               # left over from an earlier instance
+                self.calls.put(item)       # for the other threads of this instance
+                return
+            if generation != self.generation:
+                self.calls.put(item)       # for the next instance (a restart)
+                return
+            if item == RETIRE:
+                self.die(self.retire_error)
                 return
             call, method_name = item
             self._run_call(call, method_name, generation)
@@ -190,8 +209,15 @@ class LocalActor:
         running = set()
         while True:
             item = await calls.get()
-            if item is None or generation != self.generation:
-                self._async_stop(calls, item, running)
+            if type(item) is _Stop and item.generation != generation:
+                continue                   # left over from an earlier instance
+            if item == RETIRE:
+                if running:
+                    await asyncio.wait(list(running))
+                self.die(self.retire_error)
+                item = None
+            if item is None or type(item) is _Stop or generation != self.generation:
+                self._async_stop(calls, None if type(item) is _Stop else item, running)
                 return
             await limit.acquire()
             task = loop.create_task(self._async_call(*item, limit))
@@ -208,7 +234,7 @@ class LocalActor:
         for task in running:
             task.cancel()
         for item in left:
-            if item is None:
+            if item is None or item == RETIRE or type(item) is _Stop:
                 continue
             if dead:
                 fail_all(item[0], self.runtime.objects, self.death)
@@ -255,6 +281,11 @@ class LocalActor:
             return
         self._enqueue((call, method_name))
 
+    def retire(self, error: exceptions.ActorDiedError) -> None:
+        """Die with error once the calls made so far have run."""
+        self.retire_error = error
+        self._enqueue(RETIRE)
+
     def _enqueue(self, item) -> None:
         with self.runtime.scheduler.lock:
             calls = self.async_calls
@@ -276,6 +307,7 @@ class LocalActor:
             if self.state == DEAD:
                 return
             restart = restart and self.restarts_left != 0
+            ending = _Stop(self.generation)
             held, self.allocation = self.allocation, None
             running = list(self.running.items())
             self.running.clear()
@@ -298,11 +330,13 @@ class LocalActor:
                     item = self.calls.get_nowait()
                 except queue.Empty:
                     break
-                if item is not None:
+                if type(item) is tuple:
                     fail_all(item[0], objects, error)
-        self._enqueue(None)
+        self._enqueue(ending)
         if held is not None:
             self.runtime.scheduler.release(held)
+        if error is self.retire_error:
+            self.runtime.actors.pop(self.actor_id, None)   # no handle can reach it
         if restart:
             self.runtime.place_actor(self)
 

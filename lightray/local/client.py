@@ -179,10 +179,9 @@ class LocalClient:
         description = actor.description
         if description["name"] is not None or description["detached"]:
             return
-        actor.die(exceptions.ActorDiedError(
+        actor.retire(exceptions.ActorDiedError(
             f"the actor {actor.name} ({actor_id.hex()}) was stopped: every handle to it "
             "went away"))
-        self._forget_if_dead(actor)
 
     def _forget_if_dead(self, actor: LocalActor) -> None:
         if actor.state != DEAD:
@@ -196,10 +195,21 @@ class LocalClient:
     # ------------------------------------------------------ get / wait / cancel
 
     def wait_ready(self, object_ids: list, num_ready: int, timeout) -> None:
-        self.objects.drain()
+        is_ready = self.objects.is_ready
+        missing = [i for i in object_ids if not is_ready(i)]
+        if len(object_ids) - len(missing) >= num_ready:
+            return
+        if timeout is None and num_ready == len(object_ids):
+            # A get that would block: run what it waits for here, if no
+            # thread has taken it yet.
+            help_with = self.scheduler.help_with
+            while missing and help_with(missing):
+                missing = [i for i in missing if not is_ready(i)]
+            if not missing:
+                return
         context = current_context()
         task = context.task if context is not None else None
-        if task is not None and not all(self.objects.is_ready(i) for i in object_ids):
+        if task is not None:
             self.scheduler.blocked(task)
             try:
                 self.objects.wait(object_ids, num_ready, timeout, sliced=True)

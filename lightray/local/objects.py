@@ -98,6 +98,10 @@ class LocalObjects:
         serialized = serialization.serialize(value) if self.copy_values else None
         self._finish(object_id, value if serialized is None else None, serialized, None)
 
+    def resolve_pickled(self, object_id: bytes, serialized) -> None:
+        """object_id now holds the value of serialized (copy_values)."""
+        self._finish(object_id, None, serialized, None)
+
     def fail(self, object_id: bytes, error: BaseException) -> None:
         self._finish(object_id, None, None, error)
 

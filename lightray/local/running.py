@@ -116,8 +116,11 @@ def store_results(call: Call, objects, result, what: str = "task") -> None:
     copy_values: an unpicklable result raises here, inside the task)."""
     results = split_results(call, result, what)
     if objects.copy_values:
-        for value in results:
-            serialization.serialize(value)   # fail before any return is resolved
+        # Every return pickled first: one that cannot be fails the call whole.
+        pickles = [serialization.serialize(value) for value in results]
+        for object_id, pickled in zip(call.return_ids, pickles):
+            objects.resolve_pickled(object_id, pickled)
+        return
     for object_id, value in zip(call.return_ids, results):
         objects.resolve(object_id, value)
 

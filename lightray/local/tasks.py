@@ -5,7 +5,9 @@
                  └─ infeasible request: fails at once (TaskUnschedulableError)
 
 States of a task: WAITING (for its arguments) → QUEUED (for resources) →
-RUNNING → DONE; cancel takes WAITING and QUEUED straight to DONE. The pool
+READY (holding them, for a thread) → RUNNING → DONE; cancel takes the first
+three straight to DONE. A thread about to wait in get for a READY task runs
+it itself instead (no thread hop: that is most of local mode's speed). The pool
 hands back a task's CPU while it blocks in get/wait (so nested tasks never
 deadlock) and takes it again when it goes on, like a node agent does.
 
@@ -15,27 +17,28 @@ once the resources it asks for to be placed are free.
 from __future__ import annotations
 
 import collections
-import queue
 import threading
 
 from .. import exceptions
-from ..resources import CPU, ResourcePool, from_units
+from ..ids import task_of
+from ..resources import CPU, ResourcePool, from_units, shape_of
 from .running import (Call, DepFailed, Interruptible, arguments, fail_all, guarded,
                       interrupt_thread, should_retry, store_results, task_error)
 from .threads import ThreadContext, set_thread_context
 
-WAITING, QUEUED, RUNNING, DONE = "WAITING", "QUEUED", "RUNNING", "DONE"
+WAITING, QUEUED, READY, RUNNING, DONE = "WAITING", "QUEUED", "READY", "RUNNING", "DONE"
 IDLE_THREAD_EXIT_S = 10.0
 
 
 class LocalTask:
-    __slots__ = ("call", "function", "request", "retries_left", "retry_exceptions", "state",
-                 "allocation", "cancelled", "forced", "interruptible", "waiting_for")
+    __slots__ = ("call", "function", "request", "shape", "retries_left", "retry_exceptions",
+                 "state", "allocation", "cancelled", "forced", "interruptible", "waiting_for")
 
     def __init__(self, call: Call, function, request: dict, max_retries: int, retry_exceptions):
         self.call = call
         self.function = function
         self.request = request
+        self.shape = shape_of(request)
         self.retries_left = max_retries
         self.retry_exceptions = retry_exceptions
         self.state = WAITING
@@ -53,10 +56,11 @@ class Placement:
     """An actor waiting for the resources to start: ``request`` must fit,
     ``hold`` is taken for its whole life."""
 
-    __slots__ = ("request", "hold", "start", "state", "cancelled")
+    __slots__ = ("request", "shape", "hold", "start", "state", "cancelled")
 
     def __init__(self, request: dict, hold: dict, start):
         self.request = request
+        self.shape = ("actor",) + shape_of(request)
         self.hold = hold
         self.start = start            # start(allocation) in the actor's own thread
         self.state = QUEUED
@@ -78,7 +82,10 @@ class LocalScheduler:
         self.lock = threading.Lock()            # queue, pool, task states, interrupts
         self.queue: collections.deque = collections.deque()
         self.tasks: dict = {}                   # task id -> LocalTask not yet DONE
-        self._idle: list = []                   # work queues of idle pool threads
+        self._feasible_shapes: set = set()      # request shapes known to fit the total
+        self.ready: collections.deque = collections.deque()   # READY tasks, in order
+        self._work = threading.Condition(self.lock)          # a task is READY
+        self._idle_threads = 0                  # pool threads waiting for READY tasks
         self._thread_count = 0
         self.closed = False
 
@@ -100,12 +107,29 @@ class LocalScheduler:
 
     def submit(self, task: LocalTask) -> None:
         call = task.call
-        error = self.infeasible(task.request, f"task {call.name}()")
-        if error is not None:
-            fail_all(call, self.objects, error)
-            return
+        feasible = self._feasible_shapes
+        if task.shape not in feasible:
+            error = self.infeasible(task.request, f"task {call.name}()")
+            if error is not None:
+                fail_all(call, self.objects, error)
+                return
+            feasible.add(task.shape)
         if self.inline:
             self._run_inline(task)
+            return
+        if not call.deps:
+            with self.lock:
+                self.tasks[call.task_id] = task
+                task.state = QUEUED
+                allocation = None if self.queue else self.pool.try_acquire(task.request)
+                if allocation is None:
+                    self.queue.append(task)
+                else:
+                    task.allocation = allocation
+            if allocation is None:
+                self.dispatch()
+            else:
+                self.run_on_pool_thread(task, allocation)
             return
         with self.lock:
             self.tasks[call.task_id] = task
@@ -138,6 +162,7 @@ class LocalScheduler:
         """Queue an actor's start (the caller checked feasibility)."""
         if self.inline:
             placement.request = {k: v for k, v in placement.request.items() if k != CPU}
+            placement.shape = ("actor",) + shape_of(placement.request)
             placement.hold = {k: v for k, v in placement.hold.items() if k != CPU}
         with self.lock:
             self.queue.append(placement)
@@ -150,9 +175,16 @@ class LocalScheduler:
                 if self.closed:
                     return
                 chosen = None
+                # Queue order, but one failed try per request shape: a long
+                # queue of equal tasks costs one try, not one per task.
+                failed = set()
                 for item in self.queue:
+                    shape = item.shape
+                    if shape in failed:
+                        continue
                     allocation = self.pool.try_acquire(item.request)
                     if allocation is None:
+                        failed.add(shape)
                         continue
                     if isinstance(item, Placement):
                         self.pool.release(allocation)
@@ -163,49 +195,64 @@ class LocalScheduler:
                     return
                 self.queue.remove(chosen)
                 if isinstance(chosen, LocalTask):
-                    chosen.state = RUNNING
                     chosen.allocation = allocation
             chosen.launch(self, allocation)
 
     def release(self, allocation) -> None:
         with self.lock:
             self.pool.release(allocation)
+            if not self.queue:
+                return
         self.dispatch()
 
     # ---------------------------------------------------------------- threads
 
     def run_on_pool_thread(self, task: LocalTask, allocation) -> None:
+        """task holds its resources: READY for the first idle pool thread
+        (or for a thread that waits for its result: ``help_with``)."""
         with self.lock:
-            work = self._idle.pop() if self._idle else None
-            if work is None:
+            task.state = READY
+            self.ready.append(task)
+            spawn = self._idle_threads < len(self.ready)
+            if spawn:
+                self._idle_threads += 1
                 self._thread_count += 1
                 number = self._thread_count
-        if work is not None:
-            work.put((task, allocation))
-            return
-        work = queue.SimpleQueue()
-        work.put((task, allocation))
-        threading.Thread(target=self._pool_thread, args=(work,), daemon=True,
-                         name=f"lightray-local-task-{number}").start()
+            else:
+                self._work.notify()
+        if spawn:
+            threading.Thread(target=self._pool_thread, daemon=True,
+                             name=f"lightray-local-task-{number}").start()
 
-    def _pool_thread(self, work: queue.SimpleQueue) -> None:
+    def _pool_thread(self) -> None:
         while True:
-            try:
-                item = work.get(timeout=IDLE_THREAD_EXIT_S)
-            except queue.Empty:
-                with self.lock:
-                    if work in self._idle:
-                        self._idle.remove(work)
-                        return
-                continue     # handed a task just as it timed out
-            if item is None:
-                return
-            task, allocation = item
-            self._run(task, allocation)
             with self.lock:
-                if self.closed:
-                    return
-                self._idle.append(work)
+                while not self.ready:
+                    if self.closed or not self._work.wait(IDLE_THREAD_EXIT_S) and not self.ready:
+                        self._idle_threads -= 1
+                        return
+                task = self.ready.popleft()
+                task.state = RUNNING
+                self._idle_threads -= 1
+            self._run(task, task.allocation)
+            with self.lock:
+                self._idle_threads += 1
+
+    def help_with(self, object_ids) -> bool:
+        """Run, in this thread, a READY task producing one of object_ids
+        (the caller would only wait for it); whether there was one."""
+        tasks = self.tasks
+        with self.lock:
+            for object_id in object_ids:
+                task = tasks.get(task_of(object_id))
+                if task is not None and task.state == READY:
+                    self.ready.remove(task)
+                    task.state = RUNNING
+                    break
+            else:
+                return False
+        self._run(task, task.allocation)
+        return True
 
     # ---------------------------------------------------------------- running
 
@@ -285,9 +332,12 @@ class LocalScheduler:
             if task is None or task.state == DONE:
                 return
             task.cancelled = True
-            if task.state in (WAITING, QUEUED):
-                if task in self.queue:
+            if task.state in (WAITING, QUEUED, READY):
+                if task.state == QUEUED:
                     self.queue.remove(task)
+                elif task.state == READY:
+                    self.ready.remove(task)
+                held, task.allocation = task.allocation, None
                 task.state = DONE
                 self.tasks.pop(task_id, None)
                 started = False
@@ -304,6 +354,8 @@ class LocalScheduler:
         if not started:
             fail_all(call, objects, exceptions.TaskCancelledError(
                 f"task {call.name}() was cancelled before it started"))
+            if held is not None:
+                self.release(held)
             return
         if force:
             fail_all(call, objects, exceptions.TaskCancelledError(
@@ -315,12 +367,11 @@ class LocalScheduler:
         """Stop: idle threads end; running tasks are interrupted (best effort)."""
         with self.lock:
             self.closed = True
-            idle, self._idle = self._idle, []
+            self._work.notify_all()
             self.queue.clear()
+            self.ready.clear()
             for task in self.tasks.values():
                 state = task.interruptible
                 if task.state == RUNNING and state.in_user_code and not state.interrupt_sent:
                     task.cancelled = True
                     state.interrupt_sent = interrupt_thread(state.thread_id)
-        for work in idle:
-            work.put(None)

@@ -15,15 +15,19 @@ class ThreadContext:
     """What get_runtime_context() says in this thread (the fields of
     lightray.runtime_context's state), and the task it runs."""
 
-    __slots__ = ("node_id", "worker_id", "task_id", "actor_id", "assigned", "task")
+    __slots__ = ("node_id", "task_id", "actor_id", "assigned", "task")
 
     def __init__(self, node_id: str, task_id, actor_id, assigned: dict, task=None):
         self.node_id = node_id
-        self.worker_id = f"local-{threading.current_thread().name}"
         self.task_id = task_id
         self.actor_id = actor_id
         self.assigned = assigned
         self.task = task              # the LocalTask this thread runs, if any
+
+    @property
+    def worker_id(self) -> str:
+        """The thread's name stands for the worker (read in that thread)."""
+        return f"local-{threading.current_thread().name}"
 
     def __bool__(self):
         return True
