@@ -59,10 +59,13 @@ class LocalClient:
                 "lightray is not running (shutdown() was called)")
 
     def _new_call(self, name: str, num_returns: int, args: tuple, kwargs: dict) -> Call:
-        self._check_running()
-        self.objects.drain()
+        if self.closed:
+            self._check_running()
+        if self.pending_decs:
+            self.objects.drain()
         call = Call(self.ids.task_id(), name, num_returns)
-        prepare_arguments(call, args, kwargs, self.copy_values)
+        if args or kwargs:
+            prepare_arguments(call, args, kwargs, self.copy_values)
         self.objects.expect(call.return_ids)
         call.refs = [ObjectRef(i, self, owned=True) for i in call.return_ids]
         return call
@@ -88,7 +91,7 @@ class LocalClient:
         try:
             self.objects.resolve(object_id, value)
         except Exception as error:
-            with self.objects.changed:
+            with self.objects.lock:
                 self.objects.entries.pop(object_id, None)
             raise TypeError(f"put() could not serialize {type(value).__name__} object: "
                             f"{error}") from error
@@ -203,8 +206,10 @@ class LocalClient:
             # A get that would block: run what it waits for here, if no
             # thread has taken it yet.
             help_with = self.scheduler.help_with
-            while missing and help_with(missing):
-                missing = [i for i in missing if not is_ready(i)]
+            wanted = {task_of(i) for i in missing}
+            while help_with(wanted):
+                pass
+            missing = [i for i in missing if not is_ready(i)]
             if not missing:
                 return
         context = current_context()
@@ -264,7 +269,7 @@ class LocalClient:
 
     def _memory_summary(self) -> dict:
         objects = []
-        with self.objects.changed:
+        with self.objects.lock:
             for object_id, entry in self.objects.entries.items():
                 size = len(entry.serialized.inband) if entry.serialized is not None else 0
                 objects.append({"object_id": object_id.hex(), "size": size,

@@ -38,11 +38,15 @@ class _Entry:
 
 
 class LocalObjects:
-    """Entries by object id; every change under ``changed`` (a Condition)."""
+    """Entries by object id; every change under ``lock`` (``changed`` to wait on it)."""
 
     def __init__(self, copy_values: bool, on_handle_gone):
         self.copy_values = copy_values
-        self.changed = threading.Condition(threading.RLock())
+        # One lock for the table; ``changed`` (a Condition on it) only for
+        # waiting: taking the lock itself is much cheaper than the Condition.
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self._waiters = 0
         self.entries: dict = {}
         self.counts: collections.Counter = collections.Counter()
         self.pending_decs: collections.deque = collections.deque()  # ObjectRef.__del__
@@ -52,7 +56,7 @@ class LocalObjects:
     # ---------------------------------------------------------- ref counting
 
     def add_ref(self, object_id: bytes) -> None:
-        with self.changed:
+        with self.lock:
             self.counts[object_id] += 1
 
     def drain(self) -> None:
@@ -61,7 +65,7 @@ class LocalObjects:
         if not decs:
             return
         gone_handles = []
-        with self.changed:
+        with self.lock:
             while decs:
                 object_id = decs.popleft()
                 self._unref_locked(object_id, gone_handles)
@@ -88,7 +92,7 @@ class LocalObjects:
 
     def expect(self, object_ids) -> None:
         """Entries for results a task will produce."""
-        with self.changed:
+        with self.lock:
             for object_id in object_ids:
                 self.entries.setdefault(object_id, _Entry())
 
@@ -106,7 +110,7 @@ class LocalObjects:
         self._finish(object_id, None, None, error)
 
     def _finish(self, object_id, value, serialized, error) -> None:
-        with self.changed:
+        with self.lock:
             entry = self.entries.get(object_id)
             if entry is None:
                 entry = self.entries[object_id] = _Entry()
@@ -119,13 +123,14 @@ class LocalObjects:
                 for inner in entry.pinned:
                     self.counts[inner] += 1
             callbacks, entry.callbacks = entry.callbacks, []
-            self.changed.notify_all()
+            if self._waiters:
+                self.changed.notify_all()
             unwanted = self.counts[object_id] == 0 and not is_handle_object(object_id)
         for callback in callbacks:
             callback()
         if unwanted:
             # Nobody holds a ref any more (fire-and-forget task): drop it now.
-            with self.changed:
+            with self.lock:
                 self.counts[object_id] += 1
             self.pending_decs.append(object_id)
             self.drain()
@@ -140,7 +145,7 @@ class LocalObjects:
         """Block until num_ready of object_ids are done or timeout passes."""
         deadline = None if timeout is None else time.monotonic() + timeout
         changed = self.changed
-        with changed:
+        with self.lock:
             while True:
                 if self.closed:
                     raise exceptions.RuntimeNotRunningError("lightray stopped: shutdown")
@@ -158,7 +163,11 @@ class LocalObjects:
                 if sliced:
                     remaining = TASK_WAIT_SLICE_S if remaining is None \
                         else min(remaining, TASK_WAIT_SLICE_S)
-                changed.wait(remaining)
+                self._waiters += 1
+                try:
+                    changed.wait(remaining)
+                finally:
+                    self._waiters -= 1
 
     def value(self, object_id: bytes):
         """The value of a done entry (a fresh copy with copy_values), or its error raised."""
@@ -172,7 +181,7 @@ class LocalObjects:
 
     def when_done(self, object_id: bytes, callback) -> None:
         """Call callback() once object_id is done (at once if it is)."""
-        with self.changed:
+        with self.lock:
             entry = self.entries.get(object_id)
             if entry is not None and not entry.done:
                 entry.callbacks.append(callback)
@@ -195,7 +204,7 @@ class LocalObjects:
         return future
 
     def close(self) -> None:
-        with self.changed:
+        with self.lock:
             self.closed = True
             self.changed.notify_all()
             pending = [e for e in self.entries.values() if not e.done]

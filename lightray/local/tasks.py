@@ -20,7 +20,6 @@ import collections
 import threading
 
 from .. import exceptions
-from ..ids import task_of
 from ..resources import CPU, ResourcePool, from_units, shape_of
 from .running import (Call, DepFailed, Interruptible, arguments, fail_all, guarded,
                       interrupt_thread, should_retry, store_results, task_error)
@@ -81,6 +80,7 @@ class LocalScheduler:
         self.node_id = node_id
         self.lock = threading.Lock()            # queue, pool, task states, interrupts
         self.queue: collections.deque = collections.deque()
+        self._queued_shapes: collections.Counter = collections.Counter()   # shapes in queue
         self.tasks: dict = {}                   # task id -> LocalTask not yet DONE
         self._feasible_shapes: set = set()      # request shapes known to fit the total
         self.ready: collections.deque = collections.deque()   # READY tasks, in order
@@ -123,7 +123,7 @@ class LocalScheduler:
                 task.state = QUEUED
                 allocation = None if self.queue else self.pool.try_acquire(task.request)
                 if allocation is None:
-                    self.queue.append(task)
+                    self._enqueue(task)
                 else:
                     task.allocation = allocation
             if allocation is None:
@@ -155,7 +155,7 @@ class LocalScheduler:
             if task.waiting_for or task.state != WAITING:
                 return
             task.state = QUEUED
-            self.queue.append(task)
+            self._enqueue(task)
         self.dispatch()
 
     def place(self, placement: Placement) -> None:
@@ -165,7 +165,7 @@ class LocalScheduler:
             placement.shape = ("actor",) + shape_of(placement.request)
             placement.hold = {k: v for k, v in placement.hold.items() if k != CPU}
         with self.lock:
-            self.queue.append(placement)
+            self._enqueue(placement)
         self.dispatch()
 
     def dispatch(self) -> None:
@@ -178,6 +178,7 @@ class LocalScheduler:
                 # Queue order, but one failed try per request shape: a long
                 # queue of equal tasks costs one try, not one per task.
                 failed = set()
+                shapes = len(self._queued_shapes)
                 for item in self.queue:
                     shape = item.shape
                     if shape in failed:
@@ -185,6 +186,8 @@ class LocalScheduler:
                     allocation = self.pool.try_acquire(item.request)
                     if allocation is None:
                         failed.add(shape)
+                        if len(failed) == shapes:
+                            break        # nothing queued fits
                         continue
                     if isinstance(item, Placement):
                         self.pool.release(allocation)
@@ -193,10 +196,22 @@ class LocalScheduler:
                     break
                 if chosen is None:
                     return
-                self.queue.remove(chosen)
+                self._dequeue(chosen)
                 if isinstance(chosen, LocalTask):
                     chosen.allocation = allocation
             chosen.launch(self, allocation)
+
+    def _enqueue(self, item) -> None:
+        self.queue.append(item)
+        self._queued_shapes[item.shape] += 1
+
+    def _dequeue(self, item) -> None:
+        self.queue.remove(item)
+        left = self._queued_shapes[item.shape] - 1
+        if left:
+            self._queued_shapes[item.shape] = left
+        else:
+            del self._queued_shapes[item.shape]
 
     def release(self, allocation) -> None:
         with self.lock:
@@ -238,19 +253,18 @@ class LocalScheduler:
             with self.lock:
                 self._idle_threads += 1
 
-    def help_with(self, object_ids) -> bool:
-        """Run, in this thread, a READY task producing one of object_ids
-        (the caller would only wait for it); whether there was one."""
-        tasks = self.tasks
+    def help_with(self, task_ids: set) -> bool:
+        """Run, in this thread, a READY task of task_ids (the caller would
+        only wait for it); whether there was one. READY tasks are few (as
+        many as the resources allow), so looking through them is cheap."""
         with self.lock:
-            for object_id in object_ids:
-                task = tasks.get(task_of(object_id))
-                if task is not None and task.state == READY:
-                    self.ready.remove(task)
-                    task.state = RUNNING
+            for task in self.ready:
+                if task.call.task_id in task_ids:
                     break
             else:
                 return False
+            self.ready.remove(task)
+            task.state = RUNNING
         self._run(task, task.allocation)
         return True
 
@@ -258,8 +272,7 @@ class LocalScheduler:
 
     def _run(self, task: LocalTask, allocation) -> None:
         call = task.call
-        assigned = dict(task.request)
-        context = ThreadContext(self.node_id, call.task_id, None, assigned, task)
+        context = ThreadContext(self.node_id, call.task_id, None, task.request, task)
         previous = set_thread_context(context)
         try:
             while True:
@@ -334,7 +347,7 @@ class LocalScheduler:
             task.cancelled = True
             if task.state in (WAITING, QUEUED, READY):
                 if task.state == QUEUED:
-                    self.queue.remove(task)
+                    self._dequeue(task)
                 elif task.state == READY:
                     self.ready.remove(task)
                 held, task.allocation = task.allocation, None
@@ -369,6 +382,7 @@ class LocalScheduler:
             self.closed = True
             self._work.notify_all()
             self.queue.clear()
+            self._queued_shapes.clear()
             self.ready.clear()
             for task in self.tasks.values():
                 state = task.interruptible
