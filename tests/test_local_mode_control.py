@@ -15,7 +15,7 @@ import pytest
 from conftest import wait_for
 
 import lightray
-from lightray import exceptions
+from lightray import exceptions, runtime
 from lightray.local.kv import LocalKV
 
 
@@ -223,10 +223,12 @@ def test_an_actor_whose_handles_are_gone_finishes_its_calls_then_stops(shared):
 
     busy = Busy.remote()
     refs = [busy.count.remote() for _ in range(5)]
+    handle_object = busy._lr_ref._id
     del busy
     assert lightray.get(refs, timeout=10) == [1, 2, 3, 4, 5]
     lightray.get(note.remote([], "drain"))        # applies the dropped handle
-    assert wait_for(lambda: not threads())
+    counts = runtime.current_client_or_none().objects.counts
+    assert wait_for(lambda: not threads()), (threads(), counts.get(handle_object))
 
 
 def test_named_detached_actor_outlives_its_handles_and_is_found_by_name(shared):
@@ -322,8 +324,6 @@ def test_kv_backend_refuses_bad_input_naming_it(call, error):
 
 
 def test_local_client_serves_one_kv_backend_while_it_runs():
-    from lightray import runtime
-
     lightray.init(local_mode=True, num_cpus=1)
     client = runtime.client_for_submission()
     backend = client.kv_backend()

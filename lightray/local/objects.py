@@ -82,6 +82,11 @@ class LocalObjects:
         if is_handle_object(object_id):
             gone_handles.append(task_of(object_id))
             return
+        self._drop_locked(object_id, gone_handles)
+
+    def _drop_locked(self, object_id: bytes, gone_handles: list) -> None:
+        """Forget an entry no ref points at once it is done (a pending one
+        goes when its task ends: _finish)."""
         entry = self.entries.get(object_id)
         if entry is not None and entry.done and not entry.callbacks:
             del self.entries[object_id]
@@ -130,10 +135,12 @@ class LocalObjects:
             callback()
         if unwanted:
             # Nobody holds a ref any more (fire-and-forget task): drop it now.
+            gone_handles = []
             with self.lock:
-                self.counts[object_id] += 1
-            self.pending_decs.append(object_id)
-            self.drain()
+                if self.counts[object_id] == 0:
+                    self._drop_locked(object_id, gone_handles)
+            for actor_id in gone_handles:
+                self._on_handle_gone(actor_id)
 
     # ------------------------------------------------------------ reading
 
