@@ -127,6 +127,11 @@ def test_force_cancel_fails_the_ref_at_once_frees_its_cpu_and_never_retries(shar
 
 # ------------------------------------------------------------------ actors
 
+def actor_threads(class_name: str) -> list:
+    return [t for t in threading.enumerate()
+            if t.name.startswith(f"lightray-local-actor-{class_name}")]
+
+
 @lightray.remote
 class Where:
     def __init__(self):
@@ -205,6 +210,8 @@ def test_kill_fails_running_and_queued_calls_and_frees_the_actors_resources(shar
     with pytest.raises(exceptions.ActorDiedError):
         lightray.get(busy.count.remote(), timeout=10)
     assert lightray.available_resources() == {"CPU": 2.0}
+    assert wait_for(lambda: not actor_threads("Busy")), "the killed call's thread lives on"
+    assert log == ["started"]
 
 
 def test_kill_without_no_restart_starts_a_new_instance(shared):
@@ -215,11 +222,12 @@ def test_kill_without_no_restart_starts_a_new_instance(shared):
     lightray.kill(busy, no_restart=False)       # no restarts left
     with pytest.raises(exceptions.ActorDiedError):
         lightray.get(busy.count.remote(), timeout=10)
+    assert wait_for(lambda: not actor_threads("Busy")), "a thread of an ended instance lives on"
 
 
 def test_an_actor_whose_handles_are_gone_finishes_its_calls_then_stops(shared):
     def threads():
-        return [t for t in threading.enumerate() if t.name == "lightray-local-actor-Busy"]
+        return actor_threads("Busy")
 
     busy = Busy.remote()
     refs = [busy.count.remote() for _ in range(5)]

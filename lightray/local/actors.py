@@ -1,11 +1,13 @@
 """Actors in local mode: each in a thread of its own (async ones on their own event loop).
 
     Class.remote() ──▶ Placement queued ──resources free──▶ actor thread: __init__, then calls
-    handle.m.remote() ──▶ the actor's queue (in submission order) ──▶ results
+    handle.m.remote() ──▶ the instance's queue (in submission order) ──▶ results
     kill / last handle gone ──▶ DEAD: queued and running calls fail with ActorDiedError
 
 States: PENDING (waiting for resources) → ALIVE → DEAD (or, with
 kill(no_restart=False) and restarts left, PENDING again for a new instance).
+Each instance has a queue of its own: a restart moves the calls not yet run
+to the new instance's queue and ends the old instance's threads with STOP.
 A threaded actor (max_concurrency > 1) runs calls on that many threads; an
 async actor runs each call as a coroutine on its loop, at most
 max_concurrency at once.
@@ -28,15 +30,8 @@ PENDING, ALIVE, DEAD = "PENDING", "ALIVE", "DEAD"
 # Queued behind an actor's calls when its last handle goes: the calls
 # already made still run, then it dies.
 RETIRE = "retire"
-
-
-class _Stop:
-    """Queued to end the threads of one instance (generation) of an actor."""
-
-    __slots__ = ("generation",)
-
-    def __init__(self, generation: int):
-        self.generation = generation
+# Ends the threads (or loop) of one instance; each thread puts it back for the next.
+STOP = "stop"
 
 
 class _Killed(BaseException):
@@ -47,6 +42,7 @@ class LocalActor:
     def __init__(self, runtime, actor_id: bytes, cls, description: dict, init_call: Call,
                  max_restarts: int):
         self.runtime = runtime                    # the LocalClient
+        self.lock = runtime.scheduler.lock        # states, queues, interrupts
         self.actor_id = actor_id
         self.cls = cls
         self.description = description
@@ -59,33 +55,28 @@ class LocalActor:
         self.retire_error = None                  # the one once it retires (RETIRE)
         self.allocation = None
         self.instance = None
-        self.calls: queue.SimpleQueue = queue.SimpleQueue()
+        self.calls: queue.SimpleQueue = queue.SimpleQueue()   # this instance's calls
         self.running: dict = {}                   # Call -> Interruptible of calls running
-        self.loop = None
-        self.async_calls = None                   # the loop's asyncio.Queue once it serves
-        self.threads: list = []
-        self.generation = 0
+        self.loop = None                          # an async instance's loop, once it serves,
+        self.async_calls = None                   # and its asyncio.Queue
+        self.generation = 0                       # which instance (restarts count up)
 
     # ----------------------------------------------------------- starting
 
     def start(self, allocation) -> None:
-        """Resources are ours: start the thread(s) that run __init__ and calls."""
-        with self.runtime.scheduler.lock:
-            if self.state == DEAD:
-                dead = True
-            else:
-                dead = False
+        """Resources are ours: start the thread that runs __init__ and calls."""
+        with self.lock:
+            dead = self.state == DEAD
+            if not dead:
                 self.allocation = allocation
                 self.generation += 1
+                generation, calls = self.generation, self.calls
         if dead:
             self.runtime.scheduler.release(allocation)
             return
-        generation = self.generation
         target = self._async_main if self.description["is_async"] else self._sync_main
-        thread = threading.Thread(target=target, args=(generation,), daemon=True,
-                                  name=f"lightray-local-actor-{self.name}")
-        self.threads = [thread]
-        thread.start()
+        threading.Thread(target=target, args=(generation, calls), daemon=True,
+                         name=f"lightray-local-actor-{self.name}").start()
 
     def _context(self):
         return ThreadContext(self.runtime.node_id, None, self.actor_id,
@@ -94,7 +85,6 @@ class LocalActor:
     def _construct(self, generation: int) -> bool:
         call, objects = self.init_call, self.runtime.objects
         set_thread_context(self._context())
-        state = Interruptible()
 
         def work():
             args, kwargs = arguments(call, objects)
@@ -102,9 +92,9 @@ class LocalActor:
             instance.__init__(*args, **kwargs)
             return instance
 
-        kind, value = guarded(state, self.runtime.scheduler.lock, work)
+        kind, value = guarded(Interruptible(), self.lock, work)
         if kind == "ok":
-            with self.runtime.scheduler.lock:
+            with self.lock:
                 if self.state == DEAD or generation != self.generation:
                     return False
                 self.instance = value
@@ -116,42 +106,39 @@ class LocalActor:
             f"{task_error(self.name + '.__init__', cause, self.runtime.node_id)}", cause))
         return False
 
-    def _sync_main(self, generation: int) -> None:
+    def _sync_main(self, generation: int, calls: queue.SimpleQueue) -> None:
         if not self._construct(generation):
             return
-        extra = self.description["max_concurrency"] - 1
-        for number in range(extra):
-            thread = threading.Thread(target=self._serve, args=(generation,), daemon=True,
-                                      name=f"lightray-local-actor-{self.name}-{number + 1}")
-            self.threads.append(thread)
-            thread.start()
-        self._serve(generation)
+        for number in range(self.description["max_concurrency"] - 1):
+            threading.Thread(target=self._serve, args=(generation, calls), daemon=True,
+                             name=f"lightray-local-actor-{self.name}-{number + 1}").start()
+        self._serve(generation, calls)
 
-    def _serve(self, generation: int) -> None:
+    def _serve(self, generation: int, calls: queue.SimpleQueue) -> None:
         set_thread_context(self._context())
         while True:
-            item = self.calls.get()
-            if type(item) is _Stop:
-                if item.generation != generation:
-                    continue               # left over from an earlier instance
-                self.calls.put(item)       # for the other threads of this instance
-                return
-            if generation != self.generation:
-                self.calls.put(item)       # for the next instance (a restart)
+            item = calls.get()
+            if item == STOP:
+                calls.put(item)            # for the other threads of this instance
                 return
             if item == RETIRE:
                 self.die(self.retire_error)
                 return
-            call, method_name = item
-            self._run_call(call, method_name, generation)
+            self._run_call(item, generation)
 
-    def _run_call(self, call: Call, method_name: str, generation: int) -> None:
-        objects, lock = self.runtime.objects, self.runtime.scheduler.lock
+    def _run_call(self, item: tuple, generation: int) -> None:
+        call, method_name = item
+        objects, lock = self.runtime.objects, self.lock
         state = Interruptible()
         with lock:
             if self.state == DEAD:
                 return       # its refs failed when the actor died
-            self.running[call] = state
+            stale = generation != self.generation
+            if not stale:
+                self.running[call] = state
+        if stale:
+            self._enqueue(item)   # taken just as a restart began: the new instance runs it
+            return
 
         def work():
             args, kwargs = arguments(call, objects)
@@ -183,63 +170,56 @@ class LocalActor:
 
     # -------------------------------------------------------------- async
 
-    def _async_main(self, generation: int) -> None:
+    def _async_main(self, generation: int, calls: queue.SimpleQueue) -> None:
         loop = asyncio.new_event_loop()
-        self.loop = loop
         try:
-            if not self._construct(generation):
-                return
-            loop.run_until_complete(self._async_serve(generation))
+            if self._construct(generation):
+                loop.run_until_complete(self._async_serve(generation, calls))
         finally:
             loop.close()
 
-    async def _async_serve(self, generation: int) -> None:
+    async def _async_serve(self, generation: int, calls: queue.SimpleQueue) -> None:
         limit = asyncio.Semaphore(self.description["max_concurrency"])
         loop = asyncio.get_running_loop()
-        calls: asyncio.Queue = asyncio.Queue()
-        with self.runtime.scheduler.lock:
+        mine: asyncio.Queue = asyncio.Queue()
+        with self.lock:
             # Calls queued before the loop ran go first, in order; later
             # ones come through call_soon_threadsafe (_enqueue).
             while True:
                 try:
-                    calls.put_nowait(self.calls.get_nowait())
+                    mine.put_nowait(calls.get_nowait())
                 except queue.Empty:
                     break
-            self.async_calls = calls
+            if generation == self.generation and self.state != DEAD:
+                self.loop, self.async_calls = loop, mine
         running = set()
         while True:
-            item = await calls.get()
-            if type(item) is _Stop and item.generation != generation:
-                continue                   # left over from an earlier instance
+            item = await mine.get()
             if item == RETIRE:
                 if running:
                     await asyncio.wait(list(running))
                 self.die(self.retire_error)
-                item = None
-            if item is None or type(item) is _Stop or generation != self.generation:
-                self._async_stop(calls, None if type(item) is _Stop else item, running)
+                item = STOP
+            if item == STOP:
+                self._async_stop(mine, running)
                 return
             await limit.acquire()
             task = loop.create_task(self._async_call(*item, limit))
             running.add(task)
             task.add_done_callback(running.discard)
 
-    def _async_stop(self, calls: asyncio.Queue, item, running: set) -> None:
-        with self.runtime.scheduler.lock:
-            self.async_calls = None
-            left = [item] if item is not None else []
-            while not calls.empty():
-                left.append(calls.get_nowait())
-            dead = self.state == DEAD
+    def _async_stop(self, mine: asyncio.Queue, running: set) -> None:
+        with self.lock:
+            if self.async_calls is mine:
+                self.loop = self.async_calls = None
+            left = []
+            while not mine.empty():
+                left.append(mine.get_nowait())
         for task in running:
             task.cancel()
         for item in left:
-            if item is None or item == RETIRE or type(item) is _Stop:
-                continue
-            if dead:
-                fail_all(item[0], self.runtime.objects, self.death)
-            else:
-                self.calls.put(item)   # for the next instance (a restart)
+            if type(item) is tuple:
+                self._enqueue(item)    # a restart's new instance runs it, or it fails (dead)
 
     async def _async_call(self, call: Call, method_name: str, limit) -> None:
         objects = self.runtime.objects
@@ -249,7 +229,7 @@ class LocalActor:
         except BaseException:
             pass                      # arguments() below raises the dep's error
         set_thread_context(self._context())
-        with self.runtime.scheduler.lock:
+        with self.lock:
             if self.state == DEAD:
                 limit.release()
                 return
@@ -267,18 +247,13 @@ class LocalActor:
                 kind, value = "error", error
             self._settle(call, kind, value)
         finally:
-            with self.runtime.scheduler.lock:
+            with self.lock:
                 self.running.pop(call, None)
             limit.release()
 
     # ------------------------------------------------------------- calls
 
     def submit(self, call: Call, method_name: str) -> None:
-        with self.runtime.scheduler.lock:
-            death = self.death if self.state == DEAD else None
-        if death is not None:
-            fail_all(call, self.runtime.objects, death)
-            return
         self._enqueue((call, method_name))
 
     def retire(self, error: exceptions.ActorDiedError) -> None:
@@ -287,34 +262,55 @@ class LocalActor:
         self._enqueue(RETIRE)
 
     def _enqueue(self, item) -> None:
-        with self.runtime.scheduler.lock:
-            calls = self.async_calls
-            if calls is not None:
-                try:
-                    self.loop.call_soon_threadsafe(calls.put_nowait, item)
+        """Queue item for the current instance (a call of a dead actor fails)."""
+        with self.lock:
+            death = self.death if self.state == DEAD else None
+            if death is None:
+                mine, loop = self.async_calls, self.loop
+                if mine is None:
+                    self.calls.put(item)
                     return
-                except RuntimeError:   # the loop just closed
-                    pass
-            self.calls.put(item)
+        if death is not None:
+            if type(item) is tuple:
+                fail_all(item[0], self.runtime.objects, death)
+            return
+        try:
+            loop.call_soon_threadsafe(mine.put_nowait, item)
+        except RuntimeError:           # the loop just closed: its instance has ended
+            with self.lock:
+                self.calls.put(item)
 
     # ------------------------------------------------------------ dying
 
     def die(self, error: exceptions.ActorDiedError, restart: bool = False) -> None:
         """Fail its queued and running calls with error; give back its
         resources; with restart (and restarts left) queue a new instance."""
-        lock = self.runtime.scheduler.lock
-        with lock:
+        with self.lock:
             if self.state == DEAD:
                 return
             restart = restart and self.restarts_left != 0
-            ending = _Stop(self.generation)
+            placed = self.state == PENDING   # its start is still queued: it starts anew
             held, self.allocation = self.allocation, None
             running = list(self.running.items())
             self.running.clear()
             self.generation += 1
+            ending_loop, ending_calls = self.loop, self.async_calls
+            self.loop = self.async_calls = None
+            # The calls not yet run: the new instance's, or failed below.
+            waiting = []
+            old = self.calls
+            while True:
+                try:
+                    waiting.append(old.get_nowait())
+                except queue.Empty:
+                    break
+            self.calls = queue.SimpleQueue()
             if restart:
                 self.restarts_left -= 1
                 self.state = PENDING
+                for item in waiting:
+                    if item != STOP:
+                        self.calls.put(item)
             else:
                 self.state = DEAD
                 self.death = error
@@ -325,19 +321,21 @@ class LocalActor:
         for call, _state in running:
             fail_all(call, objects, error)
         if not restart:
-            while True:
-                try:
-                    item = self.calls.get_nowait()
-                except queue.Empty:
-                    break
+            for item in waiting:
                 if type(item) is tuple:
                     fail_all(item[0], objects, error)
-        self._enqueue(ending)
+        if ending_loop is not None:
+            try:
+                ending_loop.call_soon_threadsafe(ending_calls.put_nowait, STOP)
+            except RuntimeError:       # its loop already closed
+                pass
+        else:
+            old.put(STOP)
         if held is not None:
             self.runtime.scheduler.release(held)
         if error is self.retire_error:
             self.runtime.actors.pop(self.actor_id, None)   # no handle can reach it
-        if restart:
+        if restart and not placed:
             self.runtime.place_actor(self)
 
 

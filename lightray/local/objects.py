@@ -24,6 +24,10 @@ from ..ids import is_handle_object, task_of
 # Condition.wait, so task threads wait in short slices.
 TASK_WAIT_SLICE_S = 0.05
 
+# Values whose copy no one could tell from the original: copy_values does
+# not pickle these (None, numbers, strings, bytes).
+IMMUTABLE_TYPES = frozenset((type(None), bool, int, float, complex, str, bytes))
+
 
 class _Entry:
     __slots__ = ("done", "value", "error", "serialized", "callbacks", "pinned")
@@ -104,12 +108,18 @@ class LocalObjects:
     def resolve(self, object_id: bytes, value) -> None:
         """object_id now holds value (pickled first with copy_values; a
         pickling error propagates to the caller and nothing is stored)."""
-        serialized = serialization.serialize(value) if self.copy_values else None
-        self._finish(object_id, value if serialized is None else None, serialized, None)
+        if not self.copy_values or type(value) in IMMUTABLE_TYPES:
+            self._finish(object_id, value, None, None)
+        else:
+            self._finish(object_id, None, serialization.serialize(value), None)
 
     def resolve_pickled(self, object_id: bytes, serialized) -> None:
-        """object_id now holds the value of serialized (copy_values)."""
-        self._finish(object_id, None, serialized, None)
+        """object_id now holds the value of serialized (copy_values), or
+        serialized itself when it is not a Serialized (an immutable value)."""
+        if type(serialized) is serialization.Serialized:
+            self._finish(object_id, None, serialized, None)
+        else:
+            self._finish(object_id, serialized, None, None)
 
     def fail(self, object_id: bytes, error: BaseException) -> None:
         self._finish(object_id, None, None, error)

@@ -22,9 +22,11 @@ from ..ids import return_ids
 from ..object_ref import ObjectRef
 from ..remote_function import _serialize_or_explain
 from ..task_spec import Dep, substitute
+from .objects import IMMUTABLE_TYPES
 
 
 _THIS_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
 
 
 class Call:
@@ -45,6 +47,9 @@ class Call:
         self.refs: list = []        # the return refs handed to the caller
 
 
+_NOT_COPIED_ARGUMENTS = IMMUTABLE_TYPES | {Dep}   # a Dep is replaced by its value's copy
+
+
 def prepare_arguments(call: Call, args: tuple, kwargs: dict, copy_values: bool) -> None:
     """Mark the top-level refs of args and, with copy_values, pickle the rest
     now, in the caller's thread: an unpicklable argument fails at .remote()
@@ -58,7 +63,9 @@ def prepare_arguments(call: Call, args: tuple, kwargs: dict, copy_values: bool) 
         return value
 
     marked = (tuple(mark(a) for a in args), {k: mark(v) for k, v in kwargs.items()})
-    if copy_values and (args or kwargs):
+    immutable = _NOT_COPIED_ARGUMENTS
+    if copy_values and not (all(type(a) in immutable for a in marked[0])
+                            and all(type(v) in immutable for v in marked[1].values())):
         call.pickled = _serialize_or_explain(call.name, marked, args, kwargs)
         # The pickle holds the refs nested in args as ids only: keep the
         # arguments themselves (and so those refs) until the call has run.
@@ -117,7 +124,9 @@ def store_results(call: Call, objects, result, what: str = "task") -> None:
     results = split_results(call, result, what)
     if objects.copy_values:
         # Every return pickled first: one that cannot be fails the call whole.
-        pickles = [serialization.serialize(value) for value in results]
+        immutable = IMMUTABLE_TYPES
+        pickles = [value if type(value) in immutable else serialization.serialize(value)
+                   for value in results]
         for object_id, pickled in zip(call.return_ids, pickles):
             objects.resolve_pickled(object_id, pickled)
         return
