@@ -2,6 +2,7 @@
 
     import lightray
     lightray.init()                      # embedded single-node runtime
+                                         # (local_mode=True: all in this process)
 
     @lightray.remote
     def add(a, b):
