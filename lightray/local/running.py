@@ -77,6 +77,8 @@ def prepare_arguments(call: Call, args: tuple, kwargs: dict, copy_values: bool) 
 def arguments(call: Call, objects) -> tuple:
     """(args, kwargs) for running call, once its deps are done: a fresh copy
     with copy_values; the deps' values substituted (a failed dep raises DepFailed)."""
+    if not call.deps and call.pickled is None:
+        return call.marked
     dep_ids = [ref._id for ref in call.deps]
     if dep_ids:
         objects.wait(dep_ids, len(dep_ids), None, sliced=True)

@@ -26,7 +26,6 @@ from .running import (Call, DepFailed, Interruptible, arguments, fail_all, guard
 from .threads import ThreadContext, set_thread_context
 
 WAITING, QUEUED, READY, RUNNING, DONE = "WAITING", "QUEUED", "READY", "RUNNING", "DONE"
-IDLE_THREAD_EXIT_S = 10.0
 
 
 class LocalTask:
@@ -85,7 +84,8 @@ class LocalScheduler:
         self._feasible_shapes: set = set()      # request shapes known to fit the total
         self.ready: collections.deque = collections.deque()   # READY tasks, in order
         self._work = threading.Condition(self.lock)          # a task is READY
-        self._idle_threads = 0                  # pool threads waiting for READY tasks
+        self._sleeping = 0                      # pool threads waiting, not woken
+        self._waking = 0                        # woken (or new) ones yet to look at ready
         self._thread_count = 0
         self.closed = False
 
@@ -223,35 +223,54 @@ class LocalScheduler:
     # ---------------------------------------------------------------- threads
 
     def run_on_pool_thread(self, task: LocalTask, allocation) -> None:
-        """task holds its resources: READY for the first idle pool thread
+        """task holds its resources: READY for the first pool thread free
         (or for a thread that waits for its result: ``help_with``)."""
         with self.lock:
             task.state = READY
             self.ready.append(task)
-            spawn = self._idle_threads < len(self.ready)
-            if spawn:
-                self._idle_threads += 1
-                self._thread_count += 1
-                number = self._thread_count
-            else:
-                self._work.notify()
-        if spawn:
+            number = self._wake_locked()
+        if number:
             threading.Thread(target=self._pool_thread, daemon=True,
                              name=f"lightray-local-task-{number}").start()
 
+    def _wake_locked(self) -> int:
+        """Wake a sleeping pool thread if the READY tasks outnumber the
+        threads already woken; the number of a new thread to start if none
+        sleeps, else 0. (A woken thread takes one READY task and wakes the
+        next if more are left, so a getter that runs its own task, the
+        common case, costs no wake-up.)"""
+        if len(self.ready) <= self._waking:
+            return 0
+        self._waking += 1
+        if self._sleeping:
+            self._sleeping -= 1
+            self._work.notify()
+            return 0
+        self._thread_count += 1
+        return self._thread_count
+
     def _pool_thread(self) -> None:
+        # Pool threads live until close: without a timeout, a return from
+        # wait() is always a wake-up (or the close).
+        with self.lock:
+            self._waking -= 1             # started woken: it looks at ready now
         while True:
             with self.lock:
                 while not self.ready:
-                    if self.closed or not self._work.wait(IDLE_THREAD_EXIT_S) and not self.ready:
-                        self._idle_threads -= 1
+                    if self.closed:
                         return
+                    self._sleeping += 1
+                    self._work.wait()
+                    if self.closed:
+                        return
+                    self._waking -= 1
                 task = self.ready.popleft()
                 task.state = RUNNING
-                self._idle_threads -= 1
+                number = self._wake_locked()   # more READY left: the next thread
+            if number:
+                threading.Thread(target=self._pool_thread, daemon=True,
+                                 name=f"lightray-local-task-{number}").start()
             self._run(task, task.allocation)
-            with self.lock:
-                self._idle_threads += 1
 
     def help_with(self, task_ids: set) -> bool:
         """Run, in this thread, a READY task of task_ids (the caller would
