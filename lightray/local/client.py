@@ -107,16 +107,7 @@ class LocalClient:
         if self.copy_values:
             actor_class._exported.ensure_pickled()
         name = cls.__name__
-        namespace = None
-        if options.name is not None:
-            namespace = namespace_for(options.namespace)
-            with self._lock:
-                existing = self.named.get((namespace, options.name))
-            if existing is not None and existing.state != DEAD:
-                if options.get_if_exists:
-                    return actor_handle(self, existing)
-                raise ValueError(f"the actor name {options.name!r} is taken in namespace "
-                                 f"{namespace!r}")
+        namespace = None if options.name is None else namespace_for(options.namespace)
         error = self.scheduler.infeasible(options.placement, f"actor {name}")
         call = self._new_call(f"{name}.__init__", 0, args, kwargs)
         description = {
@@ -129,10 +120,16 @@ class LocalClient:
         max_restarts = (1 << 30) if options.max_restarts == -1 else options.max_restarts
         actor = LocalActor(self, call.task_id, cls, description, call, max_restarts)
         actor.placement = options.placement
-        with self._lock:
-            self.actors[actor.actor_id] = actor
+        with self._lock:   # the name is checked and taken at once
             if options.name is not None:
+                existing = self.named.get((namespace, options.name))
+                if existing is not None and existing.state != DEAD:
+                    if options.get_if_exists:
+                        return actor_handle(self, existing)
+                    raise ValueError(f"the actor name {options.name!r} is taken in "
+                                     f"namespace {namespace!r}")
                 self.named[(namespace, options.name)] = actor
+            self.actors[actor.actor_id] = actor
         handle = actor_handle(self, actor)
         if error is not None:
             actor.die(exceptions.ActorDiedError(

@@ -309,6 +309,8 @@ class LocalScheduler:
                 self.release(held)
 
     def _invoke(self, task: LocalTask):
+        if task.cancelled:   # cancelled as its thread took it, before an interrupt could land
+            raise KeyboardInterrupt
         call = task.call
         args, kwargs = arguments(call, self.objects)
         result = task.function(*args, **kwargs)
