@@ -12,6 +12,8 @@ import sys
 import textwrap
 import threading
 
+import coverage
+import dask
 import psutil
 import pytest
 from conftest import session_dirs, shm_entries, wait_for
@@ -354,7 +356,6 @@ def test_traceback_of_a_failing_task_shows_its_frames_and_none_of_lightrays(loca
 
 
 def test_coverage_counts_lines_inside_tasks_and_actor_methods(tmp_path):
-    pytest.importorskip("coverage")
     script = tmp_path / "covered.py"
     script.write_text(textwrap.dedent("""\
         import lightray
@@ -391,8 +392,6 @@ def test_coverage_counts_lines_inside_tasks_and_actor_methods(tmp_path):
     run = subprocess.run([sys.executable, "-m", "coverage", "run", str(script)], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    import coverage
-
     data = coverage.Coverage(data_file=str(tmp_path / ".coverage"))
     data.load()
     lines = set(data.get_data().lines(str(script)))
@@ -403,7 +402,6 @@ def test_coverage_counts_lines_inside_tasks_and_actor_methods(tmp_path):
 # ------------------------------------------------------------ dask
 
 def test_dask_config_scheduler_runs_in_one_process_with_the_same_objects():
-    dask = pytest.importorskip("dask")
     lightray.init(local_mode=True, num_cpus=0, copy_values=False)
     shared = {"calls": []}
 
