@@ -48,11 +48,12 @@ own layer's lower modules and from the layers below it):
    local/           local mode: the whole runtime in this process, in threads
  5 discovery        finding the agents running on this host (init(address="auto"))
    api              init, shutdown, get, put, wait, cancel, remote, get_actor, kill, ...
+   kv               lightray.kv: put/get/delete/list/compare_and_set, replicated
    cli              the ``lightray`` command line (it also reads lightray.__version__)
  6 util/            ActorPool, Queue: built on the public API
    dask/            a Dask scheduler (needs dask; api imports it only when given a graph)
 """
-from . import exceptions
+from . import exceptions, kv
 from .actor import ActorClass, ActorHandle, method
 from .api import (
     available_resources,
@@ -91,6 +92,7 @@ __all__ = [
     "init",
     "is_initialized",
     "kill",
+    "kv",
     "memory_summary",
     "method",
     "nodes",

@@ -70,6 +70,19 @@ SPILLING_ENV = "LIGHTRAY_SPILLING"
 RECORD_CALL_SITES_ENV = "LIGHTRAY_RECORD_CALL_SITES"
 
 
+# How long a lightray.kv call waits (timeout=None) for its answer: through
+# leader elections, retrying, before KVTimeoutError.
+KV_TIMEOUT_ENV = "LIGHTRAY_KV_TIMEOUT"
+KV_TIMEOUT_DEFAULT = 30.0
+
+
+def kv_timeout() -> float:
+    value = _env_number(KV_TIMEOUT_ENV, KV_TIMEOUT_DEFAULT, float)
+    if not value > 0:
+        raise ValueError(f"{KV_TIMEOUT_ENV} must be > 0 seconds, got {value}")
+    return value
+
+
 def _env_number(name: str, default, cast=float):
     raw = os.environ.get(name)
     if raw is None or raw == "":

@@ -4,6 +4,7 @@
     server.py         the I/O loop: the only module that touches sockets, processes, files
     control_link.py   ControlLink (server.control): this node's control replica and where
                       control writes go (the I/O of cluster/control_plane.py's rules)
+    control_kv.py     KVRequests (control.kv): lightray.kv's requests, served or sent on
     state.py          AgentState: messages and ticks in, typed instructions out (no I/O);
                       composed of plain parts, one per module below, each in a field
     instructions.py   the instructions (Send, SendPeer, Spawn, Kill, FreeSegment, SpillJob, ...)
@@ -22,8 +23,8 @@
     __main__.py       ``python -m lightray.agent``
 
 May import: lightray.states, ids, resources, scheduling, serialization,
-task_spec, exceptions, config, transport, store (server.py and
-control_link.py only: shm, spill, pool, transfer, control) and lightray.worker (server.py: forked
+task_spec, exceptions, config, transport, store (server.py,
+control_link.py and control_kv.py only: shm, spill, pool, transfer, control) and lightray.worker (server.py: forked
 workers). state.py and its parts import no socket, process or file module
 (tests/test_agent_state_is_pure.py). Nothing here imports lightray.api or
 lightray.client; this __init__ imports nothing.

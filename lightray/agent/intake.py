@@ -136,6 +136,8 @@ class Checks:
             m.ADOPT_FROM: (4, 5, lambda op: type(op[1]) is int and type(op[2]) is str
                            and _object_ids(op[3])),
             m.HAND_OVER: (3, 3, lambda op: type(op[1]) is str and _object_ids(op[2])),
+            # A malformed request is answered with the problem (control_kv), not dropped.
+            m.KV: (3, 3, lambda op: type(op[1]) is int),
         }
 
     def payload(self, value) -> bool:

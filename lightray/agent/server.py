@@ -107,6 +107,11 @@ class AgentServer:
                                  else stream_key or os.urandom(32))
         if cluster is not None:
             self._start_mesh(cluster)
+        else:   # a lone control replica: lightray.kv works without a cluster too
+            self.control = ControlLink(self.state, None, os.path.join(session_dir, "control"),
+                                       self.mesh_refusals, 1)
+            self.control.start_as_first_replica()
+        self.control.send_to_client = self._send_to_client
         if initial_workers is None:
             initial_workers = max(1, int(num_cpus))
         self.state.initial_workers(initial_workers)
@@ -203,6 +208,8 @@ class AgentServer:
                         self.mesh.note_refused_handshakes()
                         self._warn_if_not_admitted(now)
             state.turn()
+            if self.control is not None:
+                self.control.end_of_turn()
             self._act()
         if state.evicted:
             print(f"lightray-agent: {state.evicted}", file=sys.stderr, flush=True)
@@ -254,7 +261,8 @@ class AgentServer:
                         written += ops[0][3]
                     else:
                         ops = ops[1:]   # not for a pull from it under way: ignored
-                refused = state.handle_peer(sender, ops, now, wall)
+                ops = self.control.take_kv_ops(sender, ops)
+                refused = state.handle_peer(sender, ops, now, wall) if ops else None
                 if refused is not None:
                     self._refuse_peer(sender, *refused)
                 # A FORWARD with pushed arguments: their bytes are next in
@@ -332,12 +340,25 @@ class AgentServer:
                     if op[0] == m.HELLO:
                         self.state.on_hello(op[1], op[2], op[3], op[4])
             else:
+                if self.control is not None and any(op[0] == m.KV for op in ops):
+                    ops = self._kv_requests(identity[:-1], ops)
                 self.state.handle(identity[:-1], ops)
         except Exception as error:
             # A bug must not take the whole node down; one line per kind and minute.
             self.intake.log.note(("error", type(error).__name__),
                                  f"error handling a message from {describe_peer(identity)}: "
                                  f"{type(error).__name__}: {error}")
+
+    def _kv_requests(self, client_id: bytes, ops: list) -> list:
+        """lightray.kv's requests go to the control link (a known client's only)."""
+        client = self.state.clients.get(client_id)
+        for op in ops:
+            if op[0] == m.KV and client is not None:
+                self.control.kv_from_client(client.identity, op[1], op[2])
+        return [op for op in ops if op[0] != m.KV]
+
+    def _send_to_client(self, identity: bytes, ops: list) -> None:
+        self.router.send_multipart([identity, m.encode(ops)])
 
     def _act(self) -> None:
         self._execute(self.state.take_instructions())

@@ -33,6 +33,7 @@ from ..serialization import INLINE, SHARED
 from ..store import shm
 from ..transport import messages as m
 from .actor_caller import ActorCaller
+from .kv_backend import KVBackend
 from .connection import AgentConnection
 from .direct import DirectSubmitter
 from .ledger import RefLedger
@@ -63,6 +64,7 @@ class CoreClient:
         self._info_futures: dict = {}
         self._exported: set = set()
         self.actors = None                        # ActorCaller, made on first use
+        self._kv = None                           # KVBackend, made on first use
 
         # Worker-only hooks, installed by lightray.worker.tasks.TaskRunner.
         self.on_exec = None
@@ -362,6 +364,12 @@ class CoreClient:
             self.send_locked(ops or [(m.CANCEL, ref._id, force)])
 
     # ------------------------------------------------------------ requests
+
+    def kv_backend(self):
+        """lightray.kv's backend for this process (made on first use)."""
+        if self._kv is None:
+            self._kv = KVBackend(self)
+        return self._kv
 
     def info(self, what, timeout: float = 10.0):
         return self.request(lambda request_id: [(m.INFO, request_id, what)], timeout, what)
