@@ -2,6 +2,7 @@
 
     import lightray
     lightray.init()                      # embedded single-node runtime
+                                         # (local_mode=True: all in this process)
 
     @lightray.remote
     def add(a, b):
@@ -45,6 +46,7 @@ own layer's lower modules and from the layers below it):
  4 client/          a process's connection to its agent: refs, objects, leases, actor calls
    worker/          the task and actor runners of a worker process
    agent/           the node agent: its state, the I/O loop, the cluster
+   local/           local mode: the whole runtime in this process, in threads
  5 discovery        finding the agents running on this host (init(address="auto"))
    api              init, shutdown, get, put, wait, cancel, remote, get_actor, kill, ...
    kv               lightray.kv: put/get/delete/list/compare_and_set, replicated

@@ -235,3 +235,12 @@ def memory_monitor_interval() -> float:
     if not 0 <= value < float("inf"):
         raise ValueError(f"{MEMORY_MONITOR_INTERVAL_ENV} must be >= 0 seconds, got {value}")
     return value
+
+
+# init() with no local_mode argument runs in local mode (lightray.local) when
+# this is "1" (or "true", "yes").
+LOCAL_MODE_ENV = "LIGHTRAY_LOCAL_MODE"
+
+
+def local_mode_from_env() -> bool:
+    return os.environ.get(LOCAL_MODE_ENV, "0").lower() in ("1", "true", "yes")
