@@ -313,11 +313,15 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     """Cancel the task producing object_ref; get then raises TaskCancelledError.
 
     A queued task never runs; a running one gets KeyboardInterrupt, or with
-    force=True its worker is killed (and the task is not retried).
+    force=True its worker is killed (and the task is not retried). recursive:
+    the tasks it submitted (on any node) are cancelled too.
     """
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, got {type(object_ref).__name__}")
-    require_client_for(object_ref).cancel(object_ref, force)
+    if not isinstance(force, bool) or not isinstance(recursive, bool):
+        raise TypeError(f"cancel(): force and recursive must be bools, got "
+                        f"{force!r} and {recursive!r}")
+    require_client_for(object_ref).cancel(object_ref, force, recursive)
 
 
 def memory_summary() -> dict:
