@@ -92,3 +92,41 @@ def test_an_actor_without_restarts_on_a_killed_node_dies_naming_it(cluster, tmp_
     kill_and_wait(cluster, victim)
     with pytest.raises(exceptions.ActorDiedError, match=victim.node_id):
         lightray.get(actor.where.remote(), timeout=30)
+
+
+@lightray.remote
+def gated_value(gate, value):
+    deadline = time.monotonic() + 60
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    import numpy as np
+    return np.full(1 << 18, value, dtype=np.uint8)
+
+
+@lightray.remote
+def read_nested(box):
+    return int(lightray.get(box[0], timeout=60).sum())
+
+
+@lightray.remote
+def make_nested(gate, value):
+    return [gated_value.remote(gate, value)]
+
+
+def test_a_ref_nested_in_an_argument_need_not_be_ready_when_its_task_is_sent(cluster, tmp_path):
+    gate = tmp_path / "gate"
+    pending = gated_value.options(
+        scheduling_strategy=NodeAffinity(cluster.nodes[1].node_id)).remote(str(gate), 7)
+    reader = read_nested.options(
+        scheduling_strategy=NodeAffinity(cluster.nodes[2].node_id)).remote([pending])
+    gate.touch()
+    assert lightray.get(reader, timeout=60) == 7 << 18
+
+
+def test_a_ref_nested_in_a_result_need_not_be_ready_when_the_result_is_sent(cluster, tmp_path):
+    gate = tmp_path / "gate"
+    [inner] = lightray.get(make_nested.options(
+        scheduling_strategy=NodeAffinity(cluster.nodes[1].node_id)).remote(str(gate), 9),
+        timeout=60)
+    gate.touch()
+    assert int(lightray.get(inner, timeout=60).sum()) == 9 << 18
