@@ -84,8 +84,9 @@ class Chaos(threading.Thread):
                     pass
 
 
-def run_bounded(work):
-    """work() in a thread; its result, or a failure naming a hang."""
+def run_bounded(work, progress: dict):
+    """work() in a thread; its result, or a failure naming a hang (and what
+    progress says it was waiting for)."""
     box = {}
 
     def target():
@@ -98,8 +99,13 @@ def run_bounded(work):
     thread.join(RUN_TIMEOUT)
     if thread.is_alive():
         pending = [o for o in lightray.memory_summary()["objects"] if o["state"] == "pending"]
-        pytest.fail(f"the run hung for {RUN_TIMEOUT} s; {len(pending)} objects pending on "
-                    f"the head, such as {pending[:5]}; nodes: {lightray.nodes()}")
+        waiting = progress.get("calls")
+        if waiting is not None:
+            ready, _ = lightray.wait(waiting, num_returns=len(waiting), timeout=0)
+            progress["actor calls ready"] = len(ready)
+            del progress["calls"]
+        pytest.fail(f"the run hung for {RUN_TIMEOUT} s at {progress}; {len(pending)} objects "
+                    f"pending on the head, such as {pending[:5]}; nodes: {lightray.nodes()}")
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -127,12 +133,15 @@ def test_results_under_chaos_equal_a_clean_run_bit_for_bit(own_cluster, round_in
     chaos = Chaos(seed, [head, second, victim], victim)
     chaos.start()
     try:
+        progress = {"stage": "dask graph"}
+
         def work():
-            calls = [mixers[i % 3].mix.remote(seed, i) for i in range(300)]
+            calls = progress["calls"] = [mixers[i % 3].mix.remote(seed, i) for i in range(300)]
             got = dask.compute(*collections(seed), scheduler=lightray.get,
                                lightray_remote_args={"max_retries": -1})
+            progress["stage"] = "actor calls"
             return got, lightray.get(calls)
-        got, got_mix = run_bounded(work)
+        got, got_mix = run_bounded(work, progress)
     finally:
         chaos.stop.set()
         chaos.join()

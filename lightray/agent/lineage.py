@@ -49,10 +49,10 @@ class _Record:
 
 class LineageBook:
     __slots__ = ("transitions", "objects", "tasks", "directory", "limit", "records", "bytes",
-                 "evicted", "rebuilt", "_submit", "_end_pull", "_hand_back")
+                 "evicted", "rebuilt", "_submit", "_await_deps", "_end_pull", "_hand_back")
 
     def __init__(self, transitions, *, objects: dict, tasks: dict, directory, submit,
-                 end_pull, hand_back, limit: int | None = None):
+                 await_deps, end_pull, hand_back, limit: int | None = None):
         self.transitions = transitions   # lightray.states.Transitions
         self.objects = objects           # the object table
         self.tasks = tasks
@@ -64,6 +64,7 @@ class LineageBook:
         self.evicted: dict = {}          # task ids whose record was dropped for room
         self.rebuilt = 0                 # tasks run again to rebuild lost objects
         self._submit = submit            # (task): check it and wait for its arguments
+        self._await_deps = await_deps    # (task): wait for its arguments again
         self._end_pull = end_pull        # (object id, entry): stop pulling it
         self._hand_back = hand_back      # (task): give a peer's task back to it
 
@@ -178,12 +179,14 @@ class LineageBook:
         # Every lost result and every argument made again is pending, and
         # pinned by its task, before any task is submitted: a task must wait
         # for them, not find them ready (nor freed).
+        made_pending = set()
         for record in plan:
             spec = record.task.spec
             for object_id in return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]):
                 entry = objects.get(object_id)
                 if entry is not None and _only_on(entry, node_id):
                     self._make_pending(object_id, entry, ("rebuilding after", node_id))
+                    made_pending.add(object_id)
             for dep in spec[ts.DEPS] + spec[ts.CONTAINED]:
                 if dep not in objects:
                     entry = objects[dep] = ObjectEntry(0)
@@ -211,6 +214,12 @@ class LineageBook:
                 self._make_pending(object_id, entry, ("lost with", node_id))
             self.directory.set_ready(object_id, entry,
                                      (ERROR, serialization.dumps_exception(error)), ())
+        if made_pending:
+            # Queued tasks took these for ready (on another node): wait again.
+            for task in list(tasks.values()):
+                if task.state == QUEUED and any(
+                        d in made_pending for d in task.spec[ts.DEPS]):
+                    self._await_deps(task)
         for record in reversed(plan):     # arguments' tasks first (found last)
             old = record.task
             spec = old.spec

@@ -181,6 +181,7 @@ class AgentState:
         self.lineage = LineageBook(
             self.transitions, objects=self.objects, tasks=self.tasks, directory=self.directory,
             submit=lambda task: self._check_satisfiable(task) and self._await_deps(task),
+            await_deps=self._await_deps,
             end_pull=self.object_pulls.end_pull, hand_back=self.forwarding.hand_back)
         self.stopping = False
         self.evicted = None                # why the head dropped this agent (it stops)
