@@ -1,7 +1,8 @@
 """Chaos: three real agents run a ~4,800-task Dask graph (array reductions with
 shuffles) and an actor workload while a seeded chaos thread SIGKILLs a random
 worker every 200 ms and one non-head agent once. The results equal a clean
-run's bit for bit; nothing hangs; nothing leaks (the autouse fixture).
+run's bit for bit; nothing hangs (something finishes at least every 2
+minutes, however loaded the machine); nothing leaks (the autouse fixture).
 
 The suite runs one round with a fixed seed. For longer runs with random seeds:
 
@@ -25,9 +26,9 @@ ROUNDS = int(os.environ.get("LIGHTRAY_CHAOS_ROUNDS", "1"))
 FIRST_SEED = int(os.environ.get("LIGHTRAY_CHAOS_SEED", "20261207"))
 KILL_EVERY = 0.2            # seconds between two worker kills
 AGENT_KILL_AFTER = 2.0      # seconds into the run when the non-head agent dies
-RUN_TIMEOUT = 240.0         # a run still going after this is a hang
+STALL_TIMEOUT = 120.0       # nothing finished for this long: a hang
 
-pytestmark = pytest.mark.timeout(300 * ROUNDS)
+pytestmark = pytest.mark.timeout(900 * ROUNDS)
 
 
 def collections(seed: int):
@@ -84,9 +85,10 @@ class Chaos(threading.Thread):
                     pass
 
 
-def run_bounded(work, progress: dict):
-    """work() in a thread; its result, or a failure naming a hang (and what
-    progress says it was waiting for)."""
+def run_watched(work, progress: dict):
+    """work() in a thread; its result, or a failure naming a hang: nothing
+    finished (no Dask task, no actor call) for STALL_TIMEOUT seconds. A
+    loaded machine only slows the run down; a hang stops it."""
     box = {}
 
     def target():
@@ -96,16 +98,23 @@ def run_bounded(work, progress: dict):
             box["error"] = error
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
-    thread.join(RUN_TIMEOUT)
-    if thread.is_alive():
-        pending = [o for o in lightray.memory_summary()["objects"] if o["state"] == "pending"]
-        waiting = progress.get("calls")
-        if waiting is not None:
-            ready, _ = lightray.wait(waiting, num_returns=len(waiting), timeout=0)
-            progress["actor calls ready"] = len(ready)
-            del progress["calls"]
-        pytest.fail(f"the run hung for {RUN_TIMEOUT} s at {progress}; {len(pending)} objects "
-                    f"pending on the head, such as {pending[:5]}; nodes: {lightray.nodes()}")
+    seen, last_change = None, time.monotonic()
+    while thread.is_alive():
+        thread.join(2.0)
+        calls = progress.get("calls")
+        if calls:
+            progress["actor calls done"] = len(lightray.wait(
+                calls, num_returns=len(calls), timeout=0)[0])
+        now = (progress["dask tasks done"], progress.get("actor calls done"))
+        if now != seen:
+            seen, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change > STALL_TIMEOUT:
+            pending = [o for o in lightray.memory_summary()["objects"]
+                       if o["state"] == "pending"]
+            report = {k: v for k, v in progress.items() if k != "calls"}
+            pytest.fail(f"the run hung: nothing finished for {STALL_TIMEOUT} s at {report}; "
+                        f"{len(pending)} objects pending on the head, such as {pending[:5]}; "
+                        f"nodes: {lightray.nodes()}")
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -114,6 +123,7 @@ def run_bounded(work, progress: dict):
 @pytest.mark.parametrize("round_index", range(ROUNDS))
 def test_results_under_chaos_equal_a_clean_run_bit_for_bit(own_cluster, round_index):
     import dask
+    from dask.callbacks import Callback
 
     seed = FIRST_SEED if round_index == 0 else random.SystemRandom().randrange(1 << 30)
     print(f"chaos seed {seed}")
@@ -133,15 +143,19 @@ def test_results_under_chaos_equal_a_clean_run_bit_for_bit(own_cluster, round_in
     chaos = Chaos(seed, [head, second, victim], victim)
     chaos.start()
     try:
-        progress = {"stage": "dask graph"}
+        progress = {"stage": "dask graph", "dask tasks done": 0}
+
+        def task_done(*_):
+            progress["dask tasks done"] += 1     # (one I/O thread calls it)
 
         def work():
             calls = progress["calls"] = [mixers[i % 3].mix.remote(seed, i) for i in range(300)]
-            got = dask.compute(*collections(seed), scheduler=lightray.get,
-                               lightray_remote_args={"max_retries": -1})
+            with Callback(posttask=task_done):
+                got = dask.compute(*collections(seed), scheduler=lightray.get,
+                                   lightray_remote_args={"max_retries": -1})
             progress["stage"] = "actor calls"
             return got, lightray.get(calls)
-        got, got_mix = run_bounded(work, progress)
+        got, got_mix = run_watched(work, progress)
     finally:
         chaos.stop.set()
         chaos.join()
