@@ -242,8 +242,51 @@ def test_persisted_dataframe_reused_in_later_computations(runtime, frame):
 
 
 @pytest.mark.timeout(30)
-def test_persisted_collection_with_another_scheduler_raises_error_naming_lightray(runtime):
+def test_persisted_graph_holds_the_object_refs_themselves_as_values(runtime):
     x = (da.arange(16, chunks=4) + 1).persist(scheduler=lightray.get)
-    with pytest.raises(Exception) as ei:
-        x.compute(scheduler="sync")
-    assert "lightray" in str(ei.value).lower()
+    # x.dask[key] is what dask's helpers read; older dasks also had collections_to_dsk.
+    to_dsk = getattr(dask.base, "collections_to_dsk", None)
+    dsk = to_dsk([x]) if to_dsk is not None else x.dask
+    chunk_keys = [(x.name, i) for i in range(4)]
+    refs = [dsk[k] for k in chunk_keys] + [x.dask[k] for k in chunk_keys]
+    assert all(type(r) is lightray.ObjectRef for r in refs), refs
+    # Future-like where dask looks (dask.array.utils._check_chunks).
+    np.testing.assert_array_equal(refs[1].result(), np.arange(4, 8) + 1)
+
+
+@pytest.mark.timeout(60)
+def test_dask_assert_eq_on_a_persisted_array_reads_chunks_from_refs(runtime):
+    from dask.array.utils import assert_eq
+    x = da.ones((10, 10), chunks=(5, 5)) * 2
+    assert_eq(x, np.ones((10, 10)) * 2, scheduler=lightray.get)
+    assert_eq(x.sum(axis=0), np.full(10, 20.0), scheduler=lightray.get)
+
+
+@pytest.mark.timeout(30)
+def test_graph_with_refs_runs_without_fetching_values_into_the_driver(runtime):
+    x = (da.arange(16, chunks=4) * 3).persist(scheduler=lightray.get)
+    total = (x + 1).sum()
+    assert total.compute(scheduler=lightray.get) == (np.arange(16) * 3 + 1).sum()
+    stats = lightray.dask.last_run_stats()
+    # Every chunk of x stays a ref: only x+1 and the reduction ran as tasks.
+    assert stats["tasks_submitted"] >= 1
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+def test_persisted_collection_with_another_scheduler_raises_error_naming_lightray(
+        runtime, scheduler):
+    from lightray.dask.guard import PersistedOnLightrayError
+    x = (da.arange(16, chunks=4) + 1).persist(scheduler=lightray.get)
+    with pytest.raises(PersistedOnLightrayError, match="scheduler=lightray.get"):
+        x.compute(scheduler=scheduler)
+    with pytest.raises(PersistedOnLightrayError, match="lightray ObjectRef"):
+        (x * 2).sum().compute(scheduler=scheduler)
+
+
+@pytest.mark.timeout(30)
+def test_other_schedulers_still_run_graphs_without_refs(runtime):
+    import lightray.dask  # noqa: F401  (installs the guard)
+    x = da.arange(16, chunks=4) + 1
+    assert x.sum().compute(scheduler="sync") == (np.arange(16) + 1).sum()
+    assert dask.delayed(sum)([1, 2]).compute(scheduler="threads") == 3
