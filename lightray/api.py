@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 
-from . import exceptions, runtime, serialization
+from . import exceptions, runtime, serialization, task_warnings
 from .actor import ActorClass, ActorHandle
 from .agent.session import new_session_dir, pid_alive, reclaim_dead_sessions
 from .client import core as client_module
@@ -38,7 +38,8 @@ from .runtime_context import get_runtime_context, state as runtime_state
 from .transport import messages, sockets
 
 _INIT_OPTIONS = ("address", "num_cpus", "num_gpus", "resources", "object_store_memory",
-                 "spill_dir", "namespace", "cluster_key", "ignore_reinit_error")
+                 "spill_dir", "namespace", "cluster_key", "ignore_reinit_error",
+                 "forward_warnings")
 
 _lock = threading.RLock()
 _runtime = None
@@ -57,7 +58,7 @@ class _Runtime:
 
 def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
          object_store_memory=None, spill_dir=None, namespace=None, cluster_key=None,
-         ignore_reinit_error: bool = False, **unknown):
+         ignore_reinit_error: bool = False, forward_warnings: bool = True, **unknown):
     """Start an embedded runtime, or attach to a running agent, and attach this process.
 
     object_store_memory: the store's capacity in bytes (default 30% of RAM,
@@ -65,6 +66,8 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     go (default: inside the session directory; env LIGHTRAY_SPILL_DIR).
     cluster_key: with address, the cluster's key file to check the agent
     against (default: LIGHTRAY_CLUSTER_KEY; neither: no check is needed).
+    forward_warnings: re-emit here the warnings raised in a task or actor
+    method when its result is read (lightray/task_warnings.py); False drops them.
     """
     global _runtime
     if unknown:
@@ -76,6 +79,9 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                 return _context()
             raise RuntimeError("lightray.init() was called twice; call lightray.shutdown() first "
                                "or pass ignore_reinit_error=True")
+        if not isinstance(forward_warnings, bool):
+            raise TypeError(f"forward_warnings must be True or False, got {forward_warnings!r}")
+        task_warnings.set_forwarding(forward_warnings)
         if address is not None:
             if not isinstance(address, str):
                 raise TypeError(f"address must be a str, got {type(address).__name__}")
