@@ -11,6 +11,7 @@ import dask.array as da  # noqa: E402
 import numpy as np  # noqa: E402
 
 import lightray  # noqa: E402
+import lightray.dask as lightray_dask  # noqa: E402
 
 dd = pytest.importorskip("dask.dataframe")
 pd = pytest.importorskip("pandas")
@@ -262,14 +263,27 @@ def test_dask_assert_eq_on_a_persisted_array_reads_chunks_from_refs(runtime):
     assert_eq(x.sum(axis=0), np.full(10, 20.0), scheduler=lightray.get)
 
 
+class RecordDependencies(lightray_dask.Callback):
+    def __init__(self):
+        self.dependencies = []
+
+    def presubmit(self, task, key, deps):
+        self.dependencies.extend(deps)
+
+
 @pytest.mark.timeout(30)
-def test_graph_with_refs_runs_without_fetching_values_into_the_driver(runtime):
+def test_graph_with_refs_passes_them_to_tasks_without_fetching_values(runtime):
     x = (da.arange(16, chunks=4) * 3).persist(scheduler=lightray.get)
-    total = (x + 1).sum()
-    assert total.compute(scheduler=lightray.get) == (np.arange(16) * 3 + 1).sum()
-    stats = lightray.dask.last_run_stats()
-    # Every chunk of x stays a ref: only x+1 and the reduction ran as tasks.
-    assert stats["tasks_submitted"] >= 1
+    refs = {x.dask[(x.name, i)] for i in range(4)}
+    for total in ((x + 1).sum(), x.sum(), (x[2:] * 2).max()):
+        recorder = RecordDependencies()
+        with recorder:
+            total.compute(scheduler=lightray.get)
+        # Each chunk reaches its task as the persisted ref (fused or not).
+        passed = {d for d in recorder.dependencies if isinstance(d, lightray.ObjectRef)}
+        assert passed & refs, recorder.dependencies
+        assert not any(isinstance(d, np.ndarray) for d in recorder.dependencies)
+    assert (x + 1).sum().compute(scheduler=lightray.get) == (np.arange(16) * 3 + 1).sum()
 
 
 @pytest.mark.timeout(30)
