@@ -165,6 +165,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cpus", type=int, default=2, help="num_cpus for lightray.init")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per test")
     parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
+    parser.add_argument("--reuse", action="store_true",
+                        help="take a (module, mode) whose junit XML is in --out already "
+                             "from there instead of running it again")
     parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "dask_suite"),
                         help="directory for junit XML, logs and results.json")
     args = parser.parse_args(argv)
@@ -184,6 +187,12 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     results: dict = {}
     runs = [(m, mode) for m in modules for mode in modes]
+    if args.reuse:
+        for m, mode in list(runs):
+            xml_path = os.path.join(args.out, f"{m}.{mode}.xml")
+            if os.path.exists(xml_path):
+                results[(m, mode)] = {"seconds": 0.0, "tests": parse_junit(xml_path)}
+                runs.remove((m, mode))
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(run_module, args.python, dask_dir, m, mode, args.out,
                                args.timeout, args.cpus, args.keyword): (m, mode)

@@ -5,7 +5,7 @@ mode by LIGHTRAY_DASK_SUITE_MODE:
 
     lightray    lightray.init(num_cpus=LIGHTRAY_DASK_SUITE_CPUS); scheduler lightray.get
     local       lightray.init(local_mode=True, copy_values=False); lightray.get
-    processes   Dask's multiprocessing scheduler
+    processes   Dask's multiprocessing scheduler (one process pool for the session)
     sync        Dask's synchronous scheduler
 
 Every computation whose scheduler dask.base.get_scheduler resolves to one of
@@ -32,11 +32,10 @@ def _dask_local_schedulers() -> tuple:
 
 
 def _target(mode: str):
+    """lightray.get, or Dask's sync scheduler (processes has its own, below)."""
     if mode in ("lightray", "local"):
         import lightray
         return lightray.get
-    if mode == "processes":
-        return dask.multiprocessing.get
     return dask.local.get_sync
 
 
@@ -65,7 +64,23 @@ def pytest_configure(config):
     elif mode == "local":
         import lightray
         lightray.init(local_mode=True, copy_values=False)
-    dask.base.get_scheduler = _route(dask.base.get_scheduler, _target(mode))
+    elif mode == "processes":
+        # One pool for the session: Dask's default is a fresh spawned pool per
+        # compute, which costs seconds each. Values still cross processes.
+        import concurrent.futures
+        import multiprocessing
+        context = multiprocessing.get_context(dask.config.get("multiprocessing.context", "spawn"))
+        # (Passed to each call, not put in dask.config: tests deep-copy the config.)
+        pool = config._lightray_suite_pool = concurrent.futures.ProcessPoolExecutor(
+            int(os.environ.get("LIGHTRAY_DASK_SUITE_CPUS", "2")), mp_context=context)
+
+        def processes_get(dsk, keys, **kwargs):
+            kwargs.setdefault("pool", pool)
+            return dask.multiprocessing.get(dsk, keys, **kwargs)
+
+        dask.base.get_scheduler = _route(dask.base.get_scheduler, processes_get)
+    if mode != "processes":
+        dask.base.get_scheduler = _route(dask.base.get_scheduler, _target(mode))
     config._lightray_suite_mode = mode
 
 
@@ -73,6 +88,9 @@ def pytest_unconfigure(config):
     if getattr(config, "_lightray_suite_mode", None) in ("lightray", "local"):
         import lightray
         lightray.shutdown()
+    pool = getattr(config, "_lightray_suite_pool", None)
+    if pool is not None:
+        pool.shutdown(cancel_futures=True)
 
 
 def pytest_report_header(config):
