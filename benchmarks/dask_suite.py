@@ -49,6 +49,11 @@ MODULES = {
     "test_rolling": "dataframe/tests/test_rolling.py",
 }
 BASELINE = {"lightray": "processes", "local": "sync"}
+# The installed dask has no pytest configuration of its own (it lives in the
+# source tree): the parts that change outcomes, as Dask's CI runs its tests.
+# A warning from dask, pandas or numpy code is an error; xfail is strict.
+DASK_TEST_CONFIG = ["-W", "error:::dask[.*]", "-W", "error:::pandas[.*]",
+                    "-W", "error:::numpy[.*]", "-o", "xfail_strict=true"]
 
 
 def dask_location(python: str) -> tuple:
@@ -61,7 +66,7 @@ def dask_location(python: str) -> tuple:
 
 
 def run_module(python: str, dask_dir: str, module: str, mode: str, out_dir: str,
-               timeout: int, cpus: int, keyword: str | None) -> dict:
+               timeout: int, cpus: int, keyword: str | None, dask_filters: bool = True) -> dict:
     """One pytest run; {test id: (outcome, message)} from its junit XML."""
     xml_path = os.path.join(out_dir, f"{module}.{mode}.xml")
     log_path = os.path.join(out_dir, f"{module}.{mode}.log")
@@ -71,7 +76,12 @@ def run_module(python: str, dask_dir: str, module: str, mode: str, out_dir: str,
                                                         os.environ.get("PYTHONPATH")])))
     command = [python, "-m", "pytest", os.path.join(dask_dir, MODULES[module]),
                "-p", "dask_suite_plugin", "-p", "no:cacheprovider", "-q",
+               # dask/conftest.py (its fixtures: xfail, shuffle_method) lies above
+               # the test module's directory: let pytest look that far up.
+               f"--confcutdir={os.path.dirname(dask_dir)}",
                f"--timeout={timeout}", f"--junitxml={xml_path}", "-o", "junit_family=xunit1"]
+    if dask_filters:
+        command += DASK_TEST_CONFIG
     if keyword:
         command += ["-k", keyword]
     started = time.monotonic()
@@ -165,6 +175,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cpus", type=int, default=2, help="num_cpus for lightray.init")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per test")
     parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
+    parser.add_argument("--no-dask-filters", action="store_true",
+                        help="run without Dask's own warning filters and strict xfail")
     parser.add_argument("--reuse", action="store_true",
                         help="take a (module, mode) whose junit XML is in --out already "
                              "from there instead of running it again")
@@ -195,7 +207,8 @@ def main(argv=None) -> int:
                 runs.remove((m, mode))
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(run_module, args.python, dask_dir, m, mode, args.out,
-                               args.timeout, args.cpus, args.keyword): (m, mode)
+                               args.timeout, args.cpus, args.keyword,
+                               not args.no_dask_filters): (m, mode)
                    for m, mode in runs}
         for future in concurrent.futures.as_completed(futures):
             module, mode = futures[future]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sys
 import threading
 import warnings
 
@@ -52,7 +53,7 @@ class _Records:
     __slots__ = ("items", "seen")
 
     def __init__(self):
-        self.items: list = []   # (category, message, filename, lineno)
+        self.items: list = []   # (category, message, filename, lineno, module)
         self.seen: set = set()
 
     def add(self, message, category, filename, lineno) -> None:
@@ -61,7 +62,8 @@ class _Records:
         if key in self.seen or len(self.items) >= MAX_RECORDS:
             return
         self.seen.add(key)
-        self.items.append((_picklable_category(category), text, filename, lineno))
+        self.items.append((_picklable_category(category), text, filename, lineno,
+                           _module_of(filename)))
 
 
 def _picklable_category(category):
@@ -70,6 +72,23 @@ def _picklable_category(category):
         return category
     except Exception:   # a category that cannot travel arrives as a UserWarning
         return UserWarning
+
+
+_modules_by_file: dict = {}   # filename -> module name, rebuilt on a miss
+
+
+def _module_of(filename: str):
+    """The name of the module warning code ran in (what warnings.warn gives
+    warn_explicit, and what a filter's module regex is matched against);
+    None (warn_explicit then derives one from the filename) if unknown."""
+    name = _modules_by_file.get(filename)
+    if name is None and filename not in _modules_by_file:
+        for module_name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None)
+            if path:
+                _modules_by_file.setdefault(path, module_name)
+        name = _modules_by_file.setdefault(filename, None)
+    return name
 
 
 def _install() -> None:
@@ -128,8 +147,12 @@ class _Warned:
 
 def _reemit_then_return(records, value):
     if _forwarding:
-        for category, message, filename, lineno in records:
+        for category, message, filename, lineno, module in records:
             # A filter of the reader's may turn it into an error (-W error):
             # reading the result then raises it, as the warning would have.
-            warnings.warn_explicit(message, category, filename, lineno, registry=_registry)
+            # (module=None would not mean "derive it": warn_explicit then
+            # shows nothing, so it is left out when unknown.)
+            where = {"module": module} if module is not None else {}
+            warnings.warn_explicit(message, category, filename, lineno, registry=_registry,
+                                   **where)
     return value

@@ -203,3 +203,16 @@ def test_forward_warnings_must_be_a_bool():
     with pytest.raises(TypeError, match="forward_warnings"):
         lightray.init(num_cpus=1, forward_warnings="no")
     assert not lightray.is_initialized()
+
+
+@pytest.mark.timeout(60)
+def test_a_module_filter_in_the_driver_matches_the_module_the_warning_came_from(runtime):
+    # As Dask's own test config does ("error:::numpy[.*]"): filters by module name.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", module=__name__.rsplit(".", 1)[-1])
+        with pytest.raises(UserWarning, match="module filter"):
+            lightray.get(warn_then_return.remote("module filter"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", module="some_other_module")
+        warnings.filterwarnings("ignore", category=UserWarning)
+        assert lightray.get(warn_then_return.remote("module filter")) == "value"
