@@ -29,6 +29,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -74,23 +75,60 @@ def run_module(python: str, dask_dir: str, module: str, mode: str, out_dir: str,
                LIGHTRAY_DASK_SUITE_CPUS=str(cpus),
                PYTHONPATH=os.pathsep.join(filter(None, [HERE, REPO,
                                                         os.environ.get("PYTHONPATH")])))
+    rootdir = os.path.dirname(dask_dir)
     command = [python, "-m", "pytest", os.path.join(dask_dir, MODULES[module]),
-               "-p", "dask_suite_plugin", "-p", "no:cacheprovider", "-q",
+               "-p", "dask_suite_plugin", "-p", "no:cacheprovider", "-v",
                # dask/conftest.py (its fixtures: xfail, shuffle_method) lies above
                # the test module's directory: let pytest look that far up.
-               f"--confcutdir={os.path.dirname(dask_dir)}",
+               f"--confcutdir={rootdir}", f"--rootdir={rootdir}",
                f"--timeout={timeout}", f"--junitxml={xml_path}", "-o", "junit_family=xunit1"]
     if dask_filters:
         command += DASK_TEST_CONFIG
     if keyword:
         command += ["-k", keyword]
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"dask_suite_{module}_{mode}_") as cwd, \
-            open(log_path, "w") as log:
-        # The whole module gets a generous bound; each test has --timeout.
-        subprocess.run(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                       timeout=max(3600, timeout * 20))
-    return {"seconds": round(time.monotonic() - started, 1), "tests": parse_junit(xml_path)}
+    crashed: dict = {}   # test id -> why: a test that took the pytest process down
+    for _ in range(MAX_CRASHES + 1):
+        if os.path.exists(xml_path):
+            os.remove(xml_path)
+        deselect = [arg for node_id in crashed for arg in ("--deselect", node_id)]
+        with tempfile.TemporaryDirectory(prefix=f"dask_suite_{module}_{mode}_") as cwd, \
+                open(log_path, "w") as log:
+            # The whole module gets a generous bound; each test has --timeout.
+            returncode = subprocess.run(
+                command + deselect, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                timeout=max(3600, timeout * 20)).returncode
+            if returncode >= 0 and os.path.exists(xml_path):
+                break
+            # Killed (a segfault in a test): run again without the test it was in.
+            with open(log_path) as log_text:
+                node_id = last_test_started(log_text.read(), cwd, rootdir)
+        if node_id is None or node_id in crashed:
+            break
+        crashed[node_id] = f"the pytest process died (exit {returncode}) in this test"
+    tests = parse_junit(xml_path)
+    for node_id, why in crashed.items():
+        tests[junit_id(node_id)] = ("failed", why)
+    return {"seconds": round(time.monotonic() - started, 1), "tests": tests}
+
+
+MAX_CRASHES = 5
+
+
+def last_test_started(log_text: str, cwd: str, rootdir: str):
+    """The node id (relative to rootdir, as --deselect takes it) of the last
+    test pytest -v announced (relative to cwd): the one it died in."""
+    found = re.findall(r"^(\S+\.py)::(\S+)", log_text, re.MULTILINE)
+    if not found:
+        return None
+    path, name = found[-1]
+    return f"{os.path.relpath(os.path.normpath(os.path.join(cwd, path)), rootdir)}::{name}"
+
+
+def junit_id(node_id: str) -> str:
+    """A pytest node id as parse_junit names the test (xunit1: dotted module::name)."""
+    path, _, name = node_id.partition("::")
+    return f"{path[:-3].replace(os.sep, '.')}::{name}"
 
 
 def parse_junit(path: str) -> dict:
