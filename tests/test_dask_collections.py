@@ -287,15 +287,22 @@ def test_graph_with_refs_passes_them_to_tasks_without_fetching_values(runtime):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes", "executor"])
 def test_persisted_collection_with_another_scheduler_raises_error_naming_lightray(
         runtime, scheduler):
+    import concurrent.futures
+
     from lightray.dask.guard import PersistedOnLightrayError
+    executor = concurrent.futures.ThreadPoolExecutor(1) if scheduler == "executor" else None
     x = (da.arange(16, chunks=4) + 1).persist(scheduler=lightray.get)
-    with pytest.raises(PersistedOnLightrayError, match="scheduler=lightray.get"):
-        x.compute(scheduler=scheduler)
-    with pytest.raises(PersistedOnLightrayError, match="lightray ObjectRef"):
-        (x * 2).sum().compute(scheduler=scheduler)
+    try:
+        with pytest.raises(PersistedOnLightrayError, match="scheduler=lightray.get"):
+            x.compute(scheduler=executor or scheduler)
+        with pytest.raises(PersistedOnLightrayError, match="lightray ObjectRef"):
+            (x * 2).sum().compute(scheduler=executor or scheduler)
+    finally:
+        if executor is not None:
+            executor.shutdown()
 
 
 @pytest.mark.timeout(30)
