@@ -311,3 +311,17 @@ def test_other_schedulers_still_run_graphs_without_refs(runtime):
     x = da.arange(16, chunks=4) + 1
     assert x.sum().compute(scheduler="sync") == (np.arange(16) + 1).sum()
     assert dask.delayed(sum)([1, 2]).compute(scheduler="threads") == 3
+
+
+@pytest.mark.timeout(60)
+def test_persist_in_local_mode_without_copies_keeps_the_values_as_dask_sync_does():
+    pytest.importorskip("lightray.local")   # local mode (init(local_mode=True))
+    lightray.init(local_mode=True, copy_values=False)
+    try:
+        x = (da.arange(16, chunks=4) + 1).persist(scheduler=lightray.get)
+        chunks = [x.dask[(x.name, i)] for i in range(4)]
+        assert all(type(c) is np.ndarray for c in chunks), chunks
+        np.testing.assert_array_equal(chunks[1], np.arange(4, 8) + 1)
+        assert (x * 2).sum().compute(scheduler=lightray.get) == 2 * (np.arange(16) + 1).sum()
+    finally:
+        lightray.shutdown()

@@ -224,6 +224,12 @@ def last_run_stats() -> dict:
     return dict(_last_run_stats)
 
 
+def _holds_values_themselves(client) -> bool:
+    """True for a local-mode runtime handing tasks the very objects (copy_values=False)."""
+    return (getattr(client, "runs_in_process", False) is True
+            and getattr(client, "copy_values", True) is False)
+
+
 def persist(collections, optimize_graph: bool = True, *, lightray_callbacks=None,
             lightray_remote_args=None, lightray_multi_return: bool = True, **kwargs):
     """Dask's persist protocol (dask calls ``lightray.get.persist``): returns the
@@ -231,7 +237,7 @@ def persist(collections, optimize_graph: bool = True, *, lightray_callbacks=None
     from dask._expr import CompositeExpr, _ExprSequence
     from dask.base import _rebuild_composite_collection, collections_to_expr
 
-    client_for_submission()
+    client = client_for_submission()
     expr = collections_to_expr(collections, optimize_graph)
     collection_exprs = list(expr.operands) if isinstance(expr, _ExprSequence) else [expr]
     has_composite = any(isinstance(e, CompositeExpr) for e in collection_exprs)
@@ -259,6 +265,12 @@ def persist(collections, optimize_graph: bool = True, *, lightray_callbacks=None
     # The refs themselves go into the graph, as distributed leaves Futures
     # (dask's helpers call .result() on them); guard.py keeps other schedulers off.
     stored = {k: (v if isinstance(v, ObjectRef) else v.value) for k, v in refs.items()}
+    if _holds_values_themselves(client):
+        # Local mode without copies is Dask's sync scheduler: persist leaves
+        # the values themselves in the graph, as that one does (no copy made).
+        held = [k for k, v in stored.items() if isinstance(v, ObjectRef)]
+        if held:
+            stored.update(zip(held, api.get([stored[k] for k in held])))
     rebuilt = []
     for rebuild, _, state, flat in postpersists:
         if state is None:
