@@ -67,8 +67,10 @@ def dask_location(python: str) -> tuple:
 
 
 def run_module(python: str, dask_dir: str, module: str, mode: str, out_dir: str,
-               timeout: int, cpus: int, keyword: str | None, dask_filters: bool = True) -> dict:
-    """One pytest run; {test id: (outcome, message)} from its junit XML."""
+               timeout: int, cpus: int, keyword: str | None, dask_filters: bool = True,
+               only: list | None = None) -> dict:
+    """One pytest run; {test id: (outcome, message)} from its junit XML.
+    only: test ids (as parse_junit names them) to run instead of the whole module."""
     xml_path = os.path.join(out_dir, f"{module}.{mode}.xml")
     log_path = os.path.join(out_dir, f"{module}.{mode}.log")
     env = dict(os.environ, LIGHTRAY_DASK_SUITE_MODE=mode,
@@ -76,7 +78,9 @@ def run_module(python: str, dask_dir: str, module: str, mode: str, out_dir: str,
                PYTHONPATH=os.pathsep.join(filter(None, [HERE, REPO,
                                                         os.environ.get("PYTHONPATH")])))
     rootdir = os.path.dirname(dask_dir)
-    command = [python, "-m", "pytest", os.path.join(dask_dir, MODULES[module]),
+    module_path = os.path.join(dask_dir, MODULES[module])
+    targets = [node_id_of(module_path, test_id) for test_id in only] if only else [module_path]
+    command = [python, "-m", "pytest", *targets,
                "-p", "dask_suite_plugin", "-p", "no:cacheprovider", "-v",
                # dask/conftest.py (its fixtures: xfail, shuffle_method) lies above
                # the test module's directory: let pytest look that far up.
@@ -160,14 +164,30 @@ def counts(tests: dict) -> dict:
     return result
 
 
+def node_id_of(module_path: str, test_id: str) -> str:
+    """A pytest node id (absolute path) for a test id of parse_junit's."""
+    cls, _, name = test_id.partition("::")
+    return "::".join([module_path, *short_id(cls).split(".")[1:], name])
+
+
+def short_id(test_id: str) -> str:
+    """A test id from the module's own name on (test_x::name, or
+    test_x.TestClass::name), whatever rootdir pytest ran with."""
+    cls, sep, name = test_id.partition("::")
+    parts = cls.split(".")
+    starts = [i for i, part in enumerate(parts) if part.startswith("test_")]
+    return ".".join(parts[starts[-1] if starts else 0:]) + sep + name
+
+
 def regressions(results: dict, module: str, mode: str) -> list:
     """(test id, message) of tests failing on mode but passing on its baseline."""
     base = results.get((module, BASELINE[mode]))
     ours = results.get((module, mode))
     if base is None or ours is None:
         return []
+    base_outcomes = {short_id(t): outcome for t, (outcome, _) in base["tests"].items()}
     return [(test_id, message) for test_id, (outcome, message) in sorted(ours["tests"].items())
-            if outcome == "failed" and base["tests"].get(test_id, ("",))[0] == "passed"]
+            if outcome == "failed" and base_outcomes.get(short_id(test_id)) == "passed"]
 
 
 def report(results: dict, modules: list, modes: list, version: str) -> str:
@@ -215,6 +235,10 @@ def main(argv=None) -> int:
     parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
     parser.add_argument("--no-dask-filters", action="store_true",
                         help="run without Dask's own warning filters and strict xfail")
+    parser.add_argument("--baseline-failures-only", action="store_true",
+                        help="run a baseline (processes, sync) only on the tests that failed "
+                             "on the mode compared with it (much faster; its counts then "
+                             "cover those tests only)")
     parser.add_argument("--reuse", action="store_true",
                         help="take a (module, mode) whose junit XML is in --out already "
                              "from there instead of running it again")
@@ -243,17 +267,33 @@ def main(argv=None) -> int:
             if os.path.exists(xml_path):
                 results[(m, mode)] = {"seconds": 0.0, "tests": parse_junit(xml_path)}
                 runs.remove((m, mode))
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(run_module, args.python, dask_dir, m, mode, args.out,
-                               args.timeout, args.cpus, args.keyword,
-                               not args.no_dask_filters): (m, mode)
-                   for m, mode in runs}
-        for future in concurrent.futures.as_completed(futures):
-            module, mode = futures[future]
-            results[(module, mode)] = future.result()
-            c = counts(results[(module, mode)]["tests"])
-            print(f"done {module} on {mode}: {c} in {results[(module, mode)]['seconds']}s",
-                  flush=True)
+    def run_all(batch, only_failures_of=None):
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            futures = {}
+            for m, mode in batch:
+                only = None
+                if only_failures_of is not None:
+                    compared = results.get((m, only_failures_of[mode]), {"tests": {}})["tests"]
+                    only = [t for t, (outcome, _) in compared.items() if outcome == "failed"]
+                    if not only:
+                        results[(m, mode)] = {"seconds": 0.0, "tests": {}}
+                        continue
+                futures[pool.submit(run_module, args.python, dask_dir, m, mode, args.out,
+                                    args.timeout, args.cpus, args.keyword,
+                                    not args.no_dask_filters, only)] = (m, mode)
+            for future in concurrent.futures.as_completed(futures):
+                module, mode = futures[future]
+                results[(module, mode)] = future.result()
+                c = counts(results[(module, mode)]["tests"])
+                print(f"done {module} on {mode}: {c} in {results[(module, mode)]['seconds']}s",
+                      flush=True)
+
+    if args.baseline_failures_only:
+        compared_with = {base: mode for mode, base in BASELINE.items() if mode in modes}
+        run_all([r for r in runs if r[1] not in compared_with])
+        run_all([r for r in runs if r[1] in compared_with], compared_with)
+    else:
+        run_all(runs)
     text = report(results, modules, modes, version)
     print(text)
     with open(os.path.join(args.out, "results.json"), "w") as f:
