@@ -90,9 +90,24 @@ class GetTimeoutError(LightrayError, TimeoutError):
     """``get`` did not see the object become ready within its timeout."""
 
 
+class KVTimeoutError(GetTimeoutError):
+    """A ``lightray.kv`` call was not answered within its timeout: for a write,
+    it may or may not have been applied (a retry of it applies it once)."""
+
+
+class KVError(LightrayError):
+    """A ``lightray.kv`` request the control store will not serve (it names why)."""
+
+
 class WorkerCrashedError(LightrayError):
     """The worker running the task died (killed, segfault, os._exit) and the
     task had no retries left."""
+
+
+class OutOfMemoryError(WorkerCrashedError):
+    """The task's worker was killed because the node ran short of memory (by
+    the agent's memory monitor, or by the kernel's OOM killer) and the task had
+    no retries left; the message names the task, its memory and the threshold."""
 
 
 class TaskCancelledError(LightrayError, concurrent.futures.CancelledError):

@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 import lightray  # noqa: E402
 import lightray.dask as lightray_dask  # noqa: E402
 
+pytestmark = pytest.mark.both_modes
+
 dd = pytest.importorskip("dask.dataframe")
 pd = pytest.importorskip("pandas")
 

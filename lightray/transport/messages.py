@@ -62,7 +62,8 @@ ACTOR_CREATE = 21   # (ACTOR_CREATE, request_id or 0, constructor TaskSpec, acto
 ACTOR_SUBSCRIBE = 22  # (ACTOR_SUBSCRIBE, actor_id)  tell me where it runs, and every change
 ACTOR_KILL = 23     # (ACTOR_KILL, actor_id, no_restart)
 ACTOR_READY = 24    # (ACTOR_READY, actor_id, error payload or None)  from the actor's worker
-RESERVE = 25        # (RESERVE, request_id, size)  room for a segment I am about to write;
+RESERVE = 25        # (RESERVE, request_id, size, object_id)  room for the segment of object_id
+                    #   I am about to write (size < 0: not written, room given back);
                     #   INFO_REPLY ("ok",) once granted (may wait for spilling) or ("full", why)
 RESTORE = 26        # (RESTORE, request_id, object_id)  its segment is gone (spilled): bring
                     #   it back; INFO_REPLY ("ok", payload) or ("lost", pickled error)
@@ -77,6 +78,8 @@ ADOPT_FROM = 27     # (ADOPT_FROM, request_id, node_id, [object_id])  from an ac
 HAND_OVER = 28      # (HAND_OVER, node_id, [object_id])  from an actor's worker: refs inside
                     #   results it sends straight to a caller on node_id: keep each for
                     #   node_id until it asks (DESCRIBE), says FREE, or dies
+KV = 29             # (KV, request_id, request)  a lightray.kv request
+                    #   (lightray.store.control.kv_requests); INFO_REPLY with its answer
 
 # agent -> client
 WELCOME = 101      # (WELCOME, node_info dict)
@@ -133,6 +136,9 @@ JOIN_REFUSED = 321   # (JOIN_REFUSED, why)  the head will not admit this agent (
                      #   REFUSAL frame (encode_refusal), which every version reads
 RAFT = 322           # (RAFT, bytes)  a message between control replicas, in the Raft
                      #   codec's format (lightray.store.control.raft.codec; never pickled)
+KV_REQUEST = 323     # (KV_REQUEST, request id, request)  a lightray.kv request, to the
+                     #   control leader (or a replica, for a read)
+KV_REPLY = 324       # (KV_REPLY, request id, answer)  its answer (kv_requests)
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
 # reference to the bytes until they are sent); smaller ones are cheaper to copy.
@@ -141,7 +147,7 @@ ZERO_COPY_MIN = 64 * 1024
 
 # The layout of the header is fixed for every version; the version byte
 # changes whenever the ops (their codes, shapes or meaning) do.
-PROTOCOL_VERSION = 2   # 2: RAFT, and CONTROL goes to the control leader
+PROTOCOL_VERSION = 3   # 2: RAFT, and CONTROL goes to the control leader; 3: KV ops
 MAGIC = b"LR"
 OPS = 0
 REFUSAL = 1
