@@ -2,6 +2,7 @@
 
     import lightray
     lightray.init()                      # embedded single-node runtime
+                                         # (local_mode=True: all in this process)
 
     @lightray.remote
     def add(a, b):
@@ -27,6 +28,7 @@ own layer's lower modules and from the layers below it):
  1 config           every knob, with its environment variable and default
    exceptions       the errors user code sees (TaskError, ActorDiedError, ...)
    ids              task, object and actor-handle ids
+   memory_limits    the memory this process may use: its cgroup's (v1, v2) limit, else RAM
    resources        resource requests in exact units; detecting CPUs
    scheduling       strategies (SPREAD, NodeAffinity) and the placement policy, no I/O
    states           the state names of tasks and workers in an agent
@@ -36,6 +38,7 @@ own layer's lower modules and from the layers below it):
    store/           shared-memory segments, spilling, chunks between nodes, control store
  2 serialization    values to payloads and back (pickle 5, cloudpickle)
    runtime          this process's current client (and the auto-init hook)
+   task_warnings    warnings of a task or actor call, re-emitted where its result is read
    call_site        where user code created an object (memory_summary)
    options          validation of @remote(...) and .options(...)
  3 object_ref       ObjectRef
@@ -44,6 +47,7 @@ own layer's lower modules and from the layers below it):
  4 client/          a process's connection to its agent: refs, objects, leases, actor calls
    worker/          the task and actor runners of a worker process
    agent/           the node agent: its state, the I/O loop, the cluster
+   local/           local mode: the whole runtime in this process, in threads
  5 discovery        finding the agents running on this host (init(address="auto"))
    api              init, shutdown, get, put, wait, cancel, remote, get_actor, kill, ...
    kv               lightray.kv: put/get/delete/list/compare_and_set, replicated

@@ -147,6 +147,8 @@ class ActorClass:
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
         client = client_for_submission()
+        if getattr(client, "runs_in_process", False):   # local mode (lightray.local)
+            return client.create_actor(self, args, kwargs)
         exported = self._exported
         exported.ensure_pickled()
         options = self._options

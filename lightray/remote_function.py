@@ -65,8 +65,11 @@ class RemoteFunction:
     def remote(self, *args, **kwargs):
         client = client_for_submission()
         exported = self._exported
-        exported.ensure_pickled()
         options = self._options
+        if getattr(client, "runs_in_process", False):   # local mode (lightray.local)
+            refs = client.submit_function(exported, options, args, kwargs)
+            return refs[0] if options.num_returns == 1 else (refs or None)
+        exported.ensure_pickled()
         args_bytes, deps, contained, keep_alive = _serialize_arguments(
             client, exported.name, args, kwargs)
         task_id = client.ids.task_id()
