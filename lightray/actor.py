@@ -20,6 +20,7 @@ from .options import check_option_names
 from .remote_function import _ExportedFunction, _serialize_arguments
 from .resources import make_request
 from .runtime import client_for_submission, namespace_for
+from .runtime_context import state as context_state
 from .scheduling import encode_strategy
 from .task_spec import new_task_spec
 
@@ -29,6 +30,24 @@ ACTOR_OPTIONS = ("num_cpus", "num_gpus", "resources", "max_concurrency", "max_re
 METHOD_OPTIONS = ("num_returns",)
 
 DEFAULT_ASYNC_CONCURRENCY = 1000
+
+
+class ActorExit(BaseException):
+    """Raised by exit_actor() to unwind the calling method; the actor's worker
+    catches it. A BaseException, so a method's ``except Exception`` does not
+    stop the exit."""
+
+
+def exit_actor() -> None:
+    """Stop the actor running this method, from inside, for good.
+
+    The call that invoked it raises ActorDiedError at its caller, as do the
+    calls still queued; the actor is not restarted, even with restarts left.
+    """
+    if context_state.actor_id is None:
+        raise TypeError("lightray.actor.exit_actor() must be called from inside an actor's "
+                        "method; to stop an actor from outside use lightray.kill(handle)")
+    raise ActorExit()
 
 
 def method(*args, **options):
@@ -84,12 +103,17 @@ class ActorOptions:
         self.max_restarts = _check_count(options, "max_restarts", 0, -1)
         self.max_task_retries = _check_count(options, "max_task_retries", 0, -1)
         name = options.get("name")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError(f"actor name must be a non-empty str, got {name!r}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"actor name must be a str, got {type(name).__name__}: {name!r}")
+        if name == "":
+            raise ValueError("actor name must be a non-empty str, got ''")
         self.name = name
         namespace = options.get("namespace")
-        if namespace is not None and (not isinstance(namespace, str) or not namespace):
-            raise ValueError(f"namespace must be a non-empty str, got {namespace!r}")
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError(f"namespace must be a str, got {type(namespace).__name__}: "
+                            f"{namespace!r}")
+        if namespace == "":
+            raise ValueError("namespace must be a non-empty str, got ''")
         self.namespace = namespace
         lifetime = options.get("lifetime")
         if lifetime not in (None, "detached", "non_detached"):

@@ -70,6 +70,10 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     if unknown:
         raise ValueError(f"unknown init() option(s) {', '.join(map(repr, sorted(unknown)))}; "
                          f"valid options are: {', '.join(_INIT_OPTIONS)}")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str, got {type(namespace).__name__}: {namespace!r}")
+    if namespace == "":
+        raise ValueError("namespace must be a non-empty str, got ''")
     with _lock:
         if is_initialized():
             if ignore_reinit_error:
@@ -100,8 +104,6 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                 or object_store_memory <= 0):
             raise ValueError(f"object_store_memory must be a positive int (bytes), "
                              f"got {object_store_memory!r}")
-        if namespace is not None and (not isinstance(namespace, str) or not namespace):
-            raise ValueError(f"namespace must be a non-empty str, got {namespace!r}")
         if spill_dir is not None:
             if not isinstance(spill_dir, (str, os.PathLike)) or not str(spill_dir):
                 raise TypeError(f"spill_dir must be a path, got {spill_dir!r}")
@@ -290,6 +292,8 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     refs = list(object_refs)
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 0:
         raise ValueError(f"num_returns must be a non-negative int, got {num_returns!r}")
+    if not refs:
+        return [], []   # as in Ray: nothing to wait for, whatever num_returns asks
     if num_returns > len(refs):
         raise ValueError(f"num_returns={num_returns} is more than the {len(refs)} refs given")
     if timeout is not None and timeout < 0:
@@ -342,7 +346,9 @@ def cluster_resources() -> dict:
 
 
 def available_resources() -> dict:
-    return _client_for_submission().info("resources")["available"]
+    """What is free now; as in Ray, a resource with nothing left is left out."""
+    available = _client_for_submission().info("resources")["available"]
+    return {name: amount for name, amount in available.items() if amount > 0}
 
 
 # ------------------------------------------------------------------ remote

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 
 from . import serialization
 from .config import inline_threshold
@@ -47,6 +48,13 @@ class RemoteFunction:
     """A function made remote; call ``.remote(...)`` to run it as a task."""
 
     def __init__(self, function, options: dict, exported: _ExportedFunction | None = None):
+        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+            name = getattr(function, "__qualname__", repr(function))
+            raise TypeError(
+                f"@lightray.remote cannot run async def {name}() as a task: a task runs in a "
+                f"worker's main thread, with no event loop. Make it a plain def that calls "
+                f"asyncio.run(...), or make it a method of an actor class (async methods make "
+                f"an async actor)")
         self._exported = exported or _ExportedFunction(function)
         self._options_dict = dict(options)
         self._options = TaskOptions(self._options_dict)
