@@ -1,5 +1,7 @@
 """Edges of the Ray API that Ray programs (and Ray's own tests) rely on."""
 import os
+import subprocess
+import sys
 
 import pytest
 from conftest import available_cpus, pid_alive, wait_for
@@ -180,3 +182,69 @@ def test_get_actor_and_init_refuse_a_non_str_namespace_with_type_error():
     with pytest.raises(TypeError, match="namespace must be a str"):
         lightray.init(namespace=3)
     assert not lightray.is_initialized()
+
+
+# ------------------------------------------------------------ tracebacks
+
+@lightray.remote
+def divide_by_zero(x):
+    return x // 0
+
+
+@lightray.remote
+class Divider:
+    def divide(self, x):
+        return x / 0
+
+
+def test_a_failing_task_traceback_names_the_users_file_and_line(runtime):
+    with pytest.raises(ZeroDivisionError) as info:
+        lightray.get(divide_by_zero.remote(1), timeout=30)
+    text = str(info.value)
+    assert f'File "{__file__}", line {_line_of("return x // 0")}, in divide_by_zero' in text
+    assert "return x // 0" in text
+    assert "<dynamic-code>" not in text
+
+
+def test_a_failing_actor_method_traceback_names_the_users_file_and_line(runtime):
+    divider = Divider.remote()
+    with pytest.raises(ZeroDivisionError) as info:
+        lightray.get(divider.divide.remote(1), timeout=30)
+    line = _line_of("return x / 0")
+    assert f'File "{__file__}", line {line}, in divide' in str(info.value)
+
+
+def _line_of(source: str) -> int:
+    """The number of the one line of this file that is source."""
+    with open(__file__) as file:
+        numbers = [n for n, line in enumerate(file, 1) if line.strip() == source]
+    assert len(numbers) == 1
+    return numbers[0]
+
+
+SCRIPT = '''
+import lightray
+
+@lightray.remote
+def fails():
+    raise ValueError("from the script")
+
+lightray.init(num_cpus=1)
+try:
+    lightray.get(fails.remote(), timeout=60)
+except ValueError as error:
+    print(error)
+lightray.shutdown()
+'''
+
+
+def test_a_script_s_task_traceback_names_the_script_and_shows_its_line(tmp_path):
+    # A function of __main__ travels by value: its code keeps the script's name.
+    script = tmp_path / "my_script.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=90, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f'File "{script}", line 6, in fails' in done.stdout
+    assert 'raise ValueError("from the script")' in done.stdout
+    assert "<dynamic-code>" not in done.stdout
