@@ -25,6 +25,7 @@ What lives where, in layers, lowest first (a module imports only from its
 own layer's lower modules and from the layers below it):
 
  1 config           every knob, with its environment variable and default
+   log              the "lightray" loggers: levels, init(logging_level=), LIGHTRAY_LOG_LEVEL
    exceptions       the errors user code sees (TaskError, ActorDiedError, ...)
    ids              task, object and actor-handle ids
    resources        resource requests in exact units; detecting CPUs

@@ -24,10 +24,11 @@ import subprocess
 import sys
 import threading
 
-from . import exceptions, runtime, serialization
+from . import exceptions, log, runtime, serialization
 from .actor import ActorClass, ActorHandle
 from .agent.session import new_session_dir, pid_alive, reclaim_dead_sessions
 from .client import core as client_module
+from .config import LOG_LEVEL_ENV
 from .discovery import agent_at, auto_agent, check_cluster_key
 from .ids import handle_object_id
 from .object_ref import ObjectRef
@@ -38,7 +39,8 @@ from .runtime_context import get_runtime_context, state as runtime_state
 from .transport import messages, sockets
 
 _INIT_OPTIONS = ("address", "num_cpus", "num_gpus", "resources", "object_store_memory",
-                 "spill_dir", "namespace", "cluster_key", "ignore_reinit_error")
+                 "spill_dir", "namespace", "cluster_key", "logging_level",
+                 "ignore_reinit_error")
 
 _lock = threading.RLock()
 _runtime = None
@@ -57,7 +59,7 @@ class _Runtime:
 
 def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
          object_store_memory=None, spill_dir=None, namespace=None, cluster_key=None,
-         ignore_reinit_error: bool = False, **unknown):
+         logging_level=None, ignore_reinit_error: bool = False, **unknown):
     """Start an embedded runtime, or attach to a running agent, and attach this process.
 
     object_store_memory: the store's capacity in bytes (default 30% of RAM,
@@ -65,11 +67,17 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     go (default: inside the session directory; env LIGHTRAY_SPILL_DIR).
     cluster_key: with address, the cluster's key file to check the agent
     against (default: LIGHTRAY_CLUSTER_KEY; neither: no check is needed).
+    logging_level: of the "lightray" loggers (lightray.log), here and in the
+    agent init starts (default: LIGHTRAY_LOG_LEVEL, else WARNING).
     """
     global _runtime
     if unknown:
         raise ValueError(f"unknown init() option(s) {', '.join(map(repr, sorted(unknown)))}; "
                          f"valid options are: {', '.join(_INIT_OPTIONS)}")
+    if logging_level is not None:
+        logging_level = log.configure_driver(logging_level)
+    elif os.environ.get(LOG_LEVEL_ENV):
+        logging_level = log.configure_driver(log.level_from_env())
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be a str, got {type(namespace).__name__}: {namespace!r}")
     if namespace == "":
@@ -110,11 +118,13 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
             spill_dir = os.path.abspath(spill_dir)
             if os.path.exists(spill_dir) and not os.path.isdir(spill_dir):
                 raise ValueError(f"spill_dir {spill_dir!r} exists and is not a directory")
-        _runtime = _start_embedded(request, object_store_memory, namespace, spill_dir)
+        _runtime = _start_embedded(request, object_store_memory, namespace, spill_dir,
+                                   logging_level)
         return _context()
 
 
-def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=None) -> _Runtime:
+def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=None,
+                    logging_level=None) -> _Runtime:
     reclaim_dead_sessions()
     session, session_dir = new_session_dir()
     custom = {k: v for k, v in request.items() if k not in ("CPU", "GPU")}
@@ -131,6 +141,8 @@ def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=Non
     # Workers import user modules by name (functions pickled by reference):
     # give them the driver's import path.
     env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path)
+    if logging_level is not None:
+        env[LOG_LEVEL_ENV] = str(logging_level)
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env,
                                start_new_session=True, close_fds=True)
     try:

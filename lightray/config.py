@@ -33,6 +33,11 @@ DIRECT_SUBMIT_ENV = "LIGHTRAY_DIRECT_SUBMIT"
 # requests can need more workers than CPUs).
 MAX_WORKERS_ENV = "LIGHTRAY_MAX_WORKERS"
 
+# The level of the "lightray" loggers (lightray.log): a name (DEBUG, INFO,
+# WARNING, ERROR, CRITICAL) or a number; default WARNING. init(logging_level=...)
+# sets it for the driver and the agent it starts.
+LOG_LEVEL_ENV = "LIGHTRAY_LOG_LEVEL"
+
 # Where session directories (sockets, logs) are created: one directory per
 # user (default /tmp/lightray-<uid>), mode 0700; lightray.agent.session
 # refuses one that another user owns or may write into.

@@ -11,6 +11,7 @@ import sys
 import zmq
 
 from .. import config
+from ..log import configure_process
 from .cluster import control_plane
 from .server import DEFAULT_PORT, AgentServer
 from ..resources import detect_num_cpus
@@ -122,6 +123,11 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def main(argv=None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        configure_process("lightray-agent")   # its workers, forked, inherit it
+    except ValueError as error:
+        print(f"lightray-agent: {error}", file=sys.stderr)
+        return 2
     if args.make_cluster_key:
         try:
             make_cluster_key(args.make_cluster_key)

@@ -27,13 +27,12 @@ import ctypes
 import os
 import shutil
 import signal
-import sys
 import time
-import traceback
 
 import zmq
 
 from .. import config
+from ..log import get_logger
 from ..scheduling import is_hot
 from ..worker.entry import worker_main   # (imported here: forked workers start warm)
 from . import instructions as i
@@ -54,6 +53,8 @@ from ..transport import messages as m
 from ..transport import sockets
 from ..transport.guard import RefusalLog, describe_peer
 from ..transport.mesh import Mesh
+
+_log = get_logger("agent")
 
 _BATCH = 512                # messages handled per turn before acting
 _HOUSEKEEPING = 0.05        # seconds between reaping children / parent checks
@@ -145,10 +146,9 @@ class AgentServer:
         if free and capacity <= free:
             return prefix
         directory = private_dir(os.path.join(self.session_dir, "objects"), "the object directory")
-        print(f"lightray-agent: warning: /dev/shm has {free} bytes free, less than the object "
-              f"store's capacity of {capacity}; objects are kept in files under {directory} "
-              "(slower; give the container a larger /dev/shm, e.g. docker --shm-size)",
-              file=sys.stderr, flush=True)
+        _log.warning("/dev/shm has %d bytes free, less than the object store's capacity of "
+                     "%d; objects are kept in files under %s (slower; give the container a "
+                     "larger /dev/shm, e.g. docker --shm-size)", free, capacity, directory)
         return os.path.join(directory, prefix)
 
     def serve(self) -> None:
@@ -205,7 +205,7 @@ class AgentServer:
             state.turn()
             self._act()
         if state.evicted:
-            print(f"lightray-agent: {state.evicted}", file=sys.stderr, flush=True)
+            _log.error("%s", state.evicted)
         self.stop()
 
     def _on_spill_io_done(self) -> None:
@@ -288,8 +288,7 @@ class AgentServer:
         why = self.mesh.join_refused()
         if why is not None:
             self.join_refused = why
-            print(f"lightray-agent: this agent cannot join the cluster: {why}",
-                  file=sys.stderr, flush=True)
+            _log.error("this agent cannot join the cluster: %s", why)
             self.running = False
             return
         received = self.mesh.receive(peer=HEAD)
@@ -300,9 +299,9 @@ class AgentServer:
                 self.mesh_refusals.note(("peer", HEAD), f"the head answered: {error}")
         if not self.join_warned and now - self.started > _JOIN_WARNING:
             self.join_warned = True
-            print(f"lightray-agent: no answer from the head at {self.head_address} after "
-                  f"{_JOIN_WARNING:g} s (is it running, reachable, and using the same "
-                  "--cluster-key?); still trying", file=sys.stderr, flush=True)
+            _log.warning("no answer from the head at %s after %g s (is it running, reachable, "
+                         "and using the same --cluster-key?); still trying",
+                         self.head_address, _JOIN_WARNING)
 
     def _load(self) -> dict:
         """This node's load, as its heartbeats report it."""
@@ -424,7 +423,7 @@ class AgentServer:
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
         except BaseException:
-            traceback.print_exc()
+            _log.exception("worker %s failed", worker_id)
             code = 1
         finally:
             os._exit(code)
