@@ -38,6 +38,7 @@ own layer's lower modules and from the layers below it):
  2 serialization    values to payloads and back (pickle 5, cloudpickle)
    runtime          this process's current client (and the auto-init hook)
    call_site        where user code created an object (memory_summary)
+   runtime_env      runtime environments: env_vars, working_dir, py_modules (packaged, applied)
    options          validation of @remote(...) and .options(...)
  3 object_ref       ObjectRef
    remote_function  @remote on functions: the task submit path

@@ -16,8 +16,9 @@ import inspect
 
 from .exceptions import RuntimeNotRunningError
 from .object_ref import ObjectRef
-from .options import check_option_names
-from .remote_function import _ExportedFunction, _serialize_arguments
+from . import runtime_env as runtime_envs
+from .options import check_option_names, refuse_memory
+from .remote_function import _ExportedFunction, _serialize_arguments, env_arguments
 from .resources import make_request
 from .runtime import client_for_submission, namespace_for
 from .runtime_context import state as context_state
@@ -90,10 +91,12 @@ class ActorOptions:
     """
 
     __slots__ = ("placement", "held", "max_concurrency", "max_restarts", "max_task_retries",
-                 "name", "namespace", "detached", "get_if_exists", "strategy")
+                 "name", "namespace", "detached", "get_if_exists", "strategy", "runtime_env")
 
     def __init__(self, options: dict, is_async: bool):
         check_option_names(options, ACTOR_OPTIONS)
+        refuse_memory(options)
+        self.runtime_env = runtime_envs.parse(options.get("runtime_env"))
         num_cpus = options.get("num_cpus")
         num_gpus, resources = options.get("num_gpus"), options.get("resources")
         self.placement = make_request(1 if num_cpus is None else num_cpus, num_gpus, resources)
@@ -171,9 +174,13 @@ class ActorClass:
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
         client = client_for_submission()
-        exported = self._exported
-        exported.ensure_pickled()
         options = self._options
+        env = runtime_envs.effective(options.runtime_env)
+        exported = self._exported
+        if env is not None:
+            exported = exported.in_env(runtime_envs.make_actor_in_env)
+            args = env_arguments(client, env) + args
+        exported.ensure_pickled()
         name = self._cls.__name__
         args_bytes, deps, contained, keep_alive = _serialize_arguments(
             client, f"{name}.__init__", args, kwargs)

@@ -25,6 +25,7 @@ import sys
 import threading
 
 from . import exceptions, log, runtime, serialization
+from . import runtime_env as runtime_envs
 from .actor import ActorClass, ActorHandle
 from .agent.session import new_session_dir, pid_alive, reclaim_dead_sessions
 from .client import core as client_module
@@ -39,7 +40,7 @@ from .runtime_context import get_runtime_context, state as runtime_state
 from .transport import messages, sockets
 
 _INIT_OPTIONS = ("address", "num_cpus", "num_gpus", "resources", "object_store_memory",
-                 "spill_dir", "namespace", "cluster_key", "logging_level",
+                 "spill_dir", "namespace", "cluster_key", "logging_level", "runtime_env",
                  "ignore_reinit_error")
 
 _lock = threading.RLock()
@@ -59,7 +60,7 @@ class _Runtime:
 
 def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
          object_store_memory=None, spill_dir=None, namespace=None, cluster_key=None,
-         logging_level=None, ignore_reinit_error: bool = False, **unknown):
+         logging_level=None, runtime_env=None, ignore_reinit_error: bool = False, **unknown):
     """Start an embedded runtime, or attach to a running agent, and attach this process.
 
     object_store_memory: the store's capacity in bytes (default 30% of RAM,
@@ -69,11 +70,14 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     against (default: LIGHTRAY_CLUSTER_KEY; neither: no check is needed).
     logging_level: of the "lightray" loggers (lightray.log), here and in the
     agent init starts (default: LIGHTRAY_LOG_LEVEL, else WARNING).
+    runtime_env: the runtime environment of every task and actor this
+    driver submits (lightray.runtime_env; theirs is merged over it).
     """
     global _runtime
     if unknown:
         raise ValueError(f"unknown init() option(s) {', '.join(map(repr, sorted(unknown)))}; "
                          f"valid options are: {', '.join(_INIT_OPTIONS)}")
+    job_env = runtime_envs.parse(runtime_env, "init(runtime_env=...)")
     if logging_level is not None:
         logging_level = log.configure_driver(logging_level)
     elif os.environ.get(LOG_LEVEL_ENV):
@@ -99,6 +103,7 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
             if cluster_key is not None and not isinstance(cluster_key, (str, os.PathLike)):
                 raise TypeError(f"cluster_key must be a path, got {cluster_key!r}")
             _runtime = _connect_local(address, namespace, cluster_key and os.fspath(cluster_key))
+            runtime_envs.set_job_env(job_env)
             return _context()
         if cluster_key is not None:
             raise ValueError("cluster_key names the key of a running cluster, for "
@@ -120,6 +125,7 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                 raise ValueError(f"spill_dir {spill_dir!r} exists and is not a directory")
         _runtime = _start_embedded(request, object_store_memory, namespace, spill_dir,
                                    logging_level)
+        runtime_envs.set_job_env(job_env)
         return _context()
 
 
@@ -177,6 +183,7 @@ def shutdown() -> None:
         embedded, _runtime = _runtime, None
         if embedded is None:
             return
+        runtime_envs.set_job_env(None)
         set_current_client(None)
         if embedded.process is None:
             embedded.client.close()

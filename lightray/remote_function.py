@@ -13,6 +13,9 @@ import functools
 import hashlib
 import inspect
 
+import numpy as np
+
+from . import runtime_env as runtime_envs
 from . import serialization
 from .config import inline_threshold
 from .object_ref import ObjectRef
@@ -24,13 +27,21 @@ from .task_spec import Dep, new_task_spec
 class _ExportedFunction:
     """The pickled function and its content id, computed once per function."""
 
-    __slots__ = ("function", "name", "function_id", "function_bytes")
+    __slots__ = ("function", "name", "function_id", "function_bytes", "_in_env")
 
-    def __init__(self, function):
+    def __init__(self, function, name: str | None = None):
         self.function = function
-        self.name = getattr(function, "__qualname__", None) or repr(function)
+        self.name = name or getattr(function, "__qualname__", None) or repr(function)
         self.function_id = None
         self.function_bytes = None
+        self._in_env = None
+
+    def in_env(self, runner) -> "_ExportedFunction":
+        """The function as run inside a runtime environment: runner(function,
+        env spec, *package values, *args) (lightray.runtime_env), exported once."""
+        if self._in_env is None:
+            self._in_env = _ExportedFunction(functools.partial(runner, self.function), self.name)
+        return self._in_env
 
     def ensure_pickled(self) -> None:
         if self.function_bytes is not None:
@@ -72,9 +83,13 @@ class RemoteFunction:
 
     def remote(self, *args, **kwargs):
         client = client_for_submission()
-        exported = self._exported
-        exported.ensure_pickled()
         options = self._options
+        env = runtime_envs.effective(options.runtime_env)
+        exported = self._exported
+        if env is not None:
+            exported = exported.in_env(runtime_envs.run_task_in_env)
+            args = env_arguments(client, env) + args
+        exported.ensure_pickled()
         args_bytes, deps, contained, keep_alive = _serialize_arguments(
             client, exported.name, args, kwargs)
         task_id = client.ids.task_id()
@@ -92,6 +107,24 @@ class RemoteFunction:
         if options.num_returns == 0:
             return None
         return refs
+
+
+_package_refs: dict = {}   # package hash -> (client, ObjectRef): each put once per session
+
+
+def env_arguments(client, env) -> tuple:
+    """(env spec, ref of each package): the leading arguments of a task or
+    actor run in env (lightray.runtime_env); the packages travel as task
+    arguments do, through the object store."""
+    refs = []
+    for package in env.packages():
+        cached = _package_refs.get(package.digest)
+        if cached is None or cached[0] is not client or client.closed:
+            value = np.frombuffer(package.data, dtype=np.uint8)
+            cached = _package_refs[package.digest] = (
+                client, client.put_serialized(serialization.serialize(value)))
+        refs.append(cached[1])
+    return (env.spec(), *refs)
 
 
 def _serialize_arguments(client, name: str, args: tuple, kwargs: dict):
