@@ -9,14 +9,20 @@ driver (``init(runtime_env=...)``).
     worker: run_task_in_env ── each package extracted once per host into
             <temp dir>/runtime_env/<hash> (cached by content hash) ── env_vars set,
             cwd = working_dir, working_dir and py_modules on sys.path ── f(*args)
-            ── all put back as it was (the worker serves other tasks next)
+            ── pip / uv: the requirements installed once per host and requirement set
+            (`pip install --target`, under a lock) into <temp dir>/runtime_env/pip/<hash>,
+            put first on sys.path ── all put back as it was, modules imported from
+            those directories forgotten (the worker serves other tasks next)
             an actor: make_actor_in_env ── the same, for the actor's whole life
 
 Supported keys: ``env_vars`` (str -> str), ``working_dir`` (a local directory
 or .zip file), ``py_modules`` (a list of package directories, .py files, or
-.zip/.whl files). Any other key is an error naming these; ``pip``, ``uv`` and
-``conda`` are refused saying that this lightray does not build environments
-(a worker runs the agent's interpreter).
+.zip/.whl files), ``pip`` or ``uv`` (a list of requirement lines, options
+such as ``--no-index`` and ``--find-links DIR`` included, a requirements
+file's path, or ``{"packages": [...]}``). Any other key is an error naming
+these; ``conda`` and containers are refused. The packages of pip/uv are
+installed for the worker's own interpreter: a module the worker imported
+already (numpy, say) keeps the version it has.
 
 A task's environment is merged over the driver's (init(runtime_env=...)):
 its env_vars over the driver's, its working_dir and py_modules instead of
@@ -25,17 +31,28 @@ applied (from inside a task or actor) inherit it.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
 import shutil
+import subprocess
 import sys
 import zipfile
 
-from .config import temp_dir
+from .config import runtime_env_install_timeout, temp_dir
+from .exceptions import LightrayError
+from .log import get_logger
 
-SUPPORTED_KEYS = ("env_vars", "working_dir", "py_modules")
-_NOT_BUILT = ("pip", "uv", "conda", "container", "image_uri")
+_log = get_logger("runtime_env")
+
+
+class RuntimeEnvSetupError(LightrayError):
+    """A task's runtime environment could not be set up where it was to run
+    (its pip/uv requirements did not install)."""
+
+SUPPORTED_KEYS = ("env_vars", "working_dir", "py_modules", "pip", "uv")
+_NOT_BUILT = ("conda", "container", "image_uri")
 MAX_PACKAGE_BYTES = 512 << 20
 _SKIPPED_DIRS = ("__pycache__", ".git")
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)     # zip entries' date: the same tree, the same bytes
@@ -55,21 +72,24 @@ class Package:
 class RuntimeEnv:
     """A validated runtime environment, its files packaged."""
 
-    __slots__ = ("env_vars", "working_dir", "py_modules")
+    __slots__ = ("env_vars", "working_dir", "py_modules", "requirements")
 
-    def __init__(self, env_vars: dict, working_dir: Package | None, py_modules: list):
+    def __init__(self, env_vars: dict, working_dir: Package | None, py_modules: list,
+                 requirements=None):
         self.env_vars = env_vars            # str -> str
         self.working_dir = working_dir      # Package or None
         self.py_modules = py_modules        # [Package]
+        self.requirements = requirements    # None, or ("pip" | "uv", (requirement line, ...))
 
     def packages(self) -> list:
         """The packages, in the order their refs follow the env spec."""
         return ([self.working_dir] if self.working_dir is not None else []) + self.py_modules
 
     def spec(self) -> tuple:
-        """What travels with each task: (env_vars, working_dir hash or None, [module hashes])."""
+        """What travels with each task: (env_vars, working_dir hash or None,
+        [module hashes], requirements or None)."""
         return (dict(self.env_vars), self.working_dir and self.working_dir.digest,
-                [p.digest for p in self.py_modules])
+                [p.digest for p in self.py_modules], self.requirements)
 
 
 def parse(runtime_env, what: str = "runtime_env") -> RuntimeEnv | None:
@@ -82,9 +102,9 @@ def parse(runtime_env, what: str = "runtime_env") -> RuntimeEnv | None:
     for key in runtime_env:
         if key in _NOT_BUILT:
             raise ValueError(
-                f"{what}[{key!r}] is not supported: this lightray does not build Python "
-                f"environments (a worker runs the interpreter of its agent); install the "
-                f"packages where the agents run, or ship pure-Python code with py_modules. "
+                f"{what}[{key!r}] is not supported: this lightray does not build conda "
+                f"environments or containers (a worker runs the interpreter of its agent); "
+                f"use pip or uv, or ship pure-Python code with py_modules. "
                 f"Supported keys: {', '.join(SUPPORTED_KEYS)}")
         if key not in SUPPORTED_KEYS:
             raise ValueError(f"unknown {what} key {key!r}; supported keys: "
@@ -103,9 +123,43 @@ def parse(runtime_env, what: str = "runtime_env") -> RuntimeEnv | None:
         raise TypeError(f"{what}['py_modules'] must be a list of paths, got "
                         f"{type(py_modules).__name__}")
     modules = [_package(path, f"{what}['py_modules']", as_module=True) for path in py_modules]
-    if not env_vars and working_dir is None and not modules:
+    if "pip" in runtime_env and "uv" in runtime_env:
+        raise ValueError(f"{what} takes pip or uv, not both")
+    requirements = None
+    for tool in ("pip", "uv"):
+        if runtime_env.get(tool) is not None:
+            requirements = (tool, _requirement_lines(runtime_env[tool], f"{what}[{tool!r}]"))
+    if not env_vars and working_dir is None and not modules and requirements is None:
         return None
-    return RuntimeEnv(dict(env_vars), working_dir, modules)
+    return RuntimeEnv(dict(env_vars), working_dir, modules, requirements)
+
+
+def _requirement_lines(value, what: str) -> tuple:
+    """The lines of a requirements file, from a list of them, a dict with
+    "packages", or the path of a requirements file (read here, in the driver)."""
+    if isinstance(value, dict):
+        unknown = set(value) - {"packages"}
+        if unknown:
+            raise ValueError(f"{what}: unknown key(s) {sorted(unknown)}; give "
+                             "{'packages': [...]}")
+        value = value.get("packages")
+    if isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+        try:
+            with open(path) as file:
+                value = [line.strip() for line in file]
+        except OSError as error:
+            raise ValueError(f"{what}: cannot read the requirements file {path}: "
+                             f"{error.strerror}") from None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{what} must be a list of requirement strings, a requirements "
+                        f"file's path or {{'packages': [...]}}, got {value!r:.200}")
+    lines = tuple(v.strip() for v in value if v.strip() and not v.strip().startswith("#"))
+    if any("\n" in line for line in lines):
+        raise ValueError(f"{what}: a requirement may not hold a newline")
+    if not lines:
+        raise ValueError(f"{what} names no requirement")
+    return lines
 
 
 def merge(outer: RuntimeEnv | None, inner: RuntimeEnv | None) -> RuntimeEnv | None:
@@ -114,7 +168,8 @@ def merge(outer: RuntimeEnv | None, inner: RuntimeEnv | None) -> RuntimeEnv | No
         return inner or outer
     return RuntimeEnv({**outer.env_vars, **inner.env_vars},
                       inner.working_dir if inner.working_dir is not None else outer.working_dir,
-                      inner.py_modules or outer.py_modules)
+                      inner.py_modules or outer.py_modules,
+                      inner.requirements or outer.requirements)
 
 
 # ------------------------------------------------------------ the default
@@ -217,12 +272,68 @@ def extracted(digest: str, data) -> str:
     return target
 
 
+def installed(requirements) -> str:
+    """The directory requirements (("pip" | "uv", lines)) are installed in on
+    this host for this interpreter, installing them the first time (slow:
+    said in the log). Workers asking at once wait for the first one's lock."""
+    tool, lines = requirements
+    key = "\n".join((tool, sys.executable, sys.version, *lines))
+    root = os.path.join(cache_root(), "pip")
+    target = os.path.join(root, hashlib.blake2b(key.encode(), digest_size=16).hexdigest())
+    if os.path.isdir(target):
+        return target
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    with open(f"{target}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.isdir(target):
+            return target
+        _install(tool, lines, target)
+    return target
+
+
+def _install(tool: str, lines: tuple, target: str) -> None:
+    scratch = f"{target}.partial"
+    shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(scratch)
+    requirements_file = f"{target}.requirements.txt"
+    with open(requirements_file, "w") as file:
+        file.write("\n".join(lines) + "\n")
+    if tool == "uv":
+        uv = shutil.which("uv")
+        if uv is None:
+            raise RuntimeEnvSetupError("runtime_env['uv']: the uv command is not installed "
+                                       "where this task runs (use pip instead, or install uv)")
+        command = [uv, "pip", "install", "--python", sys.executable, "--target", scratch,
+                   "-r", requirements_file]
+    else:
+        command = [sys.executable, "-m", "pip", "install", "--target", scratch,
+                   "--disable-pip-version-check", "--no-warn-script-location",
+                   "-r", requirements_file]
+    timeout = runtime_env_install_timeout()
+    _log.warning("runtime_env %s: installing %s into %s, the first time on this host "
+                 "(slow: it is cached for later tasks)", tool, " ".join(lines), target)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise RuntimeEnvSetupError(f"runtime_env[{tool!r}]: installing {list(lines)} took "
+                                   f"more than {timeout:g} s (LIGHTRAY_RUNTIME_ENV_INSTALL_"
+                                   "TIMEOUT)") from None
+    if done.returncode != 0:
+        shutil.rmtree(scratch, ignore_errors=True)
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
+        raise RuntimeEnvSetupError(f"runtime_env[{tool!r}]: {tool} could not install "
+                                   f"{list(lines)} (exit status {done.returncode}):\n{tail}")
+    os.rename(scratch, target)
+
+
 class _Applied:
     """An environment applied to this process; undo() puts everything back."""
 
     def __init__(self, spec: tuple, packages: tuple):
         global _applied_env
-        env_vars, working_dir, modules = spec
+        env_vars, working_dir, modules, requirements = spec
         self.saved_env = {name: os.environ.get(name) for name in env_vars}
         self.saved_cwd = None
         self.saved_applied = _applied_env
@@ -230,6 +341,8 @@ class _Applied:
         os.environ.update(env_vars)
         directories = [extracted(digest, data) for digest, data in
                        zip(([working_dir] if working_dir else []) + list(modules), packages)]
+        if requirements is not None:
+            directories.append(installed(requirements))
         if working_dir:
             self.saved_cwd = os.getcwd()
             os.chdir(directories[0])
@@ -241,7 +354,7 @@ class _Applied:
         received = [Package(data, f"package {digest}", digest) for digest, data in
                     zip(([working_dir] if working_dir else []) + list(modules), packages)]
         _applied_env = RuntimeEnv(dict(env_vars), received[0] if working_dir else None,
-                                  received[1:] if working_dir else received)
+                                  received[1:] if working_dir else received, requirements)
 
     def undo(self) -> None:
         global _applied_env
@@ -257,6 +370,13 @@ class _Applied:
                 sys.path.remove(directory)
             except ValueError:
                 pass
+        # Modules imported from those directories would stay importable (in
+        # sys.modules) for the next task, which was not given them.
+        prefixes = tuple(os.path.join(directory, "") for directory in self.paths)
+        if prefixes:
+            for name, module in list(sys.modules.items()):
+                if (getattr(module, "__file__", None) or "").startswith(prefixes):
+                    del sys.modules[name]
         _applied_env = self.saved_applied
 
 

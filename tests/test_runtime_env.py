@@ -1,7 +1,9 @@
 """Runtime environments: env_vars, working_dir and py_modules of a task, an
 actor or a whole driver, applied where the task runs, on any node."""
+import base64
 import hashlib
 import os
+import shutil
 import zipfile
 
 import pytest
@@ -186,8 +188,8 @@ def test_an_unknown_runtime_env_key_is_an_error_naming_the_supported_ones():
     assert not lightray.is_initialized()
 
 
-@pytest.mark.parametrize("key", ["pip", "uv", "conda"])
-def test_building_a_python_environment_is_refused_not_ignored(key):
+@pytest.mark.parametrize("key", ["conda", "container"])
+def test_conda_and_containers_are_refused_not_ignored(key):
     with pytest.raises(ValueError, match=f"'{key}'.* is not supported"):
         env_var.options(runtime_env={key: ["requests"]})
     with pytest.raises(ValueError, match="is not supported"):
@@ -201,6 +203,12 @@ def test_bad_runtime_env_values_are_named(tmp_path):
         env_var.options(runtime_env={"working_dir": str(tmp_path / "missing")})
     with pytest.raises(TypeError, match="must be a dict"):
         env_var.options(runtime_env=["env_vars"])
+    with pytest.raises(ValueError, match="pip or uv, not both"):
+        env_var.options(runtime_env={"pip": ["a"], "uv": ["a"]})
+    with pytest.raises(ValueError, match="names no requirement"):
+        env_var.options(runtime_env={"pip": []})
+    with pytest.raises(TypeError, match="list of requirement strings"):
+        env_var.options(runtime_env={"pip": [1]})
 
 
 def test_memory_is_refused_rather_than_dropped():
@@ -209,3 +217,72 @@ def test_memory_is_refused_rather_than_dropped():
     with pytest.raises(ValueError, match="memory= is not supported"):
         EnvReader.options(memory=1 << 30)
     env_var.options(memory=None)   # Ray's default: nothing asked, nothing refused
+
+
+# ------------------------------------------------------------------- pip
+
+def tiny_wheel(folder, name="lr_tiny", version="0.1", value="from the wheel"):
+    """A wheel of a one-module package, written by hand (no build tools, no
+    index): the module, and the dist-info pip reads."""
+    folder.mkdir(exist_ok=True)
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"VALUE = {value!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: lightray-test\n"
+                         "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    record.append(f"{dist}/RECORD,,")
+    files[f"{dist}/RECORD"] = "\n".join(record) + "\n"
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+@pytest.mark.timeout(300)
+def test_pip_requirements_are_installed_once_per_host_and_only_its_tasks_import_them(
+        one_cpu, tmp_path):
+    wheels = tmp_path / "wheels"
+    tiny_wheel(wheels)
+    env = {"pip": ["--no-index", f"--find-links {wheels}", "lr_tiny==0.1"]}
+    assert lightray.get(import_value.options(runtime_env=env).remote("lr_tiny"),
+                        timeout=240) == "from the wheel"
+    installs = os.listdir(os.path.join(runtime_env.cache_root(), "pip"))
+    assert lightray.get(import_value.options(runtime_env=env).remote("lr_tiny"),
+                        timeout=60) == "from the wheel"
+    assert os.listdir(os.path.join(runtime_env.cache_root(), "pip")) == installs
+    # The same worker (one CPU), a task without the environment: not importable.
+    with pytest.raises(ModuleNotFoundError):
+        lightray.get(import_value.remote("lr_tiny"), timeout=60)
+
+    @lightray.remote
+    def value_in_task():
+        import lr_tiny
+        return lr_tiny.VALUE
+
+    assert lightray.get(value_in_task.options(runtime_env={"pip": {"packages": env["pip"]}})
+                        .remote(), timeout=60) == "from the wheel"
+
+
+@pytest.mark.timeout(300)
+def test_a_requirement_pip_cannot_install_fails_the_task_with_pip_s_reason(one_cpu, tmp_path):
+    (tmp_path / "empty").mkdir()
+    env = {"pip": ["--no-index", f"--find-links {tmp_path / 'empty'}", "lr_missing_pkg==9"]}
+    with pytest.raises(runtime_env.RuntimeEnvSetupError, match="lr_missing_pkg"):
+        lightray.get(env_var.options(runtime_env=env).remote("HOME"), timeout=240)
+
+
+@pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not installed here")
+@pytest.mark.timeout(300)
+def test_uv_requirements_are_installed_like_pip_s(one_cpu, tmp_path):
+    wheels = tmp_path / "wheels"
+    tiny_wheel(wheels, name="lr_tiny_uv", value="from uv")
+    env = {"uv": ["--no-index", f"--find-links {wheels}", "lr_tiny_uv==0.1"]}
+    assert lightray.get(import_value.options(runtime_env=env).remote("lr_tiny_uv"),
+                        timeout=240) == "from uv"
