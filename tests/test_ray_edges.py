@@ -248,3 +248,14 @@ def test_a_script_s_task_traceback_names_the_script_and_shows_its_line(tmp_path)
     assert f'File "{script}", line 6, in fails' in done.stdout
     assert 'raise ValueError("from the script")' in done.stdout
     assert "<dynamic-code>" not in done.stdout
+
+
+def test_exit_actor_on_another_node_is_final_for_its_callers(cluster):
+    other = cluster.nodes[1]
+    actor = Quitter.options(
+        scheduling_strategy=lightray.NodeAffinity(other.node_id)).remote()
+    assert lightray.get(actor.count.remote(), timeout=30) == 1
+    with pytest.raises(exceptions.ActorDiedError, match="exit_actor"):
+        lightray.get(actor.quit.remote(), timeout=30)
+    with pytest.raises(exceptions.ActorDiedError):
+        lightray.get(actor.count.remote(), timeout=30)
