@@ -8,6 +8,7 @@ Usage::
     python benchmarks/microbench.py --vs ray --quick --cases tasks_sync,put_small
     python benchmarks/microbench.py --vs ray --cases actors   # the actor cases only
     python benchmarks/microbench.py --vs ray --json results.json
+    python benchmarks/microbench.py --local-mode     # local mode beside normal mode
 
 Method
 ------
@@ -58,6 +59,12 @@ Method
   exited, so one case's actors never run during the next.
   ``--cases actors`` selects them all (``--cases core`` the others).
 
+``--local-mode`` runs the cases once more with ``init(local_mode=True)``
+(system ``lightray-local``: tasks in threads of the driver, no agent) and adds
+its column and the ratio local / normal; without ``--cases`` it runs
+``tasks_sync``, ``tasks_async`` and ``actor_calls_async``. Killed actors of
+local mode have no process to wait for.
+
 The ratio column is always lightray / Ray for the case's own metric. For
 throughputs, higher is better. For times, lower is better. The "better"
 column states which system wins and by how much.
@@ -94,6 +101,8 @@ ACTOR_EXIT_TIMEOUT = 10.0  # seconds to wait for killed actors' processes to end
 
 SYSTEMS = {
     "lightray": {"module": "lightray", "init_kwargs": {"num_cpus": NUM_CPUS}},
+    "lightray-local": {"module": "lightray",
+                       "init_kwargs": {"num_cpus": NUM_CPUS, "local_mode": True}},
     "ray": {
         "module": "ray",
         "init_kwargs": {
@@ -123,6 +132,7 @@ CASES = {
 }
 
 ACTOR_CASES = [c for c in CASES if "actor" in c]
+LOCAL_MODE_CASES = ["tasks_sync", "tasks_async", "actor_calls_async"]
 # --cases accepts these group names too, e.g. ``--cases actors``
 CASE_GROUPS = {
     "actors": ACTOR_CASES,
@@ -354,6 +364,7 @@ def retire_actors(rt, handles: list, pids: list) -> Optional[float]:
     t0 = time.perf_counter()
     for handle in handles:
         rt.kill(handle)
+    pids = [pid for pid in pids if pid != os.getpid()]   # local mode: actors are threads
     deadline = t0 + ACTOR_EXIT_TIMEOUT
     while not all(_process_gone(pid) for pid in pids):
         if time.perf_counter() > deadline:
@@ -616,11 +627,18 @@ def verdict(ratio: float, higher_is_better: bool) -> str:
 def table_rows(cases: list, results: dict) -> list:
     lr = results.get("lightray", {})
     ray = results.get("ray")
+    local = results.get("lightray-local")
     rows = []
     for case in cases:
         unit, higher = CASES[case]
         a = lr.get(case, {})
         row = [case, unit + (" ↑" if higher else " ↓"), cell(a)]
+        if local is not None:
+            c = local.get(case, {})
+            ratio = "-"
+            if a.get("value") and c.get("value"):
+                ratio = f"{c['value'] / a['value']:.3g}"
+            row += [cell(c), ratio]
         if ray is not None:
             b = ray.get(case, {})
             ratio = better = "-"
@@ -640,10 +658,12 @@ def cell(res: dict) -> str:
 
 def render_table(cases: list, results: dict) -> str:
     header = ["case", "unit", "lightray"]
+    if "lightray-local" in results:
+        header += ["local mode", "ratio local/normal"]
     if "ray" in results:
         header += ["ray", "ratio lr/ray", "better"]
     return harness.markdown_table([header] + table_rows(cases, results),
-                                  right_aligned={2, 3, 4})
+                                  right_aligned=set(range(2, len(header))))
 
 
 # --------------------------------------------------------------------------
@@ -661,6 +681,9 @@ def parse_args(argv=None):
     p.add_argument("--cases", help="comma-separated subset of cases and groups, "
                                    "e.g. tasks_sync,put_small or actors")
     p.add_argument("--quick", action="store_true", help="shorter durations")
+    p.add_argument("--local-mode", action="store_true",
+                   help="also run lightray in local mode (init(local_mode=True)); default "
+                        "cases: " + ", ".join(LOCAL_MODE_CASES))
     p.add_argument("--json", metavar="PATH", help="write results as JSON")
     p.add_argument("--timeout", type=float, default=90.0,
                    help="per-case timeout in seconds (default: 90)")
@@ -672,12 +695,15 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.local_mode and not args.cases:
+        args.cases = ",".join(LOCAL_MODE_CASES)
     cases = harness.parse_list(args.cases, list(CASES), "case", CASE_GROUPS)
     if args.system:
         worker_main(args.system, cases, Settings.for_mode(args.quick))
         return 0
 
-    systems = harness.with_ray_if_asked(["lightray"], args.vs)
+    systems = harness.with_ray_if_asked(
+        ["lightray"] + (["lightray-local"] if args.local_mode else []), args.vs)
 
     info = harness.machine_info(PACKAGES.values())
     log(f"machine: {harness.describe_machine(info, PACKAGES)}")

@@ -2,6 +2,7 @@
 
     import lightray
     lightray.init()                      # embedded single-node runtime
+                                         # (local_mode=True: all in this process)
 
     @lightray.remote
     def add(a, b):
@@ -28,6 +29,7 @@ own layer's lower modules and from the layers below it):
    log              the "lightray" loggers: levels, init(logging_level=), LIGHTRAY_LOG_LEVEL
    exceptions       the errors user code sees (TaskError, ActorDiedError, ...)
    ids              task, object and actor-handle ids
+   memory_limits    the memory this process may use: its cgroup's (v1, v2) limit, else RAM
    resources        resource requests in exact units; detecting CPUs
    scheduling       strategies (SPREAD, NodeAffinity) and the placement policy, no I/O
    states           the state names of tasks and workers in an agent
@@ -37,6 +39,7 @@ own layer's lower modules and from the layers below it):
    store/           shared-memory segments, spilling, chunks between nodes, control store
  2 serialization    values to payloads and back (pickle 5, cloudpickle)
    runtime          this process's current client (and the auto-init hook)
+   task_warnings    warnings of a task or actor call, re-emitted where its result is read
    call_site        where user code created an object (memory_summary)
    runtime_env      runtime environments: env_vars, working_dir, py_modules (packaged, applied)
    options          validation of @remote(...) and .options(...)
@@ -46,13 +49,15 @@ own layer's lower modules and from the layers below it):
  4 client/          a process's connection to its agent: refs, objects, leases, actor calls
    worker/          the task and actor runners of a worker process
    agent/           the node agent: its state, the I/O loop, the cluster
+   local/           local mode: the whole runtime in this process, in threads
  5 discovery        finding the agents running on this host (init(address="auto"))
    api              init, shutdown, get, put, wait, cancel, remote, get_actor, kill, ...
+   kv               lightray.kv: put/get/delete/list/compare_and_set, replicated
    cli              the ``lightray`` command line (it also reads lightray.__version__)
  6 util/            ActorPool, Queue: built on the public API
    dask/            a Dask scheduler (needs dask; api imports it only when given a graph)
 """
-from . import exceptions
+from . import exceptions, kv
 from .actor import ActorClass, ActorHandle, method
 from .api import (
     available_resources,
@@ -91,6 +96,7 @@ __all__ = [
     "init",
     "is_initialized",
     "kill",
+    "kv",
     "memory_summary",
     "method",
     "nodes",

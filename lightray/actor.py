@@ -174,6 +174,8 @@ class ActorClass:
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
         client = client_for_submission()
+        if getattr(client, "runs_in_process", False):   # local mode (lightray.local)
+            return client.create_actor(self, args, kwargs)
         options = self._options
         env = runtime_envs.effective(options.runtime_env)
         exported = self._exported

@@ -24,14 +24,16 @@ import subprocess
 import sys
 import threading
 
-from . import exceptions, log, runtime, serialization
+from . import exceptions, log, runtime, serialization, task_warnings
 from . import runtime_env as runtime_envs
 from .actor import ActorClass, ActorHandle
+from .config import local_mode_from_env
 from .agent.session import new_session_dir, pid_alive, reclaim_dead_sessions
 from .client import core as client_module
 from .config import LOG_LEVEL_ENV
 from .discovery import agent_at, auto_agent, check_cluster_key
 from .ids import handle_object_id
+from .local.client import LocalClient
 from .object_ref import ObjectRef
 from .remote_function import RemoteFunction
 from .resources import detect_num_cpus, make_request
@@ -41,7 +43,7 @@ from .transport import messages, sockets
 
 _INIT_OPTIONS = ("address", "num_cpus", "num_gpus", "resources", "object_store_memory",
                  "spill_dir", "namespace", "cluster_key", "logging_level", "runtime_env",
-                 "ignore_reinit_error")
+                 "ignore_reinit_error", "local_mode", "copy_values", "forward_warnings")
 
 _lock = threading.RLock()
 _runtime = None
@@ -60,11 +62,13 @@ class _Runtime:
 
 def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
          object_store_memory=None, spill_dir=None, namespace=None, cluster_key=None,
-         logging_level=None, runtime_env=None, ignore_reinit_error: bool = False, **unknown):
+         logging_level=None, runtime_env=None, ignore_reinit_error: bool = False,
+         local_mode=None, copy_values=None, forward_warnings: bool = True, **unknown):
     """Start an embedded runtime, or attach to a running agent, and attach this process.
 
-    object_store_memory: the store's capacity in bytes (default 30% of RAM,
-    at most the free space of /dev/shm); spill_dir: where objects beyond it
+    object_store_memory: the store's capacity in bytes (default 30% of the
+    memory this process may use: its cgroup's limit where one is set, else
+    RAM; at most the free space of /dev/shm); spill_dir: where objects beyond it
     go (default: inside the session directory; env LIGHTRAY_SPILL_DIR).
     cluster_key: with address, the cluster's key file to check the agent
     against (default: LIGHTRAY_CLUSTER_KEY; neither: no check is needed).
@@ -72,6 +76,11 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     agent init starts (default: LIGHTRAY_LOG_LEVEL, else WARNING).
     runtime_env: the runtime environment of every task and actor this
     driver submits (lightray.runtime_env; theirs is merged over it).
+    local_mode=True (default: env LIGHTRAY_LOCAL_MODE): everything runs in
+    this process (lightray.local); copy_values=False there hands tasks the
+    very objects given instead of copies.
+    forward_warnings: re-emit here the warnings raised in a task or actor
+    method when its result is read (lightray/task_warnings.py); False drops them.
     """
     global _runtime
     if unknown:
@@ -92,6 +101,18 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                 return _context()
             raise RuntimeError("lightray.init() was called twice; call lightray.shutdown() first "
                                "or pass ignore_reinit_error=True")
+        if not isinstance(forward_warnings, bool):
+            raise TypeError(f"forward_warnings must be True or False, got {forward_warnings!r}")
+        task_warnings.set_forwarding(forward_warnings)
+        if local_mode is None:
+            local_mode = local_mode_from_env()
+        if _check_local_mode(local_mode, copy_values, address=address, cluster_key=cluster_key,
+                             object_store_memory=object_store_memory, spill_dir=spill_dir,
+                             runtime_env=runtime_env):
+            request = make_request(num_cpus if num_cpus is not None else detect_num_cpus(),
+                                   num_gpus, resources)
+            _runtime = _start_local(request, namespace, copy_values is not False)
+            return _context()
         if address is not None:
             if not isinstance(address, str):
                 raise TypeError(f"address must be a str, got {type(address).__name__}")
@@ -127,6 +148,32 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                                    logging_level)
         runtime_envs.set_job_env(job_env)
         return _context()
+
+
+def _check_local_mode(local_mode, copy_values, **cluster_only) -> bool:
+    """Whether init runs in local mode; a clear error for options that need the other mode."""
+    if not isinstance(local_mode, bool):
+        raise TypeError(f"local_mode must be a bool, got {local_mode!r}")
+    if copy_values is not None and not isinstance(copy_values, bool):
+        raise TypeError(f"copy_values must be a bool, got {copy_values!r}")
+    if not local_mode:
+        if copy_values is not None:
+            raise ValueError("copy_values is an option of local mode: "
+                             "init(local_mode=True, copy_values=False)")
+        return False
+    given = sorted(name for name, value in cluster_only.items() if value is not None)
+    if given:
+        raise ValueError(f"{', '.join(given)} cannot be used with local_mode=True: local mode "
+                         "has no agent and no object store (everything runs in this process)")
+    return True
+
+
+def _start_local(request: dict, namespace, copy_values: bool) -> _Runtime:
+    if namespace is not None and (not isinstance(namespace, str) or not namespace):
+        raise ValueError(f"namespace must be a non-empty str, got {namespace!r}")
+    client = LocalClient(request, namespace, copy_values)
+    set_current_client(client, namespace)
+    return _Runtime(client, None, None, None, namespace)
 
 
 def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=None,
@@ -236,6 +283,8 @@ def put(value) -> ObjectRef:
         raise TypeError("put() of an ObjectRef is not allowed: pass the ObjectRef itself, "
                         "or put a container holding it, e.g. put([ref])")
     client = _client_for_submission()
+    if getattr(client, "runs_in_process", False):
+        return client.put_value(value)
     try:
         serialized = serialization.serialize(value)
     except Exception as error:
@@ -336,11 +385,15 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     """Cancel the task producing object_ref; get then raises TaskCancelledError.
 
     A queued task never runs; a running one gets KeyboardInterrupt, or with
-    force=True its worker is killed (and the task is not retried).
+    force=True its worker is killed (and the task is not retried). recursive:
+    the tasks it submitted (on any node) are cancelled too.
     """
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, got {type(object_ref).__name__}")
-    require_client_for(object_ref).cancel(object_ref, force)
+    if not isinstance(force, bool) or not isinstance(recursive, bool):
+        raise TypeError(f"cancel(): force and recursive must be bools, got "
+                        f"{force!r} and {recursive!r}")
+    require_client_for(object_ref).cancel(object_ref, force, recursive)
 
 
 def memory_summary() -> dict:
@@ -418,6 +471,9 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     if client is None or client.closed:
         raise exceptions.RuntimeNotRunningError(
             f"{actor!r} belongs to a lightray session that is not running")
+    if getattr(client, "runs_in_process", False):
+        client.kill_actor(actor._lr_actor_id, bool(no_restart))
+        return
     if no_restart:
         client.actor_caller().mark_killed(actor._lr_actor_id)
     client.send([(messages.ACTOR_KILL, actor._lr_actor_id, bool(no_restart))])

@@ -7,6 +7,8 @@ subclassed, an instance of the original exception's type, so that
 """
 from __future__ import annotations
 
+import concurrent.futures
+
 
 class LightrayError(Exception):
     """Base class of every error lightray raises itself."""
@@ -88,17 +90,38 @@ class GetTimeoutError(LightrayError, TimeoutError):
     """``get`` did not see the object become ready within its timeout."""
 
 
+class KVTimeoutError(GetTimeoutError):
+    """A ``lightray.kv`` call was not answered within its timeout: for a write,
+    it may or may not have been applied (a retry of it applies it once)."""
+
+
+class KVError(LightrayError):
+    """A ``lightray.kv`` request the control store will not serve (it names why)."""
+
+
 class WorkerCrashedError(LightrayError):
     """The worker running the task died (killed, segfault, os._exit) and the
     task had no retries left."""
 
 
-class TaskCancelledError(LightrayError):
-    """The task was cancelled with ``lightray.cancel``."""
+class OutOfMemoryError(WorkerCrashedError):
+    """The task's worker was killed because the node ran short of memory (by
+    the agent's memory monitor, or by the kernel's OOM killer) and the task had
+    no retries left; the message names the task, its memory and the threshold."""
+
+
+class TaskCancelledError(LightrayError, concurrent.futures.CancelledError):
+    """The task was cancelled with ``lightray.cancel`` (or ``ref.cancel()``);
+    a concurrent.futures.CancelledError, as ObjectRef is future-like."""
 
 
 class ObjectLostError(LightrayError):
     """Every copy of the object is gone and it cannot be rebuilt."""
+
+
+class OwnerDiedError(ObjectLostError):
+    """The process or node that owned the object died, so nothing can rebuild
+    it; the message names the owner."""
 
 
 class ObjectStoreFullError(LightrayError):

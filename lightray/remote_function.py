@@ -83,9 +83,12 @@ class RemoteFunction:
 
     def remote(self, *args, **kwargs):
         client = client_for_submission()
-        options = self._options
-        env = runtime_envs.effective(options.runtime_env)
         exported = self._exported
+        options = self._options
+        if getattr(client, "runs_in_process", False):   # local mode (lightray.local)
+            refs = client.submit_function(exported, options, args, kwargs)
+            return refs[0] if options.num_returns == 1 else (refs or None)
+        env = runtime_envs.effective(options.runtime_env)
         if env is not None:
             exported = exported.in_env(runtime_envs.run_task_in_env)
             args = env_arguments(client, env) + args

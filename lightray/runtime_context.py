@@ -1,6 +1,8 @@
 """What a task (or the driver) can learn about where it runs."""
 from __future__ import annotations
 
+import threading
+
 
 class _State:
     node_id = ""
@@ -12,43 +14,66 @@ class _State:
 
 state = _State()
 
+# Local mode runs tasks and actors in threads of the driver: each such thread
+# has a state of its own here (lightray.local.threads); other threads see the
+# process's.
+_thread = threading.local()
+
+
+def _view():
+    return getattr(_thread, "state", None) or state
+
+
+def thread_state():
+    """This thread's own state (local mode), or None."""
+    return getattr(_thread, "state", None)
+
+
+def set_thread_state(thread_state):
+    """Give this thread its own state (None: the process's); the previous one."""
+    previous = getattr(_thread, "state", None)
+    _thread.state = thread_state
+    return previous
+
 
 class RuntimeContext:
     """Snapshot-free view: attributes read the live state of this process."""
 
     @property
     def node_id(self) -> str:
-        return state.node_id
+        return _view().node_id
 
     @property
     def worker_id(self) -> str:
-        return state.worker_id
+        return _view().worker_id
 
     @property
     def task_id(self):
         """Hex id of the task running in this thread's worker, None in a driver."""
-        return state.task_id.hex() if state.task_id else None
+        task_id = _view().task_id
+        return task_id.hex() if task_id else None
 
     @property
     def actor_id(self):
         """Hex id of the actor this process runs, None elsewhere."""
-        return state.actor_id.hex() if state.actor_id else None
+        actor_id = _view().actor_id
+        return actor_id.hex() if actor_id else None
 
     def get_actor_id(self):
         return self.actor_id
 
     def get_node_id(self) -> str:
-        return state.node_id
+        return self.node_id
 
     def get_worker_id(self) -> str:
-        return state.worker_id
+        return self.worker_id
 
     def get_task_id(self):
         return self.task_id
 
     def get_assigned_resources(self) -> dict:
         """Resources held by the running task, e.g. {"CPU": 1.0, "GPU": 1.0}."""
-        return dict(state.assigned)
+        return dict(_view().assigned)
 
     def __repr__(self):
         return f"RuntimeContext(node_id={self.node_id!r}, worker_id={self.worker_id!r}, task_id={self.task_id!r})"

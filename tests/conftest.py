@@ -197,11 +197,47 @@ def no_leaks():
         pytest.fail("resource leak after test: " + "; ".join(problems), pytrace=False)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "both_modes: the module's tests that use the runtime or runtime_mode "
+        "fixture run twice, against an agent and in local mode (init(local_mode=True))")
+    config.addinivalue_line(
+        "markers", "process_only(reason): the test is about processes (workers, agents, "
+        "shared memory): it runs only against an agent, also in a both_modes module")
+
+
+RUNTIME_MODES = ("cluster", "local")
+
+
+def pytest_generate_tests(metafunc):
+    """Tests of both_modes modules get a [cluster] and a [local] variant."""
+    wants_mode = {"runtime", "runtime_mode"} & set(metafunc.fixturenames)
+    if (wants_mode and metafunc.definition.get_closest_marker("both_modes") is not None
+            and metafunc.definition.get_closest_marker("process_only") is None):
+        metafunc.parametrize("runtime_mode", RUNTIME_MODES, indirect=True)
+
+
 @pytest.fixture
-def runtime():
+def runtime_mode(request):
+    """"cluster" or "local": the mode this variant of the test runs in."""
+    return getattr(request, "param", "cluster")
+
+
+@pytest.fixture
+def start_runtime(runtime_mode):
+    """lightray.init(**options) in this test's mode."""
     import lightray
 
-    lightray.init(num_cpus=2)
+    def start(**options):
+        return lightray.init(local_mode=runtime_mode == "local", **options)
+    return start
+
+
+@pytest.fixture
+def runtime(start_runtime):
+    import lightray
+
+    start_runtime(num_cpus=2)
     yield lightray
     lightray.shutdown()
 

@@ -12,6 +12,8 @@ from conftest import attempts, available_cpus, pid_alive, wait_for
 import lightray
 from lightray import exceptions
 
+pytestmark = pytest.mark.both_modes
+
 
 def new_pid_after_restart(handle, old_pid, timeout=20.0):
     """Call handle.pid until the restarted actor answers; calls that reached the
@@ -67,6 +69,7 @@ class Phoenix:
 # -------------------------------------------------------------------------- kill
 
 
+@pytest.mark.process_only("kills or watches the actor's process")
 @pytest.mark.timeout(40)
 def test_kill_fails_pending_and_later_calls_with_actor_died_error(runtime, tmp_path):
     started = str(tmp_path / "started")
@@ -90,6 +93,7 @@ def test_kill_fails_pending_and_later_calls_with_actor_died_error(runtime, tmp_p
         lightray.get(actor.pid.remote(), timeout=20)
 
 
+@pytest.mark.process_only("kills or watches the actor's process")
 @pytest.mark.timeout(40)
 def test_kill_from_a_task_fails_the_drivers_pending_calls(runtime, tmp_path):
     started = str(tmp_path / "started")
@@ -166,6 +170,7 @@ def test_exception_in_method_is_task_error_and_the_actor_lives_on(runtime):
 # ------------------------------------------------------------ the process dies
 
 
+@pytest.mark.process_only("kills or watches the actor's process")
 @pytest.mark.timeout(45)
 def test_killed_actor_process_restarts_until_restarts_are_used_up(runtime, tmp_path):
     built = str(tmp_path / "built")
@@ -194,6 +199,7 @@ def test_killed_actor_process_restarts_until_restarts_are_used_up(runtime, tmp_p
     assert wait_for(lambda: available_cpus() == 2.0), lightray.available_resources()
 
 
+@pytest.mark.process_only("kills or watches the actor's process")
 @pytest.mark.timeout(45)
 def test_kill_with_no_restart_false_restarts_the_actor(runtime, tmp_path):
     built = str(tmp_path / "built")
@@ -206,6 +212,7 @@ def test_kill_with_no_restart_false_restarts_the_actor(runtime, tmp_path):
     assert lightray.get(actor.inc.remote(), timeout=20) == 1
 
 
+@pytest.mark.process_only("kills or watches the actor's process")
 @pytest.mark.timeout(45)
 def test_call_in_flight_when_the_process_dies_is_retried_with_max_task_retries(
         runtime, tmp_path):
@@ -225,6 +232,7 @@ def test_call_in_flight_when_the_process_dies_is_retried_with_max_task_retries(
     assert lightray.get(actor.inc.remote(), timeout=20) == 4
 
 
+@pytest.mark.process_only("kills or watches the actor's process")
 @pytest.mark.timeout(45)
 def test_call_in_flight_when_the_process_dies_fails_without_task_retries(runtime, tmp_path):
     calls = str(tmp_path / "calls")

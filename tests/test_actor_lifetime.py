@@ -14,6 +14,8 @@ from conftest import available_cpus, pid_alive, wait_for, wait_for_file
 
 import lightray
 
+pytestmark = pytest.mark.both_modes
+
 
 @lightray.remote
 class Counter:
@@ -50,6 +52,7 @@ def inc_when_released(counter, started, release):
 # --------------------------------------------------------- handles going away
 
 
+@pytest.mark.process_only("watches the actor's process end (local mode: test_local_mode_control.py)")
 @pytest.mark.timeout(30)
 def test_dropping_the_last_handle_stops_the_actor_and_frees_its_cpu(runtime):
     counter = Counter.options(num_cpus=1).remote()
@@ -60,6 +63,7 @@ def test_dropping_the_last_handle_stops_the_actor_and_frees_its_cpu(runtime):
     assert wait_for(lambda: available_cpus() == 2.0), lightray.available_resources()
 
 
+@pytest.mark.process_only("watches the actor's process end (local mode: test_local_mode_control.py)")
 @pytest.mark.timeout(30)
 def test_handles_passed_to_finished_tasks_do_not_keep_the_actor(runtime):
     counter = Counter.options(num_cpus=1).remote()
@@ -71,6 +75,7 @@ def test_handles_passed_to_finished_tasks_do_not_keep_the_actor(runtime):
     assert wait_for(lambda: available_cpus() == 2.0), lightray.available_resources()
 
 
+@pytest.mark.process_only("watches the actor's process end (local mode: test_local_mode_control.py)")
 @pytest.mark.timeout(30)
 def test_handle_held_by_a_running_task_keeps_the_actor_alive(runtime, tmp_path):
     started, release = str(tmp_path / "started"), str(tmp_path / "release")

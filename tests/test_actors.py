@@ -16,6 +16,8 @@ from conftest import available_cpus, wait_for, wait_for_file
 import lightray
 from lightray import exceptions
 
+pytestmark = pytest.mark.both_modes
+
 
 @lightray.remote
 class Counter:
@@ -54,6 +56,7 @@ def task_pid():
 # ------------------------------------------------------------ creation and calls
 
 
+@pytest.mark.process_only("actors in processes of their own")
 @pytest.mark.timeout(30)
 def test_each_actor_runs_in_a_process_of_its_own(runtime):
     first = Counter.remote()
@@ -188,6 +191,7 @@ def test_object_ref_arguments_top_level_and_nested(runtime):
         "from a task", "ObjectRef", {"k": 1}, "from a task")
 
 
+@pytest.mark.process_only("shared-memory segments")
 @pytest.mark.timeout(30)
 def test_large_numpy_arguments_reach_the_actor(runtime):
     @lightray.remote
@@ -227,6 +231,7 @@ def test_large_numpy_arguments_reach_the_actor(runtime):
 # ----------------------------------------------------------------------- options
 
 
+@pytest.mark.process_only("actors in processes of their own")
 @pytest.mark.timeout(30)
 def test_actors_without_num_cpus_need_a_cpu_to_start_but_hold_none(runtime):
     actors = [Counter.remote() for _ in range(3)]

@@ -6,6 +6,8 @@ import pytest
 
 import lightray
 
+pytestmark = pytest.mark.both_modes
+
 
 @pytest.mark.timeout(30)
 def test_calling_remote_function_directly_raises_type_error(runtime):
@@ -119,9 +121,9 @@ def test_invalid_option_values_raise_value_error(opts):
     [{"num_cpus": -1}, {"num_cpus": "x"}, {"num_gpus": -2}, {"resources": {"a": -1}}],
     ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()).replace(" ", ""),
 )
-def test_invalid_init_resources_raise_value_error(kwargs):
+def test_invalid_init_resources_raise_value_error(start_runtime, kwargs):
     with pytest.raises(ValueError):
-        lightray.init(**kwargs)
+        start_runtime(**kwargs)
 
 
 @pytest.mark.timeout(30)
@@ -152,8 +154,8 @@ def test_wait_num_returns_larger_than_list_raises_value_error(runtime):
 
 
 @pytest.mark.timeout(20)
-def test_get_of_old_ref_after_shutdown_raises(tmp_path):
-    lightray.init(num_cpus=1)
+def test_get_of_old_ref_after_shutdown_raises(start_runtime, tmp_path):
+    start_runtime(num_cpus=1)
     ref = lightray.put(123)
     assert lightray.get(ref) == 123
     lightray.shutdown()
@@ -165,8 +167,8 @@ def test_get_of_old_ref_after_shutdown_raises(tmp_path):
 
 
 @pytest.mark.timeout(20)
-def test_wait_on_old_ref_after_shutdown_raises():
-    lightray.init(num_cpus=1)
+def test_wait_on_old_ref_after_shutdown_raises(start_runtime):
+    start_runtime(num_cpus=1)
     ref = lightray.put(123)
     lightray.shutdown()
     with pytest.raises(Exception) as ei:
@@ -175,8 +177,8 @@ def test_wait_on_old_ref_after_shutdown_raises():
 
 
 @pytest.mark.timeout(20)
-def test_put_of_old_ref_after_shutdown_raises():
-    lightray.init(num_cpus=1)
+def test_put_of_old_ref_after_shutdown_raises(start_runtime):
+    start_runtime(num_cpus=1)
     ref = lightray.put(123)
     lightray.shutdown()
     with pytest.raises(Exception):
@@ -184,11 +186,11 @@ def test_put_of_old_ref_after_shutdown_raises():
 
 
 @pytest.mark.timeout(30)
-def test_old_ref_used_in_new_session_raises(tmp_path):
-    lightray.init(num_cpus=1)
+def test_old_ref_used_in_new_session_raises(start_runtime, tmp_path):
+    start_runtime(num_cpus=1)
     old = lightray.put(123)
     lightray.shutdown()
-    lightray.init(num_cpus=1)
+    start_runtime(num_cpus=1)
     with pytest.raises(Exception) as ei:
         lightray.get(old, timeout=5)
     assert not isinstance(ei.value, TimeoutError), "get of a previous-session ref hung"

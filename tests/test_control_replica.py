@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from lightray.store.control import KV_PUT, NODE_REGISTER, NotAControlStore
 from lightray.store.control import command_codec
 from lightray.store.control.raft import NotLeader
-from lightray.store.control.replica import ControlReplica
+from lightray.store.control.replica import ControlReplica, ReplicaDamaged
 
 NS = "test"
 
@@ -247,6 +247,58 @@ def test_a_damaged_log_file_is_refused_naming_the_file(tmp_path):
         damaged.write(b"this is not sqlite" * 10)
     with pytest.raises(NotAControlStore, match="raft.db"):
         ControlReplica("a", str(directory), ("a",))
+
+
+def damage(path) -> None:
+    """Garbage over a whole SQLite file and its WAL and wal-index, sizes kept."""
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name):
+            size = os.path.getsize(name)
+            with open(name, "r+b") as f:
+                f.write(random.Random(name).randbytes(max(size, 512)))
+
+
+def test_a_stopped_replica_whose_state_file_is_damaged_never_serves_it_and_catches_up(
+        tmp_path):
+    net = Network(str(tmp_path), ["a", "b", "c"], seed=3, compact_every=5)
+    try:
+        for i in range(10):
+            assert net.write(put(b"k%d" % i, b"before"), f"w{i}") is True
+        net.run_until(net.converged)
+        net.crash("c")
+        # The others go on far past what c holds: the leader compacts its log, so c
+        # can only catch up from the leader's snapshot.
+        for i in range(10, 30):
+            assert net.write(put(b"k%d" % i, b"while c was down"), f"w{i}") is True
+        path = os.path.join(str(tmp_path), "c", "control.db")
+        damage(path)
+        net.start("c")
+        c = net.replicas["c"]
+        assert c.damaged is not None and path in c.damaged     # names the file
+        assert os.path.exists(path + ".damaged")
+        assert c.store.kv_get(NS, b"k29") is None              # never the garbage
+        net.run_until(net.converged)
+        assert c.store.kv_get(NS, b"k29") == b"while c was down"
+        assert c.store.kv_get(NS, b"k0") == b"before"
+        assert net.write(put(b"after", b"1"), "after") is True
+    finally:
+        for replica in net.replicas.values():
+            replica.close()
+
+
+def test_a_state_file_damaged_under_a_running_replica_raises_replica_damaged_naming_it(
+        net):
+    net.write(put(b"k", b"v"), "w1")
+    net.run_until(net.converged)
+    replica = net.replicas["c"]
+    damage(replica.store.path)
+    with pytest.raises(ReplicaDamaged, match="c/control.db is damaged"):
+        replica.query(lambda store: store.kv_get(NS, b"k"))
+    net.crash("c")                       # the I/O side reopens it: rebuilt from raft.db
+    net.start("c")
+    assert net.replicas["c"].damaged is not None
+    net.run_until(net.converged)
+    assert net.replicas["c"].store.kv_get(NS, b"k") == b"v"
 
 
 def test_a_lone_replica_commits_alone_and_resumes_after_a_restart(tmp_path):

@@ -14,6 +14,8 @@ from dask.utils_test import inc  # noqa: E402
 
 import lightray  # noqa: E402
 
+pytestmark = pytest.mark.both_modes
+
 
 def touch_and_inc(marker, x):
     open(marker, "a").close()
@@ -148,6 +150,7 @@ def test_presubmit_value_becomes_result_and_task_is_not_submitted(runtime, tmp_p
     assert not os.path.exists(marker), "task of a key answered by presubmit still ran"
 
 
+@pytest.mark.process_only("worker hooks run in worker processes")
 @pytest.mark.timeout(30)
 def test_worker_hooks_run_in_workers_and_pass_pretask_state_to_posttask(runtime, tmp_path):
     log = str(tmp_path / "posttask.jsonl")

@@ -19,6 +19,8 @@ from dask.utils_test import GetFunctionTestMixin, inc
 import lightray
 from lightray import exceptions as lrexc
 
+pytestmark = pytest.mark.both_modes
+
 # Task functions live at module level: workers get the driver's sys.path, so
 # they import this module like any other.
 
@@ -134,8 +136,8 @@ class TestGetFunction(GetFunctionTestMixin):
     get = staticmethod(lightray.get)
 
     @pytest.fixture(autouse=True)
-    def lightray_runtime(self):
-        lightray.init(num_cpus=2)
+    def lightray_runtime(self, start_runtime):
+        start_runtime(num_cpus=2)
         yield
         lightray.shutdown()
 
@@ -298,6 +300,7 @@ def test_missing_key_raises_key_error(runtime):
 
 # ---------------------------------------------------------------- execution
 
+@pytest.mark.process_only("checks which process unpickles a value")
 @pytest.mark.timeout(30)
 def test_intermediate_values_never_pass_through_the_driver(runtime, tmp_path):
     log = str(tmp_path / "unpickled_in")
@@ -330,6 +333,7 @@ def test_each_dask_task_runs_as_its_own_lightray_task(runtime, tmp_path):
     assert len(set(entries.values())) == 3, f"tasks shared a lightray task: {entries}"
 
 
+@pytest.mark.process_only("checks which process unpickles a value")
 @pytest.mark.timeout(30)
 def test_unrequested_keys_are_not_fetched(runtime, tmp_path):
     log = str(tmp_path / "unpickled_in")
@@ -420,8 +424,8 @@ def test_runtime_keeps_working_after_a_failed_graph(runtime):
 # -------------------------------------------------------- per-task options
 
 @pytest.mark.timeout(30)
-def test_annotated_custom_resource_and_call_level_num_cpus():
-    lightray.init(num_cpus=2, resources={"special": 1})
+def test_annotated_custom_resource_and_call_level_num_cpus(start_runtime):
+    start_runtime(num_cpus=2, resources={"special": 1})
     with dask.annotate(lightray={"resources": {"special": 1}}):
         a = dask.delayed(assigned_resources, pure=False)("a")
     b = dask.delayed(assigned_resources, pure=False)("b")
@@ -434,8 +438,8 @@ def test_annotated_custom_resource_and_call_level_num_cpus():
 
 
 @pytest.mark.timeout(30)
-def test_annotation_overrides_call_level_remote_args():
-    lightray.init(num_cpus=2)
+def test_annotation_overrides_call_level_remote_args(start_runtime):
+    start_runtime(num_cpus=2)
     with dask.annotate(lightray={"num_cpus": 2}):
         a = dask.delayed(assigned_resources, pure=False)("a")
     b = dask.delayed(assigned_resources, pure=False)("b")
@@ -460,6 +464,7 @@ def test_unknown_annotated_option_raises_value_error(runtime):
         x.compute(scheduler=lightray.get)
 
 
+@pytest.mark.process_only("crashes worker processes")
 @pytest.mark.timeout(45)
 def test_annotated_max_retries_zero_is_not_retried(runtime, tmp_path):
     counter = str(tmp_path / "attempts")
@@ -470,6 +475,7 @@ def test_annotated_max_retries_zero_is_not_retried(runtime, tmp_path):
     assert attempts(counter) == 1
 
 
+@pytest.mark.process_only("crashes worker processes")
 @pytest.mark.timeout(45)
 def test_call_level_max_retries_applies_to_tasks(runtime, tmp_path):
     counter = str(tmp_path / "attempts")

@@ -8,6 +8,8 @@ from conftest import attempts, wait_for_file
 import lightray
 from lightray import exceptions as lrexc
 
+pytestmark = pytest.mark.both_modes
+
 
 @pytest.mark.timeout(10)
 def test_exception_classes_exist_with_expected_hierarchy():
@@ -146,6 +148,7 @@ def test_get_timeout_zero_on_pending_ref_raises_immediately(runtime):
     assert time.monotonic() - t0 < 3
 
 
+@pytest.mark.process_only("kills or exits worker processes")
 @pytest.mark.timeout(45)
 def test_worker_killed_mid_task_is_retried(runtime, tmp_path):
     counter = str(tmp_path / "attempts")
@@ -167,6 +170,7 @@ def test_worker_killed_mid_task_is_retried(runtime, tmp_path):
     assert attempts(counter) == 2
 
 
+@pytest.mark.process_only("kills or exits worker processes")
 @pytest.mark.timeout(45)
 def test_worker_os_exit_mid_task_is_retried(runtime, tmp_path):
     counter = str(tmp_path / "attempts")
@@ -187,6 +191,7 @@ def test_worker_os_exit_mid_task_is_retried(runtime, tmp_path):
     assert attempts(counter) == 3
 
 
+@pytest.mark.process_only("kills or exits worker processes")
 @pytest.mark.timeout(30)
 def test_worker_killed_with_max_retries_zero_raises_worker_crashed(runtime, tmp_path):
     counter = str(tmp_path / "attempts")
@@ -205,6 +210,7 @@ def test_worker_killed_with_max_retries_zero_raises_worker_crashed(runtime, tmp_
     assert attempts(counter) == 1
 
 
+@pytest.mark.process_only("kills or exits worker processes")
 @pytest.mark.timeout(30)
 def test_os_exit_in_task_with_max_retries_zero_raises_worker_crashed(runtime):
     @lightray.remote
@@ -217,6 +223,7 @@ def test_os_exit_in_task_with_max_retries_zero_raises_worker_crashed(runtime):
         lightray.get(bail.options(max_retries=0).remote(), timeout=20)
 
 
+@pytest.mark.process_only("kills or exits worker processes")
 @pytest.mark.timeout(60)
 def test_always_crashing_task_retried_three_times_by_default(runtime, tmp_path):
     counter = str(tmp_path / "attempts")
@@ -235,6 +242,7 @@ def test_always_crashing_task_retried_three_times_by_default(runtime, tmp_path):
     assert attempts(counter) == 4  # 1 attempt + max_retries=3
 
 
+@pytest.mark.process_only("kills or exits worker processes")
 @pytest.mark.timeout(45)
 def test_runtime_keeps_working_after_worker_crash(runtime):
     @lightray.remote(max_retries=0)
@@ -304,8 +312,8 @@ def test_retry_exceptions_gives_up_after_max_retries(runtime, tmp_path):
 
 
 @pytest.mark.timeout(45)
-def test_cancel_queued_task_raises_task_cancelled_error(tmp_path):
-    lightray.init(num_cpus=1)
+def test_cancel_queued_task_raises_task_cancelled_error(start_runtime, tmp_path):
+    start_runtime(num_cpus=1)
     started = str(tmp_path / "started")
 
     @lightray.remote
@@ -331,6 +339,7 @@ def test_cancel_queued_task_raises_task_cancelled_error(tmp_path):
     assert lightray.get(b, timeout=20) == "blocker"
 
 
+@pytest.mark.process_only("a thread in time.sleep(30) sees an interrupt only after the sleep: local mode's cancel tests are in test_local_mode.py")
 @pytest.mark.timeout(45)
 def test_force_cancel_of_running_task_raises_task_cancelled_error(runtime, tmp_path):
     started = str(tmp_path / "started")
@@ -353,6 +362,7 @@ def test_force_cancel_of_running_task_raises_task_cancelled_error(runtime, tmp_p
     assert time.monotonic() - t0 < 10
 
 
+@pytest.mark.process_only("a thread in time.sleep(30) sees an interrupt only after the sleep: local mode's cancel tests are in test_local_mode.py")
 @pytest.mark.timeout(45)
 def test_cancel_of_running_task_delivers_keyboard_interrupt(runtime, tmp_path):
     started = str(tmp_path / "started")
@@ -380,6 +390,7 @@ def test_cancel_of_running_task_delivers_keyboard_interrupt(runtime, tmp_path):
     assert wait_for_file(interrupted, timeout=5), "task did not see KeyboardInterrupt"
 
 
+@pytest.mark.process_only("a thread in time.sleep(30) sees an interrupt only after the sleep: local mode's cancel tests are in test_local_mode.py")
 @pytest.mark.timeout(45)
 def test_runtime_usable_after_force_cancel(runtime, tmp_path):
     started = str(tmp_path / "started")
@@ -403,6 +414,7 @@ def test_runtime_usable_after_force_cancel(runtime, tmp_path):
     assert lightray.get([ok.remote() for _ in range(3)], timeout=20) == ["ok"] * 3
 
 
+@pytest.mark.process_only("kills or exits worker processes")
 @pytest.mark.timeout(45)
 def test_worker_killed_externally_mid_task_is_retried(runtime, tmp_path):
     import signal
@@ -433,6 +445,7 @@ def test_worker_killed_externally_mid_task_is_retried(runtime, tmp_path):
     assert lightray.get(ref, timeout=30) == 2
 
 
+@pytest.mark.process_only("kills or exits worker processes")
 @pytest.mark.timeout(45)
 def test_crash_in_nested_task_surfaces_as_worker_crashed_in_driver(runtime):
     @lightray.remote(max_retries=0)

@@ -9,6 +9,8 @@ from conftest import shm_entries, wait_for
 
 import lightray
 
+pytestmark = pytest.mark.both_modes
+
 BIG = 1 << 20  # 1 MiB, comfortably above the 100 KiB inline threshold
 
 
@@ -44,6 +46,7 @@ def test_put_get_roundtrip_large_bytes(runtime):
     assert lightray.get(lightray.put(data)) == data
 
 
+@pytest.mark.process_only("shared-memory segments")
 @pytest.mark.timeout(30)
 def test_put_of_small_value_creates_no_shm_segment(runtime):
     before = shm_entries()
@@ -54,6 +57,7 @@ def test_put_of_small_value_creates_no_shm_segment(runtime):
     assert shm_entries() - before == set()
 
 
+@pytest.mark.process_only("shared-memory segments")
 @pytest.mark.timeout(30)
 def test_put_of_large_value_lives_in_lr_shm_segment(runtime):
     before = shm_entries()
@@ -64,6 +68,7 @@ def test_put_of_large_value_lives_in_lr_shm_segment(runtime):
     assert lightray.get(ref).sum() == BIG
 
 
+@pytest.mark.process_only("shared-memory segments")
 @pytest.mark.timeout(30)
 def test_get_of_numpy_array_is_zero_copy(runtime):
     expected = np.arange(BIG // 8, dtype=np.int64)
@@ -74,6 +79,7 @@ def test_get_of_numpy_array_is_zero_copy(runtime):
         arr[0] = 1
 
 
+@pytest.mark.process_only("shared-memory segments")
 @pytest.mark.timeout(30)
 def test_get_of_numpy_arrays_inside_containers_is_zero_copy(runtime):
     a = np.arange(BIG // 8, dtype=np.float64)
@@ -91,6 +97,7 @@ def test_get_of_numpy_arrays_inside_containers_is_zero_copy(runtime):
     assert_zero_copy_view(holder.array, c)
 
 
+@pytest.mark.process_only("shared-memory segments")
 @pytest.mark.timeout(30)
 def test_large_array_returned_by_task_is_zero_copy_in_driver(runtime):
     @lightray.remote
@@ -154,6 +161,7 @@ def test_get_with_timeout_on_ready_ref_returns_value(runtime):
     assert lightray.get(lightray.put(5), timeout=5) == 5
 
 
+@pytest.mark.process_only("shared-memory segments")
 @pytest.mark.timeout(60)
 def test_dropped_refs_unlink_segments_during_put_loop(runtime):
     before = shm_entries()
@@ -171,6 +179,7 @@ def test_dropped_refs_unlink_segments_during_put_loop(runtime):
     )
 
 
+@pytest.mark.process_only("shared-memory segments")
 @pytest.mark.timeout(30)
 def test_segment_unlinked_when_last_ref_dropped(runtime):
     before = shm_entries()
@@ -181,6 +190,7 @@ def test_segment_unlinked_when_last_ref_dropped(runtime):
     assert wait_for(lambda: not (shm_entries() - before), timeout=5), sorted(shm_entries() - before)
 
 
+@pytest.mark.process_only("shared-memory segments")
 @pytest.mark.timeout(30)
 def test_task_result_segment_unlinked_when_ref_dropped(runtime):
     @lightray.remote
@@ -242,6 +252,7 @@ def test_put_of_objectref_raises_type_error(runtime):
         lightray.put(r)
 
 
+@pytest.mark.process_only("shared-memory segments")
 @pytest.mark.timeout(30)
 def test_inline_threshold_small_inline_large_in_shm(runtime):
     before = shm_entries()
@@ -252,6 +263,7 @@ def test_inline_threshold_small_inline_large_in_shm(runtime):
     assert lightray.get([small, large]) == [b"s" * (50 * 1024), b"L" * (200 * 1024)]
 
 
+@pytest.mark.process_only("shared-memory segments")
 @pytest.mark.timeout(30)
 def test_small_task_results_create_no_shm_segment(runtime):
     @lightray.remote
@@ -264,6 +276,7 @@ def test_small_task_results_create_no_shm_segment(runtime):
     assert shm_entries() - before == set()
 
 
+@pytest.mark.process_only("shared-memory segments")
 @pytest.mark.timeout(30)
 def test_get_inside_task_of_numpy_array_is_zero_copy(runtime):
     @lightray.remote

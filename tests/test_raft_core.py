@@ -288,6 +288,21 @@ def test_an_added_voter_counts_from_the_moment_its_change_is_appended_and_catche
     assert leader.commit_index < after
 
 
+def test_a_voter_just_added_counts_as_active_until_the_next_quorum_check():
+    # A lone leader adds a second voter (the head adding the first agent that
+    # joins): a quorum check falling before the newcomer could answer must not
+    # depose the leader; a whole check period without an answer does.
+    net = Net(ids=("a", "b"), voters=("a",))
+    leader = net.elect("a")
+    net.cut = {"b"}
+    net.tick(E - 1)
+    leader.propose_add_voter("b")
+    net.tick(1)                       # the quorum check: b is new, so it counts
+    assert leader.role == LEADER
+    net.tick(E)                       # a whole period of silence from b
+    assert leader.role == FOLLOWER
+
+
 def test_only_one_membership_change_may_be_pending():
     net = Net(ids=("a", "b", "c", "d", "e"), voters=("a", "b", "c"))
     leader = net.elect("a")

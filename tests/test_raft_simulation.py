@@ -18,9 +18,15 @@ from raft_sim import SafetyViolation, run_seed  # noqa: E402
 from lightray.store.control.raft.log import RaftLog  # noqa: E402
 
 SEEDS = int(os.environ.get("LIGHTRAY_RAFT_SIM_SEEDS", "1000"))
-BLOCKS = 10
+# Blocks of at most 1,000 seeds (10 ms to 0.2 s each, on a loaded machine),
+# each with a time limit that grows with its seeds (1 s a seed): the long
+# search is never cut by pytest-timeout's per-test default (setup.cfg),
+# whatever SEEDS is.
+BLOCKS = max(10, -(-SEEDS // 1000))
+BLOCK_TIMEOUT = max(120, 1.0 * -(-SEEDS // BLOCKS))
 
 
+@pytest.mark.timeout(BLOCK_TIMEOUT)
 @pytest.mark.parametrize("block", range(BLOCKS))
 def test_random_schedules_keep_every_safety_property_and_recover_after_healing(block):
     first, last = block * SEEDS // BLOCKS, (block + 1) * SEEDS // BLOCKS

@@ -8,6 +8,8 @@ import pytest
 
 import lightray
 
+pytestmark = pytest.mark.both_modes
+
 
 @pytest.mark.timeout(30)
 def test_remote_function_returns_value(runtime):
@@ -354,6 +356,7 @@ def test_runtime_context_inside_task(runtime):
     assert half["resources"] == {"CPU": 0.5}
 
 
+@pytest.mark.process_only("tasks run in worker processes")
 @pytest.mark.timeout(30)
 def test_tasks_run_in_worker_processes_not_the_driver(runtime):
     import os

@@ -13,6 +13,8 @@ import lightray
 from lightray.exceptions import GetTimeoutError, TaskError
 from lightray.util import ActorPool
 
+pytestmark = pytest.mark.both_modes
+
 
 @lightray.remote
 class Gated:

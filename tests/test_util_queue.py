@@ -10,6 +10,8 @@ import lightray
 from lightray.exceptions import ActorDiedError, TaskError
 from lightray.util import Empty, Full, Queue
 
+pytestmark = pytest.mark.both_modes
+
 
 @lightray.remote
 def get_from(q, timeout):

@@ -330,6 +330,8 @@ class ActorBook:
         self._unref_all(actor.spec[ts.CONTAINED])
         if actor.name_key is not None and self.named_actors.get(actor.name_key) == actor.actor_id:
             del self.named_actors[actor.name_key]
+            if self._mesh_address():     # the cluster-wide claim (lightray.client.actor_names)
+                self._control(("actor_name_release", actor.actor_id) + actor.name_key)
         if actor.name_pinned:
             actor.name_pinned = False
             self.directory.unref(handle_object_id(actor.actor_id))

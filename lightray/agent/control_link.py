@@ -6,13 +6,16 @@
                                                       or CONTROL ──▶ the leader (the head
                                                       while none is known), or kept
     replica.process() (each Ready fsync'd first) ──▶ RAFT ops to the other replicas
+    lightray.kv requests (ipc KV, mesh KV_REQUEST/KV_REPLY) ──▶ self.kv (control_kv)
 
 The decisions (which voter to add or remove, where a write goes) are the pure
 functions of lightray.agent.cluster.control_plane; this module is their I/O.
 Nothing here blocks or raises into the agent's loop: a full disk or a damaged
 replica file is reported (RefusalLog, once per kind a minute) and the agent
 serves on. Nobody waits for a write's result yet (a dropped write is logged
-at DEBUG on "lightray.control").
+at DEBUG on "lightray.control"); lightray.kv's writes are waited for
+(lightray.agent.control_kv). An agent outside a cluster (lightray.init()'s
+embedded one) holds a lone replica (mesh None), so lightray.kv works there too.
 """
 from __future__ import annotations
 
@@ -21,13 +24,15 @@ import logging
 import shutil
 import time
 
-from ..store.control import validate
+from ..store.control import kv_requests, validate
 from ..store.control.raft import NotLeader, ProposalRefused, RaftCodecError
 from ..store.control.raft import decode as decode_raft
-from ..store.control.replica import ControlReplica
+from ..store.control.replica import ControlReplica, ReplicaDamaged
 from ..transport import messages as m
 from .cluster import control_plane
+from .control_kv import KVRequests
 
+KV_MESH_OPS = frozenset((m.KV_REQUEST, m.KV_REPLY))
 RAFT_TICK = 0.05              # seconds per Raft tick (elections after 10-20, heartbeats every one)
 MAX_UNSENT_WRITES = 10_000    # control writes kept while no leader is known
 _log = logging.getLogger("lightray.control")
@@ -35,16 +40,19 @@ _log = logging.getLogger("lightray.control")
 
 class ControlLink:
     __slots__ = ("state", "mesh", "directory", "refusals", "control_replicas", "replica",
-                 "unsent")
+                 "unsent", "kv", "needs_process", "send_to_client")
 
     def __init__(self, state, mesh, directory: str, refusals, control_replicas: int):
         self.state = state                 # AgentState (its membership: peers, roles, head)
-        self.mesh = mesh                   # transport.mesh.Mesh
+        self.mesh = mesh                   # transport.mesh.Mesh (None: no cluster)
         self.directory = directory         # <session>/control: control.db and raft.db
         self.refusals = refusals           # RefusalLog of the agent's mesh
         self.control_replicas = control_replicas
         self.replica = None                # this node's ControlReplica, once it is one
         self.unsent: list = []             # writes made here while nobody could take them
+        self.kv = KVRequests(self)         # lightray.kv's requests under way here
+        self.needs_process = False         # a kv request reached the replica this turn
+        self.send_to_client = None         # (receive identity, ops): the server's socket
 
     def start_as_first_replica(self) -> None:
         """The head: a lone voter that leads at once; the leader then adds the
@@ -89,16 +97,51 @@ class ControlLink:
         if self.replica is not None:
             self._process()
 
+    def take_kv_ops(self, sender: str, ops: list) -> list:
+        """The mesh ops of lightray.kv (from a live peer) are served here; the others
+        are returned for the state."""
+        if not any(op[0] in KV_MESH_OPS for op in ops):
+            return ops
+        view = self.state.membership.peers.get(sender)
+        rest = []
+        for op in ops:
+            if op[0] not in KV_MESH_OPS:
+                rest.append(op)
+            elif view is not None and view.alive:
+                self.kv.from_peer(sender, op)
+        return rest
+
+    def kv_from_client(self, identity: bytes, request_id: int, request) -> None:
+        self.kv.from_client(identity, request_id, request)
+
+    def end_of_turn(self) -> None:
+        """Once per loop turn: this turn's kv writes proposed as one batch, the
+        replica's Ready run, kv messages to peers sent (one per peer)."""
+        if self.needs_process:
+            self.needs_process = False
+            self.kv.flush_proposals()
+            if self.replica is not None:
+                self._process()
+            self.kv.flush_peers()
+
+    def leader(self) -> str | None:
+        replica = self.replica
+        if self.mesh is None:
+            return replica.leader if replica is not None else None
+        return control_plane.known_leader(replica.leader if replica is not None else None,
+                                          self.state.membership.control_roles())
+
     def _refuse(self, sender: str, why: str) -> None:
         kind = why.partition(":")[0].split(" ", 2)[:2]
         self.refusals.note(("raft", sender, tuple(kind)),
                            f"dropped a RAFT message from peer {sender}: {why}")
 
     def tick(self) -> None:
+        self.kv.tick(time.monotonic())
         if self.replica is None:
             return
         self.replica.tick()
-        if self.replica.is_leader:
+        if self.replica.is_leader and self.mesh is not None:
             self._change_voters()
         self._process()
 
@@ -123,19 +166,55 @@ class ControlLink:
     def _process(self) -> None:
         """Run the replica's Ready (saved and fsync'd first), send its messages."""
         try:
-            out = self.replica.process()
+            out = self.replica.process(self._send_raft if self.mesh is not None else None)
+        except ReplicaDamaged as error:
+            self.replica_damaged(error)
+            return
         except Exception as error:   # a full disk, say: report, the agent serves on
             self.refusals.note(("replica", type(error).__name__),
                                f"control replica: {type(error).__name__}: {error}")
             return
-        mesh = self.mesh
-        for destination, data in out.messages:
-            mesh.send(destination, [(m.RAFT, data)])
+        self._send_raft(out.messages)
+        self.kv.on_output(out)
+        self.kv.flush_peers()
         for token, why in out.dropped:
             _log.debug("control plane: a write was dropped: %s", why)
         for index, why in out.undecodable:
             self.refusals.note(("undecodable",), f"control log entry {index} is no "
                                                  f"command: {why}")
+
+    def replica_damaged(self, error: ReplicaDamaged) -> None:
+        """SQLite found control.db damaged: the replica stops serving it and is
+        reopened from its files, which sets the file aside and rebuilds the state
+        from raft.db (and the leader). A replica that cannot be reopened (raft.db
+        damaged too) takes no further part: this agent then serves no control data."""
+        self.refusals.note(("replica", "damaged"),
+                           f"control replica: {error}; it no longer serves that file and "
+                           "is rebuilt from its Raft log and the leader")
+        try:
+            self.replica.close()
+        except Exception:
+            pass
+        self.replica = None
+        try:
+            self.replica = ControlReplica(self.state.node_id, self.directory, (),
+                                          election_ticks=10, heartbeat_ticks=1)
+        except Exception as reopen_error:
+            self.refusals.note(("replica", "unusable"),
+                               f"control replica: cannot be rebuilt ({reopen_error}); "
+                               "this agent takes no further part in the control plane")
+            return
+        self._process()
+
+    def _send_raft(self, messages: list) -> None:
+        """[(replica id, bytes)]: one mesh message per replica."""
+        if self.mesh is None or not messages:
+            return
+        by_destination: dict = {}
+        for destination, data in messages:
+            by_destination.setdefault(destination, []).append((m.RAFT, data))
+        for destination, ops in by_destination.items():
+            self.mesh.send(destination, ops)
 
     def role(self):
         replica = self.replica
@@ -197,7 +276,11 @@ class ControlLink:
 
 def control_command(write: tuple, wall: float) -> tuple:
     """A control-store command from the state's write: dicts become JSON
-    text, and a timestamp left None becomes now."""
+    text, and a timestamp left None becomes now. ("actor_name_release", actor
+    id, namespace, name), from the actor book (which imports no store), becomes
+    the kv_write that frees the name's cluster-wide claim."""
+    if write[0] == "actor_name_release":
+        write = kv_requests.name_release(*write[1:])
     command = tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for v in write)
     if command[-1] is None:
         command = command[:-1] + (wall,)

@@ -11,6 +11,8 @@ Modules:
 * leases: LeaseBook, the pure decisions of direct submission (ask, use, give back).
 * actor_caller: ActorCaller, actor calls sent straight to the actor's worker.
 * channels: ActorChannel, the pure state of one caller's channel to an actor.
+* kv_backend: KVBackend, lightray.kv's requests to the agent, retried with one token.
+* actor_names: an actor's name claimed across the cluster (through the control leader).
 
 May import: lightray.transport, lightray.store, lightray.worker.paths and the
 user-facing floor (object_ref, actor, remote_function, serialization, ids,

@@ -51,6 +51,7 @@ from ..actor import ActorHandle
 from ..ids import handle_object_id
 from ..ids import return_ids
 from ..object_ref import ObjectRef
+from . import actor_names
 from ..remote_function import _serialize_arguments
 from ..serialization import ERROR, INLINE, SHARED
 from ..store import shm
@@ -85,6 +86,17 @@ class ActorCaller:
                 self._open_locked(actor_id, description, ops)
                 client.send_locked(ops)
             return ActorHandle(actor_id, description, ref)
+        if client.node_info.get("mesh_host"):   # in a cluster: the leader decides the name
+            holder = actor_names.claim(client, actor_id, description["namespace"],
+                                       description["name"])
+            if holder is not None:
+                if not description["get_if_exists"]:
+                    raise ValueError(
+                        f"an actor named {description['name']!r} already exists in namespace "
+                        f"{description['namespace']!r}; pick another name, pass "
+                        "get_if_exists=True, or get it with lightray.get_actor()")
+                return ActorHandle(holder[0], holder[1],
+                                   ObjectRef(handle_object_id(holder[0]), client))
         reply = client.request(
             lambda request_id: (client.escape_ops_locked(escaping) if escaping else [])
             + client.export_function(function_id, class_bytes)

@@ -33,6 +33,7 @@ from ..serialization import INLINE, SHARED
 from ..store import shm
 from ..transport import messages as m
 from .actor_caller import ActorCaller
+from .kv_backend import KVBackend
 from .connection import AgentConnection
 from .direct import DirectSubmitter
 from .ledger import RefLedger
@@ -63,6 +64,7 @@ class CoreClient:
         self._info_futures: dict = {}
         self._exported: set = set()
         self.actors = None                        # ActorCaller, made on first use
+        self._kv = None                           # KVBackend, made on first use
 
         # Worker-only hooks, installed by lightray.worker.tasks.TaskRunner.
         self.on_exec = None
@@ -225,28 +227,29 @@ class CoreClient:
             return (INLINE, value.inband)
         buffers = [b.raw() for b in value.buffers]
         size = shm.plan_layout(len(value.inband), [b.nbytes for b in buffers])[0]
-        self.reserve(size)
+        self.reserve(size, object_id)
         name = f"{self.node_info['segment_prefix']}{object_id.hex()}"
         try:
             return (SHARED, shm.create_segment(name, value.inband, buffers))
         except BaseException:
-            self.send([(m.RESERVE, 0, -size)])   # give the room back
+            self.send([(m.RESERVE, 0, -size, object_id)])   # give the room back
             raise
 
-    def reserve(self, size: int) -> None:
-        """Wait until the agent grants size bytes of the store to this process."""
-        reply = self.request(lambda request_id: [(m.RESERVE, request_id, size)], None,
+    def reserve(self, size: int, object_id: bytes) -> None:
+        """Wait until the agent grants size bytes of the store to this process,
+        for the segment of object_id (which it unlinks if we die unsealed)."""
+        reply = self.request(lambda request_id: [(m.RESERVE, request_id, size, object_id)], None,
                              "room in the object store")
         if reply[0] != "ok":
             raise exceptions.ObjectStoreFullError(reply[1])
 
     def restore(self, object_id: bytes):
-        """The layout of an object whose segment was spilled, once it is back."""
+        """The payload of an object whose segment was spilled (or lost), once it is back."""
         reply = self.request(lambda request_id: [(m.RESTORE, request_id, object_id)], None,
                              "a spilled object")
         if reply[0] != "ok":
             raise serialization.deserialize(reply[1])
-        return reply[1][1]
+        return reply[1]      # the payload: SHARED, or another kind if it was made again
 
     def attach(self, object_id: bytes, layout):
         """Map a segment (bringing it back first if it was spilled)."""
@@ -356,12 +359,19 @@ class CoreClient:
                 actors = self.actors
         return actors
 
-    def cancel(self, ref: ObjectRef, force: bool) -> None:
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool = True) -> None:
         with self.lock:
-            ops = self.direct.cancel_ops(ref._id, force) if self.direct is not None else []
-            self.send_locked(ops or [(m.CANCEL, ref._id, force)])
+            ops = (self.direct.cancel_ops(ref._id, force, recursive)
+                   if self.direct is not None else [])
+            self.send_locked(ops or [(m.CANCEL, ref._id, force, recursive)])
 
     # ------------------------------------------------------------ requests
+
+    def kv_backend(self):
+        """lightray.kv's backend for this process (made on first use)."""
+        if self._kv is None:
+            self._kv = KVBackend(self)
+        return self._kv
 
     def info(self, what, timeout: float = 10.0):
         return self.request(lambda request_id: [(m.INFO, request_id, what)], timeout, what)

@@ -42,7 +42,7 @@ SUBMIT = 4         # (SUBMIT, TaskSpec tuple[, call site])
 EXPORT = 5         # (EXPORT, function_id, function_bytes)
 PUT = 6            # (PUT, object_id, payload, contained_ids[, call site])
 SUBSCRIBE = 7      # (SUBSCRIBE, [object_id, ...])  tell me when these are ready
-CANCEL = 8         # (CANCEL, object_id, force)
+CANCEL = 8         # (CANCEL, object_id, force[, recursive])
 DONE = 9           # (DONE, task_id, [payload...], [contained...], retryable)
 BLOCKED = 10       # (BLOCKED, task_id, [returned TaskSpec...])  worker waits in get
 UNBLOCKED = 11     # (UNBLOCKED, task_id)
@@ -56,14 +56,15 @@ REGISTER = 18       # (REGISTER, object_id, payload or None, contained)  a direc
                     #   escapes the driver: None promises it, a payload fulfils it
 DIRECT_RESULT = 19  # (DIRECT_RESULT, owner, object_id, payload, contained)  from a worker:
                     #   a direct task's result the agent must hold (shared memory, refs)
-DIRECT_CANCEL = 20  # (DIRECT_CANCEL, worker_id, task_id, force)
+DIRECT_CANCEL = 20  # (DIRECT_CANCEL, worker_id, task_id, force[, recursive])
 ACTOR_CREATE = 21   # (ACTOR_CREATE, request_id or 0, constructor TaskSpec, actor options dict)
                     #   request_id: answer with INFO_REPLY (named actors: the name may be taken)
 ACTOR_SUBSCRIBE = 22  # (ACTOR_SUBSCRIBE, actor_id)  tell me where it runs, and every change
 ACTOR_KILL = 23     # (ACTOR_KILL, actor_id, no_restart[, why])  why: from the actor itself
                     #   (lightray.actor.exit_actor), said to its callers; final
 ACTOR_READY = 24    # (ACTOR_READY, actor_id, error payload or None)  from the actor's worker
-RESERVE = 25        # (RESERVE, request_id, size)  room for a segment I am about to write;
+RESERVE = 25        # (RESERVE, request_id, size, object_id)  room for the segment of object_id
+                    #   I am about to write (size < 0: not written, room given back);
                     #   INFO_REPLY ("ok",) once granted (may wait for spilling) or ("full", why)
 RESTORE = 26        # (RESTORE, request_id, object_id)  its segment is gone (spilled): bring
                     #   it back; INFO_REPLY ("ok", payload) or ("lost", pickled error)
@@ -78,6 +79,8 @@ ADOPT_FROM = 27     # (ADOPT_FROM, request_id, node_id, [object_id])  from an ac
 HAND_OVER = 28      # (HAND_OVER, node_id, [object_id])  from an actor's worker: refs inside
                     #   results it sends straight to a caller on node_id: keep each for
                     #   node_id until it asks (DESCRIBE), says FREE, or dies
+KV = 29             # (KV, request_id, request)  a lightray.kv request
+                    #   (lightray.store.control.kv_requests); INFO_REPLY with its answer
 
 # agent -> client
 WELCOME = 101      # (WELCOME, node_info dict)
@@ -121,7 +124,7 @@ PULL = 310           # (PULL, object_id, segment name, offset, length)  send me 
 PULL_DATA = 311      # (PULL_DATA, object_id, offset, length[, pushed]) + one raw frame
 PULL_RETRY = 312     # (PULL_RETRY, object_id, offset, length)  not in memory yet: ask again
 PULL_FAILED = 313    # (PULL_FAILED, object_id, why)
-FORWARD_CANCEL = 314  # (FORWARD_CANCEL, object_id, force)
+FORWARD_CANCEL = 314  # (FORWARD_CANCEL, object_id, force[, recursive])
 ACTOR_RELAY = 317    # (ACTOR_RELAY, actor_id, message)  actors across nodes (agent_remote_actors)
 CONTROL = 318        # (CONTROL, [command])  writes for the control store, to its Raft leader
                      #   (to the head while no leader is known)
@@ -134,6 +137,9 @@ JOIN_REFUSED = 321   # (JOIN_REFUSED, why)  the head will not admit this agent (
                      #   REFUSAL frame (encode_refusal), which every version reads
 RAFT = 322           # (RAFT, bytes)  a message between control replicas, in the Raft
                      #   codec's format (lightray.store.control.raft.codec; never pickled)
+KV_REQUEST = 323     # (KV_REQUEST, request id, request)  a lightray.kv request, to the
+                     #   control leader (or a replica, for a read)
+KV_REPLY = 324       # (KV_REPLY, request id, answer)  its answer (kv_requests)
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
 # reference to the bytes until they are sent); smaller ones are cheaper to copy.
@@ -142,7 +148,7 @@ ZERO_COPY_MIN = 64 * 1024
 
 # The layout of the header is fixed for every version; the version byte
 # changes whenever the ops (their codes, shapes or meaning) do.
-PROTOCOL_VERSION = 2   # 2: RAFT, and CONTROL goes to the control leader
+PROTOCOL_VERSION = 3   # 2: RAFT, and CONTROL goes to the control leader; 3: KV ops
 MAGIC = b"LR"
 OPS = 0
 REFUSAL = 1

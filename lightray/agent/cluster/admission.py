@@ -19,6 +19,7 @@ import re
 
 from ...store.control.commands import FIELDS as CONTROL_FIELDS
 from ...store.control.commands import validate as validate_command
+from ...store.control.kv_requests import problem as kv_problem
 from ...store.control.raft.codec import MAX_MESSAGE_BYTES as MAX_RAFT_BYTES
 from ...transport import messages as m
 from ...transport.messages import BadMessage
@@ -254,10 +255,12 @@ def _pull_failed(op):
 
 
 def _forward_cancel(op):
-    _arity(op, 3)
+    _arity(op, 3, 4)
     _id(op[1], "the object id")
     if type(op[2]) is not bool:
         _fail("force is not a bool")
+    if len(op) > 3 and type(op[3]) is not bool:
+        _fail("recursive is not a bool")
 
 
 def _join(op):
@@ -377,6 +380,24 @@ def _raft(op):
         _fail(f"the Raft message has {len(op[1])} bytes, over {MAX_RAFT_BYTES}")
 
 
+def _kv_request(op):
+    _arity(op, 3)
+    if type(op[1]) is not int:
+        _fail("the request id is not an int")
+    why = kv_problem(op[2])
+    if why is not None:
+        _fail(why)
+
+
+def _kv_reply(op):
+    _arity(op, 3)
+    if type(op[1]) is not int:
+        _fail("the request id is not an int")
+    answer = op[2]
+    if type(answer) is not tuple or len(answer) != 2 or answer[0] not in ("ok", "retry", "error"):
+        _fail("the answer is not (status, value)")
+
+
 def _join_refused(op):
     _arity(op, 2)
     if type(op[1]) is not str:
@@ -394,7 +415,7 @@ CHECKS = {m.HEARTBEAT: _heartbeat, m.FORWARD: _forward, m.RESULT: _result, m.FRE
           m.MEMBERS: _members, m.NODE_JOINED: _node_joined, m.NODE_DEAD: _node_dead,
           m.LEAVING: _leaving, m.ACTOR_RELAY: _actor_relay, m.DESCRIBE: _describe,
           m.DESCRIBED: _described, m.CONTROL: _control, m.JOIN_REFUSED: _join_refused,
-          m.RAFT: _raft}
+          m.RAFT: _raft, m.KV_REQUEST: _kv_request, m.KV_REPLY: _kv_reply}
 """op code -> its shape check: the only ops a peer may send."""
 
 _NAMES = {code: name for name, code in vars(m).items()

@@ -20,6 +20,8 @@ Modules:
     raft/         a pure Raft core (elections, log replication, membership changes,
                   snapshots, read index) that replicates these commands
     command_codec.py  commands as log-entry bytes (a tagged format, no pickle)
+    kv_requests.py  lightray.kv's requests: their shapes, the kv_write a write becomes
+    kv_reader.py  KVReader: lightray.kv's local reads from a replica's file, read-only
     replica_storage.py  SqliteRaftStorage: a replica's Raft log in raft.db, fsync'd
     replica.py    ControlReplica: RaftNode + raft.db + the ControlStore it builds,
                   driven by the agent's I/O side (lightray.agent.server)
@@ -45,6 +47,7 @@ from .commands import (
     JOB_START,
     KV_DELETE,
     KV_PUT,
+    KV_WRITE,
     NODE_DEAD,
     NODE_HEARTBEAT,
     NODE_REGISTER,
@@ -78,6 +81,7 @@ __all__ = [
     "JOB_START",
     "KV_DELETE",
     "KV_PUT",
+    "KV_WRITE",
     "NODE_DEAD",
     "NODE_HEARTBEAT",
     "NODE_REGISTER",

@@ -29,6 +29,10 @@ the rest of lightray; ``ts`` is seconds since the epoch, a finite float):
     job_finish      job_id, ts
     kv_put          namespace, key, value, overwrite, ts
     kv_delete       namespace, key, ts
+    kv_write        client, seq, done_below, namespace, key, mode, expected, value, ts
+                    (an acknowledged write of lightray.kv; mode: put, put_new (only
+                    if absent), delete, or cas (expected None: the key is absent;
+                    value None: delete it). (client, seq) is its token: applied once)
 
 Results (what `ControlStore.apply` returns):
 
@@ -47,6 +51,9 @@ Results (what `ControlStore.apply` returns):
     job_finish      OK, UNKNOWN, FINISHED (already)
     kv_put          True if written, False if the key exists and overwrite is False
     kv_delete       True if the key existed
+    kv_write        True if it changed the key (put always; put_new if the key was
+                    absent; delete if it existed; cas if the key held expected), else
+                    False; a token applied before: that first result again
 
     any kind        ALREADY_APPLIED when given a log index the store applied before
 """
@@ -68,6 +75,8 @@ JOB_START = "job_start"
 JOB_FINISH = "job_finish"
 KV_PUT = "kv_put"
 KV_DELETE = "kv_delete"
+KV_WRITE = "kv_write"
+KV_MODES = frozenset(("put", "put_new", "delete", "cas"))
 
 # Results.
 OK, UPDATED, UNKNOWN, DEAD, STALE = "ok", "updated", "unknown", "dead", "stale"
@@ -187,6 +196,13 @@ def _actor_state(kind: str, field: str, value):
     return value
 
 
+def _kv_mode(kind: str, field: str, value):
+    _text(kind, field, value)
+    if value not in KV_MODES:
+        raise ValueError(f"{kind}: {field} must be one of {sorted(KV_MODES)}, got {value!r}")
+    return value
+
+
 def _json_object(kind: str, field: str, value) -> dict:
     _text(kind, field, value)
     try:
@@ -245,6 +261,9 @@ FIELDS: dict = {
     KV_PUT: (("namespace", _text), ("key", _blob), ("value", _blob), ("overwrite", _flag),
              ("ts", _timestamp)),
     KV_DELETE: (("namespace", _text), ("key", _blob), ("ts", _timestamp)),
+    KV_WRITE: (("client", _id_blob), ("seq", _count), ("done_below", _count),
+               ("namespace", _text), ("key", _blob), ("mode", _kv_mode),
+               ("expected", _optional_blob), ("value", _optional_blob), ("ts", _timestamp)),
 }
 """kind -> ((field name, check), ...): the one definition of every command's shape."""
 
@@ -281,4 +300,16 @@ def validate(command) -> tuple:
         checked.append(check(kind, name, value))
     if kind == ACTOR_REGISTER and command[2] is not None and not command[3]:
         raise ValueError(f"{kind}: a named actor needs a namespace (name {command[2]!r})")
+    if kind == KV_WRITE:
+        _check_kv_write(checked)
     return tuple(checked)
+
+
+def _check_kv_write(command: list) -> None:
+    mode, expected, value = command[6], command[7], command[8]
+    if mode in ("put", "put_new") and value is None:
+        raise ValueError(f"{KV_WRITE}: mode {mode!r} needs a value")
+    if mode in ("put", "put_new", "delete") and expected is not None:
+        raise ValueError(f"{KV_WRITE}: only mode 'cas' takes an expected value")
+    if mode == "delete" and value is not None:
+        raise ValueError(f"{KV_WRITE}: mode 'delete' takes no value")

@@ -27,15 +27,25 @@ applied index inside) and raft.db (the log). On restart both are read back:
 control.db says how far the state got, raft.db what is left to apply. A
 control.db that is behind the log's snapshot (deleted, or damaged and
 removed) is rebuilt from that snapshot.
+
+A damaged control.db (SQLite finds it malformed, on opening or later: then
+ReplicaDamaged names it) never serves: opening sets it aside as
+control.db.damaged (`damaged` says why) and rebuilds the state from raft.db,
+its snapshot and the log after it; what the log lacks comes from the leader
+(entries, or its snapshot when they were compacted away). A damaged raft.db
+is refused (NotAControlStore naming it): its votes and acknowledgements are
+promises the replica can no longer keep, so it must not take part.
 """
 from __future__ import annotations
 
 import os
 import random
+import sqlite3
 
 from . import command_codec
 from .raft import (LEADER, NORMAL, NotLeader, RaftCodecError, RaftNode, decode, encode)
 from .replica_storage import SqliteRaftStorage
+from .schema import NotAControlStore
 from .store import ControlStore
 
 COMPACT_EVERY = 10_000   # applied entries between snapshots (a snapshot is the whole db)
@@ -57,11 +67,19 @@ class Output:
         return bool(self.messages or self.results or self.reads or self.dropped)
 
 
+class ReplicaDamaged(Exception):
+    """SQLite found the replica's control.db damaged while it ran; str() names the file."""
+
+    def __init__(self, path: str, error: Exception):
+        super().__init__(f"{path} is damaged: {error}")
+        self.path = path
+
+
 class ControlReplica:
     """One replica of the control store, kept in directory (created 0700)."""
 
     __slots__ = ("node_id", "directory", "store", "storage", "node", "compact_every",
-                 "_pending", "_reads", "_read_tokens", "_read_counter")
+                 "damaged", "_pending", "_reads", "_read_tokens", "_read_counter")
 
     def __init__(self, node_id: str, directory: str, voters=(), *,
                  rng: random.Random | None = None, election_ticks: int = 10,
@@ -70,16 +88,17 @@ class ControlReplica:
         self.node_id = node_id
         self.directory = directory
         self.compact_every = compact_every
+        self.damaged = None            # why control.db was set aside on opening, if it was
         self.storage = SqliteRaftStorage(os.path.join(directory, "raft.db"))
         try:
-            self.store = ControlStore(os.path.join(directory, "control.db"))
+            self.store = self._open_store(os.path.join(directory, "control.db"))
+            persisted = self.storage.persisted()
+            snapshot = persisted.snapshot
+            if snapshot is not None and self.store.last_applied_index() < snapshot.index:
+                self.store.restore(snapshot.data)
         except BaseException:
             self.storage.close()
             raise
-        persisted = self.storage.persisted()
-        snapshot = persisted.snapshot
-        if snapshot is not None and self.store.last_applied_index() < snapshot.index:
-            self.store.restore(snapshot.data)
         self.node = RaftNode(node_id, tuple(voters), persisted=persisted,
                              applied=self.store.last_applied_index(), rng=rng,
                              election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks)
@@ -87,6 +106,28 @@ class ControlReplica:
         self._reads: list = []         # (index, token): read states awaiting that applied index
         self._read_tokens: dict = {}   # read context bytes -> token
         self._read_counter = 0
+
+    def _open_store(self, path: str) -> ControlStore:
+        try:
+            return ControlStore(path)
+        except NotAControlStore as error:
+            # Never served: set aside (for a look), and the state rebuilt from the log.
+            self.damaged = str(error)
+            os.replace(path, path + ".damaged")
+            for suffix in ("-wal", "-shm"):
+                try:
+                    os.unlink(path + suffix)
+                except FileNotFoundError:
+                    pass
+            return ControlStore(path)
+
+    def query(self, read):
+        """read(store)'s answer; ReplicaDamaged naming control.db if SQLite finds it
+        damaged (the replica must then be reopened: see the module docstring)."""
+        try:
+            return read(self.store)
+        except sqlite3.DatabaseError as error:
+            raise ReplicaDamaged(self.store.path, error) from None
 
     # ------------------------------------------------------------ inputs
 
@@ -116,6 +157,25 @@ class ControlReplica:
         index = self.node.propose(data)
         self._pending[index] = (self.node.term, token)
         return index
+
+    def propose_many(self, proposals: list) -> list:
+        """Appends writes [(command, token), ...] to the log in one batch (one
+        append message per follower); returns, in order, None for each write
+        appended or the TypeError/ValueError of a malformed one (not appended).
+        NotLeader/ProposalRefused as propose (nothing appended)."""
+        problems, encoded, tokens = [], [], []
+        for command, token in proposals:
+            try:
+                encoded.append(command_codec.encode(command))
+                tokens.append(token)
+                problems.append(None)
+            except (TypeError, ValueError) as error:
+                problems.append(error)
+        if encoded:
+            term = self.node.term
+            for index, token in zip(self.node.propose_batch(encoded), tokens):
+                self._pending[index] = (term, token)
+        return problems
 
     def read(self, token) -> None:
         """Asks for a linearizable read: token comes out of a later process() (in
@@ -162,24 +222,34 @@ class ControlReplica:
 
     # ------------------------------------------------------------ outputs
 
-    def process(self) -> Output:
-        """Runs every Ready the core has (see the module docstring)."""
+    def process(self, send=None) -> Output:
+        """Runs every Ready the core has (see the module docstring). send([(replica
+        id, bytes), ...]), if given, takes a leader's messages before its fsync."""
         out = Output()
         while True:
             ready = self.node.ready()
             if not (ready.snapshot or ready.hard_state or ready.entries or ready.messages
                     or ready.committed or ready.read_states):
                 break
-            self._run(ready, out)
+            self._run(ready, out, send)
         self._serve_reads(out)
         return out
 
-    def _run(self, ready, out: Output) -> None:
+    def _run(self, ready, out: Output, send=None) -> None:
         if ready.snapshot is not None and ready.restore_snapshot:
-            self.store.restore(ready.snapshot.data)
+            self.query(lambda store: store.restore(ready.snapshot.data))
             self._fail_pending_up_to(ready.snapshot.index, out)
-        self.storage.save(ready)                       # fsync'd before anything leaves
-        out.messages.extend((m.dst, encode(m)) for m in ready.messages)
+        # A leader's appends may leave before its own fsync (Raft thesis 10.2.1):
+        # it counts itself towards a commit only once an answer comes back, and
+        # an answer is handled after this save returns (one thread). Anything
+        # promising a term or a vote waits for the disk, as the Ready contract says.
+        early = (send is not None and self.node.role == LEADER and ready.snapshot is None
+                 and self.storage.keeps_vote(ready.hard_state))
+        if early and ready.messages:
+            send([(message.dst, encode(message)) for message in ready.messages])
+        self.storage.save(ready)                       # fsync'd before anything else leaves
+        if not early:
+            out.messages.extend((m.dst, encode(m)) for m in ready.messages)
         if ready.committed:
             self._apply(ready.committed, out)
         for state in ready.read_states:
@@ -188,7 +258,7 @@ class ControlReplica:
                 self._reads.append((state.index, token))
         applied = self.store.last_applied_index()
         if applied - self.storage.snapshot_index >= self.compact_every:
-            self.node.compact(applied, self.store.snapshot())
+            self.node.compact(applied, self.query(ControlStore.snapshot))
 
     def _apply(self, entries: list, out: Output) -> None:
         commands = []
@@ -203,7 +273,8 @@ class ControlReplica:
                 # skips the entry: the stores stay equal.
                 commands.append(None)
                 out.undecodable.append((entry.index, str(error)))
-        results = self.store.apply_batch(commands, first_index=entries[0].index)
+        results = self.query(lambda store: store.apply_batch(commands,
+                                                             first_index=entries[0].index))
         for entry, result in zip(entries, results):
             pending = self._pending.pop(entry.index, None)
             if pending is None:
@@ -240,4 +311,4 @@ class ControlReplica:
         self.storage.close()
 
 
-__all__ = ["ControlReplica", "NotLeader", "Output"]
+__all__ = ["ControlReplica", "NotLeader", "Output", "ReplicaDamaged"]

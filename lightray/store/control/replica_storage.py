@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS raft_entries (
 class SqliteRaftStorage:
     """A replica's Raft log, hard state and latest snapshot in the SQLite file at path."""
 
-    __slots__ = ("path", "_db", "snapshot_index")
+    __slots__ = ("path", "_db", "snapshot_index", "_synced_vote", "_synchronous")
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
@@ -71,6 +71,9 @@ class SqliteRaftStorage:
         self._db = db
         row = db.execute("SELECT idx FROM raft_snapshot").fetchone()
         self.snapshot_index = row[0] if row else 0
+        row = db.execute("SELECT term, vote FROM raft_hard_state").fetchone()
+        self._synced_vote = tuple(row) if row else (0, None)   # (term, vote) on disk
+        self._synchronous = "FULL"
 
     def save(self, ready: Ready) -> None:
         """Makes a Ready's snapshot, hard state and entries durable (one transaction)."""
@@ -78,6 +81,15 @@ class SqliteRaftStorage:
         if snapshot is None and hard is None and not entries:
             return
         db = self._db
+        # A Ready that only moves the commit index needs no fsync: a lost commit
+        # index is learned again from the leader (or recounted by it), and what it
+        # points at is durable on a majority already. Term, vote and entries are
+        # promises to other replicas: fsync'd (synchronous=FULL).
+        only_commit = snapshot is None and not entries and self.keeps_vote(hard)
+        synchronous = "NORMAL" if only_commit else "FULL"
+        if synchronous != self._synchronous:
+            db.execute(f"PRAGMA synchronous={synchronous}")
+            self._synchronous = synchronous
         db.execute("BEGIN IMMEDIATE")
         try:
             if snapshot is not None and snapshot.index > self.snapshot_index:
@@ -104,6 +116,12 @@ class SqliteRaftStorage:
             raise
         if snapshot is not None and snapshot.index > self.snapshot_index:
             self.snapshot_index = snapshot.index
+        if hard is not None:
+            self._synced_vote = (hard.term, hard.vote)
+
+    def keeps_vote(self, hard) -> bool:
+        """Whether hard state hard (or None) changes no term or vote on disk."""
+        return hard is None or (hard.term, hard.vote) == self._synced_vote
 
     def persisted(self) -> PersistedState:
         """What RaftNode(persisted=...) takes on restart."""

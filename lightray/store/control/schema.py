@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: write_tokens (acknowledged kv writes applied once)
 
 _DDL = (
     """
@@ -93,6 +93,27 @@ CREATE TABLE kv (
     PRIMARY KEY (namespace, key)
 )
 """,
+    """
+-- The writes of kv_write commands already applied, by their token (the
+-- client that sent it and its sequence number): a retry of the same write
+-- (resent after a leader change) gets the first result and changes nothing.
+-- A client's rows below its done_below (every write it no longer waits for)
+-- are deleted by its next write, so the table stays small.
+CREATE TABLE write_tokens (
+    client BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    result INTEGER NOT NULL,
+    PRIMARY KEY (client, seq)
+) WITHOUT ROWID
+""",
+    """
+-- Per client, the lowest sequence number it may still send: a token below
+-- it (a copy of an abandoned write, arriving late) is never applied.
+CREATE TABLE write_floors (
+    client BLOB PRIMARY KEY,
+    done_below INTEGER NOT NULL
+) WITHOUT ROWID
+""",
 )
 
 TABLES = {
@@ -103,6 +124,8 @@ TABLES = {
     "functions": "function_id",
     "jobs": "job_id",
     "kv": "namespace, key",
+    "write_tokens": "client, seq",
+    "write_floors": "client",
 }
 """table -> its primary key columns: the order of `ControlStore.dump`."""
 

@@ -54,6 +54,9 @@ class ControlStore:
             db.execute("PRAGMA journal_mode=WAL")      # ":memory:" stays "memory"
             db.execute("PRAGMA synchronous=NORMAL")
             create_or_check(db)
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                raise NotAControlStore(f"{self.path} is damaged: {verdict}")
         except sqlite3.DatabaseError as exc:
             db.close()
             raise NotAControlStore(f"{self.path} is not a readable SQLite database: {exc}") \

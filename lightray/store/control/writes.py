@@ -141,6 +141,44 @@ def kv_delete(db: sqlite3.Connection, namespace: str, key: bytes, ts: float) -> 
                            (namespace, key)).rowcount)
 
 
+def kv_write(db: sqlite3.Connection, client: bytes, seq: int, done_below: int,
+             namespace: str, key: bytes, mode: str, expected, value, ts: float) -> bool:
+    row = db.execute("SELECT result FROM write_tokens WHERE client = ? AND seq = ?",
+                     (client, seq)).fetchone()
+    if row is not None:
+        return bool(row[0])          # a retry of a write applied before
+    row = db.execute("SELECT done_below FROM write_floors WHERE client = ?",
+                     (client,)).fetchone()
+    floor = 0 if row is None else row[0]
+    if seq < floor:
+        return False                 # its client gave up on it: never applied
+    if done_below > floor:
+        db.execute("INSERT INTO write_floors VALUES (?, ?) ON CONFLICT (client) "
+                   "DO UPDATE SET done_below = excluded.done_below", (client, done_below))
+        db.execute("DELETE FROM write_tokens WHERE client = ? AND seq < ?",
+                   (client, done_below))
+    current = db.execute("SELECT value FROM kv WHERE namespace = ? AND key = ?",
+                         (namespace, key)).fetchone()
+    current = None if current is None else current[0]
+    if mode == "put_new":
+        changed = current is None
+    elif mode == "delete":
+        changed, value = current is not None, None
+    elif mode == "cas":
+        changed = current == expected
+    else:
+        changed = True
+    if changed:
+        if value is None:
+            db.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
+        else:
+            db.execute("INSERT INTO kv VALUES (?, ?, ?, ?) ON CONFLICT (namespace, key) "
+                       "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                       (namespace, key, value, ts))
+    db.execute("INSERT INTO write_tokens VALUES (?, ?, ?)", (client, seq, int(changed)))
+    return changed
+
+
 BY_KIND = {
     c.NODE_REGISTER: node_register,
     c.NODE_HEARTBEAT: node_heartbeat,
@@ -153,5 +191,6 @@ BY_KIND = {
     c.JOB_FINISH: job_finish,
     c.KV_PUT: kv_put,
     c.KV_DELETE: kv_delete,
+    c.KV_WRITE: kv_write,
 }
 assert set(BY_KIND) == c.KINDS, "every command kind needs a write and a field table"

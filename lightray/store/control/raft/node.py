@@ -427,6 +427,10 @@ class RaftNode:
         for voter in voters:
             if voter not in self.progress:
                 self.progress[voter] = Progress(self.log.last_index())
+                # A voter just added counts as active until the next quorum check
+                # (as etcd does): else a check right after the change, before it
+                # could answer, would depose a healthy leader.
+                self.progress[voter].recent_active = True
         # A removed voter keeps its progress (and gets the change) until the change
         # commits, so it learns it was removed and stops campaigning; it no longer counts.
         if self.lead_transferee is not None and self.lead_transferee not in voters:
