@@ -26,6 +26,7 @@ What lives where, in layers, lowest first (a module imports only from its
 own layer's lower modules and from the layers below it):
 
  1 config           every knob, with its environment variable and default
+   log              the "lightray" loggers: levels, init(logging_level=), LIGHTRAY_LOG_LEVEL
    exceptions       the errors user code sees (TaskError, ActorDiedError, ...)
    ids              task, object and actor-handle ids
    memory_limits    the memory this process may use: its cgroup's (v1, v2) limit, else RAM
@@ -40,6 +41,7 @@ own layer's lower modules and from the layers below it):
    runtime          this process's current client (and the auto-init hook)
    task_warnings    warnings of a task or actor call, re-emitted where its result is read
    call_site        where user code created an object (memory_summary)
+   runtime_env      runtime environments: env_vars, working_dir, py_modules (packaged, applied)
    options          validation of @remote(...) and .options(...)
  3 object_ref       ObjectRef
    remote_function  @remote on functions: the task submit path

@@ -16,10 +16,12 @@ import inspect
 
 from .exceptions import RuntimeNotRunningError
 from .object_ref import ObjectRef
-from .options import check_option_names
-from .remote_function import _ExportedFunction, _serialize_arguments
+from . import runtime_env as runtime_envs
+from .options import check_option_names, refuse_memory
+from .remote_function import _ExportedFunction, _serialize_arguments, env_arguments
 from .resources import make_request
 from .runtime import client_for_submission, namespace_for
+from .runtime_context import state as context_state
 from .scheduling import encode_strategy
 from .task_spec import new_task_spec
 
@@ -29,6 +31,24 @@ ACTOR_OPTIONS = ("num_cpus", "num_gpus", "resources", "max_concurrency", "max_re
 METHOD_OPTIONS = ("num_returns",)
 
 DEFAULT_ASYNC_CONCURRENCY = 1000
+
+
+class ActorExit(BaseException):
+    """Raised by exit_actor() to unwind the calling method; the actor's worker
+    catches it. A BaseException, so a method's ``except Exception`` does not
+    stop the exit."""
+
+
+def exit_actor() -> None:
+    """Stop the actor running this method, from inside, for good.
+
+    The call that invoked it raises ActorDiedError at its caller, as do the
+    calls still queued; the actor is not restarted, even with restarts left.
+    """
+    if context_state.actor_id is None:
+        raise TypeError("lightray.actor.exit_actor() must be called from inside an actor's "
+                        "method; to stop an actor from outside use lightray.kill(handle)")
+    raise ActorExit()
 
 
 def method(*args, **options):
@@ -71,10 +91,12 @@ class ActorOptions:
     """
 
     __slots__ = ("placement", "held", "max_concurrency", "max_restarts", "max_task_retries",
-                 "name", "namespace", "detached", "get_if_exists", "strategy")
+                 "name", "namespace", "detached", "get_if_exists", "strategy", "runtime_env")
 
     def __init__(self, options: dict, is_async: bool):
         check_option_names(options, ACTOR_OPTIONS)
+        refuse_memory(options)
+        self.runtime_env = runtime_envs.parse(options.get("runtime_env"))
         num_cpus = options.get("num_cpus")
         num_gpus, resources = options.get("num_gpus"), options.get("resources")
         self.placement = make_request(1 if num_cpus is None else num_cpus, num_gpus, resources)
@@ -84,12 +106,17 @@ class ActorOptions:
         self.max_restarts = _check_count(options, "max_restarts", 0, -1)
         self.max_task_retries = _check_count(options, "max_task_retries", 0, -1)
         name = options.get("name")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError(f"actor name must be a non-empty str, got {name!r}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"actor name must be a str, got {type(name).__name__}: {name!r}")
+        if name == "":
+            raise ValueError("actor name must be a non-empty str, got ''")
         self.name = name
         namespace = options.get("namespace")
-        if namespace is not None and (not isinstance(namespace, str) or not namespace):
-            raise ValueError(f"namespace must be a non-empty str, got {namespace!r}")
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError(f"namespace must be a str, got {type(namespace).__name__}: "
+                            f"{namespace!r}")
+        if namespace == "":
+            raise ValueError("namespace must be a non-empty str, got ''")
         self.namespace = namespace
         lifetime = options.get("lifetime")
         if lifetime not in (None, "detached", "non_detached"):
@@ -149,9 +176,13 @@ class ActorClass:
         client = client_for_submission()
         if getattr(client, "runs_in_process", False):   # local mode (lightray.local)
             return client.create_actor(self, args, kwargs)
-        exported = self._exported
-        exported.ensure_pickled()
         options = self._options
+        env = runtime_envs.effective(options.runtime_env)
+        exported = self._exported
+        if env is not None:
+            exported = exported.in_env(runtime_envs.make_actor_in_env)
+            args = env_arguments(client, env) + args
+        exported.ensure_pickled()
         name = self._cls.__name__
         args_bytes, deps, contained, keep_alive = _serialize_arguments(
             client, f"{name}.__init__", args, kwargs)

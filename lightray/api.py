@@ -27,11 +27,13 @@ import subprocess
 import sys
 import threading
 
-from . import exceptions, runtime, serialization, task_warnings
+from . import exceptions, log, runtime, serialization, task_warnings
+from . import runtime_env as runtime_envs
 from .actor import ActorClass, ActorHandle
 from .config import local_mode_from_env
 from .agent.session import new_session_dir, pid_alive, reclaim_dead_sessions
 from .client import core as client_module
+from .config import LOG_LEVEL_ENV
 from .discovery import (agent_at, auto_agent, check_cluster_key, cluster_agent,
                         first_agent_at, parse_addresses)
 from .ids import handle_object_id
@@ -44,8 +46,8 @@ from .runtime_context import get_runtime_context, state as runtime_state
 from .transport import messages, sockets
 
 _INIT_OPTIONS = ("address", "num_cpus", "num_gpus", "resources", "object_store_memory",
-                 "spill_dir", "namespace", "cluster_key", "ignore_reinit_error", "local_mode",
-                 "copy_values", "forward_warnings")
+                 "spill_dir", "namespace", "cluster_key", "logging_level", "runtime_env",
+                 "ignore_reinit_error", "local_mode", "copy_values", "forward_warnings")
 
 _lock = threading.RLock()
 _runtime = None
@@ -67,8 +69,8 @@ class _Runtime:
 
 def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
          object_store_memory=None, spill_dir=None, namespace=None, cluster_key=None,
-         ignore_reinit_error: bool = False, local_mode=None, copy_values=None,
-         forward_warnings: bool = True, **unknown):
+         logging_level=None, runtime_env=None, ignore_reinit_error: bool = False,
+         local_mode=None, copy_values=None, forward_warnings: bool = True, **unknown):
     """Start an embedded runtime, or attach to a running agent, and attach this process.
 
     object_store_memory: the store's capacity in bytes (default 30% of the
@@ -77,6 +79,10 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     go (default: inside the session directory; env LIGHTRAY_SPILL_DIR).
     cluster_key: with address, the cluster's key file to check the agent
     against (default: LIGHTRAY_CLUSTER_KEY; neither: no check is needed).
+    logging_level: of the "lightray" loggers (lightray.log), here and in the
+    agent init starts (default: LIGHTRAY_LOG_LEVEL, else WARNING).
+    runtime_env: the runtime environment of every task and actor this
+    driver submits (lightray.runtime_env; theirs is merged over it).
     local_mode=True (default: env LIGHTRAY_LOCAL_MODE): everything runs in
     this process (lightray.local); copy_values=False there hands tasks the
     very objects given instead of copies.
@@ -87,6 +93,15 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     if unknown:
         raise ValueError(f"unknown init() option(s) {', '.join(map(repr, sorted(unknown)))}; "
                          f"valid options are: {', '.join(_INIT_OPTIONS)}")
+    job_env = runtime_envs.parse(runtime_env, "init(runtime_env=...)")
+    if logging_level is not None:
+        logging_level = log.configure_driver(logging_level)
+    elif os.environ.get(LOG_LEVEL_ENV):
+        logging_level = log.configure_driver(log.level_from_env())
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str, got {type(namespace).__name__}: {namespace!r}")
+    if namespace == "":
+        raise ValueError("namespace must be a non-empty str, got ''")
     with _lock:
         if is_initialized():
             if ignore_reinit_error:
@@ -99,7 +114,8 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         if local_mode is None:
             local_mode = local_mode_from_env()
         if _check_local_mode(local_mode, copy_values, address=address, cluster_key=cluster_key,
-                             object_store_memory=object_store_memory, spill_dir=spill_dir):
+                             object_store_memory=object_store_memory, spill_dir=spill_dir,
+                             runtime_env=runtime_env):
             request = make_request(num_cpus if num_cpus is not None else detect_num_cpus(),
                                    num_gpus, resources)
             _runtime = _start_local(request, namespace, copy_values is not False)
@@ -115,6 +131,7 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
             if cluster_key is not None and not isinstance(cluster_key, (str, os.PathLike)):
                 raise TypeError(f"cluster_key must be a path, got {cluster_key!r}")
             _runtime = _connect_local(address, namespace, cluster_key and os.fspath(cluster_key))
+            runtime_envs.set_job_env(job_env)
             return _context()
         if cluster_key is not None:
             raise ValueError("cluster_key names the key of a running cluster, for "
@@ -128,15 +145,15 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                 or object_store_memory <= 0):
             raise ValueError(f"object_store_memory must be a positive int (bytes), "
                              f"got {object_store_memory!r}")
-        if namespace is not None and (not isinstance(namespace, str) or not namespace):
-            raise ValueError(f"namespace must be a non-empty str, got {namespace!r}")
         if spill_dir is not None:
             if not isinstance(spill_dir, (str, os.PathLike)) or not str(spill_dir):
                 raise TypeError(f"spill_dir must be a path, got {spill_dir!r}")
             spill_dir = os.path.abspath(spill_dir)
             if os.path.exists(spill_dir) and not os.path.isdir(spill_dir):
                 raise ValueError(f"spill_dir {spill_dir!r} exists and is not a directory")
-        _runtime = _start_embedded(request, object_store_memory, namespace, spill_dir)
+        _runtime = _start_embedded(request, object_store_memory, namespace, spill_dir,
+                                   logging_level)
+        runtime_envs.set_job_env(job_env)
         return _context()
 
 
@@ -166,7 +183,8 @@ def _start_local(request: dict, namespace, copy_values: bool) -> _Runtime:
     return _Runtime(client, None, None, None, namespace)
 
 
-def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=None) -> _Runtime:
+def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=None,
+                    logging_level=None) -> _Runtime:
     reclaim_dead_sessions()
     session, session_dir = new_session_dir()
     custom = {k: v for k, v in request.items() if k not in ("CPU", "GPU")}
@@ -183,6 +201,8 @@ def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=Non
     # Workers import user modules by name (functions pickled by reference):
     # give them the driver's import path.
     env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) if p else os.getcwd() for p in sys.path)
+    if logging_level is not None:
+        env[LOG_LEVEL_ENV] = str(logging_level)
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env,
                                start_new_session=True, close_fds=True)
     try:
@@ -248,6 +268,7 @@ def shutdown() -> None:
         embedded, _runtime = _runtime, None
         if embedded is None:
             return
+        runtime_envs.set_job_env(None)
         set_current_client(None)
         if embedded.process is None:
             embedded.client.close()
@@ -381,6 +402,8 @@ def wait(object_refs, *, num_returns: int = 1, timeout: float | None = None,
     refs = list(object_refs)
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 0:
         raise ValueError(f"num_returns must be a non-negative int, got {num_returns!r}")
+    if not refs:
+        return [], []   # as in Ray: nothing to wait for, whatever num_returns asks
     if num_returns > len(refs):
         raise ValueError(f"num_returns={num_returns} is more than the {len(refs)} refs given")
     if timeout is not None and timeout < 0:
@@ -439,7 +462,9 @@ def cluster_resources() -> dict:
 
 
 def available_resources() -> dict:
-    return _client_for_submission().info("resources")["available"]
+    """What is free now; as in Ray, a resource with nothing left is left out."""
+    available = _client_for_submission().info("resources")["available"]
+    return {name: amount for name, amount in available.items() if amount > 0}
 
 
 # ------------------------------------------------------------------ remote

@@ -1,30 +1,41 @@
 """The ``lightray`` command line.
 
     lightray version
-    lightray memory [--address ipc://...] [--limit N] [--json]
+    lightray memory [--address HOST:PORT | ipc://...] [--cluster-key FILE] [--limit N] [--json]
         what the object store of a running runtime holds
     lightray status [--address HOST:PORT | ipc://...] [--cluster-key FILE] [--json]
         every node of the cluster (dead ones too): address, alive, suspect
         (silent N s) or dead and why, head, control role (leader, replica),
-        resources used/total, store use and spilled bytes
-    lightray stop [--force] [--timeout SECONDS]
-        stop the cluster agents started on this host with lightray-agent
-        (SIGTERM, then SIGKILL after the timeout; embedded runtimes are left
-        to the drivers that own them)
+        resources used/total, memory, store use and spilled bytes
+    lightray stop [--address HOST:PORT | ipc://...]... [--cluster-key FILE] [--force]
+                  [--timeout SECONDS]
+        stop this user's cluster agents started on this host with lightray-agent,
+        or only those named (SIGTERM, then SIGKILL after the timeout; embedded
+        runtimes are left to the drivers that own them)
 
 Without --address, status picks the cluster as ``init(address="auto")``
 does: LIGHTRAY_ADDRESS, else the cluster last started on this host, else the
-one cluster agent running here. A key given (--cluster-key, else
-LIGHTRAY_CLUSTER_KEY) must be that cluster's: otherwise status fails at once
-saying where the right one is; none is needed on the agent's host.
+one cluster agent running here; memory takes the one runtime running here.
+A key given (--cluster-key, else LIGHTRAY_CLUSTER_KEY) must be that
+cluster's: otherwise the command fails at once saying where the right one
+is; none is needed on the agent's host.
+
+No command prints a Python traceback for a mistake of its user or a reader
+that went away (``lightray status --json | head``): a one-line message on
+stderr and exit status 1 (LIGHTRAY_LOG_LEVEL=DEBUG adds the traceback of an
+unexpected error).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
+import traceback
+
+import zmq
 
 from . import __version__, exceptions
 from .agent.session import pid_alive, reclaim_dead_sessions
@@ -37,33 +48,83 @@ KILL_WAIT = 5.0          # seconds it then waits for SIGKILLed agents to go
 STATUS_TIMEOUT = 30.0    # seconds `lightray status` waits for the agent's answer
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="lightray", description="lightray command line")
+class _CliError(Exception):
+    """A message for the user; the command exits with status 1."""
+
+
+def _target_options() -> argparse.ArgumentParser:
+    """--address and --cluster-key, which every command that talks to an agent takes."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--address",
+                         help="HOST:PORT of an agent of a cluster running on this host, or the "
+                              "ipc:// address of an embedded runtime (default: see below)")
+    options.add_argument("--cluster-key", metavar="FILE",
+                         help="the cluster's key file, checked against the agent's "
+                              "(default: $LIGHTRAY_CLUSTER_KEY; not needed on its host)")
+    return options
+
+
+def _parser() -> argparse.ArgumentParser:
+    target = _target_options()
+    parser = argparse.ArgumentParser(prog="lightray", description="lightray command line",
+                                     epilog="Without --address: status uses the cluster "
+                                            "init(address=\"auto\") would, memory the one "
+                                            "runtime running here, stop every agent of yours.")
     parser.add_argument("--version", action="version", version=f"lightray {__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("version", help="print the version")
-    memory = sub.add_parser("memory", help="what the object store of a running runtime holds")
-    memory.add_argument("--address", help="the agent's ipc:// address (default: the one "
-                                          "runtime running on this host)")
+    memory = sub.add_parser("memory", parents=[target],
+                            help="what the object store of a running runtime holds")
     memory.add_argument("--limit", type=int, default=20,
                         help="show this many objects, largest first (default 20)")
     memory.add_argument("--json", action="store_true", help="print the whole summary as JSON")
-    status = sub.add_parser("status", help="every node of the cluster: alive or dead, "
-                                           "resources, store use")
-    status.add_argument("--address", help="HOST:PORT of any agent of the cluster running on "
-                                          "this host, or the ipc:// address of an embedded "
-                                          "runtime (default: as init(address=\"auto\"))")
-    status.add_argument("--cluster-key", metavar="FILE",
-                        help="the cluster's key file, checked against the agent's "
-                             "(default: $LIGHTRAY_CLUSTER_KEY; not needed on its host)")
+    status = sub.add_parser("status", parents=[target],
+                            help="every node of the cluster: alive or dead, resources, "
+                                 "store use")
     status.add_argument("--json", action="store_true", help="print the nodes as JSON")
-    stop = sub.add_parser("stop", help="stop the lightray-agent processes of this host")
+    stop = sub.add_parser("stop", help="stop your lightray-agent processes on this host "
+                                       "(or only those named with --address)")
+    stop.add_argument("--address", action="append", default=[],
+                      help="HOST:PORT (or ipc://) of an agent to stop; repeat for several "
+                           "(default: every cluster agent of yours on this host)")
+    stop.add_argument("--cluster-key", metavar="FILE",
+                      help="the cluster's key file: stop only if it is the named agents' key")
     stop.add_argument("--force", action="store_true",
                       help="SIGKILL at once instead of SIGTERM first")
     stop.add_argument("--timeout", type=float, default=STOP_TIMEOUT, metavar="SECONDS",
                       help="how long to wait for agents to exit after SIGTERM before "
                            f"SIGKILLing them (default {STOP_TIMEOUT:g})")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    # argparse itself exits (status 2) with a usage line for a bad command line.
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        status = _run(parser, args)
+        sys.stdout.flush()   # here, not at exit: a closed pipe is seen by the except below
+        return status
+    except BrokenPipeError:
+        # The reader went away (`lightray status --json | head`): nothing
+        # more to say; point stdout at /dev/null so the exit's flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except _CliError as error:
+        print(f"lightray {args.command}: {error}", file=sys.stderr)
+        return 1
+    except (exceptions.LightrayError, OSError, ValueError, TypeError) as error:
+        print(f"lightray {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
+        if os.environ.get("LIGHTRAY_LOG_LEVEL", "").upper() == "DEBUG":
+            traceback.print_exc()
+        return 1
+
+
+def _run(parser, args) -> int:
     if args.command == "version":
         print(f"lightray {__version__}")
         return 0
@@ -83,31 +144,22 @@ def running_agents() -> list:
 
 
 def _memory(args) -> int:
-    agents = running_agents()
     if args.address:
-        agents = [(a, p) for a, p in agents if a == args.address] or [(args.address, 0)]
-    if not agents:
-        print("lightray memory: no lightray runtime is running on this host", file=sys.stderr)
-        return 1
-    if len(agents) > 1:
-        print("lightray memory: several runtimes are running; pick one with --address:\n  "
-              + "\n  ".join(a for a, _ in agents), file=sys.stderr)
-        return 1
-    address, pid = agents[0]
-    try:
-        client = CoreClient(address, kind="driver",
-                            agent_alive=(lambda: pid_alive(pid)) if pid else None)
-    except (RuntimeError, OSError) as error:
-        print(f"lightray memory: cannot reach {address}: {error}", file=sys.stderr)
-        return 1
-    try:
-        summary = client.info("memory", timeout=30.0)
-    finally:
-        client.close()
+        ipc, pid, label = _target(args.address, args.cluster_key)
+    else:
+        records = running_agent_records()
+        if not records:
+            raise _CliError("no lightray runtime is running on this host")
+        if len(records) > 1:
+            raise _CliError("several runtimes are running; pick one with --address:\n  "
+                            + "\n  ".join(describe(r) for r in records))
+        _check_key(records[0], args.cluster_key)
+        ipc, pid, label = records[0]["ipc"], records[0]["pid"], records[0]["ipc"]
+    summary = _ask(ipc, pid, "memory")
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(format_summary(summary, address, args.limit))
+    print(format_summary(summary, label, args.limit))
     return 0
 
 
@@ -140,17 +192,9 @@ def format_summary(summary: dict, address: str, limit: int) -> str:
 
 # ------------------------------------------------------------------ status
 
-class _CliError(Exception):
-    """A message for the user; the command exits with status 1."""
-
-
 def _status(args) -> int:
-    try:
-        ipc, pid, label = _status_target(args.address, args.cluster_key)
-        nodes = _ask_nodes(ipc, pid)
-    except _CliError as error:
-        print(f"lightray status: {error}", file=sys.stderr)
-        return 1
+    ipc, pid, label = _target(args.address, args.cluster_key)
+    nodes = _ask(ipc, pid, "nodes")
     if args.json:
         print(json.dumps(nodes, indent=2, sort_keys=True))
         return 0
@@ -158,7 +202,7 @@ def _status(args) -> int:
     return 0
 
 
-def _status_target(address, cluster_key=None) -> tuple:
+def _target(address, cluster_key=None) -> tuple:
     """(ipc address, agent pid, what the user named) of the agent to ask,
     once a key given is found to be its cluster's."""
     try:
@@ -172,23 +216,30 @@ def _status_target(address, cluster_key=None) -> tuple:
         raise _CliError(message) from None
     except (ConnectionError, ValueError) as error:
         raise _CliError(str(error)) from None
+    _check_key(record, cluster_key)
+    return record["ipc"], record["pid"], address or record.get("address") or record["ipc"]
+
+
+def _check_key(record: dict, cluster_key) -> None:
     try:
         check_cluster_key(record, cluster_key)
     except ValueError as error:
         raise _CliError(str(error)) from None
-    return record["ipc"], record["pid"], address or record.get("address") or record["ipc"]
 
 
-def _ask_nodes(ipc: str, pid: int) -> list:
+def _ask(ipc: str, pid: int, what: str):
+    """The agent's answer to an INFO request (what: "nodes", "memory")."""
     try:
         client = CoreClient(ipc, kind="driver",
                             agent_alive=(lambda: pid_alive(pid)) if pid else None)
-    except (RuntimeError, OSError) as error:
-        raise _CliError(f"cannot reach the agent at {ipc}: {error}")
+    except (RuntimeError, OSError, zmq.ZMQError) as error:
+        raise _CliError(f"cannot reach the agent at {ipc}: {error}") from None
     try:
-        return client.info("nodes", timeout=STATUS_TIMEOUT)
+        return client.info(what, timeout=STATUS_TIMEOUT)
     except exceptions.GetTimeoutError as error:
-        raise _CliError(f"no answer from the agent at {ipc}: {error}")
+        raise _CliError(f"no answer from the agent at {ipc}: {error}") from None
+    except exceptions.RuntimeNotRunningError as error:
+        raise _CliError(f"the agent at {ipc} stopped: {error}") from None
     finally:
         client.close()
 
@@ -268,12 +319,29 @@ def _amount(value) -> str:
 def _stop(args) -> int:
     import psutil  # only `lightray stop` needs it; the other commands start faster without
     targets = []
-    for record in running_agent_records():
-        process = _agent_process(record)
-        if process is not None:
+    if args.address:
+        for address in args.address:
+            try:
+                record = agent_at(address)
+            except (ConnectionError, ValueError) as error:
+                raise _CliError(str(error)) from None
+            _check_key(record, args.cluster_key)
+            process = _agent_process(record, named=True)
+            if process is None:
+                raise _CliError(f"no lightray agent of yours runs at {address}")
             targets.append((record, process))
+    else:
+        for record in running_agent_records():
+            if args.cluster_key is not None:
+                try:
+                    check_cluster_key(record, args.cluster_key)
+                except ValueError:
+                    continue   # another cluster's agent
+            process = _agent_process(record)
+            if process is not None:
+                targets.append((record, process))
     if not targets:
-        print("no lightray agents running on this host")
+        print("no lightray agents of yours running on this host")
         return 0
     failed = []
 
@@ -323,11 +391,12 @@ def _stop(args) -> int:
     return 1 if failed else 0
 
 
-def _agent_process(record: dict):
+def _agent_process(record: dict, named: bool = False):
     """The psutil.Process of a record's agent if `lightray stop` should stop
-    it: really a lightray agent (not a process that reused the pid), and
-    not one embedded by a driver (started with --parent-pid; its driver owns
-    it). None otherwise."""
+    it: really a lightray agent (not a process that reused the pid) of this
+    user (records can sit in a temp directory others share, with
+    LIGHTRAY_TEMP_DIR), and, unless named, not one embedded by a driver
+    (started with --parent-pid; its driver owns it). None otherwise."""
     import psutil  # as in _stop
     try:
         pid = int(record.get("pid", 0))
@@ -335,11 +404,14 @@ def _agent_process(record: dict):
             return None
         process = psutil.Process(pid)
         command = process.cmdline()
+        owner = process.uids().real
     except (psutil.Error, ValueError, TypeError, OSError):
+        return None
+    if owner != os.getuid():
         return None
     if not any("lightray.agent" in word or "lightray-agent" in word for word in command):
         return None
-    if record.get("address"):
+    if named or record.get("address"):
         return process
     # A lone agent (no cluster) started by hand with lightray-agent is ours
     # to stop too; an embedded one is not.

@@ -33,6 +33,24 @@ DIRECT_SUBMIT_ENV = "LIGHTRAY_DIRECT_SUBMIT"
 # requests can need more workers than CPUs).
 MAX_WORKERS_ENV = "LIGHTRAY_MAX_WORKERS"
 
+# The level of the "lightray" loggers (lightray.log): a name (DEBUG, INFO,
+# WARNING, ERROR, CRITICAL) or a number; default WARNING. init(logging_level=...)
+# sets it for the driver and the agent it starts.
+LOG_LEVEL_ENV = "LIGHTRAY_LOG_LEVEL"
+
+# Seconds a worker waits for pip/uv to install a runtime environment's
+# requirements (lightray.runtime_env) before the task fails.
+RUNTIME_ENV_INSTALL_TIMEOUT_ENV = "LIGHTRAY_RUNTIME_ENV_INSTALL_TIMEOUT"
+RUNTIME_ENV_INSTALL_TIMEOUT_DEFAULT = 600.0
+
+
+def runtime_env_install_timeout() -> float:
+    value = _env_number(RUNTIME_ENV_INSTALL_TIMEOUT_ENV, RUNTIME_ENV_INSTALL_TIMEOUT_DEFAULT, float)
+    if value <= 0:
+        raise ValueError(f"{RUNTIME_ENV_INSTALL_TIMEOUT_ENV} must be positive, got {value}")
+    return value
+
+
 # Where session directories (sockets, logs) are created: one directory per
 # user (default /tmp/lightray-<uid>), mode 0700; lightray.agent.session
 # refuses one that another user owns or may write into.

@@ -1,6 +1,7 @@
 """Validation of ``@remote(...)`` / ``.options(...)`` arguments."""
 from __future__ import annotations
 
+from . import runtime_env as runtime_envs
 from .resources import make_request
 from .scheduling import encode_strategy
 
@@ -18,14 +19,26 @@ def check_option_names(options: dict, valid=TASK_OPTIONS) -> None:
                          f"valid options are: {', '.join(valid)}")
 
 
+def refuse_memory(options: dict) -> None:
+    """memory= is Ray's scheduling hint by bytes; lightray does not place by
+    memory, and an accepted option must work: refused unless None."""
+    if options.get("memory") is not None:
+        raise ValueError("memory= is not supported: lightray does not place tasks or actors "
+                         "by memory. Leave it out, or give the agents a custom resource "
+                         "(lightray-agent --resources '{\"memory_gb\": 64}') and ask for it "
+                         "with resources={\"memory_gb\": 4}")
+
+
 class TaskOptions:
     """Resolved options of a remote function; immutable once built."""
 
     __slots__ = ("request", "num_returns", "max_retries", "retry_exceptions", "name",
-                 "strategy")
+                 "strategy", "runtime_env")
 
     def __init__(self, options: dict):
         check_option_names(options)
+        refuse_memory(options)
+        self.runtime_env = runtime_envs.parse(options.get("runtime_env"))
         num_cpus = options.get("num_cpus", 1)
         self.request = make_request(num_cpus, options.get("num_gpus"), options.get("resources"))
         num_returns = options.get("num_returns", 1)

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 
+import numpy as np
+
+from . import runtime_env as runtime_envs
 from . import serialization
 from .config import inline_threshold
 from .object_ref import ObjectRef
@@ -23,13 +27,21 @@ from .task_spec import Dep, new_task_spec
 class _ExportedFunction:
     """The pickled function and its content id, computed once per function."""
 
-    __slots__ = ("function", "name", "function_id", "function_bytes")
+    __slots__ = ("function", "name", "function_id", "function_bytes", "_in_env")
 
-    def __init__(self, function):
+    def __init__(self, function, name: str | None = None):
         self.function = function
-        self.name = getattr(function, "__qualname__", None) or repr(function)
+        self.name = name or getattr(function, "__qualname__", None) or repr(function)
         self.function_id = None
         self.function_bytes = None
+        self._in_env = None
+
+    def in_env(self, runner) -> "_ExportedFunction":
+        """The function as run inside a runtime environment: runner(function,
+        env spec, *package values, *args) (lightray.runtime_env), exported once."""
+        if self._in_env is None:
+            self._in_env = _ExportedFunction(functools.partial(runner, self.function), self.name)
+        return self._in_env
 
     def ensure_pickled(self) -> None:
         if self.function_bytes is not None:
@@ -47,6 +59,13 @@ class RemoteFunction:
     """A function made remote; call ``.remote(...)`` to run it as a task."""
 
     def __init__(self, function, options: dict, exported: _ExportedFunction | None = None):
+        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+            name = getattr(function, "__qualname__", repr(function))
+            raise TypeError(
+                f"@lightray.remote cannot run async def {name}() as a task: a task runs in a "
+                f"worker's main thread, with no event loop. Make it a plain def that calls "
+                f"asyncio.run(...), or make it a method of an actor class (async methods make "
+                f"an async actor)")
         self._exported = exported or _ExportedFunction(function)
         self._options_dict = dict(options)
         self._options = TaskOptions(self._options_dict)
@@ -69,6 +88,10 @@ class RemoteFunction:
         if getattr(client, "runs_in_process", False):   # local mode (lightray.local)
             refs = client.submit_function(exported, options, args, kwargs)
             return refs[0] if options.num_returns == 1 else (refs or None)
+        env = runtime_envs.effective(options.runtime_env)
+        if env is not None:
+            exported = exported.in_env(runtime_envs.run_task_in_env)
+            args = env_arguments(client, env) + args
         exported.ensure_pickled()
         args_bytes, deps, contained, keep_alive = _serialize_arguments(
             client, exported.name, args, kwargs)
@@ -87,6 +110,24 @@ class RemoteFunction:
         if options.num_returns == 0:
             return None
         return refs
+
+
+_package_refs: dict = {}   # package hash -> (client, ObjectRef): each put once per session
+
+
+def env_arguments(client, env) -> tuple:
+    """(env spec, ref of each package): the leading arguments of a task or
+    actor run in env (lightray.runtime_env); the packages travel as task
+    arguments do, through the object store."""
+    refs = []
+    for package in env.packages():
+        cached = _package_refs.get(package.digest)
+        if cached is None or cached[0] is not client or client.closed:
+            value = np.frombuffer(package.data, dtype=np.uint8)
+            cached = _package_refs[package.digest] = (
+                client, client.put_serialized(serialization.serialize(value)))
+        refs.append(cached[1])
+    return (env.spec(), *refs)
 
 
 def _serialize_arguments(client, name: str, args: tuple, kwargs: dict):

@@ -16,11 +16,18 @@ cannot do by reference (lambdas, closures, classes defined in ``__main__``).
 
 ObjectRefs met while pickling are recorded (``contained`` ids) so that whoever
 receives the payload can pin the objects they point to.
+
+Functions pickled by value keep their code's file name (cloudpickle writes
+"<dynamic-code>" in its place), so a remote traceback names the user's file
+and line, and shows the line wherever that file can be read.
 """
 from __future__ import annotations
 
+import collections
+import io
 import pickle
 import threading
+import types
 
 import cloudpickle
 
@@ -46,6 +53,25 @@ class Serialized:
         self.buffers = buffers          # out-of-band PickleBuffers
         self.contained = contained      # ids of ObjectRefs inside the value
         self.size = len(inband) + sum(b.raw().nbytes for b in buffers)
+
+
+_DYNAMIC_CODE = "<dynamic-code>"   # what cloudpickle puts in co_filename
+
+
+def _code_reduce_keeping_filename(code: types.CodeType):
+    constructor, args = cloudpickle.Pickler.dispatch_table[types.CodeType](code)
+    return constructor, tuple(code.co_filename if arg == _DYNAMIC_CODE else arg for arg in args)
+
+
+class _Pickler(cloudpickle.Pickler):
+    dispatch_table = collections.ChainMap(
+        {types.CodeType: _code_reduce_keeping_filename}, cloudpickle.Pickler.dispatch_table)
+
+
+def _cloudpickle_dumps(value, buffer_callback=None) -> bytes:
+    with io.BytesIO() as file:
+        _Pickler(file, protocol=5, buffer_callback=buffer_callback).dump(value)
+        return file.getvalue()
 
 
 def _dumps(value, buffer_callback, force_cloudpickle: bool):
@@ -77,7 +103,7 @@ def serialize(value, *, oob_min: int = 64 * 1024) -> Serialized:
         if data is None:
             buffers.clear()
             contained.clear()
-            data = cloudpickle.dumps(value, protocol=5, buffer_callback=keep_large_out_of_band)
+            data = _cloudpickle_dumps(value, keep_large_out_of_band)
     finally:
         _capture.ids = previous
     return Serialized(data, buffers, contained)
@@ -93,11 +119,11 @@ def deserialize(inband, buffers=()):
 
 
 def dumps_function(function) -> bytes:
-    return cloudpickle.dumps(function, protocol=5)
+    return _cloudpickle_dumps(function)
 
 
 def dumps_exception(error: BaseException) -> bytes:
     try:
-        return cloudpickle.dumps(error, protocol=5)
+        return _cloudpickle_dumps(error)
     except Exception:
         return pickle.dumps(LightrayError(f"{type(error).__name__}: {error}"), protocol=5)

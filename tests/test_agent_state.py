@@ -35,8 +35,9 @@ def state():
 ids = IdMaker()
 
 
-def submit(agent, *, function_id=b"f" * 16, deps=(), request=None, max_retries=3):
-    task_id = ids.task_id()
+def submit(agent, *, function_id=b"f" * 16, deps=(), request=None, max_retries=3,
+           task_id=None):
+    task_id = task_id or ids.task_id()
     spec = (task_id, function_id, "work", None, list(deps), [], 1,
             request if request is not None else {"CPU": 1.0}, max_retries, False, None, 0, None)
     agent.handle(DRIVER, [(m.EXPORT, function_id, b"pickled function"), (m.SUBMIT, spec)])
@@ -104,6 +105,26 @@ def test_owner_gets_result_pushed(state):
     finish(state, identity, task_id, value=b"42")
     ready = [op for op in state.effects.outbox[DRIVER + b"r"] if op[0] == m.READY]
     assert ready == [(m.READY, [(return_ids(task_id, 1)[0], (INLINE, b"42"))])]
+
+
+def test_a_borrower_asking_for_a_result_before_its_submit_arrives_is_answered_and_counted(state):
+    # A driver passed a result's ref straight to an actor's worker (a call on
+    # the worker's own socket); the worker's INC and SUBSCRIBE overtook the
+    # driver's SUBMIT of the task producing it.
+    task_id = ids.task_id()
+    result = return_ids(task_id, 1)[0]
+    reader = sorted(state.workers)[0].encode()
+    state.handle(reader, [(m.INC, [result]), (m.SUBSCRIBE, [result])])
+    submit(state, task_id=task_id)
+    state.schedule()
+    (identity, _), = sent_execs(state)
+    finish(state, identity, task_id, value=b"42")
+    assert (m.READY, [(result, (INLINE, b"42"))]) in state.effects.outbox[reader + b"r"]
+    # Both holders count: the object outlives the owner's DEC, not the reader's.
+    state.handle(DRIVER, [(m.DEC, [result])])
+    assert result in state.objects
+    state.handle(reader, [(m.DEC, [result])])
+    assert result not in state.objects
 
 
 def test_tasks_beyond_free_cpus_are_pipelined_and_handed_back_when_blocked(state):

@@ -273,7 +273,7 @@ def test_stop_force_sigkills_at_once_and_reclaims_what_they_leave(own_cluster):
 def test_stop_with_nothing_running_says_so():
     result = run_cli("stop")
     assert result.returncode == 0, result.stderr
-    assert "no lightray agents running on this host" in result.stdout
+    assert "no lightray agents of yours running on this host" in result.stdout
 
 
 def test_stop_leaves_an_embedded_runtime_alone(own_cluster):
@@ -292,7 +292,7 @@ def test_stop_leaves_an_embedded_runtime_alone(own_cluster):
     assert lightray.get(double.remote(21), timeout=30) == 42
     result = run_cli("stop")
     assert result.returncode == 0
-    assert "no lightray agents running on this host" in result.stdout
+    assert "no lightray agents of yours running on this host" in result.stdout
     assert pid_alive(embedded["pid"])
 
 
@@ -330,7 +330,7 @@ def test_stop_never_signals_a_process_that_is_not_an_agent(tmp_path):
         assert [r["pid"] for r in cli.running_agent_records()] == [bystander.pid]
         result = run_cli("stop", "--force")
         assert result.returncode == 0, result.stderr
-        assert "no lightray agents running on this host" in result.stdout
+        assert "no lightray agents of yours running on this host" in result.stdout
         assert bystander.poll() is None
     finally:
         bystander.kill()

@@ -268,7 +268,8 @@ class ActorBook:
 
     # --------------------------------------------------------------- death
 
-    def on_actor_kill(self, actor_id: bytes, no_restart: bool) -> None:
+    def on_actor_kill(self, actor_id: bytes, no_restart: bool, why: str | None = None) -> None:
+        """lightray.kill(), or (why given) the actor's own exit_actor(): final."""
         actor = self.actors.get(actor_id)
         if actor is None or actor.state == DEAD:
             return
@@ -276,9 +277,9 @@ class ActorBook:
             self._relay(actor.home, actor_id, ("kill", False))   # it restarts there
             return
         if no_restart or actor.restarts_left <= 0:
+            how = f"exited: {why}" if why is not None else "was killed with lightray.kill()"
             self.actor_died(actor, _died_payload(
-                f"the actor {actor.description['class_name']} ({actor_id.hex()}) was killed "
-                "with lightray.kill()"))
+                f"the actor {actor.description['class_name']} ({actor_id.hex()}) {how}"))
         elif actor.worker is not None and actor.worker.pid:
             self.effects.kill.append(actor.worker.pid)   # restarts when its exit is seen
 

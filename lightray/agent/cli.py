@@ -12,6 +12,7 @@ import zmq
 
 from .. import config, memory_limits
 from ..discovery import agent_at, parse_addresses
+from ..log import configure_process
 from .cluster import control_plane
 from .server import DEFAULT_PORT, AgentServer
 from ..resources import detect_num_cpus
@@ -153,6 +154,11 @@ def _key_of_a_member_here(addresses: list) -> tuple:
 
 def main(argv=None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        configure_process("lightray-agent")   # its workers, forked, inherit it
+    except ValueError as error:
+        print(f"lightray-agent: {error}", file=sys.stderr)
+        return 2
     if args.make_cluster_key:
         try:
             make_cluster_key(args.make_cluster_key)

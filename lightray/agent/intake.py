@@ -130,7 +130,8 @@ class Checks:
             m.ACTOR_CREATE: (4, 4, lambda op: type(op[1]) is int and task_spec(op[2])
                              and type(op[3]) is dict),
             m.ACTOR_SUBSCRIBE: (2, 2, lambda op: _task_id(op[1])),
-            m.ACTOR_KILL: (3, 3, lambda op: _task_id(op[1]) and type(op[2]) is bool),
+            m.ACTOR_KILL: (3, 4, lambda op: _task_id(op[1]) and type(op[2]) is bool
+                           and (len(op) == 3 or type(op[3]) is str)),
             m.ACTOR_READY: (3, 4, lambda op: _task_id(op[1]) and optional_payload(op[2])),
             m.RESERVE: (4, 4, lambda op: type(op[1]) is int and type(op[2]) is int
                         and _object_id(op[3])),

@@ -57,6 +57,24 @@ class ObjectDirectory:
                 if len(early) < 100_000:   # only a race leaves ids here; bound it anyway
                     early.add(object_id)
 
+    def expect_result(self, client: ClientEntry, object_id: bytes, call_site=None) -> None:
+        """A task client submitted will produce object_id; client owns it."""
+        entry = self.objects.get(object_id)
+        if entry is not None and entry.pending:
+            if object_id in client.held:
+                return   # promised by a direct submission that is now retried here
+            # A process the submitter passed the ref to (an actor call's
+            # argument, on a socket of its own) counted it and may wait for
+            # it already: its messages overtook this SUBMIT. Replacing the
+            # entry would lose its count and its subscription (its get would
+            # never be answered).
+            entry.refs += 1
+            entry.owner = client.client_id
+        else:
+            entry = self.objects[object_id] = ObjectEntry(1, owner=client.client_id)
+        entry.call_site = call_site
+        client.held.add(object_id)
+
     def unref(self, object_id: bytes) -> None:
         entry = self.objects.get(object_id)
         if entry is None:

@@ -29,11 +29,11 @@ import shutil
 import signal
 import sys
 import time
-import traceback
 
 import zmq
 
 from .. import config, memory_limits
+from ..log import get_logger
 from ..scheduling import is_hot
 from ..worker.entry import worker_main   # (imported here: forked workers start warm)
 from . import instructions as i
@@ -55,6 +55,8 @@ from ..transport import messages as m
 from ..transport import sockets
 from ..transport.guard import RefusalLog, describe_peer
 from ..transport.mesh import Mesh
+
+_log = get_logger("agent")
 
 _BATCH = 512                # messages handled per turn before acting
 _HOUSEKEEPING = 0.05        # seconds between reaping children / parent checks
@@ -158,10 +160,9 @@ class AgentServer:
         if free and capacity <= free:
             return prefix
         directory = private_dir(os.path.join(self.session_dir, "objects"), "the object directory")
-        print(f"lightray-agent: warning: /dev/shm has {free} bytes free, less than the object "
-              f"store's capacity of {capacity}; objects are kept in files under {directory} "
-              "(slower; give the container a larger /dev/shm, e.g. docker --shm-size)",
-              file=sys.stderr, flush=True)
+        _log.warning("/dev/shm has %d bytes free, less than the object store's capacity of "
+                     "%d; objects are kept in files under %s (slower; give the container a "
+                     "larger /dev/shm, e.g. docker --shm-size)", free, capacity, directory)
         return os.path.join(directory, prefix)
 
     def serve(self) -> None:
@@ -232,7 +233,7 @@ class AgentServer:
                 self.control.end_of_turn()
             self._act()
         if state.evicted:
-            print(f"lightray-agent: {state.evicted}", file=sys.stderr, flush=True)
+            _log.error("%s", state.evicted)
         self.stop()
 
     def _on_spill_io_done(self) -> None:
@@ -325,8 +326,7 @@ class AgentServer:
         why = self.mesh.join_refused()
         if why is not None:
             self.join_refused = why
-            print(f"lightray-agent: this agent cannot join the cluster: {why}",
-                  file=sys.stderr, flush=True)
+            _log.error("this agent cannot join the cluster: %s", why)
             self.running = False
             return
         received = self.mesh.receive(peer=HEAD)
@@ -339,10 +339,9 @@ class AgentServer:
             self._join_through_next(now)
         if not self.join_warned and now - self.started > _JOIN_WARNING:
             self.join_warned = True
-            tried = ", ".join(self.join_addresses)
-            print(f"lightray-agent: no answer from the cluster at {tried} after "
-                  f"{_JOIN_WARNING:g} s (is it running, reachable, and using the same "
-                  "--cluster-key?); still trying", file=sys.stderr, flush=True)
+            _log.warning("no answer from the cluster at %s after %g s (is it running, "
+                         "reachable, and using the same --cluster-key?); still trying",
+                         ", ".join(self.join_addresses), _JOIN_WARNING)
 
     def _join_through_next(self, now: float) -> None:
         """No answer from the member asked: ask the next one of --address."""
@@ -496,7 +495,7 @@ class AgentServer:
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
         except BaseException:
-            traceback.print_exc()
+            _log.exception("worker %s failed", worker_id)
             code = 1
         finally:
             os._exit(code)

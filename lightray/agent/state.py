@@ -55,7 +55,7 @@ from .workers import WorkerPool
 from .store import StoreCapacity
 from ..ids import return_ids
 from .objects import ObjectDirectory
-from .records import ClientEntry, ObjectEntry, Task
+from .records import ClientEntry, Task
 from ..resources import ResourcePool, from_units
 from ..serialization import ERROR, SHARED
 from ..states import (FINISHED, PULLING, QUEUED, REMOTE, SPILLED, WAITING,
@@ -390,7 +390,7 @@ class AgentState:
             elif kind == m.ACTOR_SUBSCRIBE:
                 self.actor_book.on_actor_subscribe(client, op[1])
             elif kind == m.ACTOR_KILL:
-                self.actor_book.on_actor_kill(op[1], op[2])
+                self.actor_book.on_actor_kill(op[1], op[2], op[3] if len(op) > 3 else None)
             elif kind == m.ACTOR_READY:
                 self.actor_book.on_actor_ready(client, op[1], op[2],
                                                op[3] if len(op) > 3 else None)
@@ -418,12 +418,7 @@ class AgentState:
         self.tasks[task.task_id] = task
         objects = self.objects
         for object_id in return_ids(task.task_id, spec[ts.NUM_RETURNS]):
-            entry = objects.get(object_id)
-            if entry is not None and entry.pending and object_id in client.held:
-                continue   # promised by a direct submission that is now retried here
-            entry = objects[object_id] = ObjectEntry(1, owner=client.client_id)
-            entry.call_site = call_site
-            client.held.add(object_id)
+            self.directory.expect_result(client, object_id, call_site)
         deps = spec[ts.DEPS]
         unknown = [d for d in deps if d not in objects]
         self.lineage.record(task)

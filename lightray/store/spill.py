@@ -24,6 +24,9 @@ import time
 import zmq
 
 from . import shm
+from ..log import get_logger
+
+_log = get_logger("spill")
 
 _STEP = 64 << 20
 SPILL, RESTORE, REMOVE, STOP = "spill", "restore", "remove", "stop"
@@ -94,9 +97,7 @@ def remove_files(paths) -> None:
         except FileNotFoundError:
             pass
         except OSError as error:   # never take the agent down for a spill file
-            import sys
-            print(f"lightray-agent: could not remove spill file {path}: {error}",
-                  file=sys.stderr)
+            _log.warning("could not remove spill file %s: %s", path, error)
 
 
 class SpillIO:

@@ -6,14 +6,19 @@ everyone else. ``RefusalLog`` says the first refusal of each key (a peer, a
 kind of malformed message) at once, then stays quiet about that key for a
 minute and counts; the next report for it carries how many were suppressed.
 
-Each report is one ``os.write`` of one line, so lines of concurrent processes
-sharing a log file never interleave mid-line.
+Reports go to the "lightray.refusals" logger (lightray.log) at WARNING, or,
+given an fd, straight to it; each is one ``os.write`` of one line in lightray's
+own processes, so lines of concurrent processes sharing a log file never
+interleave mid-line.
 """
 from __future__ import annotations
 
 import os
-import sys
 import time
+
+from ..log import PREFIXED, get_logger
+
+_log = get_logger("refusals")
 
 QUIET_PERIOD = 60.0     # seconds between two reports of the same key
 MAX_KEYS = 4096         # keys remembered at most (a flood of new keys must not grow memory)
@@ -55,9 +60,11 @@ class RefusalLog:
         self.suppressed.pop(oldest, None)
 
     def _write(self, line: str) -> None:
-        fd = self.fd if self.fd is not None else sys.stderr.fileno()
+        if self.fd is None:
+            _log.warning("%s", line.rstrip("\n"), extra={PREFIXED: True})
+            return
         try:
-            os.write(fd, line.encode("utf-8", "replace"))
+            os.write(self.fd, line.encode("utf-8", "replace"))
         except (OSError, ValueError):
             pass   # no log to write to: refusing still works
 

@@ -60,7 +60,8 @@ DIRECT_CANCEL = 20  # (DIRECT_CANCEL, worker_id, task_id, force[, recursive])
 ACTOR_CREATE = 21   # (ACTOR_CREATE, request_id or 0, constructor TaskSpec, actor options dict)
                     #   request_id: answer with INFO_REPLY (named actors: the name may be taken)
 ACTOR_SUBSCRIBE = 22  # (ACTOR_SUBSCRIBE, actor_id)  tell me where it runs, and every change
-ACTOR_KILL = 23     # (ACTOR_KILL, actor_id, no_restart)
+ACTOR_KILL = 23     # (ACTOR_KILL, actor_id, no_restart[, why])  why: from the actor itself
+                    #   (lightray.actor.exit_actor), said to its callers; final
 ACTOR_READY = 24    # (ACTOR_READY, actor_id, error payload or None)  from the actor's worker
 RESERVE = 25        # (RESERVE, request_id, size, object_id)  room for the segment of object_id
                     #   I am about to write (size < 0: not written, room given back);

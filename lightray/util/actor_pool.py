@@ -33,10 +33,12 @@ from ..object_ref import ObjectRef
 class _Call:
     """One submitted value whose result has not been returned yet."""
 
-    __slots__ = ("actor", "ref")
+    __slots__ = ("actor", "result", "refs")
 
-    def __init__(self, ref: ObjectRef, actor: ActorHandle):
-        self.ref = ref          # the result, as returned by fn(actor, value)
+    def __init__(self, result, actor: ActorHandle):
+        self.result = result    # what fn(actor, value) returned: a ref, or a list of them
+        # (a method of num_returns > 1)
+        self.refs = [result] if isinstance(result, ObjectRef) else list(result)
         self.actor = actor      # the actor running it; None once the result was seen ready
 
 
@@ -44,7 +46,9 @@ class ActorPool:
     """Run ``fn(actor, value)`` calls over ``actors``, at most one per actor at a time.
 
     ``fn`` must call a method of the actor and return its ObjectRef, e.g.
-    ``lambda actor, v: actor.double.remote(v)``. It runs when the value is
+    ``lambda actor, v: actor.double.remote(v)``, or the list of refs of a
+    method with ``num_returns`` > 1 (its result is then the list of values,
+    ready once all are). It runs when the value is
     dispatched to an actor: in ``submit`` if an actor is idle, else later,
     inside whichever pool method frees an actor. If ``fn`` raises (or returns
     something other than an ObjectRef) that method raises, the actor goes
@@ -117,7 +121,7 @@ class ActorPool:
         if not self._wait_for_oldest(call, timeout):
             raise self._timeout_error(number, timeout, ignore_if_timedout)
         self._retire(number)
-        return api.get(call.ref)
+        return api.get(call.result)
 
     def get_next_unordered(self, timeout: float | None = None,
                            ignore_if_timedout: bool = False) -> Any:
@@ -131,7 +135,7 @@ class ActorPool:
         if number is None:
             raise self._timeout_error(next(iter(self._in_flight)), timeout, ignore_if_timedout)
         call = self._retire(number)
-        return api.get(call.ref)
+        return api.get(call.result)
 
     # ------------------------------------------------------------ actors
 
@@ -163,9 +167,10 @@ class ActorPool:
             except BaseException:
                 self._idle.append(actor)
                 raise
-            if not isinstance(ref, ObjectRef):
+            if not _is_result(ref):
                 self._idle.append(actor)
-                raise TypeError(f"ActorPool's fn must return the ObjectRef of an actor call, "
+                raise TypeError(f"ActorPool's fn must return the ObjectRef of an actor call "
+                                f"(or the list of them of a method with num_returns > 1), "
                                 f"e.g. lambda actor, v: actor.method.remote(v); "
                                 f"it returned {type(ref).__name__}: {ref!r:.80}")
             self._in_flight[self._next_number] = _Call(ref, actor)
@@ -193,44 +198,55 @@ class ActorPool:
     def _wait_for_oldest(self, oldest: _Call, timeout) -> bool:
         """Wait until oldest's result is ready; meanwhile free the actors of
         other calls as they finish. False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while oldest.actor is not None:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            busy = self._busy_refs()
-            ready, _ = api.wait(busy, num_returns=1, timeout=remaining)
-            if not ready:
-                return False
-            self._free_finished_actors(busy)
-        return True
+        return self._wait_until(lambda: oldest.actor is None, timeout)
 
     def _first_ready(self, timeout) -> int | None:
         """Number of the oldest call whose result is ready, waiting up to
         timeout for one; None on timeout."""
-        for number, call in self._in_flight.items():
-            if call.actor is None:   # seen ready already
-                return number
-        busy = self._busy_refs()
-        ready, _ = api.wait(busy, num_returns=1, timeout=timeout)
-        if not ready:
+        def first_seen_ready():
+            return next((number for number, call in self._in_flight.items()
+                         if call.actor is None), None)
+        if not self._wait_until(lambda: first_seen_ready() is not None, timeout):
             return None
-        self._free_finished_actors(busy)
-        return next(number for number, call in self._in_flight.items() if call.actor is None)
+        return first_seen_ready()
 
-    def _busy_refs(self) -> list:
-        # dict.fromkeys: lightray.wait refuses duplicates, and nothing stops
-        # fn from returning one ref twice.
-        return list(dict.fromkeys(
-            call.ref for call in self._in_flight.values() if call.actor is not None))
+    def _wait_until(self, done, timeout) -> bool:
+        """Free finished calls' actors until done() holds; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            not_ready = self._free_finished_actors()
+            if done():
+                return True
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            # One more ref ready may finish a call (all of a call's refs must be).
+            ready, _ = api.wait(not_ready, num_returns=min(1, len(not_ready)),
+                                timeout=remaining)
+            if not ready:
+                return False
 
-    def _free_finished_actors(self, refs: list) -> None:
-        """Give back to the idle list the actors of the calls whose ref is ready."""
-        ready, _ = api.wait(refs, num_returns=len(refs), timeout=0)
-        ready = set(ready)
-        for call in list(self._in_flight.values()):
-            if call.actor is not None and call.ref in ready:
-                self._idle.append(call.actor)
-                call.actor = None
-        self._dispatch_pending()
+    def _free_finished_actors(self) -> list:
+        """Give back to the idle list the actors of the calls all of whose
+        refs are ready, and hand them pending work; the refs of busy calls
+        still not ready."""
+        while True:
+            # dict.fromkeys: lightray.wait refuses duplicates, and nothing
+            # stops fn from returning one ref twice.
+            refs = list(dict.fromkeys(
+                ref for call in self._in_flight.values() if call.actor is not None
+                for ref in call.refs))
+            if not refs:
+                return []
+            ready, not_ready = api.wait(refs, num_returns=len(refs), timeout=0)
+            ready = set(ready)
+            freed = False
+            for call in self._in_flight.values():
+                if call.actor is not None and all(ref in ready for ref in call.refs):
+                    self._idle.append(call.actor)
+                    call.actor = None
+                    freed = True
+            if not freed:
+                return not_ready
+            self._dispatch_pending()   # new calls: their refs count too
 
     def _retire(self, number: int) -> _Call:
         """Forget submission number (its result is being returned or dropped)."""
@@ -246,7 +262,7 @@ class ActorPool:
         message = f"ActorPool: no result within {timeout} s"
         if ignore:
             call = self._retire(number)
-            message += f"; the call {call.ref!r} was dropped from the pool"
+            message += f"; the call {call.result!r} was dropped from the pool"
         return GetTimeoutError(message)
 
     def _drop_unreturned(self) -> None:
@@ -260,6 +276,14 @@ class ActorPool:
         busy = sum(1 for call in self._in_flight.values() if call.actor is not None)
         return (f"ActorPool(idle={len(self._idle)}, busy={busy}, "
                 f"unreturned={len(self._in_flight)}, pending={len(self._pending)})")
+
+
+def _is_result(result) -> bool:
+    """An actor call's ObjectRef, or a non-empty list of them (num_returns > 1)."""
+    if isinstance(result, ObjectRef):
+        return True
+    return (isinstance(result, (list, tuple)) and bool(result)
+            and all(isinstance(ref, ObjectRef) for ref in result))
 
 
 def _check_actor(actor) -> None:

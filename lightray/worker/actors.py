@@ -41,6 +41,7 @@ import zmq
 
 from .. import exceptions, serialization, task_warnings
 from .. import task_spec as ts
+from ..actor import ActorExit
 from ..object_ref import ObjectRef
 from ..runtime_context import state as context_state
 from ..serialization import ERROR, INLINE
@@ -76,6 +77,7 @@ class ActorRunner(TaskRunner):
         self._waiting_calls: list = []     # calls that came before the instance
         self._remote_callers: dict = {}    # caller id -> its node id (over TCP, other nodes)
         self._adopting: dict = {}          # task id -> (request id, Future, refs): ADOPT_FROM sent
+        self._exit_why = None              # set by a method's exit_actor(): told the agent on reply
 
     def _on_actor_block(self) -> None:
         with self._lock:
@@ -187,6 +189,9 @@ class ActorRunner(TaskRunner):
             cls = self._function(spec)
             args, kwargs = self._arguments(spec, dep_payloads)
             self.instance = cls(*args, **kwargs)
+        except ActorExit:
+            error_payload = _died(f"the actor {spec[ts.FUNCTION_NAME]} could not be created: "
+                                  f"its __init__ called lightray.actor.exit_actor()")
         except _DepError as dep_error:
             cause = serialization.deserialize(dep_error.payload[1])
             error_payload = _died(f"the actor {spec[ts.FUNCTION_NAME]} could not be created: an "
@@ -267,6 +272,8 @@ class ActorRunner(TaskRunner):
                 args, kwargs = self._arguments(spec, dep_payloads)
                 result = method(*args, **kwargs)
             return self._store_results(spec, result, warned)
+        except ActorExit:
+            return self._exited(spec)
         except _DepError as dep_error:
             return self._failed(spec, dep_error.payload)
         except Exception as error:
@@ -288,12 +295,22 @@ class ActorRunner(TaskRunner):
                     if inspect.iscoroutine(result):
                         result = await result
                 outcome = self._store_results(spec, result, warned)
+            except ActorExit:
+                outcome = self._exited(spec)
             except _DepError as dep_error:
                 outcome = self._failed(spec, dep_error.payload)
             except Exception as error:
                 outcome = self._failed(spec, (ERROR, serialization.dumps_exception(
                     self._task_error(spec, error))))
         self._finish(spec, outcome)
+
+    def _exited(self, spec):
+        """A method called exit_actor(): its own caller gets ActorDiedError;
+        the agent is told once the answer is out (_reply)."""
+        self._exit_why = (f"its method {spec[ts.FUNCTION_NAME]}() called "
+                          f"lightray.actor.exit_actor()")
+        return self._failed(spec, _died(f"the actor {spec[ts.FUNCTION_NAME].rsplit('.', 1)[0]} "
+                                        f"({self.actor_id.hex()}) exited: {self._exit_why}"))
 
     def _finish(self, spec, outcome) -> None:
         """From a pool thread or the event loop: the main thread replies.
@@ -341,15 +358,19 @@ class ActorRunner(TaskRunner):
             # answered, drops its refs, passes the results on or asks.
             self.client.sync_with_agent()
         peer = self._peers_by_owner.get(spec[ts.OWNER])
-        if peer is None:
-            return   # the caller is gone
-        op = (m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, False)
-        if handed_over:
-            op += (self.node_id, contained)
-        if answers is None:
-            self._send_to_peer(peer, m.encode([op]))
-        else:
-            answers.setdefault(peer, []).append(op)
+        if peer is not None:   # else the caller is gone
+            op = (m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, False)
+            if handed_over:
+                op += (self.node_id, contained)
+            if answers is None:
+                self._send_to_peer(peer, m.encode([op]))
+            else:
+                answers.setdefault(peer, []).append(op)
+        if self._exit_why is not None and not self.failed:
+            # Final: no restart; later calls here are dropped (their callers
+            # hear of the death from the agent).
+            self.failed = True
+            self.client.send([(m.ACTOR_KILL, self.actor_id, True, self._exit_why)])
 
     def _store_results(self, spec, result, warned=None):
         if spec[ts.OWNER] not in self._remote_callers:

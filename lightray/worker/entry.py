@@ -17,6 +17,7 @@ import os
 import signal
 
 from .. import runtime
+from ..log import LineHandler, logger
 from ..client.core import CoreClient
 from ..runtime_context import state as context_state
 from .actors import ActorRunner
@@ -27,6 +28,9 @@ def worker_main(address: str, worker_id: str, agent_pid: int, actor: bool = Fals
     """Entry point of a forked worker (never returns normally); actor: the
     worker is dedicated to one actor (lightray.worker.actors)."""
     drop_inherited_fds()
+    for handler in logger.handlers:   # the agent's, inherited: name this worker instead
+        if isinstance(handler, LineHandler):
+            handler.who = f"lightray worker {worker_id}"
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     client = CoreClient(address, kind="worker", worker_id=worker_id,
