@@ -27,7 +27,6 @@ import ctypes
 import os
 import shutil
 import signal
-import sys
 import time
 
 import zmq
@@ -519,8 +518,7 @@ class AgentServer:
         if self.control is not None:
             successor = self.control.hand_over()
             if successor is not None:
-                print(f"lightray-agent: handed the control leadership to {successor}",
-                      file=sys.stderr, flush=True)
+                _log.warning("handed the control leadership to %s", successor)
         if self.mesh is not None:
             # Tell the peers at once rather than let them wait for silence.
             self._execute(self.state.leaving())
