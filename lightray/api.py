@@ -2,8 +2,11 @@
 
 ``init(address="HOST:PORT")`` attaches this process to the agent of a
 cluster running on this host at that mesh address (``lightray-agent`` prints
-it; ``"auto"`` finds it, ``"ipc://..."`` names its socket); shutdown() then
-only detaches. It needs no key on the agent's host (the agent's socket admits
+it; ``"auto"`` finds it, ``"ipc://..."`` names its socket,
+``"HOST:PORT,HOST:PORT"`` takes the first that runs); shutdown() then
+only detaches. Should that agent die, the next call re-attaches through
+another live agent of the same cluster on this host (refs and handles of the
+old attachment raise RuntimeNotRunningError; new work runs). It needs no key on the agent's host (the agent's socket admits
 only its own user); a key given (``cluster_key=FILE`` or
 LIGHTRAY_CLUSTER_KEY) must be the cluster's, or init fails at once saying
 where the right one is (lightray.discovery.check_cluster_key).
@@ -29,7 +32,8 @@ from .actor import ActorClass, ActorHandle
 from .config import local_mode_from_env
 from .agent.session import new_session_dir, pid_alive, reclaim_dead_sessions
 from .client import core as client_module
-from .discovery import agent_at, auto_agent, check_cluster_key
+from .discovery import (agent_at, auto_agent, check_cluster_key, cluster_agent,
+                        first_agent_at, parse_addresses)
 from .ids import handle_object_id
 from .local.client import LocalClient
 from .object_ref import ObjectRef
@@ -48,14 +52,17 @@ _runtime = None
 
 
 class _Runtime:
-    __slots__ = ("client", "process", "session_dir", "session", "namespace")
+    __slots__ = ("client", "process", "session_dir", "session", "namespace", "cluster")
 
-    def __init__(self, client, process, session_dir, session, namespace):
+    def __init__(self, client, process, session_dir, session, namespace, cluster=None):
         self.client = client
         self.process = process
         self.session_dir = session_dir
         self.session = session
         self.namespace = namespace
+        # Attached to a cluster's agent: (its cluster's public key, the members'
+        # mesh addresses when attached), to find another agent should it die.
+        self.cluster = cluster
 
 
 def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
@@ -190,16 +197,47 @@ def _start_embedded(request: dict, object_store_memory, namespace, spill_dir=Non
 
 
 def _connect_local(address: str, namespace, cluster_key: str | None = None) -> _Runtime:
-    """Attach to an agent on this host: the HOST:PORT its mesh listens on,
-    ipc://<session dir>/agent.sock, or "auto" (lightray.discovery)."""
-    record = auto_agent() if address == "auto" else agent_at(address)
+    """Attach to an agent on this host: the HOST:PORT its mesh listens on (or
+    several, comma-separated: the first that runs), ipc://<session
+    dir>/agent.sock, or "auto" (lightray.discovery)."""
+    if address == "auto":
+        record = auto_agent()
+    elif address.startswith("ipc://"):
+        record = agent_at(address)
+    else:
+        record = first_agent_at(parse_addresses(address))
     check_cluster_key(record, cluster_key)
+    return _attach(record, namespace)
+
+
+def _attach(record: dict, namespace) -> _Runtime:
     agent_pid = record["pid"]
     session = os.path.basename(record["session_dir"]).rsplit("_", 1)[-1]
     client = client_module.CoreClient(record["ipc"], kind="driver",
                                       agent_alive=lambda: pid_alive(agent_pid))
+    cluster = None
+    if record.get("address"):
+        try:
+            members = [n["address"] for n in client.info("nodes")]
+        except exceptions.LightrayError:
+            members = [record["address"]]
+        cluster = (record.get("cluster_public"), members)
     set_current_client(client, namespace)
-    return _Runtime(client, None, record["session_dir"], session, namespace)
+    return _Runtime(client, None, record["session_dir"], session, namespace, cluster)
+
+
+def _reattach() -> None:
+    """The agent this driver attached to is gone: attach through another live
+    agent of its cluster on this host, if one runs (else calls keep raising
+    the dead client's RuntimeNotRunningError, which says why)."""
+    global _runtime
+    old = _runtime
+    record = cluster_agent(*old.cluster, exclude=old.session_dir)
+    if record is None:
+        return
+    old.client.close()
+    _runtime = _attach(record, old.namespace)
+    _context()                   # get_runtime_context() names the new agent's node
 
 
 def shutdown() -> None:
@@ -233,10 +271,14 @@ def is_initialized() -> bool:
 
 
 def _auto_init():
-    """Start a default runtime unless one runs; the client of this process."""
+    """Start a default runtime unless one runs (re-attach, if this driver's
+    cluster agent died); the client of this process."""
     with _lock:
         if not is_initialized():
             init()
+        elif (_runtime is not None and _runtime.cluster is not None
+              and _runtime.client.closed and _runtime.client.dead_reason):
+            _reattach()
         return current_client_or_none()
 
 
@@ -362,11 +404,15 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     """Cancel the task producing object_ref; get then raises TaskCancelledError.
 
     A queued task never runs; a running one gets KeyboardInterrupt, or with
-    force=True its worker is killed (and the task is not retried).
+    force=True its worker is killed (and the task is not retried). recursive:
+    the tasks it submitted (on any node) are cancelled too.
     """
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, got {type(object_ref).__name__}")
-    require_client_for(object_ref).cancel(object_ref, force)
+    if not isinstance(force, bool) or not isinstance(recursive, bool):
+        raise TypeError(f"cancel(): force and recursive must be bools, got "
+                        f"{force!r} and {recursive!r}")
+    require_client_for(object_ref).cancel(object_ref, force, recursive)
 
 
 def memory_summary() -> dict:
@@ -380,9 +426,11 @@ def memory_summary() -> dict:
 
 def nodes() -> list:
     """Every node of the cluster this process is attached to, dead ones included:
-    dicts with node_id, address, alive, resources, available (and store use), and
+    dicts with node_id, address, alive, resources, available (and store use),
     control: the node's part in the replicated control store ("leader", "replica"
-    or None)."""
+    or None), suspect: seconds a live node has been silent once that is 2 s or
+    more (else None), and incarnation: how many times it joined again after
+    being declared dead."""
     return _client_for_submission().info("nodes")
 
 

@@ -4,8 +4,9 @@
     lightray memory [--address ipc://...] [--limit N] [--json]
         what the object store of a running runtime holds
     lightray status [--address HOST:PORT | ipc://...] [--cluster-key FILE] [--json]
-        every node of the cluster (dead ones too): address, alive or dead and
-        why, head, resources used/total, store use and spilled bytes
+        every node of the cluster (dead ones too): address, alive, suspect
+        (silent N s) or dead and why, head, control role (leader, replica),
+        resources used/total, store use and spilled bytes
     lightray stop [--force] [--timeout SECONDS]
         stop the cluster agents started on this host with lightray-agent
         (SIGTERM, then SIGKILL after the timeout; embedded runtimes are left
@@ -204,7 +205,9 @@ def format_status(nodes: list, label: str) -> str:
     ordered = sorted(nodes, key=lambda n: (not n.get("is_head"), not n.get("alive"),
                                            str(n.get("address")), n.get("node_id", "")))
     for node in ordered:
-        if node.get("alive"):
+        if node.get("alive") and node.get("suspect") is not None:
+            state = f"suspect (silent {node['suspect']:g} s)"
+        elif node.get("alive"):
             state = "alive, hot" if node.get("hot") else "alive"
         else:
             state = f"dead ({node['died']})" if node.get("died") else "dead"

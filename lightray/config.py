@@ -190,6 +190,45 @@ def pull_window() -> int:
     return max(1, _env_number(PULL_WINDOW_ENV, 8, int))
 
 
+# Seconds of silence after which an agent counts as dead (a SIGSTOPped,
+# swapped or paused agent: its TCP connections stay up, so only silence
+# shows it). Long enough that a stall of ~10 s survives; a node silent for
+# SUSPECT_AFTER_S is shown "suspect" before that. A SIGKILLed agent is found
+# much sooner: its peers' reconnects are refused (lightray.transport.peer_watch).
+NODE_DEAD_AFTER_ENV = "LIGHTRAY_NODE_DEAD_AFTER_S"
+NODE_DEAD_AFTER_DEFAULT = 30.0
+NODE_DEAD_AFTER_RANGE = (1.0, 86400.0)
+
+
+def node_dead_after() -> float:
+    """LIGHTRAY_NODE_DEAD_AFTER_S, checked: ValueError naming the problem."""
+    raw = os.environ.get(NODE_DEAD_AFTER_ENV, "")
+    if raw == "":
+        return NODE_DEAD_AFTER_DEFAULT
+    low, high = NODE_DEAD_AFTER_RANGE
+    try:
+        value = float(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ValueError(f"{NODE_DEAD_AFTER_ENV}={raw!r}: give the seconds of silence after "
+                         f"which a node counts as dead, a number from {low:g} to {high:g}")
+    return value
+
+
+# Bytes of task specs an agent keeps to rebuild objects lost with a node
+# (lightray.agent.lineage), oldest dropped first past it; 0 turns lineage off.
+LINEAGE_BYTES_ENV = "LIGHTRAY_LINEAGE_BYTES"
+LINEAGE_BYTES_DEFAULT = 1 << 30
+
+
+def lineage_bytes() -> int:
+    value = _env_number(LINEAGE_BYTES_ENV, LINEAGE_BYTES_DEFAULT, int)
+    if value < 0:
+        raise ValueError(f"{LINEAGE_BYTES_ENV} must be >= 0 (0: no lineage), got {value}")
+    return value
+
+
 # Memory (lightray.memory_limits, lightray.agent.memory_monitor, lightray.agent.segments).
 # Seconds between sweeps of the store's directory for segments nobody holds
 # or writes (a writer that died unnoticed); its death unlinks them at once.

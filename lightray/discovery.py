@@ -4,7 +4,10 @@
     agent_at("ipc://<session>/agent.sock")
     auto_agent()                 init(address="auto"), `lightray status`: LIGHTRAY_ADDRESS,
                                  else the cluster whose head started last here,
-                                 else the one cluster (one head, or one agent) running here
+                                 else the one cluster (one head, one agent, or agents
+                                 sharing one key: the head may be gone) running here
+    first_agent_at([a, b, ...])  the first of several HOST:PORT that runs here
+    cluster_agent(key, addrs)    another live agent of a driver's cluster (re-attaching)
 
 Every agent writes ``<session dir>/agent.json`` (node id, pid, ipc address,
 mesh address or None, head or not, its cluster's public key and where that
@@ -64,6 +67,22 @@ def describe(record: dict) -> str:
     return f"{where}  (node {record.get('node_id')}, pid {record.get('pid')}, {role})"
 
 
+def parse_addresses(text: str, what: str = "address") -> list:
+    """"HOST:PORT" or "HOST:PORT,HOST:PORT,...": the addresses, in order;
+    ValueError naming the bad part."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, got {type(text).__name__}")
+    addresses = [part.strip() for part in text.split(",")]
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{what} must be HOST:PORT or a comma-separated list of them, "
+                             f"got {address!r} in {text!r}")
+    if len(set(addresses)) != len(addresses):
+        raise ValueError(f"{what} names an address twice: {text!r}")
+    return addresses
+
+
 def agent_at(address: str) -> dict:
     """The record of the running agent at HOST:PORT (its mesh) or ipc://..."""
     if not isinstance(address, str):
@@ -105,11 +124,37 @@ def agent_at(address: str) -> dict:
                           f"lightray-agent --head --port {port}")
 
 
+def first_agent_at(addresses: list) -> dict:
+    """The record of the first of these agents (HOST:PORT each) that runs here."""
+    problems = []
+    for address in addresses:
+        try:
+            return agent_at(address)
+        except ConnectionError as error:
+            problems.append(str(error))
+    raise ConnectionError(problems[0] if len(problems) == 1 else
+                          "none of these agents runs on this host: " + "; ".join(problems))
+
+
+def cluster_agent(cluster_public, addresses, exclude: str | None = None):
+    """A live agent of the same cluster, for a driver whose agent is gone:
+    one holding the same cluster key, or (a cluster without a key) one whose
+    mesh address was a member's; None if none runs here. exclude: the
+    session directory of the agent that is gone."""
+    for record in running_agent_records():
+        if not record.get("address") or record["session_dir"] == exclude:
+            continue
+        same_key = cluster_public is not None and record.get("cluster_public") == cluster_public
+        if same_key or record["address"] in addresses:
+            return record
+    return None
+
+
 def auto_agent() -> dict:
     """The agent init(address="auto") attaches to."""
     from_env = os.environ.get(config.ADDRESS_ENV, "")
     if from_env and from_env != "auto":
-        return agent_at(from_env)
+        return first_agent_at(parse_addresses(from_env, config.ADDRESS_ENV))
     cluster = [r for r in running_agent_records() if r.get("address")]
     try:
         with open(os.path.join(config.temp_dir(), CURRENT_CLUSTER)) as f:
@@ -124,6 +169,11 @@ def auto_agent() -> dict:
         return cluster[0]
     if len(heads) == 1:
         return heads[0]
+    # The head is gone (SIGKILL), the rest of its cluster lives on: any of them.
+    # (A cluster is told by its key; agents without one count one by one.)
+    keys = {r.get("cluster_public") or r["address"] for r in cluster}
+    if len(keys) == 1:
+        return cluster[0]
     if cluster:
         raise ConnectionError(
             "several lightray agents run on this host and none is the cluster last started "

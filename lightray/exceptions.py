@@ -119,6 +119,11 @@ class ObjectLostError(LightrayError):
     """Every copy of the object is gone and it cannot be rebuilt."""
 
 
+class OwnerDiedError(ObjectLostError):
+    """The process or node that owned the object died, so nothing can rebuild
+    it; the message names the owner."""
+
+
 class ObjectStoreFullError(LightrayError):
     """The object store cannot hold the value."""
 

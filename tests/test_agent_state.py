@@ -301,7 +301,8 @@ def _ticks(agent, start, stop, load):
 
 
 def test_a_silent_peer_is_declared_dead_after_the_deadline(state):
-    from lightray.agent.cluster.membership import DEAD_AFTER
+    DEAD_AFTER = state.membership.nodes.dead_after
+    state.membership.is_head = True       # the membership authority judges silence
     _with_peer(state)
     load = {"hot": False}
     _ticks(state, 0.5, DEAD_AFTER - 0.5, load)
@@ -313,7 +314,8 @@ def test_a_silent_peer_is_declared_dead_after_the_deadline(state):
 def test_an_agent_that_was_itself_stopped_does_not_declare_its_peers_dead_on_waking(state):
     # SIGSTOP for 10 s: the silence was ours. Declaring the head dead would cut
     # us off; the head's answer to our next heartbeat tells us if we were dropped.
-    from lightray.agent.cluster.membership import DEAD_AFTER
+    DEAD_AFTER = state.membership.nodes.dead_after
+    state.membership.is_head = True
     _with_peer(state)
     load = {"hot": False}
     _ticks(state, 0.5, 1.0, load)

@@ -11,6 +11,7 @@ import sys
 import zmq
 
 from .. import config, memory_limits
+from ..discovery import agent_at, parse_addresses
 from .cluster import control_plane
 from .server import DEFAULT_PORT, AgentServer
 from ..resources import detect_num_cpus
@@ -18,7 +19,8 @@ from .session import (UnsafeDirectoryError, claim_session_dir, new_session_dir,
                       reclaim_dead_sessions, write_agent_record, write_pid_file)
 from ..store import shm
 from ..transport.keys import (KEY_ENV, KEY_FILE, cluster_key_path, derive_stream_key,
-                              find_cluster_key, make_cluster_key, new_cluster_key, store_head_key)
+                              find_cluster_key, lightray_home, make_cluster_key,
+                              new_cluster_key, store_head_key)
 
 
 def default_store_capacity(cgroup_root: str = memory_limits.CGROUP_ROOT,
@@ -44,7 +46,9 @@ def _parse_args(argv):
                          help="start a cluster: this agent admits the others and "
                               "leads its control store")
     cluster.add_argument("--address", type=str, default=None,
-                         help="HOST:PORT of the head agent to join")
+                         help="HOST:PORT of an agent of the cluster to join, or several "
+                              "(HOST:PORT,HOST:PORT,...: tried in turn, the next after 3 s "
+                              "without an answer)")
     parser.add_argument("--port", type=int, default=None,
                         help=f"mesh port (head: default {DEFAULT_PORT}; others: any free port; "
                              "0: any free port)")
@@ -93,12 +97,10 @@ def _cluster_options(args):
                 if args.control_replicas is not None else control_plane.DEFAULT_REPLICAS)
     head = None
     if args.address:
-        host, _, port = args.address.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"--address must be HOST:PORT, got {args.address!r}")
-        head = args.address
+        head = parse_addresses(args.address, "--address")
     port = args.port if args.port is not None else (DEFAULT_PORT if args.head else 0)
     options = {"head": head, "bind": args.bind, "port": port, "cluster_key": None,
+               "dead_after": config.node_dead_after(),
                "advertise": args.node_ip_address, "stream_key": None, "key_path": None,
                "generated_key": False, "control_replicas": replicas}
     if args.insecure:
@@ -108,11 +110,17 @@ def _cluster_options(args):
         if args.cluster_key:
             raise ValueError("--insecure and --cluster-key contradict each other")
         return options
-    key, path = find_cluster_key(head, args.cluster_key)
+    key, path = None, None
+    for address in head or [None]:     # the key a head on this host left for its address
+        key, path = find_cluster_key(address, args.cluster_key)
+        if key is not None:
+            break
     if key is None and head is not None:
-        raise ValueError(f"joining {head} needs the cluster's key: copy the head's "
-                         f"{cluster_key_path(head)} here and give it with --cluster-key FILE "
-                         f"or {KEY_ENV}=FILE")
+        key, path = _key_of_a_member_here(head)
+    if key is None and head is not None:
+        raise ValueError(f"joining {head[0]} needs the cluster's key: copy the head's "
+                         f"{cluster_key_path(head[0])} here and give it with --cluster-key "
+                         f"FILE or {KEY_ENV}=FILE")
     if key is None:
         key = new_cluster_key()
         options["generated_key"] = True
@@ -121,6 +129,26 @@ def _cluster_options(args):
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _key_of_a_member_here(addresses: list) -> tuple:
+    """(key, path) of the key a head made (kept under LIGHTRAY_HOME, where
+    agents of this host find it) that an agent running here at one of these
+    addresses uses: joining through a member that is not the head finds it
+    as joining through the head does. (None, None) if none does; a key file
+    given to the cluster's agents by hand is never picked up this way."""
+    home = os.path.join(lightray_home(), "clusters") + os.sep
+    for address in addresses:
+        try:
+            record = agent_at(address)
+        except (ConnectionError, ValueError):
+            continue
+        path = record.get("cluster_key_file")
+        if path and os.path.abspath(path).startswith(home):
+            key, path = find_cluster_key(None, path)
+            if key is not None:
+                return key, path
+    return None, None
 
 
 def main(argv=None) -> int:
@@ -208,7 +236,7 @@ def main(argv=None) -> int:
         else:
             address = server.mesh.address
             print(f"lightray agent {node_id} listening on {address}", flush=True)
-            head = address if cluster["head"] is None else cluster["head"]
+            head = address if cluster["head"] is None else ",".join(cluster["head"])
             if cluster["cluster_key"] is None:
                 print("  INSECURE: no key, no authentication (loopback only)", flush=True)
                 key_hint = ""

@@ -269,6 +269,17 @@ class ControlLink:
             unsent, self.unsent = self.unsent, []
             self.writes(unsent, False)
 
+    def hand_over(self):
+        """Before a graceful stop: leadership to the most up-to-date other
+        voter (its TIMEOUT_NOW sent now); its node id, None if this node
+        does not lead or leads alone."""
+        if self.replica is None:
+            return None
+        successor = self.replica.hand_over()
+        if successor is not None:
+            self._process()
+        return successor
+
     def close(self) -> None:
         if self.replica is not None:
             self.replica.close()

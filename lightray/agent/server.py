@@ -63,6 +63,7 @@ _MEMORY_RETRY_TICK = 0.25   # with the memory monitor off: how often killed task
 DEFAULT_PORT = 6380         # the head's mesh port unless told otherwise
 _CHUNK_BYTES_PER_TURN = 64 << 20   # pulled bytes written per turn at most
 _JOIN_WARNING = 5.0         # seconds without the head's answer before saying so
+_JOIN_NEXT_AFTER = 3.0      # seconds without an answer before asking the next --address
 _PR_SET_PDEATHSIG = 1
 
 
@@ -121,13 +122,15 @@ class AgentServer:
         self.state.initial_workers(initial_workers)
 
     def _start_mesh(self, cluster: dict) -> None:
-        """Listen for peers; join the head at cluster["head"] or be the head."""
+        """Listen for peers; join through the members at cluster["head"] (a
+        list of addresses, tried in turn) or be the head (None)."""
         self.mesh = Mesh(self.context, self.state.node_id, cluster["bind"], cluster["port"],
                          cluster.get("cluster_key"), cluster.get("advertise"),
                          key_path=cluster.get("key_path"))
         self.hot_threshold = config.hot_node_threshold()
-        self.head_address = cluster["head"]
-        self.started = time.monotonic()
+        self.join_addresses = cluster["head"] or []
+        self.head_address = self.join_addresses[0] if self.join_addresses else None
+        self.started = self.join_tried = time.monotonic()
         self.join_warned = False
         self.control = ControlLink(
             self.state, self.mesh, os.path.join(self.session_dir, "control"),
@@ -135,8 +138,9 @@ class AgentServer:
             cluster.get("control_replicas") or control_plane.DEFAULT_REPLICAS)
         if cluster["head"] is None:
             self.control.start_as_first_replica()
-        self.state.start_cluster(self.mesh.address, cluster["head"], time.monotonic(),
-                                 time.time())
+        self.state.start_cluster(self.mesh.address, self.head_address, time.monotonic(),
+                                 time.time(),
+                                 dead_after=cluster.get("dead_after") or config.node_dead_after())
 
     def record(self) -> dict:
         """What lightray.agent.session.write_agent_record publishes about this agent."""
@@ -196,6 +200,7 @@ class AgentServer:
             if self.control is not None and now >= next_raft_tick:
                 next_raft_tick = now + RAFT_TICK
                 self.control.tick()
+                self._follow_leader()
             if now >= next_housekeeping:
                 next_housekeeping = now + _HOUSEKEEPING
                 self._reap_children()
@@ -212,6 +217,8 @@ class AgentServer:
                     next_sweep = now + self.segment_sweep
                     self._sweep_segments()
                 if self.mesh is not None:
+                    for node_id in self.mesh.gone_peers(now):
+                        state.membership.peer_gone(node_id, time.time())
                     state.flush_pull_retries()
                     self.control.send_unsent()
                     if now >= next_heartbeat:
@@ -286,6 +293,15 @@ class AgentServer:
                                         f"error handling a message from peer {sender}: "
                                         f"{type(error).__name__}: {error}")
 
+    def _follow_leader(self) -> None:
+        """Tell the membership who leads the control plane (it decides
+        membership; lightray.agent.cluster.membership)."""
+        replica = self.control.replica
+        membership = self.state.membership
+        membership.set_leader(control_plane.known_leader(
+            replica.leader if replica is not None else None, membership.control_roles()),
+            time.time())
+
     def _refuse_peer(self, sender: str, why: str, answer, kind: str = "dropped") -> None:
         """Report a dropped message (once per peer and kind a minute); answer:
         the text of a JOIN_REFUSED to send back (with that first report only)."""
@@ -319,11 +335,24 @@ class AgentServer:
                 self.state.handle_peer(HEAD, m.decode(received[1][0].buffer), now, time.time())
             except m.BadMessage as error:
                 self.mesh_refusals.note(("peer", HEAD), f"the head answered: {error}")
+        if len(self.join_addresses) > 1 and now - self.join_tried > _JOIN_NEXT_AFTER:
+            self._join_through_next(now)
         if not self.join_warned and now - self.started > _JOIN_WARNING:
             self.join_warned = True
-            print(f"lightray-agent: no answer from the head at {self.head_address} after "
+            tried = ", ".join(self.join_addresses)
+            print(f"lightray-agent: no answer from the cluster at {tried} after "
                   f"{_JOIN_WARNING:g} s (is it running, reachable, and using the same "
                   "--cluster-key?); still trying", file=sys.stderr, flush=True)
+
+    def _join_through_next(self, now: float) -> None:
+        """No answer from the member asked: ask the next one of --address."""
+        position = self.join_addresses.index(self.head_address)
+        self.head_address = self.join_addresses[(position + 1) % len(self.join_addresses)]
+        self.join_tried = now
+        self.mesh.disconnect(HEAD)
+        self.mesh.connect(HEAD, self.head_address, joining=True)
+        self.state.membership.join_address = self.head_address
+        self.mesh.send(HEAD, [self.state.membership.join_op()])
 
     def _load(self) -> dict:
         """This node's load, as its heartbeats report it."""
@@ -488,6 +517,11 @@ class AgentServer:
 
     def stop(self) -> None:
         self.running = False
+        if self.control is not None:
+            successor = self.control.hand_over()
+            if successor is not None:
+                print(f"lightray-agent: handed the control leadership to {successor}",
+                      file=sys.stderr, flush=True)
         if self.mesh is not None:
             # Tell the peers at once rather than let them wait for silence.
             self._execute(self.state.leaving())

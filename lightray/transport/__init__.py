@@ -5,6 +5,7 @@
     keys       the cluster key file (CURVE pair + secret) and the stream key derived from it
     mesh       the agents' peer mesh: one ROUTER per agent, one DEALER per peer
     handshakes the mesh's refused CURVE handshakes (socket monitors), in words
+    peer_watch is a peer's process gone? its refused reconnects (a DEALER's monitor)
     stream     the stream sockets (caller -> leased worker or actor): handshakes, connections
     stream_frames  their frames: FrameReader (seal check, decryption), OutBuffer (queued writes)
     stream_cipher  the encryption of TCP stream frames between hosts (a SHAKE-256 keystream)

@@ -32,6 +32,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from . import messages as m
 from .guard import RefusalLog, describe_peer
 from .handshakes import HandshakeWatch, JoinRefusal, server_refusal
+from .peer_watch import PeerWatch
 
 _HWM = 0              # no high-water mark: peers are few and must not drop messages
 _SEND_TIMEOUT_MS = 0  # never block the agent's loop on a slow peer
@@ -73,6 +74,12 @@ class Mesh:
         self.router.setsockopt(zmq.SNDHWM, _HWM)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        # A peer that connects again (a new DEALER after it had closed ours,
+        # e.g. the authority answering a node it declared dead) takes its node
+        # id over from the old connection. Without this ZeroMQ ignores the new
+        # connection while the old one lingers (a stalled agent has not read
+        # its end yet), and every message on it is lost.
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.authenticator = None
         if cluster_key is not None:
             self.authenticator = ThreadAuthenticator(context)
@@ -97,6 +104,7 @@ class Mesh:
                 advertise = socket.gethostbyname(socket.gethostname())
         self.address = f"{advertise}:{self.port}"
         self.peers: dict = {}         # node id -> DEALER socket
+        self.watches: dict = {}       # node id -> PeerWatch of its DEALER (not while joining)
 
     def connect(self, node_id: str, address: str, joining: bool = False) -> None:
         """A DEALER to the peer at address; joining: it is the head we ask to
@@ -117,6 +125,8 @@ class Mesh:
             self.stop_watching_join()
             self.join_watch = JoinRefusal(HandshakeWatch.for_client(sock), address,
                                           self.cluster_key is not None, self.key_path)
+        else:
+            self._watch(node_id, sock)
         sock.connect(f"tcp://{address}")
         self.peers[node_id] = sock
 
@@ -125,16 +135,40 @@ class Mesh:
         cannot succeed), or None while nothing says so."""
         if self.join_watch is None:
             return None
+        sock = self.join_watch.watch.sock
         why = self.join_watch.check()
         if self.join_watch.watch is None:   # the handshake succeeded: our key is right
             self.join_watch = None
+            self._watch_like_a_peer(sock)
         return why
 
     def stop_watching_join(self) -> None:
         """Admitted (or leaving): the head's handshakes need no more watching."""
         if self.join_watch is not None:
+            sock = self.join_watch.watch.sock if self.join_watch.watch is not None else None
             self.join_watch.close()
             self.join_watch = None
+            self._watch_like_a_peer(sock)
+
+    def _watch_like_a_peer(self, sock) -> None:
+        """The join connection's one monitor is free: watch it like every peer's
+        (once it is keyed by the node id learned from the answer)."""
+        for node_id, peer_sock in self.peers.items():
+            if peer_sock is sock and node_id not in self.watches and node_id != _JOINING:
+                self._watch(node_id, sock)
+
+    def _watch(self, node_id: str, sock) -> None:
+        try:
+            self.watches[node_id] = PeerWatch(sock)
+        except zmq.ZMQError as error:
+            # Without it only silence finds the peer dead (later, never wrongly).
+            _refusals.note(("watch",), f"cannot watch the connection to peer {node_id}: "
+                                       f"{error}")
+
+    def gone_peers(self, now: float) -> list:
+        """The peers whose reconnects have been refused for a while since the
+        last call: their processes are gone (lightray.transport.peer_watch)."""
+        return [node_id for node_id, watch in self.watches.items() if watch.poll(now)]
 
     def note_refused_handshakes(self) -> None:
         """Report the connections the ROUTER refused in the handshake since the
@@ -147,9 +181,16 @@ class Mesh:
         """Key a connection by the node id learned after connecting (the head's)."""
         if old in self.peers and new not in self.peers:
             self.peers[new] = self.peers.pop(old)
+            if old in self.watches:
+                self.watches[new] = self.watches.pop(old)
+            elif self.join_watch is None:
+                self._watch_like_a_peer(self.peers[new])
 
     def disconnect(self, node_id: str) -> None:
         sock = self.peers.pop(node_id, None)
+        watch = self.watches.pop(node_id, None)
+        if watch is not None:
+            watch.close()
         if sock is not None:
             if self.join_watch is not None and self.join_watch.watch.sock is sock:
                 self.stop_watching_join()
@@ -218,6 +259,9 @@ class Mesh:
         """Close every socket, giving queued messages (a goodbye) linger_ms to leave."""
         self.stop_watching_join()
         self.router_watch.close()
+        for watch in self.watches.values():
+            watch.close()
+        self.watches.clear()
         for sock in self.peers.values():
             sock.close(linger=linger_ms)
         self.peers.clear()
@@ -229,6 +273,7 @@ class Mesh:
 
 # What Mesh.receive drops: reported once per peer (or kind of problem) a minute.
 _refusals = RefusalLog("lightray-agent: mesh")
+_JOINING = "head"            # the join connection's key until the node id is known
 _DROPPED_PER_CALL = 256       # bad messages skipped in one receive call at most
 _NODE_ID = re.compile(rb"[A-Za-z0-9_.-]{1,64}")
 

@@ -42,7 +42,7 @@ SUBMIT = 4         # (SUBMIT, TaskSpec tuple[, call site])
 EXPORT = 5         # (EXPORT, function_id, function_bytes)
 PUT = 6            # (PUT, object_id, payload, contained_ids[, call site])
 SUBSCRIBE = 7      # (SUBSCRIBE, [object_id, ...])  tell me when these are ready
-CANCEL = 8         # (CANCEL, object_id, force)
+CANCEL = 8         # (CANCEL, object_id, force[, recursive])
 DONE = 9           # (DONE, task_id, [payload...], [contained...], retryable)
 BLOCKED = 10       # (BLOCKED, task_id, [returned TaskSpec...])  worker waits in get
 UNBLOCKED = 11     # (UNBLOCKED, task_id)
@@ -56,7 +56,7 @@ REGISTER = 18       # (REGISTER, object_id, payload or None, contained)  a direc
                     #   escapes the driver: None promises it, a payload fulfils it
 DIRECT_RESULT = 19  # (DIRECT_RESULT, owner, object_id, payload, contained)  from a worker:
                     #   a direct task's result the agent must hold (shared memory, refs)
-DIRECT_CANCEL = 20  # (DIRECT_CANCEL, worker_id, task_id, force)
+DIRECT_CANCEL = 20  # (DIRECT_CANCEL, worker_id, task_id, force[, recursive])
 ACTOR_CREATE = 21   # (ACTOR_CREATE, request_id or 0, constructor TaskSpec, actor options dict)
                     #   request_id: answer with INFO_REPLY (named actors: the name may be taken)
 ACTOR_SUBSCRIBE = 22  # (ACTOR_SUBSCRIBE, actor_id)  tell me where it runs, and every change
@@ -109,11 +109,14 @@ ACTOR_CALL = 203     # (ACTOR_CALL, TaskSpec, [dep payloads][, caller's node id[
                      #   values of ObjectRef arguments (not in the spec's contained)
 
 # agent <-> agent, over the mesh (lightray.transport.mesh, lightray.agent.cluster.membership)
-JOIN = 301           # (JOIN, node dict)  a new agent to the head
-MEMBERS = 302        # (MEMBERS, [node dict, ...])  the head to a new agent: everyone
-NODE_JOINED = 303    # (NODE_JOINED, node dict)  the head to the others
+JOIN = 301           # (JOIN, node dict)  a new agent to any member (its incarnation in
+                     #   the dict: 0, or one more than the one declared dead)
+MEMBERS = 302        # (MEMBERS, [node dict, ...])  the membership authority (the control
+                     #   leader; the head while none is known) to a new agent: everyone
+NODE_JOINED = 303    # (NODE_JOINED, node dict)  the authority to the others
 HEARTBEAT = 304      # (HEARTBEAT, load dict)  every agent to every peer, twice a second
-NODE_DEAD = 305      # (NODE_DEAD, node_id, why)  the head to the others
+NODE_DEAD = 305      # (NODE_DEAD, node_id, why, incarnation)  the membership authority to
+                     # the others (and to the dead node itself, should it speak again)
 LEAVING = 306        # (LEAVING,)  an agent stopping cleanly
 FORWARD = 307        # (FORWARD, TaskSpec, function bytes or None, [argument descriptor])
 RESULT = 308         # (RESULT, task_id, [result descriptor], [[(id, descriptor)] of refs
@@ -123,7 +126,7 @@ PULL = 310           # (PULL, object_id, segment name, offset, length)  send me 
 PULL_DATA = 311      # (PULL_DATA, object_id, offset, length[, pushed]) + one raw frame
 PULL_RETRY = 312     # (PULL_RETRY, object_id, offset, length)  not in memory yet: ask again
 PULL_FAILED = 313    # (PULL_FAILED, object_id, why)
-FORWARD_CANCEL = 314  # (FORWARD_CANCEL, object_id, force)
+FORWARD_CANCEL = 314  # (FORWARD_CANCEL, object_id, force[, recursive])
 ACTOR_RELAY = 317    # (ACTOR_RELAY, actor_id, message)  actors across nodes (agent_remote_actors)
 CONTROL = 318        # (CONTROL, [command])  writes for the control store, to its Raft leader
                      #   (to the head while no leader is known)
@@ -139,6 +142,8 @@ RAFT = 322           # (RAFT, bytes)  a message between control replicas, in the
 KV_REQUEST = 323     # (KV_REQUEST, request id, request)  a lightray.kv request, to the
                      #   control leader (or a replica, for a read)
 KV_REPLY = 324       # (KV_REPLY, request id, answer)  its answer (kv_requests)
+JOIN_VIA = 325       # (JOIN_VIA, node dict)  a member that is not the authority relays a
+                     #   JOIN to it; the authority answers the joiner itself (MEMBERS)
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
 # reference to the bytes until they are sent); smaller ones are cheaper to copy.
@@ -147,7 +152,9 @@ ZERO_COPY_MIN = 64 * 1024
 
 # The layout of the header is fixed for every version; the version byte
 # changes whenever the ops (their codes, shapes or meaning) do.
-PROTOCOL_VERSION = 3   # 2: RAFT, and CONTROL goes to the control leader; 3: KV ops
+PROTOCOL_VERSION = 4   # 2: RAFT, and CONTROL goes to the control leader; 3: KV ops;
+                       # 4: JOIN_VIA, incarnations (NODE_DEAD names one; a dead node
+                       # joins again)
 MAGIC = b"LR"
 OPS = 0
 REFUSAL = 1

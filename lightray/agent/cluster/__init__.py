@@ -2,8 +2,12 @@
 parts of AgentState, each in a field; no I/O; lightray.transport.mesh carries
 their messages).
 
-    membership.py     ClusterMembership (state.membership): JOIN/MEMBERS, heartbeats,
-                      dead peers, writes for the control store; peer messages to their part
+    membership.py     ClusterMembership (state.membership): JOIN/JOIN_VIA/MEMBERS,
+                      heartbeats, dead peers, rejoining, writes for the control store;
+                      peer messages to their part
+    node_table.py     NodeTable: when each peer was last heard, its incarnation, the
+                      verdict (alive, suspect, dead) from silence
+    node_rows.py      the rows of lightray.nodes() / `lightray status` from the membership
     forwarding.py     TaskForwarding (state.forwarding): tasks placed on a peer, their
                       results, objects pinned across nodes
     pulls.py          ObjectPulls (state.object_pulls): object bytes moving between nodes

@@ -177,6 +177,8 @@ def _node(node, what: str = "the node") -> None:
     if shape is None or not 0 < int(shape.group(1)) < 65536:
         _fail(f"{what}'s address is not HOST:PORT ({address!r:.60})")
     _amounts(node.get("resources"), f"{what}'s resources")
+    if node.get("incarnation") is not None:
+        _count(node["incarnation"], f"{what}'s incarnation", 1 << 31)
     if node.get("load") is not None:
         _flat_dict(node["load"], f"{what}'s load")
 
@@ -255,10 +257,12 @@ def _pull_failed(op):
 
 
 def _forward_cancel(op):
-    _arity(op, 3)
+    _arity(op, 3, 4)
     _id(op[1], "the object id")
     if type(op[2]) is not bool:
         _fail("force is not a bool")
+    if len(op) > 3 and type(op[3]) is not bool:
+        _fail("recursive is not a bool")
 
 
 def _join(op):
@@ -280,10 +284,11 @@ def _node_joined(op):
 
 
 def _node_dead(op):
-    _arity(op, 3)
+    _arity(op, 4)
     _text(op[1], "the node id")
     if op[2] is not None and type(op[2]) is not str:
         _fail("the reason is not text")
+    _count(op[3], "the incarnation", 1 << 31)
 
 
 def _leaving(op):
@@ -413,7 +418,8 @@ CHECKS = {m.HEARTBEAT: _heartbeat, m.FORWARD: _forward, m.RESULT: _result, m.FRE
           m.MEMBERS: _members, m.NODE_JOINED: _node_joined, m.NODE_DEAD: _node_dead,
           m.LEAVING: _leaving, m.ACTOR_RELAY: _actor_relay, m.DESCRIBE: _describe,
           m.DESCRIBED: _described, m.CONTROL: _control, m.JOIN_REFUSED: _join_refused,
-          m.RAFT: _raft, m.KV_REQUEST: _kv_request, m.KV_REPLY: _kv_reply}
+          m.RAFT: _raft, m.KV_REQUEST: _kv_request, m.KV_REPLY: _kv_reply,
+          m.JOIN_VIA: _join}
 """op code -> its shape check: the only ops a peer may send."""
 
 _NAMES = {code: name for name, code in vars(m).items()

@@ -13,9 +13,9 @@ the change (the Raft core refuses a second one until the first is committed:
 one voter at a time) and sends writes with the CONTROL op. This module only
 decides, from plain values, so its rules are tested without sockets.
 
-Phase 1: the head stays the membership authority (it alone says who joined and
-who died, and writes the node_* commands); the replicated log only orders and
-stores the writes.
+The membership authority is the control leader (the head while no leader is
+known): it says who joined and who died and writes the node_* commands
+(lightray.agent.cluster.membership).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ REPLICA = "replica"      # a voter that is not the leader (None: not a replica)
 DEFAULT_REPLICAS = 3
 
 # Commands only the head writes (lightray.agent.cluster.admission, membership).
-HEAD_COMMANDS = frozenset({"node_register", "node_heartbeat", "node_dead"})
+HEAD_COMMANDS = frozenset({"node_register", "node_heartbeat", "node_dead", "node_rejoin"})
 
 
 def replica_count(text) -> int:

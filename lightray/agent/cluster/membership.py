@@ -1,9 +1,15 @@
 """Agents working together: membership, heartbeats, deaths, the control store. No I/O.
 
-    new agent ──JOIN──▶ head ──MEMBERS──▶ new agent (connects to everyone)
-                        head ──NODE_JOINED──▶ the others (connect to it)
+    new agent ──JOIN──▶ any member ──JOIN_VIA──▶ the authority (unless it is one)
+              the authority ──MEMBERS──▶ new agent (connects to everyone)
+              the authority ──NODE_JOINED──▶ the others (connect to it)
     every agent ──HEARTBEAT (load, available resources) every 0.5 s──▶ every peer
-    a peer silent for DEAD_AFTER s: dead (the head records it and tells the others)
+    the authority: a peer silent for dead_after s (LIGHTRAY_NODE_DEAD_AFTER_S) is dead;
+        it logs node_dead and sends NODE_DEAD (node, why, incarnation) to the others
+    any agent: a peer whose reconnects are refused (its process is gone:
+        lightray.transport.peer_watch) or that said LEAVING is dead
+    a dead node that speaks again ◀──NODE_DEAD (its incarnation)── the authority:
+        it gives up the work it sent out and JOINs again as incarnation + 1
     any agent ──CONTROL [commands]──▶ control leader (the head while none is known) ──▶
         the replicated log (lightray.agent.cluster.control_plane; the I/O side holds the replica)
     control replicas ──RAFT bytes──▶ each other (the I/O side feeds them to its replica)
@@ -11,6 +17,11 @@
 Work and objects across nodes are in lightray.agent.cluster.forwarding (tasks sent to
 a peer, their results, pins across nodes) and lightray.agent.cluster.pulls (object
 bytes moving between nodes); actors in lightray.agent.cluster.remote_actors.
+
+The membership authority is the control leader (the head while no leader is
+known): it admits nodes, judges silence and writes node_register /
+node_heartbeat / node_dead to the replicated log; a new leader first logs the
+deaths it knows of. Liveness bookkeeping is lightray.agent.cluster.node_table.
 
 ``ClusterMembership`` is a part of ``AgentState`` (lightray.agent.state, its
 ``membership`` field): it owns the peers' views (node id -> NodeView, which
@@ -27,20 +38,26 @@ from .. import instructions as i
 from ...scheduling import NodeView, to_units
 from ...states import FORWARDED, PULLING
 from ...transport import messages as m
-from .control_plane import HEAD_COMMANDS
+from ...config import NODE_DEAD_AFTER_DEFAULT
+from .control_plane import HEAD_COMMANDS, LEADER, REPLICA
+from . import node_rows
+from .node_table import NodeTable
 
 HEARTBEAT_INTERVAL = 0.5     # seconds between heartbeats
-DEAD_AFTER = 3.0             # seconds of silence after which a peer is dead
-HEAD = "head"                # the head's mesh connection until its node id is known
+HEAD = "head"                # the join connection until the node id behind it is known
+                             # (lightray.transport.mesh knows this key too)
+REJOIN_AGAIN = 3.0           # seconds before a rejoining agent asks again
+CONTROL_ROLES = (LEADER, REPLICA)
 
 
 class ClusterMembership:
-    __slots__ = ("effects", "pool", "store", "peers", "peer_seen", "pull_retries", "queues",
+    __slots__ = ("effects", "pool", "store", "peers", "nodes", "pull_retries", "queues",
                  "tasks", "objects", "directory", "node_id", "mesh_address", "is_head",
                  "head_id", "live_peers", "hot", "load", "_on_forward", "_on_result", "_on_free",
                  "_on_pull", "_on_pull_data", "_pull_args", "_pull_failed", "_on_actor_relay",
                  "_on_describe", "_on_described", "_actors_on_dead_node", "_retry_or_fail_lost",
-                 "_cancel", "_dropped", "refused", "last_tick")
+                 "_cancel", "_dropped", "refused", "incarnation", "leader_id", "was_authority",
+                 "join_address", "rejoining")
 
     def __init__(self, effects, pool, *, peers: dict, pull_retries: list, queues: dict,
                  tasks: dict, objects: dict, store, directory, node_id: str, on_forward,
@@ -51,7 +68,7 @@ class ClusterMembership:
         self.pool = pool                 # the node's ResourcePool
         self.store = store               # StoreCapacity (its figures go out with heartbeats)
         self.peers = peers               # node id -> NodeView (dead ones stay, alive=False)
-        self.peer_seen: dict = {}        # node id -> monotonic time of its last message
+        self.nodes = NodeTable(NODE_DEAD_AFTER_DEFAULT)   # liveness (start_cluster sets it)
         self.pull_retries = pull_retries   # (node id, op) to send again at the next tick
         self.queues = queues             # shape -> queued tasks
         self.tasks = tasks
@@ -78,27 +95,65 @@ class ClusterMembership:
         self._actors_on_dead_node = actors_on_dead_node   # (node id, why)
         # the task path and the state
         self._retry_or_fail_lost = retry_or_fail_lost   # (task, cancelled detail, why)
-        self._cancel = cancel                  # (object id, force): FORWARD_CANCEL
+        self._cancel = cancel                  # (object id, force, recursive): FORWARD_CANCEL
         self._dropped = dropped                # (why, rejoin): the head dropped this agent; stop
         self.refused = None              # why the head refused to admit this agent
-        self.last_tick = None            # monotonic time of the last cluster_tick
+        self.incarnation = 0             # one more each time this node joins again
+        self.leader_id = None            # the control leader as known here (set_leader)
+        self.was_authority = False       # this node was the membership authority last tick
+        self.join_address = None         # the address our join connection (HEAD) goes to
+        self.rejoining = None            # (authority, time asked) while joining again
 
-    def start_cluster(self, mesh_address: str, head_address: str | None, now: float,
-                      wall: float) -> None:
-        """Join the cluster at head_address, or be its head (None)."""
+    def start_cluster(self, mesh_address: str, join_address: str | None, now: float,
+                      wall: float, dead_after: float = NODE_DEAD_AFTER_DEFAULT) -> None:
+        """Join the cluster through the member at join_address, or be its head
+        (None). (The I/O side tries the next address of a list while no
+        answer comes: lightray.agent.server.)"""
         self.mesh_address = mesh_address
-        if head_address is None:
+        self.nodes = NodeTable(dead_after)
+        if join_address is None:
             self.is_head = True
             self.head_id = self.node_id
             self.effects.control_writes.append(("node_register", self.node_id, mesh_address,
                                                 self.pool.as_floats("total"), {}, wall))
         else:
-            self.effects.mesh_connect.append((HEAD, head_address))
-            self.effects.peer_outbox[HEAD].append((m.JOIN, self._node_dict()))
+            self.join_address = join_address
+            self.effects.mesh_connect.append((HEAD, join_address))
+            self.effects.peer_outbox[HEAD].append(self.join_op())
+
+    def join_op(self) -> tuple:
+        return (m.JOIN, self._node_dict())
+
+    def is_authority(self) -> bool:
+        """Whether this node decides membership now: it leads the control
+        plane, or it is the head and no leader is known."""
+        if self.leader_id is not None:
+            return self.leader_id == self.node_id
+        return self.is_head
+
+    def set_leader(self, leader, wall: float) -> None:
+        """The control leader as the I/O side knows it (every Raft tick). A node
+        that just became the authority logs the deaths it knows of (the
+        previous authority may have died before logging them)."""
+        self.leader_id = leader
+        authority = self.is_authority()
+        if authority and not self.was_authority and self.mesh_address:
+            for view in self.peers.values():
+                if not view.alive:
+                    self.effects.control_writes.append(("node_dead", view.node_id, wall))
+        self.was_authority = authority
+
+    def _speaks_for_cluster(self, sender: str) -> bool:
+        """May sender tell us who joined or died: the authority as we know it,
+        or a node whose heartbeat says it leads the control plane."""
+        if sender == self.leader_id or (self.leader_id is None and sender == self.head_id):
+            return True
+        view = self.peers.get(sender)
+        return view is not None and view.alive and view.load.get("control") == LEADER
 
     def _node_dict(self) -> dict:
         return {"node_id": self.node_id, "address": self.mesh_address,
-                "protocol": m.PROTOCOL_VERSION,
+                "protocol": m.PROTOCOL_VERSION, "incarnation": self.incarnation,
                 "resources": self.pool.as_floats("total"), "is_head": self.is_head,
                 "load": {"store_capacity": self.store.capacity, "store_used": self.store.used,
                          "spilled": self.store.spilled_now, "is_head": self.is_head}}
@@ -113,18 +168,8 @@ class ClusterMembership:
         if view is None:
             return self._from_stranger(sender, ops, now, wall)
         if not view.alive:
-            # Declared dead: for good. A node that stalled past DEAD_AFTER and
-            # came back learns it was dropped; one that hears from the head it
-            # had given up on knows the head dropped it too.
-            if self.is_head:
-                self.effects.peer_outbox[sender].append(
-                    (m.NODE_DEAD, sender, view.load.get("died")))
-                self.effects.mesh_connect.append((sender, view.address))
-                self.effects.mesh_disconnect.append(sender)
-            elif sender == self.head_id:
-                self._dropped(f"it lost contact with the head for more than {DEAD_AFTER:g} s")
-            return
-        self.peer_seen[sender] = now
+            return self._from_dead(sender, view, ops, now, wall)
+        self.nodes.heard(sender, now)
         for op in ops:
             kind = op[0]
             if kind == m.HEARTBEAT:
@@ -147,19 +192,28 @@ class ClusterMembership:
                 if entry is not None and entry.spill == PULLING:
                     self._pull_failed(op[1], entry, op[2])
             elif kind == m.FORWARD_CANCEL:
-                self._cancel(op[1], op[2])
+                self._cancel(*op[1:])           # (object id, force[, recursive])
             elif kind == m.JOIN:
-                self._on_join(sender, op[1], now, wall)
+                if _join_problem(sender, op[1]) is None:    # asked again: answered again
+                    self._on_join(sender, op[1], now, wall)
+            elif kind == m.JOIN_VIA:
+                if _join_problem(op[1]["node_id"], op[1]) is None:
+                    self._on_join(op[1]["node_id"], op[1], now, wall)
             elif kind == m.NODE_JOINED:
-                if sender == self.head_id:      # only the head admits nodes
-                    self._add_peer(op[1], now)
+                if self._speaks_for_cluster(sender):    # only the authority admits nodes
+                    self._on_node_joined(op[1], now, wall)
             elif kind == m.NODE_DEAD:
-                if sender != self.head_id:
-                    continue                    # only the head declares deaths
-                if op[1] != self.node_id:
-                    self._peer_died(op[1], op[2], wall)
-                elif sender == self.head_id:
-                    self._dropped(f"the head declared it dead ({op[2]})")
+                # Only the authority judges silence. About this node itself a
+                # control replica is believed too: a stalled leader does not
+                # know the replica that now leads was elected.
+                if self._speaks_for_cluster(sender) or (
+                        op[1] == self.node_id and view.load.get("control") in CONTROL_ROLES):
+                    self._on_node_dead(sender, op[1], op[2], op[3], now, wall)
+            elif kind == m.MEMBERS:
+                if self.rejoining is not None:          # admitted again
+                    self.rejoining = None
+                    for node in op[1]:
+                        self._on_node_joined(node, now, wall)
             elif kind == m.LEAVING:
                 self._peer_died(sender, "it stopped", wall)
             elif kind == m.ACTOR_RELAY:
@@ -169,7 +223,7 @@ class ClusterMembership:
             elif kind == m.DESCRIBED:
                 self._on_described(sender, op[1], op[2])
             elif kind == m.CONTROL:
-                if sender != self.head_id:
+                if sender != self.head_id and not view.load.get("is_head"):
                     refused = next((c[0] for c in op[1] if c[0] in HEAD_COMMANDS), None)
                     if refused is not None:
                         return (f"dropped CONTROL from peer {sender}: a peer other than the "
@@ -180,18 +234,26 @@ class ClusterMembership:
         return None
 
     def _from_stranger(self, sender: str, ops: list, now: float, wall: float):
-        """A node that has not joined may only JOIN (the head admits it if it
-        speaks our protocol); an agent still joining also takes the head's
-        answer, MEMBERS or JOIN_REFUSED, from whoever the head turns out to be."""
+        """A node that has not joined may only JOIN (the authority admits it if
+        it speaks our protocol; another member relays the JOIN to the
+        authority); an agent still joining also takes the authority's answer,
+        MEMBERS or JOIN_REFUSED, from whoever the authority turns out to be."""
         kinds = {op[0] for op in ops}
         if kinds <= {m.JOIN, m.LEAVING}:
-            if not self.is_head or m.JOIN not in kinds:
+            if m.JOIN not in kinds or not self.mesh_address or self.waiting_for_head():
                 return None       # LEAVING: it gave up before it was admitted
             node = next(op[1] for op in ops if op[0] == m.JOIN)
             problem = _join_problem(sender, node)
             if problem is not None:
                 return (f"refused node {sender} at {node['address']}: {problem}", problem)
-            self._on_join(sender, node, now, wall)
+            if self.is_authority():
+                self._on_join(sender, node, now, wall)
+                return None
+            authority = self._authority_to_ask()
+            if authority is None:
+                return (f"dropped JOIN from node {sender}: no membership authority is known "
+                        "here now (it asks again)", None)
+            self.effects.peer_outbox[authority].append((m.JOIN_VIA, node))
             return None
         if self.waiting_for_head():
             for op in ops:
@@ -201,24 +263,129 @@ class ClusterMembership:
                     return None
                 if op[0] == m.MEMBERS:
                     self._on_members(sender, op[1], now)
-                    # The head is a member now: the rest of its message counts.
+                    # The authority is a member now: the rest of its message counts.
                     return self.handle_peer(sender, [o for o in ops if o[0] != m.MEMBERS],
                                             now, wall) if len(ops) > 1 else None
         names = ", ".join(sorted(_OP_NAMES.get(k, str(k)) for k in kinds))
         return (f"dropped {names} from node {sender}, which has not joined the cluster", None)
 
+    def _authority_to_ask(self):
+        """Where a JOIN this node cannot decide goes: the known leader, else the head."""
+        for candidate in (self.leader_id, self.head_id):
+            if candidate is not None and candidate != self.node_id:
+                view = self.peers.get(candidate)
+                if view is not None and view.alive:
+                    return candidate
+        return None
+
+    def _from_dead(self, sender: str, view, ops: list, now: float, wall: float):
+        """A node declared dead speaks again (it stalled past dead_after). The
+        authority tells it so, with the incarnation that died, and admits it
+        again once it JOINs as a later incarnation; the others wait for the
+        authority's NODE_JOINED."""
+        if not self.is_authority():
+            return None
+        for op in ops:
+            if op[0] == m.JOIN and self.nodes.is_newer(sender, op[1].get("incarnation") or 0):
+                problem = _join_problem(sender, op[1])
+                if problem is not None:
+                    return (f"refused node {sender} at {op[1]['address']}: {problem}", problem)
+                self._on_join(sender, op[1], now, wall)
+                return None
+        # Our connection to it was closed when it died: open one for the answer
+        # (kept until it rejoins, or dropped with it: _peer_died closes it).
+        self.effects.mesh_connect.append((sender, view.address))
+        self.effects.peer_outbox[sender].append(
+            (m.NODE_DEAD, sender, view.load.get("died") or "it was declared dead",
+             self.nodes.incarnation(sender)))
+        return None
+
     def _on_join(self, sender: str, node: dict, now: float, wall: float) -> None:
-        if not self.is_head:
+        if not self.is_authority():
             return
-        members = [self._node_dict()] + [self._peer_dict(v) for v in self.peers.values()
-                                         if v.alive and v.node_id != sender]
-        for view in self.peers.values():
-            if view.alive and view.node_id != sender:
-                self.effects.peer_outbox[view.node_id].append((m.NODE_JOINED, node))
+        incarnation = node.get("incarnation") or 0
+        view = self.peers.get(sender)
+        rejoined = False
+        if view is not None:
+            if not self.nodes.is_newer(sender, incarnation):
+                if view.alive:      # a JOIN asked again: the same answer
+                    self.effects.peer_outbox[sender].append((m.MEMBERS, self._members(sender)))
+                return
+            self._end_incarnation(sender, incarnation, wall)
+            rejoined = True
+        for other in self.peers.values():
+            if other.alive and other.node_id != sender:
+                self.effects.peer_outbox[other.node_id].append((m.NODE_JOINED, node))
+        members = self._members(sender)
         self._add_peer(node, now)
         self.effects.peer_outbox[sender].append((m.MEMBERS, members))
-        self.effects.control_writes.append(("node_register", sender, node["address"],
-                                            node["resources"], {}, wall))
+        self.effects.control_writes.append(
+            ("node_rejoin", sender, incarnation, node["address"], node["resources"], wall)
+            if rejoined else
+            ("node_register", sender, node["address"], node["resources"], {}, wall))
+
+    def _members(self, joiner: str) -> list:
+        return [self._node_dict()] + [self._peer_dict(v) for v in self.peers.values()
+                                      if v.alive and v.node_id != joiner]
+
+    def _on_node_joined(self, node: dict, now: float, wall: float) -> None:
+        node_id = node["node_id"]
+        view = self.peers.get(node_id)
+        if view is not None:
+            if not self.nodes.is_newer(node_id, node.get("incarnation") or 0):
+                return
+            self._end_incarnation(node_id, node.get("incarnation"), wall)
+        self._add_peer(node, now)
+
+    def _end_incarnation(self, node_id: str, incarnation, wall: float) -> None:
+        """A later incarnation of node_id joined: the earlier one is dead,
+        whatever it left, and its view goes (the new one is added next). The
+        connection to it stays: the same process listens at the same address
+        (closing it now would close it after the new incarnation's first
+        messages went out on it)."""
+        disconnect = node_id not in self.effects.mesh_disconnect
+        self._peer_died(node_id, f"it joined again as incarnation {incarnation}", wall)
+        if disconnect and node_id in self.effects.mesh_disconnect:
+            self.effects.mesh_disconnect.remove(node_id)
+        del self.peers[node_id]
+
+    def _on_node_dead(self, sender: str, node_id: str, why, incarnation: int, now: float,
+                      wall: float) -> None:
+        if node_id != self.node_id:
+            if self.nodes.is_current(node_id, incarnation):
+                self._peer_died(node_id, why or "the membership authority declared it dead",
+                                wall)
+            return
+        if incarnation != self.incarnation:
+            return           # about an earlier incarnation of ours: stale, we rejoined since
+        self._rejoin(sender, why, now)
+
+    def _rejoin(self, authority: str, why, now: float) -> None:
+        """The cluster declared this incarnation dead (this agent stalled): the
+        work it sent out was given up there, so run it again here or fail
+        it; then join again under the same node id as the next incarnation."""
+        self.incarnation += 1
+        for task in list(self.tasks.values()):
+            if task.state == FORWARDED and task.node is not None:
+                self._forwarded_task_lost(task, task.node, f"this node was declared dead "
+                                                           f"({why}) and joined again")
+        # The peers let go of what they held here when we died (they never FREE it).
+        for object_id, entry in list(self.objects.items()):
+            if entry.pinned_for:
+                for _ in range(len(entry.pinned_for)):
+                    self.directory.unref(object_id)
+                entry.pinned_for.clear()
+        self.rejoining = (authority, now)
+        self.effects.peer_outbox[authority].append(self.join_op())
+
+    def _rejoin_again(self, now: float) -> None:
+        """No MEMBERS yet: ask the authority as known now (it may have changed)."""
+        authority, asked = self.rejoining
+        if now - asked < REJOIN_AGAIN:
+            return
+        authority = self._authority_to_ask() or authority
+        self.rejoining = (authority, now)
+        self.effects.peer_outbox[authority].append(self.join_op())
 
     def control(self, command: tuple) -> None:
         """A write for the cluster's control store. The I/O side proposes it to
@@ -241,12 +408,19 @@ class ClusterMembership:
         return [(v.node_id, v.alive, v.load.get("control")) for v in self.peers.values()]
 
     def _on_members(self, sender: str, members: list, now: float) -> None:
+        """Admitted: sender is the authority; our join connection went to the
+        member at join_address (the authority itself, or one that relayed)."""
         self.head_id = sender
-        self.effects.mesh_rename.append((HEAD, sender))
-        if HEAD in self.effects.peer_outbox:
-            self.effects.peer_outbox[sender].extend(self.effects.peer_outbox.pop(HEAD))
+        via = next((n["node_id"] for n in members if n["address"] == self.join_address),
+                   None)
+        if via is not None:
+            self.effects.mesh_rename.append((HEAD, via))
+            if HEAD in self.effects.peer_outbox:
+                self.effects.peer_outbox[via].extend(self.effects.peer_outbox.pop(HEAD))
+        else:
+            self.effects.mesh_disconnect.append(HEAD)
         for node in members:
-            self._add_peer(node, now, connected=node["node_id"] == sender)
+            self._add_peer(node, now, connected=node["node_id"] == via)
 
     def _add_peer(self, node: dict, now: float, connected: bool = False) -> None:
         node_id = node["node_id"]
@@ -254,17 +428,17 @@ class ClusterMembership:
             return
         self.peers[node_id] = NodeView(node_id, node["address"], to_units(node["resources"]))
         self.peers[node_id].load = dict(node.get("load") or {}, is_head=node.get("is_head", False))
-        self.peer_seen[node_id] = now
+        self.nodes.add(node_id, node.get("incarnation") or 0, now)
         self.live_peers += 1
         if not connected:
             self.effects.mesh_connect.append((node_id, node["address"]))
         self.effects.needs_schedule = True
 
-    @staticmethod
-    def _peer_dict(view: NodeView) -> dict:
+    def _peer_dict(self, view: NodeView) -> dict:
         return {"node_id": view.node_id, "address": view.address,
                 "resources": {k: v / 10_000 for k, v in view.total.items()},
                 "is_head": view.load.get("is_head", False),
+                "incarnation": self.nodes.incarnation(view.node_id),
                 "load": {k: v for k, v in view.load.items() if k != "available"}}
 
     def _on_heartbeat(self, sender: str, load: dict, wall: float) -> None:
@@ -276,56 +450,66 @@ class ClusterMembership:
         view.load = load
         if self.queues:
             self.effects.needs_schedule = True     # room may have opened there
-        if self.is_head:
+        if self.is_authority():
             self.effects.control_writes.append(("node_heartbeat", sender, _public_load(load), wall))
 
     def cluster_tick(self, now: float, wall: float, load: dict) -> None:
-        """Every HEARTBEAT_INTERVAL: tell peers how we are; notice the silent ones."""
-        if self.last_tick is not None and now - self.last_tick > DEAD_AFTER / 2:
-            # This agent itself was stopped (SIGSTOP, swapping): the silence was
-            # ours, not the peers'. Declaring them dead now would cut us off for
-            # good (we would stop sending, so nobody would ever tell us the head
-            # dropped us meanwhile). Give each a fresh DEAD_AFTER instead: the
-            # head answers our next heartbeat with NODE_DEAD if it dropped us.
-            for node_id in self.peer_seen:
-                self.peer_seen[node_id] = now
-        self.last_tick = now
+        """Every HEARTBEAT_INTERVAL: tell peers how we are; the authority
+        declares the peers silent past dead_after dead. (A tick that comes
+        late means this agent itself stood still: the node table restarts
+        every count, and the authority's answer to our next heartbeat says
+        whether we were declared dead meanwhile.)"""
+        self.nodes.tick(now)
         self.load = load
         self.hot = load["hot"]
-        load = dict(load, available=dict(self.pool.available), queued=self._queued_count(),
-                    is_head=self.is_head)
+        load = dict(load, available=dict(self.pool.available), queued=self.queued_count(),
+                    is_head=self.is_head, incarnation=self.incarnation)
         for node_id, view in self.peers.items():
             if view.alive:
                 self.effects.peer_outbox[node_id].append((m.HEARTBEAT, load))
-        if self.is_head:
-            self.effects.control_writes.append(
-                ("node_heartbeat", self.node_id, _public_load(load), wall))
-        for node_id, view in list(self.peers.items()):
-            if view.alive and now - self.peer_seen.get(node_id, now) > DEAD_AFTER:
-                self._peer_died(node_id, f"no heartbeat for {DEAD_AFTER:g} s", wall)
+        if self.rejoining is not None:
+            self._rejoin_again(now)
+        if not self.is_authority():
+            return
+        self.effects.control_writes.append(
+            ("node_heartbeat", self.node_id, _public_load(load), wall))
+        for node_id in self.nodes.overdue(now):
+            if self.peers[node_id].alive:
+                self._peer_died(node_id, f"silent for {self.nodes.dead_after:g} s", wall)
+
+    def peer_gone(self, node_id: str, wall: float) -> None:
+        """The I/O side saw the peer's reconnects refused: its process is gone."""
+        view = self.peers.get(node_id)
+        if view is not None and view.alive:
+            self._peer_died(node_id, "its agent is gone (connection refused)", wall)
+        elif view is not None:
+            self.effects.mesh_disconnect.append(node_id)   # the connection we answered it on
 
     def flush_pull_retries(self) -> None:
         for node_id, op in self.pull_retries:
             self.effects.peer_outbox[node_id].append(op)
         self.pull_retries.clear()   # (in place: the remote actors part appends to it too)
 
-    def _queued_count(self) -> int:
+    def queued_count(self) -> int:
         return sum(len(q) for q in self.queues.values())
 
     def _peer_died(self, node_id: str, why: str, wall: float) -> None:
         view = self.peers.get(node_id)
         if view is None or not view.alive:
             return
+        incarnation = self.nodes.incarnation(node_id)
         view.alive = False
         view.load = dict(view.load, died=why)
+        self.nodes.mark_dead(node_id)
         self.live_peers -= 1
         self.effects.mesh_disconnect.append(node_id)
         self.effects.peer_outbox.pop(node_id, None)
-        if self.is_head:
+        if self.is_authority():
             self.effects.control_writes.append(("node_dead", node_id, wall))
             for other, other_view in self.peers.items():
                 if other_view.alive:
-                    self.effects.peer_outbox[other].append((m.NODE_DEAD, node_id, why))
+                    self.effects.peer_outbox[other].append(
+                        (m.NODE_DEAD, node_id, why, incarnation))
         self._actors_on_dead_node(node_id, why)
         # Work sent there runs again elsewhere (or fails without retries left).
         for task in list(self.tasks.values()):
@@ -367,45 +551,11 @@ class ClusterMembership:
 
     def resources(self) -> dict:
         """The resources of the live nodes, summed: total and available."""
-        total: dict = {}
-        available: dict = {}
-        for node in self.nodes_info():
-            if node["alive"]:
-                for name, amount in node["resources"].items():
-                    total[name] = total.get(name, 0) + amount
-                for name, amount in node["available"].items():
-                    available[name] = available.get(name, 0) + amount
-        return {"total": total, "available": available}
+        return node_rows.resources(self.nodes_info())
 
     def nodes_info(self) -> list:
-        local = {"node_id": self.node_id, "address": self.mesh_address or "(embedded)",
-                 "alive": True, "is_head": self.is_head or not self.mesh_address,
-                 "resources": self.pool.as_floats("total"),
-                 "available": self.pool.as_floats("available"),
-                 "store_used": self.store.used, "store_capacity": self.store.capacity,
-                 "spilled": self.store.spilled_now, "hot": self.hot,
-                 "pulled": self.store.pulled_total, "served": self.store.served_total,
-                 "warm": self.store.warm_bytes,
-                 "memory_fraction": self.load.get("memory_fraction", 0.0),
-                 "queued": self._queued_count(), "control": self.load.get("control")}
-        rows = [local]
-        for view in self.peers.values():
-            load = view.load
-            rows.append({"node_id": view.node_id, "address": view.address, "alive": view.alive,
-                         "is_head": load.get("is_head", False),
-                         "resources": {k: v / 10_000 for k, v in view.total.items()},
-                         "available": ({k: max(v, 0) / 10_000 for k, v in view.available.items()}
-                                       if view.alive else {}),
-                         "store_used": load.get("store_used", 0),
-                         "store_capacity": load.get("store_capacity", 0),
-                         "spilled": load.get("spilled", 0), "hot": view.hot,
-                         "pulled": load.get("pulled", 0), "served": load.get("served", 0),
-                         "warm": load.get("warm", 0),
-                         "memory_fraction": load.get("memory_fraction", 0.0),
-                         "queued": load.get("queued", 0),
-                         "control": load.get("control") if view.alive else None,
-                         "died": load.get("died")})
-        return rows
+        """Every node known, this one first (lightray.agent.cluster.node_rows)."""
+        return node_rows.nodes_info(self)
 
 
 def _join_problem(sender: str, node: dict):

@@ -20,6 +20,7 @@ the rest of lightray; ``ts`` is seconds since the epoch, a finite float):
     node_register   node_id, address, resources_json, labels_json, ts
     node_heartbeat  node_id, load_json, ts
     node_dead       node_id, ts
+    node_rejoin     node_id, incarnation, address, resources_json, ts
     actor_register  actor_id, name, namespace, node_id, state, owner, detached,
                     class_name, ts
     actor_update    actor_id, state, node_id, worker_id, incarnation, death_cause, ts
@@ -41,6 +42,8 @@ Results (what `ControlStore.apply` returns):
                     (the id belongs to a dead node: refused, the agent needs a new id)
     node_heartbeat  OK, UNKNOWN (register first), DEAD (the node was declared dead)
     node_dead       OK, UNKNOWN, DEAD (already dead)
+    node_rejoin     REJOINED (a dead node admitted again as a later incarnation: alive,
+                    its incarnation kept as the label "incarnation"), UNKNOWN
     actor_register  (OK, actor_id), (TAKEN, id of the live actor holding the name),
                     (EXISTS, actor_id) (the id is registered already: a retry)
     actor_update    OK, UNKNOWN, DEAD (dead is final: refused), STALE (an older
@@ -67,6 +70,7 @@ from ... import states
 NODE_REGISTER = "node_register"
 NODE_HEARTBEAT = "node_heartbeat"
 NODE_DEAD = "node_dead"
+NODE_REJOIN = "node_rejoin"
 ACTOR_REGISTER = "actor_register"
 ACTOR_UPDATE = "actor_update"
 ACTOR_REMOVE = "actor_remove"
@@ -81,6 +85,7 @@ KV_MODES = frozenset(("put", "put_new", "delete", "cas"))
 # Results.
 OK, UPDATED, UNKNOWN, DEAD, STALE = "ok", "updated", "unknown", "dead", "stale"
 TAKEN, EXISTS, FINISHED = "taken", "exists", "finished"
+REJOINED = "rejoined"
 
 
 class _AlreadyApplied:
@@ -244,6 +249,8 @@ FIELDS: dict = {
     NODE_HEARTBEAT: (("node_id", _id_text), ("load_json", _any_json_object),
                      ("ts", _timestamp)),
     NODE_DEAD: (("node_id", _id_text), ("ts", _timestamp)),
+    NODE_REJOIN: (("node_id", _id_text), ("incarnation", _count), ("address", _id_text),
+                  ("resources_json", _resources_json), ("ts", _timestamp)),
     ACTOR_REGISTER: (("actor_id", _id_blob), ("name", _optional_id_text),
                      ("namespace", _optional_text), ("node_id", _optional_id_text),
                      ("state", _actor_state), ("owner", _optional_blob),

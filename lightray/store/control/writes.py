@@ -8,12 +8,14 @@ replica. A conflict with the state (a taken name, an unknown id, a dead
 node) is a result, never an exception: every replica must get past a
 committed command alike.
 
-Node liveness:   (unknown) ─register─▶ alive ─node_dead─▶ dead   (final)
+Node liveness:   (unknown) ─register─▶ alive ─node_dead─▶ dead ─node_rejoin─▶ alive
+                 (a node id's incarnation only grows: a rejoined node is a new one)
 Actor states:    pending ◀─▶ alive ◀─▶ restarting ─▶ dead         (final)
                  dead frees the actor's name; actor_remove deletes the row.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from . import commands as c
@@ -34,6 +36,19 @@ def node_register(db: sqlite3.Connection, node_id: str, address: str, resources_
                "last_heartbeat_at = ? WHERE node_id = ?",
                (address, resources_json, labels_json, ts, node_id))
     return c.UPDATED
+
+
+def node_rejoin(db: sqlite3.Connection, node_id: str, incarnation: int, address: str,
+                resources_json: str, ts: float):
+    """The membership authority admitted a dead node again, as a later
+    incarnation (its peers acted on the death of the earlier one already)."""
+    if not db.execute("UPDATE nodes SET alive = 1, address = ?, resources_json = ?, "
+                      "labels_json = ?, last_heartbeat_at = ?, died_at = NULL "
+                      "WHERE node_id = ?",
+                      (address, resources_json, json.dumps({"incarnation": str(incarnation)}),
+                       ts, node_id)).rowcount:
+        return c.UNKNOWN
+    return c.REJOINED
 
 
 def node_heartbeat(db: sqlite3.Connection, node_id: str, load_json: str, ts: float):
@@ -183,6 +198,7 @@ BY_KIND = {
     c.NODE_REGISTER: node_register,
     c.NODE_HEARTBEAT: node_heartbeat,
     c.NODE_DEAD: node_dead,
+    c.NODE_REJOIN: node_rejoin,
     c.ACTOR_REGISTER: actor_register,
     c.ACTOR_UPDATE: actor_update,
     c.ACTOR_REMOVE: actor_remove,
