@@ -12,10 +12,12 @@ from lightray.runtime import client_for_submission
 from lightray.store.control import KV_WRITE, ControlStore
 from lightray.transport import messages as m
 
+pytestmark = pytest.mark.both_modes
+
 
 @pytest.fixture
-def kv_runtime():
-    lightray.init(num_cpus=1, namespace="tests")
+def kv_runtime(start_runtime):
+    start_runtime(num_cpus=1, namespace="tests")
     yield
     lightray.shutdown()
 
@@ -123,6 +125,7 @@ def test_bad_arguments_raise_an_error_naming_the_argument(kv_runtime, call, erro
         call()
 
 
+@pytest.mark.process_only("sends requests to the agent")
 def test_a_malformed_request_reaching_the_agent_is_answered_with_the_problem(kv_runtime):
     client = client_for_submission()
     for request in [("write", "explode", "ns", b"k", None, b"v", b"c", 1, 0),
