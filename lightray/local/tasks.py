@@ -305,8 +305,11 @@ class LocalScheduler:
                 self.tasks.pop(call.task_id, None)
                 task.state = DONE
                 held, task.allocation = task.allocation, None
-            if held is not None:
-                self.release(held)
+                if held is not None:
+                    self.pool.release(held)
+                queued = bool(self.queue)
+            if queued:
+                self.dispatch()
 
     def _invoke(self, task: LocalTask):
         if task.cancelled:   # cancelled as its thread took it, before an interrupt could land
