@@ -28,6 +28,7 @@ own layer's lower modules and from the layers below it):
  1 config           every knob, with its environment variable and default
    exceptions       the errors user code sees (TaskError, ActorDiedError, ...)
    ids              task, object and actor-handle ids
+   memory_limits    the memory this process may use: its cgroup's (v1, v2) limit, else RAM
    resources        resource requests in exact units; detecting CPUs
    scheduling       strategies (SPREAD, NodeAffinity) and the placement policy, no I/O
    states           the state names of tasks and workers in an agent

@@ -63,8 +63,9 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
          ignore_reinit_error: bool = False, local_mode=None, copy_values=None, **unknown):
     """Start an embedded runtime, or attach to a running agent, and attach this process.
 
-    object_store_memory: the store's capacity in bytes (default 30% of RAM,
-    at most the free space of /dev/shm); spill_dir: where objects beyond it
+    object_store_memory: the store's capacity in bytes (default 30% of the
+    memory this process may use: its cgroup's limit where one is set, else
+    RAM; at most the free space of /dev/shm); spill_dir: where objects beyond it
     go (default: inside the session directory; env LIGHTRAY_SPILL_DIR).
     cluster_key: with address, the cluster's key file to check the agent
     against (default: LIGHTRAY_CLUSTER_KEY; neither: no check is needed).

@@ -200,7 +200,7 @@ def format_status(nodes: list, label: str) -> str:
               f"{len(nodes) - alive} dead")
     lines = [header]
     rows = [("NODE", "ADDRESS", "STATE", "HEAD", "CONTROL", "RESOURCES (used/total)",
-             "STORE MiB (used/capacity)", "SPILLED MiB")]
+             "STORE MiB (used/capacity)", "SPILLED MiB", "MEMORY")]
     ordered = sorted(nodes, key=lambda n: (not n.get("is_head"), not n.get("alive"),
                                            str(n.get("address")), n.get("node_id", "")))
     for node in ordered:
@@ -212,11 +212,20 @@ def format_status(nodes: list, label: str) -> str:
             str(node.get("node_id", "?")), str(node.get("address") or "-"), state,
             "head" if node.get("is_head") else "", node.get("control") or "",
             format_resources(node),
-            _store(node), f"{node.get('spilled', 0) / mib:,.1f}"))
+            _store(node), f"{node.get('spilled', 0) / mib:,.1f}", _memory_use(node)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     return "\n".join(lines)
+
+
+def _memory_use(node: dict) -> str:
+    """The node's memory use (its cgroup's where it has a limit, else RAM) as
+    its last heartbeat told it; "?" for a dead node or before one (an agent
+    outside a cluster sends none: its fraction stays exactly 0)."""
+    if not node.get("alive") or not node.get("store_capacity") or not node.get("memory_fraction"):
+        return "?"
+    return f"{node.get('memory_fraction', 0.0):.0%}"
 
 
 def _store(node: dict) -> str:

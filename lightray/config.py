@@ -190,6 +190,53 @@ def pull_window() -> int:
     return max(1, _env_number(PULL_WINDOW_ENV, 8, int))
 
 
+# Memory (lightray.memory_limits, lightray.agent.memory_monitor, lightray.agent.segments).
+# Seconds between sweeps of the store's directory for segments nobody holds
+# or writes (a writer that died unnoticed); its death unlinks them at once.
+SEGMENT_SWEEP_ENV = "LIGHTRAY_SEGMENT_SWEEP_S"
+SEGMENT_SWEEP_DEFAULT = 10.0
+# Share of the node's memory (the cgroup's limit where one is set, else RAM)
+# above which the memory monitor kills the newest retriable task.
+MEMORY_USAGE_THRESHOLD_ENV = "LIGHTRAY_MEMORY_USAGE_THRESHOLD"
+MEMORY_USAGE_THRESHOLD_DEFAULT = 0.95
+# A budget in bytes for the monitor instead of the node's memory: it then
+# counts only the agent's own processes (itself and its workers) against it.
+# Meant for tests and for sharing a machine; unset: the whole node.
+MEMORY_LIMIT_BYTES_ENV = "LIGHTRAY_MEMORY_LIMIT_BYTES"
+# Seconds between the monitor's samples; 0 turns the monitor off.
+MEMORY_MONITOR_INTERVAL_ENV = "LIGHTRAY_MEMORY_MONITOR_INTERVAL_S"
+MEMORY_MONITOR_INTERVAL_DEFAULT = 0.25
+
+
+def segment_sweep_seconds() -> float:
+    value = _env_number(SEGMENT_SWEEP_ENV, SEGMENT_SWEEP_DEFAULT, float)
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{SEGMENT_SWEEP_ENV} must be a positive number of seconds, got {value}")
+    return value
+
+
+def memory_usage_threshold() -> float:
+    value = _env_number(MEMORY_USAGE_THRESHOLD_ENV, MEMORY_USAGE_THRESHOLD_DEFAULT, float)
+    if not 0 < value <= 1:
+        raise ValueError(f"{MEMORY_USAGE_THRESHOLD_ENV} must be in (0, 1], got {value}")
+    return value
+
+
+def memory_limit_bytes() -> int | None:
+    value = _env_number(MEMORY_LIMIT_BYTES_ENV, None, int)
+    if value is not None and value <= 0:
+        raise ValueError(f"{MEMORY_LIMIT_BYTES_ENV} must be a positive number of bytes, "
+                         f"got {value}")
+    return value
+
+
+def memory_monitor_interval() -> float:
+    value = _env_number(MEMORY_MONITOR_INTERVAL_ENV, MEMORY_MONITOR_INTERVAL_DEFAULT, float)
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{MEMORY_MONITOR_INTERVAL_ENV} must be >= 0 seconds, got {value}")
+    return value
+
+
 # init() with no local_mode argument runs in local mode (lightray.local) when
 # this is "1" (or "true", "yes").
 LOCAL_MODE_ENV = "LIGHTRAY_LOCAL_MODE"

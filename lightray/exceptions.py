@@ -102,6 +102,12 @@ class WorkerCrashedError(LightrayError):
     task had no retries left."""
 
 
+class OutOfMemoryError(WorkerCrashedError):
+    """The task's worker was killed because the node ran short of memory (by
+    the agent's memory monitor, or by the kernel's OOM killer) and the task had
+    no retries left; the message names the task, its memory and the threshold."""
+
+
 class TaskCancelledError(LightrayError):
     """The task was cancelled with ``lightray.cancel``."""
 

@@ -104,7 +104,7 @@ big = []
 for n in range(3):
     object_id = ids.task_id() + b"\x00\x00"
     big.append(object_id)
-    state.handle(driver, [(m.RESERVE, n + 1, 30 << 20)])
+    state.handle(driver, [(m.RESERVE, n + 1, 30 << 20, object_id)])
     state.turn()
     state.handle(driver, [(m.PUT, object_id, (SHARED, (f"lr_s_{n}", 30 << 20, 10, ())), [])])
     state.turn()

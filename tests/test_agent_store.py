@@ -43,16 +43,17 @@ def replies(agent, identity=DRIVER + b"r"):
     return out
 
 
-def reserve(agent, size, request_id=1):
-    agent.handle(DRIVER, [(m.RESERVE, request_id, size)])
+def reserve(agent, size, request_id=1, object_id=None):
+    object_id = object_id or ids.task_id() + b"\x00\x00"
+    agent.handle(DRIVER, [(m.RESERVE, request_id, size, object_id)])
     agent.store.work()
     return replies(agent)
 
 
 def put(agent, size):
     """A put of size bytes, reserved first; returns its object id."""
-    assert reserve(agent, size) == [(m.INFO_REPLY, 1, ("ok",))]
     object_id = ids.task_id() + b"\x00\x00"
+    assert reserve(agent, size, object_id=object_id) == [(m.INFO_REPLY, 1, ("ok",))]
     layout = (f"lr_s_{object_id.hex()}", size, 10, ())
     agent.handle(DRIVER, [(m.PUT, object_id, (SHARED, layout), [], "test.py:1")])
     agent.store.work()

@@ -12,6 +12,9 @@
     records.py        entry classes: Task, ClientEntry, WorkerEntry, ObjectEntry, ActorEntry
     objects.py        ObjectDirectory (state.directory): the object table, refs, readiness
     store.py          StoreCapacity (state.store): reservations, spilling, restoring
+    segments.py       half-written segments: unlinked when their writer dies, swept if orphaned
+    memory_monitor.py MemoryMonitor (server.memory_monitor): kills the newest retriable task
+                      when memory runs short; its choices (choose_victim, ...) are pure
     workers.py        WorkerPool (state.worker_pool): placing tasks on workers, worker deaths
     leases.py         LeaseBook (state.leases): workers lent to drivers, direct results
     actors.py         ActorBook (state.actor_book): actors' placement, own worker, restarts, names
@@ -23,7 +26,7 @@
     __main__.py       ``python -m lightray.agent``
 
 May import: lightray.states, ids, resources, scheduling, serialization,
-task_spec, exceptions, config, transport, store (server.py,
+task_spec, exceptions, config, memory_limits, transport, store (server.py,
 control_link.py and control_kv.py only: shm, spill, pool, transfer, control) and lightray.worker (server.py: forked
 workers). state.py and its parts import no socket, process or file module
 (tests/test_agent_state_is_pure.py). Nothing here imports lightray.api or

@@ -10,7 +10,7 @@ import sys
 
 import zmq
 
-from .. import config
+from .. import config, memory_limits
 from .cluster import control_plane
 from .server import DEFAULT_PORT, AgentServer
 from ..resources import detect_num_cpus
@@ -21,12 +21,15 @@ from ..transport.keys import (KEY_ENV, KEY_FILE, cluster_key_path, derive_stream
                               find_cluster_key, make_cluster_key, new_cluster_key, store_head_key)
 
 
-def default_store_capacity() -> int:
+def default_store_capacity(cgroup_root: str = memory_limits.CGROUP_ROOT,
+                           proc_cgroup: str = memory_limits.PROC_CGROUP) -> int:
+    """LIGHTRAY_OBJECT_STORE_MEMORY, else a share of the memory this process
+    may use (its cgroup's limit where one is set, else RAM), capped by free /dev/shm."""
     from_env = config.object_store_memory_from_env()
     if from_env:
         return from_env
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    capacity = int(physical * config.OBJECT_STORE_FRACTION)
+    usable = memory_limits.memory_available_to_us(cgroup_root, proc_cgroup)
+    capacity = int(usable * config.OBJECT_STORE_FRACTION)
     free = shm.shm_free_bytes()
     return min(capacity, free) if free else capacity
 
@@ -174,6 +177,10 @@ def main(argv=None) -> int:
                              parent_pid=args.parent_pid, namespace=args.namespace,
                              spill_dir=args.spill_dir, cluster=cluster,
                              stream_key=lone_key and derive_stream_key(lone_key))
+    except ValueError as error:   # a knob set to a value it does not take (lightray.config)
+        print(f"lightray-agent: {error}", file=sys.stderr)
+        shutil.rmtree(session_dir, ignore_errors=True)
+        return 2
     except zmq.ZMQError as error:
         print(f"lightray-agent: cannot listen on {args.bind}:{cluster and cluster['port']}: "
               f"{error}", file=sys.stderr)

@@ -131,7 +131,8 @@ class Checks:
             m.ACTOR_SUBSCRIBE: (2, 2, lambda op: _task_id(op[1])),
             m.ACTOR_KILL: (3, 3, lambda op: _task_id(op[1]) and type(op[2]) is bool),
             m.ACTOR_READY: (3, 4, lambda op: _task_id(op[1]) and optional_payload(op[2])),
-            m.RESERVE: (3, 3, lambda op: type(op[1]) is int and type(op[2]) is int),
+            m.RESERVE: (4, 4, lambda op: type(op[1]) is int and type(op[2]) is int
+                        and _object_id(op[3])),
             m.RESTORE: (3, 3, lambda op: type(op[1]) is int and _object_id(op[2])),
             m.ADOPT_FROM: (4, 5, lambda op: type(op[1]) is int and type(op[2]) is str
                            and _object_ids(op[3])),

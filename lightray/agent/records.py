@@ -41,7 +41,8 @@ class Task:
 
 
 class ClientEntry:
-    __slots__ = ("client_id", "identity", "kind", "pid", "held", "worker", "leases", "reserved")
+    __slots__ = ("client_id", "identity", "kind", "pid", "held", "worker", "leases", "reserved",
+                 "writing")
 
     def __init__(self, client_id: bytes, kind: str, pid: int, worker):
         self.client_id = client_id
@@ -52,6 +53,7 @@ class ClientEntry:
         self.worker = worker
         self.leases = set()                # worker ids lent to it
         self.reserved = 0                  # store bytes granted to it, not yet written
+        self.writing = {}                  # object id -> size: segments granted, not yet sealed
 
 
 class WorkerEntry:

@@ -33,11 +33,12 @@ import traceback
 
 import zmq
 
-from .. import config
+from .. import config, memory_limits
 from ..scheduling import is_hot
 from ..worker.entry import worker_main   # (imported here: forked workers start warm)
 from . import instructions as i
 from .intake import Intake
+from .memory_monitor import MemoryMonitor
 from .cluster import control_plane
 from .control_link import RAFT_TICK, ControlLink
 from .cluster.admission import check_ops
@@ -58,6 +59,7 @@ from ..transport.mesh import Mesh
 _BATCH = 512                # messages handled per turn before acting
 _HOUSEKEEPING = 0.05        # seconds between reaping children / parent checks
 _DRIVER_CHECK = 0.5         # seconds between checks that attached drivers still live
+_MEMORY_RETRY_TICK = 0.25   # with the memory monitor off: how often killed tasks come back
 DEFAULT_PORT = 6380         # the head's mesh port unless told otherwise
 _CHUNK_BYTES_PER_TURN = 64 << 20   # pulled bytes written per turn at most
 _JOIN_WARNING = 5.0         # seconds without the head's answer before saying so
@@ -87,6 +89,8 @@ class AgentServer:
         self.context = zmq.Context(io_threads=1)
         self.router = sockets.private_router(self.context, self.address)
         self.intake = Intake(self.segment_prefix)
+        self.segment_sweep = config.segment_sweep_seconds()   # (lightray.agent.segments)
+        self.memory_monitor = MemoryMonitor(self.state)
         # SpillIO's thread says "done" on this socket; the loop polls it.
         self.spill_wake = self.context.socket(zmq.PULL)
         self.spill_wake.bind(f"inproc://spill-{session}")
@@ -169,6 +173,9 @@ class AgentServer:
         next_driver_check = 0.0
         next_heartbeat = 0.0
         next_raft_tick = 0.0
+        next_sweep = time.monotonic() + self.segment_sweep
+        next_memory_tick = 0.0
+        memory_interval = self.memory_monitor.interval or _MEMORY_RETRY_TICK
         self._act()
         while self.running and not state.stopping:
             events = dict(poller.poll(int(_HOUSEKEEPING * 1000)))
@@ -198,6 +205,12 @@ class AgentServer:
                 if now >= next_driver_check:
                     next_driver_check = now + _DRIVER_CHECK
                     self._drop_dead_drivers()
+                if now >= next_memory_tick:
+                    next_memory_tick = now + memory_interval
+                    self.memory_monitor.tick(now)
+                if now >= next_sweep:
+                    next_sweep = now + self.segment_sweep
+                    self._sweep_segments()
                 if self.mesh is not None:
                     state.flush_pull_retries()
                     self.control.send_unsent()
@@ -316,8 +329,8 @@ class AgentServer:
         """This node's load, as its heartbeats report it."""
         import psutil   # here: only an agent in a cluster needs it, and it costs ~15 ms at start
         counters = self.state.load_counters()
-        memory = psutil.virtual_memory()
-        fraction = (memory.total - memory.available) / memory.total
+        used, total = memory_limits.node_memory_usage()   # (its cgroup's, where it has a limit)
+        fraction = used / total if total else 0.0
         return {"memory_fraction": fraction, "cpu_percent": psutil.cpu_percent(None),
                 **counters, "control": self.control.role() if self.control else None,
                 "hot": is_hot(fraction, self.hot_threshold, counters["store_used"],
@@ -329,6 +342,14 @@ class AgentServer:
         for client_id, pid in self.state.driver_pids():
             if pid and not pid_alive(pid):
                 self.state.on_client_gone(client_id)
+
+    def _sweep_segments(self) -> None:
+        """Unlink the segments of this store that nobody holds or writes
+        (lightray.agent.segments): their writer died without us noticing."""
+        names = shm.list_segments(self.segment_prefix)
+        for name in self.state.store.orphan_segments(names):
+            self.chunk_reader.forget(name)
+            shm.unlink(name)
 
     def _dispatch(self, identity: bytes, frame: bytes) -> None:
         ops = self.intake.read(identity, frame)   # checked shapes (lightray.agent.intake)
@@ -441,6 +462,7 @@ class AgentServer:
             _set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != agent_pid:
                 os._exit(1)
+            memory_limits.prefer_for_oom_killer()   # a worker, never the agent
             worker_main(self.address, worker_id, agent_pid, actor=actor)
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
@@ -458,7 +480,9 @@ class AgentServer:
                 return
             if pid == 0:
                 return
-            self.state.on_worker_exit(pid, describe_exit(status))
+            self.state.on_worker_exit(
+                pid, self.memory_monitor.on_worker_exit(pid, describe_exit(status)))
+            self.memory_monitor.after_worker_exit(pid)
 
     # ------------------------------------------------------------- stopping
 

@@ -99,7 +99,7 @@ class AgentState:
             start_pull=lambda object_id, entry: self.object_pulls.start_pull(object_id, entry),
             drop_copy=lambda object_id, entry: self.object_pulls.drop_copy(object_id, entry),
             forget_remote=lambda object_id, entry: self.forwarding.forget_remote(object_id, entry),
-            fail_task=self._fail_task, enqueue=self._enqueue)
+            fail_task=self._fail_task, enqueue=self._enqueue, segment_prefix=segment_prefix)
         self.object_pulls = ObjectPulls(effects, self.transitions, store=self.store,
                                         objects=self.objects, peers=peers, pulls=pulls,
                                         node_id=node_id)
@@ -361,7 +361,7 @@ class AgentState:
                     self.store.consume_reservation(client, (op[3],))
                 self.leases.on_direct_result(op[1], op[2], op[3], op[4])
             elif kind == m.RESERVE:
-                self.store.on_reserve(client, op[1], op[2])
+                self.store.on_reserve(client, op[1], op[2], op[3])
             elif kind == m.RESTORE:
                 self.store.on_restore(client, op[1], op[2])
             elif kind == m.DIRECT_CANCEL:

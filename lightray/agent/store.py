@@ -38,6 +38,7 @@ from .. import exceptions, serialization
 from .. import task_spec as ts
 from ..serialization import ERROR, SHARED
 from .records import ClientEntry
+from . import segments
 from ..ids import is_handle_object
 from ..states import PULLING, REMOTE, RESTORING, SPILLED, SPILLING, WAITING
 from .instructions import RestoreJob, SpillJob
@@ -53,7 +54,8 @@ class StoreCapacity:
 
     def __init__(self, effects, transitions, *, objects: dict, clients: dict, workers: dict,
                  pulls: dict, capacity: int, spill_dir: str | None, threshold: float,
-                 spilling: bool, start_pull, drop_copy, forget_remote, fail_task, enqueue):
+                 spilling: bool, start_pull, drop_copy, forget_remote, fail_task, enqueue,
+                 segment_prefix: str = ""):
         self.effects = effects           # lightray.agent.effects.Effects
         self.transitions = transitions   # lightray.states.Transitions
         self.objects = objects           # the object table
@@ -67,6 +69,7 @@ class StoreCapacity:
         # from the task part: wake or fail tasks waiting for an argument
         self._fail_task = fail_task            # (task, error payload)
         self._enqueue = enqueue                # (task)
+        self.segment_prefix = segment_prefix   # names of this store's segments
         self.capacity = capacity
         self.used = 0                    # bytes of segments in memory
         self.reserved = 0                # granted to producers, not yet written
@@ -94,11 +97,15 @@ class StoreCapacity:
 
     # ------------------------------------------------------- reservations
 
-    def on_reserve(self, client: ClientEntry, request_id: int, size: int) -> None:
-        if size < 0:   # room given back: the segment could not be written
+    def on_reserve(self, client: ClientEntry, request_id: int, size: int,
+                   object_id: bytes) -> None:
+        """client will write the segment of object_id, size bytes (a negative
+        size: it could not, the room is given back)."""
+        if size < 0:
             taken = min(-size, client.reserved)
             client.reserved -= taken
             self.reserved -= taken
+            client.writing.pop(object_id, None)
             self.needs_work = True
             return
         if size > self.capacity:
@@ -106,18 +113,21 @@ class StoreCapacity:
                          "the object is larger than the whole object store")
             return
         if not self.waiting_room and self._fits(size):
-            self._grant(client, request_id, size)
+            self._grant(client, request_id, size, object_id)
             return
         if not self.spilling:
             self._refuse(client.identity, request_id, size, "spilling is turned off")
             return
-        self.waiting_room.append(("reserve", client.client_id, request_id, size))
+        self.waiting_room.append(("reserve", client.client_id, request_id, size, object_id))
         self.needs_work = True
 
     def _fits(self, size: int) -> bool:
         return self.used + self.reserved + size <= self.capacity
 
-    def _grant(self, client: ClientEntry, request_id: int, size: int) -> None:
+    def _grant(self, client: ClientEntry, request_id: int, size: int, object_id: bytes) -> None:
+        # Recorded before the reply that lets it create the segment
+        # (lightray.agent.segments: unlinked if it dies before sealing it).
+        client.writing[object_id] = size
         client.reserved += size
         self.reserved += size
         self.effects.outbox[client.identity].append((m.INFO_REPLY, request_id, ("ok",)))
@@ -131,19 +141,32 @@ class StoreCapacity:
         self.effects.outbox[identity].append((m.INFO_REPLY, request_id, ("full", error)))
 
     def consume_reservation(self, client: ClientEntry, payloads) -> None:
-        """Segments written under client's reservation are now stored."""
+        """Segments written under client's reservation are now stored (sealed)."""
         for payload in payloads:
             if payload[0] == SHARED and client.reserved:
                 taken = min(payload[1][1], client.reserved)
                 client.reserved -= taken
                 self.reserved -= taken
                 self.needs_work = True
+                object_id = segments.object_id_of(payload[1][0], self.segment_prefix)
+                if object_id is not None:
+                    client.writing.pop(object_id, None)
 
     def release_reservations(self, client: ClientEntry) -> None:
+        """client is gone: its room comes back, the segments it had not sealed are unlinked."""
         if client.reserved:
             self.reserved -= client.reserved
             client.reserved = 0
             self.needs_work = True
+        if client.writing:
+            self.effects.free_segments.extend(
+                segments.unsealed_names(client, self.objects, self.segment_prefix, self.clients))
+
+    def orphan_segments(self, names) -> list:
+        """Of the segment names found in the store's directory, those to unlink
+        (lightray.agent.segments.orphans): held, written and copied by nobody."""
+        copying = set(self._io_inflight) | set(self.pulls)
+        return segments.orphans(names, self.segment_prefix, self.objects, self.clients, copying)
 
     # ------------------------------------------------------ the store's turn
 
@@ -161,7 +184,7 @@ class StoreCapacity:
         while room:
             item = room[0]
             if item[0] == "reserve":
-                _, client_id, request_id, size = item
+                _, client_id, request_id, size, object_id = item
                 client = self.clients.get(client_id)
                 if client is None:
                     room.popleft()
@@ -169,7 +192,7 @@ class StoreCapacity:
                 if not self._fits(size):
                     return
                 room.popleft()
-                self._grant(client, request_id, size)
+                self._grant(client, request_id, size, object_id)
             else:
                 object_id = item[1]
                 entry = self.objects.get(object_id)

@@ -7,7 +7,8 @@ given back, blocked workers, cancels, worker deaths. No I/O.
         or no worker: queued behind a busy worker of the same shape
         (up to pipeline_depth), else it waits in its shape's queue
     EXEC ──▶ worker ──DONE──▶ _on_done (lightray.agent.state) ──▶ next in its queue
-    a worker exits ──▶ its running task retried (max_retries) or failed
+    a worker exits ──▶ its running task retried (max_retries) or failed; killed
+        for memory (lightray.agent.memory_monitor): retried after a backoff, or OutOfMemoryError
 
 A worker's queue holds its running task first, then pipelined ones.
 
@@ -38,7 +39,8 @@ class WorkerPool:
                  "queues", "clients", "tasks", "objects", "functions", "node_id",
                  "pipeline_depth", "max_workers", "worker_counter", "_live_peers",
                  "_mesh_address", "_await_deps", "_enqueue", "_fail_with", "_check_satisfiable",
-                 "_place_actor", "_place_in_cluster", "_on_actor_worker_exit", "_drop_client")
+                 "_place_actor", "_place_in_cluster", "_on_actor_worker_exit", "_drop_client",
+                 "oom_kills", "oom_retries")
 
     def __init__(self, effects, transitions, pool, *, workers: dict, workers_by_pid: dict,
                  idle_workers: list, queues: dict, clients: dict, tasks: dict, objects: dict,
@@ -70,6 +72,10 @@ class WorkerPool:
         self._place_in_cluster = place_in_cluster     # (task) -> placed, None: here
         self._on_actor_worker_exit = actor_worker_exit   # (worker, status)
         self._drop_client = drop_client        # (client)
+        # The memory monitor's (lightray.agent.memory_monitor): workers it
+        # killed (pid -> why), and tasks of theirs to run again after a backoff.
+        self.oom_kills: dict = {}
+        self.oom_retries: list = []
 
     def remove_from_worker(self, worker: WorkerEntry, task_id: bytes) -> None:
         queue = worker.queue
@@ -385,10 +391,38 @@ class WorkerPool:
     def _on_running_task_lost(self, task: Task, worker: WorkerEntry, status: str) -> None:
         if task.state != DISPATCHED:
             return
+        out_of_memory = self.oom_kills.pop(worker.pid, None)
+        if out_of_memory is not None:
+            self._retry_later_or_fail_oom(task, out_of_memory)
+            return
         self.retry_or_fail_lost(
             task, f" (force=True killed worker pid {worker.pid})",
             f"the worker running task {task.spec[ts.FUNCTION_NAME]}() (pid {worker.pid}, "
             f"node {self.node_id}) died: {status}")
+
+    def _retry_later_or_fail_oom(self, task: Task, why: str) -> None:
+        """Its worker was killed for memory: retried after a backoff (the
+        monitor puts it back with retry_after_oom) or OutOfMemoryError."""
+        name = task.spec[ts.FUNCTION_NAME]
+        if task.cancelled:
+            self._fail_with(task, exceptions.TaskCancelledError(f"task {name}() was cancelled"))
+        elif task.retries_left > 0:
+            task.retries_left -= 1
+            self.transitions.task(task, WAITING, ("killed for memory, retried later:", why))
+            task.worker = None
+            task.missing_deps = 0
+            self.oom_retries.append(task)
+        else:
+            attempts = task.spec[ts.MAX_RETRIES] + 1
+            self._fail_with(task, exceptions.OutOfMemoryError(
+                f"task {name}() ran out of memory on node {self.node_id}: {why}; "
+                f"{attempts} attempt(s), no retries left (max_retries={task.spec[ts.MAX_RETRIES]})"))
+
+    def retry_after_oom(self, task: Task) -> None:
+        """Its backoff is over: run it again unless it finished meanwhile (cancelled)."""
+        if task.state == WAITING and not task.cancelled and task.task_id in self.tasks:
+            self._await_deps(task, front=True)
+            self.effects.needs_schedule = True
 
     def retry_or_fail_lost(self, task: Task, cancelled_detail: str, died: str) -> None:
         """Its worker (or the node it was sent to) died while it ran: fail it if

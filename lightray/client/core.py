@@ -227,17 +227,18 @@ class CoreClient:
             return (INLINE, value.inband)
         buffers = [b.raw() for b in value.buffers]
         size = shm.plan_layout(len(value.inband), [b.nbytes for b in buffers])[0]
-        self.reserve(size)
+        self.reserve(size, object_id)
         name = f"{self.node_info['segment_prefix']}{object_id.hex()}"
         try:
             return (SHARED, shm.create_segment(name, value.inband, buffers))
         except BaseException:
-            self.send([(m.RESERVE, 0, -size)])   # give the room back
+            self.send([(m.RESERVE, 0, -size, object_id)])   # give the room back
             raise
 
-    def reserve(self, size: int) -> None:
-        """Wait until the agent grants size bytes of the store to this process."""
-        reply = self.request(lambda request_id: [(m.RESERVE, request_id, size)], None,
+    def reserve(self, size: int, object_id: bytes) -> None:
+        """Wait until the agent grants size bytes of the store to this process,
+        for the segment of object_id (which it unlinks if we die unsealed)."""
+        reply = self.request(lambda request_id: [(m.RESERVE, request_id, size, object_id)], None,
                              "room in the object store")
         if reply[0] != "ok":
             raise exceptions.ObjectStoreFullError(reply[1])

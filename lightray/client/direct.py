@@ -222,7 +222,10 @@ class DirectSubmitter:
                     error = None
                     self._resubmit_locked(spec)
                 else:
-                    error = exceptions.WorkerCrashedError(
+                    # (the agent's status says why, for a kill for memory)
+                    crashed = (exceptions.OutOfMemoryError if ": out of memory: " in status
+                               else exceptions.WorkerCrashedError)
+                    error = crashed(
                         f"the worker running task {name}() died: {status}; "
                         f"no retries left (max_retries={spec[ts.MAX_RETRIES]})")
                 if error is not None:

@@ -62,7 +62,8 @@ ACTOR_CREATE = 21   # (ACTOR_CREATE, request_id or 0, constructor TaskSpec, acto
 ACTOR_SUBSCRIBE = 22  # (ACTOR_SUBSCRIBE, actor_id)  tell me where it runs, and every change
 ACTOR_KILL = 23     # (ACTOR_KILL, actor_id, no_restart)
 ACTOR_READY = 24    # (ACTOR_READY, actor_id, error payload or None)  from the actor's worker
-RESERVE = 25        # (RESERVE, request_id, size)  room for a segment I am about to write;
+RESERVE = 25        # (RESERVE, request_id, size, object_id)  room for the segment of object_id
+                    #   I am about to write (size < 0: not written, room given back);
                     #   INFO_REPLY ("ok",) once granted (may wait for spilling) or ("full", why)
 RESTORE = 26        # (RESTORE, request_id, object_id)  its segment is gone (spilled): bring
                     #   it back; INFO_REPLY ("ok", payload) or ("lost", pickled error)
