@@ -8,6 +8,7 @@ Usage::
     python benchmarks/cluster.py --vs ray --cases transfer --quick
     python benchmarks/cluster.py --vs ray --json cluster.json
     python benchmarks/cluster.py --vs insecure --quick   # the cost of keys (CURVE)
+    python benchmarks/cluster.py --recovery --vs ray     # node death (benchmarks/recovery.py)
 
 What runs
 ---------
@@ -563,6 +564,9 @@ def parse_args(argv=None):
     p.add_argument("--json", metavar="PATH", help="also write every result as JSON")
     p.add_argument("--timeout", type=float, default=180.0,
                    help="per-case timeout in seconds (default: 180)")
+    p.add_argument("--recovery", action="store_true",
+                   help="instead: time from a node's SIGKILL until its tasks ran elsewhere, "
+                        "and the cost of lineage bookkeeping (benchmarks/recovery.py)")
     p.add_argument("--system", choices=SYSTEMS,
                    help="internal: run one system's cases in this process, print JSON lines")
     return p.parse_args(argv)
@@ -570,6 +574,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.recovery:
+        import recovery
+        return recovery.main((["--vs", "ray"] if args.vs == "ray" else [])
+                             + (["--json", args.json] if args.json else []))
     cases = harness.parse_list(args.cases, list(CASES), "case", CASE_GROUPS)
     if args.system:
         worker_main(args.system, cases, args.quick)

@@ -38,6 +38,7 @@ own layer's lower modules and from the layers below it):
    store/           shared-memory segments, spilling, chunks between nodes, control store
  2 serialization    values to payloads and back (pickle 5, cloudpickle)
    runtime          this process's current client (and the auto-init hook)
+   task_warnings    warnings of a task or actor call, re-emitted where its result is read
    call_site        where user code created an object (memory_summary)
    options          validation of @remote(...) and .options(...)
  3 object_ref       ObjectRef

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 
-from . import exceptions, runtime, serialization
+from . import exceptions, runtime, serialization, task_warnings
 from .actor import ActorClass, ActorHandle
 from .config import local_mode_from_env
 from .agent.session import new_session_dir, pid_alive, reclaim_dead_sessions
@@ -41,7 +41,7 @@ from .transport import messages, sockets
 
 _INIT_OPTIONS = ("address", "num_cpus", "num_gpus", "resources", "object_store_memory",
                  "spill_dir", "namespace", "cluster_key", "ignore_reinit_error", "local_mode",
-                 "copy_values")
+                 "copy_values", "forward_warnings")
 
 _lock = threading.RLock()
 _runtime = None
@@ -60,7 +60,8 @@ class _Runtime:
 
 def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
          object_store_memory=None, spill_dir=None, namespace=None, cluster_key=None,
-         ignore_reinit_error: bool = False, local_mode=None, copy_values=None, **unknown):
+         ignore_reinit_error: bool = False, local_mode=None, copy_values=None,
+         forward_warnings: bool = True, **unknown):
     """Start an embedded runtime, or attach to a running agent, and attach this process.
 
     object_store_memory: the store's capacity in bytes (default 30% of the
@@ -72,6 +73,8 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     local_mode=True (default: env LIGHTRAY_LOCAL_MODE): everything runs in
     this process (lightray.local); copy_values=False there hands tasks the
     very objects given instead of copies.
+    forward_warnings: re-emit here the warnings raised in a task or actor
+    method when its result is read (lightray/task_warnings.py); False drops them.
     """
     global _runtime
     if unknown:
@@ -83,6 +86,9 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                 return _context()
             raise RuntimeError("lightray.init() was called twice; call lightray.shutdown() first "
                                "or pass ignore_reinit_error=True")
+        if not isinstance(forward_warnings, bool):
+            raise TypeError(f"forward_warnings must be True or False, got {forward_warnings!r}")
+        task_warnings.set_forwarding(forward_warnings)
         if local_mode is None:
             local_mode = local_mode_from_env()
         if _check_local_mode(local_mode, copy_values, address=address, cluster_key=cluster_key,
@@ -356,11 +362,15 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     """Cancel the task producing object_ref; get then raises TaskCancelledError.
 
     A queued task never runs; a running one gets KeyboardInterrupt, or with
-    force=True its worker is killed (and the task is not retried).
+    force=True its worker is killed (and the task is not retried). recursive:
+    the tasks it submitted (on any node) are cancelled too.
     """
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, got {type(object_ref).__name__}")
-    require_client_for(object_ref).cancel(object_ref, force)
+    if not isinstance(force, bool) or not isinstance(recursive, bool):
+        raise TypeError(f"cancel(): force and recursive must be bools, got "
+                        f"{force!r} and {recursive!r}")
+    require_client_for(object_ref).cancel(object_ref, force, recursive)
 
 
 def memory_summary() -> dict:

@@ -190,6 +190,19 @@ def pull_window() -> int:
     return max(1, _env_number(PULL_WINDOW_ENV, 8, int))
 
 
+# Bytes of task specs an agent keeps to rebuild objects lost with a node
+# (lightray.agent.lineage), oldest dropped first past it; 0 turns lineage off.
+LINEAGE_BYTES_ENV = "LIGHTRAY_LINEAGE_BYTES"
+LINEAGE_BYTES_DEFAULT = 1 << 30
+
+
+def lineage_bytes() -> int:
+    value = _env_number(LINEAGE_BYTES_ENV, LINEAGE_BYTES_DEFAULT, int)
+    if value < 0:
+        raise ValueError(f"{LINEAGE_BYTES_ENV} must be >= 0 (0: no lineage), got {value}")
+    return value
+
+
 # Memory (lightray.memory_limits, lightray.agent.memory_monitor, lightray.agent.segments).
 # Seconds between sweeps of the store's directory for segments nobody holds
 # or writes (a writer that died unnoticed); its death unlinks them at once.

@@ -7,6 +7,8 @@ subclassed, an instance of the original exception's type, so that
 """
 from __future__ import annotations
 
+import concurrent.futures
+
 
 class LightrayError(Exception):
     """Base class of every error lightray raises itself."""
@@ -108,12 +110,18 @@ class OutOfMemoryError(WorkerCrashedError):
     no retries left; the message names the task, its memory and the threshold."""
 
 
-class TaskCancelledError(LightrayError):
-    """The task was cancelled with ``lightray.cancel``."""
+class TaskCancelledError(LightrayError, concurrent.futures.CancelledError):
+    """The task was cancelled with ``lightray.cancel`` (or ``ref.cancel()``);
+    a concurrent.futures.CancelledError, as ObjectRef is future-like."""
 
 
 class ObjectLostError(LightrayError):
     """Every copy of the object is gone and it cannot be rebuilt."""
+
+
+class OwnerDiedError(ObjectLostError):
+    """The process or node that owned the object died, so nothing can rebuild
+    it; the message names the owner."""
 
 
 class ObjectStoreFullError(LightrayError):

@@ -1,8 +1,13 @@
 """ObjectRef: a handle on a value that exists, or will exist, somewhere in the runtime."""
 from __future__ import annotations
 
-from . import serialization
+import concurrent.futures
+import logging
+
+from . import exceptions, serialization
 from .runtime import current_client_or_none, require_client_for
+
+_log = logging.getLogger(__name__)
 
 
 class ObjectRef:
@@ -54,6 +59,78 @@ class ObjectRef:
     def future(self):
         """A concurrent.futures.Future that resolves to the value (or its error)."""
         return require_client_for(self).future(self)
+
+    as_future = future
+
+    # Future-like, as concurrent.futures.Future (and where Dask looks for a
+    # future, e.g. dask.array.utils.assert_eq on a persisted array's chunks).
+
+    def result(self, timeout: float | None = None):
+        """The value; raises the task's error, or TimeoutError (GetTimeoutError)."""
+        return require_client_for(self).get_values([self], timeout)[0]
+
+    def exception(self, timeout: float | None = None):
+        """The task's error, or None if it succeeded; waits up to timeout.
+        A cancelled task raises its TaskCancelledError (a CancelledError)."""
+        client = require_client_for(self)
+        client.wait_ready([self._id], 1, timeout)
+        try:
+            client.get_values([self], 0)
+        except concurrent.futures.CancelledError:
+            raise
+        except exceptions.GetTimeoutError:
+            raise
+        except Exception as error:
+            return error
+        return None
+
+    def done(self) -> bool:
+        """True once the value (or its error) is ready; never blocks."""
+        return require_client_for(self).is_ready(self._id)
+
+    def cancelled(self) -> bool:
+        """True once the task is known to have been cancelled."""
+        if not self.done():
+            return False
+        try:
+            require_client_for(self).get_values([self], 0)
+        except concurrent.futures.CancelledError:
+            return True
+        except Exception:
+            return False
+        return False
+
+    def cancel(self) -> bool:
+        """Ask to cancel the task; False if its result is ready already.
+
+        As lightray.cancel: a queued task never runs, a running one gets
+        KeyboardInterrupt. True means the request went out before the result
+        was ready; the task may still finish first (then result() gives it).
+        """
+        if self.done():
+            return False
+        require_client_for(self).cancel(self, False)
+        return True
+
+    def add_done_callback(self, fn) -> None:
+        """Call fn(self) once the result (or its error) is ready, at once if it
+        is; later in lightray's I/O thread, so fn should be quick. An exception
+        from fn is logged, as concurrent.futures does."""
+        if not callable(fn):
+            raise TypeError(f"add_done_callback takes a callable, got {type(fn).__name__}")
+
+        def call(_settled) -> None:
+            try:
+                fn(self)
+            except Exception:
+                _log.exception("exception calling callback for %r", self)
+
+        # Through future(): it settles the value first (restoring a spilled
+        # one off the I/O thread), so fn may call self.result() at once.
+        self.future().add_done_callback(call)
+
+    def __dask_tokenize__(self):
+        return ("lightray.ObjectRef", self._id.hex())
 
     def __await__(self):
         import asyncio  # imported here: most programs never await a ref

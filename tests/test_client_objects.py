@@ -149,7 +149,7 @@ def test_a_spilled_segment_is_restored_before_it_is_read():
 
     def restore(object_id):
         restored.append(object_id)
-        return layout
+        return (SHARED, layout)
     table, ledger, _ = make_table(restore=restore)
     try:
         gone = ("lrtest-objects-gone", layout[1], layout[2], layout[3])
@@ -166,7 +166,7 @@ def test_a_future_of_a_spilled_object_is_settled_off_the_io_thread():
     def restore(object_id):
         assert threading.current_thread() is not threading.main_thread()
         restored.set()
-        return layout
+        return (SHARED, layout)
     # This test's thread plays the I/O thread, which must not wait for a restore.
     table, ledger, _ = make_table(
         restore=restore,

@@ -11,6 +11,7 @@ import dask.array as da  # noqa: E402
 import numpy as np  # noqa: E402
 
 import lightray  # noqa: E402
+import lightray.dask as lightray_dask  # noqa: E402
 
 pytestmark = pytest.mark.both_modes
 
@@ -244,8 +245,85 @@ def test_persisted_dataframe_reused_in_later_computations(runtime, frame):
 
 
 @pytest.mark.timeout(30)
-def test_persisted_collection_with_another_scheduler_raises_error_naming_lightray(runtime):
+def test_persisted_graph_holds_the_object_refs_themselves_as_values(runtime):
     x = (da.arange(16, chunks=4) + 1).persist(scheduler=lightray.get)
-    with pytest.raises(Exception) as ei:
-        x.compute(scheduler="sync")
-    assert "lightray" in str(ei.value).lower()
+    # x.dask[key] is what dask's helpers read; older dasks also had collections_to_dsk.
+    to_dsk = getattr(dask.base, "collections_to_dsk", None)
+    dsk = to_dsk([x]) if to_dsk is not None else x.dask
+    chunk_keys = [(x.name, i) for i in range(4)]
+    refs = [dsk[k] for k in chunk_keys] + [x.dask[k] for k in chunk_keys]
+    assert all(type(r) is lightray.ObjectRef for r in refs), refs
+    # Future-like where dask looks (dask.array.utils._check_chunks).
+    np.testing.assert_array_equal(refs[1].result(), np.arange(4, 8) + 1)
+
+
+@pytest.mark.timeout(60)
+def test_dask_assert_eq_on_a_persisted_array_reads_chunks_from_refs(runtime):
+    from dask.array.utils import assert_eq
+    x = da.ones((10, 10), chunks=(5, 5)) * 2
+    assert_eq(x, np.ones((10, 10)) * 2, scheduler=lightray.get)
+    assert_eq(x.sum(axis=0), np.full(10, 20.0), scheduler=lightray.get)
+
+
+class RecordDependencies(lightray_dask.Callback):
+    def __init__(self):
+        self.dependencies = []
+
+    def presubmit(self, task, key, deps):
+        self.dependencies.extend(deps)
+
+
+@pytest.mark.timeout(30)
+def test_graph_with_refs_passes_them_to_tasks_without_fetching_values(runtime):
+    x = (da.arange(16, chunks=4) * 3).persist(scheduler=lightray.get)
+    refs = {x.dask[(x.name, i)] for i in range(4)}
+    for total in ((x + 1).sum(), x.sum(), (x[2:] * 2).max()):
+        recorder = RecordDependencies()
+        with recorder:
+            total.compute(scheduler=lightray.get)
+        # Each chunk reaches its task as the persisted ref (fused or not).
+        passed = {d for d in recorder.dependencies if isinstance(d, lightray.ObjectRef)}
+        assert passed & refs, recorder.dependencies
+        assert not any(isinstance(d, np.ndarray) for d in recorder.dependencies)
+    assert (x + 1).sum().compute(scheduler=lightray.get) == (np.arange(16) * 3 + 1).sum()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes", "executor"])
+def test_persisted_collection_with_another_scheduler_raises_error_naming_lightray(
+        runtime, scheduler):
+    import concurrent.futures
+
+    from lightray.dask.guard import PersistedOnLightrayError
+    executor = concurrent.futures.ThreadPoolExecutor(1) if scheduler == "executor" else None
+    x = (da.arange(16, chunks=4) + 1).persist(scheduler=lightray.get)
+    try:
+        with pytest.raises(PersistedOnLightrayError, match="scheduler=lightray.get"):
+            x.compute(scheduler=executor or scheduler)
+        with pytest.raises(PersistedOnLightrayError, match="lightray ObjectRef"):
+            (x * 2).sum().compute(scheduler=executor or scheduler)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+
+
+@pytest.mark.timeout(30)
+def test_other_schedulers_still_run_graphs_without_refs(runtime):
+    import lightray.dask  # noqa: F401  (installs the guard)
+    x = da.arange(16, chunks=4) + 1
+    assert x.sum().compute(scheduler="sync") == (np.arange(16) + 1).sum()
+    assert dask.delayed(sum)([1, 2]).compute(scheduler="threads") == 3
+
+
+@pytest.mark.timeout(60)
+def test_persist_in_local_mode_without_copies_keeps_the_values_as_dask_sync_does():
+    pytest.importorskip("lightray.local")   # local mode (init(local_mode=True))
+    lightray.init(local_mode=True, copy_values=False)
+    try:
+        x = (da.arange(16, chunks=4) + 1).persist(scheduler=lightray.get)
+        chunks = [x.dask[(x.name, i)] for i in range(4)]
+        assert all(type(c) is np.ndarray for c in chunks), chunks
+        np.testing.assert_array_equal(chunks[1], np.arange(4, 8) + 1)
+        assert (x * 2).sum().compute(scheduler=lightray.get) == 2 * (np.arange(16) + 1).sum()
+    finally:
+        lightray.shutdown()

@@ -18,6 +18,9 @@
     workers.py        WorkerPool (state.worker_pool): placing tasks on workers, worker deaths
     leases.py         LeaseBook (state.leases): workers lent to drivers, direct results
     actors.py         ActorBook (state.actor_book): actors' placement, own worker, restarts, names
+    lineage.py        LineageBook (state.lineage): task specs kept to rebuild objects lost with
+                      a node; a peer's tasks whose arguments were lost handed back
+    cancels.py        CancelBook (state.cancels): cancelling tasks and what they submitted
     intake.py         Intake: the shape checks of every driver/worker message before the state
                       sees it (bad ones dropped, reported once per kind a minute)
     cluster/          agents working together (membership, forwarding, pulls, remote actors)

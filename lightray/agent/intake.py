@@ -109,7 +109,8 @@ class Checks:
             m.EXPORT: (3, 3, lambda op: _nonempty_bytes(op[1]) and type(op[2]) is bytes),
             m.PUT: (4, 5, lambda op: _object_id(op[1]) and payload(op[2])
                     and contained(op[3])),
-            m.CANCEL: (3, 3, lambda op: _object_id(op[1]) and type(op[2]) is bool),
+            m.CANCEL: (3, 4, lambda op: _object_id(op[1]) and type(op[2]) is bool
+                       and (len(op) < 4 or type(op[3]) is bool)),
             m.DONE: (5, 5, lambda op: _task_id(op[1]) and payloads(op[2])
                      and contained_lists(op[3]) and len(op[2]) == len(op[3])),
             m.BLOCKED: (3, 3, lambda op: _optional_task_id(op[1]) and _task_ids(op[2])),
@@ -124,8 +125,8 @@ class Checks:
                          and contained(op[3])),
             m.DIRECT_RESULT: (5, 5, lambda op: type(op[1]) is bytes and _object_id(op[2])
                               and payload(op[3]) and contained(op[4])),
-            m.DIRECT_CANCEL: (4, 4, lambda op: type(op[1]) is str and _task_id(op[2])
-                              and type(op[3]) is bool),
+            m.DIRECT_CANCEL: (4, 5, lambda op: type(op[1]) is str and _task_id(op[2])
+                              and type(op[3]) is bool and (len(op) < 5 or type(op[4]) is bool)),
             m.ACTOR_CREATE: (4, 4, lambda op: type(op[1]) is int and task_spec(op[2])
                              and type(op[3]) is dict),
             m.ACTOR_SUBSCRIBE: (2, 2, lambda op: _task_id(op[1])),

@@ -27,16 +27,18 @@ from ..transport import messages as m
 
 
 class ObjectDirectory:
-    __slots__ = ("effects", "objects", "clients", "early_decs", "store", "_handles_gone")
+    __slots__ = ("effects", "objects", "clients", "early_decs", "store", "_handles_gone",
+                 "_released")
 
     def __init__(self, effects, *, objects: dict, clients: dict, early_decs: dict, store,
-                 handles_gone):
+                 handles_gone, released):
         self.effects = effects           # lightray.agent.effects.Effects
         self.objects = objects           # object id -> ObjectEntry
         self.clients = clients           # client id -> ClientEntry
         self.early_decs = early_decs     # client id -> ids DECed before we knew them
         self.store = store               # StoreCapacity (lightray.agent.store)
         self._handles_gone = handles_gone   # (actor id): its handle object was freed
+        self._released = released        # (object id): it left the table (lineage counts)
 
     def on_inc(self, client: ClientEntry, object_ids: list) -> None:
         # An id we do not know yet gets an entry: its producer may be another
@@ -73,6 +75,7 @@ class ObjectDirectory:
 
     def free(self, object_id: bytes, entry: ObjectEntry) -> None:
         del self.objects[object_id]
+        self._released(object_id)
         payload = entry.payload
         if payload is not None and payload[0] == SHARED:
             self.store.forget_stored(object_id, entry)
@@ -112,6 +115,15 @@ class ObjectDirectory:
             entry.subscribers = None
         if entry.waiting_tasks:
             self.store.wake_waiting_tasks(entry, payload)
+        if entry.restore_waiters:
+            # Readers that found it lost while it was made again (lineage).
+            waiters, entry.restore_waiters = entry.restore_waiters, None
+            for waiter in waiters:
+                if payload[0] == SHARED and entry.spill is not None:
+                    self.store.want_in_memory(object_id, entry, waiter)   # pull it here
+                else:
+                    self.effects.outbox[waiter[0]].append((m.INFO_REPLY, waiter[1],
+                                                           ("ok", payload)))
         if entry.refs <= 0:
             self.free(object_id, entry)
 

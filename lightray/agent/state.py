@@ -26,6 +26,8 @@ in other parts:
     forwarding     cluster/forwarding.py     TaskForwarding: tasks on peers, pins across nodes
     remote_actors  cluster/remote_actors.py  RemoteActors: actors across nodes
     membership     cluster/membership.py     ClusterMembership: peers, heartbeats, deaths
+    lineage        lineage.py                LineageBook: rebuilding objects lost with a node
+    cancels        cancels.py                CancelBook: cancelling tasks and their children
 
 The task path (submit, arguments, queues, results, failures, cancels) is the
 state's own: the parts reach it through its bound methods.
@@ -41,6 +43,8 @@ import collections
 from .. import exceptions, serialization
 from .. import task_spec as ts
 from .actors import ActorBook
+from .cancels import CancelBook
+from .lineage import LineageBook
 from .cluster.membership import ClusterMembership
 from .cluster.forwarding import TaskForwarding
 from .effects import Effects
@@ -49,12 +53,12 @@ from .leases import LeaseBook
 from .cluster.remote_actors import RemoteActors
 from .workers import WorkerPool
 from .store import StoreCapacity
-from ..ids import return_ids, task_of
+from ..ids import return_ids
 from .objects import ObjectDirectory
 from .records import ClientEntry, ObjectEntry, Task
 from ..resources import ResourcePool, from_units
 from ..serialization import ERROR, SHARED
-from ..states import (FINISHED, FORWARDED, PULLING, QUEUED, REMOTE, SPILLED, WAITING,
+from ..states import (FINISHED, PULLING, QUEUED, REMOTE, SPILLED, WAITING,
                       Transitions)
 from ..transport import messages as m
 
@@ -106,7 +110,8 @@ class AgentState:
         self.directory = ObjectDirectory(
             effects, objects=self.objects, clients=self.clients, early_decs=self.early_decs,
             store=self.store,
-            handles_gone=lambda actor_id: self.actor_book.on_actor_handles_gone(actor_id))
+            handles_gone=lambda actor_id: self.actor_book.on_actor_handles_gone(actor_id),
+            released=lambda object_id: self.lineage.released(object_id))
         self.forwarding = TaskForwarding(
             effects, self.transitions, self.pool, peers=peers, objects=self.objects,
             tasks=self.tasks, functions=self.functions, directory=self.directory,
@@ -168,11 +173,23 @@ class AgentState:
             on_actor_relay=self.remote_actors.on_actor_relay,
             on_describe=self.remote_actors.on_describe,
             on_described=self.remote_actors.on_described,
-            actors_on_dead_node=self.remote_actors.on_node_died,
-            retry_or_fail_lost=self.worker_pool.retry_or_fail_lost, cancel=self._on_cancel,
-            dropped=self._dropped_from_cluster)
+            actors_on_dead_node=self._node_died,
+            retry_or_fail_lost=self.worker_pool.retry_or_fail_lost,
+            cancel=lambda *op: self.cancels.on_cancel(*op), dropped=self._dropped_from_cluster)
+        self.cancels = CancelBook(effects, tasks=self.tasks, fail_with=self._fail_with,
+                                  cancel_dispatched=self.worker_pool.cancel_dispatched)
+        self.lineage = LineageBook(
+            self.transitions, objects=self.objects, tasks=self.tasks, directory=self.directory,
+            submit=lambda task: self._check_satisfiable(task) and self._await_deps(task),
+            await_deps=self._await_deps,
+            end_pull=self.object_pulls.end_pull, hand_back=self.forwarding.hand_back)
         self.stopping = False
         self.evicted = None                # why the head dropped this agent (it stops)
+
+    def _node_died(self, node_id: str, why: str) -> None:
+        """The membership's hook (before it forgets where objects were)."""
+        self.lineage.on_node_died(node_id, why)
+        self.remote_actors.on_node_died(node_id, why)
 
     # ========================================================= instructions
 
@@ -341,7 +358,7 @@ class AgentState:
             elif kind == m.RETURNED:
                 self.worker_pool.on_returned(client, op[1])
             elif kind == m.CANCEL:
-                self._on_cancel(op[1], op[2])
+                self.cancels.on_cancel(*op[1:])
             elif kind == m.INFO:
                 what = op[2]
                 if (self.membership.live_peers and type(what) is tuple and what[0] == "actor"
@@ -366,6 +383,8 @@ class AgentState:
                 self.store.on_restore(client, op[1], op[2])
             elif kind == m.DIRECT_CANCEL:
                 self.leases.on_direct_cancel(client, op[1], op[2], op[3])
+                if len(op) < 5 or op[4]:
+                    self.cancels.cancel_children_of_worker(op[1], op[3])
             elif kind == m.ACTOR_CREATE:
                 self.actor_book.on_actor_create(client, op[1], op[2], op[3])
             elif kind == m.ACTOR_SUBSCRIBE:
@@ -407,6 +426,8 @@ class AgentState:
             client.held.add(object_id)
         deps = spec[ts.DEPS]
         unknown = [d for d in deps if d not in objects]
+        self.lineage.record(task)
+        self.cancels.note_submit(client.worker, task)
         self.directory.pin(deps)
         self.directory.pin(spec[ts.CONTAINED])
         # The submitter holds its refs (we would know them unless they come from
@@ -490,6 +511,7 @@ class AgentState:
             return
         self.transitions.task(task, FINISHED, "done")
         self.tasks.pop(task.task_id, None)
+        self.cancels.finished(task.task_id)
         if task.origin is not None:
             self.forwarding.report_forwarded(task)
         spec = task.spec
@@ -527,7 +549,7 @@ class AgentState:
             for object_id, payload, inner in zip(
                     return_ids(task_id, task.spec[ts.NUM_RETURNS]), payloads, contained):
                 entry = self.objects.get(object_id)
-                if entry is None:   # nobody holds the result any more
+                if entry is None or not entry.pending:   # nobody wants it (any more)
                     self._discard_payloads([payload])
                     continue
                 self.directory.set_ready(object_id, entry, payload, inner)
@@ -536,24 +558,7 @@ class AgentState:
             self.worker_pool.after_worker_progress(worker)
 
     def _discard_payloads(self, payloads) -> None:
-        for payload in payloads:
-            if payload[0] == SHARED:
-                self.effects.free_segments.append(payload[1][0])
-
-    def _on_cancel(self, object_id: bytes, force: bool) -> None:
-        task = self.tasks.get(task_of(object_id))
-        if task is None or task.state == FINISHED or task.cancelled:
-            return
-        task.cancelled = True
-        name = task.spec[ts.FUNCTION_NAME]
-        if task.state in (WAITING, QUEUED):
-            # A QUEUED task stays in its deque; the scheduler skips finished ones.
-            self._fail_with(task, exceptions.TaskCancelledError(f"task {name}() was cancelled"))
-            return
-        if task.state == FORWARDED:
-            self.effects.peer_outbox[task.node].append((m.FORWARD_CANCEL, object_id, force))
-            return
-        self.worker_pool.cancel_dispatched(task, force)
+        self.effects.free_segments.extend(p[1][0] for p in payloads if p[0] == SHARED)
 
     def on_client_gone(self, client_id: bytes) -> None:
         """A process left without GOODBYE (its pid is gone)."""

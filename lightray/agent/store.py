@@ -366,6 +366,12 @@ class StoreCapacity:
     def on_restore(self, client: ClientEntry, request_id: int, object_id: bytes) -> None:
         """A reader found the segment gone: answer with the payload once it is back."""
         entry = self.objects.get(object_id)
+        if entry is not None and entry.pending and entry.payload is None:
+            # Being made again (lightray.agent.lineage): answered when it is.
+            if entry.restore_waiters is None:
+                entry.restore_waiters = []
+            entry.restore_waiters.append((client.identity, request_id))
+            return
         if entry is None or entry.payload is None:
             lost = exceptions.ObjectLostError(
                 f"object {object_id.hex()} is not in the store: it was freed")

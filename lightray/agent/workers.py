@@ -384,7 +384,10 @@ class WorkerPool:
             running = queue.popleft()
             self._on_running_task_lost(running, worker, status)
         for task in reversed(queue):
-            if task.state == DISPATCHED:
+            if task.state == DISPATCHED and task.cancelled:   # never run again
+                self._fail_with(task, exceptions.TaskCancelledError(
+                    f"task {task.spec[ts.FUNCTION_NAME]}() was cancelled"))
+            elif task.state == DISPATCHED:
                 self._await_deps(task, front=True)
         self.effects.needs_schedule = True
 

@@ -244,12 +244,12 @@ class CoreClient:
             raise exceptions.ObjectStoreFullError(reply[1])
 
     def restore(self, object_id: bytes):
-        """The layout of an object whose segment was spilled, once it is back."""
+        """The payload of an object whose segment was spilled (or lost), once it is back."""
         reply = self.request(lambda request_id: [(m.RESTORE, request_id, object_id)], None,
                              "a spilled object")
         if reply[0] != "ok":
             raise serialization.deserialize(reply[1])
-        return reply[1][1]
+        return reply[1]      # the payload: SHARED, or another kind if it was made again
 
     def attach(self, object_id: bytes, layout):
         """Map a segment (bringing it back first if it was spilled)."""
@@ -359,10 +359,11 @@ class CoreClient:
                 actors = self.actors
         return actors
 
-    def cancel(self, ref: ObjectRef, force: bool) -> None:
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool = True) -> None:
         with self.lock:
-            ops = self.direct.cancel_ops(ref._id, force) if self.direct is not None else []
-            self.send_locked(ops or [(m.CANCEL, ref._id, force)])
+            ops = (self.direct.cancel_ops(ref._id, force, recursive)
+                   if self.direct is not None else [])
+            self.send_locked(ops or [(m.CANCEL, ref._id, force, recursive)])
 
     # ------------------------------------------------------------ requests
 

@@ -86,11 +86,11 @@ class DirectSubmitter:
         """A LEASE_REQUEST op when this shape has no lease nor a recent request."""
         return [(m.LEASE_REQUEST, request)] if self.book.wants_lease(request) else []
 
-    def cancel_ops(self, object_id: bytes, force: bool) -> list:
+    def cancel_ops(self, object_id: bytes, force: bool, recursive: bool = True) -> list:
         lease = self.book.lease_of_task(object_id[:-2])
         if lease is None:
             return []
-        return [(m.DIRECT_CANCEL, lease.worker_id, object_id[:-2], force)]
+        return [(m.DIRECT_CANCEL, lease.worker_id, object_id[:-2], force, recursive)]
 
     # ---------------------------------------------------------- I/O thread
 

@@ -7,7 +7,7 @@
                        while a ref is held; restored first when it was spilled)
 
 No sockets of its own: what it says to the agent (SUBSCRIBE) and the
-restore of a spilled segment go through callables its client passes in, so
+restore of a spilled (or lost) segment go through callables its client passes in, so
 that it can be driven in tests with none. Payloads are only stored for
 objects this process holds a ref to (the ledger's counts); the ledger tells
 the table to forget an object when its last local ref goes.
@@ -41,7 +41,7 @@ class ObjectTable:
         self.mappings: dict = {}              # object id -> (mmap, inband, buffers)
         self._send = send                     # send(ops) to the agent
         self._send_locked = send_locked       # same, caller holds the client's lock
-        self._restore = restore               # restore(object id) -> layout of a spilled object
+        self._restore = restore               # restore(object id) -> payload of a spilled object
         self._in_io_thread = in_io_thread     # () -> bool
 
     # ------------------------------------------------------------ storing
@@ -209,7 +209,13 @@ class ObjectTable:
         if kind == SHARED:
             mapping = self.mappings.get(object_id)
             if mapping is None:
-                mapping = self.attach(object_id, data)
+                try:
+                    mapping = self.attach(object_id, data)
+                except _MadeAgain as again:
+                    with self.cv:
+                        if object_id in self._held:
+                            self.ready[object_id] = again.payload
+                    return self.materialize_payload(object_id, again.payload)
                 if object_id in self._held:
                     self.mappings[object_id] = mapping
             return serialization.deserialize(mapping[1], mapping[2])
@@ -221,19 +227,26 @@ class ObjectTable:
         if kind == INLINE:
             return serialization.deserialize(data)
         if kind == SHARED:
-            _, inband, buffers = self.attach(object_id, data)
+            try:
+                _, inband, buffers = self.attach(object_id, data)
+            except _MadeAgain as again:
+                return self.materialize_payload(object_id, again.payload)
             return serialization.deserialize(inband, buffers)
         raise serialization.deserialize(data)
 
     def attach(self, object_id: bytes, layout):
-        """Map a segment (bringing it back first if it was spilled)."""
+        """Map a segment (bringing it back first if it was spilled; _MadeAgain
+        if it was lost and made again as another kind of payload)."""
         for _ in range(100):
             try:
                 return shm.attach(layout)
             except FileNotFoundError:
                 if self._in_io_thread():
                     raise _RestoreElsewhere() from None
-                layout = self._restore(object_id)
+                payload = self._restore(object_id)
+                if payload[0] != SHARED:
+                    raise _MadeAgain(payload) from None
+                layout = payload[1]
         raise exceptions.ObjectLostError(
             f"object {object_id.hex()} keeps being spilled before it can be read")
 
@@ -241,3 +254,11 @@ class ObjectTable:
 class _RestoreElsewhere(Exception):
     """The I/O thread met a spilled segment: restore it from another thread."""
 
+
+class _MadeAgain(Exception):
+    """The object was lost and made again (lightray.agent.lineage) as an
+    inline value or an error: read that payload instead."""
+
+    def __init__(self, payload):
+        super().__init__("made again")
+        self.payload = payload

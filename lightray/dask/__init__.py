@@ -5,6 +5,7 @@ graph (a mapping, a HighLevelGraph or a Dask expression). Importing this
 package needs dask; lightray itself does not.
 
     scheduler     get() and persist(): each Dask task runs as a lightray task
+    guard         other Dask schedulers refuse a graph holding ObjectRefs (persisted)
     graph         pure questions about a Dask graph: nodes, order, dependents, splits
     callbacks     Callback: hooks into the scheduler, in the driver and the workers
     diagnostics   Dask's local diagnostics (ProgressBar, Profiler, ...) fed by lightray

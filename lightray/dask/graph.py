@@ -8,8 +8,11 @@ from __future__ import annotations
 import collections
 import operator
 
-from dask._task_spec import Alias, DataNode, GraphNode, Task, TaskRef, convert_legacy_graph
+from dask._task_spec import (Alias, DataNode, GraphNode, Task, TaskRef, _execute_subgraph,
+                             convert_legacy_graph)
 from dask.core import flatten
+
+from ..object_ref import ObjectRef
 
 
 def normalize(dsk) -> dict:
@@ -129,3 +132,31 @@ def alias_target(node):
     if isinstance(node, Alias) and node.target != node.key:
         return node.target
     return None
+
+
+def lift_inlined_refs(node):
+    """(node, {key: ObjectRef}): a fused task with persisted keys pulled out.
+
+    Dask's linear fusion may inline a persisted key (a DataNode holding an
+    ObjectRef) into the subgraph of a fused task, where the worker would see
+    the ref instead of its value. Such keys become external dependencies of
+    the fused task again, so lightray passes their refs as arguments and the
+    worker gets the values. Other nodes come back unchanged, with {}.
+    """
+    lifted = inlined_refs(node)
+    if not lifted:
+        return node, {}
+    inner, outkey, inkeys, *deps = node.args
+    inner = {k: v for k, v in inner.items() if k not in lifted}
+    new_inkeys = tuple(inkeys) + tuple(lifted)
+    return Task(node.key, _execute_subgraph, inner, outkey, new_inkeys,
+                *deps, *(TaskRef(k) for k in lifted),
+                _data_producer=node.data_producer), lifted
+
+
+def inlined_refs(node) -> dict:
+    """{key: ObjectRef} of persisted keys inlined into a fused task's subgraph."""
+    if not isinstance(node, Task) or node.func is not _execute_subgraph:
+        return {}
+    return {k: v.value for k, v in node.args[0].items()
+            if isinstance(v, DataNode) and isinstance(v.value, ObjectRef)}

@@ -14,24 +14,22 @@ picks an item of its result (the splits of a task shuffle) runs once with
 """
 from __future__ import annotations
 
-import threading
-
-from dask._task_spec import DataNode, Task
-
 from .. import api
 from ..object_ref import ObjectRef
 from ..options import TASK_OPTIONS, TaskOptions
 from ..remote_function import RemoteFunction
 from ..runtime import client_for_submission
 from . import graph as g
+from . import guard
 from .callbacks import CallbackSet
 from .diagnostics import DaskDiagnostics
 
 # Options a Dask task may carry (num_returns is the scheduler's own business).
 DASK_TASK_OPTIONS = tuple(o for o in TASK_OPTIONS if o != "num_returns")
 
-_inside_lightray_task = threading.local()
 _last_run_stats: dict = {}
+
+guard.install()   # from now on other schedulers refuse graphs holding ObjectRefs
 
 
 # ------------------------------------------------------------ in the worker
@@ -39,11 +37,7 @@ _last_run_stats: dict = {}
 def run_dask_task(node, dep_keys, callbacks, *dep_values):
     """Run one Dask task with its dependencies' values (in a lightray worker)."""
     states = [callback.pretask(node.key, dep_values) for callback in callbacks]
-    _inside_lightray_task.active = True
-    try:
-        result = node(dict(zip(dep_keys, dep_values)))
-    finally:
-        _inside_lightray_task.active = False
+    result = node(dict(zip(dep_keys, dep_values)))
     for callback, state in zip(callbacks, states):
         callback.posttask(node.key, result, state)
     return result
@@ -53,21 +47,6 @@ def run_dask_split(node, dep_keys, callbacks, indices, *dep_values):
     """Run a task once and return each piece its dependents pick, as separate returns."""
     result = run_dask_task(node, dep_keys, callbacks, *dep_values)
     return [result[i] for i in indices]
-
-
-def persisted_value(ref):
-    """Stands for a persisted key in a collection's graph.
-
-    lightray.get replaces it by its ObjectRef without running anything; a
-    task fused around it inside lightray fetches the value; any other
-    scheduler gets a clear error instead of an ObjectRef in user code.
-    """
-    if getattr(_inside_lightray_task, "active", False):
-        return api.get(ref)
-    raise RuntimeError(
-        "this Dask collection was persisted with scheduler=lightray.get and its data lives "
-        "in lightray's object store: compute it with scheduler=lightray.get "
-        "(or dask.config.set(scheduler=lightray.get))")
 
 
 # ------------------------------------------------------------- in the driver
@@ -181,13 +160,13 @@ class GraphRun:
         if is_literal:
             results[key] = value if isinstance(value, ObjectRef) else Literal(value)
             return False
-        if isinstance(node, Task) and node.func is persisted_value:
-            ref = node.args[0]
-            results[key] = ref.value if isinstance(ref, DataNode) else ref
-            return False
+        node, lifted = g.lift_inlined_refs(node)
         dep_keys = list(node.dependencies)
         # ObjectRefs, or the values themselves where the driver knows them.
-        args = [d.value if type(d) is Literal else d for d in (results[k] for k in dep_keys)]
+        args = []
+        for dep in dep_keys:
+            found = lifted[dep] if dep in lifted else results[dep]
+            args.append(found.value if type(found) is Literal else found)
         for callback in self.callbacks.presubmit:
             shortcut = callback.presubmit(node, key, args)
             if shortcut is not None:
@@ -245,6 +224,12 @@ def last_run_stats() -> dict:
     return dict(_last_run_stats)
 
 
+def _holds_values_themselves(client) -> bool:
+    """True for a local-mode runtime handing tasks the very objects (copy_values=False)."""
+    return (getattr(client, "runs_in_process", False) is True
+            and getattr(client, "copy_values", True) is False)
+
+
 def persist(collections, optimize_graph: bool = True, *, lightray_callbacks=None,
             lightray_remote_args=None, lightray_multi_return: bool = True, **kwargs):
     """Dask's persist protocol (dask calls ``lightray.get.persist``): returns the
@@ -252,7 +237,7 @@ def persist(collections, optimize_graph: bool = True, *, lightray_callbacks=None
     from dask._expr import CompositeExpr, _ExprSequence
     from dask.base import _rebuild_composite_collection, collections_to_expr
 
-    client_for_submission()
+    client = client_for_submission()
     expr = collections_to_expr(collections, optimize_graph)
     collection_exprs = list(expr.operands) if isinstance(expr, _ExprSequence) else [expr]
     has_composite = any(isinstance(e, CompositeExpr) for e in collection_exprs)
@@ -277,8 +262,15 @@ def persist(collections, optimize_graph: bool = True, *, lightray_callbacks=None
                    multi_return=lightray_multi_return)
     refs = run.submit()
     _record_stats(run)
-    stored = {k: ((persisted_value, v) if isinstance(v, ObjectRef) else v.value)
-              for k, v in refs.items()}
+    # The refs themselves go into the graph, as distributed leaves Futures
+    # (dask's helpers call .result() on them); guard.py keeps other schedulers off.
+    stored = {k: (v if isinstance(v, ObjectRef) else v.value) for k, v in refs.items()}
+    if _holds_values_themselves(client):
+        # Local mode without copies is Dask's sync scheduler: persist leaves
+        # the values themselves in the graph, as that one does (no copy made).
+        held = [k for k, v in stored.items() if isinstance(v, ObjectRef)]
+        if held:
+            stored.update(zip(held, api.get([stored[k] for k in held])))
     rebuilt = []
     for rebuild, _, state, flat in postpersists:
         if state is None:

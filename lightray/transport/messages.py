@@ -42,7 +42,7 @@ SUBMIT = 4         # (SUBMIT, TaskSpec tuple[, call site])
 EXPORT = 5         # (EXPORT, function_id, function_bytes)
 PUT = 6            # (PUT, object_id, payload, contained_ids[, call site])
 SUBSCRIBE = 7      # (SUBSCRIBE, [object_id, ...])  tell me when these are ready
-CANCEL = 8         # (CANCEL, object_id, force)
+CANCEL = 8         # (CANCEL, object_id, force[, recursive])
 DONE = 9           # (DONE, task_id, [payload...], [contained...], retryable)
 BLOCKED = 10       # (BLOCKED, task_id, [returned TaskSpec...])  worker waits in get
 UNBLOCKED = 11     # (UNBLOCKED, task_id)
@@ -56,7 +56,7 @@ REGISTER = 18       # (REGISTER, object_id, payload or None, contained)  a direc
                     #   escapes the driver: None promises it, a payload fulfils it
 DIRECT_RESULT = 19  # (DIRECT_RESULT, owner, object_id, payload, contained)  from a worker:
                     #   a direct task's result the agent must hold (shared memory, refs)
-DIRECT_CANCEL = 20  # (DIRECT_CANCEL, worker_id, task_id, force)
+DIRECT_CANCEL = 20  # (DIRECT_CANCEL, worker_id, task_id, force[, recursive])
 ACTOR_CREATE = 21   # (ACTOR_CREATE, request_id or 0, constructor TaskSpec, actor options dict)
                     #   request_id: answer with INFO_REPLY (named actors: the name may be taken)
 ACTOR_SUBSCRIBE = 22  # (ACTOR_SUBSCRIBE, actor_id)  tell me where it runs, and every change
@@ -123,7 +123,7 @@ PULL = 310           # (PULL, object_id, segment name, offset, length)  send me 
 PULL_DATA = 311      # (PULL_DATA, object_id, offset, length[, pushed]) + one raw frame
 PULL_RETRY = 312     # (PULL_RETRY, object_id, offset, length)  not in memory yet: ask again
 PULL_FAILED = 313    # (PULL_FAILED, object_id, why)
-FORWARD_CANCEL = 314  # (FORWARD_CANCEL, object_id, force)
+FORWARD_CANCEL = 314  # (FORWARD_CANCEL, object_id, force[, recursive])
 ACTOR_RELAY = 317    # (ACTOR_RELAY, actor_id, message)  actors across nodes (agent_remote_actors)
 CONTROL = 318        # (CONTROL, [command])  writes for the control store, to its Raft leader
                      #   (to the head while no leader is known)

@@ -39,7 +39,7 @@ import threading
 
 import zmq
 
-from .. import exceptions, serialization
+from .. import exceptions, serialization, task_warnings
 from .. import task_spec as ts
 from ..object_ref import ObjectRef
 from ..runtime_context import state as context_state
@@ -263,8 +263,10 @@ class ActorRunner(TaskRunner):
         context_state.task_id = spec[ts.TASK_ID]
         try:
             method = getattr(self.instance, spec[ts.FUNCTION_NAME].rsplit(".", 1)[1])
-            args, kwargs = self._arguments(spec, dep_payloads)
-            return self._store_results(spec, method(*args, **kwargs))
+            with task_warnings.capture() as warned:
+                args, kwargs = self._arguments(spec, dep_payloads)
+                result = method(*args, **kwargs)
+            return self._store_results(spec, result, warned)
         except _DepError as dep_error:
             return self._failed(spec, dep_error.payload)
         except Exception as error:
@@ -280,11 +282,12 @@ class ActorRunner(TaskRunner):
         async with self._semaphore:
             try:
                 method = getattr(self.instance, spec[ts.FUNCTION_NAME].rsplit(".", 1)[1])
-                args, kwargs = self._arguments(spec, dep_payloads)
-                result = method(*args, **kwargs)
-                if inspect.iscoroutine(result):
-                    result = await result
-                outcome = self._store_results(spec, result)
+                with task_warnings.capture() as warned:   # per asyncio task
+                    args, kwargs = self._arguments(spec, dep_payloads)
+                    result = method(*args, **kwargs)
+                    if inspect.iscoroutine(result):
+                        result = await result
+                outcome = self._store_results(spec, result, warned)
             except _DepError as dep_error:
                 outcome = self._failed(spec, dep_error.payload)
             except Exception as error:
@@ -348,9 +351,9 @@ class ActorRunner(TaskRunner):
         else:
             answers.setdefault(peer, []).append(op)
 
-    def _store_results(self, spec, result):
+    def _store_results(self, spec, result, warned=None):
         if spec[ts.OWNER] not in self._remote_callers:
-            return super()._store_results(spec, result)
+            return super()._store_results(spec, result, warned)
         num_returns = spec[ts.NUM_RETURNS]
         results = (result,) if num_returns == 1 else tuple(result)
         if len(results) != num_returns:
@@ -358,7 +361,7 @@ class ActorRunner(TaskRunner):
                              f"{num_returns} but returned {len(results)} values")
         payloads, contained = [], []
         for value in results:
-            serialized = serialization.serialize_inline(value)
+            serialized = serialization.serialize_inline(task_warnings.attach(value, warned))
             payloads.append((INLINE, serialized.inband))
             contained.append(serialized.contained)
         inner = list(dict.fromkeys(i for ids in contained for i in ids))

@@ -24,7 +24,7 @@ import traceback
 
 import zmq
 
-from .. import exceptions, serialization
+from .. import exceptions, serialization, task_warnings
 from .. import task_spec as ts
 from ..ids import return_ids
 from ..runtime_context import state as context_state
@@ -292,9 +292,10 @@ class TaskRunner:
         try:
             try:
                 function = self._function(spec)
-                args, kwargs = self._arguments(spec, dep_payloads)
-                result = function(*args, **kwargs)
-                payloads, contained = self._store_results(spec, result)
+                with task_warnings.capture() as warned:
+                    args, kwargs = self._arguments(spec, dep_payloads)
+                    result = function(*args, **kwargs)
+                payloads, contained = self._store_results(spec, result, warned)
                 # Unmap the arguments before answering: their owner may free
                 # them at once, and a segment still mapped cannot be kept warm
                 # for reuse (lightray.store.pool); unmapping 1 GB takes ~30 ms.
@@ -353,7 +354,8 @@ class TaskRunner:
             args, kwargs = ts.substitute(args, kwargs, values)
         return args, kwargs
 
-    def _store_results(self, spec, result):
+    def _store_results(self, spec, result, warned=None):
+        """warned: the call's warnings, re-emitted where a result is read."""
         num_returns = spec[ts.NUM_RETURNS]
         if num_returns == 1:
             results = (result,)
@@ -369,7 +371,7 @@ class TaskRunner:
                     + ("" if results is None else f" of length {len(results)}"))
         payloads, contained = [], []
         for object_id, value in zip(return_ids(spec[ts.TASK_ID], num_returns), results):
-            serialized = serialization.serialize(value)
+            serialized = serialization.serialize(task_warnings.attach(value, warned))
             payloads.append(self.client.make_payload(serialized, object_id))
             contained.append(serialized.contained)
         return payloads, contained

@@ -255,10 +255,12 @@ def _pull_failed(op):
 
 
 def _forward_cancel(op):
-    _arity(op, 3)
+    _arity(op, 3, 4)
     _id(op[1], "the object id")
     if type(op[2]) is not bool:
         _fail("force is not a bool")
+    if len(op) > 3 and type(op[3]) is not bool:
+        _fail("recursive is not a bool")
 
 
 def _join(op):

@@ -34,7 +34,7 @@ from ...ids import return_ids
 from ..records import ObjectEntry, Task
 from ...scheduling import NodeView, choose_node
 from ...serialization import ERROR, SHARED
-from ...states import FORWARDED, PULLING, REMOTE
+from ...states import FINISHED, FORWARDED, PULLING, REMOTE
 from ...transport import messages as m
 
 AT = "at"                    # argument / result descriptor: ("at", node id, layout there)
@@ -170,27 +170,77 @@ class TaskForwarding:
         self.tasks[task.task_id] = task
         objects = self.objects
         for object_id in return_ids(task.task_id, spec[ts.NUM_RETURNS]):
-            entry = objects[object_id] = ObjectEntry(1)
-            entry.pinned_for = {origin}
+            entry = objects.get(object_id)
+            if entry is None:
+                entry = objects[object_id] = ObjectEntry(1)
+                entry.pinned_for = {origin}
+            else:     # run again (lineage): we may hold a copy pulled before it was lost
+                pin_for(origin, entry)
         for object_id, how in zip(spec[ts.DEPS] + spec[ts.CONTAINED], described):
             self.adopt(origin, object_id, how)
         self.directory.pin(spec[ts.DEPS])
         self.directory.pin(spec[ts.CONTAINED])
-        if self._check_satisfiable(task):
+        if spec[ts.NUM_RETURNS] and any(
+                how is not None and how[0] == AT and not self._alive(how[1])
+                for how in described):
+            # An argument is on a node that died (the origin does not know yet):
+            # the origin owns it and rebuilds it; this task cannot run here now.
+            self.hand_back(task)
+        elif self._check_satisfiable(task):
             self._await_deps(task)
+
+    def _alive(self, node_id: str) -> bool:
+        if node_id == self.node_id:
+            return True
+        view = self.peers.get(node_id)
+        return view is not None and view.alive
+
+    def hand_back(self, task) -> None:
+        """Give a task a peer sent us back to it, unrun (RESULT with no
+        descriptors): an argument it owns was lost here, it will send the task
+        again once the argument is made again (lightray.agent.lineage)."""
+        self.transitions.task(task, FINISHED, ("handed back to", task.origin))
+        self.tasks.pop(task.task_id, None)
+        spec = task.spec
+        objects = self.objects
+        for object_id in return_ids(task.task_id, spec[ts.NUM_RETURNS]):
+            entry = objects.get(object_id)
+            if entry is not None and entry.pinned_for and task.origin in entry.pinned_for:
+                entry.pinned_for.discard(task.origin)
+                if entry.pending and entry.refs <= 1:
+                    entry.pending = False      # never produced here: nothing to keep
+                self.directory.unref(object_id)
+        for object_id in spec[ts.DEPS]:
+            self.directory.unref(object_id)
+        for object_id in spec[ts.CONTAINED]:
+            self.directory.unref(object_id)
+        self.effects.peer_outbox[task.origin].append((m.RESULT, task.task_id, [], None))
 
     def adopt(self, origin: str, object_id: bytes, how) -> None:
         """Know an object a peer described (an argument of a task it sent us)."""
         entry = self.objects.get(object_id)
-        if how is None or (how[0] != AT and how[0] != PUSHED):
+        if how is None:                     # not ready there yet: ask until it is
             if entry is None:
-                entry = self.objects[object_id] = ObjectEntry(0, payload=how)
-                if how is None:
-                    entry.payload = _lost(object_id, "it was not ready when its task was sent")
-                    entry.pending = False
+                entry = self.objects[object_id] = ObjectEntry(0)
+                self.ask_when_ready(origin, object_id, entry)
+            return
+        if how[0] != AT and how[0] != PUSHED:
+            if entry is None:
+                self.objects[object_id] = ObjectEntry(0, payload=how)
             return
         kind, holder, layout = how
-        if entry is None:
+        if (entry is not None and not entry.pending and holder != self.node_id
+                and entry.location != holder
+                and (entry.spill == REMOTE or entry.payload[0] == ERROR)):
+            # What we knew of it is stale (its node died and its owner made it
+            # again elsewhere): the owner's word wins.
+            entry.payload = (SHARED, (self.segment_prefix + object_id.hex(),) + tuple(layout[1:]))
+            self.transitions.object(object_id, entry, REMOTE, ("now on", holder))
+            entry.location = holder
+            entry.remote_name = layout[0]
+            if kind == PUSHED:
+                self._expect_push(object_id, entry)
+        elif entry is None:
             if holder == self.node_id:      # ours, but gone meanwhile
                 self.objects[object_id] = ObjectEntry(0, payload=_lost(object_id, "it was freed"))
                 return
@@ -207,6 +257,13 @@ class TaskForwarding:
         if origin not in entry.pinned_for:
             entry.pinned_for.add(origin)
             entry.refs += 1
+
+    def ask_when_ready(self, node_id: str, object_id: bytes, entry) -> None:
+        """A pending entry whose object node_id will make: DESCRIBE it there
+        (asked again while it answers "wait"; node_id pins it for us meanwhile;
+        lightray.agent.cluster.remote_actors answers and reads the answers)."""
+        entry.location = node_id
+        self.effects.peer_outbox[node_id].append((m.DESCRIBE, 0, [object_id]))
 
     def report_forwarded(self, task) -> None:
         """A task a peer sent us is over: send its results back (called on finish)."""
@@ -242,8 +299,10 @@ class TaskForwarding:
     def _describe_pinned(self, node_id: str, object_id: bytes):
         """_describe_for, and keep the object here until node_id FREEs it."""
         how = self.describe_for(node_id, object_id)
-        if how is not None and how[0] in (AT, PUSHED) and how[1] == self.node_id:
-            pin_for(node_id, self.objects[object_id])
+        if how is None or (how[0] in (AT, PUSHED) and how[1] == self.node_id):
+            entry = self.objects.get(object_id)
+            if entry is not None:           # (not ready yet: node_id asks for it later)
+                pin_for(node_id, entry)
         return how
 
     def adopt_inner(self, sender: str, object_id: bytes, how) -> None:
@@ -255,9 +314,7 @@ class TaskForwarding:
                 self.effects.peer_outbox[sender].append((m.FREE, [object_id]))
             return
         if how is None:
-            self.directory.set_ready(object_id, entry, _lost(
-                object_id, f"it was not ready on node {sender} when a result holding it "
-                "was sent here"), ())
+            self.ask_when_ready(sender, object_id, entry)
         elif how[0] != AT and how[0] != PUSHED:
             self.directory.set_ready(object_id, entry, how, ())
         else:
@@ -288,6 +345,12 @@ class TaskForwarding:
         if view is not None:
             for name, need in _units(task).items():
                 view.available[name] = view.available.get(name, 0) + need
+        if not described and task.spec[ts.NUM_RETURNS]:
+            # Handed back unrun (see hand_back): wait for its arguments again;
+            # they are being made again here, or failed.
+            task.node = None
+            self._await_deps(task)
+            return
         unwanted = []
         for index, (object_id, how) in enumerate(zip(ids, described)):
             entry = self.objects.get(object_id)

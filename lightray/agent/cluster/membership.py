@@ -78,7 +78,7 @@ class ClusterMembership:
         self._actors_on_dead_node = actors_on_dead_node   # (node id, why)
         # the task path and the state
         self._retry_or_fail_lost = retry_or_fail_lost   # (task, cancelled detail, why)
-        self._cancel = cancel                  # (object id, force): FORWARD_CANCEL
+        self._cancel = cancel                  # (object id, force, recursive): FORWARD_CANCEL
         self._dropped = dropped                # (why, rejoin): the head dropped this agent; stop
         self.refused = None              # why the head refused to admit this agent
         self.last_tick = None            # monotonic time of the last cluster_tick
@@ -147,7 +147,7 @@ class ClusterMembership:
                 if entry is not None and entry.spill == PULLING:
                     self._pull_failed(op[1], entry, op[2])
             elif kind == m.FORWARD_CANCEL:
-                self._cancel(op[1], op[2])
+                self._cancel(*op[1:])           # (object id, force[, recursive])
             elif kind == m.JOIN:
                 self._on_join(sender, op[1], now, wall)
             elif kind == m.NODE_JOINED:

@@ -58,7 +58,7 @@ from ..actors import _died_payload
 from .forwarding import AT, PUSHED, _lost, _units, pin_for
 from ..records import ActorEntry, ObjectEntry, Task
 from ...serialization import ERROR
-from ...states import ALIVE, DEAD, FORWARDED, PENDING
+from ...states import ALIVE, DEAD, FORWARDED, PENDING, RESTARTING
 from ...transport import messages as m
 
 WAIT = "wait"   # DESCRIBED: not ready yet on the describing node, ask again
@@ -120,8 +120,12 @@ class RemoteActors:
             view.available[name] = view.available.get(name, 0) - need
         described = [self._describe_for(node_id, object_id)
                      for object_id in spec[ts.DEPS] + spec[ts.CONTAINED]]
+        description = actor.description
+        if actor.incarnation:
+            description = dict(description, incarnation=actor.incarnation,
+                               restarts_left=actor.restarts_left)
         self.relay(node_id, actor.actor_id, ("create", spec, self.functions[spec[ts.FUNCTION_ID]],
-                                             described, actor.description))
+                                             described, description))
 
     def relay(self, node_id: str, actor_id: bytes, message: tuple) -> None:
         self.effects.peer_outbox[node_id].append((m.ACTOR_RELAY, actor_id, message))
@@ -175,6 +179,9 @@ class RemoteActors:
         self.functions[spec[ts.FUNCTION_ID]] = class_bytes
         actor = ActorEntry(spec, description, b"")
         actor.origin = origin
+        # Restarted here after its node died: go on counting from the owner's.
+        actor.incarnation = description.get("incarnation", 0)
+        actor.restarts_left = description.get("restarts_left", actor.restarts_left)
         actor.peer_subscribers = {origin}
         self.actors[actor_id] = actor
         for object_id, how in zip(spec[ts.DEPS] + spec[ts.CONTAINED], described):
@@ -208,6 +215,8 @@ class RemoteActors:
             return
         if (incarnation, state, address) == (actor.incarnation, actor.state, actor.tcp_address):
             return
+        if not actor.borrowed and incarnation > actor.incarnation:
+            actor.restarts_left -= incarnation - actor.incarnation   # restarted there
         actor.incarnation = incarnation
         self.transitions.actor(actor, state, ("reported by", sender))
         actor.tcp_address = address
@@ -390,16 +399,53 @@ class RemoteActors:
 
     # ------------------------------------------------------------- failures
 
+    def _live_peers(self) -> set:
+        return {n for n, v in self.peers.items() if v.alive}
+
+    def _restart_elsewhere(self, actor: ActorEntry, node_id: str, why: str) -> None:
+        """The owner's actor died with its node: place its constructor again
+        (on any node that fits); callers re-send their calls when it is alive."""
+        actor.restarts_left -= 1
+        actor.incarnation += 1
+        actor.home = None
+        actor.tcp_address = None
+        self.transitions.actor(actor, RESTARTING, ("its node died", node_id, why))
+        self._notify_actor(actor)
+        task = self.tasks.get(actor.actor_id)
+        if task is None:
+            task = Task(actor.spec, actor.owner)
+            task.actor = actor
+            self.tasks[actor.actor_id] = task
+            self.directory.pin(actor.spec[ts.DEPS])
+            self.directory.pin(actor.spec[ts.CONTAINED])
+        task.node = None
+        if self._check_satisfiable(task):
+            self._await_deps(task)
+
     def on_node_died(self, node_id: str, why: str) -> None:
         self._refs_from_dead_node(node_id, why)
         for actor in list(self.actors.values()):
             if actor.state == DEAD:
                 continue
-            if actor.home == node_id:
+            if actor.home == node_id and not actor.borrowed and actor.restarts_left > 0:
+                self._restart_elsewhere(actor, node_id, why)
+            elif actor.home == node_id and actor.borrowed and self._live_peers():
+                # Only a caller here: its owner (if alive) restarts it elsewhere
+                # and answers when asked again; nobody knowing it means dead.
+                actor.home = None
+                actor.tcp_address = None
+                self.transitions.actor(actor, RESTARTING, ("its node died", node_id))
+                self._notify_actor(actor)
+                actor.unknown_from = self._live_peers()
+                for peer in actor.unknown_from:
+                    self.relay(peer, actor.actor_id, ("subscribe",))
+            elif actor.home == node_id:
+                restarts = actor.spec[ts.MAX_RETRIES]
                 self._actor_died(actor, (ERROR, serialization.dumps_exception(
                     exceptions.ActorDiedError(
                         f"the actor {actor.description['class_name']} "
-                        f"({actor.actor_id.hex()}) died with node {node_id} ({why})"))),
+                        f"({actor.actor_id.hex()}) died with node {node_id} ({why}); no "
+                        f"restarts left (max_restarts={restarts})"))),
                     tell_home=False)
             elif actor.origin == node_id and not actor.description.get("detached"):
                 self._actor_died(actor, _died_payload(
