@@ -32,46 +32,45 @@ def put(key: str, value: bytes, *, namespace: str | None = None, overwrite: bool
         timeout: float | None = None) -> bool:
     """Stores value under key; False (and nothing changes) when overwrite is False
     and the key exists."""
-    key_bytes = _key(key, "key")
+    _key(key, "key")
     _value(value, "value")
     if type(overwrite) is not bool:
         raise TypeError(f"lightray.kv.put: overwrite must be a bool, got "
                         f"{type(overwrite).__name__}")
     namespace = _namespace(namespace)
-    return _backend().put(namespace, key_bytes, bytes(value), overwrite, _timeout(timeout))
+    return _backend().put(namespace, key, bytes(value), overwrite, _timeout(timeout))
 
 
 def get(key: str, *, namespace: str | None = None, consistent: bool = False,
         timeout: float | None = None) -> bytes | None:
     """The value under key, or None."""
-    key_bytes = _key(key, "key")
+    _key(key, "key")
     _flag(consistent, "consistent")
     namespace = _namespace(namespace)
-    return _backend().get(namespace, key_bytes, consistent, _timeout(timeout))
+    return _backend().get(namespace, key, consistent, _timeout(timeout))
 
 
 def delete(key: str, *, namespace: str | None = None, timeout: float | None = None) -> bool:
     """Removes key; True if it existed."""
-    key_bytes = _key(key, "key")
+    _key(key, "key")
     namespace = _namespace(namespace)
-    return _backend().delete(namespace, key_bytes, _timeout(timeout))
+    return _backend().delete(namespace, key, _timeout(timeout))
 
 
 def list(prefix: str = "", *, namespace: str | None = None, consistent: bool = False,
          timeout: float | None = None) -> builtins.list:
     """The keys of namespace that start with prefix, sorted (by their UTF-8 bytes)."""
-    prefix_bytes = _key(prefix, "prefix")
+    _key(prefix, "prefix")
     _flag(consistent, "consistent")
     namespace = _namespace(namespace)
-    keys = _backend().list(namespace, prefix_bytes, consistent, _timeout(timeout))
-    return [key.decode("utf-8") for key in keys]
+    return _backend().list(namespace, prefix, consistent, _timeout(timeout))
 
 
 def compare_and_set(key: str, expected: bytes | None, new: bytes | None, *,
                     namespace: str | None = None, timeout: float | None = None) -> bool:
     """Atomically: if key holds expected (None: the key is absent), set it to new
     (None: delete it) and return True; else change nothing and return False."""
-    key_bytes = _key(key, "key")
+    _key(key, "key")
     if expected is not None:
         _value(expected, "expected")
         expected = bytes(expected)
@@ -79,7 +78,7 @@ def compare_and_set(key: str, expected: bytes | None, new: bytes | None, *,
         _value(new, "new")
         new = bytes(new)
     namespace = _namespace(namespace)
-    return _backend().compare_and_set(namespace, key_bytes, expected, new, _timeout(timeout))
+    return _backend().compare_and_set(namespace, key, expected, new, _timeout(timeout))
 
 
 # ------------------------------------------------------------------ checks
@@ -92,7 +91,7 @@ def _backend():
     return runtime.client_for_submission().kv_backend()
 
 
-def _key(key, what: str) -> bytes:
+def _key(key, what: str) -> None:
     if type(key) is not str:
         raise TypeError(f"lightray.kv: {what} must be a str, got {type(key).__name__} "
                         f"{key!r:.60}")
@@ -104,7 +103,6 @@ def _key(key, what: str) -> bytes:
     if len(encoded) > _MAX_KEY_BYTES:
         raise ValueError(f"lightray.kv: {what} has {len(encoded)} bytes in UTF-8, over "
                          f"the {_MAX_KEY_BYTES} allowed")
-    return encoded
 
 
 def _value(value, what: str) -> None:

@@ -1,5 +1,5 @@
-"""lightray.kv: its API on the embedded runtime (a lone control replica), and the
-kv_write command that makes a resent write apply once.
+"""lightray.kv: its API on the embedded runtime (a lone control replica) and in
+local mode (both_modes), and the kv_write command that makes a resent write apply once.
 
 The guarantees under failures (leader SIGKILLed, a minority cut off, a
 linearizable history under a nemesis) are in tests/test_control_guarantees.py.
@@ -125,7 +125,7 @@ def test_bad_arguments_raise_an_error_naming_the_argument(kv_runtime, call, erro
         call()
 
 
-@pytest.mark.process_only("sends requests to the agent")
+@pytest.mark.process_only("a request on the agent's socket")
 def test_a_malformed_request_reaching_the_agent_is_answered_with_the_problem(kv_runtime):
     client = client_for_submission()
     for request in [("write", "explode", "ns", b"k", None, b"v", b"c", 1, 0),

@@ -296,46 +296,46 @@ def test_a_failing_constructor_kills_the_actor_with_its_cause(shared):
 
 def test_kv_backend_put_get_delete_and_overwrite():
     kv = LocalKV()
-    assert kv.get("ns", b"a", True, None) is None
-    assert kv.put("ns", b"a", b"1", True, None) is True
-    assert kv.put("ns", b"a", b"2", False, None) is False
-    assert kv.get("ns", b"a", True, None) == b"1"
-    assert kv.put("ns", b"a", b"3", True, None) is True
-    assert kv.get("other", b"a", True, None) is None, "namespaces are apart"
-    assert kv.delete("ns", b"a", None) is True
-    assert kv.delete("ns", b"a", None) is False
-    assert kv.get("ns", b"a", False, 1.0) is None
+    assert kv.get("ns", "a", True, None) is None
+    assert kv.put("ns", "a", b"1", True, None) is True
+    assert kv.put("ns", "a", b"2", False, None) is False
+    assert kv.get("ns", "a", True, None) == b"1"
+    assert kv.put("ns", "a", b"3", True, None) is True
+    assert kv.get("other", "a", True, None) is None, "namespaces are apart"
+    assert kv.delete("ns", "a", None) is True
+    assert kv.delete("ns", "a", None) is False
+    assert kv.get("ns", "a", False, 1.0) is None
 
 
 def test_kv_backend_lists_keys_by_prefix_sorted():
     kv = LocalKV()
-    for key in (b"job/2", b"job/1", b"other", b"jobs"):
+    for key in ("job/2", "job/1", "other", "jobs"):
         kv.put("ns", key, b"x", True, None)
-    kv.put("elsewhere", b"job/3", b"x", True, None)
-    assert kv.list("ns", b"job/", True, None) == [b"job/1", b"job/2"]
-    assert kv.list("ns", b"", False, None) == [b"job/1", b"job/2", b"jobs", b"other"]
+    kv.put("elsewhere", "job/3", b"x", True, None)
+    assert kv.list("ns", "job/", True, None) == ["job/1", "job/2"]
+    assert kv.list("ns", "", False, None) == ["job/1", "job/2", "jobs", "other"]
 
 
 def test_kv_backend_compare_and_set():
     kv = LocalKV()
-    assert kv.compare_and_set("ns", b"k", None, b"first", None) is True
-    assert kv.compare_and_set("ns", b"k", None, b"again", None) is False
-    assert kv.compare_and_set("ns", b"k", b"wrong", b"x", None) is False
-    assert kv.compare_and_set("ns", b"k", b"first", b"second", None) is True
-    assert kv.get("ns", b"k", True, None) == b"second"
-    assert kv.compare_and_set("ns", b"k", b"second", None, None) is True
-    assert kv.get("ns", b"k", True, None) is None
+    assert kv.compare_and_set("ns", "k", None, b"first", None) is True
+    assert kv.compare_and_set("ns", "k", None, b"again", None) is False
+    assert kv.compare_and_set("ns", "k", b"wrong", b"x", None) is False
+    assert kv.compare_and_set("ns", "k", b"first", b"second", None) is True
+    assert kv.get("ns", "k", True, None) == b"second"
+    assert kv.compare_and_set("ns", "k", b"second", None, None) is True
+    assert kv.get("ns", "k", True, None) is None
 
 
 def test_kv_backend_compare_and_set_is_atomic_across_threads():
     kv = LocalKV()
-    kv.put("ns", b"n", b"0", True, None)
+    kv.put("ns", "n", b"0", True, None)
 
     def add(times):
         for _ in range(times):
             while True:
-                now = kv.get("ns", b"n", True, None)
-                if kv.compare_and_set("ns", b"n", now, str(int(now) + 1).encode(), None):
+                now = kv.get("ns", "n", True, None)
+                if kv.compare_and_set("ns", "n", now, str(int(now) + 1).encode(), None):
                     break
 
     threads = [threading.Thread(target=add, args=(300,)) for _ in range(8)]
@@ -343,16 +343,16 @@ def test_kv_backend_compare_and_set_is_atomic_across_threads():
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert kv.get("ns", b"n", True, None) == b"2400"
+    assert kv.get("ns", "n", True, None) == b"2400"
 
 
 @pytest.mark.parametrize("call, error", [
-    (lambda kv: kv.put("ns", "text key", b"x", True, None), TypeError),
+    (lambda kv: kv.put("ns", 1, b"x", True, None), TypeError),
     (lambda kv: kv.put(None, "k", b"x", True, None), TypeError),
-    (lambda kv: kv.put("ns", b"k", "text", True, None), TypeError),
-    (lambda kv: kv.get("ns", b"k", True, -1), ValueError),
-    (lambda kv: kv.compare_and_set("ns", b"k", "old", b"new", None), TypeError),
-], ids=["key-str", "namespace-none", "value-str", "timeout-negative", "expected-str"])
+    (lambda kv: kv.put("ns", "k", "text", True, None), TypeError),
+    (lambda kv: kv.get("ns", "k", True, -1), ValueError),
+    (lambda kv: kv.compare_and_set("ns", "k", "old", b"new", None), TypeError),
+], ids=["key-int", "namespace-none", "value-str", "timeout-negative", "expected-str"])
 def test_kv_backend_refuses_bad_input_naming_it(call, error):
     with pytest.raises(error):
         call(LocalKV())
@@ -362,8 +362,8 @@ def test_local_client_serves_one_kv_backend_while_it_runs():
     lightray.init(local_mode=True, num_cpus=1)
     client = runtime.client_for_submission()
     backend = client.kv_backend()
-    backend.put("ns", b"k", b"v", True, None)
-    assert client.kv_backend().get("ns", b"k", True, None) == b"v"
+    backend.put("ns", "k", b"v", True, None)
+    assert client.kv_backend().get("ns", "k", True, None) == b"v"
     lightray.shutdown()
     with pytest.raises(exceptions.RuntimeNotRunningError):
         client.kv_backend()

@@ -38,13 +38,10 @@ RECORD_BYTES = 200          # a record's own cost beyond its pickled arguments (
 EVICTED_KEPT = 100_000      # ids of evicted records remembered, to say why an object is lost
 
 
-class _Record:
-    __slots__ = ("task", "live", "size")
-
-    def __init__(self, task, live: int, size: int):
-        self.task = task        # the latest Task run for it (its spec, retries left, owner)
-        self.live = live        # its results in the table + live records using one of them
-        self.size = size        # bytes counted against the limit
+# A record is a list (cheaper to make than an object, on every submission):
+TASK, LIVE, SIZE = range(3)   # the latest Task run for it (its spec, retries left, owner);
+                              # its results in the table + live records using one of them;
+                              # bytes counted against the limit
 
 
 class LineageBook:
@@ -59,7 +56,7 @@ class LineageBook:
         self.directory = directory       # ObjectDirectory (lightray.agent.objects)
         # bytes of records kept at most (LIGHTRAY_LINEAGE_BYTES); 0: lineage off
         self.limit = config.lineage_bytes() if limit is None else limit
-        self.records: dict = {}          # task id -> _Record, oldest first
+        self.records: dict = {}          # task id -> [TASK, LIVE, SIZE], oldest first
         self.bytes = 0
         self.evicted: dict = {}          # task ids whose record was dropped for room
         self.rebuilt = 0                 # tasks run again to rebuild lost objects
@@ -76,32 +73,32 @@ class LineageBook:
             return
         spec = task.spec
         args = spec[ts.ARGS]
-        size = RECORD_BYTES + (len(args) if args is not None else 0)
+        size = RECORD_BYTES + len(args) if args is not None else RECORD_BYTES
         records = self.records
-        old = records.pop(task.task_id, None)   # (a direct task retried through us)
-        if old is not None:
-            self.bytes -= old.size
-        records[task.task_id] = _Record(task, spec[ts.NUM_RETURNS], size)
+        task_id = task.task_id
+        if task_id in records:                  # (a direct task retried through us)
+            self.bytes -= records.pop(task_id)[SIZE]
+        records[task_id] = [task, spec[ts.NUM_RETURNS], size]
         for object_id in spec[ts.DEPS]:
             parent = records.get(object_id[:TASK_ID_BYTES])
             if parent is not None:
-                parent.live += 1
-        for object_id in spec[ts.CONTAINED]:
-            parent = records.get(object_id[:TASK_ID_BYTES])
-            if parent is not None:
-                parent.live += 1
+                parent[LIVE] += 1
+        if spec[ts.CONTAINED]:
+            for object_id in spec[ts.CONTAINED]:
+                parent = records.get(object_id[:TASK_ID_BYTES])
+                if parent is not None:
+                    parent[LIVE] += 1
         self.bytes += size
         if self.bytes > self.limit:
             self._evict()
 
     def released(self, object_id: bytes) -> None:
         """object_id left the object table (called by the directory on free)."""
-        task_id = object_id[:TASK_ID_BYTES]
-        record = self.records.get(task_id)
+        record = self.records.get(object_id[:TASK_ID_BYTES])
         if record is not None:
-            record.live -= 1
-            if record.live <= 0:
-                self._drop(task_id)
+            record[LIVE] -= 1
+            if record[LIVE] <= 0:
+                self._drop(object_id[:TASK_ID_BYTES])
 
     def _drop(self, task_id: bytes) -> None:
         """Forget a record, and the count it held on its arguments' records."""
@@ -111,14 +108,15 @@ class LineageBook:
             record = records.pop(stack.pop(), None)
             if record is None:
                 continue
-            self.bytes -= record.size
-            spec = record.task.spec
-            for object_id in spec[ts.DEPS] + spec[ts.CONTAINED]:
+            self.bytes -= record[SIZE]
+            spec = record[TASK].spec
+            for object_id in (spec[ts.DEPS] + spec[ts.CONTAINED]
+                              if spec[ts.CONTAINED] else spec[ts.DEPS]):
                 parent_id = object_id[:TASK_ID_BYTES]
                 parent = records.get(parent_id)
                 if parent is not None:
-                    parent.live -= 1
-                    if parent.live <= 0:
+                    parent[LIVE] -= 1
+                    if parent[LIVE] <= 0:
                         stack.append(parent_id)
 
     def _evict(self) -> None:
@@ -171,7 +169,7 @@ class LineageBook:
                 continue
             planned.add(task_id)
             plan.append(record)
-            spec = record.task.spec
+            spec = record[TASK].spec
             for dep in spec[ts.DEPS] + spec[ts.CONTAINED]:
                 entry = objects.get(dep)
                 if entry is None or _only_on(entry, node_id):
@@ -181,7 +179,7 @@ class LineageBook:
         # for them, not find them ready (nor freed).
         made_pending = set()
         for record in plan:
-            spec = record.task.spec
+            spec = record[TASK].spec
             for object_id in return_ids(spec[ts.TASK_ID], spec[ts.NUM_RETURNS]):
                 entry = objects.get(object_id)
                 if entry is not None and _only_on(entry, node_id):
@@ -193,7 +191,7 @@ class LineageBook:
                     self._make_pending(dep, entry, ("rebuilding after", node_id))
                     parent = records.get(dep[:TASK_ID_BYTES])
                     if parent is not None:
-                        parent.live += 1   # its entry is in the table again
+                        parent[LIVE] += 1   # its entry is in the table again
                     if dep[:TASK_ID_BYTES] not in planned:
                         failed.setdefault(dep, self._why_not(dep, parent, node_id)
                                           or "its creating task is not rebuilt")
@@ -221,12 +219,12 @@ class LineageBook:
                         d in made_pending for d in task.spec[ts.DEPS]):
                     self._await_deps(task)
         for record in reversed(plan):     # arguments' tasks first (found last)
-            old = record.task
+            old = record[TASK]
             spec = old.spec
             attempts = spec[ts.MAX_RETRIES] - old.retries_left + 1
             spec = spec[:ts.ATTEMPTS_MADE] + (attempts,) + spec[ts.STRATEGY:]
             task = Task(spec, old.owner)
-            record.task = task
+            record[TASK] = task
             tasks[task.task_id] = task
             self.rebuilt += 1
             self.transitions.task(task, WAITING, ("rebuild: node died", node_id))
@@ -246,12 +244,12 @@ class LineageBook:
                 return _OWNER_DIED        # not ours: the node that died gave it to us
             return ("it is a put object or an actor call's result (or owned by another "
                     "node), which lineage does not rebuild")
-        spec = record.task.spec
+        spec = record[TASK].spec
         strategy = spec[ts.STRATEGY]
         if type(strategy) is tuple and strategy[1] == node_id and not strategy[2]:
             return (f"its task {spec[ts.FUNCTION_NAME]}() is pinned to node {node_id}, "
                     "so it cannot be rebuilt")
-        if record.task.retries_left <= 0:
+        if record[TASK].retries_left <= 0:
             return (f"its task {spec[ts.FUNCTION_NAME]}() has no retries left "
                     f"(max_retries={spec[ts.MAX_RETRIES]}), so it cannot be rebuilt")
         return None

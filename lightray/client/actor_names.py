@@ -27,7 +27,7 @@ def claim(client, actor_id: bytes, namespace: str, name: str):
     """None once this actor holds the name; else (holder actor id, description)
     of the live actor holding it."""
     backend = client.kv_backend()
-    key = actor_name_key(namespace, name)
+    key = actor_name_key(namespace, name).decode()
     absent_since = None
     while True:
         if backend.compare_and_set(ACTOR_NAMES, key, None, actor_id, CLAIM_TIMEOUT):

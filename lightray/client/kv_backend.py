@@ -51,17 +51,22 @@ class KVBackend:
         self._located_at = -LOCATE_EVERY                 # monotonic time of the last locate
         self._locate_lock = threading.Lock()
 
-    def put(self, namespace: str, key: bytes, value: bytes, overwrite: bool, timeout):
+    # Keys are str here (as lightray.kv and the local mode's backend take them),
+    # their UTF-8 bytes in the store.
+
+    def put(self, namespace: str, key: str, value: bytes, overwrite: bool, timeout):
         mode = "put" if overwrite else "put_new"
-        return self._write(mode, namespace, key, None, value, timeout, "put")
+        return self._write(mode, namespace, key.encode(), None, value, timeout, "put")
 
-    def delete(self, namespace: str, key: bytes, timeout):
-        return self._write("delete", namespace, key, None, None, timeout, "delete")
+    def delete(self, namespace: str, key: str, timeout):
+        return self._write("delete", namespace, key.encode(), None, None, timeout, "delete")
 
-    def compare_and_set(self, namespace: str, key: bytes, expected, new, timeout):
-        return self._write("cas", namespace, key, expected, new, timeout, "compare_and_set")
+    def compare_and_set(self, namespace: str, key: str, expected, new, timeout):
+        return self._write("cas", namespace, key.encode(), expected, new, timeout,
+                           "compare_and_set")
 
-    def get(self, namespace: str, key: bytes, consistent: bool, timeout):
+    def get(self, namespace: str, key: str, consistent: bool, timeout):
+        key = key.encode()
         if not consistent:
             reader = self._local_reader(timeout)
             if reader is not None:
@@ -71,7 +76,11 @@ class KVBackend:
                     self._drop_reader(reader)
         return self._call(("get", namespace, key, consistent), timeout, "get")
 
-    def list(self, namespace: str, prefix: bytes, consistent: bool, timeout):
+    def list(self, namespace: str, prefix: str, consistent: bool, timeout):
+        return [key.decode() for key in self._keys(namespace, prefix.encode(), consistent,
+                                                   timeout)]
+
+    def _keys(self, namespace: str, prefix: bytes, consistent: bool, timeout):
         if not consistent:
             reader = self._local_reader(timeout)
             if reader is not None:
