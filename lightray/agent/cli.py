@@ -236,6 +236,11 @@ def main(argv=None) -> int:
         server.running = False
     signal.signal(signal.SIGTERM, on_term)
     if not args.parent_pid:
+        # SIGINT stops the agent as SIGTERM does, at the loop's next turn: a
+        # KeyboardInterrupt raised wherever the agent is can land in a zmq
+        # frame's destructor, which swallows it, and the agent runs on.
+        signal.signal(signal.SIGINT, on_term)
+    if not args.parent_pid:
         node_id = server.state.node_id
         if server.mesh is None:
             print(f"lightray agent {node_id} listening on {server.address}", flush=True)
