@@ -175,6 +175,7 @@ class ActorClass:
     def remote(self, *args, **kwargs) -> "ActorHandle":
         client = client_for_submission()
         if getattr(client, "runs_in_process", False):   # local mode (lightray.local)
+            runtime_envs.refuse_in_local_mode(self._options.runtime_env, self._cls.__name__)
             return client.create_actor(self, args, kwargs)
         options = self._options
         env = runtime_envs.effective(options.runtime_env)

@@ -110,16 +110,19 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                                "or pass ignore_reinit_error=True")
         if not isinstance(forward_warnings, bool):
             raise TypeError(f"forward_warnings must be True or False, got {forward_warnings!r}")
-        task_warnings.set_forwarding(forward_warnings)
         if local_mode is None:
             local_mode = local_mode_from_env()
         if _check_local_mode(local_mode, copy_values, address=address, cluster_key=cluster_key,
                              object_store_memory=object_store_memory, spill_dir=spill_dir,
                              runtime_env=runtime_env):
+            if not forward_warnings:
+                raise ValueError("forward_warnings=False cannot be used with local_mode=True: "
+                                 "tasks run in this process, their warnings show here directly")
             request = make_request(num_cpus if num_cpus is not None else detect_num_cpus(),
                                    num_gpus, resources)
             _runtime = _start_local(request, namespace, copy_values is not False)
             return _context()
+        task_warnings.set_forwarding(forward_warnings)
         if address is not None:
             if not isinstance(address, str):
                 raise TypeError(f"address must be a str, got {type(address).__name__}")

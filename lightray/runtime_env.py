@@ -183,6 +183,14 @@ def set_job_env(env: RuntimeEnv | None) -> None:
     _job_env = env
 
 
+def refuse_in_local_mode(env: RuntimeEnv | None, what: str) -> None:
+    """Local mode runs everything in this process, with its environment:
+    a runtime_env given there would be silently ignored, so it is refused."""
+    if env is not None:
+        raise ValueError(f"runtime_env cannot be used with local_mode=True ({what}): local mode "
+                         "runs every task and actor in this process, with its own environment")
+
+
 def effective(env: RuntimeEnv | None) -> RuntimeEnv | None:
     """What a task or actor submitted now runs with: its own over the
     environment applied here (inside a task), else over the driver's."""

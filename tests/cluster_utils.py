@@ -78,7 +78,10 @@ class Cluster:
         return node
 
     def wait_for_nodes(self, count: int, timeout: float = 15.0) -> None:
-        """Until every agent knows count live nodes (itself included)."""
+        """Until the agent this driver talks to knows count live nodes (itself
+        included). The others may learn of each other a moment later; what they
+        hear from a peer before the authority announces it is held, not lost
+        (lightray.agent.cluster.early_ops)."""
         import lightray
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

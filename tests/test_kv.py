@@ -12,7 +12,6 @@ from lightray.runtime import client_for_submission
 from lightray.store.control import KV_WRITE, ControlStore
 from lightray.transport import messages as m
 
-
 pytestmark = pytest.mark.both_modes
 
 

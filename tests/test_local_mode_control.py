@@ -125,6 +125,33 @@ def test_force_cancel_fails_the_ref_at_once_frees_its_cpu_and_never_retries(shar
     assert lightray.available_resources() == {"CPU": 2.0}
 
 
+@pytest.mark.parametrize("recursive", [True, False])
+def test_cancel_of_a_parent_reaches_the_tasks_it_submitted_only_when_recursive(
+        shared, recursive):
+    gate, log, children = threading.Event(), [], []
+
+    @lightray.remote
+    def parent():
+        children.extend(spin_until.remote(gate, log) for _ in range(2))
+        return lightray.get(children)
+
+    ref = parent.remote()
+    assert wait_for(lambda: log == ["started", "started"])
+    lightray.cancel(ref, recursive=recursive)
+    with pytest.raises(exceptions.TaskCancelledError):
+        lightray.get(ref, timeout=10)
+    if recursive:
+        for child in children:
+            with pytest.raises(exceptions.TaskCancelledError):
+                lightray.get(child, timeout=10)
+        assert log == ["started", "started", "interrupted", "interrupted"]
+    else:
+        assert lightray.wait(children, num_returns=2, timeout=0)[0] == []
+        gate.set()
+        assert lightray.get(children, timeout=10) == ["finished", "finished"]
+    gate.set()
+
+
 # ------------------------------------------------------------------ actors
 
 def actor_threads(class_name: str) -> list:

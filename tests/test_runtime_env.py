@@ -286,3 +286,25 @@ def test_uv_requirements_are_installed_like_pip_s(one_cpu, tmp_path):
     env = {"uv": ["--no-index", f"--find-links {wheels}", "lr_tiny_uv==0.1"]}
     assert lightray.get(import_value.options(runtime_env=env).remote("lr_tiny_uv"),
                         timeout=240) == "from uv"
+
+
+def test_a_task_or_actor_runtime_env_is_refused_in_local_mode_not_ignored():
+    lightray.init(local_mode=True, num_cpus=1)
+    try:
+        @lightray.remote(runtime_env={"env_vars": {"LR_LOCAL_ENV": "1"}})
+        def reads_env():
+            return os.environ.get("LR_LOCAL_ENV")
+
+        @lightray.remote
+        class Reader:
+            def read(self):
+                return os.environ.get("LR_LOCAL_ENV")
+
+        with pytest.raises(ValueError, match="runtime_env cannot be used with local_mode=True"):
+            reads_env.remote()
+        with pytest.raises(ValueError, match="runtime_env cannot be used with local_mode=True"):
+            Reader.options(runtime_env={"env_vars": {"LR_LOCAL_ENV": "1"}}).remote()
+        assert lightray.get(reads_env.options(runtime_env=None).remote()) is None
+        assert lightray.get(Reader.remote().read.remote()) is None
+    finally:
+        lightray.shutdown()

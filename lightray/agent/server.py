@@ -224,6 +224,8 @@ class AgentServer:
                     if now >= next_heartbeat:
                         next_heartbeat = now + HEARTBEAT_INTERVAL
                         state.cluster_tick(now, time.time(), self._load())
+                        for who, why in state.membership.early.take_drops():
+                            self._refuse_peer(who, why, None)
                         self.chunk_reader.drop_idle()
                         self.mesh.note_refused_handshakes()
                         self._warn_if_not_admitted(now)
@@ -282,7 +284,10 @@ class AgentServer:
                     else:
                         ops = ops[1:]   # not for a pull from it under way: ignored
                 ops = self.control.take_kv_ops(sender, ops)
-                refused = state.handle_peer(sender, ops, now, wall) if ops else None
+                refused = (state.handle_peer(sender, ops, now, wall, len(frames[0]))
+                           if ops else None)
+                for who, why in state.membership.early.take_drops():   # before an answer
+                    self._refuse_peer(who, why, None)
                 if refused is not None:
                     self._refuse_peer(sender, *refused)
                 # A FORWARD with pushed arguments: their bytes are next in

@@ -406,10 +406,10 @@ class AgentState:
             elif kind == m.SHUTDOWN:
                 self.stopping = True
 
-    def handle_peer(self, sender: str, ops: list, now: float, wall: float):
+    def handle_peer(self, sender: str, ops: list, now: float, wall: float, size: int = 0):
         """Messages from another agent of the cluster; None, or (why they were
         dropped, the text of a JOIN_REFUSED to answer or None)."""
-        return self.membership.handle_peer(sender, ops, now, wall)
+        return self.membership.handle_peer(sender, ops, now, wall, size)
 
     # ================================================================ tasks
 

@@ -77,6 +77,10 @@ class LocalClient:
         call = self._new_call(exported.name, options.num_returns, args, kwargs)
         task = LocalTask(call, exported.function, options.request, options.max_retries,
                          options.retry_exceptions)
+        context = current_context()
+        parent = context.task if context is not None else None
+        if parent is not None:
+            parent.children.append(call.task_id)   # for a recursive cancel of the parent
         refs = call.refs
         call.refs = []                  # the task must not keep its own results alive
         self.scheduler.submit(task)
@@ -239,9 +243,10 @@ class LocalClient:
     def when_ready(self, ref: ObjectRef, callback) -> None:
         self.objects.when_done(ref._id, callback)
 
-    def cancel(self, ref: ObjectRef, force: bool) -> None:
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool = True) -> None:
+        """recursive: the tasks it submitted (and theirs) are cancelled too."""
         if not is_handle_object(ref._id):
-            self.scheduler.cancel(task_of(ref._id), force)
+            self.scheduler.cancel(task_of(ref._id), force, recursive)
 
     # ------------------------------------------------------------- info
 

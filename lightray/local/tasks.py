@@ -30,7 +30,8 @@ WAITING, QUEUED, READY, RUNNING, DONE = "WAITING", "QUEUED", "READY", "RUNNING",
 
 class LocalTask:
     __slots__ = ("call", "function", "request", "shape", "retries_left", "retry_exceptions",
-                 "state", "allocation", "cancelled", "forced", "interruptible", "waiting_for")
+                 "state", "allocation", "cancelled", "forced", "interruptible", "waiting_for",
+                 "children")
 
     def __init__(self, call: Call, function, request: dict, max_retries: int, retry_exceptions):
         self.call = call
@@ -45,6 +46,7 @@ class LocalTask:
         self.forced = False
         self.interruptible = Interruptible()
         self.waiting_for = 0
+        self.children: list = []       # ids of the tasks it submitted
 
     def launch(self, scheduler, allocation) -> None:
         scheduler.run_on_pool_thread(self, allocation)
@@ -305,8 +307,11 @@ class LocalScheduler:
                 self.tasks.pop(call.task_id, None)
                 task.state = DONE
                 held, task.allocation = task.allocation, None
-            if held is not None:
-                self.release(held)
+                if held is not None:
+                    self.pool.release(held)
+                queued = bool(self.queue)
+            if queued:
+                self.dispatch()
 
     def _invoke(self, task: LocalTask):
         if task.cancelled:   # cancelled as its thread took it, before an interrupt could land
@@ -355,11 +360,20 @@ class LocalScheduler:
 
     # ------------------------------------------------------------- cancelling
 
-    def cancel(self, task_id: bytes, force: bool) -> None:
+    def cancel(self, task_id: bytes, force: bool, recursive: bool = True) -> None:
         """A queued task never runs; a running one gets KeyboardInterrupt in
         its thread. force=True also fails its refs at once and gives its
         resources back (a thread cannot be killed: it ends when the
-        interrupt lands); it is never retried."""
+        interrupt lands); it is never retried. recursive: then the tasks it
+        submitted are cancelled too, and theirs."""
+        with self.lock:
+            task = self.tasks.get(task_id)
+            children = list(task.children) if task is not None and recursive else []
+        self._cancel_one(task_id, force)
+        for child in children:
+            self.cancel(child, force, True)
+
+    def _cancel_one(self, task_id: bytes, force: bool) -> None:
         objects = self.objects
         with self.lock:
             task = self.tasks.get(task_id)

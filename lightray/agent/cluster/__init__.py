@@ -5,6 +5,8 @@ their messages).
     membership.py     ClusterMembership (state.membership): JOIN/JOIN_VIA/MEMBERS,
                       heartbeats, dead peers, rejoining, writes for the control store;
                       peer messages to their part
+    early_ops.py      EarlyOps (membership.early): messages from a peer the authority has
+                      not announced here yet, held (bounded) until it does, then handled
     node_table.py     NodeTable: when each peer was last heard, its incarnation, the
                       verdict (alive, suspect, dead) from silence
     node_rows.py      the rows of lightray.nodes() / `lightray status` from the membership

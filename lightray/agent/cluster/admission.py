@@ -5,8 +5,9 @@
       ──check_ops: each op a tuple of a known kind, its arity, types and ids
       ──ClusterMembership.handle_peer: a stranger may only JOIN (admitted by
         the head when its protocol version is ours); everything else from a
-        node that has not joined is dropped, as is a bad op: nothing it says
-        reaches a handler or the control store
+        node that has not joined is held until the authority announces it
+        (lightray.agent.cluster.early_ops), else dropped, as is a bad op:
+        nothing it says reaches a handler or the control store before that
 
 ``check_ops`` raises ``messages.BadMessage`` naming the first problem. The
 checks are about shape, not meaning: a handler still decides what an op

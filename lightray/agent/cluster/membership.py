@@ -41,6 +41,7 @@ from ...transport import messages as m
 from ...config import NODE_DEAD_AFTER_DEFAULT
 from .control_plane import HEAD_COMMANDS, LEADER, REPLICA
 from . import node_rows
+from .early_ops import EarlyOps, not_joined
 from .node_table import NodeTable
 
 HEARTBEAT_INTERVAL = 0.5     # seconds between heartbeats
@@ -57,7 +58,7 @@ class ClusterMembership:
                  "_on_pull", "_on_pull_data", "_pull_args", "_pull_failed", "_on_actor_relay",
                  "_on_describe", "_on_described", "_actors_on_dead_node", "_retry_or_fail_lost",
                  "_cancel", "_dropped", "refused", "incarnation", "leader_id", "was_authority",
-                 "join_address", "rejoining")
+                 "join_address", "rejoining", "early")
 
     def __init__(self, effects, pool, *, peers: dict, pull_retries: list, queues: dict,
                  tasks: dict, objects: dict, store, directory, node_id: str, on_forward,
@@ -103,6 +104,7 @@ class ClusterMembership:
         self.was_authority = False       # this node was the membership authority last tick
         self.join_address = None         # the address our join connection (HEAD) goes to
         self.rejoining = None            # (authority, time asked) while joining again
+        self.early = EarlyOps()          # messages from peers not known yet as members
 
     def start_cluster(self, mesh_address: str, join_address: str | None, now: float,
                       wall: float, dead_after: float = NODE_DEAD_AFTER_DEFAULT) -> None:
@@ -160,13 +162,23 @@ class ClusterMembership:
 
     # ============================================================ membership
 
-    def handle_peer(self, sender: str, ops: list, now: float, wall: float):
-        """Ops from sender (their shapes checked: lightray.agent.cluster.admission).
-        None when taken; (why, answer) when dropped: why for the log, answer
-        None or the text of a JOIN_REFUSED to send back."""
+    def handle_peer(self, sender: str, ops: list, now: float, wall: float, size: int = 0):
+        """Ops from sender (their shapes checked: lightray.agent.cluster.admission;
+        size: their encoded bytes). None when taken; (why, answer) when dropped:
+        why for the log, answer None or the text of a JOIN_REFUSED to send back.
+        Those of a sender not known yet are held until the authority admits it
+        (lightray.agent.cluster.early_ops), then handled here in order."""
+        refused = self._handle(sender, ops, now, wall, size)
+        for node_id in self.early.senders() if self.early else ():
+            if node_id in self.peers:
+                for held in self.early.take(node_id):
+                    refused = self._handle(node_id, held, now, wall, 0) or refused
+        return refused
+
+    def _handle(self, sender: str, ops: list, now: float, wall: float, size: int):
         view = self.peers.get(sender)
         if view is None:
-            return self._from_stranger(sender, ops, now, wall)
+            return self._from_stranger(sender, ops, now, wall, size)
         if not view.alive:
             return self._from_dead(sender, view, ops, now, wall)
         self.nodes.heard(sender, now)
@@ -233,18 +245,21 @@ class ClusterMembership:
                 self.effects.raft_in.append((sender, op[1]))
         return None
 
-    def _from_stranger(self, sender: str, ops: list, now: float, wall: float):
+    def _from_stranger(self, sender: str, ops: list, now: float, wall: float, size: int):
         """A node that has not joined may only JOIN (the authority admits it if
         it speaks our protocol; another member relays the JOIN to the
         authority); an agent still joining also takes the authority's answer,
         MEMBERS or JOIN_REFUSED, from whoever the authority turns out to be."""
         kinds = {op[0] for op in ops}
         if kinds <= {m.JOIN, m.LEAVING}:
+            if m.LEAVING in kinds:
+                self.early.drop(sender)         # it gave up
             if m.JOIN not in kinds or not self.mesh_address or self.waiting_for_head():
                 return None       # LEAVING: it gave up before it was admitted
             node = next(op[1] for op in ops if op[0] == m.JOIN)
             problem = _join_problem(sender, node)
             if problem is not None:
+                self.early.drop(sender)         # it will not join
                 return (f"refused node {sender} at {node['address']}: {problem}", problem)
             if self.is_authority():
                 self._on_join(sender, node, now, wall)
@@ -266,8 +281,9 @@ class ClusterMembership:
                     # The authority is a member now: the rest of its message counts.
                     return self.handle_peer(sender, [o for o in ops if o[0] != m.MEMBERS],
                                             now, wall) if len(ops) > 1 else None
-        names = ", ".join(sorted(_OP_NAMES.get(k, str(k)) for k in kinds))
-        return (f"dropped {names} from node {sender}, which has not joined the cluster", None)
+        if self.early.hold(sender, ops, size, now):
+            return None          # the authority's NODE_JOINED about it may be on its way
+        return (not_joined(sender, [ops]), None)
 
     def _authority_to_ask(self):
         """Where a JOIN this node cannot decide goes: the known leader, else the head."""
@@ -460,6 +476,7 @@ class ClusterMembership:
         every count, and the authority's answer to our next heartbeat says
         whether we were declared dead meanwhile.)"""
         self.nodes.tick(now)
+        self.early.expire(now)
         self.load = load
         self.hot = load["hot"]
         load = dict(load, available=dict(self.pool.available), queued=self.queued_count(),
@@ -567,10 +584,6 @@ def _join_problem(sender: str, node: dict):
     if node["node_id"] != sender:
         return f"its JOIN names another node id ({node['node_id']!r:.40})"
     return None
-
-
-_OP_NAMES = {code: name for name, code in vars(m).items()
-             if name.isupper() and type(code) is int and 300 < code < 400}
 
 
 def _public_load(load: dict) -> dict:
