@@ -142,7 +142,8 @@ class ObjectDirectory:
                 else:
                     self.effects.outbox[waiter[0]].append((m.INFO_REPLY, waiter[1],
                                                            ("ok", payload)))
-        if entry.refs <= 0:
+        # (waking or failing its waiting tasks may have freed it already)
+        if entry.refs <= 0 and self.objects.get(object_id) is entry:
             self.free(object_id, entry)
 
     def push_ready(self, identity: bytes, item) -> None:

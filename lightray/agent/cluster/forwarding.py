@@ -176,6 +176,11 @@ class TaskForwarding:
                 entry.pinned_for = {origin}
             else:     # run again (lineage): we may hold a copy pulled before it was lost
                 pin_for(origin, entry)
+                if not entry.pending and (entry.spill == REMOTE or entry.spill == PULLING
+                                          or entry.payload[0] == ERROR):
+                    # No copy here, only what we knew of the lost one (where it
+                    # was, or the loss itself): this run makes it again.
+                    self._make_pending_again(object_id, entry)
         for object_id, how in zip(spec[ts.DEPS] + spec[ts.CONTAINED], described):
             self.adopt(origin, object_id, how)
         self.directory.pin(spec[ts.DEPS])
@@ -188,6 +193,20 @@ class TaskForwarding:
             self.hand_back(task)
         elif self._check_satisfiable(task):
             self._await_deps(task)
+
+    def _make_pending_again(self, object_id: bytes, entry) -> None:
+        if entry.spill == PULLING:
+            self._end_pull(object_id, entry)
+        if entry.spill is not None:
+            self.transitions.object(object_id, entry, None, ("made again for", "its owner"))
+        contained, entry.contained = entry.contained, ()
+        entry.payload = None
+        entry.pending = True
+        entry.location = None
+        entry.remote_name = None
+        entry.restore_queued = False
+        for inner in contained:
+            self.directory.unref(inner)
 
     def _alive(self, node_id: str) -> bool:
         if node_id == self.node_id:
