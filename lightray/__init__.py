@@ -53,6 +53,9 @@ own layer's lower modules and from the layers below it):
  5 discovery        finding the agents running on this host (init(address="auto"))
    api              init, shutdown, get, put, wait, cancel, remote, get_actor, kill, ...
    kv               lightray.kv: put/get/delete/list/compare_and_set, replicated
+   observe/         task events, the state API's gathering, the timeline, their commands
+                    (its events and queries do no I/O: the agent and workers use them)
+   state            lightray.state: list_tasks/actors/objects/nodes, summarize_tasks
    cli              the ``lightray`` command line (it also reads lightray.__version__)
  6 util/            ActorPool, Queue: built on the public API
    dask/            a Dask scheduler (needs dask; api imports it only when given a graph)
