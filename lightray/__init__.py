@@ -22,6 +22,9 @@
     counter = Counter.remote()
     lightray.get(counter.inc.remote())   # 1
 
+    lightray.state.list_tasks(filters=[("state", "=", "FAILED")])   # what failed, every node
+    lightray.timeline("trace.json")      # a Chrome / Perfetto trace of the tasks
+
 What lives where, in layers, lowest first (a module imports only from its
 own layer's lower modules and from the layers below it):
 
@@ -60,7 +63,7 @@ own layer's lower modules and from the layers below it):
  6 util/            ActorPool, Queue: built on the public API
    dask/            a Dask scheduler (needs dask; api imports it only when given a graph)
 """
-from . import exceptions, kv
+from . import exceptions, kv, state
 from .actor import ActorClass, ActorHandle, method
 from .api import (
     available_resources,
@@ -79,6 +82,7 @@ from .api import (
     wait,
 )
 from .object_ref import ObjectRef
+from .observe.timeline import timeline
 from .runtime_context import get_runtime_context
 from .scheduling import NodeAffinity
 
@@ -106,5 +110,7 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "state",
+    "timeline",
     "wait",
 ]

@@ -366,7 +366,8 @@ class AgentServer:
         counters = self.state.load_counters()
         used, total = memory_limits.node_memory_usage()   # (its cgroup's, where it has a limit)
         fraction = used / total if total else 0.0
-        return {"memory_fraction": fraction, "cpu_percent": psutil.cpu_percent(None),
+        return {"memory_fraction": fraction, "memory_used": used, "memory_total": total,
+                "cpu_percent": psutil.cpu_percent(None),
                 **counters, "control": self.control.role() if self.control else None,
                 "hot": is_hot(fraction, self.hot_threshold, counters["store_used"],
                               counters["store_capacity"])}
