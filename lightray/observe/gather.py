@@ -110,10 +110,11 @@ def task_rows(address=None, cluster_key=None) -> list:
 def actor_rows(address=None, cluster_key=None) -> list:
     latest: dict = {}
     at = ACTOR_FIELDS.index("state_at")
-    for row in gathered("actors", address, cluster_key):
+    for row in sorted(gathered("actors", address, cluster_key), key=lambda r: r[at]):
         have = latest.get(row[0])
-        if have is None or row[at] >= have[at]:
-            latest[row[0]] = row
+        if have is not None:   # what the newest change's node did not know (a pid, a name)
+            row = [new if new is not None else old for new, old in zip(row, have)]
+        latest[row[0]] = row
     rows = [dict(zip(ACTOR_FIELDS, row)) for row in sorted(latest.values(),
                                                            key=lambda r: r[at])]
     return [{key: row[key] for key in ACTOR_KEYS} for row in rows]
