@@ -228,3 +228,21 @@ def test_lightray_list_with_a_bad_filter_fails_with_one_line_not_a_traceback():
         result = run_cli("list", "tasks", *args)
         assert result.returncode == 1
         assert problem in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_an_agent_keeps_only_well_formed_worker_events_and_peers_send_plain_rows():
+    from lightray.observe.events import TaskEvents
+    from lightray.observe.queries import check_reply
+    from lightray.transport import messages as m
+    events = TaskEvents("n1", 10)
+    good = (1.0, "RUNNING", b"t" * 14, "f", "NORMAL_TASK", None, 123, None, [b"o" * 16])
+    events.from_worker([good, (1.0, "RUNNING", "not bytes", None, None, None, 1, None, None),
+                        (2.0, "EXPLODED", b"t" * 14, None, None, None, 1, None, None),
+                        (3.0, "FINISHED", b"t" * 14, None, None, None, 1, object(), None),
+                        ("x",), [1, 2]])
+    assert list(events.ring) == [good]
+    [row] = events.task_rows()
+    assert row[:6] == [(b"t" * 14).hex(), "f", "NORMAL_TASK", "RUNNING", "n1", 123]
+    assert check_reply((m.STATE_REPLY, 1, [["a", 1, 2.5, None, True, ["x"]]])) is None
+    assert "holds a bytes" in check_reply((m.STATE_REPLY, 1, [[b"pickled?"]]))
+    assert "not a list" in check_reply((m.STATE_REPLY, 1, [("a",)]))

@@ -103,8 +103,7 @@ class TaskEvents:
     def from_worker(self, events: list) -> None:
         """A worker's TASK_EVENTS (their shape checked here: a bad one is dropped)."""
         if self.on:
-            self.ring.extend(e for e in events if type(e) is tuple and len(e) == EVENT_LENGTH
-                             and e[1] in EVENTS and type(e[0]) is float)
+            self.ring.extend(e for e in events if _well_formed(e))
 
     def actor(self, actor, old, new, reason) -> None:
         """Every actor state change (lightray.states.Transitions), but of the
@@ -162,6 +161,20 @@ class TaskEvents:
             latest[change[1]] = change
         return [[c[1].hex(), c[2], c[3], c[4], c[5].upper(), c[6], c[7], c[8], c[9], c[0]]
                 for c in latest.values()]
+
+
+_KINDS = (None, NORMAL, ACTOR_TASK, ACTOR_CREATION)
+
+
+def _well_formed(e) -> bool:
+    """An event a worker may send: every field of its type (None where unknown)."""
+    return (type(e) is tuple and len(e) == EVENT_LENGTH and type(e[0]) is float
+            and type(e[1]) is str and e[1] in EVENTS and type(e[2]) is bytes
+            and (e[3] is None or type(e[3]) is str) and (e[4] is None or type(e[4]) is str)
+            and e[4] in _KINDS and (e[5] is None or type(e[5]) is bytes)
+            and (e[6] is None or type(e[6]) is int) and (e[7] is None or type(e[7]) is str)
+            and (e[8] is None or (type(e[8]) in (list, tuple)
+                                  and all(type(d) is bytes for d in e[8]))))
 
 
 def fold(row: list, event: tuple) -> None:

@@ -29,7 +29,7 @@ MAX_ROWS = 2_000_000       # rows a peer may send in one answer
 
 
 class _Query:
-    __slots__ = ("identity", "request_id", "kind", "nodes", "waiting", "deadline")
+    __slots__ = ("identity", "request_id", "kind", "nodes", "waiting", "deadline", "bad")
 
     def __init__(self, identity: bytes, request_id: int, kind: str, nodes: dict, waiting: set):
         self.identity = identity
@@ -38,6 +38,7 @@ class _Query:
         self.nodes = nodes         # node id -> rows
         self.waiting = waiting     # node ids not answered yet
         self.deadline = None       # set by the first tick (the state reads no clock)
+        self.bad: dict = {}        # node id -> why its answer was left out
 
 
 class StateQueries:
@@ -117,9 +118,13 @@ class StateQueries:
                 query = self.pending.get(op[1])
                 if query is not None and sender in query.waiting:
                     query.waiting.discard(sender)
-                    query.nodes[sender] = op[2]
+                    width = len(FIELDS[query.kind])
+                    if all(len(row) == width for row in op[2]):
+                        query.nodes[sender] = op[2]
+                    else:
+                        query.bad[sender] = f"its rows are not {query.kind} rows"
                     if not query.waiting:
-                        self._answer(self.pending.pop(op[1]), {})
+                        self._answer(self.pending.pop(op[1]), dict(query.bad))
         return rest
 
     def tick(self, now: float) -> None:
@@ -141,7 +146,7 @@ class StateQueries:
                 query.waiting.difference_update(missing)
             if not query.waiting:
                 del self.pending[query_id]
-                self._answer(query, missing)
+                self._answer(query, {**query.bad, **missing})
 
     def _answer(self, query: _Query, missing: dict) -> None:
         self.state.effects.outbox[query.identity].append((m.INFO_REPLY, query.request_id, {
