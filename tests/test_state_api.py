@@ -240,7 +240,7 @@ def test_an_agent_keeps_only_well_formed_worker_events_and_peers_send_plain_rows
                         (2.0, "EXPLODED", b"t" * 14, None, None, None, 1, None, None),
                         (3.0, "FINISHED", b"t" * 14, None, None, None, 1, object(), None),
                         ("x",), [1, 2]])
-    assert list(events.ring) == [good]
+    assert events.recorded() == [good]
     [row] = events.task_rows()
     assert row[:6] == [(b"t" * 14).hex(), "f", "NORMAL_TASK", "RUNNING", "n1", 123]
     assert check_reply((m.STATE_REPLY, 1, [["a", 1, 2.5, None, True, ["x"]]])) is None

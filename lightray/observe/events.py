@@ -38,6 +38,7 @@ FLUSH_EVERY = 0.1          # seconds a worker keeps events before sending them o
 WORKER_BUFFER = 20_000     # events a worker keeps while its agent does not read them
 ERROR_CHARS = 2000         # of an error summary
 _time = time.time
+_TASK_ID, _FUNCTION_ID, _NAME, _DEPS = ts.TASK_ID, ts.FUNCTION_ID, ts.FUNCTION_NAME, ts.DEPS
 
 # The fields of a task row on the wire (lists, in this order) and in lightray.state.
 TASK_FIELDS = ("task_id", "name", "type", "state", "node_id", "worker_pid", "actor_id",
@@ -80,8 +81,8 @@ class TaskEvents:
     def submitted(self, task) -> None:
         if self.on:
             spec = task.spec
-            self.ring.append((_time(), SUBMITTED, task.task_id, spec[ts.FUNCTION_NAME],
-                              NORMAL, None, None, None, spec[ts.DEPS]))
+            self.ring.append((_time(), SUBMITTED, task.task_id, spec[_NAME], NORMAL, None, None,
+                              None, spec[_DEPS]))
 
     def queued(self, task) -> None:
         if self.on:
@@ -101,9 +102,14 @@ class TaskEvents:
                               None, None, summary(error), None))
 
     def from_worker(self, events: list) -> None:
-        """A worker's TASK_EVENTS (their shape checked here: a bad one is dropped)."""
+        """A worker's TASK_EVENTS, kept as they came (the ring bounds them);
+        ill-formed ones are skipped when read (recorded()), off the hot path."""
         if self.on:
-            self.ring.extend(e for e in events if _well_formed(e))
+            self.ring.extend(events)
+
+    def recorded(self):
+        """The well-formed events of the ring, oldest first."""
+        return [event for event in self.ring if _well_formed(event)]
 
     def actor(self, actor, old, new, reason) -> None:
         """Every actor state change (lightray.states.Transitions), but of the
@@ -126,7 +132,7 @@ class TaskEvents:
         """One row per task this node recorded (TASK_FIELDS), plain data."""
         rows: dict = {}
         node_id = self.node_id
-        for event in self.ring:
+        for event in self.recorded():
             task_id = event[2]
             row = rows.get(task_id)
             if row is None:
@@ -140,7 +146,7 @@ class TaskEvents:
         that followed it on the same worker (end None: still running)."""
         open_runs: dict = {}
         runs = []
-        for event in self.ring:
+        for event in self.recorded():
             kind = event[1]
             if kind == RUNNING:
                 run = [event[2].hex(), event[3], event[4], _hex(event[5]), self.node_id,
@@ -266,9 +272,9 @@ class WorkerEvents:
 
     def start(self, spec, kind: str) -> None:
         if self.on:
-            self.buffer.append((_time(), RUNNING, spec[ts.TASK_ID], spec[ts.FUNCTION_NAME], kind,
-                                spec[ts.FUNCTION_ID] if kind == ACTOR_TASK else None,
-                                self.pid, None, spec[ts.DEPS]))
+            self.buffer.append((_time(), RUNNING, spec[_TASK_ID], spec[_NAME], kind,
+                                spec[_FUNCTION_ID] if kind is ACTOR_TASK else None,
+                                self.pid, None, spec[_DEPS]))
 
     def end(self, spec, payloads, retryable: bool = False) -> None:
         """payloads: the task's results (an ERROR one: it failed)."""
@@ -284,7 +290,7 @@ class WorkerEvents:
             else:
                 event = FAILED
         now = _time()
-        self.buffer.append((now, event, spec[ts.TASK_ID], None, None, None, self.pid, error,
+        self.buffer.append((now, event, spec[_TASK_ID], None, None, None, self.pid, error,
                             None))
         if now - self.last_flush > FLUSH_EVERY:
             self.flush(now)
