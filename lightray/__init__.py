@@ -53,11 +53,12 @@ own layer's lower modules and from the layers below it):
  5 discovery        finding the agents running on this host (init(address="auto"))
    api              init, shutdown, get, put, wait, cancel, remote, get_actor, kill, ...
    kv               lightray.kv: put/get/delete/list/compare_and_set, replicated
+   jobs/            lightray.jobs: driver programs submitted to a cluster, their records and logs
    cli              the ``lightray`` command line (it also reads lightray.__version__)
  6 util/            ActorPool, Queue: built on the public API
    dask/            a Dask scheduler (needs dask; api imports it only when given a graph)
 """
-from . import exceptions, kv
+from . import exceptions, jobs, kv
 from .actor import ActorClass, ActorHandle, method
 from .api import (
     available_resources,
@@ -95,6 +96,7 @@ __all__ = [
     "get_runtime_context",
     "init",
     "is_initialized",
+    "jobs",
     "kill",
     "kv",
     "memory_summary",

@@ -182,8 +182,13 @@ def object_store_memory_from_env():
 HOT_NODE_THRESHOLD_ENV = "LIGHTRAY_HOT_NODE_THRESHOLD"
 HOT_NODE_THRESHOLD_DEFAULT = 0.8
 
-# Where init(address="auto") looks first.
+# Where init() (with no address) and init(address="auto") look first; a job's
+# driver gets its node's agent here (lightray.jobs).
 ADDRESS_ENV = "LIGHTRAY_ADDRESS"
+# Set for a job's driver (lightray.jobs.supervisor): its id, and the job's
+# runtime_env (JSON) that init() gives every task and actor it submits.
+JOB_ID_ENV = "LIGHTRAY_JOB_ID"
+JOB_RUNTIME_ENV_ENV = "LIGHTRAY_JOB_RUNTIME_ENV"
 
 
 def hot_node_threshold() -> float:
