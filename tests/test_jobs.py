@@ -224,3 +224,22 @@ def test_submit_job_refuses_bad_input_naming_it(two_nodes, project):
     with pytest.raises(ValueError, match="a job with id 'mine-1' exists already"):
         jobs.submit_job("python -c pass", job_id="mine-1")
     assert wait_for(lambda: jobs.get_job_status("mine-1") == "SUCCEEDED", timeout=30)
+
+
+def test_a_job_dies_with_its_node_and_then_shows_failed_on_the_others(own_cluster, project):
+    head = own_cluster.add_node(head=True)
+    own_cluster.add_node()
+    doomed = own_cluster.add_node()
+    lightray.init(address=doomed.address)
+    own_cluster.wait_for_nodes(3)
+    job_id = jobs.submit_job("python sleeper.py", working_dir=str(project))
+    assert wait_for(lambda: "started" in jobs.get_job_logs(job_id), timeout=30)
+    info = jobs.get_job_info(job_id)
+    assert info["node_id"] == doomed.node_id
+    lightray.shutdown()
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.process.wait(timeout=30)
+    assert wait_for(lambda: not pid_alive(info["pid"]), timeout=30)   # no orphaned driver
+    lightray.init(address=head.address)
+    assert wait_for(lambda: jobs.get_job_status(job_id) == "FAILED", timeout=60)
+    assert "supervisor is gone" in jobs.get_job_info(job_id)["message"]
