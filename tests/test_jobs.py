@@ -5,6 +5,7 @@ agent, in the shipped working directory, and attaches to the cluster with
 plain ``lightray.init()``; its record is in the replicated control store,
 its output in the node's session directory.
 """
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from conftest import pid_alive, wait_for
 
 import lightray
 import lightray.jobs as jobs
+from lightray import cli
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -79,6 +81,11 @@ def two_nodes(own_cluster):
     own_cluster.wait_for_nodes(2)
     lightray.shutdown()
     return head, other
+
+
+def session_dir_of(node):
+    return next(r["session_dir"] for r in cli.running_agent_records()
+                if r["node_id"] == node.node_id)
 
 
 def submitted_id(stdout):
@@ -243,3 +250,61 @@ def test_a_job_dies_with_its_node_and_then_shows_failed_on_the_others(own_cluste
     lightray.init(address=head.address)
     assert wait_for(lambda: jobs.get_job_status(job_id) == "FAILED", timeout=60)
     assert "supervisor is gone" in jobs.get_job_info(job_id)["message"]
+
+
+def test_job_commands_check_the_cluster_key_given(two_nodes, tmp_path):
+    head, _ = two_nodes
+    other_key = tmp_path / "other.key"
+    made = subprocess.run([sys.executable, "-m", "lightray.agent", "--make-cluster-key",
+                           str(other_key)], capture_output=True, text=True, env=cli_env(),
+                          timeout=60)
+    assert made.returncode == 0, made.stderr
+    refused = run_cli("job", "list", "--address", head.address, "--cluster-key", str(other_key))
+    assert refused.returncode == 1
+    assert f"the cluster key {other_key}" in refused.stderr and "is not the key" in refused.stderr
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    own_key = json.load(open(os.path.join(session_dir_of(head), "agent.json")))[
+        "cluster_key_file"]
+    listed = run_cli("job", "list", "--address", head.address, "--cluster-key", own_key)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == "no jobs"
+    for command in ("submit", "status", "logs", "stop", "list"):
+        helped = run_cli("job", command, "--help")
+        assert "--address" in helped.stdout and "--cluster-key" in helped.stdout, command
+
+
+def test_the_job_log_is_kept_in_the_session_directory_of_its_node(two_nodes, project):
+    head, _ = two_nodes
+    lightray.init(address=head.address)
+    job_id = jobs.submit_job("python -c \"print('kept')\"")
+    assert wait_for(lambda: jobs.get_job_status(job_id) == "SUCCEEDED", timeout=30)
+    log_path = jobs.get_job_info(job_id)["log_path"]
+    assert log_path == os.path.join(session_dir_of(head), "jobs", f"{job_id}.log")
+    assert open(log_path).read() == "kept\n"
+    assert jobs.get_job_logs(job_id) == "kept\n"
+
+
+def test_py_modules_of_a_job_import_in_its_driver_and_in_its_tasks(two_nodes, tmp_path):
+    head, _ = two_nodes
+    package = tmp_path / "libs" / "jobhelper"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("WORD = 'from-py-modules'\n")
+    script = tmp_path / "work"
+    script.mkdir()
+    (script / "main.py").write_text(textwrap.dedent("""\
+        import lightray, jobhelper
+        lightray.init()
+
+        @lightray.remote
+        def word():
+            import jobhelper
+            return jobhelper.WORD
+
+        print(jobhelper.WORD, lightray.get(word.remote(), timeout=60))
+    """))
+    lightray.init(address=head.address)
+    job_id = jobs.submit_job("python main.py", working_dir=str(script),
+                             runtime_env={"py_modules": [str(package)]})
+    assert wait_for(lambda: jobs.get_job_status(job_id) in ("SUCCEEDED", "FAILED"), timeout=60)
+    assert jobs.get_job_logs(job_id) == "from-py-modules from-py-modules\n"
+    assert jobs.get_job_status(job_id) == "SUCCEEDED"
