@@ -308,3 +308,18 @@ def test_py_modules_of_a_job_import_in_its_driver_and_in_its_tasks(two_nodes, tm
     assert wait_for(lambda: jobs.get_job_status(job_id) in ("SUCCEEDED", "FAILED"), timeout=60)
     assert jobs.get_job_logs(job_id) == "from-py-modules from-py-modules\n"
     assert jobs.get_job_status(job_id) == "SUCCEEDED"
+
+
+def test_a_killed_supervisor_takes_its_driver_along_and_its_log_stays_readable_here(
+        two_nodes, project):
+    head, _ = two_nodes
+    lightray.init(address=head.address)
+    job_id = jobs.submit_job("python sleeper.py", working_dir=str(project))
+    assert wait_for(lambda: "started" in jobs.get_job_logs(job_id), timeout=30)
+    pid = jobs.get_job_info(job_id)["pid"]
+    supervisor = lightray.get_actor(f"supervisor:{job_id}", namespace="lightray/jobs")
+    lightray.kill(supervisor)
+    assert wait_for(lambda: not pid_alive(pid), timeout=30)
+    assert wait_for(lambda: jobs.get_job_status(job_id) == "FAILED", timeout=30)
+    assert "supervisor is gone" in jobs.get_job_info(job_id)["message"]
+    assert jobs.get_job_logs(job_id) == "started\n"     # from the file, on this host

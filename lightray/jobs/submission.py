@@ -98,9 +98,14 @@ def list_jobs() -> list:
 
 
 def get_job_logs(job_id: str) -> str:
-    """Everything the job's driver wrote to stdout and stderr so far."""
+    """Everything the job's driver wrote to stdout and stderr so far (from its
+    supervisor; from the log file itself when the supervisor is gone and the
+    file is on this host)."""
     chunks, offset = [], 0
-    supervisor = _running_supervisor(job_id)
+    supervisor = _running_supervisor(job_id, local_log=True)
+    if isinstance(supervisor, str):
+        with open(supervisor, "rb") as f:
+            return f.read().decode("utf-8", errors="replace")
     while True:
         data, offset, _ = api.get(supervisor.logs.remote(offset), timeout=CALL_TIMEOUT)
         if not data:
@@ -192,9 +197,14 @@ def _supervisor(job_id: str):
         return None
 
 
-def _running_supervisor(job_id: str):
+def _running_supervisor(job_id: str, local_log: bool = False):
+    """The job's supervisor; else (local_log) the path of its log if it is on
+    this host; else ValueError saying why the log cannot be read."""
     record = records.read(job_id)
     supervisor = _supervisor(job_id)
+    if supervisor is None and local_log and record.get("log_path") and os.path.isfile(
+            record["log_path"]):
+        return record["log_path"]
     if supervisor is None:
         raise ValueError(f"the log of job {job_id!r} is gone: its supervisor on node "
                          f"{record['node_id']} is not running ({record['status']}: "
