@@ -227,6 +227,13 @@ def _connect_local(address: str, namespace, cluster_key: str | None = None) -> _
     """Attach to an agent on this host: the HOST:PORT its mesh listens on (or
     several, comma-separated: the first that runs), ipc://<session
     dir>/agent.sock, or "auto" (lightray.discovery)."""
+    if address.startswith("lightray://"):
+        raise ValueError(
+            f"init(address={address!r}): a driver on a host without an agent (lightray://) "
+            "is not supported by this lightray; on this host, start an agent that joins the "
+            "cluster (lightray-agent --address HOST:PORT --cluster-key FILE) and attach to it "
+            "with init(address=\"auto\"), or run the program on the cluster with "
+            "lightray job submit --address HOST:PORT -- python script.py")
     if address == "auto":
         record = auto_agent()
     elif address.startswith("ipc://"):
