@@ -323,3 +323,11 @@ def test_a_killed_supervisor_takes_its_driver_along_and_its_log_stays_readable_h
     assert wait_for(lambda: jobs.get_job_status(job_id) == "FAILED", timeout=30)
     assert "supervisor is gone" in jobs.get_job_info(job_id)["message"]
     assert jobs.get_job_logs(job_id) == "started\n"     # from the file, on this host
+
+
+def test_a_job_of_an_embedded_runtime_attaches_to_it_with_address_auto():
+    lightray.init(num_cpus=1)
+    job_id = jobs.submit_job(["python", "-c", "import lightray; lightray.init(address='auto'); "
+                              "print(lightray.get(lightray.put(5)), len(lightray.nodes()))"])
+    assert "".join(jobs.tail_job_logs(job_id, timeout=60)) == "5 1\n"
+    assert jobs.get_job_status(job_id) == "SUCCEEDED"
