@@ -189,6 +189,18 @@ ADDRESS_ENV = "LIGHTRAY_ADDRESS"
 # runtime_env (JSON) that init() gives every task and actor it submits.
 JOB_ID_ENV = "LIGHTRAY_JOB_ID"
 JOB_RUNTIME_ENV_ENV = "LIGHTRAY_JOB_RUNTIME_ENV"
+# Seconds a job's supervisor stays after its job ended (serving its log to
+# followers) before it exits; its log's tail is in the control store then.
+JOB_SUPERVISOR_LINGER_ENV = "LIGHTRAY_JOB_SUPERVISOR_LINGER"
+JOB_SUPERVISOR_LINGER_DEFAULT = 60.0
+
+
+def job_supervisor_linger() -> float:
+    value = _env_number(JOB_SUPERVISOR_LINGER_ENV, JOB_SUPERVISOR_LINGER_DEFAULT, float)
+    if not value >= 0:
+        raise ValueError(f"{JOB_SUPERVISOR_LINGER_ENV} must be a number of seconds >= 0, "
+                         f"got {value!r}")
+    return value
 
 
 def hot_node_threshold() -> float:

@@ -331,3 +331,37 @@ def test_a_job_of_an_embedded_runtime_attaches_to_it_with_address_auto():
                               "print(lightray.get(lightray.put(5)), len(lightray.nodes()))"])
     assert "".join(jobs.tail_job_logs(job_id, timeout=60)) == "5 1\n"
     assert jobs.get_job_status(job_id) == "SUCCEEDED"
+
+
+def test_an_ended_job_s_supervisor_retires_and_its_log_s_tail_stays_in_the_control_store(
+        own_cluster):
+    linger = {"LIGHTRAY_JOB_SUPERVISOR_LINGER": "0.2"}
+    head = own_cluster.add_node(head=True, env=linger)
+    other = own_cluster.add_node(env=linger)
+    lightray.init(address=other.address)
+    own_cluster.wait_for_nodes(2)
+    lightray.shutdown()
+    lightray.init(address=head.address)
+    # 1.5 MB of output: more than the 1 MiB the control store keeps.
+    job_id = jobs.submit_job(["python", "-c", "print('x' * 1_500_000); print('end')"])
+    assert wait_for(lambda: jobs.get_job_status(job_id) == "SUCCEEDED", timeout=30)
+
+    def supervisor_gone():
+        try:
+            lightray.get_actor(f"supervisor:{job_id}", namespace="lightray/jobs")
+        except ValueError:
+            return True
+        return False
+    assert wait_for(supervisor_gone, timeout=30)   # no process left per ended job
+    whole = "x" * 1_500_000 + "\nend\n"
+    assert jobs.get_job_logs(job_id) == whole      # the file, on this host
+    lightray.shutdown()
+    # Elsewhere (the file removed, as on another host): the tail the store kept.
+    lightray.init(address=other.address)
+    log_path = jobs.get_job_info(job_id)["log_path"]
+    os.unlink(log_path)
+    kept = jobs.get_job_logs(job_id)
+    skipped = len(whole) - (1 << 20)
+    assert kept == (f"[lightray: the first {skipped} bytes of this log are kept only on node "
+                    f"{head.node_id}]\n" + whole[skipped:])
+    assert "".join(jobs.tail_job_logs(job_id, timeout=30)) == kept

@@ -5,7 +5,8 @@
                                                                (end, exit code, message)
 
 The records live under the reserved kv namespace ``lightray/jobs``, one key
-per job id, as JSON: replicated like every lightray.kv value, so any node's
+per job id, as JSON (the last MiB of an ended job's output under
+``lightray/job_logs``, for when its supervisor is gone): replicated like every lightray.kv value, so any node's
 driver (or command line) reads them. Writes go through lightray.kv, from
 the submitting driver (PENDING) and the job's supervisor (the rest).
 """
@@ -18,6 +19,8 @@ from .. import kv
 from ..ids import random_hex
 
 NAMESPACE = "lightray/jobs"       # kv namespace of the records (and the supervisors' actors)
+LOG_NAMESPACE = "lightray/job_logs"   # the last KEPT_LOG_BYTES of each ended job's output
+KEPT_LOG_BYTES = 1 << 20
 PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED",
                                                 "STOPPED")
 TERMINAL = (SUCCEEDED, FAILED, STOPPED)
@@ -82,6 +85,20 @@ def read_all() -> list:
         if value is not None:
             found.append(json.loads(value))
     return sorted(found, key=lambda r: (r.get("submitted_at") or 0, r["job_id"]))
+
+
+def keep_log_tail(job_id: str, start: int, tail: bytes) -> None:
+    """An ended job's output from byte start on (its last KEPT_LOG_BYTES)."""
+    kv.put(job_id, b"%d\n" % start + tail, namespace=LOG_NAMESPACE)
+
+
+def log_tail(job_id: str):
+    """(start, bytes) of the output kept for an ended job, or None."""
+    value = kv.get(job_id, namespace=LOG_NAMESPACE)
+    if value is None:
+        return None
+    start, _, tail = value.partition(b"\n")
+    return int(start), tail
 
 
 def _encoded(record: dict) -> bytes:

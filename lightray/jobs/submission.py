@@ -98,16 +98,13 @@ def list_jobs() -> list:
 
 
 def get_job_logs(job_id: str) -> str:
-    """Everything the job's driver wrote to stdout and stderr so far (from its
-    supervisor; from the log file itself when the supervisor is gone and the
-    file is on this host)."""
+    """Everything the job's driver wrote to stdout and stderr so far: from its
+    supervisor; once that is gone, from the log file on this host, else from
+    the last MiB the control store keeps of an ended job's output."""
     chunks, offset = [], 0
-    supervisor = _running_supervisor(job_id, local_log=True)
-    if isinstance(supervisor, str):
-        with open(supervisor, "rb") as f:
-            return f.read().decode("utf-8", errors="replace")
+    supervisor = _supervisor(job_id)
     while True:
-        data, offset, _ = api.get(supervisor.logs.remote(offset), timeout=CALL_TIMEOUT)
+        data, offset, _ = _read_log(job_id, offset, supervisor)
         if not data:
             return b"".join(chunks).decode("utf-8", errors="replace")
         chunks.append(data)
@@ -116,21 +113,21 @@ def get_job_logs(job_id: str) -> str:
 def tail_job_logs(job_id: str, timeout: float | None = None) -> Iterator[str]:
     """The job's output as it is written, until the job ends (or timeout
     seconds pass: GetTimeoutError)."""
-    supervisor = _running_supervisor(job_id)
+    supervisor = _supervisor(job_id)
     deadline = None if timeout is None else time.monotonic() + timeout
     offset = 0
     while True:
-        data, offset, finished = api.get(supervisor.logs.remote(offset), timeout=CALL_TIMEOUT)
+        data, offset, finished = _read_log(job_id, offset, supervisor)
         if data:
             yield data.decode("utf-8", errors="replace")
             continue
         if finished:
             return
-        if _supervisor(job_id) is None:
-            return
         if deadline is not None and time.monotonic() > deadline:
             raise exceptions.GetTimeoutError(f"job {job_id} still running after {timeout:g} s")
         time.sleep(FOLLOW_INTERVAL)
+        if supervisor is None:
+            supervisor = _supervisor(job_id)   # PENDING: not made yet
 
 
 def stop_job(job_id: str, timeout: float = STOP_TIMEOUT) -> bool:
@@ -197,19 +194,36 @@ def _supervisor(job_id: str):
         return None
 
 
-def _running_supervisor(job_id: str, local_log: bool = False):
-    """The job's supervisor; else (local_log) the path of its log if it is on
-    this host; else ValueError saying why the log cannot be read."""
-    record = records.read(job_id)
-    supervisor = _supervisor(job_id)
-    if supervisor is None and local_log and record.get("log_path") and os.path.isfile(
-            record["log_path"]):
-        return record["log_path"]
-    if supervisor is None:
-        raise ValueError(f"the log of job {job_id!r} is gone: its supervisor on node "
-                         f"{record['node_id']} is not running ({record['status']}: "
-                         f"{record.get('message') or 'it never started'})")
-    return supervisor
+def _read_log(job_id: str, offset: int, supervisor) -> tuple:
+    """(bytes of the job's log from offset, the offset after them, whether the
+    job has ended and nothing more will come)."""
+    if supervisor is not None:
+        try:
+            return api.get(supervisor.logs.remote(offset), timeout=CALL_TIMEOUT)
+        except exceptions.ActorDiedError:
+            pass       # it retired, or died, meanwhile: what it left
+    record = get_job_info(job_id)
+    ended = record["status"] in records.TERMINAL
+    path = record.get("log_path")
+    if path and os.path.isfile(path):          # the job ran on this host
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(records.KEPT_LOG_BYTES)
+        return data, offset + len(data), ended and len(data) < records.KEPT_LOG_BYTES
+    kept = records.log_tail(job_id)
+    if kept is None:
+        if not ended:
+            return b"", offset, False          # PENDING: no output yet
+        raise ValueError(f"the log of job {job_id!r} is gone: it was kept on node "
+                         f"{record['node_id']}, whose agent stopped")
+    start, tail = kept
+    note = b""
+    if offset < start:
+        note = (b"[lightray: the first %d bytes of this log are kept only on node %s]\n"
+                % (start, str(record["node_id"]).encode()))
+        offset = start
+    data = tail[offset - start:]
+    return note + data, offset + len(data), True
 
 
 def _failed(record: dict, why: str, status: str = records.FAILED) -> dict:

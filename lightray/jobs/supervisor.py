@@ -12,8 +12,9 @@
         stop(timeout)  SIGTERM to the process group, SIGKILL after timeout
 
 The driver process dies with the supervisor's worker (PR_SET_PDEATHSIG), so a
-stopped agent leaves no job running. The supervisor stays after its job ended,
-to serve the job's log, until its agent stops.
+stopped agent leaves no job running. When the job has ended, the supervisor
+keeps the log's last MiB in the control store, serves the log for
+LIGHTRAY_JOB_SUPERVISOR_LINGER seconds more (60), then exits.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ import sys
 import threading
 import time
 
-from .. import config
+from .. import api, config
+from ..actor import exit_actor
 from ..discovery import agent_at
 from ..log import get_logger
 from ..runtime import client_for_submission
@@ -127,14 +129,44 @@ class JobSupervisor:
             self._finish(code, f"the driver exited with code {code}")
 
     def _finish(self, code, message: str, status: str = records.FAILED) -> None:
+        job_id = self.record["job_id"]
         self.record.update(status=status, end_time=time.time(), exit_code=code,
                            message=message)
         try:
+            self._keep_log_tail()
             records.write(self.record)
         except Exception as error:   # the record stays RUNNING; get_job_status says why
             _log.warning("job %s ended (%s) but its record could not be written: %s",
-                         self.record["job_id"], status, error)
+                         job_id, status, error)
         self.done.set()
+        threading.Thread(target=self._retire, name="lightray-job-retire", daemon=True).start()
+
+    def _keep_log_tail(self) -> None:
+        try:
+            size = os.path.getsize(self.log_path)
+        except OSError:
+            size = 0
+        start = max(size - records.KEPT_LOG_BYTES, 0)
+        data = b""
+        if size:
+            with open(self.log_path, "rb") as f:
+                f.seek(start)
+                data = f.read(records.KEPT_LOG_BYTES)
+        records.keep_log_tail(self.record["job_id"], start, data)
+
+    def _retire(self) -> None:
+        """Exit once followers had time to read the end of the log."""
+        time.sleep(config.job_supervisor_linger())
+        try:
+            own = api.get_actor(records.supervisor_name(self.record["job_id"]),
+                                namespace=records.NAMESPACE)
+            own.exit.remote()
+        except Exception as error:
+            _log.warning("the supervisor of job %s could not retire: %s",
+                         self.record["job_id"], error)
+
+    def exit(self) -> None:
+        exit_actor()
 
     def info(self) -> dict:
         return dict(self.record)
