@@ -365,3 +365,28 @@ def test_an_ended_job_s_supervisor_retires_and_its_log_s_tail_stays_in_the_contr
     assert kept == (f"[lightray: the first {skipped} bytes of this log are kept only on node "
                     f"{head.node_id}]\n" + whole[skipped:])
     assert "".join(jobs.tail_job_logs(job_id, timeout=30)) == kept
+
+
+def test_pip_requirements_of_a_job_import_in_its_driver_and_in_its_tasks(two_nodes, tmp_path):
+    from test_runtime_env import tiny_wheel
+
+    head, _ = two_nodes
+    wheels = tmp_path / "wheels"
+    tiny_wheel(wheels, name="lr_jobwheel")
+    lightray.init(address=head.address)
+    script = textwrap.dedent("""\
+        import lightray, lr_jobwheel
+        lightray.init()
+
+        @lightray.remote
+        def value():
+            import lr_jobwheel
+            return lr_jobwheel.VALUE
+
+        print(lr_jobwheel.VALUE, "|", lightray.get(value.remote(), timeout=120))
+    """)
+    job_id = jobs.submit_job(["python", "-c", script], runtime_env={
+        "pip": ["--no-index", f"--find-links {wheels}", "lr_jobwheel==0.1"]})
+    assert wait_for(lambda: jobs.get_job_status(job_id) in ("SUCCEEDED", "FAILED"),
+                    timeout=240)
+    assert jobs.get_job_logs(job_id) == "from the wheel | from the wheel\n"
