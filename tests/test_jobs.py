@@ -390,3 +390,24 @@ def test_pip_requirements_of_a_job_import_in_its_driver_and_in_its_tasks(two_nod
     assert wait_for(lambda: jobs.get_job_status(job_id) in ("SUCCEEDED", "FAILED"),
                     timeout=240)
     assert jobs.get_job_logs(job_id) == "from the wheel | from the wheel\n"
+
+
+def test_a_job_stopped_while_pending_is_never_started_by_its_supervisor(two_nodes, tmp_path):
+    from lightray.jobs import records
+    from lightray.jobs.supervisor import JobSupervisor
+
+    head, _ = two_nodes
+    lightray.init(address=head.address)
+    marker = tmp_path / "ran"
+    record = records.new_record("pending-1", "touch", head.node_id, 0.0, None)
+    assert records.write(record, only_new=True)
+    assert jobs.get_job_status("pending-1") == "PENDING"
+    assert jobs.stop_job("pending-1") is True
+    assert jobs.get_job_status("pending-1") == "STOPPED"
+    supervisor = lightray.remote(JobSupervisor).options(
+        name=records.supervisor_name("pending-1"), namespace=records.NAMESPACE,
+        num_cpus=0).remote(record, ["touch", str(marker)], None)
+    started = lightray.get(supervisor.start.remote(), timeout=60)
+    assert (started["status"], started["pid"]) == ("STOPPED", None)
+    assert not marker.exists()
+    assert jobs.stop_job("pending-1") is False

@@ -24,6 +24,7 @@ import time
 from typing import Iterator
 
 from .. import api, exceptions
+from ..config import runtime_env_install_timeout
 from ..runtime_context import state as context_state
 from ..runtime_env import parse as parse_runtime_env
 from ..scheduling import NodeAffinity
@@ -67,7 +68,9 @@ def submit_job(entrypoint, *, working_dir=None, runtime_env: dict | None = None,
     try:
         supervisor = api.remote(JobSupervisor).options(**options).remote(record, argv,
                                                                          env or None)
-        api.get(supervisor.start.remote(), timeout=CALL_TIMEOUT)
+        # (Its runtime_env is set up first: pip/uv may install for a while.)
+        api.get(supervisor.start.remote(),
+                timeout=CALL_TIMEOUT + runtime_env_install_timeout())
     except ValueError as error:           # the entrypoint could not start (record: FAILED)
         raise ValueError(str(getattr(error, "cause", None) or error)) from None
     except exceptions.LightrayError as error:
@@ -136,12 +139,18 @@ def stop_job(job_id: str, timeout: float = STOP_TIMEOUT) -> bool:
     if type(timeout) not in (int, float) or timeout < 0:
         raise ValueError(f"stop_job: timeout must be a number of seconds >= 0, got {timeout!r}")
     record = get_job_info(job_id)
+    if record["status"] == records.PENDING:
+        # Not started: marked STOPPED, its supervisor will not start it
+        # (unless it started just now: then it is stopped as a running one).
+        if records.replace(record, _failed(record, "stopped before it started",
+                                           records.STOPPED)):
+            return True
+        record = get_job_info(job_id)
     if record["status"] in records.TERMINAL:
         return False
     supervisor = _supervisor(job_id)
-    if supervisor is None:     # PENDING: it never started, or it is starting right now
-        return records.replace(record, _failed(record, "stopped before it started",
-                                               records.STOPPED))
+    if supervisor is None:
+        return False           # gone since (get_job_info marks the job FAILED)
     return api.get(supervisor.stop.remote(float(timeout)), timeout=timeout + CALL_TIMEOUT)
 
 

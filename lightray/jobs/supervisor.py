@@ -64,6 +64,14 @@ class JobSupervisor:
         program cannot be started (the record says FAILED then)."""
         if self.process is not None:
             return self.record
+        current = records.read(self.record["job_id"])
+        if current["status"] != records.PENDING:
+            # Stopped, or given up by its submitter (which waited too long), meanwhile.
+            self.record = current
+            self.done.set()
+            threading.Thread(target=self._retire, name="lightray-job-retire",
+                             daemon=True).start()
+            return current
         env = self._driver_env()
         argv = list(self.argv)
         if argv[0] in _PYTHONS:
