@@ -7,6 +7,11 @@
         every node of the cluster (dead ones too): address, alive, suspect
         (silent N s) or dead and why, head, control role (leader, replica),
         resources used/total, memory, store use and spilled bytes
+    lightray list tasks|actors|objects|nodes [--filter KEY=VALUE]... [--limit N] [--json]
+    lightray summary tasks [--json]
+    lightray timeline -o FILE
+        the state API and the timeline from the shell (lightray.observe.cli);
+        they take --address and --cluster-key as status does
     lightray stop [--address HOST:PORT | ipc://...]... [--cluster-key FILE] [--force]
                   [--timeout SECONDS]
         stop this user's cluster agents started on this host with lightray-agent,
@@ -45,6 +50,7 @@ from .api import init as lightray_init
 from .client.core import CoreClient
 from .config import JOB_RUNTIME_ENV_ENV
 from .jobs import cli as job_cli
+from .observe import cli as observe_cli
 from .discovery import (NoClusterError, agent_at, auto_agent, check_cluster_key, describe,
                         running_agent_records)
 
@@ -87,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
                             help="every node of the cluster: alive or dead, resources, "
                                  "store use")
     status.add_argument("--json", action="store_true", help="print the nodes as JSON")
+    observe_cli.register(sub, target)   # list, summary, timeline (lightray.observe.cli)
     stop = sub.add_parser("stop", help="stop your lightray-agent processes on this host "
                                        "(or only those named with --address)")
     stop.add_argument("--address", action="append", default=[],
@@ -142,6 +149,8 @@ def _run(parser, args) -> int:
         return _stop(args)
     if args.command == "job":
         return job_cli.run(args, _attach, _CliError)
+    if args.command in observe_cli.COMMANDS:
+        return observe_cli.run(args)
     parser.print_help()
     return 0
 
