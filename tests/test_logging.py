@@ -115,11 +115,12 @@ def test_lines_of_lightray_processes_are_one_line_each_and_name_the_process():
 
 
 def test_the_library_never_prints_to_stderr_itself():
-    """Only the command lines (lightray, lightray-agent) print their own output."""
+    """Only the command lines (lightray and its subcommands, lightray-agent) print their own output."""
     offenders = []
     package = os.path.join(REPO_ROOT, "lightray")
-    allowed = {os.path.join(package, "cli.py"), os.path.join(package, "agent", "cli.py"),
-               os.path.join(package, "job_cli.py")}
+    allowed = {os.path.join(package, *parts) for parts in (
+        ("cli.py",), ("agent", "cli.py"), ("jobs", "cli.py"), ("observe", "cli.py"))}
+    assert all(os.path.exists(path) for path in allowed), "a command-line module moved"
     for folder, _dirs, files in os.walk(package):
         for name in files:
             path = os.path.join(folder, name)
