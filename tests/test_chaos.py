@@ -1,4 +1,4 @@
-"""Chaos: real agents run a ~4,800-task Dask graph (array reductions with
+"""Chaos: real agents run a 5,630-task Dask graph (array reductions with
 shuffles) and an actor workload (max_restarts=-1) while a seeded chaos thread
 SIGKILLs a random worker every 200 ms, one agent that is not a control
 replica once, and the control leader once. The results equal a clean run's
@@ -49,7 +49,8 @@ def collections(seed: int):
     return [(x + x.T).sum(axis=0),                          # transpose: all-to-all
             x.rechunk((n, 64)).std(axis=0),                 # rechunk: a shuffle
             (x - x.mean(axis=1, keepdims=True)).max(axis=1),
-            x[::3, ::2].rechunk((2 * chunk, 2 * chunk)).sum()]
+            x[::3, ::2].rechunk((2 * chunk, 2 * chunk)).sum(),
+            (x * x).mean(axis=1)]                           # 5,630 tasks in all
 
 
 @lightray.remote
