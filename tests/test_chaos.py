@@ -1,14 +1,23 @@
-"""Chaos: three real agents run a ~4,800-task Dask graph (array reductions with
-shuffles) and an actor workload while a seeded chaos thread SIGKILLs a random
-worker every 200 ms and one non-head agent once. The results equal a clean
-run's bit for bit; nothing hangs (something finishes at least every 2
-minutes, however loaded the machine); nothing leaks (the autouse fixture).
+"""Chaos: real agents run a 5,630-task Dask graph (array reductions with
+shuffles) and an actor workload (max_restarts=-1) while a seeded chaos thread
+SIGKILLs a random worker every 200 ms, one agent that is not a control
+replica once, and the control leader once. The results equal a clean run's
+bit for bit; nothing hangs (something finishes at least every 2 minutes,
+however loaded the machine); nothing leaks (the autouse fixture).
+
+The cluster: the head and two more agents are the three control replicas
+(the head leads), a fourth agent is none; the driver is attached to a
+replica that does not lead. The non-replica dies after AGENT_KILL_AFTER s,
+the leader (whichever agent leads by then, the head unless a stall moved the
+lead) after LEADER_KILL_AFTER s: the two replicas left are a majority and
+elect a new leader while the graph runs on.
 
 The suite runs one round with a fixed seed. For longer runs with random seeds:
 
-    LIGHTRAY_CHAOS_ROUNDS=20 python -m pytest tests/test_chaos.py -p no:cacheprovider
+    LIGHTRAY_CHAOS_ROUNDS=20 python -m pytest tests/test_chaos.py -p no:cacheprovider -s
 
-(LIGHTRAY_CHAOS_SEED fixes the first round's seed; each round prints its seed.)
+(LIGHTRAY_CHAOS_SEED fixes the first round's seed; each round prints its seed
+and what it killed.)
 """
 import os
 import random
@@ -21,11 +30,13 @@ import psutil
 import pytest
 
 import lightray
+from conftest import wait_for
 
 ROUNDS = int(os.environ.get("LIGHTRAY_CHAOS_ROUNDS", "1"))
 FIRST_SEED = int(os.environ.get("LIGHTRAY_CHAOS_SEED", "20261207"))
 KILL_EVERY = 0.2            # seconds between two worker kills
-AGENT_KILL_AFTER = 2.0      # seconds into the run when the non-head agent dies
+AGENT_KILL_AFTER = 2.0      # seconds into the run when the non-replica agent dies
+LEADER_KILL_AFTER = 4.0     # ... and when the control leader does
 STALL_TIMEOUT = 120.0       # nothing finished for this long: a hang
 
 pytestmark = pytest.mark.timeout(900 * ROUNDS)
@@ -38,7 +49,8 @@ def collections(seed: int):
     return [(x + x.T).sum(axis=0),                          # transpose: all-to-all
             x.rechunk((n, 64)).std(axis=0),                 # rechunk: a shuffle
             (x - x.mean(axis=1, keepdims=True)).max(axis=1),
-            x[::3, ::2].rechunk((2 * chunk, 2 * chunk)).sum()]
+            x[::3, ::2].rechunk((2 * chunk, 2 * chunk)).sum(),
+            (x * x).mean(axis=1)]                           # 5,630 tasks in all
 
 
 @lightray.remote
@@ -51,25 +63,39 @@ def mix(seed: int, i: int) -> float:
     return float(np.random.default_rng([seed, i]).standard_normal(2000).sum())
 
 
+def control_roles() -> dict:
+    """node id -> "leader" / "replica" / None, of the live nodes (as the
+    driver's agent knows them)."""
+    return {n["node_id"]: n.get("control") for n in lightray.nodes() if n["alive"]}
+
+
 class Chaos(threading.Thread):
     """SIGKILLs a random worker of a random live agent every KILL_EVERY
-    seconds, and the victim agent once, after AGENT_KILL_AFTER seconds."""
+    seconds, the non-replica agent once after AGENT_KILL_AFTER seconds and
+    the control leader once after LEADER_KILL_AFTER seconds (never the
+    driver's agent: a leader is looked up at each tick until one is found)."""
 
-    def __init__(self, seed: int, agents: list, victim):
+    def __init__(self, seed: int, agents: list, non_replica, spared):
         super().__init__(daemon=True, name="chaos")
         self.random = random.Random(seed)
         self.agents = agents
-        self.victim = victim
+        self.non_replica = non_replica
+        self.spared = spared              # the driver's agent
         self.stop = threading.Event()
         self.workers_killed = 0
         self.agent_killed = False
+        self.leader_killed = None         # the node id of the leader killed
 
     def run(self):
         started = time.monotonic()
         while not self.stop.wait(KILL_EVERY):
-            if not self.agent_killed and time.monotonic() - started >= AGENT_KILL_AFTER:
-                self.victim.process.send_signal(signal.SIGKILL)
+            elapsed = time.monotonic() - started
+            if not self.agent_killed and elapsed >= AGENT_KILL_AFTER:
+                self.non_replica.process.send_signal(signal.SIGKILL)
                 self.agent_killed = True
+                continue
+            if self.agent_killed and self.leader_killed is None \
+                    and elapsed >= LEADER_KILL_AFTER and self._kill_leader():
                 continue
             alive = [a for a in self.agents if a.process.poll() is None]
             agent = self.random.choice(alive)
@@ -83,6 +109,19 @@ class Chaos(threading.Thread):
                     self.workers_killed += 1
                 except psutil.NoSuchProcess:
                     pass
+
+    def _kill_leader(self) -> bool:
+        try:
+            roles = control_roles()
+        except Exception:            # the driver's agent is busy: next tick
+            return False
+        leader = next((node for node in self.agents if roles.get(node.node_id) == "leader"
+                       and node is not self.spared and node.process.poll() is None), None)
+        if leader is None:
+            return False
+        leader.process.send_signal(signal.SIGKILL)
+        self.leader_killed = leader.node_id
+        return True
 
 
 def run_watched(work, progress: dict):
@@ -131,16 +170,22 @@ def test_results_under_chaos_equal_a_clean_run_bit_for_bit(own_cluster, round_in
     expected_mix = [mix(seed, i) for i in range(300)]
 
     head = own_cluster.add_node(head=True, num_cpus=2)
+    first = own_cluster.add_node(num_cpus=2)
     second = own_cluster.add_node(num_cpus=2)
-    victim = own_cluster.add_node(num_cpus=2)
-    lightray.init(address=head.address)
-    own_cluster.wait_for_nodes(3)
+    spare = own_cluster.add_node(num_cpus=1)
+    lightray.init(address=first.address)
+    own_cluster.wait_for_nodes(4)
+    # (agents become voters in join order once the leader hears them)
+    assert wait_for(lambda: sorted(map(str, control_roles().values())) ==
+                    ["None", "leader", "replica", "replica"], 30), control_roles()
+    assert control_roles()[head.node_id] == "leader"
+    non_replica = next(n for n in (first, second, spare) if control_roles()[n.node_id] is None)
     mixers = [Mixer.options(max_restarts=-1, max_task_retries=-1,
                             scheduling_strategy="SPREAD").remote() for _ in range(3)]
     assert lightray.get([m.mix.remote(seed, 0) for m in mixers], timeout=60) == \
         [expected_mix[0]] * 3
 
-    chaos = Chaos(seed, [head, second, victim], victim)
+    chaos = Chaos(seed, [head, first, second, spare], non_replica, spared=first)
     chaos.start()
     try:
         progress = {"stage": "dask graph", "dask tasks done": 0}
@@ -159,8 +204,10 @@ def test_results_under_chaos_equal_a_clean_run_bit_for_bit(own_cluster, round_in
     finally:
         chaos.stop.set()
         chaos.join()
-    print(f"chaos: {chaos.workers_killed} workers killed, agent killed: {chaos.agent_killed}")
+    print(f"chaos seed {seed}: {chaos.workers_killed} workers killed, non-replica agent "
+          f"killed: {chaos.agent_killed}, leader killed: {chaos.leader_killed}")
     assert chaos.agent_killed and chaos.workers_killed > 0
+    assert chaos.leader_killed is not None, "the run ended before the leader was killed"
     for value, want in zip(got, expected):
         assert np.asarray(value).tobytes() == np.asarray(want).tobytes()
     assert got_mix == expected_mix

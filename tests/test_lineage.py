@@ -212,3 +212,116 @@ def test_a_bad_lineage_limit_is_refused(monkeypatch):
     monkeypatch.setenv("LIGHTRAY_LINEAGE_BYTES", "-1")
     with pytest.raises(ValueError, match="LIGHTRAY_LINEAGE_BYTES"):
         config.lineage_bytes()
+
+
+# ------------------- a rerun forwarded to a node that knew the lost result (state, no sockets)
+
+DRIVER = b"driver01"
+ORIGIN = "origin00"     # the owner's node, which sends the rerun here
+
+
+def _agent_with_a_worker():
+    from lightray.agent.state import AgentState
+    from lightray.scheduling import NodeView
+    agent = AgentState(node_id="node0000", session="s", resources={"CPU": 1.0},
+                       pipeline_depth=1, max_workers=1, store_capacity=1 << 30)
+    agent.on_hello(DRIVER, "driver", 1, "")
+    agent.initial_workers(1)
+    (worker_id,) = agent.effects.spawn
+    agent.on_spawned(worker_id, 100)
+    agent.on_hello(worker_id.encode(), "worker", 100, worker_id)
+    agent.take_instructions()
+    # The owner's node, as a live peer (with no room: nothing is sent to it to run).
+    agent.forwarding.peers[ORIGIN] = NodeView(ORIGIN, "127.0.0.1:1", {})
+    return agent, worker_id.encode()
+
+
+def _forward_spec(index):
+    from lightray import task_spec as ts
+    return ts.new_task_spec(index.to_bytes(14, "big"), b"f" * 16, "make", None, [], [],
+                            num_returns=1, resources={"CPU": 1.0}, max_retries=3,
+                            retry_exceptions=False)
+
+
+def _results_sent(agent, node_id):
+    from lightray.transport import messages as m
+    return [op for op in agent.effects.peer_outbox.get(node_id, []) if op[0] == m.RESULT]
+
+
+def _knew_it_remote(entry):
+    from lightray.serialization import SHARED
+    from lightray.states import REMOTE
+    entry.payload = (SHARED, ("lr_s_" + "ab" * 16, 1 << 20, 10, ()))
+    entry.spill = REMOTE
+    entry.location = "deadnode"
+    entry.remote_name = "lr_s_" + "ab" * 16
+
+
+def _knew_it_lost(entry):
+    from lightray import exceptions, serialization
+    from lightray.serialization import ERROR
+    lost = exceptions.ObjectLostError("its only copy was on node deadnode, which died")
+    entry.payload = (ERROR, serialization.dumps_exception(lost))
+
+
+@pytest.mark.parametrize("knew", [_knew_it_remote, _knew_it_lost],
+                         ids=["its REMOTE descriptor", "the ObjectLostError it failed with"])
+def test_a_rerun_forwarded_to_a_node_that_knew_the_lost_result_makes_it_again_there(knew):
+    from lightray.agent.records import ObjectEntry
+    from lightray.serialization import INLINE
+    from lightray.transport import messages as m
+    agent, worker = _agent_with_a_worker()
+    spec = _forward_spec(7)
+    result = _result(7)
+    entry = agent.objects[result] = ObjectEntry(1)   # what this node knew of the lost result
+    entry.pending = False
+    knew(entry)
+
+    agent.forwarding.on_forward(ORIGIN, spec, b"pickled function", [])
+    agent.turn()
+    assert agent.objects[result].pending, "the stale entry was kept instead of made again"
+    assert _results_sent(agent, ORIGIN) == [], "the stale entry was reported to the owner"
+    execs = [op for ops in agent.effects.outbox.values() for op in ops if op[0] == m.EXEC]
+    assert [op[1][0] for op in execs] == [spec[0]], "the rerun did not run here"
+    agent.take_instructions()
+
+    agent.handle(worker, [(m.DONE, spec[0], [(INLINE, b"made again")], [[]], False)])
+    agent.turn()
+    (sent,) = _results_sent(agent, ORIGIN)
+    assert (INLINE, b"made again") in [item for item in _flatten(sent)], sent
+
+
+def _flatten(value):
+    if isinstance(value, (list, tuple)):
+        yield value
+        for inner in value:
+            yield from _flatten(inner)
+
+
+def test_set_ready_does_not_free_twice_an_entry_that_waking_its_waiting_task_freed():
+    """A fails; B, the only thing still holding A's result, is failed by it and
+    lets go of it: the entry is freed once (a second free raised KeyError,
+    and for a segment gave its bytes back twice)."""
+    from lightray import serialization
+    from lightray import task_spec as ts
+    from lightray.serialization import ERROR
+    from lightray.transport import messages as m
+    agent, worker = _agent_with_a_worker()
+    a = ts.new_task_spec(b"a" * 14, b"f" * 16, "a", None, [], [], num_returns=1,
+                         resources={"CPU": 1.0}, max_retries=0, retry_exceptions=False)
+    b = ts.new_task_spec(b"b" * 14, b"f" * 16, "b", None, [b"a" * 14 + b"\0\0"], [],
+                         num_returns=1, resources={"CPU": 1.0}, max_retries=0,
+                         retry_exceptions=False)
+    agent.handle(DRIVER, [(m.EXPORT, b"f" * 16, b"pickled function"),
+                          (m.SUBMIT, a), (m.SUBMIT, b)])
+    agent.turn()
+    a_result = b"a" * 14 + b"\0\0"
+    agent.handle(DRIVER, [(m.DEC, [a_result])])        # only B holds it now
+    agent.turn()
+    assert agent.objects[a_result].refs == 1 and agent.objects[a_result].waiting_tasks
+    error = (ERROR, serialization.dumps_exception(ValueError("a failed")))
+    agent.handle(worker, [(m.DONE, a[0], [error], [[]], False)])
+    agent.turn()
+    assert a_result not in agent.objects
+    b_entry = agent.objects[b"b" * 14 + b"\0\0"]
+    assert b_entry.payload[0] == ERROR and b"a failed" in b_entry.payload[1]

@@ -12,6 +12,7 @@
     records.py        entry classes: Task, ClientEntry, WorkerEntry, ObjectEntry, ActorEntry
     objects.py        ObjectDirectory (state.directory): the object table, refs, readiness
     store.py          StoreCapacity (state.store): reservations, spilling, restoring
+    store_summary.py  what the store reports: its counters and one row per object
     segments.py       half-written segments: unlinked when their writer dies, swept if orphaned
     memory_monitor.py MemoryMonitor (server.memory_monitor): kills the newest retriable task
                       when memory runs short; its choices (choose_victim, ...) are pure

@@ -22,7 +22,8 @@ from . import instructions as i
 class Effects:
     __slots__ = ("outbox", "spawn", "kill", "free_segments", "free_files", "io_jobs",
                  "peer_outbox", "peer_data", "mesh_connect", "mesh_disconnect", "mesh_rename",
-                 "control_writes", "control_forwarded", "raft_in", "pull_io", "needs_schedule")
+                 "control_writes", "control_forwarded", "raft_in", "pull_io", "needs_schedule",
+                 "room_granted")
 
     def __init__(self):
         self.outbox: dict = collections.defaultdict(list)   # receive identity -> [ops]
@@ -42,14 +43,25 @@ class Effects:
         self.raft_in: list = []           # (node id, bytes): RAFT messages from peers
         self.pull_io: list = []           # ("open", id, name, size) / ("abort", id)
         self.needs_schedule = False
+        # Room in the store was granted (a reservation, a restore, a pull):
+        # the segments freed this turn go first, so that what the store holds
+        # in /dev/shm never exceeds its capacity while the new one is written.
+        self.room_granted = False
 
     def take(self, workers: dict) -> list:
         """The instructions, in order: mesh connections before the messages
         sent over them, a pushed chunk after the message announcing it, disk
         jobs, local answers, then freed segments (giving back a large one
         takes milliseconds, which writers and the spill thread spend working
-        meanwhile), forks, kills, spill files to delete."""
+        meanwhile), forks, kills, spill files to delete. In a turn that
+        granted room in the store, freed segments come first instead: the
+        room they gave back may be what was granted."""
         out: list = []
+        if self.room_granted:
+            self.room_granted = False
+            if self.free_segments:
+                out.extend(i.FreeSegment(name) for name in self.free_segments)
+                self.free_segments.clear()
         if self.mesh_connect:
             out.extend(i.MeshConnect(node_id, address) for node_id, address in self.mesh_connect)
             self.mesh_connect.clear()

@@ -255,19 +255,27 @@ class LineageBook:
         return None
 
     def _make_pending(self, object_id: bytes, entry, reason) -> None:
-        """The object's value is gone: it will be made (or failed) again."""
-        if entry.spill == PULLING:
-            self._end_pull(object_id, entry)
-        if entry.spill is not None:
-            self.transitions.object(object_id, entry, None, reason)
-        contained, entry.contained = entry.contained, ()
-        entry.payload = None
-        entry.pending = True
-        entry.location = None
-        entry.remote_name = None
-        entry.restore_queued = False
-        for inner in contained:           # the value made again pins its own
-            self.directory.unref(inner)
+        make_pending(object_id, entry, reason, self.transitions, self.directory, self._end_pull)
+
+
+def make_pending(object_id: bytes, entry, reason, transitions, directory, end_pull) -> None:
+    """The object's value is gone: it will be made (or failed) again. What
+    was known of it (a copy being pulled, where it was, the error it failed
+    with, the refs its value held) is dropped; reason goes to the transition log.
+    (Used here, and by lightray.agent.cluster.forwarding for a rerun sent to
+    a node that knew the lost result.)"""
+    if entry.spill == PULLING:
+        end_pull(object_id, entry)
+    if entry.spill is not None:
+        transitions.object(object_id, entry, None, reason)
+    contained, entry.contained = entry.contained, ()
+    entry.payload = None
+    entry.pending = True
+    entry.location = None
+    entry.remote_name = None
+    entry.restore_queued = False
+    for inner in contained:           # the value made again pins its own
+        directory.unref(inner)
 
 
 _OWNER_DIED = object()     # _why_not: the object's owner was the node that died

@@ -418,9 +418,11 @@ class AgentServer:
         self.router.send_multipart([identity, m.encode(ops)])
 
     def _act(self) -> None:
-        self._execute(self.state.take_instructions())
         if self.warm_pool.bytes:
+            # Before the replies that grant room this turn: warm segments
+            # count against the capacity (lightray.store.pool).
             self.warm_pool.trim(self.state.warm_limit())
+        self._execute(self.state.take_instructions())
         self.state.on_io_stats(None, self.warm_pool.bytes)
 
     def _execute(self, instructions: list) -> None:

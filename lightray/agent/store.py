@@ -9,7 +9,10 @@
 Every process reserves room before it writes a segment (a put, a task's
 return, an implicit put of a large argument), so the store never overshoots
 its capacity and a producer waits (back-pressure) instead of failing while
-spilling makes room. ``ObjectStoreFullError`` only when waiting cannot help:
+spilling makes room. Room given back (a spilled or freed segment) is granted
+again at once, so in a turn that grants room the freed segments are unlinked
+before the replies go out (Effects.room_granted), and the warm pool is
+trimmed first: /dev/shm never holds more than the capacity. ``ObjectStoreFullError`` only when waiting cannot help:
 one object larger than the whole store (or a task's arguments, which must be
 in memory together), spilling turned off, or the spill disk failing.
 
@@ -38,8 +41,7 @@ from .. import exceptions, serialization
 from .. import task_spec as ts
 from ..serialization import ERROR, SHARED
 from .records import ClientEntry
-from . import segments
-from ..ids import is_handle_object
+from . import segments, store_summary
 from ..states import PULLING, REMOTE, RESTORING, SPILLED, SPILLING, WAITING
 from .instructions import RestoreJob, SpillJob
 from ..transport import messages as m
@@ -130,6 +132,7 @@ class StoreCapacity:
         client.writing[object_id] = size
         client.reserved += size
         self.reserved += size
+        self.effects.room_granted = True   # (freed segments are unlinked before the reply)
         self.effects.outbox[client.identity].append((m.INFO_REPLY, request_id, ("ok",)))
 
     def _refuse(self, identity: bytes, request_id: int, size: int, why: str) -> None:
@@ -425,6 +428,7 @@ class StoreCapacity:
         return False
 
     def _start_restore(self, object_id: bytes, entry) -> None:
+        self.effects.room_granted = True
         if entry.spill == REMOTE:
             self._start_pull(object_id, entry)
             return
@@ -542,51 +546,10 @@ class StoreCapacity:
     # ---------------------------------------------------------------- info
 
     def info(self) -> dict:
-        return {"used_bytes": self.used, "capacity_bytes": self.capacity,
-                "reserved_bytes": self.reserved, "spilled_bytes": self.spilled_now,
-                "spilled_bytes_total": self.spilled_total,
-                "restored_bytes": self.restored_total, "spill_dir": self.spill_dir,
-                # freed segments kept for the next pull or restore (lightray.store.pool)
-                "warm_bytes": self.warm_bytes,
-                # time the spill thread spent copying (set by the agent's I/O side)
-                "spill_seconds": self.copy_seconds.get("spill", 0.0),
-                "restore_seconds": self.copy_seconds.get("restore", 0.0),
-                # bytes brought from other nodes, and sent to them (a cluster)
-                "pulled_bytes": self.pulled_total, "served_bytes": self.served_total,
-                "num_objects": sum(1 for object_id in self.objects
-                                   if not is_handle_object(object_id))}
+        return store_summary.info(self)
 
     def memory_summary(self) -> dict:
-        """info() plus one row per object (id, size, state, call site, holders)."""
-        holders: dict = collections.defaultdict(list)
-        for client in self.clients.values():
-            for object_id in client.held:
-                holders[object_id].append(f"{client.kind} pid {client.pid}")
-        rows = []
-        for object_id, entry in self.objects.items():
-            if is_handle_object(object_id):
-                continue
-            payload = entry.payload
-            if entry.pending:
-                state, size = "pending", 0
-            elif payload[0] == SHARED:
-                state = {None: "in memory", SPILLING: "in memory (spilling)",
-                         SPILLED: "spilled", RESTORING: "restoring", PULLING: "pulling",
-                         REMOTE: f"on node {entry.location}"}[entry.spill]
-                if entry.spill is None and entry.location is not None:
-                    state = "in memory (copy)"
-                size = payload[1][1]
-            else:
-                state = "in memory (inline)" if payload[0] != ERROR else "error"
-                size = len(payload[1]) if payload[1] is not None else 0
-            held_by = holders.get(object_id, [])
-            pins = entry.refs - len(held_by)
-            rows.append({"object_id": object_id.hex(), "size": size, "state": state,
-                         "call_site": entry.call_site or "", "holders": held_by,
-                         "pins": max(pins, 0)})
-        summary = self.info()
-        summary["objects"] = rows
-        return summary
+        return store_summary.memory_summary(self)
 
 
 def spill_file_name(spill_dir: str, object_id: bytes, attempt: int) -> str:

@@ -31,6 +31,7 @@ from ... import exceptions, serialization
 from ... import task_spec as ts
 from .pulls import PUSH_MAX
 from ...ids import return_ids
+from ..lineage import make_pending
 from ..records import ObjectEntry, Task
 from ...scheduling import NodeView, choose_node
 from ...serialization import ERROR, SHARED
@@ -195,18 +196,8 @@ class TaskForwarding:
             self._await_deps(task)
 
     def _make_pending_again(self, object_id: bytes, entry) -> None:
-        if entry.spill == PULLING:
-            self._end_pull(object_id, entry)
-        if entry.spill is not None:
-            self.transitions.object(object_id, entry, None, ("made again for", "its owner"))
-        contained, entry.contained = entry.contained, ()
-        entry.payload = None
-        entry.pending = True
-        entry.location = None
-        entry.remote_name = None
-        entry.restore_queued = False
-        for inner in contained:
-            self.directory.unref(inner)
+        make_pending(object_id, entry, ("made again for", "its owner"),
+                     self.transitions, self.directory, self._end_pull)
 
     def _alive(self, node_id: str) -> bool:
         if node_id == self.node_id:
