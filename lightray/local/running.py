@@ -39,7 +39,8 @@ class Call:
         self.task_id = task_id
         self.name = name
         self.num_returns = num_returns
-        self.return_ids = return_ids(task_id, num_returns)
+        self.return_ids = [task_id + b"\x00\x00"] if num_returns == 1 \
+            else return_ids(task_id, num_returns)
         self.marked = ((), {})      # (args, kwargs) with Dep(i) for top-level refs
         self.pickled = None         # their pickle, with copy_values
         self.keep = None            # the arguments as given, while pickled holds them
@@ -123,6 +124,12 @@ def split_results(call: Call, result, what: str) -> tuple:
 def store_results(call: Call, objects, result, what: str = "task") -> None:
     """Split result into call's returns and resolve them (pickled with
     copy_values: an unpicklable result raises here, inside the task)."""
+    if call.num_returns == 1:   # the common case, without a tuple
+        if objects.copy_values and type(result) not in IMMUTABLE_TYPES:
+            objects.finish(call.return_ids[0], None, serialization.serialize(result), None)
+        else:
+            objects.finish(call.return_ids[0], result, None, None)
+        return
     results = split_results(call, result, what)
     if objects.copy_values:
         # Every return pickled first: one that cannot be fails the call whole.
