@@ -16,6 +16,7 @@ import ctypes
 import os
 import threading
 import traceback
+from threading import get_ident
 
 from .. import exceptions, serialization
 from ..ids import return_ids
@@ -196,18 +197,18 @@ class Interruptible:
         self.interrupt_sent = False
 
 
-def guarded(state: Interruptible, lock: threading.Lock, work):
-    """Run work() (the user's code) so that an interrupt for it lands in it
+def guarded(state: Interruptible, lock: threading.Lock, work, *args):
+    """Run work(*args) (the user's code) so that an interrupt for it lands in it
     or not at all: ('ok', result), ('interrupted', exc) or ('error', exc)."""
     outcome = None
     while True:
         try:
             if outcome is None:
                 with lock:
-                    state.thread_id = threading.get_ident()
+                    state.thread_id = get_ident()
                     state.in_user_code = True
                 try:
-                    outcome = ("ok", work())
+                    outcome = ("ok", work(*args))
                 except KeyboardInterrupt as error:
                     outcome = ("interrupted", error)
                 except BaseException as error:   # the user's code failed

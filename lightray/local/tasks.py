@@ -141,7 +141,20 @@ class LocalScheduler:
             number = 0
             with self.lock:
                 self.tasks[call.task_id] = task
-                allocation = None if self.queue else self._acquire(task)
+                if self.queue:
+                    allocation = None   # queue order: behind those waiting already
+                elif GPU in task.units:
+                    allocation = self.pool.try_acquire(task.request)
+                else:   # ResourcePool.try_acquire, inline for the common case (no GPU)
+                    units, available = task.units, self.pool.available
+                    for name, need in units.items():
+                        if available.get(name, 0) < need:
+                            allocation = None
+                            break
+                    else:
+                        for name, need in units.items():
+                            available[name] -= need
+                        allocation = Allocation(units, [], 0)
                 if allocation is None:
                     task.state = QUEUED
                     self._enqueue(task)
@@ -161,21 +174,6 @@ class LocalScheduler:
         for ref in call.deps:
             self.objects.when_done(ref._id, lambda: self._dep_done(task))
         self._dep_done(task)
-
-    def _acquire(self, task: LocalTask):
-        """The pool's try_acquire for task's request, with the units worked
-        out once per plan and no GPU to assign (the common case) handled
-        here; under lock."""
-        units = task.units
-        if GPU in units:
-            return self.pool.try_acquire(task.request)
-        available = self.pool.available
-        for name, need in units.items():
-            if available.get(name, 0) < need:
-                return None
-        for name, need in units.items():
-            available[name] -= need
-        return Allocation(units, [], 0)
 
     def _run_inline(self, task: LocalTask) -> None:
         """num_cpus=0: run now, in the submitting thread, once its arguments
@@ -329,13 +327,12 @@ class LocalScheduler:
 
     def _run(self, task: LocalTask, allocation) -> None:
         call = task.call
-        context = ThreadContext(self.node_id, call.task_id, None, task.request, task)
-        previous = set_thread_context(context)
+        previous = set_thread_context(
+            ThreadContext(self.node_id, call.task_id, None, task.request, task))
         try:
             while True:
-                kind, value = guarded(task.interruptible, self.lock,
-                                      lambda: self._invoke(task))
-                if not self._after_attempt(task, kind, value):
+                kind, value = guarded(task.interruptible, self.lock, self._invoke, task)
+                if kind == "ok" or not self._after_attempt(task, kind, value):
                     break
         finally:
             set_thread_context(previous)
@@ -344,7 +341,12 @@ class LocalScheduler:
                 task.state = DONE
                 held, task.allocation = task.allocation, None
                 if held is not None:
-                    self.pool.release(held)
+                    if held.gpu_ids or held.cpu_released:
+                        self.pool.release(held)
+                    else:   # ResourcePool.release, inline for the common case
+                        available = self.pool.available
+                        for name, units in held.units.items():
+                            available[name] += units
                 queued = bool(self.queue)
             if queued:
                 self.dispatch()
@@ -353,7 +355,10 @@ class LocalScheduler:
         if task.cancelled:   # cancelled as its thread took it, before an interrupt could land
             raise KeyboardInterrupt
         call = task.call
-        args, kwargs = arguments(call, self.objects)
+        if call.deps or call.pickled is not None:
+            args, kwargs = arguments(call, self.objects)
+        else:
+            args, kwargs = call.marked
         result = task.function(*args, **kwargs)
         if not task.forced:
             store_results(call, self.objects, result)
