@@ -11,6 +11,10 @@ it itself instead (no thread hop: that is most of local mode's speed). The pool
 hands back a task's CPU while it blocks in get/wait (so nested tasks never
 deadlock) and takes it again when it goes on, like a node agent does.
 
+What a remote function's options mean here (resource units, shape,
+feasibility, retries) is worked out once per TaskOptions (``TaskPlan``), so
+a submit only makes the task's id, entries and refs and takes its resources.
+
 Actor creations go through the same queue (``Placement``): an actor starts
 once the resources it asks for to be placed are free.
 """
