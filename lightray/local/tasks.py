@@ -36,8 +36,8 @@ class TaskPlan:
     """What submitting a remote function's task needs of its options,
     worked out once per (function, options) by LocalClient."""
 
-    __slots__ = ("exported", "name", "function", "num_returns", "request", "units", "shape",
-                 "max_retries", "retry_exceptions", "feasible")
+    __slots__ = ("exported", "name", "function", "num_returns", "request", "units", "cpu",
+                 "shape", "max_retries", "retry_exceptions", "feasible")
 
     def __init__(self, exported, options, scheduler: "LocalScheduler"):
         self.exported = exported
@@ -46,6 +46,8 @@ class TaskPlan:
         self.num_returns = options.num_returns
         self.request = options.request
         self.units = {name: to_units(amount) for name, amount in options.request.items()}
+        # The CPU units when CPU is all it asks for (most tasks), else None.
+        self.cpu = self.units[CPU] if self.units.keys() == {CPU} else None
         self.shape = shape_of(options.request)
         self.max_retries = options.max_retries
         self.retry_exceptions = options.retry_exceptions
@@ -54,7 +56,7 @@ class TaskPlan:
 
 
 class LocalTask:
-    __slots__ = ("call", "function", "request", "units", "shape", "retries_left",
+    __slots__ = ("call", "function", "request", "units", "cpu", "shape", "retries_left",
                  "retry_exceptions", "state", "allocation", "cancelled", "forced",
                  "interruptible", "waiting_for", "children", "feasible")
 
@@ -63,6 +65,7 @@ class LocalTask:
         self.function = plan.function
         self.request = plan.request
         self.units = plan.units
+        self.cpu = plan.cpu
         self.shape = plan.shape
         self.feasible = plan.feasible
         self.retries_left = plan.max_retries
@@ -145,11 +148,19 @@ class LocalScheduler:
             number = 0
             with self.lock:
                 self.tasks[call.task_id] = task
+                cpu = task.cpu
                 if self.queue:
                     allocation = None   # queue order: behind those waiting already
+                elif cpu is not None:   # ResourcePool.try_acquire, inline for CPU only
+                    available = self.pool.available
+                    if available.get(CPU, 0) >= cpu:
+                        available[CPU] -= cpu
+                        allocation = Allocation(task.units, [], 0)
+                    else:
+                        allocation = None
                 elif GPU in task.units:
                     allocation = self.pool.try_acquire(task.request)
-                else:   # ResourcePool.try_acquire, inline for the common case (no GPU)
+                else:   # the same for several resources, none of them GPUs
                     units, available = task.units, self.pool.available
                     for name, need in units.items():
                         if available.get(name, 0) < need:
@@ -345,9 +356,11 @@ class LocalScheduler:
                 task.state = DONE
                 held, task.allocation = task.allocation, None
                 if held is not None:
-                    if held.gpu_ids or held.cpu_released:
+                    if task.cpu is not None and not held.cpu_released:
+                        self.pool.available[CPU] += task.cpu   # ResourcePool.release, inline
+                    elif held.gpu_ids or held.cpu_released:
                         self.pool.release(held)
-                    else:   # ResourcePool.release, inline for the common case
+                    else:
                         available = self.pool.available
                         for name, units in held.units.items():
                             available[name] += units
