@@ -148,28 +148,12 @@ class LocalScheduler:
             number = 0
             with self.lock:
                 self.tasks[call.task_id] = task
-                cpu = task.cpu
-                if self.queue:
-                    allocation = None   # queue order: behind those waiting already
-                elif cpu is not None:   # ResourcePool.try_acquire, inline for CPU only
-                    available = self.pool.available
-                    if available.get(CPU, 0) >= cpu:
-                        available[CPU] -= cpu
-                        allocation = Allocation(task.units, [], 0)
-                    else:
-                        allocation = None
-                elif GPU in task.units:
-                    allocation = self.pool.try_acquire(task.request)
-                else:   # the same for several resources, none of them GPUs
-                    units, available = task.units, self.pool.available
-                    for name, need in units.items():
-                        if available.get(name, 0) < need:
-                            allocation = None
-                            break
-                    else:
-                        for name, need in units.items():
-                            available[name] -= need
-                        allocation = Allocation(units, [], 0)
+                # Queued behind others: only dispatch can launch it, in queue
+                # order; and not now if one of the same request waits ahead
+                # (nothing queued fits until a release, which dispatches).
+                queued = bool(self.queue)
+                dispatch = queued and task.shape not in self._queued_shapes
+                allocation = None if queued else self._take_locked(task)
                 if allocation is None:
                     task.state = QUEUED
                     self._enqueue(task)
@@ -178,7 +162,7 @@ class LocalScheduler:
                     task.state = READY
                     self.ready.append(task)
                     number = self._wake_locked()
-            if allocation is None:
+            if dispatch:
                 self.dispatch()
             elif number:
                 self._start_pool_thread(number)
@@ -189,6 +173,25 @@ class LocalScheduler:
         for ref in call.deps:
             self.objects.when_done(ref._id, lambda: self._dep_done(task))
         self._dep_done(task)
+
+    def _take_locked(self, task: LocalTask):
+        """ResourcePool.try_acquire of task's request (under lock), inline
+        for a request without GPUs (its units are worked out once per plan)."""
+        cpu, units = task.cpu, task.units
+        available = self.pool.available
+        if cpu is not None:   # CPU only: most tasks
+            if available.get(CPU, 0) < cpu:
+                return None
+            available[CPU] -= cpu
+            return Allocation(units, [], 0)
+        if GPU in units:
+            return self.pool.try_acquire(task.request)
+        for name, need in units.items():
+            if available.get(name, 0) < need:
+                return None
+        for name, need in units.items():
+            available[name] -= need
+        return Allocation(units, [], 0)
 
     def _run_inline(self, task: LocalTask) -> None:
         """num_cpus=0: run now, in the submitting thread, once its arguments
@@ -235,7 +238,10 @@ class LocalScheduler:
                     shape = item.shape
                     if shape in failed:
                         continue
-                    allocation = self.pool.try_acquire(item.request)
+                    if type(item) is LocalTask:
+                        allocation = self._take_locked(item)
+                    else:
+                        allocation = self.pool.try_acquire(item.request)
                     if allocation is None:
                         failed.add(shape)
                         if len(failed) == shapes:
