@@ -242,6 +242,21 @@ def test_the_pool_runs_as_many_tasks_at_once_as_cpus_allow():
     assert lightray.available_resources()["CPU"] == 2.0
 
 
+def test_a_task_needing_no_cpu_runs_while_cpu_tasks_wait_in_the_queue():
+    lightray.init(local_mode=True, num_cpus=2, copy_values=False)
+    gate, lock, running = threading.Event(), threading.Lock(), [0, 0]
+    waiting = [count_running.remote(gate, lock, running) for _ in range(4)]
+    assert wait_for(lambda: running[0] == 2)   # two run, two wait for a CPU
+    no_cpu = count_running.options(num_cpus=0)
+    gate_zero = threading.Event()
+    gate_zero.set()
+    assert lightray.get(no_cpu.remote(gate_zero, threading.Lock(), [0, 0]), timeout=20) is None
+    assert running[0] == 2
+    gate.set()
+    assert lightray.get(waiting, timeout=20) == [None] * 4
+    assert running[1] == 2
+
+
 def test_pool_tasks_run_in_threads_of_the_driver_process(local):
     pid, thread = lightray.get(where.remote())
     assert pid == os.getpid() and thread != threading.get_ident()
