@@ -86,7 +86,6 @@ class RemoteFunction:
         exported = self._exported
         options = self._options
         if getattr(client, "runs_in_process", False):   # local mode (lightray.local)
-            runtime_envs.refuse_in_local_mode(options.runtime_env, exported.name)
             refs = client.submit_function(exported, options, args, kwargs)
             return refs[0] if options.num_returns == 1 else (refs or None)
         env = runtime_envs.effective(options.runtime_env)

@@ -153,6 +153,47 @@ def test_an_unpicklable_argument_fails_as_in_cluster_mode(local):
         lightray.put(threading.Lock())
 
 
+def test_an_unpicklable_function_fails_at_each_remote_call(local):
+    lock = threading.Lock()
+
+    @lightray.remote
+    def holds_lock():
+        return lock.locked()
+
+    for _ in range(2):   # a refused function leaves nothing behind that lets it pass
+        with pytest.raises(TypeError, match="holds_lock cannot be serialized"):
+            holds_lock.remote()
+
+
+@lightray.remote
+def pair():
+    return 1, 2
+
+
+def test_each_options_call_runs_with_its_own_options(local):
+    first, second = pair.options(num_returns=2).remote()
+    assert lightray.get([first, second]) == [1, 2]
+    assert lightray.get(pair.remote()) == (1, 2)
+    for _ in range(2):
+        with pytest.raises(exceptions.TaskUnschedulableError, match="asks for 3.0 CPU"):
+            lightray.get(pair.options(num_cpus=3).remote(), timeout=0)
+    assert lightray.get(pair.remote()) == (1, 2)
+    # More distinct options than local mode keeps worked out: each still takes effect.
+    refs = [pair.options(num_returns=1 + i % 2).remote() for i in range(1500)]
+    values = [lightray.get(r) if i % 2 == 0 else lightray.get(list(r))
+              for i, r in enumerate(refs)]
+    assert values == [(1, 2) if i % 2 == 0 else [1, 2] for i in range(1500)]
+
+
+def test_a_get_in_the_driver_runs_the_task_with_its_resources_taken(local):
+    @lightray.remote(num_cpus=2)
+    def cpus_left():
+        return lightray.available_resources().get("CPU", 0.0)
+
+    assert [lightray.get(cpus_left.remote()) for _ in range(20)] == [0.0] * 20
+    assert lightray.available_resources()["CPU"] == 2.0
+
+
 def test_without_copy_values_tasks_get_the_very_objects():
     lightray.init(local_mode=True, num_cpus=2, copy_values=False)
     items = []
@@ -199,6 +240,21 @@ def test_the_pool_runs_as_many_tasks_at_once_as_cpus_allow():
     lightray.get(refs, timeout=20)
     assert running[1] == 2
     assert lightray.available_resources()["CPU"] == 2.0
+
+
+def test_a_task_needing_no_cpu_runs_while_cpu_tasks_wait_in_the_queue():
+    lightray.init(local_mode=True, num_cpus=2, copy_values=False)
+    gate, lock, running = threading.Event(), threading.Lock(), [0, 0]
+    waiting = [count_running.remote(gate, lock, running) for _ in range(4)]
+    assert wait_for(lambda: running[0] == 2)   # two run, two wait for a CPU
+    no_cpu = count_running.options(num_cpus=0)
+    gate_zero = threading.Event()
+    gate_zero.set()
+    assert lightray.get(no_cpu.remote(gate_zero, threading.Lock(), [0, 0]), timeout=20) is None
+    assert running[0] == 2
+    gate.set()
+    assert lightray.get(waiting, timeout=20) == [None] * 4
+    assert running[1] == 2
 
 
 def test_pool_tasks_run_in_threads_of_the_driver_process(local):

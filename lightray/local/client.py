@@ -13,15 +13,20 @@ import os
 import threading
 
 from .. import exceptions
-from ..ids import IdMaker, is_handle_object, random_hex, task_of
+from .. import runtime_env as runtime_envs
+from ..ids import TASK_ID_BYTES, IdMaker, is_handle_object, random_hex, task_of
 from ..object_ref import ObjectRef
 from ..runtime import namespace_for
 from .actors import DEAD, LocalActor, actor_handle
 from .kv import LocalKV
-from .objects import LocalObjects
+from .objects import LocalObjects, new_entry
 from .running import Call, prepare_arguments
-from .tasks import LocalScheduler, LocalTask, Placement
+from .tasks import LocalScheduler, LocalTask, Placement, TaskPlan
 from .threads import current_context
+
+
+_new_ref = ObjectRef.__new__
+_MAX_PLANS = 1024
 
 
 class LocalClient:
@@ -45,6 +50,9 @@ class LocalClient:
         self.closed = False
         self.dead_reason = ""
         self._lock = threading.Lock()   # actors and names
+        # TaskOptions -> TaskPlan: what submit needs of a remote function's
+        # options, worked out once (TaskOptions are immutable).
+        self._plans: dict = {}
 
     # ---------------------------------------------------------- ref counting
 
@@ -61,26 +69,51 @@ class LocalClient:
     def _new_call(self, name: str, num_returns: int, args: tuple, kwargs: dict) -> Call:
         if self.closed:
             self._check_running()
-        if self.pending_decs:
-            self.objects.drain()
         call = Call(self.ids.task_id(), name, num_returns)
         if args or kwargs:
             prepare_arguments(call, args, kwargs, self.copy_values)
-        self.objects.expect(call.return_ids)
-        call.refs = [ObjectRef(i, self, owned=True) for i in call.return_ids]
+        # The decrements ObjectRef.__del__ queued, the return entries and
+        # their first count, under one lock; so each ref is made without
+        # ObjectRef.__init__ counting it again.
+        objects = self.objects
+        entries, counts = objects.entries, objects.counts
+        gone_handles = []
+        with objects.lock:
+            if self.pending_decs:
+                objects.drain_locked(gone_handles)
+            for object_id in call.return_ids:
+                entries[object_id] = new_entry()   # a fresh task id: never there yet
+                counts[object_id] = 1
+        if gone_handles:
+            objects.handles_gone(gone_handles)
+        refs = call.refs = []
+        for object_id in call.return_ids:
+            ref = _new_ref(ObjectRef)
+            ref._id, ref._client = object_id, self
+            refs.append(ref)
         return call
+
+    def _plan(self, exported, options) -> TaskPlan:
+        runtime_envs.refuse_in_local_mode(options.runtime_env, exported.name)
+        if self.copy_values:
+            exported.ensure_pickled()   # an unpicklable function fails as in cluster mode
+        plan = TaskPlan(exported, options, self.scheduler)
+        plans = self._plans
+        if len(plans) >= _MAX_PLANS:    # .options() in a loop makes new TaskOptions
+            plans.clear()
+        plans[options] = plan
+        return plan
 
     def submit_function(self, exported, options, args: tuple, kwargs: dict) -> list:
         """Run a remote function's task; its return refs."""
-        if self.copy_values:
-            exported.ensure_pickled()   # an unpicklable function fails as in cluster mode
-        call = self._new_call(exported.name, options.num_returns, args, kwargs)
-        task = LocalTask(call, exported.function, options.request, options.max_retries,
-                         options.retry_exceptions)
+        plan = self._plans.get(options)
+        if plan is None or plan.exported is not exported:
+            plan = self._plan(exported, options)
+        call = self._new_call(plan.name, plan.num_returns, args, kwargs)
+        task = LocalTask(call, plan)
         context = current_context()
-        parent = context.task if context is not None else None
-        if parent is not None:
-            parent.children.append(call.task_id)   # for a recursive cancel of the parent
+        if context is not None and context.task is not None:
+            context.task.children.append(call.task_id)   # for a recursive cancel of the parent
         refs = call.refs
         call.refs = []                  # the task must not keep its own results alive
         self.scheduler.submit(task)
@@ -206,11 +239,16 @@ class LocalClient:
         if timeout is None and num_ready == len(object_ids):
             # A get that would block: run what it waits for here, if no
             # thread has taken it yet.
+            # Running one may free the resources another one waits for:
+            # again until a round finds none READY.
             help_with = self.scheduler.help_with
-            wanted = {task_of(i) for i in missing}
-            while help_with(wanted):
-                pass
-            missing = [i for i in missing if not is_ready(i)]
+            helped = True
+            while helped and missing:
+                helped = False
+                for object_id in missing:
+                    if not is_ready(object_id) and help_with(object_id[:TASK_ID_BYTES]):
+                        helped = True
+                missing = [i for i in missing if not is_ready(i)]
             if not missing:
                 return
         context = current_context()
@@ -228,6 +266,18 @@ class LocalClient:
         return self.objects.is_ready(object_id)
 
     def get_values(self, refs: list, timeout=None) -> list:
+        if len(refs) == 1:   # the common get(ref): no lists to build
+            object_id = refs[0]._id
+            objects = self.objects
+            entry = objects.entries.get(object_id)
+            if entry is not None and not entry.done and timeout is None:
+                self.scheduler.help_with(object_id[:TASK_ID_BYTES])   # READY: run it here
+            if entry is None or not entry.done:
+                self.wait_ready([object_id], 1, timeout)
+                if not objects.is_ready(object_id):
+                    raise exceptions.GetTimeoutError(
+                        f"get timed out after {timeout} s: 1 of 1 objects not ready")
+            return [objects.value(object_id)]
         object_ids = [r._id for r in refs]
         self.wait_ready(object_ids, len(object_ids), timeout)
         objects = self.objects

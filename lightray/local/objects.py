@@ -17,7 +17,7 @@ import threading
 import time
 
 from .. import exceptions, serialization
-from ..ids import is_handle_object, task_of
+from ..ids import HANDLE_SUFFIX, TASK_ID_BYTES, is_handle_object, task_of
 
 # How long one wait slice lasts in a thread that runs a task: an asynchronous
 # exception (cancel) reaches a thread only between bytecodes, never inside
@@ -41,6 +41,9 @@ class _Entry:
         self.pinned = ()            # ids of refs inside serialized, counted while it lives
 
 
+new_entry = _Entry
+
+
 class LocalObjects:
     """Entries by object id; every change under ``lock`` (``changed`` to wait on it)."""
 
@@ -52,7 +55,7 @@ class LocalObjects:
         self.changed = threading.Condition(self.lock)
         self._waiters = 0
         self.entries: dict = {}
-        self.counts: collections.Counter = collections.Counter()
+        self.counts: dict = {}         # object id -> refs to it (a plain dict: faster than Counter)
         self.pending_decs: collections.deque = collections.deque()  # ObjectRef.__del__
         self._on_handle_gone = on_handle_gone     # actor id -> None (no lock held)
         self.closed = False
@@ -61,7 +64,8 @@ class LocalObjects:
 
     def add_ref(self, object_id: bytes) -> None:
         with self.lock:
-            self.counts[object_id] += 1
+            counts = self.counts
+            counts[object_id] = counts.get(object_id, 0) + 1
 
     def drain(self) -> None:
         """Apply the decrements ObjectRef.__del__ queued (it may not lock)."""
@@ -70,27 +74,35 @@ class LocalObjects:
             return
         gone_handles = []
         with self.lock:
-            while decs:
-                object_id = decs.popleft()
-                self._unref_locked(object_id, gone_handles)
+            self.drain_locked(gone_handles)
+        self.handles_gone(gone_handles)
+
+    def drain_locked(self, gone_handles: list) -> None:
+        """drain() under lock: the actors whose last handle went are added
+        to gone_handles, for handles_gone once the lock is let go."""
+        decs = self.pending_decs
+        while decs:
+            self._unref_locked(decs.popleft(), gone_handles)
+
+    def handles_gone(self, gone_handles: list) -> None:
         for actor_id in gone_handles:
             self._on_handle_gone(actor_id)
 
     def _unref_locked(self, object_id: bytes, gone_handles: list) -> None:
         counts = self.counts
-        left = counts[object_id] - 1
+        left = counts.get(object_id, 0) - 1
         if left > 0:
             counts[object_id] = left
             return
-        del counts[object_id]
-        if is_handle_object(object_id):
+        counts.pop(object_id, None)
+        if object_id[TASK_ID_BYTES:] == HANDLE_SUFFIX:   # an actor's handle object
             gone_handles.append(task_of(object_id))
             return
         self._drop_locked(object_id, gone_handles)
 
     def _drop_locked(self, object_id: bytes, gone_handles: list) -> None:
         """Forget an entry no ref points at once it is done (a pending one
-        goes when its task ends: _finish)."""
+        goes when its task ends: finish)."""
         entry = self.entries.get(object_id)
         if entry is not None and entry.done and not entry.callbacks:
             del self.entries[object_id]
@@ -109,22 +121,24 @@ class LocalObjects:
         """object_id now holds value (pickled first with copy_values; a
         pickling error propagates to the caller and nothing is stored)."""
         if not self.copy_values or type(value) in IMMUTABLE_TYPES:
-            self._finish(object_id, value, None, None)
+            self.finish(object_id, value, None, None)
         else:
-            self._finish(object_id, None, serialization.serialize(value), None)
+            self.finish(object_id, None, serialization.serialize(value), None)
 
     def resolve_pickled(self, object_id: bytes, serialized) -> None:
         """object_id now holds the value of serialized (copy_values), or
         serialized itself when it is not a Serialized (an immutable value)."""
         if type(serialized) is serialization.Serialized:
-            self._finish(object_id, None, serialized, None)
+            self.finish(object_id, None, serialized, None)
         else:
-            self._finish(object_id, serialized, None, None)
+            self.finish(object_id, serialized, None, None)
 
     def fail(self, object_id: bytes, error: BaseException) -> None:
-        self._finish(object_id, None, None, error)
+        self.finish(object_id, None, None, error)
 
-    def _finish(self, object_id, value, serialized, error) -> None:
+    def finish(self, object_id, value, serialized, error) -> None:
+        """object_id is done with value, its pickle serialized, or error (a
+        second answer is ignored); its callbacks run, without the lock."""
         with self.lock:
             entry = self.entries.get(object_id)
             if entry is None:
@@ -135,19 +149,20 @@ class LocalObjects:
             entry.value, entry.serialized, entry.error = value, serialized, error
             if serialized is not None and serialized.contained:
                 entry.pinned = tuple(serialized.contained)
+                counts = self.counts
                 for inner in entry.pinned:
-                    self.counts[inner] += 1
+                    counts[inner] = counts.get(inner, 0) + 1
             callbacks, entry.callbacks = entry.callbacks, []
             if self._waiters:
                 self.changed.notify_all()
-            unwanted = self.counts[object_id] == 0 and not is_handle_object(object_id)
+            unwanted = object_id not in self.counts and not is_handle_object(object_id)
         for callback in callbacks:
             callback()
         if unwanted:
             # Nobody holds a ref any more (fire-and-forget task): drop it now.
             gone_handles = []
             with self.lock:
-                if self.counts[object_id] == 0:
+                if object_id not in self.counts:
                     self._drop_locked(object_id, gone_handles)
             for actor_id in gone_handles:
                 self._on_handle_gone(actor_id)

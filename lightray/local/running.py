@@ -16,6 +16,7 @@ import ctypes
 import os
 import threading
 import traceback
+from threading import get_ident
 
 from .. import exceptions, serialization
 from ..ids import return_ids
@@ -39,7 +40,8 @@ class Call:
         self.task_id = task_id
         self.name = name
         self.num_returns = num_returns
-        self.return_ids = return_ids(task_id, num_returns)
+        self.return_ids = [task_id + b"\x00\x00"] if num_returns == 1 \
+            else return_ids(task_id, num_returns)
         self.marked = ((), {})      # (args, kwargs) with Dep(i) for top-level refs
         self.pickled = None         # their pickle, with copy_values
         self.keep = None            # the arguments as given, while pickled holds them
@@ -123,6 +125,12 @@ def split_results(call: Call, result, what: str) -> tuple:
 def store_results(call: Call, objects, result, what: str = "task") -> None:
     """Split result into call's returns and resolve them (pickled with
     copy_values: an unpicklable result raises here, inside the task)."""
+    if call.num_returns == 1:   # the common case, without a tuple
+        if objects.copy_values and type(result) not in IMMUTABLE_TYPES:
+            objects.finish(call.return_ids[0], None, serialization.serialize(result), None)
+        else:
+            objects.finish(call.return_ids[0], result, None, None)
+        return
     results = split_results(call, result, what)
     if objects.copy_values:
         # Every return pickled first: one that cannot be fails the call whole.
@@ -189,18 +197,18 @@ class Interruptible:
         self.interrupt_sent = False
 
 
-def guarded(state: Interruptible, lock: threading.Lock, work):
-    """Run work() (the user's code) so that an interrupt for it lands in it
+def guarded(state: Interruptible, lock: threading.Lock, work, *args):
+    """Run work(*args) (the user's code) so that an interrupt for it lands in it
     or not at all: ('ok', result), ('interrupted', exc) or ('error', exc)."""
     outcome = None
     while True:
         try:
             if outcome is None:
                 with lock:
-                    state.thread_id = threading.get_ident()
+                    state.thread_id = get_ident()
                     state.in_user_code = True
                 try:
-                    outcome = ("ok", work())
+                    outcome = ("ok", work(*args))
                 except KeyboardInterrupt as error:
                     outcome = ("interrupted", error)
                 except BaseException as error:   # the user's code failed

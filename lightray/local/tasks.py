@@ -11,6 +11,10 @@ it itself instead (no thread hop: that is most of local mode's speed). The pool
 hands back a task's CPU while it blocks in get/wait (so nested tasks never
 deadlock) and takes it again when it goes on, like a node agent does.
 
+What a remote function's options mean here (resource units, shape,
+feasibility, retries) is worked out once per TaskOptions (``TaskPlan``), so
+a submit only makes the task's id, entries and refs and takes its resources.
+
 Actor creations go through the same queue (``Placement``): an actor starts
 once the resources it asks for to be placed are free.
 """
@@ -20,7 +24,7 @@ import collections
 import threading
 
 from .. import exceptions
-from ..resources import CPU, ResourcePool, from_units, shape_of
+from ..resources import CPU, GPU, Allocation, ResourcePool, from_units, shape_of, to_units
 from .running import (Call, DepFailed, Interruptible, arguments, fail_all, guarded,
                       interrupt_thread, should_retry, store_results, task_error)
 from .threads import ThreadContext, set_thread_context
@@ -28,18 +32,44 @@ from .threads import ThreadContext, set_thread_context
 WAITING, QUEUED, READY, RUNNING, DONE = "WAITING", "QUEUED", "READY", "RUNNING", "DONE"
 
 
-class LocalTask:
-    __slots__ = ("call", "function", "request", "shape", "retries_left", "retry_exceptions",
-                 "state", "allocation", "cancelled", "forced", "interruptible", "waiting_for",
-                 "children")
+class TaskPlan:
+    """What submitting a remote function's task needs of its options,
+    worked out once per (function, options) by LocalClient."""
 
-    def __init__(self, call: Call, function, request: dict, max_retries: int, retry_exceptions):
+    __slots__ = ("exported", "name", "function", "num_returns", "request", "units", "cpu",
+                 "shape", "max_retries", "retry_exceptions", "feasible")
+
+    def __init__(self, exported, options, scheduler: "LocalScheduler"):
+        self.exported = exported
+        self.name = exported.name
+        self.function = exported.function
+        self.num_returns = options.num_returns
+        self.request = options.request
+        self.units = {name: to_units(amount) for name, amount in options.request.items()}
+        # The CPU units when CPU is all it asks for (most tasks), else None.
+        self.cpu = self.units[CPU] if self.units.keys() == {CPU} else None
+        self.shape = shape_of(options.request)
+        self.max_retries = options.max_retries
+        self.retry_exceptions = options.retry_exceptions
+        # The runtime's total never changes: a request that fits it once always does.
+        self.feasible = scheduler.infeasible(options.request, "") is None
+
+
+class LocalTask:
+    __slots__ = ("call", "function", "request", "units", "cpu", "shape", "retries_left",
+                 "retry_exceptions", "state", "allocation", "cancelled", "forced",
+                 "interruptible", "waiting_for", "children", "feasible")
+
+    def __init__(self, call: Call, plan: TaskPlan):
         self.call = call
-        self.function = function
-        self.request = request
-        self.shape = shape_of(request)
-        self.retries_left = max_retries
-        self.retry_exceptions = retry_exceptions
+        self.function = plan.function
+        self.request = plan.request
+        self.units = plan.units
+        self.cpu = plan.cpu
+        self.shape = plan.shape
+        self.feasible = plan.feasible
+        self.retries_left = plan.max_retries
+        self.retry_exceptions = plan.retry_exceptions
         self.state = WAITING
         self.allocation = None
         self.cancelled = False
@@ -83,7 +113,6 @@ class LocalScheduler:
         self.queue: collections.deque = collections.deque()
         self._queued_shapes: collections.Counter = collections.Counter()   # shapes in queue
         self.tasks: dict = {}                   # task id -> LocalTask not yet DONE
-        self._feasible_shapes: set = set()      # request shapes known to fit the total
         self.ready: collections.deque = collections.deque()   # READY tasks, in order
         self._work = threading.Condition(self.lock)          # a task is READY
         self._sleeping = 0                      # pool threads waiting, not woken
@@ -109,29 +138,34 @@ class LocalScheduler:
 
     def submit(self, task: LocalTask) -> None:
         call = task.call
-        feasible = self._feasible_shapes
-        if task.shape not in feasible:
-            error = self.infeasible(task.request, f"task {call.name}()")
-            if error is not None:
-                fail_all(call, self.objects, error)
-                return
-            feasible.add(task.shape)
+        if not task.feasible:
+            fail_all(call, self.objects, self.infeasible(task.request, f"task {call.name}()"))
+            return
         if self.inline:
             self._run_inline(task)
             return
         if not call.deps:
+            number = 0
             with self.lock:
                 self.tasks[call.task_id] = task
-                task.state = QUEUED
-                allocation = None if self.queue else self.pool.try_acquire(task.request)
+                # Queued behind others: only dispatch can launch it, in queue
+                # order; and not now if one of the same request waits ahead
+                # (nothing queued fits until a release, which dispatches).
+                queued = bool(self.queue)
+                dispatch = queued and task.shape not in self._queued_shapes
+                allocation = None if queued else self._take_locked(task)
                 if allocation is None:
+                    task.state = QUEUED
                     self._enqueue(task)
                 else:
                     task.allocation = allocation
-            if allocation is None:
+                    task.state = READY
+                    self.ready.append(task)
+                    number = self._wake_locked()
+            if dispatch:
                 self.dispatch()
-            else:
-                self.run_on_pool_thread(task, allocation)
+            elif number:
+                self._start_pool_thread(number)
             return
         with self.lock:
             self.tasks[call.task_id] = task
@@ -139,6 +173,25 @@ class LocalScheduler:
         for ref in call.deps:
             self.objects.when_done(ref._id, lambda: self._dep_done(task))
         self._dep_done(task)
+
+    def _take_locked(self, task: LocalTask):
+        """ResourcePool.try_acquire of task's request (under lock), inline
+        for a request without GPUs (its units are worked out once per plan)."""
+        cpu, units = task.cpu, task.units
+        available = self.pool.available
+        if cpu is not None:   # CPU only: most tasks
+            if available.get(CPU, 0) < cpu:
+                return None
+            available[CPU] -= cpu
+            return Allocation(units, [], 0)
+        if GPU in units:
+            return self.pool.try_acquire(task.request)
+        for name, need in units.items():
+            if available.get(name, 0) < need:
+                return None
+        for name, need in units.items():
+            available[name] -= need
+        return Allocation(units, [], 0)
 
     def _run_inline(self, task: LocalTask) -> None:
         """num_cpus=0: run now, in the submitting thread, once its arguments
@@ -185,7 +238,10 @@ class LocalScheduler:
                     shape = item.shape
                     if shape in failed:
                         continue
-                    allocation = self.pool.try_acquire(item.request)
+                    if type(item) is LocalTask:
+                        allocation = self._take_locked(item)
+                    else:
+                        allocation = self.pool.try_acquire(item.request)
                     if allocation is None:
                         failed.add(shape)
                         if len(failed) == shapes:
@@ -232,8 +288,11 @@ class LocalScheduler:
             self.ready.append(task)
             number = self._wake_locked()
         if number:
-            threading.Thread(target=self._pool_thread, daemon=True,
-                             name=f"lightray-local-task-{number}").start()
+            self._start_pool_thread(number)
+
+    def _start_pool_thread(self, number: int) -> None:
+        threading.Thread(target=self._pool_thread, daemon=True,
+                         name=f"lightray-local-task-{number}").start()
 
     def _wake_locked(self) -> int:
         """Wake a sleeping pool thread if the READY tasks outnumber the
@@ -270,19 +329,15 @@ class LocalScheduler:
                 task.state = RUNNING
                 number = self._wake_locked()   # more READY left: the next thread
             if number:
-                threading.Thread(target=self._pool_thread, daemon=True,
-                                 name=f"lightray-local-task-{number}").start()
+                self._start_pool_thread(number)
             self._run(task, task.allocation)
 
-    def help_with(self, task_ids: set) -> bool:
-        """Run, in this thread, a READY task of task_ids (the caller would
-        only wait for it); whether there was one. READY tasks are few (as
-        many as the resources allow), so looking through them is cheap."""
+    def help_with(self, task_id: bytes) -> bool:
+        """Run, in this thread, the task task_id if it is READY (the caller
+        would only wait for it); whether it was."""
         with self.lock:
-            for task in self.ready:
-                if task.call.task_id in task_ids:
-                    break
-            else:
+            task = self.tasks.get(task_id)
+            if task is None or task.state != READY:
                 return False
             self.ready.remove(task)
             task.state = RUNNING
@@ -293,13 +348,12 @@ class LocalScheduler:
 
     def _run(self, task: LocalTask, allocation) -> None:
         call = task.call
-        context = ThreadContext(self.node_id, call.task_id, None, task.request, task)
-        previous = set_thread_context(context)
+        previous = set_thread_context(
+            ThreadContext(self.node_id, call.task_id, None, task.request, task))
         try:
             while True:
-                kind, value = guarded(task.interruptible, self.lock,
-                                      lambda: self._invoke(task))
-                if not self._after_attempt(task, kind, value):
+                kind, value = guarded(task.interruptible, self.lock, self._invoke, task)
+                if kind == "ok" or not self._after_attempt(task, kind, value):
                     break
         finally:
             set_thread_context(previous)
@@ -308,7 +362,14 @@ class LocalScheduler:
                 task.state = DONE
                 held, task.allocation = task.allocation, None
                 if held is not None:
-                    self.pool.release(held)
+                    if task.cpu is not None and not held.cpu_released:
+                        self.pool.available[CPU] += task.cpu   # ResourcePool.release, inline
+                    elif held.gpu_ids or held.cpu_released:
+                        self.pool.release(held)
+                    else:
+                        available = self.pool.available
+                        for name, units in held.units.items():
+                            available[name] += units
                 queued = bool(self.queue)
             if queued:
                 self.dispatch()
@@ -317,7 +378,10 @@ class LocalScheduler:
         if task.cancelled:   # cancelled as its thread took it, before an interrupt could land
             raise KeyboardInterrupt
         call = task.call
-        args, kwargs = arguments(call, self.objects)
+        if call.deps or call.pickled is not None:
+            args, kwargs = arguments(call, self.objects)
+        else:
+            args, kwargs = call.marked
         result = task.function(*args, **kwargs)
         if not task.forced:
             store_results(call, self.objects, result)
