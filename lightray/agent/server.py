@@ -88,6 +88,7 @@ class AgentServer:
                                 spill_threshold=config.spill_threshold(),
                                 spilling=config.spilling_enabled(),
                                 segment_prefix=self.segment_prefix)
+        self.state.output.session_dir = session_dir   # the workers' log files (lightray.output)
         self.context = zmq.Context(io_threads=1)
         self.router = sockets.private_router(self.context, self.address)
         self.intake = Intake(self.segment_prefix)
@@ -284,6 +285,7 @@ class AgentServer:
                     else:
                         ops = ops[1:]   # not for a pull from it under way: ignored
                 ops = self.control.take_kv_ops(sender, ops)
+                ops = state.output.take_peer_ops(sender, ops)   # printed lines, lightray logs
                 refused = (state.handle_peer(sender, ops, now, wall, len(frames[0]))
                            if ops else None)
                 for who, why in state.membership.early.take_drops():   # before an answer

@@ -81,6 +81,8 @@ HAND_OVER = 28      # (HAND_OVER, node_id, [object_id])  from an actor's worker:
                     #   node_id until it asks (DESCRIBE), says FREE, or dies
 KV = 29             # (KV, request_id, request)  a lightray.kv request
                     #   (lightray.store.control.kv_requests); INFO_REPLY with its answer
+WORKER_OUTPUT = 40  # (WORKER_OUTPUT, driver, [(stream, line), ...])  from a worker: lines its
+                    #   tasks printed, for driver "node id/client id" (lightray.output)
 
 # agent -> client
 WELCOME = 101      # (WELCOME, node_info dict)
@@ -94,6 +96,7 @@ LEASE_REVOKE = 108   # (LEASE_REVOKE, worker_id)  return it after the running ta
 WORKER_DIED = 109    # (WORKER_DIED, worker_id, status, cancelled)  to its lessee
 ACTOR_STATE = 110    # (ACTOR_STATE, actor_id, incarnation, state, worker_id, death payload)
 SPILLED = 112        # (SPILLED, [object_id, ...])  to holders: spilled, drop your mappings
+OUTPUT = 140         # (OUTPUT, [(stream, line), ...])  to a driver: its tasks' printed lines
 ACTOR_START = 111    # (ACTOR_START, constructor TaskSpec, class bytes, [dep payloads],
                      #   assignment, actor options dict)  to the actor's own worker
 
@@ -145,6 +148,11 @@ KV_REQUEST = 323     # (KV_REQUEST, request id, request)  a lightray.kv request,
 KV_REPLY = 324       # (KV_REPLY, request id, answer)  its answer (kv_requests)
 JOIN_VIA = 325       # (JOIN_VIA, node dict)  a member that is not the authority relays a
                      #   JOIN to it; the authority answers the joiner itself (MEMBERS)
+OUTPUT_RELAY = 340   # (OUTPUT_RELAY, client id, [(stream, line), ...])  printed lines for a
+                     #   driver of the receiving node (lightray.output.relay)
+LOGS_REQUEST = 341   # (LOGS_REQUEST, request id, request)  lightray logs asks a node
+                     #   (lightray.output.logs); answered with
+LOGS_REPLY = 342     # (LOGS_REPLY, request id, answer dict)
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
 # reference to the bytes until they are sent); smaller ones are cheaper to copy.
