@@ -12,6 +12,9 @@
         stop this user's cluster agents started on this host with lightray-agent,
         or only those named (SIGTERM, then SIGKILL after the timeout; embedded
         runtimes are left to the drivers that own them)
+    lightray logs [--node NODE] [--worker PID | --actor NAME] [--follow]
+        what tasks printed: the workers' log files, from any node
+        (lightray.output.command)
 
 Without --address, status picks the cluster as ``init(address="auto")``
 does: LIGHTRAY_ADDRESS, else the cluster last started on this host, else the
@@ -40,6 +43,7 @@ import zmq
 from . import __version__, exceptions
 from .agent.session import pid_alive, reclaim_dead_sessions
 from .client.core import CoreClient
+from .output import command as logs_command
 from .discovery import (NoClusterError, agent_at, auto_agent, check_cluster_key, describe,
                         running_agent_records)
 
@@ -82,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
                             help="every node of the cluster: alive or dead, resources, "
                                  "store use")
     status.add_argument("--json", action="store_true", help="print the nodes as JSON")
+    logs_command.add_parser(sub, target)
     stop = sub.add_parser("stop", help="stop your lightray-agent processes on this host "
                                        "(or only those named with --address)")
     stop.add_argument("--address", action="append", default=[],
@@ -134,6 +139,8 @@ def _run(parser, args) -> int:
         return _status(args)
     if args.command == "stop":
         return _stop(args)
+    if args.command == "logs":
+        return logs_command.run(args, _target, _CliError)
     parser.print_help()
     return 0
 

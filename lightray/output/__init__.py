@@ -14,10 +14,11 @@ Modules:
   attribute each line to the call that printed it (runtime_context.current_call).
 * relay: the agent side: where a batch goes (a local driver, or a peer agent).
 * printer: the driver side: prints batches to sys.stdout / sys.stderr.
-* logs: the log files of a node's workers, read for ``lightray logs`` (the
-  agent's "logs" INFO request) and the command itself.
+* logs: the log files of a node's workers, as an agent answers ``lightray
+  logs`` (its "logs" INFO request, and LOGS_REQUEST from a peer).
+* command: the ``lightray logs`` command (lightray.cli registers it).
 
 May import the floor (config, runtime_context, transport). Imported by
-lightray.worker (capture), lightray.agent (relay, logs), lightray.api
-(printer) and lightray.cli (logs).
+lightray.worker (capture), lightray.agent (relay, lines, logs), lightray.api
+(printer) and lightray.cli (command, which imports lightray.client).
 """
