@@ -271,3 +271,42 @@ def test_a_workers_log_file_is_rotated_so_it_never_takes_more_than_twice_its_bou
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == [
         "worker-1.log", "worker-1.log.1"]
     assert oct(current.stat().st_mode & 0o777) == "0o600"
+
+
+class _SendingClient:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, ops):
+        self.sent.extend(ops)
+
+
+def test_a_call_that_prints_nothing_sends_nothing_and_one_that_does_sends_before_it_ends(
+        tmp_path):
+    from lightray.output.capture import OutputCapture
+    from lightray.runtime_context import current_call
+
+    client = _SendingClient()
+    capture = OutputCapture(client, str(tmp_path), "abcdef123456")
+    try:
+        call = capture.call("quiet", "node/driver")
+        assert capture.end_call(call) is False and client.sent == []
+        call = capture.call("chatty", "node/driver")
+        token = current_call.set(call)
+        try:
+            capture.write(STDOUT, "half a line")
+            capture.write(STDOUT, ", then the rest\nand no newline")
+            capture.write(STDERR, "p" * (MAX_LINE + 10))   # too long to wait for its newline
+        finally:
+            current_call.reset(token)
+        assert capture.end_call(call) is True
+        head = prefix("chatty", os.getpid(), "abcdef123456")
+        lines = [item for op in client.sent for item in op[2]]
+        assert {op[:2] for op in client.sent} == {(m.WORKER_OUTPUT, "node/driver")}
+        assert (STDOUT, f"{head} half a line, then the rest") in lines
+        assert (STDOUT, f"{head} and no newline") in lines
+        assert any(stream == STDERR and line.startswith(f"{head} ppp") for stream, line in lines)
+        logged = open(worker_log_path(str(tmp_path), os.getpid())).read().splitlines()
+        assert f"{head} half a line, then the rest" in logged
+    finally:
+        capture.close()

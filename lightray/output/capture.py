@@ -29,7 +29,7 @@ import threading
 from .. import config
 from ..runtime_context import current_call
 from ..transport import messages as m
-from .lines import MAX_BATCH, STDERR, STDOUT, clip, prefix
+from .lines import MAX_BATCH, MAX_LINE, STDERR, STDOUT, clip, prefix
 from .logfile import BoundedLog, worker_log_path
 
 FLUSH_DELAY = 0.02   # seconds the flusher waits to batch lines of a running task
@@ -48,6 +48,7 @@ class OutputCapture:
         self.pending: dict = {}         # driver -> [(stream, line)]: not sent yet
         self._partial: dict = {}        # (stream, call) -> text after the last newline
         self._calls: dict = {}          # (name, driver) -> call
+        self._printed: set = set()      # calls with lines sent or pending since they began
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
@@ -83,12 +84,14 @@ class OutputCapture:
         key = (stream, call)
         with self._lock:
             text = self._partial.pop(key, "") + text
-            if "\n" not in text:
+            if "\n" not in text and len(text) <= MAX_LINE:
                 if text:
                     self._partial[key] = text
                 return
             *lines, rest = text.split("\n")
-            if rest:
+            if len(rest) > MAX_LINE:   # no newline for that long (a progress bar's \r)
+                lines.append(rest)
+            elif rest:
                 self._partial[key] = rest
             self._add_locked(stream, call, lines)
         self._wake.set()
@@ -102,21 +105,26 @@ class OutputCapture:
             pass   # a full disk must not fail the task that printed
         driver = call[1] if call is not None else None
         if driver is not None:
+            self._printed.add(call)
             self.pending.setdefault(driver, []).extend((stream, line) for line in lines)
 
     # --------------------------------------------------------------- sending
 
     def end_call(self, call) -> bool:
         """A call ends: send what it printed (a last line without its newline
-        too) before its result. True if anything was sent."""
-        if not self.pending and not self._partial:
+        too) before its result. True if it printed anything for a driver."""
+        if not self.pending and not self._partial and not self._printed:
             return False
         with self._lock:
             for stream in (STDOUT, STDERR):
                 rest = self._partial.pop((stream, call), None)
                 if rest:
                     self._add_locked(stream, call, [rest])
-            return self._send_locked()
+            self._send_locked()
+            # (The flusher may have sent this call's lines already: still True.)
+            printed = call in self._printed
+            self._printed.discard(call)
+            return printed
 
     def _send_locked(self) -> bool:
         pending, self.pending = self.pending, {}
