@@ -22,6 +22,9 @@
     counter = Counter.remote()
     lightray.get(counter.inc.remote())   # 1
 
+    lightray.state.list_tasks(filters=[("state", "=", "FAILED")])   # what failed, every node
+    lightray.timeline("trace.json")      # a Chrome / Perfetto trace of the tasks
+
 What lives where, in layers, lowest first (a module imports only from its
 own layer's lower modules and from the layers below it):
 
@@ -54,11 +57,15 @@ own layer's lower modules and from the layers below it):
  5 discovery        finding the agents running on this host (init(address="auto"))
    api              init, shutdown, get, put, wait, cancel, remote, get_actor, kill, ...
    kv               lightray.kv: put/get/delete/list/compare_and_set, replicated
+   jobs/            lightray.jobs: driver programs submitted to a cluster, their records and logs
+   observe/         task events, the state API's gathering, the timeline, their commands
+                    (its events and queries do no I/O: the agent and workers use them)
+   state            lightray.state: list_tasks/actors/objects/nodes, summarize_tasks
    cli              the ``lightray`` command line (it also reads lightray.__version__)
  6 util/            ActorPool, Queue: built on the public API
    dask/            a Dask scheduler (needs dask; api imports it only when given a graph)
 """
-from . import exceptions, kv
+from . import exceptions, jobs, kv, state
 from .actor import ActorClass, ActorHandle, method
 from .api import (
     available_resources,
@@ -77,6 +84,7 @@ from .api import (
     wait,
 )
 from .object_ref import ObjectRef
+from .observe.timeline import timeline
 from .runtime_context import get_runtime_context
 from .scheduling import NodeAffinity
 
@@ -96,6 +104,7 @@ __all__ = [
     "get_runtime_context",
     "init",
     "is_initialized",
+    "jobs",
     "kill",
     "kv",
     "memory_summary",
@@ -104,5 +113,7 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "state",
+    "timeline",
     "wait",
 ]

@@ -7,6 +7,11 @@
         every node of the cluster (dead ones too): address, alive, suspect
         (silent N s) or dead and why, head, control role (leader, replica),
         resources used/total, memory, store use and spilled bytes
+    lightray list tasks|actors|objects|nodes [--filter KEY=VALUE]... [--limit N] [--json]
+    lightray summary tasks [--json]
+    lightray timeline -o FILE
+        the state API and the timeline from the shell (lightray.observe.cli);
+        they take --address and --cluster-key as status does
     lightray stop [--address HOST:PORT | ipc://...]... [--cluster-key FILE] [--force]
                   [--timeout SECONDS]
         stop this user's cluster agents started on this host with lightray-agent,
@@ -15,6 +20,8 @@
     lightray logs [--node NODE] [--worker PID | --actor NAME] [--follow]
         what tasks printed: the workers' log files, from any node
         (lightray.output.command)
+    lightray job submit|status|logs|stop|list [--address ...] [--cluster-key FILE] ...
+        driver programs run by the cluster, their records and output (lightray.jobs.cli)
 
 Without --address, status picks the cluster as ``init(address="auto")``
 does: LIGHTRAY_ADDRESS, else the cluster last started on this host, else the
@@ -42,8 +49,12 @@ import zmq
 
 from . import __version__, exceptions
 from .agent.session import pid_alive, reclaim_dead_sessions
+from .api import init as lightray_init
 from .client.core import CoreClient
 from .output import command as logs_command
+from .config import JOB_RUNTIME_ENV_ENV
+from .jobs import cli as job_cli
+from .observe import cli as observe_cli
 from .discovery import (NoClusterError, agent_at, auto_agent, check_cluster_key, describe,
                         running_agent_records)
 
@@ -86,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
                             help="every node of the cluster: alive or dead, resources, "
                                  "store use")
     status.add_argument("--json", action="store_true", help="print the nodes as JSON")
+    observe_cli.register(sub, target)   # list, summary, timeline (lightray.observe.cli)
     logs_command.add_parser(sub, target)
     stop = sub.add_parser("stop", help="stop your lightray-agent processes on this host "
                                        "(or only those named with --address)")
@@ -99,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     stop.add_argument("--timeout", type=float, default=STOP_TIMEOUT, metavar="SECONDS",
                       help="how long to wait for agents to exit after SIGTERM before "
                            f"SIGKILLing them (default {STOP_TIMEOUT:g})")
+    job_cli.add_parser(sub, target)
     return parser
 
 
@@ -141,6 +154,10 @@ def _run(parser, args) -> int:
         return _stop(args)
     if args.command == "logs":
         return logs_command.run(args, _target, _CliError)
+    if args.command == "job":
+        return job_cli.run(args, _attach, _CliError)
+    if args.command in observe_cli.COMMANDS:
+        return observe_cli.run(args)
     parser.print_help()
     return 0
 
@@ -225,6 +242,17 @@ def _target(address, cluster_key=None) -> tuple:
         raise _CliError(str(error)) from None
     _check_key(record, cluster_key)
     return record["ipc"], record["pid"], address or record.get("address") or record["ipc"]
+
+
+def _attach(args) -> None:
+    """This process, a driver of the cluster --address names (as status finds it)."""
+    from_env = os.environ.pop(JOB_RUNTIME_ENV_ENV, None)   # never a job's env for the CLI
+    try:
+        ipc, _, _ = _target(args.address, args.cluster_key)
+        lightray_init(address=ipc)
+    finally:
+        if from_env is not None:
+            os.environ[JOB_RUNTIME_ENV_ENV] = from_env
 
 
 def _check_key(record: dict, cluster_key) -> None:

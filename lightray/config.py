@@ -29,6 +29,11 @@ PIPELINE_DEPTH_DEFAULT = 16
 # lightray.client.direct); "0" sends every task through the agent.
 DIRECT_SUBMIT_ENV = "LIGHTRAY_DIRECT_SUBMIT"
 
+# Task and actor state changes each agent keeps for lightray.state and the
+# timeline (lightray.observe), oldest dropped first; 0 records none.
+TASK_EVENTS_ENV = "LIGHTRAY_TASK_EVENTS"
+TASK_EVENTS_DEFAULT = 100_000
+
 # Hard cap on worker processes per agent (blocked workers and fractional CPU
 # requests can need more workers than CPUs).
 MAX_WORKERS_ENV = "LIGHTRAY_MAX_WORKERS"
@@ -119,6 +124,10 @@ def pipeline_depth() -> int:
     return max(1, _env_number(PIPELINE_DEPTH_ENV, PIPELINE_DEPTH_DEFAULT, int))
 
 
+def task_events() -> int:
+    return max(0, _env_number(TASK_EVENTS_ENV, TASK_EVENTS_DEFAULT, int))
+
+
 def max_workers(num_cpus: float) -> int:
     return max(1, _env_number(MAX_WORKERS_ENV, max(32, int(num_cpus) * 8), int))
 
@@ -182,8 +191,25 @@ def object_store_memory_from_env():
 HOT_NODE_THRESHOLD_ENV = "LIGHTRAY_HOT_NODE_THRESHOLD"
 HOT_NODE_THRESHOLD_DEFAULT = 0.8
 
-# Where init(address="auto") looks first.
+# Where init() (with no address) and init(address="auto") look first; a job's
+# driver gets its node's agent here (lightray.jobs).
 ADDRESS_ENV = "LIGHTRAY_ADDRESS"
+# Set for a job's driver (lightray.jobs.supervisor): its id, and the job's
+# runtime_env (JSON) that init() gives every task and actor it submits.
+JOB_ID_ENV = "LIGHTRAY_JOB_ID"
+JOB_RUNTIME_ENV_ENV = "LIGHTRAY_JOB_RUNTIME_ENV"
+# Seconds a job's supervisor stays after its job ended (serving its log to
+# followers) before it exits; its log's tail is in the control store then.
+JOB_SUPERVISOR_LINGER_ENV = "LIGHTRAY_JOB_SUPERVISOR_LINGER"
+JOB_SUPERVISOR_LINGER_DEFAULT = 60.0
+
+
+def job_supervisor_linger() -> float:
+    value = _env_number(JOB_SUPERVISOR_LINGER_ENV, JOB_SUPERVISOR_LINGER_DEFAULT, float)
+    if not value >= 0:
+        raise ValueError(f"{JOB_SUPERVISOR_LINGER_ENV} must be a number of seconds >= 0, "
+                         f"got {value!r}")
+    return value
 
 
 def hot_node_threshold() -> float:
