@@ -49,7 +49,8 @@ own layer's lower modules and from the layers below it):
  3 object_ref       ObjectRef
    remote_function  @remote on functions: the task submit path
    actor            @remote on classes: ActorClass, ActorHandle, method
- 4 client/          a process's connection to its agent: refs, objects, leases, actor calls
+ 4 output/          what tasks print: captured in workers, logged, relayed, printed by drivers
+   client/          a process's connection to its agent: refs, objects, leases, actor calls
    worker/          the task and actor runners of a worker process
    agent/           the node agent: its state, the I/O loop, the cluster
    local/           local mode: the whole runtime in this process, in threads

@@ -21,7 +21,7 @@ from .options import check_option_names, refuse_memory
 from .remote_function import _ExportedFunction, _serialize_arguments, env_arguments
 from .resources import make_request
 from .runtime import client_for_submission, namespace_for
-from .runtime_context import state as context_state
+from .runtime_context import state as context_state, submitting_driver
 from .scheduling import encode_strategy
 from .task_spec import new_task_spec
 
@@ -192,7 +192,7 @@ class ActorClass:
         spec = new_task_spec(actor_id, exported.function_id, name, args_bytes, deps, contained,
                              num_returns=0, resources=options.placement,
                              max_retries=max_restarts, retry_exceptions=False,
-                             strategy=options.strategy)
+                             strategy=options.strategy, driver=submitting_driver())
         description = {
             "class_name": name, "methods": self._methods, "is_async": self._is_async,
             "max_concurrency": options.max_concurrency, "held": options.held,

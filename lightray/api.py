@@ -39,6 +39,7 @@ from .discovery import (agent_at, auto_agent, check_cluster_key, cluster_agent,
 from .ids import handle_object_id
 from .local.client import LocalClient
 from .object_ref import ObjectRef
+from .output import printer as output_printer
 from .remote_function import RemoteFunction
 from .resources import detect_num_cpus, make_request
 from .runtime import current_client_or_none, require_client_for, set_current_client
@@ -47,10 +48,12 @@ from .transport import messages, sockets
 
 _INIT_OPTIONS = ("address", "num_cpus", "num_gpus", "resources", "object_store_memory",
                  "spill_dir", "namespace", "cluster_key", "logging_level", "runtime_env",
-                 "ignore_reinit_error", "local_mode", "copy_values", "forward_warnings")
+                 "ignore_reinit_error", "local_mode", "copy_values", "forward_warnings",
+                 "log_to_driver")
 
 _lock = threading.RLock()
 _runtime = None
+_log_to_driver = True   # init(log_to_driver=...): tasks' printed lines shown here
 
 
 class _Runtime:
@@ -70,7 +73,8 @@ class _Runtime:
 def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
          object_store_memory=None, spill_dir=None, namespace=None, cluster_key=None,
          logging_level=None, runtime_env=None, ignore_reinit_error: bool = False,
-         local_mode=None, copy_values=None, forward_warnings: bool = True, **unknown):
+         local_mode=None, copy_values=None, forward_warnings: bool = True,
+         log_to_driver: bool = True, **unknown):
     """Start an embedded runtime, or attach to a running agent, and attach this process.
 
     object_store_memory: the store's capacity in bytes (default 30% of the
@@ -88,8 +92,11 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     very objects given instead of copies.
     forward_warnings: re-emit here the warnings raised in a task or actor
     method when its result is read (lightray/task_warnings.py); False drops them.
+    log_to_driver: print here, prefixed "(name pid=.. node=..)", what tasks
+    and actor methods this driver submits (and their nested tasks) print, from
+    any node (lightray.output); False: only the workers' log files keep it.
     """
-    global _runtime
+    global _runtime, _log_to_driver
     if unknown:
         raise ValueError(f"unknown init() option(s) {', '.join(map(repr, sorted(unknown)))}; "
                          f"valid options are: {', '.join(_INIT_OPTIONS)}")
@@ -114,6 +121,9 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                                "or pass ignore_reinit_error=True")
         if not isinstance(forward_warnings, bool):
             raise TypeError(f"forward_warnings must be True or False, got {forward_warnings!r}")
+        if not isinstance(log_to_driver, bool):
+            raise TypeError(f"log_to_driver must be True or False, got {log_to_driver!r}")
+        _log_to_driver = log_to_driver
         if local_mode is None:
             local_mode = local_mode_from_env()
         if _check_local_mode(local_mode, copy_values, address=address, cluster_key=cluster_key,
@@ -122,6 +132,10 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
             if not forward_warnings:
                 raise ValueError("forward_warnings=False cannot be used with local_mode=True: "
                                  "tasks run in this process, their warnings show here directly")
+            if not log_to_driver:
+                raise ValueError("log_to_driver=False cannot be used with local_mode=True: "
+                                 "tasks run in this process, what they print shows here "
+                                 "directly")
             request = make_request(num_cpus if num_cpus is not None else detect_num_cpus(),
                                    num_gpus, resources)
             _runtime = _start_local(request, namespace, copy_values is not False)
@@ -284,6 +298,7 @@ def shutdown() -> None:
             return
         runtime_envs.set_job_env(None)
         set_current_client(None)
+        output_printer.detach()
         if embedded.process is None:
             embedded.client.close()
             return
@@ -328,6 +343,7 @@ def _context():
     client = current_client_or_none()
     if client is not None:
         runtime_state.node_id = client.node_info["node_id"]
+        output_printer.attach(client, _log_to_driver)
     return get_runtime_context()
 
 

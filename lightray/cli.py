@@ -17,6 +17,9 @@
         stop this user's cluster agents started on this host with lightray-agent,
         or only those named (SIGTERM, then SIGKILL after the timeout; embedded
         runtimes are left to the drivers that own them)
+    lightray logs [--node NODE] [--worker PID | --actor NAME] [--follow]
+        what tasks printed: the workers' log files, from any node
+        (lightray.output.command)
     lightray job submit|status|logs|stop|list [--address ...] [--cluster-key FILE] ...
         driver programs run by the cluster, their records and output (lightray.jobs.cli)
 
@@ -48,6 +51,7 @@ from . import __version__, exceptions
 from .agent.session import pid_alive, reclaim_dead_sessions
 from .api import init as lightray_init
 from .client.core import CoreClient
+from .output import command as logs_command
 from .config import JOB_RUNTIME_ENV_ENV
 from .jobs import cli as job_cli
 from .observe import cli as observe_cli
@@ -94,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
                                  "store use")
     status.add_argument("--json", action="store_true", help="print the nodes as JSON")
     observe_cli.register(sub, target)   # list, summary, timeline (lightray.observe.cli)
+    logs_command.add_parser(sub, target)
     stop = sub.add_parser("stop", help="stop your lightray-agent processes on this host "
                                        "(or only those named with --address)")
     stop.add_argument("--address", action="append", default=[],
@@ -147,6 +152,8 @@ def _run(parser, args) -> int:
         return _status(args)
     if args.command == "stop":
         return _stop(args)
+    if args.command == "logs":
+        return logs_command.run(args, _target, _CliError)
     if args.command == "job":
         return job_cli.run(args, _attach, _CliError)
     if args.command in observe_cli.COMMANDS:

@@ -327,3 +327,14 @@ LOCAL_MODE_ENV = "LIGHTRAY_LOCAL_MODE"
 
 def local_mode_from_env() -> bool:
     return os.environ.get(LOCAL_MODE_ENV, "0").lower() in ("1", "true", "yes")
+
+
+# The most bytes one worker's log file (lightray.output.logfile: what its
+# tasks print) holds before it is rotated; one rotated file is kept, so a
+# worker's logs never take more than twice this on disk.
+WORKER_LOG_BYTES_ENV = "LIGHTRAY_WORKER_LOG_BYTES"
+WORKER_LOG_BYTES_DEFAULT = 10 * 1024 * 1024
+
+
+def worker_log_bytes() -> int:
+    return max(4096, _env_number(WORKER_LOG_BYTES_ENV, WORKER_LOG_BYTES_DEFAULT, int))

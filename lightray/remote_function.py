@@ -21,6 +21,7 @@ from .config import inline_threshold
 from .object_ref import ObjectRef
 from .options import TaskOptions
 from .runtime import client_for_submission
+from .runtime_context import submitting_driver
 from .task_spec import Dep, new_task_spec
 
 
@@ -102,7 +103,8 @@ class RemoteFunction:
         spec = new_task_spec(task_id, exported.function_id, exported.name, args_bytes, deps,
                              contained, num_returns=options.num_returns,
                              resources=options.request, max_retries=options.max_retries,
-                             retry_exceptions=retry, strategy=options.strategy)
+                             retry_exceptions=retry, strategy=options.strategy,
+                             driver=submitting_driver())
         refs = client.submit(spec, exported.function_id, exported.function_bytes)
         del keep_alive  # implicit puts: the agent pinned them on SUBMIT
         if options.num_returns == 1:

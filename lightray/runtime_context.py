@@ -1,6 +1,7 @@
 """What a task (or the driver) can learn about where it runs."""
 from __future__ import annotations
 
+import contextvars
 import threading
 
 
@@ -10,9 +11,21 @@ class _State:
     task_id = None
     actor_id = None
     assigned = {}
+    output_driver = None   # a driver's own "node id/client id" (None: log_to_driver=False)
 
 
 state = _State()
+
+# In a worker: (output prefix, driver) of the call this thread or asyncio
+# task runs (lightray.output.capture); its prints go to that driver, and so
+# does the output of every task it submits.
+current_call: contextvars.ContextVar = contextvars.ContextVar("lightray_call", default=None)
+
+
+def submitting_driver():
+    """The driver that tasks submitted here belong to (the spec's driver field)."""
+    call = current_call.get()
+    return state.output_driver if call is None else call[1]
 
 # Local mode runs tasks and actors in threads of the driver: each such thread
 # has a state of its own here (lightray.local.threads); other threads see the

@@ -2,7 +2,10 @@
 
 ``owner`` is the driver a direct task answers to (None through the agent);
 ``attempts_made`` counts earlier attempts (a direct task retried by the agent);
-``strategy`` is where it may run (lightray.scheduling.encode_strategy).
+``strategy`` is where it may run (lightray.scheduling.encode_strategy);
+``driver`` is the driver the task's printed output goes to, "node id/client id"
+(lightray.output; None: nowhere, init(log_to_driver=False)), inherited by
+the tasks it submits.
 ``args`` is None (no arguments) or the pickled ``(args, kwargs)`` where every
 top-level ObjectRef was replaced by ``Dep(i)``: the agent resolves ``deps[i]``
 and ships its payload with the task, so the worker never asks for it.
@@ -36,12 +39,13 @@ class TaskSpec(NamedTuple):
     owner: str | None = None
     attempts_made: int = 0
     strategy: object = None
+    driver: str | None = None
 
 
 # The field positions, for the hot paths that index a spec.
 TASK_ID, FUNCTION_ID, FUNCTION_NAME, ARGS, DEPS, CONTAINED, NUM_RETURNS, RESOURCES, \
-    MAX_RETRIES, RETRY_EXCEPTIONS, OWNER, ATTEMPTS_MADE, STRATEGY = range(13)
-assert TaskSpec._fields[STRATEGY] == "strategy" and len(TaskSpec._fields) == 13
+    MAX_RETRIES, RETRY_EXCEPTIONS, OWNER, ATTEMPTS_MADE, STRATEGY, DRIVER = range(14)
+assert TaskSpec._fields[DRIVER] == "driver" and len(TaskSpec._fields) == 14
 
 
 
@@ -49,10 +53,10 @@ def new_task_spec(task_id: bytes, function_id: bytes | None, function_name: str,
                   args: bytes | None, deps: list, contained: list, *, num_returns: int,
                   resources: dict | None, max_retries: int, retry_exceptions,
                   owner: str | None = None, attempts_made: int = 0,
-                  strategy=None) -> tuple:
+                  strategy=None, driver: str | None = None) -> tuple:
     """A spec, its fields named by the caller (the fields of TaskSpec)."""
     return (task_id, function_id, function_name, args, deps, contained, num_returns,
-            resources, max_retries, retry_exceptions, owner, attempts_made, strategy)
+            resources, max_retries, retry_exceptions, owner, attempts_made, strategy, driver)
 
 
 def with_owner(spec: tuple, owner: str | None) -> tuple:

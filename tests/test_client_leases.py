@@ -17,7 +17,7 @@ class Clock:
 
 
 def spec(task_id=b"t" * 14, max_retries=0, attempts=0):
-    fields = [None] * 13
+    fields = [None] * len(ts.TaskSpec._fields)
     fields[ts.TASK_ID] = task_id
     fields[ts.MAX_RETRIES] = max_retries
     fields[ts.ATTEMPTS_MADE] = attempts

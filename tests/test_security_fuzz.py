@@ -152,7 +152,7 @@ _spec = st.tuples(
     st.text(max_size=8), st.none() | st.binary(max_size=32), st.just([]), st.just([]),
     st.integers(0, 3), st.just({"CPU": 1.0}), st.integers(0, 1), st.booleans(), st.none(),
     st.integers(0, 2),
-    st.none() | st.sampled_from(["DEFAULT", "SPREAD"]))
+    st.none() | st.sampled_from(["DEFAULT", "SPREAD"]), st.none() | st.text(max_size=40))
 IPC_SHAPED = IPC_SHAPED | st.tuples(st.just(m.SUBMIT), _spec)
 IPC_CODES = [c for c in ALL_CODES if c not in (m.SHUTDOWN, m.GOODBYE)]
 IPC_OPS = random_ops(IPC_CODES, (m.SHUTDOWN, m.GOODBYE))
@@ -336,7 +336,7 @@ def test_a_task_whose_resources_are_not_a_finite_request_is_dropped_at_intake(re
     """None passed the intake once and raised in the handler (a task's request
     is a dict: lightray.resources.make_request)."""
     spec = (os.urandom(TASK_ID_BYTES), os.urandom(16), "f", None, [], [], 1, resources, 0,
-            False, None, 0, None)
+            False, None, 0, None, None)
     good = (m.INC, [os.urandom(OBJECT_ID_BYTES)])
     intake = Intake("lr_test_", RefusalLog("agent", fd=os.open(os.devnull, os.O_WRONLY)))
     assert intake.read(b"cs", m.encode([(m.SUBMIT, spec), good])) == [good]
@@ -462,7 +462,7 @@ def test_a_task_of_a_function_never_exported_does_not_stop_the_agent(head):
     node, _, log, _ = head
     driver = FakeDriver(f"ipc://{session_dir_of(node)}/agent.sock")
     spec = (os.urandom(TASK_ID_BYTES), os.urandom(16), "never_exported", None, [], [], 1,
-            {"CPU": 1.0}, 0, False, None, 0, None)
+            {"CPU": 1.0}, 0, False, None, 0, None, None)
     driver.send(m.encode([(m.SUBMIT, spec)]))
     try:
         driver.sync()            # a round trip: the agent handled the SUBMIT before it

@@ -12,4 +12,4 @@ def test_a_task_spec_is_built_by_field_name_in_the_order_of_its_fields():
     assert named.deps == [b"d"] and named.owner == "driver" and named.strategy == "SPREAD"
     assert spec[task_spec.ATTEMPTS_MADE] == named.attempts_made == 1
     retried = task_spec.for_retry_through_agent(task_spec.with_owner(spec, "other"))
-    assert TaskSpec._make(retried)[10:] == (None, 2, "SPREAD")
+    assert TaskSpec._make(retried)[10:] == (None, 2, "SPREAD", None)

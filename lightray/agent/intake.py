@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from .. import task_spec as ts
 from ..ids import OBJECT_ID_BYTES, TASK_ID_BYTES
+from ..output.lines import valid_batch, valid_driver
 from ..serialization import ERROR, INLINE, SHARED
 from ..transport import messages as m
 from ..transport.guard import RefusalLog, describe_peer
@@ -69,7 +70,7 @@ def _strategy(value) -> bool:
 
 def task_spec(spec) -> bool:
     """A TaskSpec tuple (lightray.task_spec) with fields of the right types."""
-    return (type(spec) is tuple and len(spec) == 13
+    return (type(spec) is tuple and len(spec) == 14
             and _task_id(spec[ts.TASK_ID])
             and (spec[ts.FUNCTION_ID] is None or type(spec[ts.FUNCTION_ID]) is bytes)
             and type(spec[ts.FUNCTION_NAME]) is str
@@ -80,7 +81,8 @@ def task_spec(spec) -> bool:
             and type(spec[ts.MAX_RETRIES]) is int
             and (spec[ts.OWNER] is None or type(spec[ts.OWNER]) is str)
             and type(spec[ts.ATTEMPTS_MADE]) is int
-            and _strategy(spec[ts.STRATEGY]))
+            and _strategy(spec[ts.STRATEGY])
+            and (spec[ts.DRIVER] is None or type(spec[ts.DRIVER]) is str))
 
 
 class Checks:
@@ -142,6 +144,7 @@ class Checks:
             m.HAND_OVER: (3, 3, lambda op: type(op[1]) is str and _object_ids(op[2])),
             # A malformed request is answered with the problem (control_kv), not dropped.
             m.KV: (3, 3, lambda op: type(op[1]) is int),
+            m.WORKER_OUTPUT: (3, 3, lambda op: valid_driver(op[1]) and valid_batch(op[2])),
         }
 
     def payload(self, value) -> bool:

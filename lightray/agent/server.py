@@ -89,6 +89,7 @@ class AgentServer:
                                 spilling=config.spilling_enabled(),
                                 segment_prefix=self.segment_prefix,
                                 task_events=config.task_events())
+        self.state.output.session_dir = session_dir   # the workers' log files (lightray.output)
         self.context = zmq.Context(io_threads=1)
         self.router = sockets.private_router(self.context, self.address)
         self.intake = Intake(self.segment_prefix)
@@ -287,6 +288,7 @@ class AgentServer:
                         ops = ops[1:]   # not for a pull from it under way: ignored
                 ops = state.state_queries.take_peer_ops(
                     sender, self.control.take_kv_ops(sender, ops))
+                ops = state.output.take_peer_ops(sender, ops)   # printed lines, lightray logs
                 refused = (state.handle_peer(sender, ops, now, wall, len(frames[0]))
                            if ops else None)
                 for who, why in state.membership.early.take_drops():   # before an answer

@@ -28,6 +28,7 @@ in other parts:
     membership     cluster/membership.py     ClusterMembership: peers, heartbeats, deaths
     lineage        lineage.py                LineageBook: rebuilding objects lost with a node
     cancels        cancels.py                CancelBook: cancelling tasks and their children
+    output         lightray.output.relay     OutputRelay: printed lines to drivers, logs
 
 The task path (submit, arguments, queues, results, failures, cancels) is the
 state's own: the parts reach it through its bound methods.
@@ -55,7 +56,8 @@ from .workers import WorkerPool
 from .store import StoreCapacity
 from ..ids import return_ids
 from .objects import ObjectDirectory
-from .info import info_answer
+from ..output.relay import OutputRelay
+from .info import info_answer, on_info
 from .records import ClientEntry, Task
 from ..resources import ResourcePool, from_units
 from ..serialization import ERROR, SHARED
@@ -181,6 +183,8 @@ class AgentState:
             actors_on_dead_node=self._node_died,
             retry_or_fail_lost=self.worker_pool.retry_or_fail_lost,
             cancel=lambda *op: self.cancels.on_cancel(*op), dropped=self._dropped_from_cluster)
+        self.output = OutputRelay(effects, node_id, self.clients, peers, self.workers_by_pid,
+                                  self.actors)   # printed lines, lightray logs
         self.cancels = CancelBook(effects, tasks=self.tasks, fail_with=self._fail_with,
                                   cancel_dispatched=self.worker_pool.cancel_dispatched)
         self.lineage = LineageBook(
@@ -365,15 +369,7 @@ class AgentState:
             elif kind == m.CANCEL:
                 self.cancels.on_cancel(*op[1:])
             elif kind == m.INFO:
-                what = op[2]
-                if type(what) is tuple and what[0] == "state":
-                    self.state_queries.on_client(client, op[1], what)
-                elif (self.membership.live_peers and type(what) is tuple and what[0] == "actor"
-                        and self.actor_book.actor_lookup(what[1], what[2]) is None):
-                    self.remote_actors.lookup_named_remote(client, op[1], what[1], what[2])
-                else:
-                    self.effects.outbox[client.identity].append(
-                        (m.INFO_REPLY, op[1], self.info(what)))
+                on_info(self, client, op[1], op[2])
             elif kind == m.LEASE_REQUEST:
                 self.leases.on_request(client, op[1])
             elif kind == m.LEASE_RETURN:
@@ -410,6 +406,8 @@ class AgentState:
                 self.remote_actors.on_hand_over(op[1], op[2])
             elif kind == m.GOODBYE:
                 self._drop_client(client)
+            elif kind == m.WORKER_OUTPUT:
+                self.output.from_worker(op[1], op[2])
             elif kind == m.TASK_EVENTS:
                 self.events.from_worker(op[1])
             elif kind == m.SHUTDOWN:

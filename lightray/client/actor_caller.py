@@ -47,6 +47,7 @@ import threading
 
 from .. import exceptions, serialization
 from .. import task_spec as ts
+from ..runtime_context import submitting_driver
 from ..actor import ActorHandle
 from ..ids import handle_object_id
 from ..ids import return_ids
@@ -128,7 +129,8 @@ class ActorCaller:
             keep += [ObjectRef(i, client) for i in contained]
         spec = ts.new_task_spec(task_id, actor_id, name, args_bytes, deps, contained,
                                 num_returns=num_returns, resources=None, max_retries=0,
-                                retry_exceptions=False, owner=client.client_id)
+                                retry_exceptions=False, owner=client.client_id,
+                                driver=submitting_driver())
         call = Call(spec, keep)
         items = None
         with client.lock:

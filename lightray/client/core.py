@@ -84,6 +84,8 @@ class CoreClient:
         self.on_steal = None
         self.on_block = None      # the running task is about to wait in get/wait
         self.on_unblock = None
+        # A driver's: its tasks' printed lines (lightray.output.printer; None: ignored).
+        self.on_output = None
 
         hello = (m.HELLO, self.client_id, self.kind, os.getpid(), self.worker_id)
         self.node_info, self._early_ops = self.connection.handshake(hello)
@@ -355,6 +357,9 @@ class CoreClient:
                 future = self._info_futures.pop(op[1], None)
                 if future is not None:
                     future.set_result(op[2])
+            elif kind == m.OUTPUT:
+                if self.on_output is not None:
+                    self.on_output(op[1])
 
     # ------------------------------------------------------ get / wait / futures
 

@@ -83,6 +83,8 @@ KV = 29             # (KV, request_id, request)  a lightray.kv request
                     #   (lightray.store.control.kv_requests); INFO_REPLY with its answer
 TASK_EVENTS = 30    # (TASK_EVENTS, [event tuple])  from a worker: its tasks' starts and ends
                     #   (lightray.observe.events)
+WORKER_OUTPUT = 40  # (WORKER_OUTPUT, driver, [(stream, line), ...])  from a worker: lines its
+                    #   tasks printed, for driver "node id/client id" (lightray.output)
 
 # agent -> client
 WELCOME = 101      # (WELCOME, node_info dict)
@@ -96,6 +98,7 @@ LEASE_REVOKE = 108   # (LEASE_REVOKE, worker_id)  return it after the running ta
 WORKER_DIED = 109    # (WORKER_DIED, worker_id, status, cancelled)  to its lessee
 ACTOR_STATE = 110    # (ACTOR_STATE, actor_id, incarnation, state, worker_id, death payload)
 SPILLED = 112        # (SPILLED, [object_id, ...])  to holders: spilled, drop your mappings
+OUTPUT = 140         # (OUTPUT, [(stream, line), ...])  to a driver: its tasks' printed lines
 ACTOR_START = 111    # (ACTOR_START, constructor TaskSpec, class bytes, [dep payloads],
                      #   assignment, actor options dict)  to the actor's own worker
 
@@ -150,6 +153,11 @@ JOIN_VIA = 325       # (JOIN_VIA, node dict)  a member that is not the authority
 STATE_QUERY = 326    # (STATE_QUERY, query id, kind)  lightray.state: your rows of this kind
 STATE_REPLY = 327    # (STATE_REPLY, query id, [row])  rows: lists of plain values
                      #   (lightray.observe.queries)
+OUTPUT_RELAY = 340   # (OUTPUT_RELAY, client id, [(stream, line), ...])  printed lines for a
+                     #   driver of the receiving node (lightray.output.relay)
+LOGS_REQUEST = 341   # (LOGS_REQUEST, request id, request)  lightray logs asks a node
+                     #   (lightray.output.logs); answered with
+LOGS_REPLY = 342     # (LOGS_REPLY, request id, answer dict)
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
 # reference to the bytes until they are sent); smaller ones are cheaper to copy.
@@ -158,9 +166,10 @@ ZERO_COPY_MIN = 64 * 1024
 
 # The layout of the header is fixed for every version; the version byte
 # changes whenever the ops (their codes, shapes or meaning) do.
-PROTOCOL_VERSION = 5   # 2: RAFT, and CONTROL goes to the control leader; 3: KV ops;
+PROTOCOL_VERSION = 6   # 2: RAFT, and CONTROL goes to the control leader; 3: KV ops;
                        # 4: JOIN_VIA, incarnations (NODE_DEAD names one; a dead node
-                       # joins again); 5: STATE_QUERY / STATE_REPLY
+                       # joins again); 5: STATE_QUERY / STATE_REPLY; 6: the spec's
+                       # driver field, OUTPUT_RELAY, LOGS_REQUEST / LOGS_REPLY
 MAGIC = b"LR"
 OPS = 0
 REFUSAL = 1

@@ -44,7 +44,7 @@ from .. import task_spec as ts
 from ..actor import ActorExit
 from ..object_ref import ObjectRef
 from ..observe.events import ACTOR_CREATION, ACTOR_TASK
-from ..runtime_context import state as context_state
+from ..runtime_context import current_call, state as context_state
 from ..serialization import ERROR, INLINE
 from ..transport import messages as m
 from .paths import actor_stream_path
@@ -58,6 +58,7 @@ class ActorRunner(TaskRunner):
     def __init__(self, client, node_info: dict):
         super().__init__(client, node_info)
         self._peers_by_owner: dict = {}    # caller client id -> stream.Peer
+        self._printed: set = set()         # calls that printed, answered after a sync
         # An actor worker never gets pipelined tasks to hand back; while any
         # of its calls waits in get/wait it lends its CPUs to the pool.
         client.on_block = self._on_actor_block
@@ -187,6 +188,9 @@ class ActorRunner(TaskRunner):
             self.function_bytes[spec[ts.FUNCTION_ID]] = class_bytes
         error_payload = None
         self.events.start(spec, ACTOR_CREATION)
+        token = current_call.set(self._call(f"{spec[ts.FUNCTION_NAME]}.__init__", spec))
+        if self.output is not None:   # what its threads print outside calls: its creator's
+            self.output.default_call = self.output.call(spec[ts.FUNCTION_NAME], spec[ts.DRIVER])
         try:
             cls = self._function(spec)
             args, kwargs = self._arguments(spec, dep_payloads)
@@ -204,6 +208,7 @@ class ActorRunner(TaskRunner):
                                   f"its __init__ raised {type(error).__name__}: {error}\n"
                                   f"{task_error.traceback_str.rstrip()}", error)
         self.events.end(spec, [error_payload] if error_payload else ())
+        self._end_call(token)
         if error_payload is None:
             self._set_mode(description)
         else:
@@ -270,6 +275,7 @@ class ActorRunner(TaskRunner):
         """(payloads, contained) of one call; a method's exception is its result."""
         self.events.start(spec, ACTOR_TASK)
         context_state.task_id = spec[ts.TASK_ID]
+        token = current_call.set(self._call(spec[ts.FUNCTION_NAME], spec))
         try:
             method = getattr(self.instance, spec[ts.FUNCTION_NAME].rsplit(".", 1)[1])
             with task_warnings.capture() as warned:
@@ -284,7 +290,19 @@ class ActorRunner(TaskRunner):
             return self._failed(spec, (ERROR, serialization.dumps_exception(
                 self._task_error(spec, error))))
         finally:
+            self._end_call(token, spec[ts.TASK_ID])
             context_state.task_id = None
+
+    def _call(self, name: str, spec):
+        """The current_call of a call (lightray.output.capture)."""
+        output = self.output
+        return (None, spec[ts.DRIVER]) if output is None else output.call(name, spec[ts.DRIVER])
+
+    def _end_call(self, token, task_id=None) -> None:
+        """What the call printed goes to the agent before its answer is sent."""
+        if self.output is not None and self.output.end_call(current_call.get()) and task_id:
+            self._printed.add(task_id)   # (a set: calls end in several threads)
+        current_call.reset(token)
 
     def _run_call_in_thread(self, spec, dep_payloads) -> None:
         self._finish(spec, self._run_call(spec, dep_payloads))
@@ -292,6 +310,7 @@ class ActorRunner(TaskRunner):
     async def _run_call_async(self, spec, dep_payloads) -> None:
         async with self._semaphore:
             self.events.start(spec, ACTOR_TASK)
+            token = current_call.set(self._call(spec[ts.FUNCTION_NAME], spec))
             try:
                 method = getattr(self.instance, spec[ts.FUNCTION_NAME].rsplit(".", 1)[1])
                 with task_warnings.capture() as warned:   # per asyncio task
@@ -307,6 +326,7 @@ class ActorRunner(TaskRunner):
             except Exception as error:
                 outcome = self._failed(spec, (ERROR, serialization.dumps_exception(
                     self._task_error(spec, error))))
+            self._end_call(token, spec[ts.TASK_ID])
         self._finish(spec, outcome)
 
     def _exited(self, spec):
@@ -357,11 +377,14 @@ class ActorRunner(TaskRunner):
             handed_over = any(contained)
         else:
             registered = self._register_results(spec, payloads, contained)
-        if registered or handed_over or spec[ts.CONTAINED]:
+        printed = bool(self._printed) and spec[ts.TASK_ID] in self._printed
+        if registered or handed_over or spec[ts.CONTAINED] or printed:
             # The answer overtakes anything sent to the agent: make sure the
             # agent counts the refs we now hold (INC) and our results (or
             # keeps their refs for the caller's node) before the caller,
-            # answered, drops its refs, passes the results on or asks.
+            # answered, drops its refs, passes the results on or asks; and
+            # that the agent passed on the lines the call printed.
+            self._printed.discard(spec[ts.TASK_ID])
             self.client.sync_with_agent()
         peer = self._peers_by_owner.get(spec[ts.OWNER])
         if peer is not None:   # else the caller is gone

@@ -1,6 +1,7 @@
 """The entry point of a forked worker process: connect, pick a runner, serve.
 
     agent (fork) ──▶ worker_main ──▶ drop the agent's fds ──▶ CoreClient (HELLO)
+                 ──▶ sys.stdout/sys.stderr captured (lightray.output.capture)
                  ──▶ TaskRunner or ActorRunner ──▶ loop()
 
 A worker is forked without exec, so it starts with every file descriptor of
@@ -19,6 +20,7 @@ import signal
 from .. import runtime
 from ..log import LineHandler, logger
 from ..client.core import CoreClient
+from ..output.capture import OutputCapture
 from ..runtime_context import state as context_state
 from .actors import ActorRunner
 from .tasks import TaskRunner
@@ -40,6 +42,10 @@ def worker_main(address: str, worker_id: str, agent_pid: int, actor: bool = Fals
     context_state.worker_id = worker_id
     runner_class = ActorRunner if actor else TaskRunner
     runner = runner_class(client, client.node_info)
+    output = OutputCapture(client, OutputCapture.session_dir_of(address),
+                           context_state.node_id)
+    output.install()
+    runner.output = output
     client.start()
     runner.loop()
 

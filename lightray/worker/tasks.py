@@ -28,7 +28,7 @@ from .. import config, exceptions, serialization, task_warnings
 from .. import task_spec as ts
 from ..ids import return_ids
 from ..observe.events import NORMAL, WorkerEvents
-from ..runtime_context import state as context_state
+from ..runtime_context import current_call, state as context_state
 from ..serialization import ERROR, INLINE, LOCAL
 from ..transport import messages as m
 from ..transport import stream
@@ -71,6 +71,7 @@ class TaskRunner:
             key=stream.stream_key(node_info), arities=self.STREAM_OPS,
             log=RefusalLog(f"lightray worker {client.worker_id}"))
         self._poller = None
+        self.output = None   # lightray.output.capture.OutputCapture (installed by worker_main)
         # Recent results, for tasks the agent queued right behind their
         # producer here (their arguments arrive as LOCAL payloads).
         self._local_results: collections.OrderedDict = collections.OrderedDict()
@@ -256,9 +257,11 @@ class TaskRunner:
         registered with it first."""
         self.events.end(spec, payloads, retryable)
         registered = self._register_results(spec, payloads, contained)
-        if registered:
+        printed = self.output is not None and self.output.end_call(current_call.get())
+        if registered or printed:
             # Our answer goes straight to the driver and could overtake the
-            # registration: the driver may pass the result to a task at once.
+            # registration (the driver may pass the result to a task at once),
+            # or the lines the task printed (the driver prints them first).
             self.client.sync_with_agent()
         self._send_to_peer(peer, m.encode(
             [(m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, retryable)]))
@@ -267,6 +270,8 @@ class TaskRunner:
         self.events.end(spec, payloads, retryable)
         if not retryable:   # a retried task's result is not final
             self._keep_local_results(spec, payloads)
+        if self.output is not None:   # what it printed goes first, on the same socket
+            self.output.end_call(current_call.get())
         self.client.send([(m.DONE, spec[ts.TASK_ID], payloads, contained, retryable)],
                          escaping=[i for inner in contained for i in inner] if contained else ())
 
@@ -291,6 +296,9 @@ class TaskRunner:
         self._running_task = task_id
         self.events.start(spec, NORMAL)
         self._interrupted = False
+        output = self.output
+        token = current_call.set(output.call(spec[ts.FUNCTION_NAME], spec[ts.DRIVER])
+                                 if output is not None else (None, spec[ts.DRIVER]))
         context_state.task_id = task_id
         context_state.assigned = assignment[0]
         if self.has_gpus:
@@ -328,6 +336,7 @@ class TaskRunner:
                 return
             reply(spec, payloads, contained, False)
         finally:
+            current_call.reset(token)
             self._running_task = None
             context_state.task_id = None
             context_state.assigned = {}

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+from ...output.lines import valid_batch
+from ...output.logs import valid_request
 from ...store.control.commands import FIELDS as CONTROL_FIELDS
 from ...store.control.commands import validate as validate_command
 from ...store.control.kv_requests import problem as kv_problem
@@ -30,7 +32,7 @@ MAX_IDS = 1 << 16            # ids in one op at most
 MAX_ID_BYTES = 64            # an object, task or actor id is 14-18 bytes
 MAX_NAME = 256               # a node id, address, segment name, reason
 MAX_SIZE = 1 << 48           # offsets and lengths of object bytes
-SPEC_FIELDS = 13             # lightray.task_spec.TaskSpec
+SPEC_FIELDS = 14             # lightray.task_spec.TaskSpec
 
 # A node's mesh address: HOST:PORT, HOST a DNS name (RFC 1123 labels), a
 # dotted IPv4 address or an IPv6 address in brackets. Narrower than what
@@ -167,6 +169,7 @@ def _spec(spec, what: str = "the task spec") -> None:
         _fail(f"{what}'s max_retries is not an int")
     _text(spec[10], f"{what}'s owner", optional=True)
     _count(spec[11], f"{what}'s attempts made")
+    _text(spec[13], f"{what}'s driver", optional=True)
 
 
 def _node(node, what: str = "the node") -> None:
@@ -421,6 +424,27 @@ def _join_refused(op):
         _fail("the reason is not text")
 
 
+def _output_relay(op):
+    _arity(op, 3)
+    _text(op[1], "the driver's client id")
+    if not valid_batch(op[2]):
+        _fail("the printed lines are not a batch of (stream, line)")
+
+
+def _logs_request(op):
+    _arity(op, 3)
+    _count(op[1], "the request id")
+    if not valid_request(op[2]):
+        _fail("the request is not a logs request")
+
+
+def _logs_reply(op):
+    _arity(op, 3)
+    _count(op[1], "the request id")
+    if type(op[2]) is not dict:
+        _fail("the answer is not a dict")
+
+
 def _arity(op, low: int, high: int | None = None) -> None:
     if not low <= len(op) <= (high or low):
         _fail(f"it has {len(op) - 1} fields")
@@ -433,7 +457,9 @@ CHECKS = {m.HEARTBEAT: _heartbeat, m.FORWARD: _forward, m.RESULT: _result, m.FRE
           m.LEAVING: _leaving, m.ACTOR_RELAY: _actor_relay, m.DESCRIBE: _describe,
           m.DESCRIBED: _described, m.CONTROL: _control, m.JOIN_REFUSED: _join_refused,
           m.RAFT: _raft, m.KV_REQUEST: _kv_request, m.KV_REPLY: _kv_reply,
-          m.JOIN_VIA: _join, m.STATE_QUERY: _state_query, m.STATE_REPLY: _state_reply}
+          m.JOIN_VIA: _join, m.STATE_QUERY: _state_query, m.STATE_REPLY: _state_reply,
+          m.OUTPUT_RELAY: _output_relay, m.LOGS_REQUEST: _logs_request,
+          m.LOGS_REPLY: _logs_reply}
 """op code -> its shape check: the only ops a peer may send."""
 
 _NAMES = {code: name for name, code in vars(m).items()
