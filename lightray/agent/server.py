@@ -84,8 +84,7 @@ class AgentServer:
                                 pipeline_depth=config.pipeline_depth(),
                                 max_workers=config.max_workers(num_cpus),
                                 store_capacity=store_capacity, namespace=namespace,
-                                spill_dir=self.spill_dir,
-                                spill_threshold=config.spill_threshold(),
+                                spill_dir=self.spill_dir, spill_threshold=config.spill_threshold(),
                                 spilling=config.spilling_enabled(),
                                 segment_prefix=self.segment_prefix,
                                 task_events=config.task_events())
