@@ -246,3 +246,31 @@ def test_an_agent_keeps_only_well_formed_worker_events_and_peers_send_plain_rows
     assert check_reply((m.STATE_REPLY, 1, [["a", 1, 2.5, None, True, ["x"]]])) is None
     assert "holds a bytes" in check_reply((m.STATE_REPLY, 1, [[b"pickled?"]]))
     assert "not a list" in check_reply((m.STATE_REPLY, 1, [("a",)]))
+
+
+@lightray.remote(max_retries=2, retry_exceptions=True)
+def flaky(marker):
+    if os.path.exists(marker):
+        return "ok"
+    open(marker, "w").close()
+    raise RuntimeError("first attempt fails")
+
+
+@lightray.remote(max_retries=2, retry_exceptions=True)
+def always_fails():
+    raise RuntimeError("every attempt fails")
+
+
+def test_retried_tasks_count_their_retries_and_end_in_their_final_state(tmp_path):
+    lightray.init(num_cpus=1)
+    retried = flaky.remote(str(tmp_path / "marker"))
+    assert lightray.get(retried, timeout=60) == "ok"
+    doomed = always_fails.remote()
+    with pytest.raises(RuntimeError):
+        lightray.get(doomed, timeout=60)
+    assert wait_for(lambda: ended([retried.task_id(), doomed.task_id()]), timeout=30)
+    rows = ended([retried.task_id(), doomed.task_id()])
+    assert (rows[retried.task_id()]["state"], rows[retried.task_id()]["retries"]) == (
+        "FINISHED", 1)
+    assert (rows[doomed.task_id()]["state"], rows[doomed.task_id()]["retries"]) == ("FAILED", 2)
+    assert "every attempt fails" in rows[doomed.task_id()]["error"]

@@ -94,6 +94,13 @@ class TaskEvents:
             self.ring.append((_time(), RETRIED, task.task_id, None, None, None, None, None,
                               None))
 
+    def gave_up(self, task, retryable: bool) -> None:
+        """The agent takes a task's result as final: after a failure its worker
+        offered to retry (RETRIED), none are left (or it was cancelled)."""
+        if self.on and retryable:
+            self.ring.append((_time(), CANCELLED if task.cancelled else FAILED, task.task_id,
+                              None, None, None, None, None, None))
+
     def failed(self, task, error: BaseException) -> None:
         """The agent failed the task (unschedulable, lost argument, cancelled, ...)."""
         if self.on:
@@ -200,7 +207,8 @@ def fold(row: list, event: tuple) -> None:
         row[13] += 1
     elif kind in ENDS:
         if kind == RETRIED:
-            row[10] += 1
+            # The agent's retry (its worker offers one at each failure it may retry).
+            row[10] += event[6] is None
         else:
             row[9] = at if row[9] is None else max(row[9], at)
         if event[6] is not None:
