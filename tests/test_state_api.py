@@ -235,10 +235,12 @@ def test_an_agent_keeps_only_well_formed_worker_events_and_peers_send_plain_rows
     from lightray.observe.queries import check_reply
     from lightray.transport import messages as m
     events = TaskEvents("n1", 10)
-    good = (1.0, "RUNNING", b"t" * 14, "f", "NORMAL_TASK", None, 123, None, [b"o" * 16])
-    events.from_worker([good, (1.0, "RUNNING", "not bytes", None, None, None, 1, None, None),
-                        (2.0, "EXPLODED", b"t" * 14, None, None, None, 1, None, None),
-                        (3.0, "FINISHED", b"t" * 14, None, None, None, 1, object(), None),
+    good = (1.0, "RUNNING", b"t" * 14, "f", "NORMAL_TASK", None, 123, None, [b"o" * 16], None)
+    events.from_worker([good,
+                        (1.0, "RUNNING", "not bytes", None, None, None, 1, None, None, None),
+                        (2.0, "EXPLODED", b"t" * 14, None, None, None, 1, None, None, None),
+                        (3.0, "FINISHED", b"t" * 14, None, None, None, 1, object(), None, None),
+                        (4.0, "FINISHED", b"t" * 14, None, None, None, 1, None, None, "1.0"),
                         ("x",), [1, 2]])
     assert events.recorded() == [good]
     [row] = events.task_rows()
