@@ -85,7 +85,7 @@ class TaskEvents:
         if self.on:
             spec = task.spec
             self.ring.append((_time(), SUBMITTED, task.task_id, spec[_NAME], NORMAL, None, None,
-                              None, spec[_DEPS], None))
+                              None, spec[_DEPS] or None, None))
 
     def queued(self, task) -> None:
         if self.on:
@@ -303,7 +303,7 @@ class WorkerEvents:
             if now - self.last_flush > FLUSH_EVERY:
                 self.buffer.append((now, RUNNING, spec[_TASK_ID], spec[_NAME], kind,
                                     spec[_FUNCTION_ID] if kind is ACTOR_TASK else None,
-                                    self.pid, None, spec[_DEPS], None))
+                                    self.pid, None, spec[_DEPS] or None, None))
                 self.flush(now)
 
     def end(self, spec, payloads, retryable: bool = False) -> None:
@@ -323,7 +323,7 @@ class WorkerEvents:
         started, kind = self.open.pop(spec[_TASK_ID], None) or (None, None)
         self.buffer.append((now, event, spec[_TASK_ID], spec[_NAME], kind,
                             spec[_FUNCTION_ID] if kind is ACTOR_TASK else None, self.pid,
-                            error, spec[_DEPS] if started is not None else None, started))
+                            error, (started and spec[_DEPS]) or None, started))
         if now - self.last_flush > FLUSH_EVERY:
             self.flush(now)
 
