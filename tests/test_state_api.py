@@ -106,7 +106,9 @@ def test_lightray_list_json_agrees_with_the_python_api(cluster):
 
 
 def test_list_nodes_agrees_with_lightray_status_json(cluster):
-    assert wait_for(lambda: all(n["store_capacity"] for n in lightray.nodes()))
+    # Store figures and memory come with each node's heartbeats (its own too).
+    assert wait_for(lambda: all(n["store_capacity"] and n["memory_total"]
+                                for n in state.list_nodes()))
     result = run_cli("status", "--json", "--address", cluster.head.address)
     assert result.returncode == 0, result.stderr
     status = {n["node_id"]: n for n in json.loads(result.stdout)}
@@ -235,10 +237,12 @@ def test_an_agent_keeps_only_well_formed_worker_events_and_peers_send_plain_rows
     from lightray.observe.queries import check_reply
     from lightray.transport import messages as m
     events = TaskEvents("n1", 10)
-    good = (1.0, "RUNNING", b"t" * 14, "f", "NORMAL_TASK", None, 123, None, [b"o" * 16])
-    events.from_worker([good, (1.0, "RUNNING", "not bytes", None, None, None, 1, None, None),
-                        (2.0, "EXPLODED", b"t" * 14, None, None, None, 1, None, None),
-                        (3.0, "FINISHED", b"t" * 14, None, None, None, 1, object(), None),
+    good = (1.0, "RUNNING", b"t" * 14, "f", "NORMAL_TASK", None, 123, None, [b"o" * 16], None)
+    events.from_worker([good,
+                        (1.0, "RUNNING", "not bytes", None, None, None, 1, None, None, None),
+                        (2.0, "EXPLODED", b"t" * 14, None, None, None, 1, None, None, None),
+                        (3.0, "FINISHED", b"t" * 14, None, None, None, 1, object(), None, None),
+                        (4.0, "FINISHED", b"t" * 14, None, None, None, 1, None, None, "1.0"),
                         ("x",), [1, 2]])
     assert events.recorded() == [good]
     [row] = events.task_rows()
@@ -246,3 +250,31 @@ def test_an_agent_keeps_only_well_formed_worker_events_and_peers_send_plain_rows
     assert check_reply((m.STATE_REPLY, 1, [["a", 1, 2.5, None, True, ["x"]]])) is None
     assert "holds a bytes" in check_reply((m.STATE_REPLY, 1, [[b"pickled?"]]))
     assert "not a list" in check_reply((m.STATE_REPLY, 1, [("a",)]))
+
+
+@lightray.remote(max_retries=2, retry_exceptions=True)
+def flaky(marker):
+    if os.path.exists(marker):
+        return "ok"
+    open(marker, "w").close()
+    raise RuntimeError("first attempt fails")
+
+
+@lightray.remote(max_retries=2, retry_exceptions=True)
+def always_fails():
+    raise RuntimeError("every attempt fails")
+
+
+def test_retried_tasks_count_their_retries_and_end_in_their_final_state(tmp_path):
+    lightray.init(num_cpus=1)
+    retried = flaky.remote(str(tmp_path / "marker"))
+    assert lightray.get(retried, timeout=60) == "ok"
+    doomed = always_fails.remote()
+    with pytest.raises(RuntimeError):
+        lightray.get(doomed, timeout=60)
+    assert wait_for(lambda: ended([retried.task_id(), doomed.task_id()]), timeout=30)
+    rows = ended([retried.task_id(), doomed.task_id()])
+    assert (rows[retried.task_id()]["state"], rows[retried.task_id()]["retries"]) == (
+        "FINISHED", 1)
+    assert (rows[doomed.task_id()]["state"], rows[doomed.task_id()]["retries"]) == ("FAILED", 2)
+    assert "every attempt fails" in rows[doomed.task_id()]["error"]

@@ -64,8 +64,7 @@ from ..serialization import ERROR, SHARED
 from ..states import (FINISHED, PULLING, QUEUED, REMOTE, SPILLED, WAITING,
                       Transitions)
 from ..transport import messages as m
-from ..observe.events import TaskEvents
-from ..observe.queries import StateQueries
+from ..observe.queries import StateQueries, TaskEvents
 
 
 class AgentState:
@@ -552,6 +551,7 @@ class AgentState:
             self.events.retried(task)
             self._enqueue(task)
         else:
+            self.events.gave_up(task, retryable)
             for object_id, payload, inner in zip(
                     return_ids(task_id, task.spec[ts.NUM_RETURNS]), payloads, contained):
                 entry = self.objects.get(object_id)

@@ -8,10 +8,13 @@ recorder each worker keeps, and folding them into rows. No I/O.
     ring ──task_rows / runs / actor_rows──▶ plain lists (lightray.observe.queries)
 
 An event is a tuple (wall time, event, task id, name, type, actor id, worker
-pid, error summary, argument ids): a worker's RUNNING carries the name, type,
-actor and arguments; the other events leave what they do not know None. A
-task sent straight to a leased worker (or an actor call) never passes its
-agent: its worker's RUNNING and end events are all there is of it.
+pid, error summary, argument ids, start time): the agent's leave what they do
+not know None. A worker records one event per run, at its end, with the
+time it started; it announces a run with RUNNING only when it starts one
+after more than FLUSH_EVERY s without sending (a run that may be long, after
+an idle spell), so a busy worker sends one event per task. A task sent
+straight to a leased worker (or an actor call) never passes its agent: its
+worker's events are all there is of it.
 Recording is a tuple appended at a change the agent or worker makes anyway;
 ``LIGHTRAY_TASK_EVENTS=0`` (lightray.config) records nothing.
 """
@@ -33,7 +36,7 @@ ENDS = (FINISHED, FAILED, RETRIED, CANCELLED)
 STATE_AFTER = {SUBMITTED: "PENDING", QUEUED: "QUEUED", RUNNING: "RUNNING",
                FINISHED: "FINISHED", FAILED: "FAILED", RETRIED: "PENDING",
                CANCELLED: "CANCELLED"}
-EVENT_LENGTH = 9
+EVENT_LENGTH = 10
 FLUSH_EVERY = 0.1          # seconds a worker keeps events before sending them on
 WORKER_BUFFER = 20_000     # events a worker keeps while its agent does not read them
 ERROR_CHARS = 2000         # of an error summary
@@ -82,24 +85,31 @@ class TaskEvents:
         if self.on:
             spec = task.spec
             self.ring.append((_time(), SUBMITTED, task.task_id, spec[_NAME], NORMAL, None, None,
-                              None, spec[_DEPS]))
+                              None, spec[_DEPS] or None, None))
 
     def queued(self, task) -> None:
         if self.on:
             self.ring.append((_time(), QUEUED, task.task_id, None, None, None, None, None,
-                              None))
+                              None, None))
 
     def retried(self, task) -> None:
         if self.on:
             self.ring.append((_time(), RETRIED, task.task_id, None, None, None, None, None,
-                              None))
+                              None, None))
+
+    def gave_up(self, task, retryable: bool) -> None:
+        """The agent takes a task's result as final: after a failure its worker
+        offered to retry (RETRIED), none are left (or it was cancelled)."""
+        if self.on and retryable:
+            self.ring.append((_time(), CANCELLED if task.cancelled else FAILED, task.task_id,
+                              None, None, None, None, None, None, None))
 
     def failed(self, task, error: BaseException) -> None:
         """The agent failed the task (unschedulable, lost argument, cancelled, ...)."""
         if self.on:
             event = CANCELLED if type(error).__name__ == "TaskCancelledError" else FAILED
             self.ring.append((_time(), event, task.task_id, task.spec[ts.FUNCTION_NAME], None,
-                              None, None, summary(error), None))
+                              None, None, summary(error), None, None))
 
     def from_worker(self, events: list) -> None:
         """A worker's TASK_EVENTS, kept as they came (the ring bounds them);
@@ -131,6 +141,7 @@ class TaskEvents:
     def task_rows(self) -> list:
         """One row per task this node recorded (TASK_FIELDS), plain data."""
         rows: dict = {}
+        starts: dict = {}          # task id -> {(worker pid, start time)}: its runs
         node_id = self.node_id
         for event in self.recorded():
             task_id = event[2]
@@ -138,7 +149,10 @@ class TaskEvents:
             if row is None:
                 row = rows[task_id] = [task_id.hex(), None, None, None, node_id, None, None,
                                        None, None, None, 0, None, 0.0, 0]
-            fold(row, event)
+                starts[task_id] = set()
+            fold(row, event, starts[task_id])
+        for task_id, row in rows.items():
+            row[13] = len(starts[task_id])
         return list(rows.values())
 
     def runs(self) -> list:
@@ -149,16 +163,20 @@ class TaskEvents:
         for event in self.recorded():
             kind = event[1]
             if kind == RUNNING:
-                run = [event[2].hex(), event[3], event[4], _hex(event[5]), self.node_id,
-                       event[6], event[0], None, "RUNNING", None,
-                       [task_of(d).hex() for d in event[8] or ()]]
-                open_runs[(event[2], event[6])] = run
+                run = self._run(event, event[0])
+                open_runs[(event[2], event[6], event[0])] = run
                 runs.append(run)
-            elif kind in ENDS and event[6] is not None:
-                run = open_runs.pop((event[2], event[6]), None)
-                if run is not None:
-                    run[7], run[8], run[9] = event[0], STATE_AFTER[kind], event[7]
+            elif kind in ENDS and event[9] is not None:
+                run = open_runs.pop((event[2], event[6], event[9]), None)
+                if run is None:
+                    run = self._run(event, event[9])
+                    runs.append(run)
+                run[7], run[8], run[9] = event[0], STATE_AFTER[kind], event[7]
         return runs
+
+    def _run(self, event: tuple, start: float) -> list:
+        return [event[2].hex(), event[3], event[4], _hex(event[5]), self.node_id, event[6],
+                start, None, "RUNNING", None, [task_of(d).hex() for d in event[8] or ()]]
 
     def actor_rows(self) -> list:
         """The latest change of every actor recorded here (ACTOR_FIELDS)."""
@@ -180,11 +198,12 @@ def _well_formed(e) -> bool:
             and e[4] in _KINDS and (e[5] is None or type(e[5]) is bytes)
             and (e[6] is None or type(e[6]) is int) and (e[7] is None or type(e[7]) is str)
             and (e[8] is None or (type(e[8]) in (list, tuple)
-                                  and all(type(d) is bytes for d in e[8]))))
+                                  and all(type(d) is bytes for d in e[8])))
+            and (e[9] is None or type(e[9]) is float))
 
 
-def fold(row: list, event: tuple) -> None:
-    """Apply one event to a task row (TASK_FIELDS)."""
+def fold(row: list, event: tuple, starts: set) -> None:
+    """Apply one event to a task row (TASK_FIELDS); starts: its runs so far."""
     at, kind = event[0], event[1]
     if event[3] is not None and row[1] is None:
         row[1] = event[3]
@@ -197,10 +216,15 @@ def fold(row: list, event: tuple) -> None:
     elif kind == RUNNING:
         row[5] = event[6]
         row[8] = at if row[8] is None else max(row[8], at)
-        row[13] += 1
+        starts.add((event[6], at))
     elif kind in ENDS:
+        started = event[9]
+        if started is not None:
+            row[8] = started if row[8] is None else max(row[8], started)
+            starts.add((event[6], started))
         if kind == RETRIED:
-            row[10] += 1
+            # The agent's retry (its worker offers one at each failure it may retry).
+            row[10] += event[6] is None
         else:
             row[9] = at if row[9] is None else max(row[9], at)
         if event[6] is not None:
@@ -256,11 +280,12 @@ def _hex(ident):
 
 
 class WorkerEvents:
-    """A worker's recorder: RUNNING when a task or call starts, its end when it
-    answers; sent to the agent (send: the client's send) at most every
-    FLUSH_EVERY seconds, and when the worker goes idle."""
+    """A worker's recorder: one event when a task or call answers (with its
+    start), a RUNNING too for a run started after an idle spell; sent to the
+    agent (send: the client's send) at most every FLUSH_EVERY seconds, and
+    when the worker goes idle."""
 
-    __slots__ = ("on", "buffer", "pid", "send", "last_flush", "message")
+    __slots__ = ("on", "buffer", "pid", "send", "last_flush", "message", "open")
 
     def __init__(self, on: bool, pid: int, send, message: int):
         self.on = on
@@ -269,12 +294,17 @@ class WorkerEvents:
         self.send = send
         self.message = message     # the TASK_EVENTS op code
         self.last_flush = 0.0
+        self.open: dict = {}       # task id -> (start time, type) of the runs under way
 
     def start(self, spec, kind: str) -> None:
         if self.on:
-            self.buffer.append((_time(), RUNNING, spec[_TASK_ID], spec[_NAME], kind,
-                                spec[_FUNCTION_ID] if kind is ACTOR_TASK else None,
-                                self.pid, None, spec[_DEPS]))
+            now = _time()
+            self.open[spec[_TASK_ID]] = (now, kind)
+            if now - self.last_flush > FLUSH_EVERY:
+                self.buffer.append((now, RUNNING, spec[_TASK_ID], spec[_NAME], kind,
+                                    spec[_FUNCTION_ID] if kind is ACTOR_TASK else None,
+                                    self.pid, None, spec[_DEPS] or None, None))
+                self.flush(now)
 
     def end(self, spec, payloads, retryable: bool = False) -> None:
         """payloads: the task's results (an ERROR one: it failed)."""
@@ -290,8 +320,10 @@ class WorkerEvents:
             else:
                 event = FAILED
         now = _time()
-        self.buffer.append((now, event, spec[_TASK_ID], None, None, None, self.pid, error,
-                            None))
+        started, kind = self.open.pop(spec[_TASK_ID], None) or (None, None)
+        self.buffer.append((now, event, spec[_TASK_ID], spec[_NAME], kind,
+                            spec[_FUNCTION_ID] if kind is ACTOR_TASK else None, self.pid,
+                            error, (started and spec[_DEPS]) or None, started))
         if now - self.last_flush > FLUSH_EVERY:
             self.flush(now)
 

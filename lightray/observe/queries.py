@@ -16,7 +16,9 @@ from __future__ import annotations
 import itertools
 
 from ..transport import messages as m
-from .events import ACTOR_FIELDS, RUN_FIELDS, TASK_FIELDS
+from .events import ACTOR_FIELDS, RUN_FIELDS, TASK_FIELDS, TaskEvents
+
+__all__ = ["FIELDS", "StateQueries", "TaskEvents", "check_query", "check_reply"]
 
 QUERY_TIMEOUT = 5.0        # seconds an agent waits for its peers' rows
 OBJECT_FIELDS = ("object_id", "size", "node_id", "location", "owner", "ref_count")
