@@ -7,6 +7,8 @@
         every node of the cluster (dead ones too): address, alive, suspect
         (silent N s) or dead and why, head, control role (leader, replica),
         resources used/total, memory, store use and spilled bytes
+    lightray dashboard [--address ...] [--cluster-key FILE] [--port N] [--host H]
+        serve a live web page of the cluster (lightray.dashboard)
     lightray stop [--address HOST:PORT | ipc://...]... [--cluster-key FILE] [--force]
                   [--timeout SECONDS]
         stop this user's cluster agents started on this host with lightray-agent,
@@ -40,6 +42,7 @@ import zmq
 from . import __version__, exceptions
 from .agent.session import pid_alive, reclaim_dead_sessions
 from .client.core import CoreClient
+from .dashboard import cli as dashboard_cli
 from .discovery import (NoClusterError, agent_at, auto_agent, check_cluster_key, describe,
                         running_agent_records)
 
@@ -82,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                             help="every node of the cluster: alive or dead, resources, "
                                  "store use")
     status.add_argument("--json", action="store_true", help="print the nodes as JSON")
+    dashboard_cli.add_parser(sub, [target])
     stop = sub.add_parser("stop", help="stop your lightray-agent processes on this host "
                                        "(or only those named with --address)")
     stop.add_argument("--address", action="append", default=[],
@@ -134,6 +138,8 @@ def _run(parser, args) -> int:
         return _status(args)
     if args.command == "stop":
         return _stop(args)
+    if args.command == "dashboard":
+        return dashboard_cli.run(args)
     parser.print_help()
     return 0
 

@@ -10,6 +10,7 @@ class _State:
     task_id = None
     actor_id = None
     assigned = {}
+    dashboard_url = None     # set by init(include_dashboard=True) in the driver
 
 
 state = _State()
@@ -58,6 +59,12 @@ class RuntimeContext:
         """Hex id of the actor this process runs, None elsewhere."""
         actor_id = _view().actor_id
         return actor_id.hex() if actor_id else None
+
+    @property
+    def dashboard_url(self):
+        """The URL of the dashboard init(include_dashboard=True) serves from
+        this process, else None."""
+        return state.dashboard_url
 
     def get_actor_id(self):
         return self.actor_id
