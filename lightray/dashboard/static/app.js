@@ -23,6 +23,15 @@ function setValue(id, value, text) {
 
 function mib(bytes) { return (bytes / MIB).toFixed(1); }
 
+function size(bytes) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes, unit = 0;
+  while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+  const span = el("span", unit === 0 ? value + " B" : value.toFixed(1) + " " + units[unit]);
+  span.dataset.value = String(bytes);
+  return span;
+}
+
 function bar(used, total, label) {
   const outer = el("div", null, "bar");
   const fraction = total > 0 && used !== null ? Math.min(used / total, 1) : 0;
@@ -76,7 +85,7 @@ function drawChart(history) {
   for (const [, counts] of history) for (const s of states) top = Math.max(top, counts[s] || 0);
   const x = (t) => pad + (t - t0) / (t1 - t0) * (width - pad - 8);
   const y = (v) => height - pad + 4 - v / top * (height - pad - 12);
-  for (const fraction of [0, 0.5, 1]) {
+  for (const fraction of (top >= 2 ? [0, 0.5, 1] : [0, 1])) {
     const line = document.createElementNS(ns, "line");
     line.setAttribute("x1", pad); line.setAttribute("x2", width - 8);
     line.setAttribute("y1", y(top * fraction)); line.setAttribute("y2", y(top * fraction));
@@ -173,7 +182,7 @@ function draw(payload) {
   });
   fillRows("actors", snap.actors, (a) => [a.class_name, a.name, el("span", a.state, "state-" + a.state),
                                          a.node_id, a.pid, a.restarts]);
-  fillRows("objects", snap.objects, (o) => [o.object_id, o.size, o.location, o.node_id, o.ref_count]);
+  fillRows("objects", snap.objects, (o) => [o.object_id, size(o.size), o.location, o.node_id, o.ref_count]);
   drawErrors(snap.errors);
 }
 
