@@ -43,9 +43,9 @@ def start_agent(extra: list, env: dict) -> tuple:
 
 
 def workload(lightray, stop: threading.Event) -> None:
-    @lightray.remote
+    @lightray.remote(scheduling_strategy="SPREAD")
     def step(i):
-        time.sleep(0.05 + (i % 7) * 0.02)
+        time.sleep(0.4 + (i % 5) * 0.2)
         return i
 
     @lightray.remote
@@ -66,10 +66,11 @@ def workload(lightray, stop: threading.Event) -> None:
     broken.remote("/data/part-0007.parquet")
     round_number = 0
     while not stop.is_set():
-        refs = [step.remote(i) for i in range(16)]
+        refs = [step.remote(i) for i in range(8)]
         calls = [adders[i % 2].add.remote(i) for i in range(8)]
-        if len(held) < 40:
-            held.append(lightray.put(bytes(4 << 20)))
+        for _ in range(6):
+            if len(held) < 48:
+                held.append(lightray.put(bytes(4 << 20)))
         lightray.get(refs + calls, timeout=60)
         round_number += 1
     del held
@@ -111,7 +112,7 @@ def main() -> int:
         driver.get(server.url)
         time.sleep(args.seconds)
         height = driver.execute_script("return document.body.scrollHeight;")
-        driver.set_window_size(1440, max(900, int(height) + 20))
+        driver.set_window_size(1440, max(900, int(height) + 160))
         time.sleep(1.0)
         driver.save_screenshot(args.out)
         print(f"saved {args.out}")

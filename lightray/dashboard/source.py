@@ -27,7 +27,7 @@ try:
 except ImportError:        # a lightray without the state API
     state_api = None
 
-LARGEST_OBJECTS = 20       # objects shown, largest first
+LARGEST_OBJECTS = 12       # objects shown, largest first
 RECENT_ERRORS = 20         # failed tasks shown, the latest first
 OBJECTS_SCANNED = 1000     # objects listed to find the largest
 ERRORS_SCANNED = 200       # failed tasks listed to find the latest
