@@ -127,6 +127,9 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         if _check_local_mode(local_mode, copy_values, address=address, cluster_key=cluster_key,
                              object_store_memory=object_store_memory, spill_dir=spill_dir,
                              runtime_env=runtime_env):
+            if include_dashboard:
+                raise ValueError("include_dashboard=True cannot be used with local_mode=True: "
+                                 "local mode records no task events for the dashboard to show")
             if not forward_warnings:
                 raise ValueError("forward_warnings=False cannot be used with local_mode=True: "
                                  "tasks run in this process, their warnings show here directly")

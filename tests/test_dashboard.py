@@ -90,6 +90,12 @@ def test_init_include_dashboard_serves_the_page_and_stops_at_shutdown():
         fetch(url)
 
 
+def test_the_dashboard_is_refused_in_local_mode_which_records_no_task_events():
+    with pytest.raises(ValueError, match="local mode"):
+        lightray.init(local_mode=True, include_dashboard=True)
+    assert not lightray.is_initialized()
+
+
 def test_dashboard_port_without_include_dashboard_is_refused():
     with pytest.raises(ValueError, match="include_dashboard"):
         lightray.init(dashboard_port=8000)
@@ -174,13 +180,38 @@ def test_the_snapshot_of_a_cluster_matches_lightray_status(cluster):
         process.stop()
 
 
+@pytest.mark.timeout(90)
+def test_the_cli_binds_a_non_loopback_host_only_with_the_clusters_key(own_cluster, tmp_path):
+    from lightray.discovery import agent_at
+    from lightray.transport.keys import make_cluster_key
+
+    head = own_cluster.add_node(head=True)
+    key_file = agent_at(head.address)["cluster_key_file"]
+    other_key = str(tmp_path / "other.key")
+    make_cluster_key(other_key)
+    done = subprocess.run([sys.executable, "-m", "lightray.cli", "dashboard", "--address",
+                           head.address, "--host", "0.0.0.0", "--port", "0",
+                           "--cluster-key", other_key],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "is not the key of the agent" in done.stderr, done.stderr
+    dashboard = CliDashboard(head.address, "--host", "0.0.0.0", "--cluster-key", key_file)
+    try:
+        assert "?token=" in dashboard.url
+        port = dashboard.url.split(":")[2].split("/")[0]
+        assert fetch(f"http://127.0.0.1:{port}/api/snapshot")[0] == 403
+        token = dashboard.url.split("?token=")[1]
+        assert snapshot_of(f"http://127.0.0.1:{port}/", token)["snapshot"]["nodes"]
+    finally:
+        assert dashboard.stop() == 0
+
+
 class CliDashboard:
     """`lightray dashboard` in a process of its own; url once it printed it."""
 
-    def __init__(self, address):
+    def __init__(self, address, *options):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lightray.cli", "dashboard", "--address", address,
-             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+             "--port", "0", *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL, text=True)
         ready, _, _ = select.select([self.process.stdout], [], [], 30)
         line = self.process.stdout.readline() if ready else ""
