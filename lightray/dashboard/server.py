@@ -6,8 +6,9 @@
             ──GET /api/snapshot──────▶ {"snapshot", "history", "error", ...} as JSON
             ──GET /api/timeline──────▶ a Chrome trace of the cluster (when lightray has it)
 
-Only the sampler talks to the cluster, once per interval, however many pages
-poll: a request costs a JSON dump of what it read last. The server is the
+Only the sampler talks to the cluster, once per interval (or twice as long as
+its last read took, if longer), however many pages poll: a request costs a
+JSON dump of what it read last. The server is the
 standard library's ThreadingHTTPServer in a daemon thread (see the README for
 why that is enough). Bound to a loopback address it answers only requests
 naming a loopback host (no DNS rebinding); bound to any other address it needs
@@ -131,8 +132,13 @@ class DashboardServer:
             pass
 
     def _sample_loop(self) -> None:
-        while not self._stopped.wait(self.interval):
+        pause = self.interval
+        while not self._stopped.wait(pause):
+            started = time.monotonic()
             self._sample()
+            # A slow read (a large ring of task events to fold) spaces the next
+            # one out: the dashboard keeps the agents at most a third busy.
+            pause = max(self.interval, 2 * (time.monotonic() - started))
 
     def _sample(self) -> None:
         if not api.is_initialized():     # never start a runtime by reading one
