@@ -22,6 +22,9 @@
     counter = Counter.remote()
     lightray.get(counter.inc.remote())   # 1
 
+    lightray.state.list_tasks(filters=[("state", "=", "FAILED")])   # what failed, every node
+    lightray.timeline("trace.json")      # a Chrome / Perfetto trace of the tasks
+
 What lives where, in layers, lowest first (a module imports only from its
 own layer's lower modules and from the layers below it):
 
@@ -53,12 +56,15 @@ own layer's lower modules and from the layers below it):
  5 discovery        finding the agents running on this host (init(address="auto"))
    api              init, shutdown, get, put, wait, cancel, remote, get_actor, kill, ...
    kv               lightray.kv: put/get/delete/list/compare_and_set, replicated
+   observe/         task events, the state API's gathering, the timeline, their commands
+                    (its events and queries do no I/O: the agent and workers use them)
+   state            lightray.state: list_tasks/actors/objects/nodes, summarize_tasks
    dashboard/       the live web page of the cluster, read from the state API
    cli              the ``lightray`` command line (it also reads lightray.__version__)
  6 util/            ActorPool, Queue: built on the public API
    dask/            a Dask scheduler (needs dask; api imports it only when given a graph)
 """
-from . import exceptions, kv
+from . import exceptions, kv, state
 from .actor import ActorClass, ActorHandle, method
 from .api import (
     available_resources,
@@ -77,6 +83,7 @@ from .api import (
     wait,
 )
 from .object_ref import ObjectRef
+from .observe.timeline import timeline
 from .runtime_context import get_runtime_context
 from .scheduling import NodeAffinity
 
@@ -104,5 +111,7 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "state",
+    "timeline",
     "wait",
 ]

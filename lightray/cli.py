@@ -7,6 +7,11 @@
         every node of the cluster (dead ones too): address, alive, suspect
         (silent N s) or dead and why, head, control role (leader, replica),
         resources used/total, memory, store use and spilled bytes
+    lightray list tasks|actors|objects|nodes [--filter KEY=VALUE]... [--limit N] [--json]
+    lightray summary tasks [--json]
+    lightray timeline -o FILE
+        the state API and the timeline from the shell (lightray.observe.cli);
+        they take --address and --cluster-key as status does
     lightray dashboard [--address ...] [--cluster-key FILE] [--port N] [--host H]
         serve a live web page of the cluster (lightray.dashboard)
     lightray stop [--address HOST:PORT | ipc://...]... [--cluster-key FILE] [--force]
@@ -42,6 +47,7 @@ import zmq
 from . import __version__, exceptions
 from .agent.session import pid_alive, reclaim_dead_sessions
 from .client.core import CoreClient
+from .observe import cli as observe_cli
 from .dashboard import cli as dashboard_cli
 from .discovery import (NoClusterError, agent_at, auto_agent, check_cluster_key, describe,
                         running_agent_records)
@@ -85,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
                             help="every node of the cluster: alive or dead, resources, "
                                  "store use")
     status.add_argument("--json", action="store_true", help="print the nodes as JSON")
+    observe_cli.register(sub, target)   # list, summary, timeline (lightray.observe.cli)
     dashboard_cli.add_parser(sub, [target])
     stop = sub.add_parser("stop", help="stop your lightray-agent processes on this host "
                                        "(or only those named with --address)")
@@ -138,6 +145,8 @@ def _run(parser, args) -> int:
         return _status(args)
     if args.command == "stop":
         return _stop(args)
+    if args.command in observe_cli.COMMANDS:
+        return observe_cli.run(args)
     if args.command == "dashboard":
         return dashboard_cli.run(args)
     parser.print_help()

@@ -29,6 +29,11 @@ PIPELINE_DEPTH_DEFAULT = 16
 # lightray.client.direct); "0" sends every task through the agent.
 DIRECT_SUBMIT_ENV = "LIGHTRAY_DIRECT_SUBMIT"
 
+# Task and actor state changes each agent keeps for lightray.state and the
+# timeline (lightray.observe), oldest dropped first; 0 records none.
+TASK_EVENTS_ENV = "LIGHTRAY_TASK_EVENTS"
+TASK_EVENTS_DEFAULT = 100_000
+
 # Hard cap on worker processes per agent (blocked workers and fractional CPU
 # requests can need more workers than CPUs).
 MAX_WORKERS_ENV = "LIGHTRAY_MAX_WORKERS"
@@ -117,6 +122,10 @@ def inline_threshold() -> int:
 
 def pipeline_depth() -> int:
     return max(1, _env_number(PIPELINE_DEPTH_ENV, PIPELINE_DEPTH_DEFAULT, int))
+
+
+def task_events() -> int:
+    return max(0, _env_number(TASK_EVENTS_ENV, TASK_EVENTS_DEFAULT, int))
 
 
 def max_workers(num_cpus: float) -> int:

@@ -55,10 +55,11 @@ class Transitions:
     changes as (monotonic time, kind, id, old, new, reason); reason is a
     short text (or a tuple of texts, joined only when logged)."""
 
-    __slots__ = ("history",)
+    __slots__ = ("history", "on_actor")
 
     def __init__(self, maxlen: int = HISTORY):
         self.history: collections.deque = collections.deque(maxlen=maxlen)
+        self.on_actor = None   # called (actor, old, new, reason) at each actor change
 
     def task(self, task, new: str, reason) -> None:
         """Task or actor constructor task (anything with .task_id and .state)."""
@@ -70,6 +71,8 @@ class Transitions:
         old = actor.state
         actor.state = new
         self._record("actor", actor.actor_id, old, new, reason)
+        if self.on_actor is not None:
+            self.on_actor(actor, old, new, reason)
 
     def object(self, object_id: bytes, entry, new, reason) -> None:
         """An object's spill state (IN_MEMORY is None)."""

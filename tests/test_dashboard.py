@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 import lightray
-from lightray.dashboard import history, server, source
+from lightray.dashboard import history, server
 from lightray.transport.keys import new_cluster_key
 from conftest import wait_for
 
@@ -283,6 +283,7 @@ def test_the_page_shows_the_cluster_as_lightray_status_does_and_updates_live(clu
         assert shown(browser, "store-capacity") == (f"{capacity / MIB:.1f}", str(capacity))
         browser.execute_script("window.lightrayMarker = 'not reloaded';")
         polls = int(browser.find_element("tag name", "body").get_attribute("data-polls"))
+        finished_before = int(shown(browser, "tasks-finished")[1])
 
         # A workload runs: the page's figures grow without a reload.
         held = [lightray.put(bytes(2 * MIB)) for _ in range(3)]
@@ -298,14 +299,21 @@ def test_the_page_shows_the_cluster_as_lightray_status_does_and_updates_live(clu
             return shown(browser, "store-used") == (f"{used / MIB:.1f}", str(used)) and used > 0
         assert wait_for(store_matches, timeout=30, interval=0.5)
         assert int(shown(browser, "num-objects")[1]) >= len(held)
-        if source.has_state_api():
-            finished = sum(c.get("FINISHED", 0) for c in lightray.state.summarize_tasks().values())
-            assert wait_for(lambda: int(shown(browser, "tasks-finished")[1]) >= finished
-                            and int(shown(browser, "tasks-failed")[1]) >= 1, timeout=30)
-            assert "dashboard test failure" in browser.find_element("id", "errors").get_attribute(
-                "textContent")
+        # The task counts are the state API's, and grew while the page stayed.
+        finished = sum(c.get("FINISHED", 0) for c in lightray.state.summarize_tasks().values())
+        assert finished >= 30
+        assert wait_for(lambda: int(shown(browser, "tasks-finished")[1]) == finished
+                        and shown(browser, "tasks-failed")[1] == "1", timeout=30)
+        assert int(shown(browser, "tasks-finished")[1]) > finished_before
+        assert "dashboard test failure" in browser.find_element("id", "errors").get_attribute(
+            "textContent")
         assert int(browser.find_element("tag name", "body").get_attribute("data-polls")) > polls
         assert browser.execute_script("return window.lightrayMarker;") == "not reloaded"
         assert browser.find_elements("css selector", "#task-chart polyline")
+        link = browser.find_element("id", "timeline-link").get_attribute("href")
+        status, trace = fetch(link)
+        assert status == 200
+        slices = [e for e in json.loads(trace)["traceEvents"] if e.get("ph") == "X"]
+        assert len(slices) >= 31      # the squares and the failed task, at least
     finally:
         dashboard.stop()

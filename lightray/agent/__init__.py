@@ -21,6 +21,7 @@
     lineage.py        LineageBook (state.lineage): task specs kept to rebuild objects lost with
                       a node; a peer's tasks whose arguments were lost handed back
     cancels.py        CancelBook (state.cancels): cancelling tasks and what they submitted
+    info.py           info_answer: the INFO requests an agent answers at once (nodes, memory, ...)
     intake.py         Intake: the shape checks of every driver/worker message before the state
                       sees it (bad ones dropped, reported once per kind a minute)
     cluster/          agents working together (membership, forwarding, pulls, remote actors)
@@ -29,7 +30,7 @@
     __main__.py       ``python -m lightray.agent``
 
 May import: lightray.states, ids, resources, scheduling, serialization,
-task_spec, exceptions, config, memory_limits, transport, store (server.py,
+task_spec, exceptions, config, memory_limits, transport, observe (events, queries), store (server.py,
 control_link.py and control_kv.py only: shm, spill, pool, transfer, control) and lightray.worker (server.py: forked
 workers). state.py and its parts import no socket, process or file module
 (tests/test_agent_state_is_pure.py). Nothing here imports lightray.api or

@@ -117,6 +117,7 @@ class Checks:
             m.UNBLOCKED: (2, 2, lambda op: _optional_task_id(op[1])),
             m.RETURNED: (2, 2, lambda op: _task_ids(op[1])),
             m.INFO: (3, 3, lambda op: type(op[1]) is int and _info_request(op[2])),
+            m.TASK_EVENTS: (2, 2, lambda op: type(op[1]) is list),
             m.SHUTDOWN: (1, 1, None),
             m.GOODBYE: (1, 1, None),
             m.LEASE_REQUEST: (2, 2, lambda op: _request(op[1])),

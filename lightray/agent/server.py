@@ -87,7 +87,8 @@ class AgentServer:
                                 spill_dir=self.spill_dir,
                                 spill_threshold=config.spill_threshold(),
                                 spilling=config.spilling_enabled(),
-                                segment_prefix=self.segment_prefix)
+                                segment_prefix=self.segment_prefix,
+                                task_events=config.task_events())
         self.context = zmq.Context(io_threads=1)
         self.router = sockets.private_router(self.context, self.address)
         self.intake = Intake(self.segment_prefix)
@@ -220,6 +221,7 @@ class AgentServer:
                     for node_id in self.mesh.gone_peers(now):
                         state.membership.peer_gone(node_id, time.time())
                     state.flush_pull_retries()
+                    state.state_queries.tick(now)
                     self.control.send_unsent()
                     if now >= next_heartbeat:
                         next_heartbeat = now + HEARTBEAT_INTERVAL
@@ -283,7 +285,8 @@ class AgentServer:
                         written += ops[0][3]
                     else:
                         ops = ops[1:]   # not for a pull from it under way: ignored
-                ops = self.control.take_kv_ops(sender, ops)
+                ops = state.state_queries.take_peer_ops(
+                    sender, self.control.take_kv_ops(sender, ops))
                 refused = (state.handle_peer(sender, ops, now, wall, len(frames[0]))
                            if ops else None)
                 for who, why in state.membership.early.take_drops():   # before an answer
@@ -363,7 +366,8 @@ class AgentServer:
         counters = self.state.load_counters()
         used, total = memory_limits.node_memory_usage()   # (its cgroup's, where it has a limit)
         fraction = used / total if total else 0.0
-        return {"memory_fraction": fraction, "cpu_percent": psutil.cpu_percent(None),
+        return {"memory_fraction": fraction, "memory_used": used, "memory_total": total,
+                "cpu_percent": psutil.cpu_percent(None),
                 **counters, "control": self.control.role() if self.control else None,
                 "hot": is_hot(fraction, self.hot_threshold, counters["store_used"],
                               counters["store_capacity"])}

@@ -55,19 +55,22 @@ from .workers import WorkerPool
 from .store import StoreCapacity
 from ..ids import return_ids
 from .objects import ObjectDirectory
+from .info import info_answer
 from .records import ClientEntry, Task
 from ..resources import ResourcePool, from_units
 from ..serialization import ERROR, SHARED
 from ..states import (FINISHED, PULLING, QUEUED, REMOTE, SPILLED, WAITING,
                       Transitions)
 from ..transport import messages as m
+from ..observe.events import TaskEvents
+from ..observe.queries import StateQueries
 
 
 class AgentState:
     def __init__(self, *, node_id: str, session: str, resources: dict, pipeline_depth: int,
                  max_workers: int, store_capacity: int, namespace: str = "default",
                  spill_dir: str | None = None, spill_threshold: float = 0.8,
-                 spilling: bool = True, segment_prefix: str = ""):
+                 spilling: bool = True, segment_prefix: str = "", task_events: int = 0):
         self.node_id = node_id
         self.session = session
         self.namespace = namespace         # of named actors, for processes that name none
@@ -76,6 +79,8 @@ class AgentState:
         self.stream_key = None             # bytes proved on stream sockets (AgentServer sets it)
         self.effects = effects = Effects()     # what the parts ask the I/O loop to do
         self.transitions = Transitions()   # task, object and actor state changes, and why
+        self.events = TaskEvents(node_id, task_events)   # for lightray.state (observe)
+        self.transitions.on_actor, self.state_queries = self.events.actor, StateQueries(self)
         self.objects: dict = {}
         self.tasks: dict = {}
         self.functions: dict = {}
@@ -361,7 +366,9 @@ class AgentState:
                 self.cancels.on_cancel(*op[1:])
             elif kind == m.INFO:
                 what = op[2]
-                if (self.membership.live_peers and type(what) is tuple and what[0] == "actor"
+                if type(what) is tuple and what[0] == "state":
+                    self.state_queries.on_client(client, op[1], what)
+                elif (self.membership.live_peers and type(what) is tuple and what[0] == "actor"
                         and self.actor_book.actor_lookup(what[1], what[2]) is None):
                     self.remote_actors.lookup_named_remote(client, op[1], what[1], what[2])
                 else:
@@ -403,6 +410,8 @@ class AgentState:
                 self.remote_actors.on_hand_over(op[1], op[2])
             elif kind == m.GOODBYE:
                 self._drop_client(client)
+            elif kind == m.TASK_EVENTS:
+                self.events.from_worker(op[1])
             elif kind == m.SHUTDOWN:
                 self.stopping = True
 
@@ -416,6 +425,7 @@ class AgentState:
     def _on_submit(self, client: ClientEntry, spec: tuple, call_site=None) -> None:
         task = Task(spec, client.client_id)
         self.tasks[task.task_id] = task
+        self.events.submitted(task)
         objects = self.objects
         for object_id in return_ids(task.task_id, spec[ts.NUM_RETURNS]):
             self.directory.expect_result(client, object_id, call_site)
@@ -490,6 +500,7 @@ class AgentState:
         if task.spec[ts.DEPS] and not self.store.arguments_fit(task):
             return
         self.transitions.task(task, QUEUED, "arguments ready")
+        self.events.queued(task)
         task.worker = None
         queue = self.queues.get(task.shape)
         if queue is None:
@@ -528,6 +539,7 @@ class AgentState:
         self._finish_task(task)
 
     def _fail_with(self, task: Task, error: Exception) -> None:
+        self.events.failed(task, error)
         self._fail_task(task, (ERROR, serialization.dumps_exception(error)))
 
     def _on_done(self, client: ClientEntry, task_id: bytes, payloads, contained, retryable) -> None:
@@ -539,6 +551,7 @@ class AgentState:
             self._discard_payloads(payloads)
         elif retryable and task.retries_left > 0 and not task.cancelled:
             task.retries_left -= 1
+            self.events.retried(task)
             self._enqueue(task)
         else:
             for object_id, payload, inner in zip(
@@ -578,14 +591,7 @@ class AgentState:
     # ================================================================= info
 
     def info(self, what: str):
-        if isinstance(what, tuple) and what[0] == "actor":
-            return self.actor_book.actor_lookup(what[1], what[2])
-        answer = {"resources": self.membership.resources, "nodes": self.membership.nodes_info,
-                  "store": self.store.info, "sync": lambda: True,
-                  "memory": self.store.memory_summary, "workers": lambda: {
-                      w.worker_id: {"pid": w.pid, "state": w.state, "queued": len(w.queue)}
-                      for w in self.workers.values()}}.get(what if type(what) is str else None)
-        return None if answer is None else answer()
+        return info_answer(self, what)
 
     def all_segments(self) -> list:
         return [e.payload[1][0] for e in self.objects.values()

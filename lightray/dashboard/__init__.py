@@ -11,7 +11,8 @@ Modules:
     server    the HTTP server (stdlib, in threads), its sampler, the token; static/ the page
     cli       `lightray dashboard`: attach, serve, print the URL, stop on Ctrl-C / SIGTERM
 
-May import: the public API (lightray.api, lightray.state), config, the key
+May import: the public API (lightray.api, lightray.state, the timeline of
+lightray.observe), config, the key
 format (transport.keys) and discovery. lightray.api imports server only when
 init(include_dashboard=True) asks for it; lightray.cli imports cli.
 """

@@ -4,7 +4,7 @@
                    ──▶ self.latest (+ TaskHistory)
     browser ──GET /──────────────────▶ static/index.html (+ /static/app.js, style.css)
             ──GET /api/snapshot──────▶ {"snapshot", "history", "error", ...} as JSON
-            ──GET /api/timeline──────▶ a Chrome trace of the cluster (when lightray has it)
+            ──GET /api/timeline──────▶ lightray.timeline(): a Chrome trace, as a download
 
 Only the sampler talks to the cluster, once per interval (or twice as long as
 its last read took, if longer), however many pages poll: a request costs a
@@ -31,14 +31,10 @@ import time
 import urllib.parse
 
 from .. import api, config
+from ..observe.timeline import timeline as cluster_timeline
 from ..transport.keys import ClusterKey
 from . import source
 from .history import TaskHistory
-
-try:
-    from ..timeline import timeline as write_timeline
-except ImportError:          # a lightray without the timeline
-    write_timeline = None
 
 logger = logging.getLogger("lightray.dashboard")
 
@@ -155,8 +151,7 @@ class DashboardServer:
 
     def payload(self) -> dict:
         return {"snapshot": self.latest, "history": self.history.as_json(),
-                "error": self.error, "interval": self.interval, "now": time.time(),
-                "timeline": write_timeline is not None}
+                "error": self.error, "interval": self.interval, "now": time.time()}
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
@@ -212,11 +207,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return hmac.compare_digest(given.encode(), dashboard.token.encode())
 
     def _timeline(self):
-        if write_timeline is None:
-            return self._send(404, b"this lightray has no timeline\n", "text/plain")
         with tempfile.TemporaryDirectory(prefix="lightray-dashboard-") as folder:
             path = os.path.join(folder, "timeline.json")
-            write_timeline(path)
+            cluster_timeline(path)
             with open(path, "rb") as file:
                 body = file.read()
         self._send(200, body, "application/json",

@@ -11,47 +11,31 @@
 
 Every figure comes from lightray.state, which gathers it from all the nodes:
 the dashboard keeps no counts of its own (its only memory is the history of
-task counts, lightray.dashboard.history). Where lightray.state is not part of
-this lightray, the nodes come from lightray.nodes() and the objects from
-memory_summary() (this node's only), with no task or actor views; the
-snapshot then says so (``state_api: False``) and the page shows it.
+task counts, lightray.dashboard.history).
 """
 from __future__ import annotations
 
 import time
 
-from .. import api
-
-try:
-    from .. import state as state_api
-except ImportError:        # a lightray without the state API
-    state_api = None
+from .. import state as state_api
 
 LARGEST_OBJECTS = 12       # objects shown, largest first
 RECENT_ERRORS = 20         # failed tasks shown, the latest first
 OBJECTS_SCANNED = 1000     # objects listed to find the largest
 ERRORS_SCANNED = 200       # failed tasks listed to find the latest
+ACTORS_SHOWN = 1000        # actors listed (the newest)
 TASK_STATES = ("PENDING", "QUEUED", "RUNNING", "FINISHED", "FAILED", "CANCELLED")
-
-
-def has_state_api() -> bool:
-    return state_api is not None
 
 
 def snapshot() -> dict:
     """The cluster now, as the page draws it (see the module docstring)."""
-    if state_api is None:
-        nodes = [_node_from_status(row) for row in api.nodes()]
-        objects = _objects_from_memory(api.memory_summary())
-        by_name, actors, errors = {}, [], []
-    else:
-        nodes = [_node(row) for row in state_api.list_nodes()]
-        by_name = state_api.summarize_tasks()
-        actors = [_actor(row) for row in state_api.list_actors(limit=1000)]
-        objects = [_object(row) for row in state_api.list_objects(limit=OBJECTS_SCANNED)]
-        failed = state_api.list_tasks(filters=[("state", "=", "FAILED")], limit=ERRORS_SCANNED)
-        errors = [_error(row) for row in sorted(
-            failed, key=lambda t: t.get("finished_at") or 0, reverse=True)[:RECENT_ERRORS]]
+    nodes = [_node(row) for row in state_api.list_nodes()]
+    by_name = state_api.summarize_tasks()
+    actors = [_actor(row) for row in state_api.list_actors(limit=ACTORS_SHOWN)]
+    objects = [_object(row) for row in state_api.list_objects(limit=OBJECTS_SCANNED)]
+    failed = state_api.list_tasks(filters=[("state", "=", "FAILED")], limit=ERRORS_SCANNED)
+    errors = [_error(row) for row in sorted(
+        failed, key=lambda t: t.get("finished_at") or 0, reverse=True)[:RECENT_ERRORS]]
     objects.sort(key=lambda o: o["size"], reverse=True)
     by_state = dict.fromkeys(TASK_STATES, 0)
     for counts in by_name.values():
@@ -60,7 +44,6 @@ def snapshot() -> dict:
     live = [n for n in nodes if n["state"] != "DEAD"]
     return {
         "taken_at": time.time(),
-        "state_api": state_api is not None,
         "nodes": nodes,
         "tasks": {"by_state": by_state, "by_name": by_name, "total": sum(by_state.values())},
         "actors": actors,
@@ -97,23 +80,6 @@ def _node(row: dict) -> dict:
     }
 
 
-def _node_from_status(row: dict) -> dict:
-    """A row of lightray.nodes() in the state API's words (no state API here)."""
-    if not row.get("alive"):
-        state = "DEAD"
-    elif row.get("suspect") is not None:
-        state = "SUSPECT"
-    else:
-        state = "ALIVE"
-    return _node({
-        "node_id": row["node_id"], "address": row.get("address"), "state": state,
-        "is_head": row.get("is_head"), "control_role": row.get("control"),
-        "resources_total": row.get("resources"), "resources_available": row.get("available"),
-        "store_used": row.get("store_used"), "store_capacity": row.get("store_capacity"),
-        "spilled_bytes": row.get("spilled"),
-    }) | {"memory_fraction": row.get("memory_fraction") or None}
-
-
 def _actor(row: dict) -> dict:
     return {key: row.get(key) for key in ("actor_id", "class_name", "name", "namespace", "state",
                                           "node_id", "pid", "restarts", "death_cause")}
@@ -123,15 +89,6 @@ def _object(row: dict) -> dict:
     return {"object_id": row["object_id"], "size": row.get("size") or 0,
             "node_id": row.get("node_id"), "location": row.get("location"),
             "owner": row.get("owner"), "ref_count": row.get("ref_count")}
-
-
-def _objects_from_memory(summary: dict) -> list:
-    node_id = summary.get("node_id")
-    return [{"object_id": row["object_id"], "size": row.get("size") or 0, "node_id": node_id,
-             "location": "SPILLED" if "spill" in str(row.get("state", "")) else "MEMORY",
-             "owner": ", ".join(row.get("holders") or ()) or None,
-             "ref_count": len(row.get("holders") or ()) + (row.get("pins") or 0)}
-            for row in summary.get("objects", ())]
 
 
 def _error(row: dict) -> dict:

@@ -81,6 +81,8 @@ HAND_OVER = 28      # (HAND_OVER, node_id, [object_id])  from an actor's worker:
                     #   node_id until it asks (DESCRIBE), says FREE, or dies
 KV = 29             # (KV, request_id, request)  a lightray.kv request
                     #   (lightray.store.control.kv_requests); INFO_REPLY with its answer
+TASK_EVENTS = 30    # (TASK_EVENTS, [event tuple])  from a worker: its tasks' starts and ends
+                    #   (lightray.observe.events)
 
 # agent -> client
 WELCOME = 101      # (WELCOME, node_info dict)
@@ -145,6 +147,9 @@ KV_REQUEST = 323     # (KV_REQUEST, request id, request)  a lightray.kv request,
 KV_REPLY = 324       # (KV_REPLY, request id, answer)  its answer (kv_requests)
 JOIN_VIA = 325       # (JOIN_VIA, node dict)  a member that is not the authority relays a
                      #   JOIN to it; the authority answers the joiner itself (MEMBERS)
+STATE_QUERY = 326    # (STATE_QUERY, query id, kind)  lightray.state: your rows of this kind
+STATE_REPLY = 327    # (STATE_REPLY, query id, [row])  rows: lists of plain values
+                     #   (lightray.observe.queries)
 
 # Frames at least this large are handed to ZeroMQ without a copy (it keeps a
 # reference to the bytes until they are sent); smaller ones are cheaper to copy.
@@ -153,9 +158,9 @@ ZERO_COPY_MIN = 64 * 1024
 
 # The layout of the header is fixed for every version; the version byte
 # changes whenever the ops (their codes, shapes or meaning) do.
-PROTOCOL_VERSION = 4   # 2: RAFT, and CONTROL goes to the control leader; 3: KV ops;
+PROTOCOL_VERSION = 5   # 2: RAFT, and CONTROL goes to the control leader; 3: KV ops;
                        # 4: JOIN_VIA, incarnations (NODE_DEAD names one; a dead node
-                       # joins again)
+                       # joins again); 5: STATE_QUERY / STATE_REPLY
 MAGIC = b"LR"
 OPS = 0
 REFUSAL = 1

@@ -8,7 +8,8 @@ Modules:
 * paths: where workers listen for callers bypassing the agent (imports nothing).
 
 May import: lightray.client (a worker talks to its agent through a
-CoreClient), lightray.transport and the user-facing floor (serialization,
+CoreClient), lightray.transport, lightray.observe.events (its runs, for
+lightray.state) and the user-facing floor (serialization,
 task_spec, runtime, runtime_context, object_ref, exceptions). Never
 lightray.agent nor lightray.api. Only lightray.client imports from here,
 and only paths. This file imports nothing.

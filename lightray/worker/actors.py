@@ -43,6 +43,7 @@ from .. import exceptions, serialization, task_warnings
 from .. import task_spec as ts
 from ..actor import ActorExit
 from ..object_ref import ObjectRef
+from ..observe.events import ACTOR_CREATION, ACTOR_TASK
 from ..runtime_context import state as context_state
 from ..serialization import ERROR, INLINE
 from ..transport import messages as m
@@ -185,6 +186,7 @@ class ActorRunner(TaskRunner):
         if class_bytes is not None:
             self.function_bytes[spec[ts.FUNCTION_ID]] = class_bytes
         error_payload = None
+        self.events.start(spec, ACTOR_CREATION)
         try:
             cls = self._function(spec)
             args, kwargs = self._arguments(spec, dep_payloads)
@@ -201,6 +203,7 @@ class ActorRunner(TaskRunner):
             error_payload = _died(f"the actor {spec[ts.FUNCTION_NAME]} could not be created: "
                                   f"its __init__ raised {type(error).__name__}: {error}\n"
                                   f"{task_error.traceback_str.rstrip()}", error)
+        self.events.end(spec, [error_payload] if error_payload else ())
         if error_payload is None:
             self._set_mode(description)
         else:
@@ -265,6 +268,7 @@ class ActorRunner(TaskRunner):
 
     def _run_call(self, spec, dep_payloads):
         """(payloads, contained) of one call; a method's exception is its result."""
+        self.events.start(spec, ACTOR_TASK)
         context_state.task_id = spec[ts.TASK_ID]
         try:
             method = getattr(self.instance, spec[ts.FUNCTION_NAME].rsplit(".", 1)[1])
@@ -287,6 +291,7 @@ class ActorRunner(TaskRunner):
 
     async def _run_call_async(self, spec, dep_payloads) -> None:
         async with self._semaphore:
+            self.events.start(spec, ACTOR_TASK)
             try:
                 method = getattr(self.instance, spec[ts.FUNCTION_NAME].rsplit(".", 1)[1])
                 with task_warnings.capture() as warned:   # per asyncio task
@@ -341,6 +346,7 @@ class ActorRunner(TaskRunner):
             self._send_to_peer(peer, m.encode(ops))
 
     def _reply(self, spec, payloads, contained, answers=None) -> None:
+        self.events.end(spec, payloads)
         if self._adopting and spec[ts.TASK_ID] in self._adopting:
             self._adopted(spec[ts.TASK_ID])
         handed_over = False

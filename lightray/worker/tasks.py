@@ -24,9 +24,10 @@ import traceback
 
 import zmq
 
-from .. import exceptions, serialization, task_warnings
+from .. import config, exceptions, serialization, task_warnings
 from .. import task_spec as ts
 from ..ids import return_ids
+from ..observe.events import NORMAL, WorkerEvents
 from ..runtime_context import state as context_state
 from ..serialization import ERROR, INLINE, LOCAL
 from ..transport import messages as m
@@ -73,6 +74,8 @@ class TaskRunner:
         # Recent results, for tasks the agent queued right behind their
         # producer here (their arguments arrive as LOCAL payloads).
         self._local_results: collections.OrderedDict = collections.OrderedDict()
+        self.events = WorkerEvents(config.task_events() > 0, os.getpid(), client.send,
+                                   m.TASK_EVENTS)   # this worker's runs, for lightray.state
         client.on_exec = self._on_exec
         client.on_cancel = self._on_cancel
         client.on_steal = self._on_steal
@@ -153,7 +156,7 @@ class TaskRunner:
             while not self.client.closed:
                 if handshaking:
                     server.expire(time.monotonic())
-                for item, event in poller.poll(500):
+                for item, event in poller.poll(500) or self.events.idle():
                     if item is self._wake_pull:
                         self._on_wake()
                     elif item in listeners:
@@ -251,6 +254,7 @@ class TaskRunner:
     def _reply_direct(self, peer, spec, payloads, contained, retryable) -> None:
         """Inline results go straight back; anything the agent must hold is
         registered with it first."""
+        self.events.end(spec, payloads, retryable)
         registered = self._register_results(spec, payloads, contained)
         if registered:
             # Our answer goes straight to the driver and could overtake the
@@ -260,6 +264,7 @@ class TaskRunner:
             [(m.DIRECT_DONE, spec[ts.TASK_ID], payloads, registered, retryable)]))
 
     def _reply_to_agent(self, spec, payloads, contained, retryable) -> None:
+        self.events.end(spec, payloads, retryable)
         if not retryable:   # a retried task's result is not final
             self._keep_local_results(spec, payloads)
         self.client.send([(m.DONE, spec[ts.TASK_ID], payloads, contained, retryable)],
@@ -284,6 +289,7 @@ class TaskRunner:
                 f"task {spec[ts.FUNCTION_NAME]}() was cancelled before it started"), False, reply)
             return
         self._running_task = task_id
+        self.events.start(spec, NORMAL)
         self._interrupted = False
         context_state.task_id = task_id
         context_state.assigned = assignment[0]

@@ -24,6 +24,7 @@ from ...store.control.kv_requests import problem as kv_problem
 from ...store.control.raft.codec import MAX_MESSAGE_BYTES as MAX_RAFT_BYTES
 from ...transport import messages as m
 from ...transport.messages import BadMessage
+from ...observe.queries import check_query, check_reply
 
 MAX_IDS = 1 << 16            # ids in one op at most
 MAX_ID_BYTES = 64            # an object, task or actor id is 14-18 bytes
@@ -402,6 +403,18 @@ def _kv_reply(op):
         _fail("the answer is not (status, value)")
 
 
+def _state_query(op):
+    why = check_query(op)
+    if why is not None:
+        _fail(why)
+
+
+def _state_reply(op):
+    why = check_reply(op)
+    if why is not None:
+        _fail(why)
+
+
 def _join_refused(op):
     _arity(op, 2)
     if type(op[1]) is not str:
@@ -420,7 +433,7 @@ CHECKS = {m.HEARTBEAT: _heartbeat, m.FORWARD: _forward, m.RESULT: _result, m.FRE
           m.LEAVING: _leaving, m.ACTOR_RELAY: _actor_relay, m.DESCRIBE: _describe,
           m.DESCRIBED: _described, m.CONTROL: _control, m.JOIN_REFUSED: _join_refused,
           m.RAFT: _raft, m.KV_REQUEST: _kv_request, m.KV_REPLY: _kv_reply,
-          m.JOIN_VIA: _join}
+          m.JOIN_VIA: _join, m.STATE_QUERY: _state_query, m.STATE_REPLY: _state_reply}
 """op code -> its shape check: the only ops a peer may send."""
 
 _NAMES = {code: name for name, code in vars(m).items()

@@ -3,7 +3,8 @@
     ClusterMembership (peers' views, node table, known leader) ──nodes_info──▶
         one dict per node, this one first: address, alive, suspect (seconds
         silent, once past node_table.SUSPECT_AFTER), incarnation, control
-        role, resources, store figures
+        role, resources, store figures, memory (used/total bytes, as of the
+        last heartbeat; None outside a cluster)
     the rows ──resources──▶ the live nodes' resources summed
 """
 from __future__ import annotations
@@ -57,6 +58,8 @@ def nodes_info(membership) -> list:
              "pulled": membership.store.pulled_total, "served": membership.store.served_total,
              "warm": membership.store.warm_bytes,
              "memory_fraction": membership.load.get("memory_fraction", 0.0),
+             "memory_used": membership.load.get("memory_used"),
+             "memory_total": membership.load.get("memory_total"),
              "queued": membership.queued_count(),
              "control": _control(membership, membership.node_id, membership.load.get("control")),
              "suspect": None, "incarnation": membership.incarnation}
@@ -74,6 +77,8 @@ def nodes_info(membership) -> list:
                      "pulled": load.get("pulled", 0), "served": load.get("served", 0),
                      "warm": load.get("warm", 0),
                      "memory_fraction": load.get("memory_fraction", 0.0),
+                     "memory_used": load.get("memory_used"),
+                     "memory_total": load.get("memory_total"),
                      "queued": load.get("queued", 0),
                      "control": (_control(membership, view.node_id, load.get("control"))
                                  if view.alive else None),

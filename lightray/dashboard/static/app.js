@@ -150,13 +150,8 @@ function draw(payload) {
     status.className = "status";
   }
   const link = document.getElementById("timeline-link");
-  link.hidden = !payload.timeline;
   link.href = "/api/timeline" + (token ? "?token=" + encodeURIComponent(token) : "");
   if (!snap) return;
-  const notice = document.getElementById("notice");
-  notice.hidden = snap.state_api;
-  notice.textContent = snap.state_api ? "" : "This lightray has no state API (lightray.state): " +
-      "tasks and actors are not shown, objects are this node's only.";
   const live = snap.nodes.filter((n) => n.state !== "DEAD");
   setValue("nodes-alive", live.length);
   setValue("nodes-total", snap.nodes.length);
