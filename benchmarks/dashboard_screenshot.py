@@ -111,6 +111,8 @@ def main() -> int:
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
         driver.get(server.url)
         time.sleep(args.seconds)
+        for summary in driver.find_elements("css selector", "#errors details summary")[:1]:
+            summary.click()          # show one traceback
         height = driver.execute_script("return document.body.scrollHeight;")
         driver.set_window_size(1440, max(900, int(height) + 160))
         time.sleep(1.0)

@@ -299,14 +299,28 @@ def test_the_page_shows_the_cluster_as_lightray_status_does_and_updates_live(clu
             return shown(browser, "store-used") == (f"{used / MIB:.1f}", str(used)) and used > 0
         assert wait_for(store_matches, timeout=30, interval=0.5)
         assert int(shown(browser, "num-objects")[1]) >= len(held)
-        # The task counts are the state API's, and grew while the page stayed.
-        finished = sum(c.get("FINISHED", 0) for c in lightray.state.summarize_tasks().values())
-        assert finished >= 30
-        assert wait_for(lambda: int(shown(browser, "tasks-finished")[1]) == finished
+        # The task counts are the state API's (which hears of a task's end a
+        # moment after get returns), and grew while the page stayed.
+        def summary():
+            counts = {}
+            for by_state in lightray.state.summarize_tasks().values():
+                for state, count in by_state.items():
+                    counts[state] = counts.get(state, 0) + count
+            return counts
+        assert wait_for(lambda: summary().get("FINISHED", 0) == 30
+                        and summary().get("FAILED", 0) == 1, timeout=30), summary()
+        assert wait_for(lambda: shown(browser, "tasks-finished")[1] == "30"
                         and shown(browser, "tasks-failed")[1] == "1", timeout=30)
+        assert shown(browser, "tasks-total")[1] == str(sum(summary().values()))
         assert int(shown(browser, "tasks-finished")[1]) > finished_before
         assert "dashboard test failure" in browser.find_element("id", "errors").get_attribute(
             "textContent")
+        # A traceback opened stays open while the page redraws.
+        browser.find_element("css selector", "#errors details summary").click()
+        polls_now = int(browser.find_element("tag name", "body").get_attribute("data-polls"))
+        assert wait_for(lambda: int(browser.find_element("tag name", "body").get_attribute(
+            "data-polls")) > polls_now + 1, timeout=30)
+        assert browser.find_element("css selector", "#errors details").get_attribute("open")
         assert int(browser.find_element("tag name", "body").get_attribute("data-polls")) > polls
         assert browser.execute_script("return window.lightrayMarker;") == "not reloaded"
         assert browser.find_elements("css selector", "#task-chart polyline")

@@ -124,12 +124,21 @@ function drawChart(history) {
   }
 }
 
+// The errors a user opened stay open across redraws.
+const openErrors = new Set();
+
 function drawErrors(errors) {
   const box = document.getElementById("errors");
   box.replaceChildren();
   if (errors.length === 0) { box.appendChild(el("p", "none", "empty")); return; }
   for (const e of errors) {
     const details = el("details");
+    const key = String(e.task_id);
+    details.dataset.taskId = key;
+    details.open = openErrors.has(key);
+    details.addEventListener("toggle", () => {
+      if (details.open) openErrors.add(key); else openErrors.delete(key);
+    });
     const when = e.finished_at ? new Date(e.finished_at * 1000).toLocaleTimeString() : "";
     details.appendChild(el("summary", (e.name || "task") + " " + (e.task_id || "") +
         " on " + (e.node_id || "?") + (e.worker_pid ? " pid " + e.worker_pid : "") + " " + when));
