@@ -262,9 +262,17 @@ def browser():
 
 
 def shown(driver, element_id):
-    """(text, data-value) of an element of the page."""
-    element = driver.find_element("id", element_id)
-    return element.text, element.get_attribute("data-value")
+    """(text, data-value) of an element of the page. Read by script, in one
+    go: the page redraws its tables every poll, so a handle to an element
+    would go stale."""
+    return tuple(driver.execute_script(
+        "const e = document.getElementById(arguments[0]);"
+        "return [e.textContent, e.dataset.value === undefined ? null : e.dataset.value];",
+        element_id))
+
+
+def page(driver, script):
+    return driver.execute_script(script)
 
 
 @pytest.mark.timeout(120)
@@ -275,14 +283,15 @@ def test_the_page_shows_the_cluster_as_lightray_status_does_and_updates_live(clu
         assert wait_for(lambda: shown(browser, "nodes-alive")[0] == "3", timeout=30)
         assert shown(browser, "nodes-total")[0] == "3"
         statuses = status_json("--address", cluster.head.address)
-        rows = browser.find_elements("css selector", "#nodes tbody tr")
-        assert {r.get_attribute("data-node-id") for r in rows} == {
-            n["node_id"] for n in statuses}
+        rows = page(browser, "return Array.from(document.querySelectorAll("
+                             "'#nodes tbody tr'), (r) => r.dataset.nodeId);")
+        assert sorted(rows) == sorted(n["node_id"] for n in statuses)
         # Nothing stored yet: the page's store figures are lightray status's.
         capacity = sum(n["store_capacity"] for n in statuses if n["alive"])
         assert shown(browser, "store-capacity") == (f"{capacity / MIB:.1f}", str(capacity))
         browser.execute_script("window.lightrayMarker = 'not reloaded';")
-        polls = int(browser.find_element("tag name", "body").get_attribute("data-polls"))
+        polls_script = "return Number(document.body.dataset.polls || 0);"
+        polls = page(browser, polls_script)
         finished_before = int(shown(browser, "tasks-finished")[1])
 
         # A workload runs: the page's figures grow without a reload.
@@ -313,18 +322,16 @@ def test_the_page_shows_the_cluster_as_lightray_status_does_and_updates_live(clu
                         and shown(browser, "tasks-failed")[1] == "1", timeout=30)
         assert shown(browser, "tasks-total")[1] == str(sum(summary().values()))
         assert int(shown(browser, "tasks-finished")[1]) > finished_before
-        assert "dashboard test failure" in browser.find_element("id", "errors").get_attribute(
-            "textContent")
+        assert "dashboard test failure" in shown(browser, "errors")[0]
         # A traceback opened stays open while the page redraws.
-        browser.find_element("css selector", "#errors details summary").click()
-        polls_now = int(browser.find_element("tag name", "body").get_attribute("data-polls"))
-        assert wait_for(lambda: int(browser.find_element("tag name", "body").get_attribute(
-            "data-polls")) > polls_now + 1, timeout=30)
-        assert browser.find_element("css selector", "#errors details").get_attribute("open")
-        assert int(browser.find_element("tag name", "body").get_attribute("data-polls")) > polls
+        page(browser, "document.querySelector('#errors details summary').click();")
+        polls_now = page(browser, polls_script)
+        assert wait_for(lambda: page(browser, polls_script) > polls_now + 1, timeout=30)
+        assert page(browser, "return document.querySelector('#errors details').open;")
+        assert page(browser, polls_script) > polls
         assert browser.execute_script("return window.lightrayMarker;") == "not reloaded"
-        assert browser.find_elements("css selector", "#task-chart polyline")
-        link = browser.find_element("id", "timeline-link").get_attribute("href")
+        assert page(browser, "return document.querySelectorAll('#task-chart polyline').length;")
+        link = page(browser, "return document.getElementById('timeline-link').href;")
         status, trace = fetch(link)
         assert status == 200
         slices = [e for e in json.loads(trace)["traceEvents"] if e.get("ph") == "X"]
