@@ -56,6 +56,7 @@ own layer's lower modules and from the layers below it):
  5 discovery        finding the agents running on this host (init(address="auto"))
    api              init, shutdown, get, put, wait, cancel, remote, get_actor, kill, ...
    kv               lightray.kv: put/get/delete/list/compare_and_set, replicated
+   jobs/            lightray.jobs: driver programs submitted to a cluster, their records and logs
    observe/         task events, the state API's gathering, the timeline, their commands
                     (its events and queries do no I/O: the agent and workers use them)
    state            lightray.state: list_tasks/actors/objects/nodes, summarize_tasks
@@ -64,7 +65,7 @@ own layer's lower modules and from the layers below it):
  6 util/            ActorPool, Queue: built on the public API
    dask/            a Dask scheduler (needs dask; api imports it only when given a graph)
 """
-from . import exceptions, kv, state
+from . import exceptions, jobs, kv, state
 from .actor import ActorClass, ActorHandle, method
 from .api import (
     available_resources,
@@ -103,6 +104,7 @@ __all__ = [
     "get_runtime_context",
     "init",
     "is_initialized",
+    "jobs",
     "kill",
     "kv",
     "memory_summary",

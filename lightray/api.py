@@ -33,7 +33,7 @@ from .actor import ActorClass, ActorHandle
 from .config import local_mode_from_env
 from .agent.session import new_session_dir, pid_alive, reclaim_dead_sessions
 from .client import core as client_module
-from .config import LOG_LEVEL_ENV
+from .config import ADDRESS_ENV, JOB_RUNTIME_ENV_ENV, LOG_LEVEL_ENV
 from .discovery import (agent_at, auto_agent, check_cluster_key, cluster_agent,
                         first_agent_at, parse_addresses)
 from .ids import handle_object_id
@@ -101,7 +101,11 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     if unknown:
         raise ValueError(f"unknown init() option(s) {', '.join(map(repr, sorted(unknown)))}; "
                          f"valid options are: {', '.join(_INIT_OPTIONS)}")
+    if runtime_env is None and os.environ.get(JOB_RUNTIME_ENV_ENV):   # a job's driver
+        runtime_env = json.loads(os.environ[JOB_RUNTIME_ENV_ENV])
     job_env = runtime_envs.parse(runtime_env, "init(runtime_env=...)")
+    if address is None and local_mode is not True and os.environ.get(ADDRESS_ENV):
+        address = os.environ[ADDRESS_ENV]   # attach as Ray's init() does (a job's driver)
     if logging_level is not None:
         logging_level = log.configure_driver(logging_level)
     elif os.environ.get(LOG_LEVEL_ENV):
@@ -254,6 +258,13 @@ def _connect_local(address: str, namespace, cluster_key: str | None = None) -> _
     """Attach to an agent on this host: the HOST:PORT its mesh listens on (or
     several, comma-separated: the first that runs), ipc://<session
     dir>/agent.sock, or "auto" (lightray.discovery)."""
+    if address.startswith("lightray://"):
+        raise ValueError(
+            f"init(address={address!r}): a driver on a host without an agent (lightray://) "
+            "is not supported by this lightray; on this host, start an agent that joins the "
+            "cluster (lightray-agent --address HOST:PORT --cluster-key FILE) and attach to it "
+            "with init(address=\"auto\"), or run the program on the cluster with "
+            "lightray job submit --address HOST:PORT -- python script.py")
     if address == "auto":
         record = auto_agent()
     elif address.startswith("ipc://"):

@@ -19,6 +19,8 @@
         stop this user's cluster agents started on this host with lightray-agent,
         or only those named (SIGTERM, then SIGKILL after the timeout; embedded
         runtimes are left to the drivers that own them)
+    lightray job submit|status|logs|stop|list [--address ...] [--cluster-key FILE] ...
+        driver programs run by the cluster, their records and output (lightray.jobs.cli)
 
 Without --address, status picks the cluster as ``init(address="auto")``
 does: LIGHTRAY_ADDRESS, else the cluster last started on this host, else the
@@ -46,7 +48,10 @@ import zmq
 
 from . import __version__, exceptions
 from .agent.session import pid_alive, reclaim_dead_sessions
+from .api import init as lightray_init
 from .client.core import CoreClient
+from .config import JOB_RUNTIME_ENV_ENV
+from .jobs import cli as job_cli
 from .observe import cli as observe_cli
 from .dashboard import cli as dashboard_cli
 from .discovery import (NoClusterError, agent_at, auto_agent, check_cluster_key, describe,
@@ -105,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     stop.add_argument("--timeout", type=float, default=STOP_TIMEOUT, metavar="SECONDS",
                       help="how long to wait for agents to exit after SIGTERM before "
                            f"SIGKILLing them (default {STOP_TIMEOUT:g})")
+    job_cli.add_parser(sub, target)
     return parser
 
 
@@ -145,6 +151,8 @@ def _run(parser, args) -> int:
         return _status(args)
     if args.command == "stop":
         return _stop(args)
+    if args.command == "job":
+        return job_cli.run(args, _attach, _CliError)
     if args.command in observe_cli.COMMANDS:
         return observe_cli.run(args)
     if args.command == "dashboard":
@@ -233,6 +241,17 @@ def _target(address, cluster_key=None) -> tuple:
         raise _CliError(str(error)) from None
     _check_key(record, cluster_key)
     return record["ipc"], record["pid"], address or record.get("address") or record["ipc"]
+
+
+def _attach(args) -> None:
+    """This process, a driver of the cluster --address names (as status finds it)."""
+    from_env = os.environ.pop(JOB_RUNTIME_ENV_ENV, None)   # never a job's env for the CLI
+    try:
+        ipc, _, _ = _target(args.address, args.cluster_key)
+        lightray_init(address=ipc)
+    finally:
+        if from_env is not None:
+            os.environ[JOB_RUNTIME_ENV_ENV] = from_env
 
 
 def _check_key(record: dict, cluster_key) -> None:

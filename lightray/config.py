@@ -191,8 +191,25 @@ def object_store_memory_from_env():
 HOT_NODE_THRESHOLD_ENV = "LIGHTRAY_HOT_NODE_THRESHOLD"
 HOT_NODE_THRESHOLD_DEFAULT = 0.8
 
-# Where init(address="auto") looks first.
+# Where init() (with no address) and init(address="auto") look first; a job's
+# driver gets its node's agent here (lightray.jobs).
 ADDRESS_ENV = "LIGHTRAY_ADDRESS"
+# Set for a job's driver (lightray.jobs.supervisor): its id, and the job's
+# runtime_env (JSON) that init() gives every task and actor it submits.
+JOB_ID_ENV = "LIGHTRAY_JOB_ID"
+JOB_RUNTIME_ENV_ENV = "LIGHTRAY_JOB_RUNTIME_ENV"
+# Seconds a job's supervisor stays after its job ended (serving its log to
+# followers) before it exits; its log's tail is in the control store then.
+JOB_SUPERVISOR_LINGER_ENV = "LIGHTRAY_JOB_SUPERVISOR_LINGER"
+JOB_SUPERVISOR_LINGER_DEFAULT = 60.0
+
+
+def job_supervisor_linger() -> float:
+    value = _env_number(JOB_SUPERVISOR_LINGER_ENV, JOB_SUPERVISOR_LINGER_DEFAULT, float)
+    if not value >= 0:
+        raise ValueError(f"{JOB_SUPERVISOR_LINGER_ENV} must be a number of seconds >= 0, "
+                         f"got {value!r}")
+    return value
 
 
 def hot_node_threshold() -> float:

@@ -153,6 +153,8 @@ def cluster_agent(cluster_public, addresses, exclude: str | None = None):
 def auto_agent() -> dict:
     """The agent init(address="auto") attaches to."""
     from_env = os.environ.get(config.ADDRESS_ENV, "")
+    if from_env.startswith("ipc://"):    # (a job's driver on an agent without a cluster)
+        return agent_at(from_env)
     if from_env and from_env != "auto":
         return first_agent_at(parse_addresses(from_env, config.ADDRESS_ENV))
     cluster = [r for r in running_agent_records() if r.get("address")]
