@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 import lightray
-from lightray.dashboard import history, server
+from lightray.dashboard import history, server, source
 from lightray.transport.keys import new_cluster_key
 from conftest import wait_for
 
@@ -68,6 +68,24 @@ def test_task_history_keeps_the_latest_samples_oldest_first():
         ring.record(float(second), {"FINISHED": second})
     assert ring.as_json() == [[2.0, {"FINISHED": 2}], [3.0, {"FINISHED": 3}],
                               [4.0, {"FINISHED": 4}]]
+
+
+@pytest.mark.timeout(60)
+def test_a_snapshot_lists_new_failures_and_reuses_the_errors_when_none_came(runtime):
+    def failures(snapshot):
+        return snapshot["tasks"]["by_state"]["FAILED"]
+
+    with pytest.raises(lightray.exceptions.TaskError):
+        lightray.get(fail_loudly.remote(), timeout=30)
+    assert wait_for(lambda: failures(source.snapshot()) == 1, timeout=30)
+    first = source.snapshot()
+    (error,) = first["errors"]
+    assert error["name"].endswith("fail_loudly") and "dashboard test failure" in error["error"]
+    assert source.snapshot(first)["errors"] is first["errors"]
+    with pytest.raises(lightray.exceptions.TaskError):
+        lightray.get(fail_loudly.remote(), timeout=30)
+    assert wait_for(lambda: failures(source.snapshot(first)) == 2, timeout=30)
+    assert len(source.snapshot(first)["errors"]) == 2
 
 
 @pytest.mark.timeout(60)

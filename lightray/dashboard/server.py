@@ -141,7 +141,7 @@ class DashboardServer:
             self.error = "the lightray runtime is not running"
             return
         try:
-            snapshot = source.snapshot()
+            snapshot = source.snapshot(self.latest)
         except Exception as error:   # the cluster went away or timed out: say so, keep serving
             self.error = f"{type(error).__name__}: {error}"
             logger.debug("dashboard read failed", exc_info=True)
