@@ -23,6 +23,10 @@ Cases
 * ``graph_10k``: a raw dict graph of 10,101 tasks: 10,000 independent
   ``(operator.add, i, 1)`` tasks, then a sum tree of width 100 (100 tasks
   that each sum 100 of them, one task that sums those 100).
+* ``graph_1M`` (only when named in ``--cases``): the same shape 100 times
+  wider, 1,010,001 tasks (1,000,000 adds, 10,000 sums of 100, one sum of
+  those). ``benchmarks/scale.py --parts graph`` also reports the peak memory
+  of the driver, the agent and the workers.
 * ``array_1600``: ``x = da.ones((4000, 4000), chunks=(100, 100))``, i.e.
   1,600 chunks; ``(x + x.T).sum()``.
 * ``groupby_1M``: the talk's groupby-mean on 1,000,000 rows: random integer
@@ -89,6 +93,7 @@ NEEDS_MODULE = {"lightray": "lightray", "distributed": "distributed", "ray": "ra
 
 CASES = {
     "graph_10k": "raw graph: 10,000 tasks + sum tree",
+    "graph_1M": "raw graph: 1,000,000 tasks + sum tree",
     "array_1600": "(x + x.T).sum(), 1,600 chunks",
     "groupby_1M": "groupby-mean, 1M rows",
     "set_index_1M": "set_index, 1M rows, task shuffle",
@@ -96,6 +101,7 @@ CASES = {
     "mean_512MB": "mean of a 512 MiB random array",
 }
 LIGHTRAY_ONLY = {"set_index_1M_nomr"}
+NAMED_ONLY = {"graph_1M"}   # run only when --cases names them (minutes each)
 
 # Versions in the machine line: display name -> package
 PACKAGES = {"Dask": "dask", "distributed": "distributed", "Ray": "ray",
@@ -232,12 +238,12 @@ GRAPH_WIDTH = 10_000
 TREE_FANOUT = 100
 
 
-def setup_graph_10k(sched: Scheduler):
-    dsk = {("x", i): (operator.add, i, 1) for i in range(GRAPH_WIDTH)}
-    for j in range(GRAPH_WIDTH // TREE_FANOUT):
+def setup_graph_10k(sched: Scheduler, width: int = GRAPH_WIDTH):
+    dsk = {("x", i): (operator.add, i, 1) for i in range(width)}
+    for j in range(width // TREE_FANOUT):
         dsk[("s", j)] = (sum, [("x", i) for i in range(j * TREE_FANOUT, (j + 1) * TREE_FANOUT)])
-    dsk["total"] = (sum, [("s", j) for j in range(GRAPH_WIDTH // TREE_FANOUT)])
-    expected = sum(range(1, GRAPH_WIDTH + 1))
+    dsk["total"] = (sum, [("s", j) for j in range(width // TREE_FANOUT)])
+    expected = sum(range(1, width + 1))
 
     def run():
         return sched.get(dsk, "total")
@@ -246,6 +252,10 @@ def setup_graph_10k(sched: Scheduler):
         assert result == expected, (result, expected)
 
     return run, check
+
+
+def setup_graph_1M(sched: Scheduler):
+    return setup_graph_10k(sched, 100 * GRAPH_WIDTH)
 
 
 def setup_array_1600(sched: Scheduler):
@@ -323,6 +333,7 @@ def setup_mean_512MB(sched: Scheduler):
 
 SETUPS = {
     "graph_10k": setup_graph_10k,
+    "graph_1M": setup_graph_1M,
     "array_1600": setup_array_1600,
     "groupby_1M": setup_groupby_1M,
     "set_index_1M": setup_set_index_1M,
@@ -500,6 +511,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cases = harness.parse_list(args.cases, list(CASES), "case")
+    if not args.cases:
+        cases = [c for c in cases if c not in NAMED_ONLY]
     if args.system:
         worker_main(args.system, cases, args.quick)
         return 0

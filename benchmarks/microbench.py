@@ -31,6 +31,10 @@ Method
   ``get_small``, ``wait_1000`` and the actor cases) warm up briefly, then
   repeat the operation for about 2 s (``--quick``: 0.5 s), split into 3 equal
   trials. The reported value is the median rate of the trials.
+* ``nested_tasks_async``: one task that submits 1,000 no-op tasks from its
+  worker and gets them all; the driver gets that task, repeated (counts the
+  1,000 inner tasks). ``tasks_ref_args_async``: like ``tasks_async``, but
+  each task takes as argument the ref of one small ``put`` object.
 * ``put_100MB`` puts a 100 MB (10**8 bytes) float64 array from
   ``np.random``, created once, and drops the ref after each put. The value is
   the median GB/s (1 GB = 10**9 bytes); the best is kept in the JSON output.
@@ -119,6 +123,8 @@ CASES = {
     "init_first_result": ("s", False),
     "tasks_sync": ("tasks/s", True),
     "tasks_async": ("tasks/s", True),
+    "nested_tasks_async": ("tasks/s", True),
+    "tasks_ref_args_async": ("tasks/s", True),
     "put_small": ("ops/s", True),
     "get_small": ("ops/s", True),
     "put_100MB": ("GB/s", True),
@@ -237,6 +243,44 @@ def case_tasks_sync(rt, noop, cfg):
 def case_tasks_async(rt, noop, cfg):
     def step():
         rt.get([noop.remote() for _ in range(ASYNC_BATCH)])
+        return ASYNC_BATCH
+
+    value, rates = measure_rate(step, cfg)
+    return value, {"trial_rates": rates, "batch": ASYNC_BATCH}
+
+
+def _submit_and_get(module: str, n: int) -> int:
+    """Outer task of nested_tasks_async: submits ``n`` no-op tasks from inside
+    a worker, then gets them all."""
+    import importlib
+
+    rt = importlib.import_module(module)
+    inner = rt.remote(_noop)
+    rt.get([inner.remote() for _ in range(n)])
+    return n
+
+
+def _take(value):
+    return None
+
+
+def case_nested_tasks_async(rt, noop, cfg):
+    outer = rt.remote(_submit_and_get)
+    module = rt.__name__
+
+    def step():
+        return rt.get(outer.remote(module, ASYNC_BATCH))
+
+    value, rates = measure_rate(step, cfg)
+    return value, {"trial_rates": rates, "batch": ASYNC_BATCH}
+
+
+def case_tasks_ref_args_async(rt, noop, cfg):
+    take = rt.remote(_take)
+    arg = rt.put(0)   # one small object, passed by ref to every task
+
+    def step():
+        rt.get([take.remote(arg) for _ in range(ASYNC_BATCH)])
         return ASYNC_BATCH
 
     value, rates = measure_rate(step, cfg)
@@ -459,6 +503,8 @@ def case_n_n_actor_calls_async(rt, noop, cfg):
 IN_PROCESS_CASES = {
     "tasks_sync": case_tasks_sync,
     "tasks_async": case_tasks_async,
+    "nested_tasks_async": case_nested_tasks_async,
+    "tasks_ref_args_async": case_tasks_ref_args_async,
     "put_small": case_put_small,
     "get_small": case_get_small,
     "put_100MB": case_put_100MB,

@@ -16,12 +16,20 @@ order, under ``lock``, with the ledger's INC/DEC in front of it: the agent
 relies on that order for reference counting (a worker's "I hold this ref"
 always arrives before its "task done"). A quiet process's INC/DEC are sent
 by the I/O thread within a poll interval.
+
+Submissions through the agent are held back and sent as one frame per
+burst: a SUBMIT (with the INC/DEC due before it) joins a held list, and the
+first one of a burst wakes the I/O thread (one byte on a socket pair), which
+sends the list once it runs; anything else sent to the agent, any ref
+escaping to another channel, a get/wait and every SUBMIT_BURST ops send it
+first. Order is kept: held ops always go out ahead of what follows them.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import itertools
 import os
+import socket
 
 from .. import exceptions, serialization
 from .. import task_spec as ts
@@ -40,6 +48,9 @@ from .ledger import RefLedger
 from .objects import ObjectTable
 
 
+SUBMIT_BURST = 256   # held ops sent at once when this many wait
+
+
 class CoreClient:
     """Connection of one process to its agent; see the module docstring."""
 
@@ -55,6 +66,7 @@ class CoreClient:
         self.connection = AgentConnection(address, self.client_id, agent_alive=agent_alive,
                                           parent_pid=parent_pid)
         self.lock = self.connection.lock          # send socket + the ledger
+        self._held: list = []                     # ops not sent yet (submissions), in order
         self.ledger = RefLedger(on_last_ref=self._forget)   # changed under lock
         self.pending_decs = self.ledger.pending_decs  # filled by ObjectRef.__del__
         self.objects = ObjectTable(self.ledger, send=self.send, send_locked=self.send_locked,
@@ -75,6 +87,11 @@ class CoreClient:
 
         hello = (m.HELLO, self.client_id, self.kind, os.getpid(), self.worker_id)
         self.node_info, self._early_ops = self.connection.handshake(hello)
+        self._wake, self._waker = socket.socketpair()
+        self._wake.setblocking(False)
+        self._waker.setblocking(False)
+        with self.lock:
+            self.connection.add_reply_socket(self._wake, self._on_wake)
         self.direct = None
         if kind == "driver" and direct_submit():
             self.direct = DirectSubmitter(self)
@@ -123,17 +140,59 @@ class CoreClient:
             self.send_locked(ops)
 
     def send_locked(self, ops: list) -> None:
-        """Send ops, after the INC/DEC due (caller holds lock)."""
+        """Send ops, after the held ops and the INC/DEC due (caller holds lock)."""
         connection = self.connection
         if connection.closed:
-            raise exceptions.RuntimeNotRunningError(
-                "lightray is not running (shutdown() was called or the agent died"
-                + (f": {connection.dead_reason}" if connection.dead_reason else "") + ")")
+            self._raise_closed()
         ledger = self.ledger
         if ledger.dirty:
             ops = ledger.take_ops() + ops
+        if self._held:
+            ops = self._held + ops
+            self._held = []
         if ops:
             connection.send_frame_locked(m.encode(ops))
+
+    def _raise_closed(self):
+        reason = self.connection.dead_reason
+        raise exceptions.RuntimeNotRunningError(
+            "lightray is not running (shutdown() was called or the agent died"
+            + (f": {reason}" if reason else "") + ")")
+
+    def _hold_locked(self, ops: list) -> None:
+        """Send ops with the next frame (caller holds lock): as send_locked,
+        but a burst of them goes out as one frame."""
+        if self.connection.closed:
+            self._raise_closed()
+        ledger = self.ledger
+        if ledger.dirty:
+            ops = ledger.take_ops() + ops
+        held = self._held
+        first = not held
+        held += ops
+        if len(held) >= SUBMIT_BURST:
+            self.send_locked([])
+        elif first:
+            try:
+                self._waker.send(b"w")
+            except OSError:   # full: the I/O thread has wakes to read already
+                pass
+
+    def flush_held(self) -> None:
+        """Send the held ops now (before blocking on their results)."""
+        if self._held:
+            with self.lock:
+                if self._held and not self.connection.closed:
+                    self.send_locked([])
+
+    def _on_wake(self, sock) -> None:
+        """The I/O thread: a burst of submissions began; send what is held."""
+        try:
+            while sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        self.flush_held()
 
     def flush(self) -> None:
         with self.lock:
@@ -149,7 +208,10 @@ class CoreClient:
     def escape_ops_locked(self, object_ids) -> list:
         """REGISTER ops for results known only here that other processes are
         about to see (passed to a task, put inside a value): with their value,
-        or as a promise fulfilled when it comes (caller holds lock)."""
+        or as a promise fulfilled when it comes (caller holds lock). Held
+        submissions go first: the ids may travel on another channel."""
+        if self._held:
+            self.send_locked([])
         return self.ledger.escape(object_ids, self.objects.ready)
 
     def settle_locked(self, spec, payloads, registered):
@@ -201,7 +263,7 @@ class CoreClient:
             if direct is not None:
                 # After the SUBMIT: queued work comes before lending a worker.
                 ops += direct.lease_request_ops(spec[ts.RESOURCES])
-            self.send_locked(ops)
+            self._hold_locked(ops)
         return refs
 
     def put_serialized(self, value: serialization.Serialized) -> ObjectRef:
@@ -302,6 +364,7 @@ class CoreClient:
         missing = objects.subscribe_missing(object_ids)
         if len(object_ids) - len(missing) >= num_ready:
             return
+        self.flush_held()
         blocked = self.kind == "worker" and self.on_block is not None
         if blocked:
             self.on_block()
@@ -424,7 +487,7 @@ class CoreClient:
         with self.lock:
             if not connection.closed:
                 was_open = True
-                ops = self.ledger.take_ops()
+                ops, self._held = self._held + self.ledger.take_ops(), []
                 ops.append((m.SHUTDOWN,) if notify_agent == "shutdown" else (m.GOODBYE,))
                 connection.send_last_locked(ops)
                 connection.closed = True
@@ -436,6 +499,7 @@ class CoreClient:
         if self.actors is not None:
             self.actors.close()
         connection.close_reply_sockets()
+        self._waker.close()
         connection.close_sockets(send_linger_ms=0 if connection.dead_reason != "shutdown"
                                  else 1000)
         self.objects.mappings.clear()
