@@ -61,6 +61,7 @@ own layer's lower modules and from the layers below it):
    observe/         task events, the state API's gathering, the timeline, their commands
                     (its events and queries do no I/O: the agent and workers use them)
    state            lightray.state: list_tasks/actors/objects/nodes, summarize_tasks
+   dashboard/       the live web page of the cluster, read from the state API
    cli              the ``lightray`` command line (it also reads lightray.__version__)
  6 util/            ActorPool, Queue: built on the public API
    dask/            a Dask scheduler (needs dask; api imports it only when given a graph)

@@ -49,7 +49,7 @@ from .transport import messages, sockets
 _INIT_OPTIONS = ("address", "num_cpus", "num_gpus", "resources", "object_store_memory",
                  "spill_dir", "namespace", "cluster_key", "logging_level", "runtime_env",
                  "ignore_reinit_error", "local_mode", "copy_values", "forward_warnings",
-                 "log_to_driver")
+                 "log_to_driver", "include_dashboard", "dashboard_port")
 
 _lock = threading.RLock()
 _runtime = None
@@ -57,7 +57,8 @@ _log_to_driver = True   # init(log_to_driver=...): tasks' printed lines shown he
 
 
 class _Runtime:
-    __slots__ = ("client", "process", "session_dir", "session", "namespace", "cluster")
+    __slots__ = ("client", "process", "session_dir", "session", "namespace", "cluster",
+                 "dashboard")
 
     def __init__(self, client, process, session_dir, session, namespace, cluster=None):
         self.client = client
@@ -68,13 +69,15 @@ class _Runtime:
         # Attached to a cluster's agent: (its cluster's public key, the members'
         # mesh addresses when attached), to find another agent should it die.
         self.cluster = cluster
+        self.dashboard = None    # the DashboardServer of init(include_dashboard=True)
 
 
 def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=None,
          object_store_memory=None, spill_dir=None, namespace=None, cluster_key=None,
          logging_level=None, runtime_env=None, ignore_reinit_error: bool = False,
          local_mode=None, copy_values=None, forward_warnings: bool = True,
-         log_to_driver: bool = True, **unknown):
+         log_to_driver: bool = True, include_dashboard: bool = False, dashboard_port=None,
+         **unknown):
     """Start an embedded runtime, or attach to a running agent, and attach this process.
 
     object_store_memory: the store's capacity in bytes (default 30% of the
@@ -95,6 +98,10 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     log_to_driver: print here, prefixed "(name pid=.. node=..)", what tasks
     and actor methods this driver submits (and their nested tasks) print, from
     any node (lightray.output); False: only the workers' log files keep it.
+    include_dashboard=True: serve the dashboard (lightray.dashboard) from this
+    process on 127.0.0.1, at dashboard_port (default: LIGHTRAY_DASHBOARD_PORT,
+    else 8265, else any free port; 0: any); its URL is printed on stderr and
+    is get_runtime_context().dashboard_url.
     """
     global _runtime, _log_to_driver
     if unknown:
@@ -113,6 +120,10 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         raise TypeError(f"namespace must be a str, got {type(namespace).__name__}: {namespace!r}")
     if namespace == "":
         raise ValueError("namespace must be a non-empty str, got ''")
+    if not isinstance(include_dashboard, bool):
+        raise TypeError(f"include_dashboard must be True or False, got {include_dashboard!r}")
+    if dashboard_port is not None and not include_dashboard:
+        raise ValueError("dashboard_port is the port of init(include_dashboard=True)")
     with _lock:
         if is_initialized():
             if ignore_reinit_error:
@@ -129,6 +140,9 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         if _check_local_mode(local_mode, copy_values, address=address, cluster_key=cluster_key,
                              object_store_memory=object_store_memory, spill_dir=spill_dir,
                              runtime_env=runtime_env):
+            if include_dashboard:
+                raise ValueError("include_dashboard=True cannot be used with local_mode=True: "
+                                 "local mode records no task events for the dashboard to show")
             if not forward_warnings:
                 raise ValueError("forward_warnings=False cannot be used with local_mode=True: "
                                  "tasks run in this process, their warnings show here directly")
@@ -139,7 +153,7 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
             request = make_request(num_cpus if num_cpus is not None else detect_num_cpus(),
                                    num_gpus, resources)
             _runtime = _start_local(request, namespace, copy_values is not False)
-            return _context()
+            return _with_dashboard(include_dashboard, dashboard_port)
         task_warnings.set_forwarding(forward_warnings)
         if address is not None:
             if not isinstance(address, str):
@@ -153,7 +167,7 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
                 raise TypeError(f"cluster_key must be a path, got {cluster_key!r}")
             _runtime = _connect_local(address, namespace, cluster_key and os.fspath(cluster_key))
             runtime_envs.set_job_env(job_env)
-            return _context()
+            return _with_dashboard(include_dashboard, dashboard_port)
         if cluster_key is not None:
             raise ValueError("cluster_key names the key of a running cluster, for "
                              "init(address=...); init() without an address makes its own key")
@@ -175,7 +189,23 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
         _runtime = _start_embedded(request, object_store_memory, namespace, spill_dir,
                                    logging_level)
         runtime_envs.set_job_env(job_env)
-        return _context()
+        return _with_dashboard(include_dashboard, dashboard_port)
+
+
+def _with_dashboard(include_dashboard: bool, port):
+    """init's return, once the dashboard it asked for serves (if it fails to,
+    the runtime just started is shut down and the error raised)."""
+    if include_dashboard:
+        # Imported here: the dashboard reads lightray through this module.
+        from .dashboard import server as dashboard_server
+        try:
+            _runtime.dashboard = dashboard_server.start("127.0.0.1", port)
+        except BaseException:
+            shutdown()
+            raise
+        runtime_state.dashboard_url = _runtime.dashboard.url
+        print(f"lightray: dashboard at {_runtime.dashboard.url}", file=sys.stderr, flush=True)
+    return _context()
 
 
 def _check_local_mode(local_mode, copy_values, **cluster_only) -> bool:
@@ -293,6 +323,10 @@ def shutdown() -> None:
     A process attached with init(address=...) only detaches."""
     global _runtime
     with _lock:
+        if _runtime is not None and _runtime.dashboard is not None:
+            _runtime.dashboard.stop()    # before the client it reads through closes
+            _runtime.dashboard = None
+            runtime_state.dashboard_url = None
         embedded, _runtime = _runtime, None
         if embedded is None:
             return

@@ -12,6 +12,8 @@
     lightray timeline -o FILE
         the state API and the timeline from the shell (lightray.observe.cli);
         they take --address and --cluster-key as status does
+    lightray dashboard [--address ...] [--cluster-key FILE] [--port N] [--host H]
+        serve a live web page of the cluster (lightray.dashboard)
     lightray stop [--address HOST:PORT | ipc://...]... [--cluster-key FILE] [--force]
                   [--timeout SECONDS]
         stop this user's cluster agents started on this host with lightray-agent,
@@ -55,6 +57,7 @@ from .output import command as logs_command
 from .config import JOB_RUNTIME_ENV_ENV
 from .jobs import cli as job_cli
 from .observe import cli as observe_cli
+from .dashboard import cli as dashboard_cli
 from .discovery import (NoClusterError, agent_at, auto_agent, check_cluster_key, describe,
                         running_agent_records)
 
@@ -99,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the nodes as JSON")
     observe_cli.register(sub, target)   # list, summary, timeline (lightray.observe.cli)
     logs_command.add_parser(sub, target)
+    dashboard_cli.add_parser(sub, [target])
     stop = sub.add_parser("stop", help="stop your lightray-agent processes on this host "
                                        "(or only those named with --address)")
     stop.add_argument("--address", action="append", default=[],
@@ -158,6 +162,8 @@ def _run(parser, args) -> int:
         return job_cli.run(args, _attach, _CliError)
     if args.command in observe_cli.COMMANDS:
         return observe_cli.run(args)
+    if args.command == "dashboard":
+        return dashboard_cli.run(args)
     parser.print_help()
     return 0
 

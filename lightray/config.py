@@ -338,3 +338,24 @@ WORKER_LOG_BYTES_DEFAULT = 10 * 1024 * 1024
 
 def worker_log_bytes() -> int:
     return max(4096, _env_number(WORKER_LOG_BYTES_ENV, WORKER_LOG_BYTES_DEFAULT, int))
+# The dashboard (lightray dashboard, init(include_dashboard=True)): the port it
+# tries first (taken: any free one, unless a port was asked for), and how often
+# it reads the state API (the page polls what it read last).
+DASHBOARD_PORT_ENV = "LIGHTRAY_DASHBOARD_PORT"
+DASHBOARD_PORT_DEFAULT = 8265
+DASHBOARD_INTERVAL_ENV = "LIGHTRAY_DASHBOARD_INTERVAL"
+DASHBOARD_INTERVAL_DEFAULT = 1.0
+
+
+def dashboard_port() -> int:
+    port = _env_number(DASHBOARD_PORT_ENV, DASHBOARD_PORT_DEFAULT, int)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{DASHBOARD_PORT_ENV} must be a port number (0-65535), got {port}")
+    return port
+
+
+def dashboard_interval() -> float:
+    value = _env_number(DASHBOARD_INTERVAL_ENV, DASHBOARD_INTERVAL_DEFAULT)
+    if not value > 0:
+        raise ValueError(f"{DASHBOARD_INTERVAL_ENV} must be > 0 seconds, got {value}")
+    return value

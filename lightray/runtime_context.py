@@ -12,6 +12,7 @@ class _State:
     actor_id = None
     assigned = {}
     output_driver = None   # a driver's own "node id/client id" (None: log_to_driver=False)
+    dashboard_url = None   # set by init(include_dashboard=True) in the driver
 
 
 state = _State()
@@ -71,6 +72,12 @@ class RuntimeContext:
         """Hex id of the actor this process runs, None elsewhere."""
         actor_id = _view().actor_id
         return actor_id.hex() if actor_id else None
+
+    @property
+    def dashboard_url(self):
+        """The URL of the dashboard init(include_dashboard=True) serves from
+        this process, else None."""
+        return state.dashboard_url
 
     def get_actor_id(self):
         return self.actor_id

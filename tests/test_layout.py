@@ -15,6 +15,9 @@ LAZY_IMPORTS_ALLOWED = {
     # dask is optional: lightray.get(dsk, keys) and get.persist import the
     # Dask scheduler (which imports dask) only when given a Dask graph.
     ("lightray.api", "lightray.dask.scheduler"),
+    # The dashboard reads the runtime through lightray.api: init(include_dashboard=True)
+    # imports its server only when asked for it (and never at lightray's import).
+    ("lightray.api", "lightray.dashboard.server"),
 }
 
 
