@@ -38,6 +38,7 @@ from .discovery import (agent_at, auto_agent, check_cluster_key, cluster_agent,
                         first_agent_at, parse_addresses)
 from .ids import handle_object_id
 from .local.client import LocalClient
+from .log import get_logger
 from .object_ref import ObjectRef
 from .output import printer as output_printer
 from .remote_function import RemoteFunction
@@ -100,8 +101,8 @@ def init(address: str | None = None, *, num_cpus=None, num_gpus=None, resources=
     any node (lightray.output); False: only the workers' log files keep it.
     include_dashboard=True: serve the dashboard (lightray.dashboard) from this
     process on 127.0.0.1, at dashboard_port (default: LIGHTRAY_DASHBOARD_PORT,
-    else 8265, else any free port; 0: any); its URL is printed on stderr and
-    is get_runtime_context().dashboard_url.
+    else 8265, else any free port; 0: any); its URL is logged (INFO, the
+    "lightray.dashboard" logger) and is get_runtime_context().dashboard_url.
     """
     global _runtime, _log_to_driver
     if unknown:
@@ -204,7 +205,7 @@ def _with_dashboard(include_dashboard: bool, port):
             shutdown()
             raise
         runtime_state.dashboard_url = _runtime.dashboard.url
-        print(f"lightray: dashboard at {_runtime.dashboard.url}", file=sys.stderr, flush=True)
+        get_logger("dashboard").info("dashboard at %s", _runtime.dashboard.url)
     return _context()
 
 

@@ -121,7 +121,7 @@ def sealed(key: bytes, sequence: int, payload: bytes) -> bytes:
 def call_spec(actor, method: str, args: tuple, owner: bytes) -> tuple:
     return (os.urandom(14), actor._lr_actor_id, f"Counter.{method}",
             serialization.serialize((args, {})).inband, [], [], 1, None, 0, False, owner, 0,
-            None)
+            None, None)   # (TaskSpec's 14 fields: the last, driver, None: no printed output)
 
 
 def dropped(sock: socket.socket, timeout: float = 10.0) -> bool:
